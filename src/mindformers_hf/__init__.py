@@ -1,0 +1,49 @@
+"""mindformers_hf: transformers' API on native MindSpore models.
+
+`from mindformers_hf import AutoModelForCausalLM, AutoTokenizer` behaves like transformers. Names are
+resolved lazily, so `import mindformers_hf` is fast and never imports torch (nor MindSpore, until a
+model or tensor is touched).
+"""
+import importlib
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it ("transformers" for tensor-free re-exports)
+_LAZY = {
+    "AutoModel": "mindformers_hf.models.auto",
+    "AutoModelForCausalLM": "mindformers_hf.models.auto",
+    "AutoTokenizer": "mindformers_hf.tokenization",
+    "PreTrainedModel": "mindformers_hf.modeling_utils",
+    "LlamaModel": "mindformers_hf.models.llama",
+    "LlamaForCausalLM": "mindformers_hf.models.llama",
+    "LlamaPreTrainedModel": "mindformers_hf.models.llama",
+    "DynamicCache": "mindformers_hf.cache_utils",
+    "CheckpointError": "mindformers_hf.safetensors_io",
+    # tensor-free names from transformers
+    "AutoConfig": "transformers",
+    "PretrainedConfig": "transformers",
+    "PreTrainedConfig": "transformers",
+    "LlamaConfig": "transformers",
+    "GenerationConfig": "transformers",
+    "PreTrainedTokenizerFast": "transformers",
+    "PreTrainedTokenizerBase": "transformers",
+    "BatchEncoding": "transformers",
+    "TextStreamer": "transformers",
+    "TextIteratorStreamer": "transformers",
+    "logging": "transformers",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mindformers_hf' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

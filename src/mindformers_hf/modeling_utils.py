@@ -1,0 +1,439 @@
+"""PreTrainedModel: the HF model surface (from_pretrained, save_pretrained, dtype, device, tied weights)
+on a MindSpore `nn.Cell` whose parameter names are the HF checkpoint keys.
+"""
+import json
+import os
+import re
+
+import numpy as np
+import mindspore as ms
+from mindspore import nn
+
+from . import runtime, tensor_io  # noqa: F401  (runtime: CPU launch mode)
+from .modeling_outputs import ModelOutput
+from .safetensors_io import (
+    CheckpointError,
+    SafetensorsFile,
+    atomic_write_text,
+    float32_to_bf16_bits,
+    safetensors_dtype,
+    write_safetensors,
+)
+from .utils import canonical_dtype_name, compute_dtype_name, device_target, logger, ms_dtype, warn_once
+
+SAFE_WEIGHTS_NAME = "model.safetensors"
+SAFE_WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
+
+# HF from_pretrained kwargs that have no meaning here: accepted, warned about once.
+_IGNORED_LOAD_KWARGS = ("device_map", "low_cpu_mem_usage", "max_memory", "offload_folder", "offload_state_dict",
+                        "use_safetensors", "quantization_config", "key_mapping", "tp_plan", "tp_size",
+                        "use_flash_attention_2", "_fast_init", "mirror", "variant", "weights_only")
+_KNOWN_ATTN_IMPLEMENTATIONS = ("eager", "sdpa")
+
+
+def parse_size(size) -> int:
+    """'5GB' -> 5 * 10**9, '2GiB' -> 2 * 2**30, ints unchanged (transformers' convention)."""
+    if isinstance(size, int):
+        return size
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?I?B)\s*", str(size).upper())
+    if not match:
+        raise ValueError(f"max_shard_size {size!r} is not a size like '5GB', '500MB' or an int of bytes")
+    number, unit = float(match.group(1)), match.group(2)
+    scale = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+             "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}[unit]
+    return int(number * scale)
+
+
+def _to_parameter_data(array: np.ndarray, is_bf16_bits: bool, target: ms.Type) -> ms.Tensor:
+    """A numpy array from a checkpoint as a MindSpore tensor of the parameter's dtype, copying at most once."""
+    if target == ms.bfloat16:
+        bits = array if is_bf16_bits else float32_to_bf16_bits(array.astype(np.float32))
+        return ms.from_numpy(np.ascontiguousarray(bits)).view(ms.bfloat16)
+    if is_bf16_bits:
+        array = (array.astype(np.uint32) << 16).view(np.float32)
+    np_target = {ms.float32: np.float32, ms.float16: np.float16, ms.float64: np.float64}.get(target)
+    if np_target is not None and array.dtype != np_target:
+        array = array.astype(np_target)
+    return ms.from_numpy(np.ascontiguousarray(array))
+
+
+class PreTrainedModel(nn.Cell):
+    config_class = None
+    base_model_prefix = "model"
+    # Checkpoint keys that are safe to skip (old checkpoints stored rotary buffers).
+    _keys_to_ignore_on_load_unexpected = (r"rotary_emb\.inv_freq$",)
+    _tied_weights_keys = ()
+
+    def __init__(self, config, *args, **kwargs):
+        super().__init__(auto_prefix=True)
+        self.config = config
+        self._generation_config = None
+
+    # ------------------------------------------------------------------ HF surface
+    @property
+    def dtype(self):
+        for _, param in self.parameters_and_names():
+            if param.dtype in (ms.float32, ms.float16, ms.bfloat16, ms.float64):
+                return param.dtype
+        return ms.float32
+
+    @property
+    def device(self):
+        """'cpu' on the CPU backend, else e.g. 'ascend:0': MindSpore places tensors by context, not by tensor."""
+        target = device_target()
+        if target == "CPU":
+            return "cpu"
+        return f"{target.lower()}:{ms.get_context('device_id')}"
+
+    @property
+    def generation_config(self):
+        if self._generation_config is None:
+            from transformers import GenerationConfig
+
+            self._generation_config = GenerationConfig.from_model_config(self.config)
+        return self._generation_config
+
+    @generation_config.setter
+    def generation_config(self, value):
+        self._generation_config = value
+
+    def can_generate(self):
+        return hasattr(self, "lm_head") or "CausalLM" in type(self).__name__
+
+    def named_parameters(self):
+        """(HF name, Parameter) pairs; shared (tied) parameters appear once."""
+        return list(self.parameters_and_names())
+
+    def parameters(self):
+        return [p for _, p in self.parameters_and_names()]
+
+    def state_dict(self):
+        return dict(self.parameters_and_names())
+
+    def num_parameters(self, only_trainable=False, exclude_embeddings=False):
+        total = 0
+        for name, param in self.parameters_and_names():
+            if only_trainable and not param.requires_grad:
+                continue
+            if exclude_embeddings and ("embed" in name or name.startswith("lm_head")):
+                continue
+            total += int(np.prod(param.shape))
+        return total
+
+    def get_input_embeddings(self):
+        return getattr(self, self.base_model_prefix, self).embed_tokens
+
+    def eval(self):
+        self.set_train(False)
+        return self
+
+    def train(self, mode=True):
+        self.set_train(mode)
+        return self
+
+    def to(self, *args, **kwargs):
+        """`model.to("cpu")` is a no-op (MindSpore places by context); `model.to(dtype)` casts parameters."""
+        for value in list(args) + list(kwargs.values()):
+            try:
+                name = canonical_dtype_name(value)
+            except ValueError:
+                continue  # a device string such as "cuda" or "cpu"
+            if name != "auto":
+                self._cast_parameters(ms_dtype(compute_dtype_name(name)))
+        return self
+
+    def float(self):
+        return self.to("float32")
+
+    def half(self):
+        return self.to("float16")
+
+    def bfloat16(self):
+        return self.to("bfloat16")
+
+    def _cast_parameters(self, dtype):
+        for _, param in self.parameters_and_names():
+            if param.dtype in (ms.float32, ms.float16, ms.bfloat16) and param.dtype != dtype:
+                param.set_data(param.astype(dtype))
+
+    # ------------------------------------------------------------------ call boundary
+    def __call__(self, *args, **kwargs):
+        """Accept numpy / torch / MindSpore inputs; return outputs of the kind the caller passed in."""
+        kind = tensor_io.first_kind(*args, *kwargs.values())
+        args = [tensor_io.to_mindspore(a) if tensor_io.kind_of(a) or isinstance(a, list) else a for a in args]
+        for key, value in kwargs.items():
+            if tensor_io.kind_of(value) in (tensor_io.NUMPY, tensor_io.TORCH) or (
+                isinstance(value, list) and key in ("input_ids", "attention_mask", "labels", "position_ids")
+            ):
+                kwargs[key] = tensor_io.to_mindspore(value)
+        outputs = self.construct(*args, **kwargs)
+        if kind in (tensor_io.NUMPY, tensor_io.TORCH):
+            if isinstance(outputs, ModelOutput):
+                for key in list(outputs.keys()):
+                    if key != "past_key_values":
+                        outputs[key] = tensor_io.to_kind(outputs[key], kind)
+            elif isinstance(outputs, tuple):
+                outputs = tuple(v if hasattr(v, "update") else tensor_io.to_kind(v, kind) for v in outputs)
+        return outputs
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_config(cls, config, dtype=None, torch_dtype=None, **kwargs):
+        return cls._from_config(config, dtype=dtype if dtype is not None else torch_dtype, **kwargs)
+
+    @classmethod
+    def _from_config(cls, config, dtype=None, **kwargs):
+        for key in kwargs:
+            warn_once(f"from_config: keyword {key!r} is accepted for compatibility and ignored")
+        name = canonical_dtype_name(dtype)
+        if name == "auto":
+            name = "float32"
+        model = cls(config, dtype=ms_dtype(compute_dtype_name(name)))
+        model.eval()
+        return model
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, config=None, dtype=None, torch_dtype=None,
+                        gguf_file=None, cache_dir=None, revision=None, local_files_only=False, token=None,
+                        trust_remote_code=False, attn_implementation=None, ignore_mismatched_sizes=False,
+                        force_download=False, **kwargs):
+        from .hub import resolve_folder
+
+        for key in list(kwargs):
+            if key in _IGNORED_LOAD_KWARGS:
+                warn_once(f"from_pretrained: {key}={kwargs.pop(key)!r} is accepted for compatibility and ignored "
+                          "(see docs/differences.md)")
+        if attn_implementation is not None and attn_implementation not in _KNOWN_ATTN_IMPLEMENTATIONS:
+            warn_once(f"attn_implementation={attn_implementation!r} is not available here; using the eager kernel")
+        if ignore_mismatched_sizes:
+            raise NotImplementedError("ignore_mismatched_sizes=True is not supported: shapes must match the model")
+        folder = resolve_folder(pretrained_model_name_or_path, revision=revision, cache_dir=cache_dir,
+                                local_files_only=local_files_only, token=token, gguf_file=gguf_file)
+        if config is None:
+            from .models.auto import load_config
+
+            config = load_config(folder, gguf_file=gguf_file, **kwargs)
+        elif kwargs:
+            for key in list(kwargs):
+                if hasattr(config, key):
+                    setattr(config, key, kwargs.pop(key))
+        for key in kwargs:
+            warn_once(f"from_pretrained: unknown keyword {key!r} ignored")
+
+        requested = canonical_dtype_name(dtype if dtype is not None else torch_dtype)
+        if requested == "auto":
+            requested = _checkpoint_dtype(folder, config, gguf_file)
+        model = cls(config, *model_args, dtype=ms_dtype(compute_dtype_name(requested)))
+        model.load_checkpoint_folder(folder, gguf_file=gguf_file)
+        gen_path = os.path.join(folder, "generation_config.json")
+        if os.path.isfile(gen_path) and model.can_generate():
+            from transformers import GenerationConfig
+
+            model.generation_config = GenerationConfig.from_pretrained(folder)
+        model.config.name_or_path = os.fspath(pretrained_model_name_or_path)
+        model.eval()
+        return model
+
+    def checkpoint_key_to_name(self, key):
+        """Map a checkpoint key onto our parameter names (base model <-> with-head prefixes); None = skip."""
+        prefix = self.base_model_prefix + "."
+        if key.startswith(prefix) and not hasattr(self, self.base_model_prefix):
+            return key[len(prefix):]  # loading a base model from a with-head checkpoint
+        if hasattr(self, self.base_model_prefix) and not key.startswith(prefix) and not key.startswith("lm_head"):
+            return prefix + key  # loading a with-head model from a base-model checkpoint
+        return key
+
+    def _skip_key(self, name):
+        if name == "lm_head.weight" and getattr(self.config, "tie_word_embeddings", False):
+            return True  # tied: the embedding serves as the head
+        return any(re.search(p, name) for p in self._keys_to_ignore_on_load_unexpected)
+
+    def load_checkpoint_folder(self, folder, gguf_file=None):
+        if gguf_file:
+            from .gguf_io import iter_gguf_tensors
+
+            path = os.path.join(folder, gguf_file)
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"GGUF file {gguf_file!r} not found in {folder}")
+            source = ((name, path, array, False) for name, array in iter_gguf_tensors(path, self.config))
+        else:
+            source = _iter_safetensors(find_checkpoint_files(folder))
+        return self.load_weights(source)
+
+    def load_weights(self, source):
+        """Stream (key, file, numpy array, is_bf16_bits) into the parameters; every parameter must be filled.
+
+        Returns the set of loaded parameter names.
+        """
+        params = dict(self.parameters_and_names())
+        loaded = set()
+        from tqdm.auto import tqdm
+
+        progress = tqdm(total=len(params), desc="Loading weights", unit="tensor", leave=False,
+                        disable=len(params) < 64)
+        for key, path, array, is_bits in source:
+            name = self.checkpoint_key_to_name(key)
+            if name not in params:
+                if self._skip_key(name):
+                    continue
+                raise CheckpointError(
+                    f"Unexpected key {key!r} in {path}: {type(self).__name__} has no parameter of that name "
+                    f"(shape in file {tuple(array.shape)})"
+                )
+            param = params[name]
+            if tuple(array.shape) != tuple(param.shape):
+                raise CheckpointError(
+                    f"Shape mismatch for {key!r} in {path}: checkpoint has {tuple(array.shape)}, "
+                    f"{type(self).__name__} expects {tuple(param.shape)}"
+                )
+            param.set_data(_to_parameter_data(np.asarray(array), is_bits, param.dtype))
+            loaded.add(name)
+            progress.update(1)
+        progress.close()
+        missing = sorted(set(params) - loaded)
+        if missing:
+            shown = ", ".join(f"{n} {tuple(params[n].shape)}" for n in missing[:8])
+            raise CheckpointError(
+                f"Missing keys: the checkpoint has no tensor for {len(missing)} parameter(s) of "
+                f"{type(self).__name__}: {shown}{' ...' if len(missing) > 8 else ''}"
+            )
+        return loaded
+
+    # ------------------------------------------------------------------ saving
+    def save_pretrained(self, save_directory, is_main_process=True, state_dict=None, max_shard_size="50GB",
+                        safe_serialization=True, push_to_hub=False, **kwargs):
+        if not safe_serialization:
+            raise NotImplementedError("safe_serialization=False (pickle .bin files) is not supported: we write safetensors")
+        if push_to_hub:
+            raise NotImplementedError("push_to_hub is not supported yet")
+        for key in kwargs:
+            warn_once(f"save_pretrained: keyword {key!r} is accepted for compatibility and ignored")
+        if not is_main_process:
+            return
+        if os.path.isfile(save_directory):
+            raise ValueError(f"save_pretrained needs a folder, {save_directory} is a file")
+        os.makedirs(save_directory, exist_ok=True)
+        params = state_dict if state_dict is not None else dict(self.parameters_and_names())
+
+        self.config.architectures = [type(self).__name__]
+        self.config.dtype = {ms.float16: "float16", ms.bfloat16: "bfloat16"}.get(self.dtype, "float32")
+        atomic_write_text(os.path.join(save_directory, "config.json"), self.config.to_json_string())
+        if self.can_generate():
+            atomic_write_text(os.path.join(save_directory, "generation_config.json"),
+                              self.generation_config.to_json_string())
+
+        entries = []
+        for name, param in params.items():
+            is_bf16 = param.dtype == ms.bfloat16
+            np_dtype = {ms.float16: np.float16, ms.float64: np.float64}.get(param.dtype, None)
+            st_dtype = "BF16" if is_bf16 else safetensors_dtype(np.zeros(0, np_dtype or _np_dtype_of(param)))
+
+            def fetch(p=param, bf16=is_bf16):
+                # bf16 goes out as its raw bits: numpy has no bfloat16
+                return p.view(ms.uint16).asnumpy() if bf16 else p.asnumpy()
+
+            entries.append((name, (tuple(param.shape), st_dtype, fetch)))
+
+        shards = _split_shards(entries, parse_size(max_shard_size))
+        written = []
+        if len(shards) == 1:
+            write_safetensors(os.path.join(save_directory, SAFE_WEIGHTS_NAME), shards[0], {"format": "pt"})
+            written.append(SAFE_WEIGHTS_NAME)
+        else:
+            weight_map, total = {}, 0
+            for i, shard in enumerate(shards):
+                file_name = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+                write_safetensors(os.path.join(save_directory, file_name), shard, {"format": "pt"})
+                written.append(file_name)
+                for name, (shape, st_dtype, _) in shard:
+                    weight_map[name] = file_name
+                    total += _nbytes(shape, st_dtype)
+            index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+            atomic_write_text(os.path.join(save_directory, SAFE_WEIGHTS_INDEX_NAME), json.dumps(index, indent=2))
+            written.append(SAFE_WEIGHTS_INDEX_NAME)
+        # Remove weights from an earlier save into this folder that the new save did not write.
+        for file_name in os.listdir(save_directory):
+            stale = file_name == SAFE_WEIGHTS_INDEX_NAME or re.fullmatch(r"model(-\d{5}-of-\d{5})?\.safetensors", file_name)
+            if stale and file_name not in written:
+                os.remove(os.path.join(save_directory, file_name))
+
+
+def _np_dtype_of(param):
+    return {ms.float32: np.float32, ms.int32: np.int32, ms.int64: np.int64, ms.bool_: np.bool_,
+            ms.uint8: np.uint8, ms.int8: np.int8}.get(param.dtype, np.float32)
+
+
+def _nbytes(shape, st_dtype):
+    itemsize = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
+    return int(np.prod(shape, dtype=np.int64)) * itemsize[st_dtype]
+
+
+def _split_shards(entries, max_bytes):
+    shards, current, size = [], [], 0
+    for entry in entries:
+        nbytes = _nbytes(entry[1][0], entry[1][1])
+        if current and size + nbytes > max_bytes:
+            shards.append(current)
+            current, size = [], 0
+        current.append(entry)
+        size += nbytes
+    shards.append(current)
+    return shards
+
+
+def find_checkpoint_files(folder):
+    """The safetensors files of a checkpoint folder, from its index when sharded."""
+    index_path = os.path.join(folder, SAFE_WEIGHTS_INDEX_NAME)
+    single = os.path.join(folder, SAFE_WEIGHTS_NAME)
+    if os.path.isfile(index_path):
+        try:
+            with open(index_path, encoding="utf-8") as f:
+                weight_map = json.load(f)["weight_map"]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise CheckpointError(f"{index_path}: not a valid safetensors index ({e})") from None
+        files = []
+        for file_name in dict.fromkeys(weight_map.values()):
+            path = os.path.join(folder, file_name)
+            if not os.path.isfile(path):
+                raise CheckpointError(f"{index_path} names shard {file_name!r}, which is not in {folder}")
+            files.append(path)
+        return files
+    if os.path.isfile(single):
+        return [single]
+    others = sorted(f for f in os.listdir(folder) if f.endswith((".bin", ".pt", ".pth", ".ckpt", ".gguf")))
+    hint = ""
+    if any(f.endswith(".gguf") for f in others):
+        hint = " For a GGUF checkpoint pass gguf_file='<name>.gguf'."
+    elif others:
+        hint = (f" It has {', '.join(others[:3])}: pickled checkpoints are never unpickled here; convert them to "
+                "safetensors first.")
+    raise FileNotFoundError(f"No {SAFE_WEIGHTS_NAME} or {SAFE_WEIGHTS_INDEX_NAME} in {folder}.{hint}")
+
+
+def _iter_safetensors(files):
+    for path in files:
+        reader = SafetensorsFile(path)
+        for key in reader.keys():
+            yield key, path, reader.get(key), reader.dtype(key) == "BF16"
+        reader.close()
+
+
+def _checkpoint_dtype(folder, config, gguf_file):
+    """dtype='auto': the config's dtype (v5 `dtype`, v4 `torch_dtype`), else the first float tensor's."""
+    name = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    if name is not None:
+        try:
+            resolved = canonical_dtype_name(name)
+            if resolved != "auto":
+                return resolved
+        except ValueError:
+            pass
+    if gguf_file:
+        return "float32"  # quantized blocks dequantize to float32
+    for path in find_checkpoint_files(folder)[:1]:
+        reader = SafetensorsFile(path)
+        for key in reader.keys():
+            st = reader.dtype(key)
+            if st in ("F32", "F16", "BF16"):
+                return {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}[st]
+    return "float32"

@@ -1,0 +1,3 @@
+from .modeling_auto import AutoModel, AutoModelForCausalLM, load_config
+
+__all__ = ["AutoModel", "AutoModelForCausalLM", "load_config"]

@@ -1,0 +1,207 @@
+"""LLaMA in MindSpore with HF parameter names: serves LLaMA 2/3/3.1, CodeLlama, Yi, DeepSeek-Coder, SmolLM.
+
+Read top to bottom as transformers' modeling_llama.py: norm, rotary, MLP, attention, decoder layer,
+base model, causal-LM head. Fused kernels are reached only through `mindformers_hf.ops`.
+"""
+import numpy as np
+import mindspore as ms
+from mindspore import nn, ops
+
+from ... import ops as fused
+from ...cache_utils import DynamicCache
+from ...layers import Embedding, Linear, new_parameter
+from ...loss_utils import causal_lm_loss
+from ...masking_utils import create_causal_mask
+from ...modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from ...modeling_rope_utils import compute_inv_freq, rope_parameters
+from ...modeling_utils import PreTrainedModel
+from ...utils import warn_once
+
+
+class LlamaRMSNorm(nn.Cell):
+    def __init__(self, hidden_size, eps=1e-6, dtype=ms.float32):
+        super().__init__()
+        self.weight = new_parameter((hidden_size,), dtype, "ones")
+        self.variance_epsilon = eps
+
+    def construct(self, hidden_states):
+        return fused.rms_norm(hidden_states, self.weight, self.variance_epsilon)
+
+
+class LlamaRotaryEmbedding(nn.Cell):
+    """cos/sin tables [B, S, head_dim] for the given positions; "dynamic" rope rescales past max positions."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.rope_type = rope_parameters(config)["rope_type"]
+        inv_freq, self.attention_scaling = compute_inv_freq(config)
+        self.inv_freq = ms.Tensor(inv_freq)
+
+    def construct(self, x, position_ids):
+        inv_freq = self.inv_freq
+        if self.rope_type == "dynamic":
+            seq_len = int(position_ids.max().asnumpy()) + 1
+            if seq_len > self.config.max_position_embeddings:
+                inv_freq = ms.Tensor(compute_inv_freq(self.config, seq_len)[0])
+        freqs = position_ids.astype(ms.float32).expand_dims(-1) * inv_freq          # [B, S, D/2]
+        emb = ops.cat((freqs, freqs), -1)                                            # [B, S, D]
+        cos = ops.cos(emb) * self.attention_scaling
+        sin = ops.sin(emb) * self.attention_scaling
+        return cos.astype(x.dtype), sin.astype(x.dtype)
+
+
+class LlamaMLP(nn.Cell):
+    def __init__(self, config, dtype=ms.float32):
+        super().__init__()
+        hidden, inter, bias = config.hidden_size, config.intermediate_size, getattr(config, "mlp_bias", False)
+        std = config.initializer_range
+        self.gate_proj = Linear(hidden, inter, bias, dtype, std=std)
+        self.up_proj = Linear(hidden, inter, bias, dtype, std=std)
+        self.down_proj = Linear(inter, hidden, bias, dtype, std=std)
+        if config.hidden_act not in ("silu", "swish"):
+            raise NotImplementedError(f"LLaMA MLP activation {config.hidden_act!r} is not supported (only silu)")
+
+    def construct(self, x):
+        return self.down_proj(fused.silu_mul(self.gate_proj(x), self.up_proj(x)))
+
+
+class LlamaAttention(nn.Cell):
+    def __init__(self, config, layer_idx, dtype=ms.float32):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.num_heads = config.num_attention_heads
+        self.num_key_value_heads = getattr(config, "num_key_value_heads", None) or self.num_heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.num_heads
+        self.scaling = self.head_dim ** -0.5
+        bias, std = getattr(config, "attention_bias", False), config.initializer_range
+        self.q_proj = Linear(config.hidden_size, self.num_heads * self.head_dim, bias, dtype, std=std)
+        self.k_proj = Linear(config.hidden_size, self.num_key_value_heads * self.head_dim, bias, dtype, std=std)
+        self.v_proj = Linear(config.hidden_size, self.num_key_value_heads * self.head_dim, bias, dtype, std=std)
+        self.o_proj = Linear(self.num_heads * self.head_dim, config.hidden_size, bias, dtype, std=std)
+
+    def construct(self, hidden_states, cos, sin, attention_mask=None, past_key_values=None):
+        bsz, q_len, _ = hidden_states.shape
+        # [B, S, H*D] -> [B, H, S, D]
+        q = self.q_proj(hidden_states).reshape(bsz, q_len, self.num_heads, self.head_dim).swapaxes(1, 2)
+        k = self.k_proj(hidden_states).reshape(bsz, q_len, self.num_key_value_heads, self.head_dim).swapaxes(1, 2)
+        v = self.v_proj(hidden_states).reshape(bsz, q_len, self.num_key_value_heads, self.head_dim).swapaxes(1, 2)
+        q, k = fused.apply_rotary_pos_emb(q, k, cos, sin)
+        if past_key_values is not None:
+            k, v = past_key_values.update(k, v, self.layer_idx)
+        out = fused.causal_attention(q, k, v, attention_mask, self.scaling)         # [B, H, S, D]
+        out = out.swapaxes(1, 2).reshape(bsz, q_len, self.num_heads * self.head_dim)
+        return self.o_proj(out)
+
+
+class LlamaDecoderLayer(nn.Cell):
+    def __init__(self, config, layer_idx, dtype=ms.float32):
+        super().__init__()
+        self.self_attn = LlamaAttention(config, layer_idx, dtype)
+        self.mlp = LlamaMLP(config, dtype)
+        self.input_layernorm = LlamaRMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
+        self.post_attention_layernorm = LlamaRMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
+
+    def construct(self, hidden_states, cos, sin, attention_mask=None, past_key_values=None):
+        residual = hidden_states
+        hidden_states = self.self_attn(self.input_layernorm(hidden_states), cos, sin, attention_mask, past_key_values)
+        hidden_states = residual + hidden_states
+        residual = hidden_states
+        hidden_states = self.mlp(self.post_attention_layernorm(hidden_states))
+        return residual + hidden_states
+
+
+class LlamaPreTrainedModel(PreTrainedModel):
+    base_model_prefix = "model"
+    _no_split_modules = ["LlamaDecoderLayer"]
+
+
+class LlamaModel(LlamaPreTrainedModel):
+    def __init__(self, config, dtype=ms.float32):
+        super().__init__(config)
+        self.padding_idx = getattr(config, "pad_token_id", None)
+        self.vocab_size = config.vocab_size
+        self.embed_tokens = Embedding(config.vocab_size, config.hidden_size, dtype, std=config.initializer_range)
+        self.layers = nn.CellList([LlamaDecoderLayer(config, i, dtype) for i in range(config.num_hidden_layers)])
+        self.norm = LlamaRMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
+        self.rotary_emb = LlamaRotaryEmbedding(config)
+
+    def construct(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
+                  inputs_embeds=None, use_cache=None, output_hidden_states=None, output_attentions=None,
+                  return_dict=None, cache_position=None, cache=None, **kwargs):
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
+        if output_attentions:
+            raise NotImplementedError("output_attentions=True is not supported (the attention kernels do not return "
+                                      "probabilities)")
+        for key in kwargs:
+            warn_once(f"{type(self).__name__}: keyword {key!r} is accepted for compatibility and ignored")
+        past_key_values = past_key_values if past_key_values is not None else cache
+        if output_hidden_states is None:
+            output_hidden_states = getattr(self.config, "output_hidden_states", False)
+        if inputs_embeds is None:
+            inputs_embeds = self.embed_tokens(input_ids)
+        if use_cache and past_key_values is None:
+            past_key_values = DynamicCache()
+        bsz, q_len = inputs_embeds.shape[0], inputs_embeds.shape[1]
+        past_len = past_key_values.get_seq_length() if past_key_values is not None else 0
+        if position_ids is None:
+            position_ids = (ops.arange(q_len, dtype=ms.int32) + past_len).reshape(1, q_len)
+        mask = create_causal_mask(attention_mask, bsz, q_len, past_len, getattr(self.config, "sliding_window", None)
+                                  if getattr(self.config, "use_sliding_window", True) else None)
+
+        hidden_states = inputs_embeds
+        cos, sin = self.rotary_emb(hidden_states, position_ids)
+        all_hidden_states = (hidden_states,) if output_hidden_states else None
+        for layer in self.layers:
+            hidden_states = layer(hidden_states, cos, sin, mask, past_key_values)
+            if output_hidden_states:
+                all_hidden_states += (hidden_states,)
+        hidden_states = self.norm(hidden_states)
+        if output_hidden_states:  # as in HF, the last entry is the normed final state
+            all_hidden_states = all_hidden_states[:-1] + (hidden_states,)
+        out = BaseModelOutputWithPast(last_hidden_state=hidden_states,
+                                      past_key_values=past_key_values if use_cache else None,
+                                      hidden_states=all_hidden_states)
+        return out.to_tuple() if return_dict is False else out
+
+
+class LlamaForCausalLM(LlamaPreTrainedModel):
+    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+
+    def __init__(self, config, dtype=ms.float32):
+        super().__init__(config)
+        self.model = LlamaModel(config, dtype)
+        self.vocab_size = config.vocab_size
+        # Tied checkpoints store no lm_head.weight: the embedding matrix serves as the head.
+        self.tied = bool(getattr(config, "tie_word_embeddings", False))
+        if not self.tied:
+            self.lm_head = Linear(config.hidden_size, config.vocab_size, False, dtype, std=config.initializer_range)
+        self._logits_matmul = ops.MatMul(transpose_b=True)
+
+    def get_output_embeddings(self):
+        return self.model.embed_tokens if self.tied else self.lm_head
+
+    def lm_logits(self, hidden_states):
+        weight = self.model.embed_tokens.weight if self.tied else self.lm_head.weight
+        shape = hidden_states.shape
+        logits = self._logits_matmul(hidden_states.reshape(-1, shape[-1]), weight)
+        return logits.reshape(shape[:-1] + (weight.shape[0],))
+
+    def construct(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
+                  inputs_embeds=None, labels=None, use_cache=None, output_hidden_states=None,
+                  output_attentions=None, return_dict=None, logits_to_keep=0, num_items_in_batch=None, **kwargs):
+        outputs = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                             past_key_values=past_key_values, inputs_embeds=inputs_embeds, use_cache=use_cache,
+                             output_hidden_states=output_hidden_states, output_attentions=output_attentions,
+                             **kwargs)
+        hidden_states = outputs.last_hidden_state
+        if isinstance(logits_to_keep, int) and logits_to_keep > 0:
+            hidden_states = hidden_states[:, -logits_to_keep:, :]
+        logits = self.lm_logits(hidden_states)
+        loss = None
+        if labels is not None:
+            loss = causal_lm_loss(logits, labels, num_items_in_batch)
+        out = CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=outputs.past_key_values,
+                                     hidden_states=outputs.hidden_states)
+        return out.to_tuple() if return_dict is False else out

@@ -1,0 +1,115 @@
+"""AutoTokenizer: transformers' tokenizers, plus what a MindSpore user needs from them.
+
+The tokenizer itself is transformers' (same files, vocab, chat templates). On top:
+- `return_tensors="ms"` gives MindSpore tensors ("np" and "pt" work as in transformers);
+- the returned BatchEncoding's `.to(model.device)` works for numpy / MindSpore values, and without torch;
+- `gguf_file=` works without torch (transformers' GGUF parser is tensor-free but asks for torch).
+"""
+import numpy as np
+
+_MS_NAMES = ("ms", "mindspore")
+
+
+def _convert_to_ms(encoding):
+    import mindspore as ms
+
+    for key, value in list(encoding.items()):
+        if isinstance(value, np.ndarray):
+            encoding[key] = ms.Tensor(value)
+    return encoding
+
+
+def _adopt_batch_encoding(encoding):
+    """Re-wrap HF's BatchEncoding as ours (same data, same encodings) so that `.to()` works for every kind."""
+    from transformers import BatchEncoding as HFBatchEncoding
+
+    if not isinstance(encoding, HFBatchEncoding) or isinstance(encoding, BatchEncoding):
+        return encoding
+    ours = BatchEncoding.__new__(BatchEncoding)
+    ours.__dict__.update(encoding.__dict__)
+    return ours
+
+
+def _batch_encoding_base():
+    from transformers import BatchEncoding as HFBatchEncoding
+
+    return HFBatchEncoding
+
+
+class BatchEncoding(_batch_encoding_base()):
+    def to(self, device, *args, **kwargs):
+        """Move torch values with torch; numpy and MindSpore values stay (MindSpore places by context)."""
+        from .tensor_io import is_torch_tensor
+
+        for key, value in list(self.items()):
+            if is_torch_tensor(value):
+                target = device if str(device).startswith(("cpu", "cuda", "mps")) else "cpu"
+                self.data[key] = value.to(target, *args, **kwargs)
+        return self
+
+
+class TokenizerMixin:
+    """Mixed into a loaded transformers tokenizer's class (the class name, and so the saved files, stay HF's)."""
+
+    def __call__(self, *args, return_tensors=None, **kwargs):
+        as_ms = return_tensors in _MS_NAMES
+        out = super().__call__(*args, return_tensors="np" if as_ms else return_tensors, **kwargs)
+        if as_ms:
+            _convert_to_ms(out)
+        return _adopt_batch_encoding(out)
+
+    def pad(self, *args, return_tensors=None, **kwargs):
+        as_ms = return_tensors in _MS_NAMES
+        out = super().pad(*args, return_tensors="np" if as_ms else return_tensors, **kwargs)
+        if as_ms:
+            _convert_to_ms(out)
+        return _adopt_batch_encoding(out)
+
+    def apply_chat_template(self, *args, return_tensors=None, **kwargs):
+        as_ms = return_tensors in _MS_NAMES
+        out = super().apply_chat_template(*args, return_tensors="np" if as_ms else return_tensors, **kwargs)
+        if as_ms:
+            import mindspore as ms
+
+            if isinstance(out, np.ndarray):
+                return ms.Tensor(out)
+            if hasattr(out, "items"):
+                _convert_to_ms(out)
+        return _adopt_batch_encoding(out) if hasattr(out, "items") else out
+
+
+_TOKENIZER_CLASSES = {}
+
+
+def adopt_tokenizer(tokenizer):
+    base = type(tokenizer)
+    if isinstance(tokenizer, TokenizerMixin):
+        return tokenizer
+    if base not in _TOKENIZER_CLASSES:
+        _TOKENIZER_CLASSES[base] = type(base.__name__, (TokenizerMixin, base), {"__module__": base.__module__})
+    tokenizer.__class__ = _TOKENIZER_CLASSES[base]
+    return tokenizer
+
+
+class AutoTokenizer:
+    def __init__(self, *args, **kwargs):
+        raise EnvironmentError("AutoTokenizer is built with AutoTokenizer.from_pretrained()")
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        from transformers import AutoTokenizer as HFAutoTokenizer
+
+        from .gguf_io import gguf_metadata_parsing
+
+        if kwargs.get("gguf_file"):
+            with gguf_metadata_parsing():
+                tokenizer = HFAutoTokenizer.from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        else:
+            tokenizer = HFAutoTokenizer.from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        return adopt_tokenizer(tokenizer)
+
+    @classmethod
+    def register(cls, *args, **kwargs):
+        from transformers import AutoTokenizer as HFAutoTokenizer
+
+        return HFAutoTokenizer.register(*args, **kwargs)

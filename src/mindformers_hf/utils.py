@@ -1,0 +1,79 @@
+"""Small shared helpers: one-time warnings, dtype names, the MindSpore device."""
+import logging
+import sys
+
+import numpy as np
+
+logger = logging.getLogger("mindformers_hf")
+if not logger.handlers:
+    _handler = logging.StreamHandler(sys.stderr)
+    _handler.setFormatter(logging.Formatter("[mindformers_hf] %(levelname)s: %(message)s"))
+    logger.addHandler(_handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+_warned = set()
+
+
+def warn_once(message: str) -> None:
+    """Warn about an accepted-but-ignored option once per process, not once per call."""
+    if message not in _warned:
+        _warned.add(message)
+        logger.warning(message)
+
+
+# Every spelling a user of transformers may hand us, mapped to one canonical name.
+_DTYPE_ALIASES = {
+    "float32": "float32", "fp32": "float32", "float": "float32",
+    "float16": "float16", "fp16": "float16", "half": "float16",
+    "bfloat16": "bfloat16", "bf16": "bfloat16",
+    "float64": "float64", "double": "float64",
+}
+FLOAT_DTYPE_NAMES = ("float32", "float16", "bfloat16")
+
+
+def canonical_dtype_name(dtype) -> str:
+    """'auto' or one of float32/float16/bfloat16 from a string, a MindSpore, numpy or torch dtype.
+
+    torch dtypes are recognised by their text ("torch.bfloat16"), so torch is never imported here.
+    """
+    if dtype is None:
+        return "auto"
+    if isinstance(dtype, str):
+        text = dtype.strip().lower()
+        if text == "auto":
+            return "auto"
+        text = text.replace("torch.", "").replace("mindspore.", "").replace("ms.", "")
+        if text in _DTYPE_ALIASES:
+            return _DTYPE_ALIASES[text]
+        raise ValueError(
+            f"Unknown dtype {dtype!r}: use 'auto', 'float32', 'float16' or 'bfloat16' "
+            "(or a MindSpore / torch dtype object)."
+        )
+    if isinstance(dtype, type) and issubclass(dtype, np.generic) or isinstance(dtype, np.dtype):
+        return canonical_dtype_name(np.dtype(dtype).name)
+    # torch.dtype prints as "torch.float16"; mindspore dtypes print as "Float16"/"BFloat16".
+    return canonical_dtype_name(str(dtype))
+
+
+def ms_dtype(name: str):
+    import mindspore as ms
+
+    return {"float32": ms.float32, "float16": ms.float16, "bfloat16": ms.bfloat16, "float64": ms.float64}[name]
+
+
+def device_target() -> str:
+    import mindspore as ms
+
+    return ms.get_context("device_target")
+
+
+def compute_dtype_name(requested: str) -> str:
+    """The dtype parameters are held in. CPU kernels have no bf16 matmul/softmax: bf16 becomes fp32 there."""
+    if requested == "bfloat16" and device_target() == "CPU":
+        warn_once(
+            "bfloat16 requested on the CPU backend: MindSpore's CPU kernels store bf16 but cannot compute in it, "
+            "so parameters are held and computed in float32 (Ascend keeps bfloat16)."
+        )
+        return "float32"
+    return requested
