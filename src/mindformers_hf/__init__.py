@@ -19,6 +19,8 @@ _LAZY = {
     "LlamaPreTrainedModel": "mindformers_hf.models.llama",
     "DynamicCache": "mindformers_hf.cache_utils",
     "CheckpointError": "mindformers_hf.safetensors_io",
+    "pipeline": "mindformers_hf.pipelines",
+    "TextGenerationPipeline": "mindformers_hf.pipelines",
     # tensor-free names from transformers
     "AutoConfig": "transformers",
     "PretrainedConfig": "transformers",

@@ -3,13 +3,32 @@
 `ops.MatMul(transpose_b=True)` on a 2-D view is 10-35x faster in PyNative than `mint.nn.Linear` on this
 CPU, and the HF weight layout [out, in] is exactly what transpose_b expects.
 """
+import contextlib
+
 import numpy as np
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 
 
+_SKIP_INIT = [False]
+
+
+@contextlib.contextmanager
+def no_init_weights():
+    """Inside this block parameters are created as zeros: from_pretrained overwrites them anyway, and
+    sampling random values for billions of weights would cost a minute for nothing."""
+    saved = _SKIP_INIT[0]
+    _SKIP_INIT[0] = True
+    try:
+        yield
+    finally:
+        _SKIP_INIT[0] = saved
+
+
 def new_parameter(shape, dtype, init="zeros", std=0.02):
     """A parameter filled by `init`: 'zeros', 'ones' or 'normal' (HF's initializer_range)."""
+    if _SKIP_INIT[0]:
+        init = "zeros"
     if init == "normal":
         data = np.random.normal(0.0, std, size=shape).astype(np.float32)
     elif init == "ones":

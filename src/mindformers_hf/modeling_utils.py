@@ -227,7 +227,10 @@ class PreTrainedModel(nn.Cell):
         requested = canonical_dtype_name(dtype if dtype is not None else torch_dtype)
         if requested == "auto":
             requested = _checkpoint_dtype(folder, config, gguf_file)
-        model = cls(config, *model_args, dtype=ms_dtype(compute_dtype_name(requested)))
+        from .layers import no_init_weights
+
+        with no_init_weights():
+            model = cls(config, *model_args, dtype=ms_dtype(compute_dtype_name(requested)))
         model.load_checkpoint_folder(folder, gguf_file=gguf_file)
         gen_path = os.path.join(folder, "generation_config.json")
         if os.path.isfile(gen_path) and model.can_generate():

