@@ -142,10 +142,10 @@ def safetensors_dtype(array: np.ndarray, bf16: bool = False) -> str:
 
 
 def write_safetensors(path, tensors, metadata=None):
-    """Write [(name, array, st_dtype)] to `path` atomically: a temp file in the same folder, then rename.
+    """Write [(name, (shape, st_dtype, fetch))] to `path` atomically: a temp file beside it, then rename.
 
-    `array` may be a zero-argument callable returning the array, so a caller can stream tensors out of a
-    model one at a time; shapes come from `array_shape` entries so the header is written first.
+    `fetch()` returns the array; it is called only when that tensor's bytes are written, so a caller
+    streams tensors out of a model one at a time while the header (built from shapes) goes first.
     """
     path = os.fspath(path)
     header = {"__metadata__": dict(metadata or {"format": "pt"})}
