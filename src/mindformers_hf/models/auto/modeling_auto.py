@@ -11,9 +11,11 @@ _LLAMA = "mindformers_hf.models.llama.modeling_llama"
 
 MODEL_MAPPING_NAMES = {
     "llama": f"{_LLAMA}:LlamaModel",
+    "qwen2": "mindformers_hf.models.qwen2:Qwen2Model",
 }
 MODEL_FOR_CAUSAL_LM_MAPPING_NAMES = {
     "llama": f"{_LLAMA}:LlamaForCausalLM",
+    "qwen2": "mindformers_hf.models.qwen2:Qwen2ForCausalLM",
 }
 
 

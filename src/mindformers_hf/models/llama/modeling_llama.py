@@ -3,6 +3,8 @@
 Read top to bottom as transformers' modeling_llama.py: norm, rotary, MLP, attention, decoder layer,
 base model, causal-LM head. Fused kernels are reached only through `mindformers_hf.ops`.
 """
+from dataclasses import dataclass
+
 import numpy as np
 import mindspore as ms
 from mindspore import nn, ops
@@ -16,6 +18,33 @@ from ...modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from ...modeling_rope_utils import compute_inv_freq, rope_parameters
 from ...modeling_utils import PreTrainedModel
 from ...utils import warn_once
+
+
+@dataclass(frozen=True)
+class DecoderVariant:
+    """How a LLaMA-shaped family departs from LLaMA; each switch mirrors a line of that family's HF file."""
+    qkv_bias: bool = None             # None: config.attention_bias, as LLaMA and Qwen3
+    o_bias: bool = None               # None: config.attention_bias
+    qk_norm: bool = False             # Qwen3: RMSNorm over head_dim on q and k, before rotary
+    fused_qkv: bool = False           # Phi3: one `qkv_proj` [(H + 2*KV) * D, hidden], rows q then k then v
+    fused_gate_up: bool = False       # Phi3, GLM: one `gate_up_proj` [2 * inter, hidden], rows gate then up
+    interleaved_rotary: bool = False  # GLM: rotary pairs are adjacent dims (0, 1), (2, 3), ...
+    sandwich_norm: bool = False       # GLM4: RMSNorm on the attention and MLP outputs, before each residual add
+
+
+# config.model_type -> variant. Absent types (llama, mistral) are plain LLaMA; sliding windows,
+# partial rotary and rope scaling come from the config itself.
+DECODER_VARIANTS = {
+    "qwen2": DecoderVariant(qkv_bias=True, o_bias=False),
+    "qwen3": DecoderVariant(qk_norm=True),
+    "phi3": DecoderVariant(fused_qkv=True, fused_gate_up=True),
+    "glm": DecoderVariant(o_bias=False, fused_gate_up=True, interleaved_rotary=True),
+    "glm4": DecoderVariant(o_bias=False, fused_gate_up=True, interleaved_rotary=True, sandwich_norm=True),
+}
+
+
+def decoder_variant(config):
+    return DECODER_VARIANTS.get(getattr(config, "model_type", None), DecoderVariant())
 
 
 class LlamaRMSNorm(nn.Cell):
@@ -44,6 +73,9 @@ class LlamaRotaryEmbedding(nn.Cell):
             seq_len = int(position_ids.max().asnumpy()) + 1
             if seq_len > self.config.max_position_embeddings:
                 inv_freq = ms.Tensor(compute_inv_freq(self.config, seq_len)[0])
+        elif self.rope_type == "longrope":  # Phi3: long factors once positions outgrow the pretraining length
+            seq_len = int(position_ids.max().asnumpy()) + 1
+            inv_freq = ms.Tensor(compute_inv_freq(self.config, seq_len)[0])
         freqs = position_ids.astype(ms.float32).expand_dims(-1) * inv_freq          # [B, S, D/2]
         emb = ops.cat((freqs, freqs), -1)                                            # [B, S, D]
         cos = ops.cos(emb) * self.attention_scaling
@@ -56,14 +88,30 @@ class LlamaMLP(nn.Cell):
         super().__init__()
         hidden, inter, bias = config.hidden_size, config.intermediate_size, getattr(config, "mlp_bias", False)
         std = config.initializer_range
-        self.gate_proj = Linear(hidden, inter, bias, dtype, std=std)
-        self.up_proj = Linear(hidden, inter, bias, dtype, std=std)
+        self.intermediate_size = inter
+        self.fused_gate_up = decoder_variant(config).fused_gate_up
+        if self.fused_gate_up:
+            self.gate_up_proj = Linear(hidden, 2 * inter, bias, dtype, std=std)
+        else:
+            self.gate_proj = Linear(hidden, inter, bias, dtype, std=std)
+            self.up_proj = Linear(hidden, inter, bias, dtype, std=std)
         self.down_proj = Linear(inter, hidden, bias, dtype, std=std)
         if config.hidden_act not in ("silu", "swish"):
             raise NotImplementedError(f"LLaMA MLP activation {config.hidden_act!r} is not supported (only silu)")
 
     def construct(self, x):
-        return self.down_proj(fused.silu_mul(self.gate_proj(x), self.up_proj(x)))
+        if self.fused_gate_up:
+            gate_up = self.gate_up_proj(x)                                           # [B, S, 2 * I]
+            gate, up = gate_up[..., :self.intermediate_size], gate_up[..., self.intermediate_size:]
+        else:
+            gate, up = self.gate_proj(x), self.up_proj(x)
+        return self.down_proj(fused.silu_mul(gate, up))
+
+
+def _deinterleave(x):
+    """[..., R] with pairs (0, 1), (2, 3), ... -> [..., R] as even dims then odd dims."""
+    shape = x.shape
+    return x.reshape(shape[:-1] + (shape[-1] // 2, 2)).swapaxes(-1, -2).reshape(shape)
 
 
 class LlamaAttention(nn.Cell):
@@ -74,19 +122,60 @@ class LlamaAttention(nn.Cell):
         self.num_key_value_heads = getattr(config, "num_key_value_heads", None) or self.num_heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.num_heads
         self.scaling = self.head_dim ** -0.5
+        variant = decoder_variant(config)
         bias, std = getattr(config, "attention_bias", False), config.initializer_range
-        self.q_proj = Linear(config.hidden_size, self.num_heads * self.head_dim, bias, dtype, std=std)
-        self.k_proj = Linear(config.hidden_size, self.num_key_value_heads * self.head_dim, bias, dtype, std=std)
-        self.v_proj = Linear(config.hidden_size, self.num_key_value_heads * self.head_dim, bias, dtype, std=std)
-        self.o_proj = Linear(self.num_heads * self.head_dim, config.hidden_size, bias, dtype, std=std)
+        qkv_bias = bias if variant.qkv_bias is None else variant.qkv_bias
+        o_bias = bias if variant.o_bias is None else variant.o_bias
+        q_size, kv_size = self.num_heads * self.head_dim, self.num_key_value_heads * self.head_dim
+        self.fused_qkv = variant.fused_qkv
+        if self.fused_qkv:
+            self.qkv_proj = Linear(config.hidden_size, q_size + 2 * kv_size, qkv_bias, dtype, std=std)
+        else:
+            self.q_proj = Linear(config.hidden_size, q_size, qkv_bias, dtype, std=std)
+            self.k_proj = Linear(config.hidden_size, kv_size, qkv_bias, dtype, std=std)
+            self.v_proj = Linear(config.hidden_size, kv_size, qkv_bias, dtype, std=std)
+        self.o_proj = Linear(q_size, config.hidden_size, o_bias, dtype, std=std)
+        self.qk_norm = variant.qk_norm
+        if self.qk_norm:
+            self.q_norm = LlamaRMSNorm(self.head_dim, config.rms_norm_eps, dtype)
+            self.k_norm = LlamaRMSNorm(self.head_dim, config.rms_norm_eps, dtype)
+        self.interleaved_rotary = variant.interleaved_rotary
+
+    def project_qkv(self, hidden_states):
+        """[B, S, hidden] -> q [B, H, S, D], k and v [B, KV, S, D] (q and k normed per head when qk_norm)."""
+        bsz, q_len, _ = hidden_states.shape
+        if self.fused_qkv:
+            qkv = self.qkv_proj(hidden_states)                                      # [B, S, (H + 2*KV) * D]
+            q_size, kv_size = self.num_heads * self.head_dim, self.num_key_value_heads * self.head_dim
+            q, k, v = qkv[..., :q_size], qkv[..., q_size:q_size + kv_size], qkv[..., q_size + kv_size:]
+        else:
+            q, k, v = self.q_proj(hidden_states), self.k_proj(hidden_states), self.v_proj(hidden_states)
+        q = q.reshape(bsz, q_len, self.num_heads, self.head_dim)
+        k = k.reshape(bsz, q_len, self.num_key_value_heads, self.head_dim)
+        v = v.reshape(bsz, q_len, self.num_key_value_heads, self.head_dim)
+        if self.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        return q.swapaxes(1, 2), k.swapaxes(1, 2), v.swapaxes(1, 2)
+
+    def rotate(self, q, k, cos, sin):
+        """Rotary on the first cos.shape[-1] dims of each head (all of them unless partial_rotary_factor < 1)."""
+        rot = cos.shape[-1]
+        if rot == self.head_dim and not self.interleaved_rotary:
+            return fused.apply_rotary_pos_emb(q, k, cos, sin)
+        q_rot, k_rot = q[..., :rot], k[..., :rot]
+        if self.interleaved_rotary:
+            # GLM rotates adjacent pairs; listing even dims then odd dims gives the half-split layout the op
+            # expects. q and k get the same permutation, so q.k -- all attention reads of them -- is unchanged.
+            q_rot, k_rot = _deinterleave(q_rot), _deinterleave(k_rot)
+        q_rot, k_rot = fused.apply_rotary_pos_emb(q_rot, k_rot, cos, sin)
+        if rot == self.head_dim:
+            return q_rot, k_rot
+        return ops.cat((q_rot, q[..., rot:]), -1), ops.cat((k_rot, k[..., rot:]), -1)
 
     def construct(self, hidden_states, cos, sin, attention_mask=None, past_key_values=None):
         bsz, q_len, _ = hidden_states.shape
-        # [B, S, H*D] -> [B, H, S, D]
-        q = self.q_proj(hidden_states).reshape(bsz, q_len, self.num_heads, self.head_dim).swapaxes(1, 2)
-        k = self.k_proj(hidden_states).reshape(bsz, q_len, self.num_key_value_heads, self.head_dim).swapaxes(1, 2)
-        v = self.v_proj(hidden_states).reshape(bsz, q_len, self.num_key_value_heads, self.head_dim).swapaxes(1, 2)
-        q, k = fused.apply_rotary_pos_emb(q, k, cos, sin)
+        q, k, v = self.project_qkv(hidden_states)                                    # [B, H or KV, S, D]
+        q, k = self.rotate(q, k, cos, sin)
         if past_key_values is not None:
             k, v = past_key_values.update(k, v, self.layer_idx)
         out = fused.causal_attention(q, k, v, attention_mask, self.scaling)         # [B, H, S, D]
@@ -101,13 +190,24 @@ class LlamaDecoderLayer(nn.Cell):
         self.mlp = LlamaMLP(config, dtype)
         self.input_layernorm = LlamaRMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
         self.post_attention_layernorm = LlamaRMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
+        self.sandwich_norm = decoder_variant(config).sandwich_norm
+        if self.sandwich_norm:
+            self.post_self_attn_layernorm = LlamaRMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
+            self.post_mlp_layernorm = LlamaRMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
+        # the mask this layer reads: Qwen2/3 name full or sliding-window attention per layer in `layer_types`
+        layer_types = getattr(config, "layer_types", None)
+        self.attention_type = layer_types[layer_idx] if layer_types else "full_attention"
 
     def construct(self, hidden_states, cos, sin, attention_mask=None, past_key_values=None):
         residual = hidden_states
         hidden_states = self.self_attn(self.input_layernorm(hidden_states), cos, sin, attention_mask, past_key_values)
+        if self.sandwich_norm:
+            hidden_states = self.post_self_attn_layernorm(hidden_states)
         hidden_states = residual + hidden_states
         residual = hidden_states
         hidden_states = self.mlp(self.post_attention_layernorm(hidden_states))
+        if self.sandwich_norm:
+            hidden_states = self.post_mlp_layernorm(hidden_states)
         return residual + hidden_states
 
 
@@ -147,14 +247,13 @@ class LlamaModel(LlamaPreTrainedModel):
         past_len = past_key_values.get_seq_length() if past_key_values is not None else 0
         if position_ids is None:
             position_ids = (ops.arange(q_len, dtype=ms.int32) + past_len).reshape(1, q_len)
-        mask = create_causal_mask(attention_mask, bsz, q_len, past_len, getattr(self.config, "sliding_window", None)
-                                  if getattr(self.config, "use_sliding_window", True) else None)
+        masks = self.causal_masks(attention_mask, bsz, q_len, past_len)
 
         hidden_states = inputs_embeds
         cos, sin = self.rotary_emb(hidden_states, position_ids)
         all_hidden_states = (hidden_states,) if output_hidden_states else None
         for layer in self.layers:
-            hidden_states = layer(hidden_states, cos, sin, mask, past_key_values)
+            hidden_states = layer(hidden_states, cos, sin, masks[layer.attention_type], past_key_values)
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
         hidden_states = self.norm(hidden_states)
@@ -164,6 +263,21 @@ class LlamaModel(LlamaPreTrainedModel):
                                       past_key_values=past_key_values if use_cache else None,
                                       hidden_states=all_hidden_states)
         return out.to_tuple() if return_dict is False else out
+
+    def causal_masks(self, attention_mask, bsz, q_len, past_len):
+        """{layer type: additive mask}. Without `layer_types` (LLaMA, Mistral, Phi3) one mask serves every
+        layer, windowed when the config has a `sliding_window`; Qwen2/3 configs null that window unless
+        use_sliding_window and list which layers use it."""
+        window = getattr(self.config, "sliding_window", None)
+        layer_types = getattr(self.config, "layer_types", None)
+        if not layer_types:
+            window = window if getattr(self.config, "use_sliding_window", True) else None
+            mask = create_causal_mask(attention_mask, bsz, q_len, past_len, window)
+            return {"full_attention": mask, "sliding_attention": mask}
+        masks = {"full_attention": create_causal_mask(attention_mask, bsz, q_len, past_len)}
+        if "sliding_attention" in layer_types:
+            masks["sliding_attention"] = create_causal_mask(attention_mask, bsz, q_len, past_len, window)
+        return masks
 
 
 class LlamaForCausalLM(LlamaPreTrainedModel):
