@@ -1,0 +1,119 @@
+"""Adapter state dicts in PEFT's key format, and adapter_model.safetensors reading and writing.
+
+In memory a LoRA weight is `base_model.model.<module>.lora_A.<adapter>.weight`; on disk the adapter name
+is dropped (`...lora_A.weight`) and a modules_to_save copy is stored under the original module's name
+(`base_model.model.lm_head.weight`), exactly as PEFT writes them. Loading maps the file's keys back onto
+the parameters of the named adapter; as everywhere in mindformers_hf, a missing or unexpected key is an
+error (PEFT only warns).
+"""
+import os
+
+import numpy as np
+import mindspore as ms
+
+from ..modeling_utils import _to_parameter_data
+from ..safetensors_io import CheckpointError, SafetensorsFile, safetensors_dtype, write_safetensors
+from .config import SAFETENSORS_WEIGHTS_NAME, _resolve_file
+from .lora import LoraLinear
+
+PEFT_PREFIX = "base_model.model."
+
+
+def _adapter_parameters(peft_model, adapter_name):
+    """{checkpoint key: Parameter} of one adapter: what PEFT's get_peft_model_state_dict returns."""
+    config = peft_model.peft_config[adapter_name]
+    out = {}
+    lora_marks = (f".lora_A.{adapter_name}.", f".lora_B.{adapter_name}.")
+    save_mark = f".modules_to_save.{adapter_name}."
+    lora_layers = [n for n, c in peft_model.cells_and_names() if isinstance(c, LoraLinear)]
+    for name, param in peft_model.parameters_and_names():
+        if any(mark in name for mark in lora_marks):
+            out[name.replace(f".{adapter_name}.", ".", 1)] = param
+        elif save_mark in name:
+            out[name.replace(save_mark, ".", 1)] = param
+        elif name.endswith(".bias") and ".original_module." not in name and ".modules_to_save." not in name:
+            if config.bias == "all":
+                out[name] = param
+            elif config.bias == "lora_only" and any(name == f"{p}.base_layer.bias" for p in lora_layers):
+                out[name] = param
+    return out
+
+
+def get_peft_model_state_dict(model, state_dict=None, adapter_name="default", **kwargs):
+    """The adapter's tensors under PEFT's checkpoint keys (MindSpore parameters, or `state_dict`'s values)."""
+    params = _adapter_parameters(model, adapter_name)
+    if state_dict is None:
+        return params
+    by_param = {id(p): key for key, p in params.items()}
+    names = {name: by_param[id(p)] for name, p in model.parameters_and_names() if id(p) in by_param}
+    return {names[k]: v for k, v in state_dict.items() if k in names}
+
+
+def set_peft_model_state_dict(model, peft_model_state_dict, adapter_name="default", source="state dict"):
+    """Load {checkpoint key: array} into one adapter; returns the loaded keys. Every adapter tensor must be there."""
+    params = _adapter_parameters(model, adapter_name)
+    loaded = set()
+    for key, value in peft_model_state_dict.items():
+        is_bits = False
+        if isinstance(value, tuple):  # (array, is_bf16_bits) from our safetensors reader
+            value, is_bits = value
+        full = key if key.startswith(PEFT_PREFIX) else PEFT_PREFIX + key
+        if full not in params:
+            raise CheckpointError(f"Unexpected key {key!r} in {source}: adapter {adapter_name!r} has no parameter "
+                                  f"of that name (shape {tuple(np.shape(value))})")
+        param = params[full]
+        array = _to_numpy(value)
+        if tuple(array.shape) != tuple(param.shape):
+            raise CheckpointError(f"Shape mismatch for {key!r} in {source}: it has {tuple(array.shape)}, adapter "
+                                  f"{adapter_name!r} expects {tuple(param.shape)}")
+        param.set_data(_to_parameter_data(array, is_bits, param.dtype))
+        loaded.add(full)
+    missing = sorted(set(params) - loaded)
+    if missing:
+        shown = ", ".join(missing[:6])
+        raise CheckpointError(f"Missing keys: {source} has no tensor for {len(missing)} parameter(s) of adapter "
+                              f"{adapter_name!r}: {shown}{' ...' if len(missing) > 6 else ''}. Was it saved with a "
+                              "different LoraConfig (target_modules, modules_to_save, bias)?")
+    return loaded
+
+
+def _to_numpy(value):
+    if isinstance(value, np.ndarray):
+        return value
+    if isinstance(value, ms.Tensor):
+        return value.float().asnumpy() if value.dtype == ms.bfloat16 else value.asnumpy()
+    from ..tensor_io import to_numpy
+
+    return to_numpy(value)
+
+
+def save_adapter_weights(peft_model, adapter_name, folder, state_dict=None):
+    params = get_peft_model_state_dict(peft_model, state_dict=state_dict, adapter_name=adapter_name)
+    entries = []
+    for key, value in params.items():
+        if isinstance(value, ms.Tensor) and value.dtype == ms.bfloat16:
+            def fetch(v=value):  # bf16 goes out as raw bits: numpy has no bfloat16
+                return v.view(ms.uint16).asnumpy()
+            st_dtype = "BF16"
+        else:
+            def fetch(v=value):
+                return _to_numpy(v)
+            st_dtype = safetensors_dtype(np.zeros(0, fetch().dtype))
+        entries.append((key, (tuple(value.shape), st_dtype, fetch)))
+    write_safetensors(os.path.join(folder, SAFETENSORS_WEIGHTS_NAME), entries, {"format": "pt"})
+
+
+def load_adapter_weights(path, **hub_kwargs):
+    """{key: (array, is_bf16_bits)} from adapter_model.safetensors in a folder or Hub repo."""
+    if os.path.isdir(path) and not os.path.isfile(os.path.join(path, SAFETENSORS_WEIGHTS_NAME)):
+        if os.path.isfile(os.path.join(path, "adapter_model.bin")):
+            raise CheckpointError(f"{path} has adapter_model.bin only: pickled checkpoints are never unpickled here; "
+                                  "convert it to adapter_model.safetensors first")
+        raise FileNotFoundError(f"No {SAFETENSORS_WEIGHTS_NAME} in {path}")
+    file = _resolve_file(path, SAFETENSORS_WEIGHTS_NAME, **hub_kwargs)
+    reader = SafetensorsFile(file)
+    try:
+        return {key: (reader.get(key), reader.dtype(key) == "BF16") for key in reader.keys()}, file
+    finally:
+        reader.close()
+
