@@ -250,6 +250,13 @@ def test_gradients_flow_only_into_lora_and_match_hf(tiny_llama, tmp_path):
     for name, param in ours.parameters_and_names():
         changed = not np.array_equal(before[name], param.asnumpy())
         assert changed == (name in names), name
+    # a Trainer saves through save_pretrained, possibly handing it the full state dict: same adapter file
+    ours.save_pretrained(tmp_path / "plain")
+    ours.save_pretrained(tmp_path / "from_state_dict", state_dict=dict(ours.parameters_and_names()))
+    plain = SafetensorsFile(tmp_path / "plain" / "adapter_model.safetensors")
+    other = SafetensorsFile(tmp_path / "from_state_dict" / "adapter_model.safetensors")
+    assert sorted(plain.keys()) == sorted(other.keys()) and len(plain.keys()) == len(names)
+    assert all(np.array_equal(plain.get(k), other.get(k)) for k in plain.keys())
 
 
 def test_new_adapter_starts_as_base_and_kaiming_bounds(tiny_llama):
