@@ -28,7 +28,9 @@ SAFE_WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
 _IGNORED_LOAD_KWARGS = ("device_map", "low_cpu_mem_usage", "max_memory", "offload_folder", "offload_state_dict",
                         "use_safetensors", "quantization_config", "key_mapping", "tp_plan", "tp_size",
                         "use_flash_attention_2", "_fast_init", "mirror", "variant", "weights_only")
-_KNOWN_ATTN_IMPLEMENTATIONS = ("eager", "sdpa")
+# attn_implementation picks the attention op in mindformers_hf.ops.registry: "eager" = the reference,
+# "sdpa" = the default selection, "flash_attention*" = the fused kernel of this device.
+_KNOWN_ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flash_attention")
 
 
 def parse_size(size) -> int:
@@ -208,7 +210,8 @@ class PreTrainedModel(nn.Cell):
                 warn_once(f"from_pretrained: {key}={kwargs.pop(key)!r} is accepted for compatibility and ignored "
                           "(see docs/differences.md)")
         if attn_implementation is not None and attn_implementation not in _KNOWN_ATTN_IMPLEMENTATIONS:
-            warn_once(f"attn_implementation={attn_implementation!r} is not available here; using the eager kernel")
+            warn_once(f"attn_implementation={attn_implementation!r} is not available here; using the default ('sdpa')")
+            attn_implementation = None
         if ignore_mismatched_sizes:
             raise NotImplementedError("ignore_mismatched_sizes=True is not supported: shapes must match the model")
         folder = resolve_folder(pretrained_model_name_or_path, revision=revision, cache_dir=cache_dir,
@@ -223,6 +226,8 @@ class PreTrainedModel(nn.Cell):
                     setattr(config, key, kwargs.pop(key))
         for key in kwargs:
             warn_once(f"from_pretrained: unknown keyword {key!r} ignored")
+        if attn_implementation is not None:
+            config._attn_implementation = attn_implementation  # read by the attention layers (HF's field)
 
         requested = canonical_dtype_name(dtype if dtype is not None else torch_dtype)
         if requested == "auto":

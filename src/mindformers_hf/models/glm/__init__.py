@@ -1,3 +1,0 @@
-from .modeling_glm import GlmForCausalLM, GlmModel, GlmPreTrainedModel
-
-__all__ = ["GlmForCausalLM", "GlmModel", "GlmPreTrainedModel"]

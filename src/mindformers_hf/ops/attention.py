@@ -1,0 +1,57 @@
+"""Attention with grouped KV heads, an additive mask (causal + padding) and a KV cache.
+
+Reference: one batched matmul for the scores, softmax, one for the values (materialises [B, H, S, T]).
+CPU kernel (csrc/attention.cc): blocked online softmax that keeps one block of scores per thread and skips
+keys outside each row's allowed range, with a backward pass that rebuilds probabilities from the saved
+row log-sum-exp. Ascend: `ops.flash_attention_score` (float16/bfloat16 only; float32 uses the reference).
+"""
+import mindspore as ms
+from mindspore import ops
+
+from . import reference, registry
+from .cpu_build import CustomKernel
+
+# Mask values below this are "not allowed" to the kernels (csrc/attention.cc kSkip, Ascend's boolean mask):
+# exp(-1e4) is exactly 0 in a float32 softmax, so the result does not change.
+MASKED_BELOW = -1e4
+
+
+def _f32(x):
+    return x if x.dtype == ms.float32 else x.astype(ms.float32)
+
+
+_attention_bwd = CustomKernel("attention", "attention_bwd", lambda q, k, v, m, s, o, l, do: (q, k, v),
+                              lambda q, k, v, m, s, o, l, do: (q, k, v))
+
+
+def _attention_fwd_bprop(q, k, v, mask, scale, out, dout):
+    dq, dk, dv = _attention_bwd.op(q, k, v, mask, scale, out[0], out[1], dout[0])
+    return dq, dk, dv, ops.zeros_like(mask), ops.zeros_like(scale)
+
+
+_attention_fwd = CustomKernel("attention", "attention_fwd", lambda q, k, v, m, s: (q, q[:3] + [2]),
+                              lambda q, k, v, m, s: (q, ms.float32), _attention_fwd_bprop)
+
+
+def causal_attention_cpu(q, k, v, mask, scale):
+    bsz, q_len, kv_len = q.shape[0], q.shape[2], k.shape[2]
+    if mask is None:
+        mask = ops.zeros((1,), ms.float32)  # a 1-element mask tells the kernel there is none
+    elif mask.ndim != 4 or mask.shape[1] != 1 or mask.shape[0] not in (1, bsz) or mask.shape[2:] != (q_len, kv_len):
+        return reference.causal_attention(q, k, v, mask, scale)
+    out = _attention_fwd.op(_f32(q), _f32(k), _f32(v), _f32(mask), ms.Tensor([scale], ms.float32))[0]
+    return out if q.dtype == ms.float32 else out.astype(q.dtype)
+
+
+def causal_attention_ascend(q, k, v, mask, scale):
+    if q.dtype not in (ms.float16, ms.bfloat16):
+        return reference.causal_attention(q, k, v, mask, scale)
+    attn_mask = None if mask is None else (mask < MASKED_BELOW).astype(ms.uint8)  # 1 = masked out
+    return ops.flash_attention_score(q, k, v, q.shape[1], attn_mask=attn_mask, scalar_value=scale,
+                                     input_layout="BNSD")
+
+
+registry.register("causal_attention", registry.REFERENCE, reference.causal_attention)
+registry.register("causal_attention", "cpu", causal_attention_cpu, "CPU", default=True,
+                  available=_attention_fwd.available)
+registry.register("causal_attention", "ascend", causal_attention_ascend, "Ascend", default=True)

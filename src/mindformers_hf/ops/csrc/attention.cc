@@ -1,0 +1,278 @@
+// Blocked (online-softmax) attention with grouped KV heads and an additive mask, forward and backward.
+//
+// q [B, H, S, D]; k, v [B, KV, T, D] with H = KV * G; mask [B or 1, 1, S, T] float32 added to the scores,
+// or a 1-element tensor meaning "no mask"; scale [1]. Forward outputs o [B, H, S, D] and per row the
+// softmax statistics stats [B, H, S, 2] = (max score m, sum of exp(score - m)) that the backward pass uses
+// to rebuild probabilities one key block at a time, so neither pass holds more than a block of scores
+// ([kBlockQ x kBlockK] per thread). (m and the sum are kept apart rather than as one log-sum-exp: for a
+// fully masked row m is about -1e9, where float32 cannot hold m + log(sum).)
+//
+// Keys whose mask value is below kSkip contribute exp(-1e4) == 0 to a float32 softmax, so each query row
+// only visits keys between its first and last allowed key (the causal and left-padding cut). A row with no
+// allowed key at all visits every key, which reproduces the reference's (uniform) result for it.
+#include <algorithm>
+
+#include "common.h"
+
+namespace {
+
+constexpr int64_t kBlockQ = 16;
+constexpr int64_t kBlockK = 64;
+constexpr float kSkip = -1e4f;
+constexpr float kMinusBig = -1e30f;  // finite: the kernels are built with -ffast-math
+
+struct Shapes {
+  int64_t batch, heads, kv_heads, groups, q_len, kv_len, dim, mask_batch;
+  bool has_mask;
+};
+
+bool read_shapes(int *ndims, int64_t **shapes, Shapes *s) {
+  if (ndims[0] != 4 || ndims[1] != 4 || ndims[2] != 4) return false;
+  s->batch = shapes[0][0];
+  s->heads = shapes[0][1];
+  s->q_len = shapes[0][2];
+  s->dim = shapes[0][3];
+  s->kv_heads = shapes[1][1];
+  s->kv_len = shapes[1][2];
+  if (s->kv_heads == 0 || s->heads % s->kv_heads != 0 || shapes[1][3] != s->dim) return false;
+  s->groups = s->heads / s->kv_heads;
+  s->has_mask = mfh::numel(ndims[3], shapes[3]) > 1;
+  s->mask_batch = 1;
+  if (s->has_mask) {
+    if (ndims[3] != 4 || shapes[3][1] != 1 || shapes[3][2] != s->q_len || shapes[3][3] != s->kv_len) return false;
+    s->mask_batch = shapes[3][0];
+    if (s->mask_batch != 1 && s->mask_batch != s->batch) return false;
+  }
+  return true;
+}
+
+// [lo, hi) key range per query row of one batch entry.
+void key_ranges(const float *mask, const Shapes &s, int64_t b, int64_t *lo, int64_t *hi) {
+  for (int64_t i = 0; i < s.q_len; ++i) {
+    lo[i] = 0;
+    hi[i] = s.kv_len;
+    if (!s.has_mask) continue;
+    const float *row = mask + ((s.mask_batch == 1 ? 0 : b) * s.q_len + i) * s.kv_len;
+    int64_t first = 0, last = s.kv_len - 1;
+    while (first < s.kv_len && row[first] < kSkip) ++first;
+    while (last >= first && row[last] < kSkip) --last;
+    if (first <= last) {
+      lo[i] = first;
+      hi[i] = last + 1;
+    }
+  }
+}
+
+inline float mask_at(const float *mask, const Shapes &s, int64_t b, int64_t i, int64_t j) {
+  return s.has_mask ? mask[((s.mask_batch == 1 ? 0 : b) * s.q_len + i) * s.kv_len + j] : 0.f;
+}
+
+// GCC/Clang vector types: 8 floats, compiled to AVX on x86 and to pairs of NEON registers on ARM.
+typedef float v8 __attribute__((vector_size(32)));
+typedef float v8u __attribute__((vector_size(32), aligned(4)));  // for unaligned loads and stores
+
+// acc[0:D] += sum_j p[j] * v[j, 0:D], with acc held in registers 64 channels at a time.
+inline void accumulate_pv(const float *p, int64_t n, const float *v, int64_t D, float *acc) {
+  int64_t c0 = 0;
+  for (; c0 + 64 <= D; c0 += 64) {
+    v8 o[8];
+    for (int c = 0; c < 8; ++c) o[c] = *reinterpret_cast<const v8u *>(acc + c0 + 8 * c);
+    for (int64_t j = 0; j < n; ++j) {
+      const float *vj = v + j * D + c0;
+      for (int c = 0; c < 8; ++c) o[c] += p[j] * *reinterpret_cast<const v8u *>(vj + 8 * c);
+    }
+    for (int c = 0; c < 8; ++c) *reinterpret_cast<v8u *>(acc + c0 + 8 * c) = o[c];
+  }
+  if (c0 < D) {
+    for (int64_t j = 0; j < n; ++j) mfh::axpy(p[j], v + j * D + c0, acc + c0, D - c0);
+  }
+}
+
+// x . block[:, jj] for the 64 keys of a transposed block [D, kBlockK], into out[0:64].
+static_assert(kBlockK == 64, "row_times_block holds one row of a key block in 8 vectors of 8");
+
+inline void row_times_block(const float *x, const float *block_t, int64_t D, float *out) {
+  v8 acc[8] = {};
+  for (int64_t d = 0; d < D; ++d) {
+    const float xd = x[d];
+    const v8u *col = reinterpret_cast<const v8u *>(block_t + d * kBlockK);
+    for (int c = 0; c < 8; ++c) acc[c] += xd * col[c];
+  }
+  std::memcpy(out, acc, sizeof(acc));
+}
+
+// dst[d, jj] = src[jj, d] for jj < n, zero beyond: a [n, D] block of keys or values transposed to [D, kBlockK].
+inline void transpose_block(const float *src, int64_t n, int64_t D, float *dst) {
+  for (int64_t d = 0; d < D; ++d) {
+    for (int64_t jj = 0; jj < n; ++jj) dst[d * kBlockK + jj] = src[jj * D + d];
+    for (int64_t jj = n; jj < kBlockK; ++jj) dst[d * kBlockK + jj] = 0.f;
+  }
+}
+
+}  // namespace
+
+// inputs: q, k, v, mask, scale; outputs: o, stats
+MFH_KERNEL attention_fwd(MFH_ARGS) {
+  Shapes s;
+  if (nparam != 7 || !mfh::all_float32(7, dtypes) || !read_shapes(ndims, shapes, &s)) return 1;
+  const float *q = static_cast<float *>(params[0]), *k = static_cast<float *>(params[1]);
+  const float *v = static_cast<float *>(params[2]), *mask = static_cast<float *>(params[3]);
+  const float scale = static_cast<float *>(params[4])[0];
+  float *o = static_cast<float *>(params[5]), *stats = static_cast<float *>(params[6]);
+  const int64_t D = s.dim, S = s.q_len, T = s.kv_len, G = s.groups;
+
+  std::vector<int64_t> lo(s.batch * S), hi(s.batch * S);
+  for (int64_t b = 0; b < s.batch; ++b) key_ranges(mask, s, b, lo.data() + b * S, hi.data() + b * S);
+
+  // One task = a block of query positions of one (batch, kv head), for all G query heads of that kv head,
+  // so each key block is transposed once for G * kBlockQ rows. Rows are independent in the forward pass.
+  const int64_t row_blocks = (S + kBlockQ - 1) / kBlockQ;
+  const int64_t tasks = s.batch * s.kv_heads * row_blocks;
+  int nt = mfh::threads_for(tasks, 4.0 * G * std::min<int64_t>(S, kBlockQ) * T * D);
+#pragma omp parallel num_threads(nt)
+  {
+    const int64_t max_rows = G * kBlockQ;
+    std::vector<float> acc(max_rows * D), kt(D * kBlockK), m(max_rows), l(max_rows);
+    float scores[kBlockK], block_scores[kBlockK];
+#pragma omp for schedule(dynamic)
+    for (int64_t task = 0; task < tasks; ++task) {
+      const int64_t bkv = task / row_blocks, i0 = (task % row_blocks) * kBlockQ;
+      const int64_t b = bkv / s.kv_heads, kvh = bkv % s.kv_heads;
+      const int64_t n_pos = std::min(kBlockQ, S - i0), rows = G * n_pos;
+      const int64_t *lo_b = lo.data() + b * S, *hi_b = hi.data() + b * S;
+      const float *kb = k + bkv * T * D, *vb = v + bkv * T * D;
+      int64_t j_start = T, j_end = 0;
+      for (int64_t i = i0; i < i0 + n_pos; ++i) {
+        j_start = std::min(j_start, lo_b[i]);
+        j_end = std::max(j_end, hi_b[i]);
+      }
+      std::fill(m.begin(), m.begin() + rows, kMinusBig);
+      std::fill(l.begin(), l.begin() + rows, 0.f);
+      std::fill(acc.begin(), acc.begin() + rows * D, 0.f);
+      for (int64_t j0 = j_start; j0 < j_end; j0 += kBlockK) {
+        const int64_t nk = std::min(kBlockK, j_end - j0);
+        transpose_block(kb + j0 * D, nk, D, kt.data());  // scores of a row then come 8 keys per vector
+        for (int64_t r = 0; r < rows; ++r) {
+          const int64_t g = r / n_pos, i = i0 + r % n_pos;
+          const int64_t jb = std::max(j0, lo_b[i]), je = std::min(j0 + nk, hi_b[i]);
+          if (jb >= je) continue;
+          const int64_t row = (b * s.heads + kvh * G + g) * S + i;
+          const float *qr = q + row * D;
+          row_times_block(qr, kt.data(), D, block_scores);
+          const int64_t n = je - jb;
+          float block_max = kMinusBig;
+          for (int64_t j = 0; j < n; ++j) {
+            const float sc = block_scores[jb - j0 + j] * scale + mask_at(mask, s, b, i, jb + j);
+            scores[j] = sc;
+            block_max = std::max(block_max, sc);
+          }
+          const float m_new = std::max(m[r], block_max);
+          const float alpha = std::exp(m[r] - m_new);
+          float *ar = acc.data() + r * D;
+          if (alpha != 1.f) {
+#pragma omp simd
+            for (int64_t d = 0; d < D; ++d) ar[d] *= alpha;
+          }
+          float row_sum = 0.f;
+#pragma omp simd reduction(+ : row_sum)
+          for (int64_t j = 0; j < n; ++j) {
+            scores[j] = std::exp(scores[j] - m_new);
+            row_sum += scores[j];
+          }
+          accumulate_pv(scores, n, vb + jb * D, D, ar);
+          l[r] = l[r] * alpha + row_sum;
+          m[r] = m_new;
+        }
+      }
+      for (int64_t r = 0; r < rows; ++r) {
+        const int64_t g = r / n_pos, i = i0 + r % n_pos;
+        const int64_t row = (b * s.heads + kvh * G + g) * S + i;
+        float *orow = o + row * D;
+        const float inv = l[r] > 0.f ? 1.f / l[r] : 0.f;
+        const float *ar = acc.data() + r * D;
+#pragma omp simd
+        for (int64_t d = 0; d < D; ++d) orow[d] = ar[d] * inv;
+        stats[row * 2] = m[r];
+        stats[row * 2 + 1] = l[r];
+      }
+    }
+  }
+  return 0;
+}
+
+// inputs: q, k, v, mask, scale, o, stats, do; outputs: dq, dk, dv
+// With p = exp(score - m) / sum rebuilt per key block and delta_i = do_i . o_i:
+//   dv_j += p_ij do_i,  ds_ij = p_ij (do_i . v_j - delta_i),  dq_i += scale ds_ij k_j,  dk_j += scale ds_ij q_i
+MFH_KERNEL attention_bwd(MFH_ARGS) {
+  Shapes s;
+  if (nparam != 11 || !mfh::all_float32(11, dtypes) || !read_shapes(ndims, shapes, &s)) return 1;
+  const float *q = static_cast<float *>(params[0]), *k = static_cast<float *>(params[1]);
+  const float *v = static_cast<float *>(params[2]), *mask = static_cast<float *>(params[3]);
+  const float scale = static_cast<float *>(params[4])[0];
+  const float *o = static_cast<float *>(params[5]), *stats = static_cast<float *>(params[6]);
+  const float *dout = static_cast<float *>(params[7]);
+  float *dq = static_cast<float *>(params[8]), *dk = static_cast<float *>(params[9]), *dv = static_cast<float *>(params[10]);
+  const int64_t D = s.dim, S = s.q_len, T = s.kv_len, G = s.groups;
+  const int64_t q_size = s.batch * s.heads * S * D;
+
+  std::vector<int64_t> lo(s.batch * S), hi(s.batch * S);
+  for (int64_t b = 0; b < s.batch; ++b) key_ranges(mask, s, b, lo.data() + b * S, hi.data() + b * S);
+  std::vector<float> delta(s.batch * s.heads * S);
+  for (int64_t r = 0; r < s.batch * s.heads * S; ++r) delta[r] = mfh::dot(dout + r * D, o + r * D, D);
+
+  // One task = a block of keys of one (batch, kv head): it owns those dk/dv rows. dq rows are shared
+  // between key blocks, so each thread sums into its own dq copy and the copies are added at the end.
+  const int64_t key_blocks = (T + kBlockK - 1) / kBlockK;
+  const int64_t tasks = s.batch * s.kv_heads * key_blocks;
+  int nt = mfh::threads_for(tasks, 8.0 * G * S * std::min<int64_t>(T, kBlockK) * D);
+  std::vector<float> dq_private(nt > 1 ? (size_t)(nt - 1) * q_size : 0, 0.f);
+  std::fill(dq, dq + q_size, 0.f);
+  std::fill(dk, dk + s.batch * s.kv_heads * T * D, 0.f);
+  std::fill(dv, dv + s.batch * s.kv_heads * T * D, 0.f);
+#pragma omp parallel num_threads(nt)
+  {
+    const int tid = omp_get_thread_num();
+    float *dq_t = tid == 0 ? dq : dq_private.data() + (size_t)(tid - 1) * q_size;
+    std::vector<float> kt(D * kBlockK), vt(D * kBlockK);
+    float scores[kBlockK], dp[kBlockK], p[kBlockK], ds[kBlockK];
+#pragma omp for schedule(dynamic)
+    for (int64_t task = 0; task < tasks; ++task) {
+      const int64_t bkv = task / key_blocks, j0 = (task % key_blocks) * kBlockK;
+      const int64_t b = bkv / s.kv_heads, kvh = bkv % s.kv_heads;
+      const int64_t nk = std::min(kBlockK, T - j0);
+      const float *kb = k + bkv * T * D, *vb = v + bkv * T * D;
+      float *dkb = dk + bkv * T * D, *dvb = dv + bkv * T * D;
+      transpose_block(kb + j0 * D, nk, D, kt.data());
+      transpose_block(vb + j0 * D, nk, D, vt.data());
+      for (int64_t g = 0; g < G; ++g) {
+        const int64_t bh = b * s.heads + kvh * G + g;
+        for (int64_t i = 0; i < S; ++i) {
+          const int64_t jb = std::max(j0, lo[b * S + i]), je = std::min(j0 + nk, hi[b * S + i]);
+          if (jb >= je) continue;
+          const int64_t row = bh * S + i, n = je - jb, off = jb - j0;
+          const float *qr = q + row * D, *dor = dout + row * D;
+          const float row_max = stats[row * 2], row_inv_sum = 1.f / stats[row * 2 + 1], row_delta = delta[row];
+          row_times_block(qr, kt.data(), D, scores);
+          row_times_block(dor, vt.data(), D, dp);
+          for (int64_t j = 0; j < n; ++j) p[j] = scores[off + j] * scale + mask_at(mask, s, b, i, jb + j) - row_max;
+#pragma omp simd
+          for (int64_t j = 0; j < n; ++j) {
+            p[j] = std::exp(p[j]) * row_inv_sum;
+            ds[j] = p[j] * (dp[off + j] - row_delta) * scale;
+          }
+          accumulate_pv(ds, n, kb + jb * D, D, dq_t + row * D);
+          for (int64_t j = 0; j < n; ++j) {
+            mfh::axpy(p[j], dor, dvb + (jb + j) * D, D);
+            mfh::axpy(ds[j], qr, dkb + (jb + j) * D, D);
+          }
+        }
+      }
+    }
+  }
+  for (int t = 1; t < nt; ++t) {
+    const float *src = dq_private.data() + (size_t)(t - 1) * q_size;
+#pragma omp simd
+    for (int64_t x = 0; x < q_size; ++x) dq[x] += src[x];
+  }
+  return 0;
+}
