@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-SUPPORTED_ROPE_TYPES = ("default", "linear", "dynamic", "yarn", "llama3")
+SUPPORTED_ROPE_TYPES = ("default", "linear", "dynamic", "yarn", "llama3", "longrope")
 
 
 def rope_parameters(config) -> dict:
@@ -35,7 +35,7 @@ def _base_inv_freq(base, dim):
 def compute_inv_freq(config, seq_len=None):
     """(inv_freq [dim/2] float32, attention_scaling) for the config's rope type.
 
-    `seq_len` matters only for "dynamic": the current max position + 1.
+    `seq_len` matters only for "dynamic" and "longrope": the current max position + 1.
     """
     params = rope_parameters(config)
     rope_type = params["rope_type"]
@@ -55,6 +55,8 @@ def compute_inv_freq(config, seq_len=None):
         return _llama3_inv_freq(params, base, dim), 1.0
     if rope_type == "yarn":
         return _yarn_inv_freq(config, params, base, dim)
+    if rope_type == "longrope":
+        return _longrope_inv_freq(config, params, base, dim, seq_len)
     raise NotImplementedError(
         f"rope_type {rope_type!r} is not supported yet (supported: {', '.join(SUPPORTED_ROPE_TYPES)})"
     )
@@ -75,6 +77,20 @@ def _llama3_inv_freq(params, base, dim):
     smoothed = (1 - smooth) * inv_freq_llama / factor + smooth * inv_freq_llama
     is_medium = ~(wavelen < high_freq_wavelen) & ~(wavelen > low_freq_wavelen)
     return np.where(is_medium, smoothed, inv_freq_llama).astype(np.float32)
+
+
+def _longrope_inv_freq(config, params, base, dim, seq_len):
+    """Phi-3's LongRoPE: per-frequency divisors, `long_factor` once the sequence outgrows the pretraining length."""
+    original_max = getattr(config, "original_max_position_embeddings", None) or params.get(
+        "original_max_position_embeddings") or config.max_position_embeddings
+    factor = params.get("factor") or config.max_position_embeddings / original_max
+    attention_factor = params.get("attention_factor")
+    if attention_factor is None:
+        attention_factor = 1.0 if factor <= 1.0 else math.sqrt(1 + math.log(factor) / math.log(original_max))
+    ext = params["long_factor"] if seq_len and seq_len > original_max else params["short_factor"]
+    exponent = np.arange(0, dim, 2, dtype=np.int64).astype(np.float32) / np.float32(dim)
+    inv_freq = np.float32(1.0) / (np.asarray(ext, np.float32) * np.float32(base) ** exponent)
+    return inv_freq.astype(np.float32), float(attention_factor)
 
 
 def _yarn_inv_freq(config, params, base, dim):

@@ -100,12 +100,14 @@ class AutoTokenizer:
         from transformers import AutoTokenizer as HFAutoTokenizer
 
         from .gguf_io import gguf_metadata_parsing
+        from .hub import no_remote_code
 
-        if kwargs.get("gguf_file"):
-            with gguf_metadata_parsing():
+        with no_remote_code(kwargs, pretrained_model_name_or_path, "AutoTokenizer"):
+            if kwargs.get("gguf_file"):
+                with gguf_metadata_parsing():
+                    tokenizer = HFAutoTokenizer.from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+            else:
                 tokenizer = HFAutoTokenizer.from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
-        else:
-            tokenizer = HFAutoTokenizer.from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         return adopt_tokenizer(tokenizer)
 
     @classmethod

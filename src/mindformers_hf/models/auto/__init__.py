@@ -1,3 +1,3 @@
-from .modeling_auto import AutoModel, AutoModelForCausalLM, load_config
+from .modeling_auto import AutoConfig, AutoModel, AutoModelForCausalLM, load_config
 
-__all__ = ["AutoModel", "AutoModelForCausalLM", "load_config"]
+__all__ = ["AutoConfig", "AutoModel", "AutoModelForCausalLM", "load_config"]

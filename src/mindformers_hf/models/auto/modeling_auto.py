@@ -12,10 +12,20 @@ _LLAMA = "mindformers_hf.models.llama.modeling_llama"
 MODEL_MAPPING_NAMES = {
     "llama": f"{_LLAMA}:LlamaModel",
     "qwen2": "mindformers_hf.models.qwen2:Qwen2Model",
+    "qwen3": "mindformers_hf.models.qwen3:Qwen3Model",
+    "mistral": "mindformers_hf.models.mistral:MistralModel",
+    "phi3": "mindformers_hf.models.phi3:Phi3Model",
+    "glm": "mindformers_hf.models.glm:GlmModel",
+    "glm4": "mindformers_hf.models.glm4:Glm4Model",
 }
 MODEL_FOR_CAUSAL_LM_MAPPING_NAMES = {
     "llama": f"{_LLAMA}:LlamaForCausalLM",
     "qwen2": "mindformers_hf.models.qwen2:Qwen2ForCausalLM",
+    "qwen3": "mindformers_hf.models.qwen3:Qwen3ForCausalLM",
+    "mistral": "mindformers_hf.models.mistral:MistralForCausalLM",
+    "phi3": "mindformers_hf.models.phi3:Phi3ForCausalLM",
+    "glm": "mindformers_hf.models.glm:GlmForCausalLM",
+    "glm4": "mindformers_hf.models.glm4:Glm4ForCausalLM",
 }
 
 
