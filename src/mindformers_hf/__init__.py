@@ -39,8 +39,8 @@ _LAZY = {
     "CheckpointError": "mindformers_hf.safetensors_io",
     "pipeline": "mindformers_hf.pipelines",
     "TextGenerationPipeline": "mindformers_hf.pipelines",
+    "AutoConfig": "mindformers_hf.models.auto",  # transformers' own, with remote code never executed
     # tensor-free names from transformers
-    "AutoConfig": "transformers",
     "PretrainedConfig": "transformers",
     "PreTrainedConfig": "transformers",
     "LlamaConfig": "transformers",

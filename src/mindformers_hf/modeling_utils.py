@@ -215,7 +215,8 @@ class PreTrainedModel(nn.Cell):
         if ignore_mismatched_sizes:
             raise NotImplementedError("ignore_mismatched_sizes=True is not supported: shapes must match the model")
         folder = resolve_folder(pretrained_model_name_or_path, revision=revision, cache_dir=cache_dir,
-                                local_files_only=local_files_only, token=token, gguf_file=gguf_file)
+                                local_files_only=local_files_only, token=token, gguf_file=gguf_file,
+                                force_download=force_download)
         if config is None:
             from .models.auto import load_config
 
@@ -326,8 +327,9 @@ class PreTrainedModel(nn.Cell):
                         safe_serialization=True, push_to_hub=False, **kwargs):
         if not safe_serialization:
             raise NotImplementedError("safe_serialization=False (pickle .bin files) is not supported: we write safetensors")
-        if push_to_hub:
-            raise NotImplementedError("push_to_hub is not supported yet")
+        # transformers' save_pretrained(push_to_hub=True, repo_id=..., token=...): save, then commit the folder.
+        hub_kwargs = {k: kwargs.pop(k) for k in ("repo_id", "commit_message", "commit_description", "token",
+                                                 "private", "revision", "create_pr") if push_to_hub and k in kwargs}
         for key in kwargs:
             warn_once(f"save_pretrained: keyword {key!r} is accepted for compatibility and ignored")
         if not is_main_process:
@@ -378,6 +380,17 @@ class PreTrainedModel(nn.Cell):
             stale = file_name == SAFE_WEIGHTS_INDEX_NAME or re.fullmatch(r"model(-\d{5}-of-\d{5})?\.safetensors", file_name)
             if stale and file_name not in written:
                 os.remove(os.path.join(save_directory, file_name))
+        if push_to_hub:
+            from .hub import push_folder_to_hub
+
+            repo_id = hub_kwargs.pop("repo_id", os.path.basename(os.path.abspath(save_directory)))
+            push_folder_to_hub(save_directory, repo_id, **{"commit_message": "Upload model", **hub_kwargs})
+
+    def push_to_hub(self, repo_id, **kwargs):
+        """transformers' push_to_hub: save_pretrained into a temporary folder (plus a model card), one commit."""
+        from .hub import push_to_hub
+
+        return push_to_hub(self, repo_id, **kwargs)
 
 
 def _np_dtype_of(param):

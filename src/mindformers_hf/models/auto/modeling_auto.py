@@ -53,6 +53,35 @@ def load_config(folder, gguf_file=None, **kwargs):
         raise ValueError(f"Cannot read the config in {folder}: {e}") from None
 
 
+class AutoConfig:
+    """transformers' AutoConfig (same hub code, cache and classes), except that code from a repo is never
+    executed: trust_remote_code is accepted and forced off (see hub.no_remote_code)."""
+
+    def __init__(self, *args, **kwargs):
+        raise EnvironmentError("AutoConfig is built with AutoConfig.from_pretrained() or AutoConfig.for_model()")
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        from transformers import AutoConfig as HFAutoConfig
+
+        from ...hub import no_remote_code
+
+        with no_remote_code(kwargs, pretrained_model_name_or_path, "AutoConfig"):
+            return HFAutoConfig.from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
+    @staticmethod
+    def for_model(model_type, *args, **kwargs):
+        from transformers import AutoConfig as HFAutoConfig
+
+        return HFAutoConfig.for_model(model_type, *args, **kwargs)
+
+    @staticmethod
+    def register(model_type, config, exist_ok=False):
+        from transformers import AutoConfig as HFAutoConfig
+
+        return HFAutoConfig.register(model_type, config, exist_ok=exist_ok)
+
+
 class _BaseAutoModelClass:
     _model_mapping: dict = {}
 
@@ -82,8 +111,8 @@ class _BaseAutoModelClass:
         if kwargs.get("trust_remote_code"):
             logger.info("trust_remote_code=True: remote code is never executed; native classes are used")
         if config is None:
-            hub_kwargs = {k: kwargs[k] for k in ("revision", "cache_dir", "local_files_only", "token", "gguf_file")
-                          if k in kwargs}
+            hub_kwargs = {k: kwargs[k] for k in ("revision", "cache_dir", "local_files_only", "token", "gguf_file",
+                                                 "force_download") if k in kwargs}
             folder = resolve_folder(pretrained_model_name_or_path, **hub_kwargs)
             config = load_config(folder, gguf_file=kwargs.get("gguf_file"))
             pretrained_model_name_or_path = folder
