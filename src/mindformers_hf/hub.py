@@ -16,6 +16,7 @@ wrong is deleted and refused, never loaded. A blob that passed is remembered (si
 Errors say what is missing (repo, revision, file, or "offline and not cached") as subclasses of
 OSError / ValueError naming the repo, the revision and the file.
 """
+import contextlib
 import hashlib
 import json
 import os
@@ -84,7 +85,7 @@ def resolve_folder(name_or_path, revision=None, cache_dir=None, local_files_only
     """A local folder holding config, tokenizer files and the weights from_pretrained will load."""
     path = os.fspath(name_or_path)
     if os.path.isdir(path):
-        check_remote_code(path)
+        check_remote_code(path, path)
         return path
     if os.path.isfile(path):
         raise ValueError(
@@ -94,7 +95,7 @@ def resolve_folder(name_or_path, revision=None, cache_dir=None, local_files_only
     hub = _Download(path, revision, cache_dir, local_files_only, token, force_download)
     folder = hub.snapshot(METADATA_PATTERNS)
     hub.verify(folder, _present(folder, _matching(hub.listing(folder), METADATA_PATTERNS)))
-    check_remote_code(folder)
+    check_remote_code(folder, hub.where())
     weights = _weight_files(hub, folder, gguf_file)
     folder = hub.snapshot(weights, revision=os.path.basename(folder))
     for name in weights:
@@ -170,7 +171,7 @@ def _weight_files(hub, folder, gguf_file):
                                hub.repo_id, hub.revision, SAFE_WEIGHTS_NAME)
 
 
-def check_remote_code(folder):
+def check_remote_code(folder, name):
     """Remote code is never executed. A config whose `auto_map` points at repo code loads with
     transformers' own config class when transformers knows its model_type; otherwise we refuse, naming
     the architecture (whatever `trust_remote_code` says)."""
@@ -191,36 +192,32 @@ def check_remote_code(folder):
     architectures = config.get("architectures") or []
     classes = ", ".join(f"{k} -> {v}" for k, v in auto_map.items())
     if model_type in CONFIG_MAPPING_NAMES:
-        warn_once(f"{folder}: config.json points at remote code ({classes}); remote code is never executed here, "
+        warn_once(f"{name}: config.json points at remote code ({classes}); remote code is never executed here, "
                   f"transformers' '{model_type}' config and the native model class are used instead")
         return
     raise RemoteCodeError(
-        f"The checkpoint in {folder} needs remote code: config.json's auto_map names {classes} (architectures "
+        f"{name} needs remote code: config.json's auto_map names {classes} (architectures "
         f"{architectures}, model_type {model_type!r}). mindformers_hf never executes code from a model repo, "
         f"and neither transformers nor mindformers_hf has a native implementation of "
         f"{', '.join(architectures) or model_type}."
     )
 
 
-class no_remote_code:
+@contextlib.contextmanager
+def no_remote_code(kwargs, name, what):
     """Around transformers' AutoConfig / AutoTokenizer: `trust_remote_code` is forced off (warned about once
     when it was on), and transformers' "custom code must be executed" error becomes a RemoteCodeError."""
-
-    def __init__(self, kwargs, name, what):
-        if kwargs.get("trust_remote_code"):
-            warn_once(f"{what}.from_pretrained: trust_remote_code=True is accepted, but code from a repo is never "
-                      "executed here; transformers' own classes are used")
-        kwargs["trust_remote_code"] = False
-        self.name, self.what = name, what
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, error, tb):
-        if isinstance(error, ValueError) and "custom code" in str(error):
-            raise RemoteCodeError(f"{self.what} of {self.name} needs code from its repo (an auto_map in its config "
-                                  "files), and mindformers_hf never executes remote code.") from None
-        return False
+    if kwargs.get("trust_remote_code"):
+        warn_once(f"{what}.from_pretrained: trust_remote_code=True is accepted, but code from a repo is never "
+                  "executed here; transformers' own classes are used")
+    kwargs["trust_remote_code"] = False
+    try:
+        yield
+    except ValueError as e:
+        if "custom code" not in str(e):
+            raise
+        raise RemoteCodeError(f"{what} of {name} needs code from its repo (an auto_map in its config files), "
+                              "and mindformers_hf never executes remote code.") from None
 
 
 # ---------------------------------------------------------------------------------------------- download
@@ -249,7 +246,8 @@ class _Download:
     def not_cached(self, filename=None, cause=None, detail=""):
         from huggingface_hub import constants
 
-        reason = self.offline_reason() or f"{constants.ENDPOINT} could not be reached" + (f" ({cause})" if cause else "")
+        reason = self.offline_reason() or f"{constants.ENDPOINT} could not be reached" + (
+            f" ({cause})" if cause else "")
         what = f"{filename!r} of {self.where()}" if filename else self.where()
         return NotCachedError(f"{what} is not in the cache ({self.cache_dir or constants.HF_HUB_CACHE}) and "
                               f"cannot be downloaded: {reason}.{detail}", self.repo_id, self.revision, filename)
@@ -432,22 +430,24 @@ def _discard(path):
 
 # ---------------------------------------------------------------------------------------------- push
 def push_folder_to_hub(folder, repo_id, *, commit_message=None, commit_description=None, private=None, token=None,
-                       revision=None, create_pr=False):
-    """Create `repo_id` if needed and commit every file of `folder` in one commit (files the hub already
-    has unchanged are skipped by huggingface_hub). Returns huggingface_hub's CommitInfo."""
+                       revision=None, create_pr=False, ignore_patterns=None):
+    """Create `repo_id` if needed and commit the files of `folder` (less hidden ones and those matching
+    `ignore_patterns`, e.g. "checkpoint-*") in one commit; files the hub already has unchanged are skipped
+    by huggingface_hub. Returns huggingface_hub's CommitInfo. The Trainer's push goes through here too."""
     from huggingface_hub import CommitOperationAdd, HfApi
+    from huggingface_hub.utils import filter_repo_objects
 
     api = HfApi(token=token)
     repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
     if revision is not None and not revision.startswith("refs/pr"):
         api.create_branch(repo_id, branch=revision, exist_ok=True)
-    operations = []
+    paths = []
     for root, dirs, names in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(names):
-            path = os.path.join(root, name)
-            operations.append(CommitOperationAdd(path_in_repo=os.path.relpath(path, folder).replace(os.sep, "/"),
-                                                 path_or_fileobj=path))
+        paths += [os.path.relpath(os.path.join(root, n), folder).replace(os.sep, "/") for n in sorted(names)
+                  if not n.startswith(".")]
+    operations = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=os.path.join(folder, p))
+                  for p in filter_repo_objects(paths, ignore_patterns=ignore_patterns)]
     return api.create_commit(repo_id, operations, commit_message=commit_message or "Upload folder",
                              commit_description=commit_description, revision=revision, create_pr=create_pr)
 

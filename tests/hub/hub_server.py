@@ -30,7 +30,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 LFS_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth", ".h5", ".msgpack", ".onnx", ".model", ".ckpt")
 
 _REPO = r"(?P<repo>[^/]+(?:/[^/]+)?)"
-_API = re.compile(rf"^/api/models/{_REPO}(?:/(?P<op>revision|tree|preupload|commit|branch)/(?P<rev>[^/]+)(?P<rest>/.*)?)?$")
+_API = re.compile(rf"^/api/models/{_REPO}"
+                  r"(?:/(?P<op>revision|tree|preupload|commit|branch)/(?P<rev>[^/]+)(?P<rest>/.*)?)?$")
 _RESOLVE = re.compile(rf"^/{_REPO}/resolve/(?P<rev>[^/]+)/(?P<file>.+)$")
 
 
@@ -309,7 +310,8 @@ def _handler_for(server):
                 return self._error(401, "Unauthorized", "Invalid credentials in Authorization header")
             repo_id = "/".join(p for p in (payload.get("organization"), payload["name"]) if p)
             if repo_id in server.repos:
-                return self._json(409, {"error": "You already created this model repo", "url": f"{server.url}/{repo_id}"})
+                return self._json(409, {"error": "You already created this model repo",
+                                        "url": f"{server.url}/{repo_id}"})
             server.add_commit(repo_id, {".gitattributes": b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"},
                               private=payload.get("visibility") == "private" or bool(payload.get("private")),
                               message="initial commit")
