@@ -17,6 +17,7 @@ MODEL_MAPPING_NAMES = {
     "phi3": "mindformers_hf.models.phi3:Phi3Model",
     "glm": "mindformers_hf.models.glm:GlmModel",
     "glm4": "mindformers_hf.models.glm4:Glm4Model",
+    "gpt2": "mindformers_hf.models.gpt2:GPT2Model",
 }
 MODEL_FOR_CAUSAL_LM_MAPPING_NAMES = {
     "llama": f"{_LLAMA}:LlamaForCausalLM",
@@ -26,6 +27,7 @@ MODEL_FOR_CAUSAL_LM_MAPPING_NAMES = {
     "phi3": "mindformers_hf.models.phi3:Phi3ForCausalLM",
     "glm": "mindformers_hf.models.glm:GlmForCausalLM",
     "glm4": "mindformers_hf.models.glm4:Glm4ForCausalLM",
+    "gpt2": "mindformers_hf.models.gpt2:GPT2LMHeadModel",
 }
 
 
