@@ -72,3 +72,11 @@ class BaseModelOutputWithPast(_CacheAlias, ModelOutput):
 
 class CausalLMOutputWithPast(_CacheAlias, ModelOutput):
     _fields = ("loss", "logits", "past_key_values", "hidden_states", "attentions")
+
+
+class MoeModelOutputWithPast(_CacheAlias, ModelOutput):
+    _fields = ("last_hidden_state", "past_key_values", "hidden_states", "attentions", "router_logits")
+
+
+class MoeCausalLMOutputWithPast(_CacheAlias, ModelOutput):
+    _fields = ("loss", "aux_loss", "logits", "past_key_values", "hidden_states", "attentions", "router_logits")

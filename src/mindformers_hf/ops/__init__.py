@@ -6,6 +6,7 @@ the `MINDFORMERS_HF_KERNELS` mode / `use_kernels()` block and, for attention, by
 Model files only ever call these names. docs/adding_a_fused_op.md explains how to add one.
 """
 from . import activation, attention, norm, rotary  # noqa: F401  (each registers its implementations)
+from .moe import moe_experts  # noqa: F401  (MoE routing, experts and router loss: ops/moe.py)
 from .reference import rotate_half
 from .registry import implementation_name, implementations, use_kernels
 from .registry import select as _select

@@ -18,6 +18,11 @@ MODEL_MAPPING_NAMES = {
     "glm": "mindformers_hf.models.glm:GlmModel",
     "glm4": "mindformers_hf.models.glm4:Glm4Model",
     "gpt2": "mindformers_hf.models.gpt2:GPT2Model",
+    "mixtral": "mindformers_hf.models.mixtral:MixtralModel",
+    "qwen2_moe": "mindformers_hf.models.qwen2_moe:Qwen2MoeModel",
+    "qwen3_moe": "mindformers_hf.models.qwen2_moe:Qwen3MoeModel",
+    "deepseek_v2": "mindformers_hf.models.deepseek_v2:DeepseekV2Model",
+    "deepseek_v3": "mindformers_hf.models.deepseek_v2:DeepseekV3Model",
 }
 MODEL_FOR_CAUSAL_LM_MAPPING_NAMES = {
     "llama": f"{_LLAMA}:LlamaForCausalLM",
@@ -28,6 +33,11 @@ MODEL_FOR_CAUSAL_LM_MAPPING_NAMES = {
     "glm": "mindformers_hf.models.glm:GlmForCausalLM",
     "glm4": "mindformers_hf.models.glm4:Glm4ForCausalLM",
     "gpt2": "mindformers_hf.models.gpt2:GPT2LMHeadModel",
+    "mixtral": "mindformers_hf.models.mixtral:MixtralForCausalLM",
+    "qwen2_moe": "mindformers_hf.models.qwen2_moe:Qwen2MoeForCausalLM",
+    "qwen3_moe": "mindformers_hf.models.qwen2_moe:Qwen3MoeForCausalLM",
+    "deepseek_v2": "mindformers_hf.models.deepseek_v2:DeepseekV2ForCausalLM",
+    "deepseek_v3": "mindformers_hf.models.deepseek_v2:DeepseekV3ForCausalLM",
 }
 
 

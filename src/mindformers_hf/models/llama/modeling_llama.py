@@ -3,6 +3,7 @@
 Read top to bottom as transformers' modeling_llama.py: norm, rotary, MLP, attention, decoder layer,
 base model, causal-LM head. Fused kernels are reached only through `mindformers_hf.ops`.
 """
+import importlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,7 +31,12 @@ class DecoderVariant:
     fused_gate_up: bool = False       # Phi3, GLM: one `gate_up_proj` [2 * inter, hidden], rows gate then up
     interleaved_rotary: bool = False  # GLM: rotary pairs are adjacent dims (0, 1), (2, 3), ...
     sandwich_norm: bool = False       # GLM4: RMSNorm on the attention and MLP outputs, before each residual add
+    attention: str = None             # "module:Class" replacing LlamaAttention (DeepSeek's latent attention)
+    mlp: str = None                   # "module:function(config, layer_idx, dtype)" building a layer's MLP (MoE)
 
+
+_MOE_MLP = "mindformers_hf.models.mixtral.modeling_mixtral:moe_mlp_for_layer"
+_MLA = "mindformers_hf.models.deepseek_v2.modeling_deepseek_v2:DeepseekV2Attention"
 
 # config.model_type -> variant. Absent types (llama, mistral) are plain LLaMA; sliding windows,
 # partial rotary and rope scaling come from the config itself.
@@ -40,11 +46,23 @@ DECODER_VARIANTS = {
     "phi3": DecoderVariant(fused_qkv=True, fused_gate_up=True),
     "glm": DecoderVariant(o_bias=False, fused_gate_up=True, interleaved_rotary=True),
     "glm4": DecoderVariant(o_bias=False, fused_gate_up=True, interleaved_rotary=True, sandwich_norm=True),
+    # MoE families: LLaMA with sparse MLPs (models/mixtral), DeepSeek also with latent attention
+    "mixtral": DecoderVariant(mlp=_MOE_MLP),
+    "qwen2_moe": DecoderVariant(o_bias=False, mlp=_MOE_MLP),  # q/k/v bias from config.qkv_bias
+    "qwen3_moe": DecoderVariant(qk_norm=True, mlp=_MOE_MLP),
+    "deepseek_v2": DecoderVariant(attention=_MLA, mlp=_MOE_MLP),
+    "deepseek_v3": DecoderVariant(attention=_MLA, mlp=_MOE_MLP),
 }
 
 
 def decoder_variant(config):
     return DECODER_VARIANTS.get(getattr(config, "model_type", None), DecoderVariant())
+
+
+def _resolve(target):
+    """A variant's "module:name" -> the object, imported on first use (the LLaMA file imports no family)."""
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 class LlamaRMSNorm(nn.Cell):
@@ -84,9 +102,10 @@ class LlamaRotaryEmbedding(nn.Cell):
 
 
 class LlamaMLP(nn.Cell):
-    def __init__(self, config, dtype=ms.float32):
+    def __init__(self, config, dtype=ms.float32, intermediate_size=None):
         super().__init__()
-        hidden, inter, bias = config.hidden_size, config.intermediate_size, getattr(config, "mlp_bias", False)
+        hidden, bias = config.hidden_size, getattr(config, "mlp_bias", False)
+        inter = intermediate_size or config.intermediate_size  # MoE shared experts are narrower or wider
         std = config.initializer_range
         self.intermediate_size = inter
         self.fused_gate_up = decoder_variant(config).fused_gate_up
@@ -126,7 +145,7 @@ class LlamaAttention(nn.Cell):
         self.attn_implementation = getattr(config, "_attn_implementation", None)
         variant = decoder_variant(config)
         bias, std = getattr(config, "attention_bias", False), config.initializer_range
-        qkv_bias = bias if variant.qkv_bias is None else variant.qkv_bias
+        qkv_bias = getattr(config, "qkv_bias", bias) if variant.qkv_bias is None else variant.qkv_bias
         o_bias = bias if variant.o_bias is None else variant.o_bias
         q_size, kv_size = self.num_heads * self.head_dim, self.num_key_value_heads * self.head_dim
         self.fused_qkv = variant.fused_qkv
@@ -189,8 +208,10 @@ class LlamaAttention(nn.Cell):
 class LlamaDecoderLayer(nn.Cell):
     def __init__(self, config, layer_idx, dtype=ms.float32):
         super().__init__()
-        self.self_attn = LlamaAttention(config, layer_idx, dtype)
-        self.mlp = LlamaMLP(config, dtype)
+        variant = decoder_variant(config)
+        attention = _resolve(variant.attention) if variant.attention else LlamaAttention
+        self.self_attn = attention(config, layer_idx, dtype)
+        self.mlp = _resolve(variant.mlp)(config, layer_idx, dtype) if variant.mlp else LlamaMLP(config, dtype)
         self.input_layernorm = LlamaRMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
         self.post_attention_layernorm = LlamaRMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
         self.sandwich_norm = decoder_variant(config).sandwich_norm

@@ -1,0 +1,3 @@
+from .modeling_mixtral import MixtralForCausalLM, MixtralModel, MixtralPreTrainedModel
+
+__all__ = ["MixtralForCausalLM", "MixtralModel", "MixtralPreTrainedModel"]

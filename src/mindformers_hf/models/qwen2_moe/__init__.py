@@ -1,0 +1,11 @@
+from .modeling_qwen2_moe import (
+    Qwen2MoeForCausalLM,
+    Qwen2MoeModel,
+    Qwen2MoePreTrainedModel,
+    Qwen3MoeForCausalLM,
+    Qwen3MoeModel,
+    Qwen3MoePreTrainedModel,
+)
+
+__all__ = ["Qwen2MoeForCausalLM", "Qwen2MoeModel", "Qwen2MoePreTrainedModel", "Qwen3MoeForCausalLM",
+           "Qwen3MoeModel", "Qwen3MoePreTrainedModel"]
