@@ -77,3 +77,14 @@ def test_gpt2_base_model_and_hidden_states(tmp_path):
     assert len(got) == len(want) == 3
     for g, w in zip(got, want):
         assert np.abs(g - w.numpy()).max() <= 1e-4
+
+
+def test_gpt2_dropout_in_train_mode_only(tmp_path):
+    folder = make_gpt2_checkpoint(tmp_path / "hf", resid_pdrop=0.5, embd_pdrop=0.5, attn_pdrop=0.1)
+    ours = AutoModelForCausalLM.from_pretrained(folder)
+    ids, _ = batch(pad_left=(0, 0))
+    eval_logits = ours(input_ids=ids).logits
+    np.testing.assert_array_equal(eval_logits, ours(input_ids=ids).logits)
+    ours.train()
+    first, second = ours(input_ids=ids).logits, ours(input_ids=ids).logits
+    assert np.abs(first - second).max() > 1e-3 and np.abs(first - eval_logits).max() > 1e-3
