@@ -127,12 +127,6 @@ class LlamaMLP(nn.Cell):
         return self.down_proj(fused.silu_mul(gate, up))
 
 
-def _deinterleave(x):
-    """[..., R] with pairs (0, 1), (2, 3), ... -> [..., R] as even dims then odd dims."""
-    shape = x.shape
-    return x.reshape(shape[:-1] + (shape[-1] // 2, 2)).swapaxes(-1, -2).reshape(shape)
-
-
 class LlamaAttention(nn.Cell):
     def __init__(self, config, layer_idx, dtype=ms.float32):
         super().__init__()
@@ -179,19 +173,8 @@ class LlamaAttention(nn.Cell):
         return q.swapaxes(1, 2), k.swapaxes(1, 2), v.swapaxes(1, 2)
 
     def rotate(self, q, k, cos, sin):
-        """Rotary on the first cos.shape[-1] dims of each head (all of them unless partial_rotary_factor < 1)."""
-        rot = cos.shape[-1]
-        if rot == self.head_dim and not self.interleaved_rotary:
-            return fused.apply_rotary_pos_emb(q, k, cos, sin)
-        q_rot, k_rot = q[..., :rot], k[..., :rot]
-        if self.interleaved_rotary:
-            # GLM rotates adjacent pairs; listing even dims then odd dims gives the half-split layout the op
-            # expects. q and k get the same permutation, so q.k -- all attention reads of them -- is unchanged.
-            q_rot, k_rot = _deinterleave(q_rot), _deinterleave(k_rot)
-        q_rot, k_rot = fused.apply_rotary_pos_emb(q_rot, k_rot, cos, sin)
-        if rot == self.head_dim:
-            return q_rot, k_rot
-        return ops.cat((q_rot, q[..., rot:]), -1), ops.cat((k_rot, k[..., rot:]), -1)
+        """Rotary on the first cos.shape[-1] channels of each head (all unless partial_rotary_factor < 1)."""
+        return fused.apply_rotary_pos_emb(q, k, cos, sin, interleaved=self.interleaved_rotary)
 
     def construct(self, hidden_states, cos, sin, attention_mask=None, past_key_values=None):
         bsz, q_len, _ = hidden_states.shape
