@@ -1,0 +1,82 @@
+"""TrainingArguments: transformers' own dataclass (same fields, same CLI parsing, same JSON), made torch-free.
+
+transformers' TrainingArguments sets up torch/accelerate devices in its properties and rejects `bf16=True`
+on a machine without a bf16 GPU. Ours answers the device questions from MindSpore's context instead, and
+leaves bf16 to the Trainer (which trains in float32 on the CPU backend, with a one-time warning).
+
+It also accepts `warmup_ratio`, the transformers 4.x field that 5.x folded into `warmup_steps` (a float
+below 1): HF's fine-tuning guides still pass it.
+"""
+import math
+from dataclasses import dataclass, field
+from typing import Optional
+
+import transformers
+from transformers.training_args import ParallelMode
+
+
+@dataclass
+class TrainingArguments(transformers.TrainingArguments):
+    warmup_ratio: Optional[float] = field(
+        default=None,
+        metadata={"help": "transformers 4.x: ratio of total training steps used for a linear warmup "
+                          "(used when warmup_steps is 0)."},
+    )
+
+    def __post_init__(self):
+        if self.warmup_ratio is not None and not 0.0 <= self.warmup_ratio <= 1.0:
+            raise ValueError(f"warmup_ratio must lie in [0, 1], got {self.warmup_ratio}")
+        super().__post_init__()
+
+    def _validate_args(self):
+        # HF checks torch's CUDA bf16 support here; bf16 on our backends is handled by the Trainer.
+        bf16, bf16_full_eval = self.bf16, self.bf16_full_eval
+        self.bf16 = self.bf16_full_eval = False
+        try:
+            super()._validate_args()
+        finally:
+            self.bf16, self.bf16_full_eval = bf16, bf16_full_eval
+        if self.fp16 and self.bf16:
+            raise ValueError("At most one of fp16 and bf16 can be True, but not both")
+
+    def get_warmup_steps(self, num_training_steps: int):
+        if self.warmup_ratio and not self.warmup_steps:
+            return math.ceil(num_training_steps * self.warmup_ratio)
+        return super().get_warmup_steps(num_training_steps)
+
+    # ------------------------------------------------------------------ devices, from MindSpore
+    @property
+    def _setup_devices(self):
+        from ..utils import device_target
+
+        target = device_target()
+        if target == "CPU":
+            return "cpu"
+        import mindspore as ms
+
+        return f"{target.lower()}:{ms.get_context('device_id')}"
+
+    @property
+    def device(self):
+        """'cpu' or e.g. 'ascend:0' (a string: MindSpore places tensors by context)."""
+        return self._setup_devices
+
+    @property
+    def n_gpu(self):
+        return 0 if self.device == "cpu" else 1
+
+    @property
+    def parallel_mode(self):
+        return ParallelMode.NOT_PARALLEL
+
+    @property
+    def world_size(self):
+        return 1
+
+    @property
+    def process_index(self):
+        return 0
+
+    @property
+    def local_process_index(self):
+        return 0
