@@ -163,7 +163,9 @@ def write_safetensors(path, tensors, metadata=None):
             f.write(struct.pack("<Q", len(header_bytes)))
             f.write(header_bytes)
             for name, (shape, st_dtype, fetch) in tensors:
-                array = np.ascontiguousarray(fetch())
+                array = np.asarray(fetch())
+                if not array.flags.c_contiguous:  # (np.ascontiguousarray would turn a 0-d scalar into 1-d)
+                    array = array.copy(order="C")
                 if tuple(array.shape) != tuple(shape):
                     raise CheckpointError(f"{name}: shape changed while saving ({shape} -> {array.shape})")
                 f.write(array.tobytes())
