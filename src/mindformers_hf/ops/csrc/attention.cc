@@ -151,14 +151,21 @@ MFH_KERNEL attention_fwd(MFH_ARGS) {
       std::fill(acc.begin(), acc.begin() + rows * D, 0.f);
       for (int64_t j0 = j_start; j0 < j_end; j0 += kBlockK) {
         const int64_t nk = std::min(kBlockK, j_end - j0);
-        transpose_block(kb + j0 * D, nk, D, kt.data());  // scores of a row then come 8 keys per vector
+        // With enough rows per key block (prefill), transposing it lets a row's scores come 8 keys per
+        // vector; with a few (decode: G rows) the transpose costs more than it saves, so rows use dot products.
+        const bool transposed = rows >= 8;
+        if (transposed) transpose_block(kb + j0 * D, nk, D, kt.data());
         for (int64_t r = 0; r < rows; ++r) {
           const int64_t g = r / n_pos, i = i0 + r % n_pos;
           const int64_t jb = std::max(j0, lo_b[i]), je = std::min(j0 + nk, hi_b[i]);
           if (jb >= je) continue;
           const int64_t row = (b * s.heads + kvh * G + g) * S + i;
           const float *qr = q + row * D;
-          row_times_block(qr, kt.data(), D, block_scores);
+          if (transposed) {
+            row_times_block(qr, kt.data(), D, block_scores);
+          } else {
+            for (int64_t j = jb; j < je; ++j) block_scores[j - j0] = mfh::dot(qr, kb + j * D, D);
+          }
           const int64_t n = je - jb;
           float block_max = kMinusBig;
           for (int64_t j = 0; j < n; ++j) {
