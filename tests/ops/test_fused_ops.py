@@ -167,22 +167,24 @@ def test_reference_interleaved_rotary_matches_formula():
 
 
 ATTENTION_CASES = {
-    # name: (batch, heads, kv_heads, q_len, past_len, head_dim, left padding per row or None)
+    # name: (batch, heads, kv_heads, q_len, past_len, head_dim or (qk dim, v dim), left padding per row or None)
     "gqa_padding": (2, 6, 2, 9, 0, 16, (0, 3)),
     "mha_no_mask": (1, 3, 3, 5, 0, 8, None),
     "mqa_odd_dim": (2, 4, 1, 7, 0, 13, (2, 0)),
     "kv_cache_decode": (2, 4, 2, 1, 11, 16, (0, 4)),
     "kv_cache_chunk": (1, 4, 2, 5, 6, 16, (0,)),
     "long_prompt": (1, 4, 2, 150, 0, 32, (0,)),
+    "value_dim_differs": (2, 4, 2, 70, 0, (24, 72), (0, 5)),  # DeepSeek's latent attention: qk 192, v 128
 }
 
 
 def attention_inputs(case, dtype, rng):
     bsz, heads, kv_heads, q_len, past, dim, pad = ATTENTION_CASES[case]
+    dim, v_dim = dim if isinstance(dim, tuple) else (dim, dim)
     total = past + q_len
     q = tensor(rng, (bsz, heads, q_len, dim), dtype)
     k = tensor(rng, (bsz, kv_heads, total, dim), dtype)
-    v = tensor(rng, (bsz, kv_heads, total, dim), dtype)
+    v = tensor(rng, (bsz, kv_heads, total, v_dim), dtype)
     mask, valid = None, np.ones((bsz, q_len), bool)
     if pad is not None:
         attention_mask = np.ones((bsz, total), np.int64)
@@ -202,7 +204,7 @@ def test_causal_attention(impl, case, dtype):
     out, want, grads, want_grads = run_both(lambda a, b, c: fn(a, b, c, mask, scale),
                                             lambda a, b, c: reference.causal_attention(a, b, c, mask, scale),
                                             [q, k, v], 3, dtype)
-    assert out.shape == q.shape
+    assert out.shape == q.shape[:3] + v.shape[3:]
     assert_close(out, want, dtype, "forward")
     assert_close(grads, want_grads, dtype, "grad")
 

@@ -39,8 +39,9 @@ def apply_rotary_pos_emb(q, k, cos, sin, interleaved=False):
 
 
 def causal_attention(q, k, v, mask, scale, attn_implementation=None):
-    """softmax(q k^T * scale + mask) v with grouped KV heads: q [B, H, S, D], k/v [B, KV, T, D], mask an
-    additive float32 [B or 1, 1, S, T] or None (no masking). Returns [B, H, S, D].
+    """softmax(q k^T * scale + mask) v with grouped KV heads: q [B, H, S, D], k [B, KV, T, D], v [B, KV, T, Dv]
+    (Dv may differ from D, as in DeepSeek's latent attention), mask an additive float32 [B or 1, 1, S, T] or
+    None (no masking). Returns [B, H, S, Dv].
     attn_implementation: HF's name ("eager", "sdpa", "flash_attention_2"); None behaves as "sdpa"."""
     return _select("causal_attention", attn_implementation)(q, k, v, mask, scale)
 

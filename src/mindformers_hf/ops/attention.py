@@ -2,8 +2,9 @@
 
 Reference: one batched matmul for the scores, softmax, one for the values (materialises [B, H, S, T]).
 CPU kernel (csrc/attention.cc): blocked online softmax that keeps one block of scores per thread and skips
-keys outside each row's allowed range, with a backward pass that rebuilds probabilities from the saved
-row log-sum-exp. Ascend: `ops.flash_attention_score` (float16/bfloat16 only; float32 uses the reference).
+keys outside each row's allowed range, with a backward pass that rebuilds probabilities from the saved row
+softmax statistics. Ascend: `ops.flash_attention_score` (float16/bfloat16 with value shaped as key; other
+inputs use the reference).
 """
 import mindspore as ms
 from mindspore import ops
@@ -29,7 +30,7 @@ def _attention_fwd_bprop(q, k, v, mask, scale, out, dout):
     return dq, dk, dv, ops.zeros_like(mask), ops.zeros_like(scale)
 
 
-_attention_fwd = CustomKernel("attention", "attention_fwd", lambda q, k, v, m, s: (q, q[:3] + [2]),
+_attention_fwd = CustomKernel("attention", "attention_fwd", lambda q, k, v, m, s: (q[:3] + v[3:], q[:3] + [2]),
                               lambda q, k, v, m, s: (q, ms.float32), _attention_fwd_bprop)
 
 
@@ -44,7 +45,7 @@ def causal_attention_cpu(q, k, v, mask, scale):
 
 
 def causal_attention_ascend(q, k, v, mask, scale):
-    if q.dtype not in (ms.float16, ms.bfloat16):
+    if q.dtype not in (ms.float16, ms.bfloat16) or v.shape != k.shape:  # the built-in wants value shaped as key
         return reference.causal_attention(q, k, v, mask, scale)
     attn_mask = None if mask is None else (mask < MASKED_BELOW).astype(ms.uint8)  # 1 = masked out
     return ops.flash_attention_score(q, k, v, q.shape[1], attn_mask=attn_mask, scalar_value=scale,

@@ -77,9 +77,9 @@ def apply_rotary_pos_emb(q, k, cos, sin, interleaved=False):
 def causal_attention(q, k, v, mask, scale):
     """Grouped-query attention without copying k/v per query head.
 
-    q: [B, H, S, D]; k, v: [B, KV, T, D]; mask: additive float32 [B, 1, S, T] or None.
+    q: [B, H, S, D]; k: [B, KV, T, D]; v: [B, KV, T, Dv]; mask: additive float32 [B or 1, 1, S, T] or None.
     Query heads are grouped under their kv head: [B, KV, G*S, D] @ [B, KV, D, T].
-    Scores and softmax are float32 whatever the compute dtype. Returns [B, H, S, D].
+    Scores and softmax are float32 whatever the compute dtype. Returns [B, H, S, Dv].
     """
     bsz, n_heads, q_len, head_dim = q.shape
     n_kv, kv_len = k.shape[1], k.shape[2]
@@ -91,4 +91,4 @@ def causal_attention(q, k, v, mask, scale):
         scores = scores.reshape(bsz, n_kv, groups * q_len, kv_len)
     probs = ops.softmax(scores, -1).astype(v.dtype)
     out = _bmm(probs, v)                                          # [B, KV, G*S, D]
-    return out.reshape(bsz, n_heads, q_len, head_dim)
+    return out.reshape(bsz, n_heads, q_len, v.shape[-1])

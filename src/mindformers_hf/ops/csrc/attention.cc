@@ -1,7 +1,7 @@
 // Blocked (online-softmax) attention with grouped KV heads and an additive mask, forward and backward.
 //
-// q [B, H, S, D]; k, v [B, KV, T, D] with H = KV * G; mask [B or 1, 1, S, T] float32 added to the scores,
-// or a 1-element tensor meaning "no mask"; scale [1]. Forward outputs o [B, H, S, D] and per row the
+// q [B, H, S, D]; k [B, KV, T, D]; v [B, KV, T, Dv] with H = KV * G; mask [B or 1, 1, S, T] float32 added to the scores,
+// or a 1-element tensor meaning "no mask"; scale [1]. Forward outputs o [B, H, S, Dv] and per row the
 // softmax statistics stats [B, H, S, 2] = (max score m, sum of exp(score - m)) that the backward pass uses
 // to rebuild probabilities one key block at a time, so neither pass holds more than a block of scores
 // ([kBlockQ x kBlockK] per thread). (m and the sum are kept apart rather than as one log-sum-exp: for a
@@ -22,7 +22,7 @@ constexpr float kSkip = -1e4f;
 constexpr float kMinusBig = -1e30f;  // finite: the kernels are built with -ffast-math
 
 struct Shapes {
-  int64_t batch, heads, kv_heads, groups, q_len, kv_len, dim, mask_batch;
+  int64_t batch, heads, kv_heads, groups, q_len, kv_len, dim, v_dim, mask_batch;
   bool has_mask;
 };
 
@@ -34,7 +34,9 @@ bool read_shapes(int *ndims, int64_t **shapes, Shapes *s) {
   s->dim = shapes[0][3];
   s->kv_heads = shapes[1][1];
   s->kv_len = shapes[1][2];
+  s->v_dim = shapes[2][3];
   if (s->kv_heads == 0 || s->heads % s->kv_heads != 0 || shapes[1][3] != s->dim) return false;
+  if (shapes[2][0] != s->batch || shapes[2][1] != s->kv_heads || shapes[2][2] != s->kv_len) return false;
   s->groups = s->heads / s->kv_heads;
   s->has_mask = mfh::numel(ndims[3], shapes[3]) > 1;
   s->mask_batch = 1;
@@ -119,7 +121,7 @@ MFH_KERNEL attention_fwd(MFH_ARGS) {
   const float *v = static_cast<float *>(params[2]), *mask = static_cast<float *>(params[3]);
   const float scale = static_cast<float *>(params[4])[0];
   float *o = static_cast<float *>(params[5]), *stats = static_cast<float *>(params[6]);
-  const int64_t D = s.dim, S = s.q_len, T = s.kv_len, G = s.groups;
+  const int64_t D = s.dim, Dv = s.v_dim, S = s.q_len, T = s.kv_len, G = s.groups;
 
   std::vector<int64_t> lo(s.batch * S), hi(s.batch * S);
   for (int64_t b = 0; b < s.batch; ++b) key_ranges(mask, s, b, lo.data() + b * S, hi.data() + b * S);
@@ -132,7 +134,7 @@ MFH_KERNEL attention_fwd(MFH_ARGS) {
 #pragma omp parallel num_threads(nt)
   {
     const int64_t max_rows = G * kBlockQ;
-    std::vector<float> acc(max_rows * D), kt(D * kBlockK), m(max_rows), l(max_rows);
+    std::vector<float> acc(max_rows * Dv), kt(D * kBlockK), m(max_rows), l(max_rows);
     float scores[kBlockK], block_scores[kBlockK];
 #pragma omp for schedule(dynamic)
     for (int64_t task = 0; task < tasks; ++task) {
@@ -140,7 +142,7 @@ MFH_KERNEL attention_fwd(MFH_ARGS) {
       const int64_t b = bkv / s.kv_heads, kvh = bkv % s.kv_heads;
       const int64_t n_pos = std::min(kBlockQ, S - i0), rows = G * n_pos;
       const int64_t *lo_b = lo.data() + b * S, *hi_b = hi.data() + b * S;
-      const float *kb = k + bkv * T * D, *vb = v + bkv * T * D;
+      const float *kb = k + bkv * T * D, *vb = v + bkv * T * Dv;
       int64_t j_start = T, j_end = 0;
       for (int64_t i = i0; i < i0 + n_pos; ++i) {
         j_start = std::min(j_start, lo_b[i]);
@@ -148,7 +150,7 @@ MFH_KERNEL attention_fwd(MFH_ARGS) {
       }
       std::fill(m.begin(), m.begin() + rows, kMinusBig);
       std::fill(l.begin(), l.begin() + rows, 0.f);
-      std::fill(acc.begin(), acc.begin() + rows * D, 0.f);
+      std::fill(acc.begin(), acc.begin() + rows * Dv, 0.f);
       for (int64_t j0 = j_start; j0 < j_end; j0 += kBlockK) {
         const int64_t nk = std::min(kBlockK, j_end - j0);
         // With enough rows per key block (prefill), transposing it lets a row's scores come 8 keys per
@@ -175,10 +177,10 @@ MFH_KERNEL attention_fwd(MFH_ARGS) {
           }
           const float m_new = std::max(m[r], block_max);
           const float alpha = std::exp(m[r] - m_new);
-          float *ar = acc.data() + r * D;
+          float *ar = acc.data() + r * Dv;
           if (alpha != 1.f) {
 #pragma omp simd
-            for (int64_t d = 0; d < D; ++d) ar[d] *= alpha;
+            for (int64_t d = 0; d < Dv; ++d) ar[d] *= alpha;
           }
           float row_sum = 0.f;
 #pragma omp simd reduction(+ : row_sum)
@@ -186,7 +188,7 @@ MFH_KERNEL attention_fwd(MFH_ARGS) {
             scores[j] = std::exp(scores[j] - m_new);
             row_sum += scores[j];
           }
-          accumulate_pv(scores, n, vb + jb * D, D, ar);
+          accumulate_pv(scores, n, vb + jb * Dv, Dv, ar);
           l[r] = l[r] * alpha + row_sum;
           m[r] = m_new;
         }
@@ -194,11 +196,11 @@ MFH_KERNEL attention_fwd(MFH_ARGS) {
       for (int64_t r = 0; r < rows; ++r) {
         const int64_t g = r / n_pos, i = i0 + r % n_pos;
         const int64_t row = (b * s.heads + kvh * G + g) * S + i;
-        float *orow = o + row * D;
+        float *orow = o + row * Dv;
         const float inv = l[r] > 0.f ? 1.f / l[r] : 0.f;
-        const float *ar = acc.data() + r * D;
+        const float *ar = acc.data() + r * Dv;
 #pragma omp simd
-        for (int64_t d = 0; d < D; ++d) orow[d] = ar[d] * inv;
+        for (int64_t d = 0; d < Dv; ++d) orow[d] = ar[d] * inv;
         stats[row * 2] = m[r];
         stats[row * 2 + 1] = l[r];
       }
@@ -219,13 +221,13 @@ MFH_KERNEL attention_bwd(MFH_ARGS) {
   const float *o = static_cast<float *>(params[5]), *stats = static_cast<float *>(params[6]);
   const float *dout = static_cast<float *>(params[7]);
   float *dq = static_cast<float *>(params[8]), *dk = static_cast<float *>(params[9]), *dv = static_cast<float *>(params[10]);
-  const int64_t D = s.dim, S = s.q_len, T = s.kv_len, G = s.groups;
+  const int64_t D = s.dim, Dv = s.v_dim, S = s.q_len, T = s.kv_len, G = s.groups;
   const int64_t q_size = s.batch * s.heads * S * D;
 
   std::vector<int64_t> lo(s.batch * S), hi(s.batch * S);
   for (int64_t b = 0; b < s.batch; ++b) key_ranges(mask, s, b, lo.data() + b * S, hi.data() + b * S);
   std::vector<float> delta(s.batch * s.heads * S);
-  for (int64_t r = 0; r < s.batch * s.heads * S; ++r) delta[r] = mfh::dot(dout + r * D, o + r * D, D);
+  for (int64_t r = 0; r < s.batch * s.heads * S; ++r) delta[r] = mfh::dot(dout + r * Dv, o + r * Dv, Dv);
 
   // One task = a block of keys of one (batch, kv head): it owns those dk/dv rows. dq rows are shared
   // between key blocks, so each thread sums into its own dq copy and the copies are added at the end.
@@ -235,32 +237,32 @@ MFH_KERNEL attention_bwd(MFH_ARGS) {
   std::vector<float> dq_private(nt > 1 ? (size_t)(nt - 1) * q_size : 0, 0.f);
   std::fill(dq, dq + q_size, 0.f);
   std::fill(dk, dk + s.batch * s.kv_heads * T * D, 0.f);
-  std::fill(dv, dv + s.batch * s.kv_heads * T * D, 0.f);
+  std::fill(dv, dv + s.batch * s.kv_heads * T * Dv, 0.f);
 #pragma omp parallel num_threads(nt)
   {
     const int tid = omp_get_thread_num();
     float *dq_t = tid == 0 ? dq : dq_private.data() + (size_t)(tid - 1) * q_size;
-    std::vector<float> kt(D * kBlockK), vt(D * kBlockK);
+    std::vector<float> kt(D * kBlockK), vt(Dv * kBlockK);
     float scores[kBlockK], dp[kBlockK], p[kBlockK], ds[kBlockK];
 #pragma omp for schedule(dynamic)
     for (int64_t task = 0; task < tasks; ++task) {
       const int64_t bkv = task / key_blocks, j0 = (task % key_blocks) * kBlockK;
       const int64_t b = bkv / s.kv_heads, kvh = bkv % s.kv_heads;
       const int64_t nk = std::min(kBlockK, T - j0);
-      const float *kb = k + bkv * T * D, *vb = v + bkv * T * D;
-      float *dkb = dk + bkv * T * D, *dvb = dv + bkv * T * D;
+      const float *kb = k + bkv * T * D, *vb = v + bkv * T * Dv;
+      float *dkb = dk + bkv * T * D, *dvb = dv + bkv * T * Dv;
       transpose_block(kb + j0 * D, nk, D, kt.data());
-      transpose_block(vb + j0 * D, nk, D, vt.data());
+      transpose_block(vb + j0 * Dv, nk, Dv, vt.data());
       for (int64_t g = 0; g < G; ++g) {
         const int64_t bh = b * s.heads + kvh * G + g;
         for (int64_t i = 0; i < S; ++i) {
           const int64_t jb = std::max(j0, lo[b * S + i]), je = std::min(j0 + nk, hi[b * S + i]);
           if (jb >= je) continue;
           const int64_t row = bh * S + i, n = je - jb, off = jb - j0;
-          const float *qr = q + row * D, *dor = dout + row * D;
+          const float *qr = q + row * D, *dor = dout + row * Dv;
           const float row_max = stats[row * 2], row_inv_sum = 1.f / stats[row * 2 + 1], row_delta = delta[row];
           row_times_block(qr, kt.data(), D, scores);
-          row_times_block(dor, vt.data(), D, dp);
+          row_times_block(dor, vt.data(), Dv, dp);
           for (int64_t j = 0; j < n; ++j) p[j] = scores[off + j] * scale + mask_at(mask, s, b, i, jb + j) - row_max;
 #pragma omp simd
           for (int64_t j = 0; j < n; ++j) {
@@ -269,7 +271,7 @@ MFH_KERNEL attention_bwd(MFH_ARGS) {
           }
           accumulate_pv(ds, n, kb + jb * D, D, dq_t + row * D);
           for (int64_t j = 0; j < n; ++j) {
-            mfh::axpy(p[j], dor, dvb + (jb + j) * D, D);
+            mfh::axpy(p[j], dor, dvb + (jb + j) * Dv, Dv);
             mfh::axpy(ds[j], qr, dkb + (jb + j) * D, D);
           }
         }
