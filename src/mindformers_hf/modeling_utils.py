@@ -10,6 +10,7 @@ import mindspore as ms
 from mindspore import nn
 
 from . import runtime, tensor_io  # noqa: F401  (runtime: CPU launch mode)
+from .generation.utils import GenerationMixin
 from .modeling_outputs import ModelOutput
 from .safetensors_io import (
     CheckpointError,
@@ -59,7 +60,7 @@ def _to_parameter_data(array: np.ndarray, is_bf16_bits: bool, target: ms.Type) -
     return ms.from_numpy(np.ascontiguousarray(array))
 
 
-class PreTrainedModel(nn.Cell):
+class PreTrainedModel(GenerationMixin, nn.Cell):
     config_class = None
     base_model_prefix = "model"
     # Checkpoint keys that are safe to skip (old checkpoints stored rotary buffers).

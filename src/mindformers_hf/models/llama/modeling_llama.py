@@ -275,6 +275,8 @@ class LlamaModel(LlamaPreTrainedModel):
         """{layer type: additive mask}. Without `layer_types` (LLaMA, Mistral, Phi3) one mask serves every
         layer, windowed when the config has a `sliding_window`; Qwen2/3 configs null that window unless
         use_sliding_window and list which layers use it."""
+        if isinstance(attention_mask, dict):  # prebuilt per layer type (generate's static cache; transformers 5 too)
+            return attention_mask
         window = getattr(self.config, "sliding_window", None)
         layer_types = getattr(self.config, "layer_types", None)
         if not layer_types:

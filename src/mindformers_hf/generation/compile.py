@@ -1,0 +1,132 @@
+"""Compiling a decode step into a MindSpore graph (`mindspore.jit(capture_mode="trace")`) safely.
+
+Tracing runs the Python step once while recording its ops, then replays the recorded graph for every
+later call with the same input shapes. That is exactly right for a decode step whose shapes are fixed by a
+static cache -- provided the step's Python never reads a tensor's value on the host: a trace would bake
+that one value in (a rotary table rescaled for the positions seen at trace time, MoE routing done in
+numpy). So the first call of each shape runs eagerly with host reads made to raise; a step that reads,
+or whose trace fails for any reason, runs eagerly from then on (with a one-time warning) instead of
+giving wrong tokens. The second call traces, and later calls replay the graph.
+
+Tracing happens in a worker thread: MindSpore's tracer walks the Python stack and fails on frames
+without source (`python -c`, some REPLs); a fresh thread's stack has none of those.
+"""
+import contextlib
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import mindspore as ms
+
+from ..utils import logger, warn_once
+
+_HOST_READS = ("asnumpy", "item", "tolist", "__int__", "__float__", "__bool__", "__index__", "__array__")
+_trace_lock = threading.Lock()
+
+
+class HostReadDuringTrace(RuntimeError):
+    pass
+
+
+@contextlib.contextmanager
+def _patched_tensor_methods(thread_id, replacements):
+    """Replace Tensor methods for calls from `thread_id` only; other threads see the originals."""
+    originals = {name: ms.Tensor.__dict__[name] for name in replacements if name in ms.Tensor.__dict__}
+
+    def dispatch(name, original):
+        def method(self, *args, **kwargs):
+            if threading.get_ident() == thread_id:
+                return replacements[name](self, name)
+            return original(self, *args, **kwargs)
+        return method
+
+    for name, original in originals.items():
+        setattr(ms.Tensor, name, dispatch(name, original))
+    try:
+        yield
+    finally:
+        for name, original in originals.items():
+            setattr(ms.Tensor, name, original)
+
+
+def _raise_host_read(tensor, name):
+    raise HostReadDuringTrace(f"Tensor.{name}() reads a value on the host")
+
+
+def _describe(tensor, name):
+    # MindSpore's tracer formats every op's (and every replay's) arguments into debug messages even when
+    # debug logging is off; printing values copies tensors to text each time (~8 ms per decode step)
+    return f"Tensor(shape={tuple(tensor.shape)}, dtype={tensor.dtype})"
+
+
+_QUIET_PRINTING = {"__str__": _describe, "__repr__": _describe}
+
+
+def _reset_tracer():
+    """Close a trace that raised half-way: MindSpore's tracer keeps global state (Python and C++)."""
+    try:
+        from mindspore.graph import jit_trace
+        from mindspore.graph.jit_config import _DEFAULT_JIT_CONFIG
+        from mindspore.graph.jit_context import set_jit_context
+
+        if jit_trace._using_trace:
+            try:
+                jit_trace.tr.get_instance().end_graph([__file__], [1], _DEFAULT_JIT_CONFIG, ms.Tensor(0))
+            except Exception:  # noqa: BLE001 -- best effort; the flags below are what Python checks
+                pass
+        jit_trace._using_trace = False
+        jit_trace._trace_jit_context.compiled = False
+        set_jit_context(None)
+    except (ImportError, AttributeError):  # other MindSpore versions: nothing we know how to reset
+        pass
+
+
+class CompiledStep:
+    """`fn(*tensors)` compiled per input shapes, or run eagerly when compiling is impossible."""
+
+    def __init__(self, fn, description="decode step"):
+        self.fn = fn
+        self.description = description
+        self._traced = ms.jit(fn, capture_mode="trace")
+        self._compiled_shapes, self._checked_shapes = set(), set()
+        self.failure = None
+
+    @property
+    def compiled(self):
+        return self.failure is None
+
+    def __call__(self, *args):
+        if self.failure is not None:
+            return self.fn(*args)
+        key = tuple((tuple(a.shape), str(a.dtype)) for a in args)
+        if key in self._compiled_shapes:
+            with _patched_tensor_methods(threading.get_ident(), _QUIET_PRINTING):
+                return self._traced(*args)
+        if key not in self._checked_shapes:
+            # First call: run eagerly with host reads forbidden. A step that reads values on the host is never
+            # traced (a trace would freeze those values); the eager result is the step's result either way.
+            try:
+                with _patched_tensor_methods(threading.get_ident(), dict.fromkeys(_HOST_READS, _raise_host_read)):
+                    out = self.fn(*args)
+            except HostReadDuringTrace as error:
+                return self._give_up(error, args)
+            self._checked_shapes.add(key)
+            return out
+        with _trace_lock, ThreadPoolExecutor(1, thread_name_prefix="mindformers_hf-trace") as pool:
+            try:
+                out = pool.submit(self._trace, args).result()
+            except Exception as error:  # noqa: BLE001 -- any tracing failure means: run eagerly
+                _reset_tracer()
+                return self._give_up(error, args)
+        self._compiled_shapes.add(key)
+        logger.debug("compiled %s for shapes %s", self.description, key)
+        return out
+
+    def _give_up(self, error, args):
+        self.failure = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        warn_once(f"generate: the {self.description} cannot be compiled ({self.failure}); running it op by op "
+                  "instead (slower, same results)")
+        return self.fn(*args)
+
+    def _trace(self, args):
+        with _patched_tensor_methods(threading.get_ident(), _QUIET_PRINTING):
+            return self._traced(*args)

@@ -1,0 +1,204 @@
+"""The model side of generation: prefill, one-token decode steps and beam reordering, on numpy in/out.
+
+Two runners share one interface:
+  - `StaticRunner`: prefill into a DynamicCache (the plain, parity-tested forward), copy it into a
+    preallocated `StaticCache`, then decode with fixed shapes -- [B, 1] tokens against [B, heads, L, D]
+    buffers, L a bucketed cache length -- so one compiled graph per (model, B, L) serves every token of
+    every later `generate` call. Attention masks are built per step on the host, [B, 1, 1, L] per layer
+    type, by the rule of LlamaModel.causal_masks (`layer_windows`).
+  - `DynamicRunner`: the growing cache, op by op; used for models without `causal_masks`, or when asked
+    with cache_implementation="dynamic".
+"""
+import inspect
+from collections import OrderedDict
+
+import numpy as np
+import mindspore as ms
+
+from ..cache_utils import DynamicCache, StaticCache
+from ..masking_utils import MASK_VALUE
+from .compile import CompiledStep
+
+# Cached graphs (and their cache buffers) per model: the oldest are dropped past this many.
+MAX_CACHED_GRAPHS = 4
+
+
+def bucket_length(total):
+    """Static cache length for `total` positions: powers of two from 64, then multiples of 1024 -- few
+    distinct lengths (so few compiles) without attending over much more than needed."""
+    if total <= 1024:
+        return max(64, 1 << (int(total) - 1).bit_length())
+    return -(-int(total) // 1024) * 1024
+
+
+def position_ids_from_mask(mask):
+    """transformers' rule: cumsum(mask) - 1, and 1 at padded positions."""
+    positions = np.cumsum(mask, -1) - 1
+    return np.where(mask == 0, 1, positions).astype(np.int64)
+
+
+def layer_windows(config):
+    """{layer type: sliding window or None}, the rule of LlamaModel.causal_masks (which the prefill uses):
+    without `layer_types` one mask serves every layer, windowed when the config has a `sliding_window`
+    (unless use_sliding_window is false); with `layer_types`, only "sliding_attention" layers are windowed."""
+    window = getattr(config, "sliding_window", None)
+    layer_types = getattr(config, "layer_types", None)
+    if not layer_types:
+        window = window if getattr(config, "use_sliding_window", True) else None
+        return {"full_attention": window, "sliding_attention": window}
+    windows = {"full_attention": None}
+    if "sliding_attention" in layer_types:
+        windows["sliding_attention"] = window
+    return windows
+
+
+def _forward_kwargs(model):
+    params = inspect.signature(model.construct).parameters
+    return {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+
+
+def _last_logits(outputs):
+    return _host_last(outputs.logits if hasattr(outputs, "logits") else outputs[0])
+
+
+def _host_last(logits):
+    """[B, S, V] MindSpore logits -> the last position's [B, V] float32 numpy (sliced in numpy: a MindSpore
+    slice costs milliseconds per token)."""
+    if logits.dtype != ms.float32:
+        logits = logits.astype(ms.float32)
+    return logits.asnumpy()[:, -1, :]
+
+
+class DynamicRunner:
+    compiled = False
+
+    def __init__(self, model):
+        self.model = model
+        self.cache = None
+        self.extra = _forward_kwargs(model)
+
+    def prefill(self, input_ids, attention_mask):
+        self.cache = DynamicCache()
+        out = self.model(input_ids=ms.Tensor(input_ids), attention_mask=ms.Tensor(attention_mask),
+                         position_ids=ms.Tensor(position_ids_from_mask(attention_mask)),
+                         past_key_values=self.cache, use_cache=True, **self.extra)
+        return _last_logits(out)
+
+    def expand(self, repeats):
+        if repeats > 1:
+            self.reorder(np.repeat(np.arange(self.cache.key_cache[0].shape[0]), repeats))
+
+    def step(self, tokens, attention_mask):
+        positions = position_ids_from_mask(attention_mask)[:, -1:]
+        out = self.model(input_ids=ms.Tensor(tokens.reshape(-1, 1).astype(np.int64)),
+                         attention_mask=ms.Tensor(attention_mask), position_ids=ms.Tensor(positions),
+                         past_key_values=self.cache, use_cache=True, **self.extra)
+        return _last_logits(out)
+
+    def reorder(self, rows):
+        self.cache.reorder_cache(ms.Tensor(np.asarray(rows, np.int32)))
+
+
+class _Graph:
+    """One model's decode step for one (batch, cache length): the cache buffers and the compiled step."""
+
+    def __init__(self, model, batch, length, compile_step):
+        self.cache = StaticCache(max_batch_size=batch, max_cache_len=length)
+        self.mask_keys = None
+        extra = _forward_kwargs(model)
+        cache = self.cache
+
+        def decode_step(input_ids, position_ids, cache_position, *masks):
+            cache.set_cache_position(cache_position)
+            out = model(input_ids=input_ids, position_ids=position_ids, past_key_values=cache, use_cache=True,
+                        attention_mask=dict(zip(self.mask_keys, masks)), **extra)
+            return out.logits if hasattr(out, "logits") else out[0]
+
+        self.step = CompiledStep(decode_step, f"{type(model).__name__} decode step") if compile_step \
+            else decode_step
+
+
+class StaticRunner:
+    def __init__(self, model, compile_step=True):
+        self.model = model
+        self.base = getattr(model, model.base_model_prefix, model)
+        self.compile_step = compile_step
+        self.extra = _forward_kwargs(model)
+        self.graph, self.repeats = None, 1
+        self.windows = layer_windows(model.config)
+
+    @staticmethod
+    def supports(model):
+        base = getattr(model, getattr(model, "base_model_prefix", ""), model)
+        return hasattr(base, "causal_masks")
+
+    @property
+    def compiled(self):
+        step = self.graph.step if self.graph is not None else None
+        return isinstance(step, CompiledStep) and step.compiled
+
+    def _graph_for(self, batch, length):
+        graphs = self.model.__dict__.setdefault("_mindformers_decode_graphs", OrderedDict())
+        key = (batch, length, self.compile_step)
+        graph = graphs.pop(key, None)
+        if graph is None:
+            graph = _Graph(self.model, batch, length, self.compile_step)
+        graphs[key] = graph  # most recently used last
+        while len(graphs) > MAX_CACHED_GRAPHS:
+            graphs.popitem(last=False)
+        return graph
+
+    def prefill(self, input_ids, attention_mask, max_length):
+        self.batch, prompt_len = input_ids.shape
+        self.length = bucket_length(max_length)
+        self.dynamic = DynamicCache()
+        out = self.model(input_ids=ms.Tensor(input_ids), attention_mask=ms.Tensor(attention_mask),
+                         position_ids=ms.Tensor(position_ids_from_mask(attention_mask)),
+                         past_key_values=self.dynamic, use_cache=True, **self.extra)
+        return _last_logits(out)
+
+    def expand(self, repeats):
+        """Repeat every row `repeats` times (num_return_sequences, beams). The move into the static cache
+        waits for the first decode step, so a prefill-only call (max_new_tokens=1) never pays for it."""
+        self.repeats = repeats
+
+    def _to_static(self):
+        rows = np.repeat(np.arange(self.batch), self.repeats)
+        if self.repeats > 1:
+            self.dynamic.reorder_cache(ms.Tensor(rows.astype(np.int32)))
+        self.batch = len(rows)
+        self.graph = self._graph_for(self.batch, self.length)
+        self.graph.cache.fill_from(self.dynamic)
+        self.dynamic = None
+
+    def _masks(self, attention_mask):
+        """{layer type: [B, 1, 1, L] float32} for a new token at slot T-1 of a [B, T] padding mask. Built in
+        numpy: a dozen eager mask ops per token cost more than the rest of the host work."""
+        total = attention_mask.shape[1]
+        key_pos = np.arange(self.length)
+        allowed = (key_pos < total)[None, :] & np.pad(attention_mask, ((0, 0), (0, self.length - total))).astype(bool)
+        out = {}
+        for key, window in self.windows.items():
+            keep = allowed if window is None else allowed & (key_pos > total - 1 - window)[None, :]
+            out[key] = np.where(keep, np.float32(0.0), np.float32(MASK_VALUE)).reshape(self.batch, 1, 1, self.length)
+        return out
+
+    def step(self, tokens, attention_mask):
+        if self.graph is None:
+            self._to_static()
+        total = attention_mask.shape[1]
+        if total > self.length:
+            raise RuntimeError(f"generate: the static cache holds {self.length} positions, {total} needed")
+        masks = self._masks(attention_mask)
+        self.graph.mask_keys = tuple(masks)
+        positions = position_ids_from_mask(attention_mask)[:, -1:]
+        logits = self.graph.step(ms.Tensor(tokens.reshape(-1, 1).astype(np.int64)), ms.Tensor(positions),
+                                 ms.Tensor(np.array([total - 1], np.int32)),
+                                 *(ms.Tensor(m) for m in masks.values()))
+        self.graph.cache._seq_length = total
+        return _host_last(logits)
+
+    def reorder(self, rows):
+        if self.graph is None:
+            self._to_static()
+        self.graph.cache.reorder_cache(ms.Tensor(np.asarray(rows, np.int32)))

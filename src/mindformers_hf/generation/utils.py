@@ -1,0 +1,419 @@
+"""`GenerationMixin.generate`: transformers' decoding loop (greedy, sampling, beam search) on our models.
+
+The model runs in MindSpore (runner.py: prefill, then one-token steps against a static KV cache through a
+compiled graph); everything per token that is small -- logits processors, sampling, beam bookkeeping,
+stopping criteria -- runs on the host in numpy, with transformers' formulas and order. Inputs may be
+numpy, torch or MindSpore; sequences and scores come back as the kind of `input_ids`.
+"""
+import copy
+import random
+
+import numpy as np
+
+from .. import tensor_io
+from ..modeling_outputs import ModelOutput, _CacheAlias
+from ..utils import warn_once
+from . import logits_process as lp
+from .runner import DynamicRunner, StaticRunner
+from .stopping_criteria import (EosTokenCriteria, MaxLengthCriteria, MaxTimeCriteria, StoppingCriteriaList,
+                                StopStringCriteria)
+
+
+class GenerateDecoderOnlyOutput(_CacheAlias, ModelOutput):
+    _fields = ("sequences", "scores", "logits", "attentions", "hidden_states", "past_key_values")
+
+
+class GenerateBeamDecoderOnlyOutput(_CacheAlias, ModelOutput):
+    _fields = ("sequences", "sequences_scores", "scores", "logits", "beam_indices", "attentions", "hidden_states",
+               "past_key_values")
+
+
+# transformers 4.x names for the same outputs
+GreedySearchDecoderOnlyOutput = SampleDecoderOnlyOutput = GenerateDecoderOnlyOutput
+BeamSearchDecoderOnlyOutput = GenerateBeamDecoderOnlyOutput
+
+
+def set_seed(seed, deterministic=False):
+    """Seed Python's, numpy's and MindSpore's generators (torch's too, if torch is already imported), so that
+    `generate(do_sample=True)` repeats. Sampling draws from numpy's global generator."""
+    import sys
+
+    import mindspore as ms
+
+    random.seed(seed)
+    np.random.seed(seed)
+    ms.set_seed(seed)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.manual_seed(seed)
+    if deterministic:
+        ms.set_context(deterministic="ON")
+
+
+# GenerationConfig fields we do not implement: a non-default value raises, naming the feature.
+_UNSUPPORTED = {
+    "penalty_alpha": "contrastive search (penalty_alpha)",
+    "num_beam_groups": "group beam search (num_beam_groups > 1)",
+    "constraints": "constrained beam search (constraints)",
+    "force_words_ids": "constrained beam search (force_words_ids)",
+    "guidance_scale": "classifier-free guidance (guidance_scale)",
+    "prompt_lookup_num_tokens": "prompt lookup decoding",
+    "watermarking_config": "watermarking",
+    "bad_words_ids": "bad_words_ids",
+    "sequence_bias": "sequence_bias",
+    "exponential_decay_length_penalty": "exponential_decay_length_penalty",
+    "typical_p": "typical_p sampling",
+    "epsilon_cutoff": "epsilon_cutoff sampling",
+    "eta_cutoff": "eta_cutoff sampling",
+    "top_h": "top_h sampling",
+    "begin_suppress_tokens": "begin_suppress_tokens",
+    "low_memory": "low_memory beam search",
+    "output_attentions": "output_attentions in generate",
+    "output_hidden_states": "output_hidden_states in generate",
+}
+_NEUTRAL = {"num_beam_groups": 1, "typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0, "guidance_scale": 1.0,
+            "low_memory": False, "output_attentions": False, "output_hidden_states": False}
+
+
+def _as_list(token_ids):
+    if token_ids is None:
+        return None
+    if tensor_io.kind_of(token_ids):
+        token_ids = tensor_io.to_numpy(token_ids).tolist()
+    return [int(t) for t in (token_ids if isinstance(token_ids, (list, tuple)) else [token_ids])]
+
+
+def _sample(probs):
+    """One token per row from [B, V] probabilities, by inverse CDF on numpy's global generator."""
+    cdf = np.cumsum(probs, -1)
+    u = np.random.random_sample(probs.shape[0]) * cdf[:, -1]
+    return np.minimum((cdf < u[:, None]).sum(-1), probs.shape[-1] - 1).astype(np.int64)
+
+
+class GenerationMixin:
+    """Adds transformers' `generate()` and `compute_transition_scores()` to a causal LM."""
+
+    # ------------------------------------------------------------------ configuration
+    def _prepare_generation_config(self, generation_config, kwargs):
+        from transformers import GenerationConfig
+
+        provided = generation_config is not None
+        config = copy.deepcopy(generation_config if provided else self.generation_config)
+        defaults = getattr(GenerationConfig, "_get_default_generation_params", None)
+        if defaults is not None:  # transformers 5: unset fields come from the model's config, then globals
+            if provided:
+                config.update(**self.generation_config.to_dict(), defaults_only=True, allow_custom_entries=True)
+            config.update(**defaults(), defaults_only=True)
+        model_kwargs = config.update(**kwargs)
+        for name, feature in _UNSUPPORTED.items():
+            value = getattr(config, name, None)
+            if value not in (None, _NEUTRAL.get(name, None), [], ()):
+                raise NotImplementedError(f"generate: {feature} is not supported")
+        return config, model_kwargs
+
+    # ------------------------------------------------------------------ generate
+    def generate(self, inputs=None, generation_config=None, logits_processor=None, stopping_criteria=None,
+                 prefix_allowed_tokens_fn=None, synced_gpus=None, assistant_model=None, streamer=None,
+                 negative_prompt_ids=None, negative_prompt_attention_mask=None, use_model_defaults=None,
+                 custom_generate=None, **kwargs):
+        for name, value in (("assistant_model", assistant_model), ("prefix_allowed_tokens_fn", prefix_allowed_tokens_fn),
+                            ("negative_prompt_ids", negative_prompt_ids), ("custom_generate", custom_generate)):
+            if value is not None:
+                raise NotImplementedError(f"generate: {name} is not supported")
+        if synced_gpus:
+            warn_once("generate: synced_gpus is accepted for compatibility and ignored")
+        tokenizer = kwargs.pop("tokenizer", None)
+        config, model_kwargs = self._prepare_generation_config(generation_config, kwargs)
+
+        # -- inputs
+        if isinstance(inputs, dict) or (hasattr(inputs, "keys") and "input_ids" in inputs):
+            model_kwargs = {**dict(inputs), **model_kwargs}  # a tokenizer's BatchEncoding passed positionally
+            inputs = None
+        input_ids = inputs if inputs is not None else model_kwargs.pop("input_ids", None)
+        model_kwargs.pop("input_ids", None)
+        if model_kwargs.get("inputs_embeds") is not None:
+            raise NotImplementedError("generate: inputs_embeds is not supported; pass input_ids")
+        if input_ids is None:
+            raise ValueError("generate needs input_ids (or `inputs`)")
+        kind = tensor_io.kind_of(input_ids) or tensor_io.MINDSPORE
+        ids = np.asarray(tensor_io.to_numpy(input_ids)).astype(np.int64)
+        if ids.ndim == 1:
+            ids = ids[None, :]
+        attention_mask = model_kwargs.pop("attention_mask", None)
+        for key in ("token_type_ids", "position_ids", "use_cache", "past_key_values", "cache_position",
+                    "logits_to_keep", "return_dict"):
+            model_kwargs.pop(key, None)
+        for key in model_kwargs:
+            warn_once(f"generate: keyword {key!r} is accepted for compatibility and ignored")
+
+        # -- special tokens (transformers: pad falls back to the first eos for open-ended generation)
+        eos = _as_list(config.eos_token_id)
+        pad = config.pad_token_id
+        pad = int(_as_list(pad)[0]) if pad is not None else None
+        if pad is None and eos:
+            pad = eos[0]
+        if attention_mask is None:
+            can_infer = pad is not None and (ids == pad).any() and (not eos or pad not in eos)
+            attention_mask = (ids != pad).astype(np.int64) if can_infer else np.ones_like(ids)
+        else:
+            attention_mask = np.asarray(tensor_io.to_numpy(attention_mask)).astype(np.int64).reshape(ids.shape)
+
+        prompt_len = ids.shape[1]
+        if config.max_new_tokens is not None:
+            config.max_length = config.max_new_tokens + prompt_len
+        if config.max_length <= prompt_len:  # transformers warns and still generates one token
+            warn_once(f"generate: the prompt has {prompt_len} tokens but max_length is {config.max_length}; "
+                      "generating one token (set max_new_tokens)")
+            config.max_length = prompt_len + 1
+        if config.num_beams > 1 and config.do_sample:
+            raise NotImplementedError("generate: beam sampling (num_beams > 1 with do_sample=True) is not supported")
+        if config.num_beams > 1 and config.num_return_sequences > config.num_beams:
+            raise ValueError("num_return_sequences has to be smaller or equal to num_beams")
+
+        processors = self._logits_processors(config, prompt_len, eos, logits_processor, attention_mask)
+        criteria = self._stopping_criteria(config, eos, tokenizer, stopping_criteria)
+        runner = self._make_runner(config)
+
+        if streamer is not None:
+            if config.num_beams > 1:
+                raise ValueError("generate: streamers work with greedy search and sampling, not beam search")
+            streamer.put(ids.copy())
+        if config.num_beams > 1:
+            result = self._beam_search(runner, ids, attention_mask, config, processors, criteria, pad, eos)
+        else:
+            result = self._sample_loop(runner, ids, attention_mask, config, processors, criteria, pad, eos,
+                                       streamer)
+        if streamer is not None:
+            streamer.end()
+        return self._finish(result, config, kind, runner)
+
+    def _make_runner(self, config):
+        implementation = getattr(config, "cache_implementation", None)
+        if implementation == "dynamic" or not StaticRunner.supports(self):
+            return DynamicRunner(self)
+        return StaticRunner(self, compile_step=not getattr(config, "disable_compile", False))
+
+    def _logits_processors(self, config, prompt_len, eos, custom, attention_mask):
+        """transformers' `_get_logits_processor`: processors, then the caller's list, then sampling warpers."""
+        processors = lp.LogitsProcessorList()
+        if config.repetition_penalty is not None and config.repetition_penalty != 1.0:
+            padding = (attention_mask != 0).argmax(1)  # transformers 5 leaves left padding out of the penalty
+            processors.append(lp.RepetitionPenaltyLogitsProcessor(float(config.repetition_penalty), padding))
+        if config.no_repeat_ngram_size:
+            processors.append(lp.NoRepeatNGramLogitsProcessor(config.no_repeat_ngram_size))
+        if eos and config.min_length:
+            processors.append(lp.MinLengthLogitsProcessor(config.min_length, eos))
+        if eos and config.min_new_tokens:
+            processors.append(lp.MinNewTokensLengthLogitsProcessor(prompt_len, config.min_new_tokens, eos))
+        if config.forced_bos_token_id is not None:
+            processors.append(lp.ForcedBOSTokenLogitsProcessor(config.forced_bos_token_id))
+        if config.forced_eos_token_id is not None:
+            processors.append(lp.ForcedEOSTokenLogitsProcessor(config.max_length, config.forced_eos_token_id))
+        if config.remove_invalid_values:
+            processors.append(lp.InfNanRemoveLogitsProcessor())
+        if config.suppress_tokens:
+            processors.append(lp.SuppressTokensLogitsProcessor(config.suppress_tokens))
+        processors.extend(custom or [])
+        if config.do_sample:
+            keep = 1
+            if config.temperature is not None and config.temperature != 1.0:
+                processors.append(lp.TemperatureLogitsWarper(config.temperature))
+            if config.top_k is not None and config.top_k != 0:
+                processors.append(lp.TopKLogitsWarper(top_k=config.top_k, min_tokens_to_keep=keep))
+            if config.top_p is not None and config.top_p < 1.0:
+                processors.append(lp.TopPLogitsWarper(top_p=config.top_p, min_tokens_to_keep=keep))
+            if config.min_p is not None:
+                processors.append(lp.MinPLogitsWarper(min_p=config.min_p, min_tokens_to_keep=keep))
+        if config.renormalize_logits:
+            processors.append(lp.LogitNormalization())
+        return processors
+
+    def _stopping_criteria(self, config, eos, tokenizer, custom):
+        criteria = StoppingCriteriaList()
+        criteria.append(MaxLengthCriteria(config.max_length, getattr(self.config, "max_position_embeddings", None)))
+        if config.max_time is not None:
+            criteria.append(MaxTimeCriteria(config.max_time))
+        if config.stop_strings is not None:
+            if tokenizer is None:
+                raise ValueError("There are one or more stop strings, either in the arguments to `generate` or in the "
+                                 "model's generation config, but we could not locate a tokenizer. When generating "
+                                 "with stop strings, you must pass the model's tokenizer to the `tokenizer` argument "
+                                 "of `generate`.")
+            criteria.append(StopStringCriteria(tokenizer, config.stop_strings))
+        if eos:
+            criteria.append(EosTokenCriteria(eos))
+        criteria.extend(custom or [])
+        return criteria
+
+    # ------------------------------------------------------------------ greedy search and sampling
+    def _sample_loop(self, runner, ids, attention_mask, config, processors, criteria, pad, eos, streamer):
+        repeats = config.num_return_sequences or 1
+        logits = self._prefill(runner, ids, attention_mask, config)
+        if repeats > 1:
+            ids, attention_mask = np.repeat(ids, repeats, 0), np.repeat(attention_mask, repeats, 0)
+            logits = np.repeat(logits, repeats, 0)
+        runner.expand(repeats)
+        scores, raw = [], []
+        unfinished = np.ones(ids.shape[0], bool)
+        while True:
+            next_scores = processors(ids, logits.copy())
+            if config.output_scores:
+                scores.append(next_scores)
+            if config.output_logits:
+                raw.append(logits)
+            if config.do_sample:
+                tokens = _sample(lp.softmax(next_scores))
+            else:
+                tokens = next_scores.argmax(-1).astype(np.int64)
+            if eos:
+                tokens = np.where(unfinished, tokens, pad)
+            ids = np.concatenate([ids, tokens[:, None]], 1)
+            attention_mask = np.concatenate([attention_mask, np.ones((ids.shape[0], 1), np.int64)], 1)
+            if streamer is not None:
+                streamer.put(tokens.copy())
+            unfinished &= ~criteria(ids, scores)
+            if not unfinished.any():
+                break
+            logits = runner.step(tokens, attention_mask)
+        return {"sequences": ids, "scores": scores, "logits": raw}
+
+    def _prefill(self, runner, ids, attention_mask, config):
+        if isinstance(runner, StaticRunner):
+            return runner.prefill(ids, attention_mask, config.max_length)
+        return runner.prefill(ids, attention_mask)
+
+    # ------------------------------------------------------------------ beam search
+    def _beam_search(self, runner, ids, attention_mask, config, processors, criteria, pad, eos):
+        """transformers' vectorised beam search (`_beam_search`), step for step, in numpy float32."""
+        num_beams, max_length = config.num_beams, config.max_length
+        early_stopping, length_penalty = config.early_stopping, config.length_penalty
+        batch, cur_len = ids.shape
+        prompt_len = cur_len
+        beams_to_keep = max(2, 1 + len(eos or [])) * num_beams
+        top_num_beam_mask = np.arange(beams_to_keep) < num_beams
+        fill = (pad or eos[0]) if eos else -1  # transformers: `pad_token_id or eos_token_id[0]`
+
+        running_sequences = np.full((batch, num_beams, max_length), fill, np.int64)
+        running_sequences[:, :, :cur_len] = ids[:, None, :]
+        sequences = running_sequences.copy()
+        running_beam_scores = np.zeros((batch, num_beams), np.float32)
+        running_beam_scores[:, 1:] = -1e9
+        beam_scores = np.full((batch, num_beams), -1e9, np.float32)
+        is_sent_finished = np.zeros((batch, num_beams), bool)
+        heuristic_unsatisfied = np.ones((batch, 1), bool)
+        hits = np.zeros((batch, num_beams), bool)
+        running_beam_indices = np.full((batch, num_beams, max_length - cur_len), -1, np.int64)
+        beam_indices = running_beam_indices.copy()
+        scores, raw = [], []
+
+        logits = self._prefill(runner, ids, attention_mask, config)
+        logits = np.repeat(logits, num_beams, 0)
+        attention_mask = np.repeat(attention_mask, num_beams, 0)
+        runner.expand(num_beams)
+        flat_running = np.repeat(ids, num_beams, 0)
+        rows = np.arange(batch)[:, None]
+        while True:
+            log_probs = lp._log_softmax(logits.astype(np.float32)).astype(np.float32)
+            log_probs = processors(flat_running, log_probs)
+            if config.output_logits:
+                raw.append(logits)
+            if config.output_scores:
+                scores.append(log_probs)
+            vocab = log_probs.shape[-1]
+            accumulated = (log_probs.reshape(batch, num_beams, vocab) + running_beam_scores[:, :, None])
+            accumulated = accumulated.reshape(batch, num_beams * vocab)
+            # top-k continuations, best first
+            top = np.argpartition(-accumulated, beams_to_keep - 1, axis=-1)[:, :beams_to_keep]
+            top = np.take_along_axis(top, np.argsort(-np.take_along_axis(accumulated, top, -1), -1, kind="stable"), -1)
+            topk_log_probs = np.take_along_axis(accumulated, top, -1)
+            from_beam, token = top // vocab, top % vocab
+            topk_sequences = running_sequences[rows, from_beam].copy()
+            topk_sequences[:, :, cur_len] = token
+            topk_beam_indices = running_beam_indices[rows, from_beam].copy()
+            topk_beam_indices[:, :, cur_len - prompt_len] = from_beam + rows * num_beams
+            hits = criteria(topk_sequences[:, :, :cur_len + 1].reshape(batch * beams_to_keep, -1), scores)
+            hits = hits.reshape(batch, beams_to_keep)
+            # running beams for the next step: the best num_beams that did not just finish
+            running_log_probs = topk_log_probs + hits.astype(np.float32) * np.float32(-1e9)
+            keep = np.argsort(-running_log_probs, -1, kind="stable")[:, :num_beams]
+            running_sequences = topk_sequences[rows, keep]
+            running_beam_scores = running_log_probs[rows, keep]
+            running_beam_indices = topk_beam_indices[rows, keep]
+            # finished hypotheses: merge the ones that just finished with the kept ones
+            just_finished = hits & top_num_beam_mask[None, :]
+            finished_scores = topk_log_probs / np.float32((cur_len + 1 - prompt_len) ** length_penalty)
+            full = is_sent_finished.all(-1, keepdims=True) & (early_stopping is True)
+            finished_scores = finished_scores + full.astype(np.float32) * np.float32(-1e9)
+            finished_scores = finished_scores + (~heuristic_unsatisfied).astype(np.float32) * np.float32(-1e9)
+            finished_scores = finished_scores + (~just_finished).astype(np.float32) * np.float32(-1e9)
+            merged_scores = np.concatenate((beam_scores, finished_scores.astype(np.float32)), 1)
+            best = np.argsort(-merged_scores, -1, kind="stable")[:, :num_beams]
+            sequences = np.concatenate((sequences, topk_sequences), 1)[rows, best]
+            beam_scores = merged_scores[rows, best]
+            beam_indices = np.concatenate((beam_indices, topk_beam_indices), 1)[rows, best]
+            is_sent_finished = np.concatenate((is_sent_finished, just_finished), 1)[rows, best]
+            cur_len += 1
+            # transformers' early-stop heuristic: can a running beam still beat the worst finished one?
+            if early_stopping == "never" and length_penalty > 0.0:
+                best_length = max_length - prompt_len
+            else:
+                best_length = cur_len - prompt_len
+            best_running = running_beam_scores[:, :1] / np.float32(best_length ** length_penalty)
+            worst_finished = np.where(is_sent_finished, beam_scores.min(1, keepdims=True), np.float32(-1e9))
+            heuristic_unsatisfied = heuristic_unsatisfied & (best_running > worst_finished).any(-1, keepdims=True)
+            open_beam = not (is_sent_finished.all() and early_stopping is True)
+            if not (heuristic_unsatisfied.any() and open_beam and not hits.all()):
+                break
+            flat_running = running_sequences[:, :, :cur_len].reshape(batch * num_beams, cur_len)
+            runner.reorder(running_beam_indices[:, :, cur_len - 1 - prompt_len].reshape(-1))
+            attention_mask = np.concatenate([attention_mask, np.ones((attention_mask.shape[0], 1), np.int64)], 1)
+            logits = runner.step(flat_running[:, -1], attention_mask)
+
+        n = config.num_return_sequences or 1
+        sequences = sequences[:, :n].reshape(batch * n, -1)
+        beam_scores = beam_scores[:, :n].reshape(-1)
+        beam_indices = beam_indices[:, :n].reshape(batch * n, -1)
+        generated = int((beam_indices + 1).astype(bool).sum(1).max())
+        return {"sequences": sequences[:, :prompt_len + generated], "sequences_scores": beam_scores,
+                "beam_indices": beam_indices[:, :generated], "scores": scores, "logits": raw}
+
+    # ------------------------------------------------------------------ outputs
+    def _finish(self, result, config, kind, runner):
+        to = lambda a: tensor_io.to_kind(_ms(a), kind)  # noqa: E731
+        sequences = to(result["sequences"])
+        if not config.return_dict_in_generate:
+            return sequences
+        scores = tuple(to(s) for s in result["scores"]) if config.output_scores else None
+        logits = tuple(to(s) for s in result["logits"]) if config.output_logits else None
+        cache = getattr(runner, "cache", None) or getattr(getattr(runner, "graph", None), "cache", None)
+        if "beam_indices" in result:
+            return GenerateBeamDecoderOnlyOutput(
+                sequences=sequences, sequences_scores=to(result["sequences_scores"]) if config.output_scores else None,
+                scores=scores, logits=logits, beam_indices=to(result["beam_indices"]), past_key_values=cache)
+        return GenerateDecoderOnlyOutput(sequences=sequences, scores=scores, logits=logits, past_key_values=cache)
+
+    def compute_transition_scores(self, sequences, scores, beam_indices=None, normalize_logits=False):
+        """transformers' compute_transition_scores: the score of each generated token, [B, generated]."""
+        kind = tensor_io.kind_of(sequences) or tensor_io.MINDSPORE
+        sequences = np.asarray(tensor_io.to_numpy(sequences))
+        stacked = np.stack([np.asarray(tensor_io.to_numpy(s), np.float32) for s in scores])   # [T, B*, V]
+        steps, rows, vocab = stacked.shape
+        if beam_indices is None:
+            beam_indices = np.broadcast_to(np.arange(rows)[:, None], (rows, steps))
+        beam_indices = np.asarray(tensor_io.to_numpy(beam_indices)).astype(np.int64)
+        if normalize_logits:
+            stacked = lp._log_softmax(stacked.astype(np.float64)).astype(np.float32)
+        mask = beam_indices < 0
+        max_len = int((~mask).sum(-1).max())
+        beam_indices, mask = beam_indices[:, :max_len].copy(), mask[:, :max_len]
+        beam_indices[mask] = 0
+        tokens = sequences[:, sequences.shape[-1] - max_len:]
+        out = stacked[np.arange(max_len)[None, :], beam_indices, tokens]
+        out[mask] = 0
+        return tensor_io.to_kind(_ms(out), kind)
+
+
+def _ms(array):
+    import mindspore as ms
+
+    return ms.Tensor(np.ascontiguousarray(array))

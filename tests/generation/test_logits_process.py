@@ -1,0 +1,73 @@
+"""Our logits processors give transformers' probabilities on the same logits (HF on torch is the oracle)."""
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+import transformers.generation.logits_process as hf_lp  # noqa: E402
+
+from mindformers_hf.generation import logits_process as lp  # noqa: E402
+
+CASES = [
+    ("TemperatureLogitsWarper", dict(temperature=0.7)),
+    ("TopKLogitsWarper", dict(top_k=5)),
+    ("TopKLogitsWarper", dict(top_k=3, min_tokens_to_keep=6)),
+    ("TopPLogitsWarper", dict(top_p=0.9)),
+    ("TopPLogitsWarper", dict(top_p=0.3, min_tokens_to_keep=3)),
+    ("MinPLogitsWarper", dict(min_p=0.1)),
+    ("MinPLogitsWarper", dict(min_p=0.9, min_tokens_to_keep=2)),
+    ("RepetitionPenaltyLogitsProcessor", dict(penalty=1.5)),
+    ("RepetitionPenaltyLogitsProcessor", dict(penalty=0.7)),
+    ("RepetitionPenaltyLogitsProcessor", dict(penalty=1.2, prompt_ignore_length=4)),
+    ("NoRepeatNGramLogitsProcessor", dict(ngram_size=2)),
+    ("NoRepeatNGramLogitsProcessor", dict(ngram_size=1)),
+    ("MinLengthLogitsProcessor", dict(min_length=20, eos_token_id=[2, 7])),
+    ("MinLengthLogitsProcessor", dict(min_length=5, eos_token_id=2)),
+    ("MinNewTokensLengthLogitsProcessor", dict(prompt_length_to_skip=8, min_new_tokens=6, eos_token_id=[3])),
+    ("SuppressTokensLogitsProcessor", dict(suppress_tokens=[1, 4, 9])),
+    ("ForcedEOSTokenLogitsProcessor", dict(max_length=13, eos_token_id=[2, 5])),
+    ("LogitNormalization", dict()),
+]
+
+
+def _inputs(seed=0):
+    rng = np.random.default_rng(seed)
+    scores = (rng.standard_normal((3, 40)) * 3).astype(np.float32)
+    # short vocabulary of repeated ids so that n-gram and repetition rules fire
+    ids = rng.integers(0, 12, size=(3, 12)).astype(np.int64)
+    ids[0, -3:] = ids[0, :3]
+    return ids, scores
+
+
+def _hf(name, kwargs):
+    if name in ("MinLengthLogitsProcessor", "MinNewTokensLengthLogitsProcessor", "ForcedEOSTokenLogitsProcessor",
+                "SuppressTokensLogitsProcessor"):
+        kwargs = {**kwargs, "device": "cpu"}
+    return getattr(hf_lp, name)(**kwargs)
+
+
+@pytest.mark.parametrize("name,kwargs", CASES, ids=[f"{n}-{i}" for i, (n, _) in enumerate(CASES)])
+def test_processor_matches_transformers(name, kwargs):
+    ids, scores = _inputs()
+    want = _hf(name, dict(kwargs))(torch.tensor(ids), torch.tensor(scores)).numpy()
+    got = getattr(lp, name)(**kwargs)(ids, scores.copy())
+    assert isinstance(got, np.ndarray) and got.shape == want.shape
+    assert (np.isfinite(got) == np.isfinite(want)).all(), "different tokens filtered out"
+    np.testing.assert_allclose(lp.softmax(got), torch.softmax(torch.tensor(want, dtype=torch.float64), -1).numpy(),
+                               atol=1e-6)
+    finite = np.isfinite(want)
+    np.testing.assert_allclose(got[finite], want[finite], rtol=1e-5, atol=1e-5)
+
+
+def test_processor_list_and_kinds():
+    """A list chains processors in order; torch in gives torch out; transformers' own processors run too."""
+    ids, scores = _inputs(1)
+    chain = lp.LogitsProcessorList([lp.TemperatureLogitsWarper(0.5), hf_lp.TopKLogitsWarper(4)])
+    got = chain(ids, scores.copy())
+    want = hf_lp.TopKLogitsWarper(4)(torch.tensor(ids), torch.tensor(scores) / 0.5).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    out = lp.TopPLogitsWarper(0.8)(torch.tensor(ids), torch.tensor(scores))
+    assert isinstance(out, torch.Tensor)
+    with pytest.raises(ValueError):
+        lp.TopKLogitsWarper(0)
+    with pytest.raises(ValueError):
+        lp.TemperatureLogitsWarper(0.0)
