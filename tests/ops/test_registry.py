@@ -76,7 +76,7 @@ def test_eager_attention_is_the_reference_and_flash_asks_for_the_kernel(monkeypa
         assert registry.implementation_name("causal_attention", "flash_attention_2") == kernels[0]
 
 
-def test_unknown_attn_implementation_warns_and_uses_default(caplog):
+def test_unknown_attn_implementation_uses_default():
     assert registry.implementation_name("causal_attention", "magic") == registry.implementation_name("causal_attention")
 
 
@@ -128,3 +128,19 @@ def test_build_is_cached_by_source_hash(monkeypatch, tmp_path):
     monkeypatch.setattr(cpu_build, "FLAGS", cpu_build.FLAGS + ("-DMFH_OTHER",))
     assert cpu_build._build_key("silu_mul", cpu_build.compiler()) != key
     assert sorted(os.listdir(tmp_path)) == [os.path.basename(path)]
+
+
+def test_kernel_refused_by_mindspore_falls_back(monkeypatch):
+    """MindSpore refuses AOT libraries outside MS_CUSTOM_AOT_WHITE_LIST: warn and use the reference."""
+    if cpu_build.compiler() is None:
+        pytest.skip("no C++ compiler here")
+    monkeypatch.setenv("MS_CUSTOM_AOT_WHITE_LIST", "/nonexistent")
+    monkeypatch.setattr(cpu_build, "_built", dict(cpu_build._built))
+    for kernel in cpu_build.CustomKernel._by_source["silu_mul"]:
+        monkeypatch.setattr(kernel, "op", None)
+    monkeypatch.setattr(registry, "device_target", lambda: "CPU")
+    messages = []
+    monkeypatch.setattr(cpu_build, "warn_once", messages.append)
+    with registry.use_kernels("all"):
+        assert registry.implementation_name("silu_mul") == registry.REFERENCE
+    assert messages and "refused" in messages[0]

@@ -129,8 +129,13 @@ class CustomKernel:
         if self.op is None:
             from mindspore import ops
 
-            for kernel in CustomKernel._by_source[self.source]:
-                if kernel.op is None:
-                    kernel.op = ops.Custom(f"{path}:{kernel.func}", out_shape=kernel.out_shape,
-                                           out_dtype=kernel.out_dtype, func_type="aot", bprop=kernel.bprop)
+            try:
+                for kernel in CustomKernel._by_source[self.source]:
+                    if kernel.op is None:
+                        kernel.op = ops.Custom(f"{path}:{kernel.func}", out_shape=kernel.out_shape,
+                                               out_dtype=kernel.out_dtype, func_type="aot", bprop=kernel.bprop)
+            except (TypeError, ValueError, RuntimeError) as e:  # e.g. MS_CUSTOM_AOT_WHITE_LIST excludes the cache
+                warn_once(f"MindSpore refused the CPU kernel library {path}, so the reference op is used: {e}")
+                _built[self.source] = None
+                return False
         return True
