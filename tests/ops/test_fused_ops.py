@@ -221,7 +221,7 @@ def test_causal_attention_mask_batch_broadcast():
 
 
 def test_ops_under_jit_match_pynative():
-    """The registry's choice is made while ms.jit traces, and the kernels run inside the compiled graph."""
+    """The registry's choice is made while ms.jit traces; the kernels and their bprops run inside the graph."""
     from mindspore import nn
 
     rng = np.random.default_rng(0)
@@ -240,10 +240,17 @@ def test_ops_under_jit_match_pynative():
             qr, kr = fused.apply_rotary_pos_emb(q, k, cos, sin)
             return fused.silu_mul(h, s), fused.causal_attention(qr, kr, v, mask, scale)
 
+    def loss(x, q, k, v, mask):
+        h, a = block(x, q, k, v, mask)
+        return (h * h).sum() + (a * a).sum()
+
+    block = Block()
+    positions = (0, 1, 2, 3)
     with registry.use_kernels("all"):
-        block = Block()
-        compiled = ms.jit(block.construct)
-        got = compiled(x, q, k, v, mask)
+        got = ms.jit(block.construct)(x, q, k, v, mask)
+        got_grads = ms.jit(ms.value_and_grad(loss, positions, block.trainable_params()))(x, q, k, v, mask)[1]
     with registry.use_kernels("reference"):
         want = block(x, q, k, v, mask)
+        want_grads = ms.value_and_grad(loss, positions, block.trainable_params())(x, q, k, v, mask)[1]
     assert_close(got, want, "float32", "jit")
+    assert_close(got_grads[0] + got_grads[1], want_grads[0] + want_grads[1], "float32", "jit grad")
