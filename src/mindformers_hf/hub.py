@@ -173,8 +173,9 @@ def _weight_files(hub, folder, gguf_file):
 
 def check_remote_code(folder, name):
     """Remote code is never executed. A config whose `auto_map` points at repo code loads with
-    transformers' own config class when transformers knows its model_type; otherwise we refuse, naming
-    the architecture (whatever `trust_remote_code` says)."""
+    transformers' own config class when transformers knows its model_type, or with ours for the formats
+    we implement natively (models/auto REMOTE_FORMAT_*); otherwise we refuse, naming the architecture
+    (whatever `trust_remote_code` says)."""
     path = os.path.join(folder, "config.json")
     if not os.path.isfile(path):
         return
@@ -194,6 +195,13 @@ def check_remote_code(folder, name):
     if model_type in CONFIG_MAPPING_NAMES:
         warn_once(f"{name}: config.json points at remote code ({classes}); remote code is never executed here, "
                   f"transformers' '{model_type}' config and the native model class are used instead")
+        return
+    from .models.auto.modeling_auto import remote_format
+
+    native = remote_format(config)
+    if native is not None:
+        warn_once(f"{name}: config.json points at remote code ({classes}); remote code is never executed here: "
+                  f"mindformers_hf reads the '{native}' format natively (trust_remote_code is not needed)")
         return
     raise RemoteCodeError(
         f"{name} needs remote code: config.json's auto_map names {classes} (architectures "

@@ -295,11 +295,11 @@ def test_remote_code_is_never_executed(hub_env, tiny):
                              "modeling_custom.py": trap, "configuration_custom.py": trap})
     model = AutoModelForCausalLM.from_pretrained(REPO, trust_remote_code=True)
     np.testing.assert_allclose(_logits(model), _hf_logits(tiny), atol=1e-4, rtol=0)
-    # an architecture only the repo's code knows
-    custom = {**config, "model_type": "chatglm", "architectures": ["ChatGLMModel"], "auto_map": auto_map}
+    # an architecture only the repo's code knows (chatglm, qwen, ... are read natively: tests/models/test_remote_formats.py)
+    custom = {**config, "model_type": "custom_lm", "architectures": ["CustomLMForCausalLM"], "auto_map": auto_map}
     server.add_folder("org/custom", tiny)
     server.add_commit("org/custom", {"config.json": json.dumps(custom).encode(), "modeling_custom.py": trap})
-    with pytest.raises(hub.RemoteCodeError, match="never executes code.*ChatGLMModel"):
+    with pytest.raises(hub.RemoteCodeError, match="never executes code.*CustomLMForCausalLM"):
         AutoModelForCausalLM.from_pretrained("org/custom", trust_remote_code=True)
     # transformers' config and tokenizer classes: the same rule
     from mindformers_hf import AutoConfig, AutoTokenizer

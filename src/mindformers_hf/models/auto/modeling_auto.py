@@ -23,6 +23,11 @@ MODEL_MAPPING_NAMES = {
     "qwen3_moe": "mindformers_hf.models.qwen2_moe:Qwen3MoeModel",
     "deepseek_v2": "mindformers_hf.models.deepseek_v2:DeepseekV2Model",
     "deepseek_v3": "mindformers_hf.models.deepseek_v2:DeepseekV3Model",
+    "internlm": "mindformers_hf.models.internlm:InternLMModel",
+    "internlm2": "mindformers_hf.models.internlm2:InternLM2Model",
+    "baichuan": "mindformers_hf.models.baichuan:BaichuanModel",
+    "chatglm": "mindformers_hf.models.chatglm:ChatGLMForConditionalGeneration",  # the repos' AutoModel
+    "qwen": "mindformers_hf.models.qwen:QWenModel",
 }
 MODEL_FOR_CAUSAL_LM_MAPPING_NAMES = {
     "llama": f"{_LLAMA}:LlamaForCausalLM",
@@ -38,6 +43,31 @@ MODEL_FOR_CAUSAL_LM_MAPPING_NAMES = {
     "qwen3_moe": "mindformers_hf.models.qwen2_moe:Qwen3MoeForCausalLM",
     "deepseek_v2": "mindformers_hf.models.deepseek_v2:DeepseekV2ForCausalLM",
     "deepseek_v3": "mindformers_hf.models.deepseek_v2:DeepseekV3ForCausalLM",
+    "internlm": "mindformers_hf.models.internlm:InternLMForCausalLM",
+    "internlm2": "mindformers_hf.models.internlm2:InternLM2ForCausalLM",
+    "baichuan": "mindformers_hf.models.baichuan:BaichuanForCausalLM",
+    "chatglm": "mindformers_hf.models.chatglm:ChatGLMForConditionalGeneration",
+    "qwen": "mindformers_hf.models.qwen:QWenLMHeadModel",
+}
+
+# Formats whose Hub repos need trust_remote_code (transformers has no class for their model_type): our config
+# classes read their config.json with the repos' field names, and the native classes above run them. The
+# architecture a config names decides first (some InternLM2 repos kept model_type "internlm").
+REMOTE_FORMAT_CONFIG_NAMES = {
+    "internlm": "mindformers_hf.models.internlm:InternLMConfig",
+    "internlm2": "mindformers_hf.models.internlm2:InternLM2Config",
+    "baichuan": "mindformers_hf.models.baichuan:BaichuanConfig",
+    "chatglm": "mindformers_hf.models.chatglm:ChatGLMConfig",
+    "qwen": "mindformers_hf.models.qwen:QWenConfig",
+}
+REMOTE_FORMAT_ARCHITECTURES = {
+    "InternLMForCausalLM": "internlm",
+    "InternLM2ForCausalLM": "internlm2",
+    "BaichuanForCausalLM": "baichuan",
+    "BaiChuanForCausalLM": "baichuan",
+    "ChatGLMModel": "chatglm",
+    "ChatGLMForConditionalGeneration": "chatglm",
+    "QWenLMHeadModel": "qwen",
 }
 
 
@@ -48,8 +78,32 @@ def _import_class(target):
     return getattr(importlib.import_module(module), name)
 
 
+def remote_format(config_dict):
+    """The model_type of our native class for a config.json only a repo's own code could read, else None."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    if not isinstance(config_dict, dict) or config_dict.get("model_type") in CONFIG_MAPPING_NAMES:
+        return None
+    for architecture in config_dict.get("architectures") or []:
+        if architecture in REMOTE_FORMAT_ARCHITECTURES:
+            return REMOTE_FORMAT_ARCHITECTURES[architecture]
+    model_type = config_dict.get("model_type")
+    return model_type if model_type in REMOTE_FORMAT_CONFIG_NAMES else None
+
+
+def remote_format_config(config_dict, **kwargs):
+    """Our config object for such a config.json (see REMOTE_FORMAT_CONFIG_NAMES), else None."""
+    model_type = remote_format(config_dict)
+    if model_type is None:
+        return None
+    return _import_class(REMOTE_FORMAT_CONFIG_NAMES[model_type]).from_dict(config_dict, **kwargs)
+
+
 def load_config(folder, gguf_file=None, **kwargs):
-    """transformers' AutoConfig reads config.json (v4 and v5 forms) or GGUF metadata, without tensors."""
+    """transformers' AutoConfig reads config.json (v4 and v5 forms) or GGUF metadata, without tensors;
+    configs of the remote-code formats above are read by our config classes."""
+    import json
+
     from transformers import AutoConfig
 
     from ...gguf_io import gguf_metadata_parsing
@@ -57,8 +111,16 @@ def load_config(folder, gguf_file=None, **kwargs):
     if gguf_file:
         with gguf_metadata_parsing():
             return AutoConfig.from_pretrained(folder, gguf_file=gguf_file, **kwargs)
-    if not os.path.isfile(os.path.join(folder, "config.json")):
+    path = os.path.join(folder, "config.json")
+    if not os.path.isfile(path):
         raise FileNotFoundError(f"{folder} has no config.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            native = remote_format_config(json.load(f), **kwargs)
+    except json.JSONDecodeError:  # transformers' error below names the problem
+        native = None
+    if native is not None:
+        return native
     try:
         return AutoConfig.from_pretrained(folder, **kwargs)
     except (KeyError, ValueError) as e:
@@ -76,10 +138,25 @@ class AutoConfig:
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         from transformers import AutoConfig as HFAutoConfig
 
-        from ...hub import no_remote_code
+        from ...hub import RemoteCodeError, no_remote_code
 
-        with no_remote_code(kwargs, pretrained_model_name_or_path, "AutoConfig"):
-            return HFAutoConfig.from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        try:
+            with no_remote_code(kwargs, pretrained_model_name_or_path, "AutoConfig"):
+                return HFAutoConfig.from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        except (RemoteCodeError, ValueError) as error:
+            # transformers has no class for this model_type: one of the remote-code formats we read natively?
+            from transformers import PretrainedConfig
+
+            hub_kwargs = {k: kwargs[k] for k in ("revision", "cache_dir", "local_files_only", "token",
+                                                 "force_download") if k in kwargs}
+            try:
+                config_dict, _ = PretrainedConfig.get_config_dict(pretrained_model_name_or_path, **hub_kwargs)
+            except (OSError, ValueError):
+                config_dict = None
+            native = remote_format_config(config_dict)
+            if native is None:
+                raise error
+            return native
 
     @staticmethod
     def for_model(model_type, *args, **kwargs):

@@ -37,6 +37,8 @@ class DecoderVariant:
 
 _MOE_MLP = "mindformers_hf.models.mixtral.modeling_mixtral:moe_mlp_for_layer"
 _MLA = "mindformers_hf.models.deepseek_v2.modeling_deepseek_v2:DeepseekV2Attention"
+_BAICHUAN_ATTENTION = "mindformers_hf.models.baichuan.modeling_baichuan:BaichuanAttention"
+_QWEN_MLP = "mindformers_hf.models.qwen.modeling_qwen:qwen_mlp"
 
 # config.model_type -> variant. Absent types (llama, mistral) are plain LLaMA; sliding windows,
 # partial rotary and rope scaling come from the config itself.
@@ -52,6 +54,12 @@ DECODER_VARIANTS = {
     "qwen3_moe": DecoderVariant(qk_norm=True, mlp=_MOE_MLP),
     "deepseek_v2": DecoderVariant(attention=_MLA, mlp=_MOE_MLP),
     "deepseek_v3": DecoderVariant(attention=_MLA, mlp=_MOE_MLP),
+    # formats the Hub runs with trust_remote_code, read natively: renaming tables in models/<family>/ map their
+    # tensors onto these names (InternLM v1 needs no row: LLaMA with attention_bias)
+    "internlm2": DecoderVariant(fused_qkv=True),                     # wqkv, regrouped at load
+    "baichuan": DecoderVariant(fused_qkv=True, attention=_BAICHUAN_ATTENTION),  # W_pack; ALiBi on 13B
+    "chatglm": DecoderVariant(fused_qkv=True, fused_gate_up=True, interleaved_rotary=True),  # GLM, fused qkv
+    "qwen": DecoderVariant(fused_qkv=True, qkv_bias=True, mlp=_QWEN_MLP),  # c_attn; w1/w2 half-width MLP
 }
 
 
