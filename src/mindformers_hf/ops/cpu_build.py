@@ -17,7 +17,7 @@ import subprocess
 import tempfile
 import threading
 
-from ..utils import warn_once
+from ..utils import logger, warn_once
 
 CSRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc")
 HEADERS = ("common.h",)
@@ -91,6 +91,7 @@ def _build(name):
         fd, tmp = tempfile.mkstemp(prefix=f".{name}-", suffix=".so", dir=folder)
         os.close(fd)
         try:
+            logger.info(f"Compiling the CPU kernel {name!r} into {folder} (once per source version)")
             cmd = [cxx, *FLAGS, "-I", CSRC, "-o", tmp, os.path.join(CSRC, name + ".cc")]
             result = subprocess.run(cmd, capture_output=True, text=True)
             if result.returncode != 0:
