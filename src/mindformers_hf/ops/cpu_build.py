@@ -21,8 +21,9 @@ from ..utils import logger, warn_once
 
 CSRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc")
 HEADERS = ("common.h",)
-# -ffast-math lets gcc vectorise expf through glibc's libmvec; the kernels avoid infinities for it.
-FLAGS = ("-std=c++17", "-O3", "-march=native", "-ffast-math", "-fopenmp", "-shared", "-fPIC")
+# -ffast-math lets gcc vectorise expf through glibc's libmvec (the kernels avoid infinities for it);
+# -fopenmp-simd honours `#pragma omp simd` without the OpenMP runtime (see csrc/common.h parallel_for).
+FLAGS = ("-std=c++17", "-O3", "-march=native", "-ffast-math", "-fopenmp-simd", "-pthread", "-shared", "-fPIC")
 
 _lock = threading.Lock()
 _built = {}  # source name -> library path, or None after a failure (no retry within a process)

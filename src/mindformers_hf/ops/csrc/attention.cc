@@ -130,82 +130,85 @@ MFH_KERNEL attention_fwd(MFH_ARGS) {
   // so each key block is transposed once for G * kBlockQ rows. Rows are independent in the forward pass.
   const int64_t row_blocks = (S + kBlockQ - 1) / kBlockQ;
   const int64_t tasks = s.batch * s.kv_heads * row_blocks;
-  int nt = mfh::threads_for(tasks, 4.0 * G * std::min<int64_t>(S, kBlockQ) * T * D);
-#pragma omp parallel num_threads(nt)
-  {
-    const int64_t max_rows = G * kBlockQ;
-    std::vector<float> acc(max_rows * Dv), kt(D * kBlockK), m(max_rows), l(max_rows);
-    float scores[kBlockK], block_scores[kBlockK];
-#pragma omp for schedule(dynamic)
-    for (int64_t task = 0; task < tasks; ++task) {
-      const int64_t bkv = task / row_blocks, i0 = (task % row_blocks) * kBlockQ;
-      const int64_t b = bkv / s.kv_heads, kvh = bkv % s.kv_heads;
-      const int64_t n_pos = std::min(kBlockQ, S - i0), rows = G * n_pos;
-      const int64_t *lo_b = lo.data() + b * S, *hi_b = hi.data() + b * S;
-      const float *kb = k + bkv * T * D, *vb = v + bkv * T * Dv;
-      int64_t j_start = T, j_end = 0;
-      for (int64_t i = i0; i < i0 + n_pos; ++i) {
-        j_start = std::min(j_start, lo_b[i]);
-        j_end = std::max(j_end, hi_b[i]);
-      }
-      std::fill(m.begin(), m.begin() + rows, kMinusBig);
-      std::fill(l.begin(), l.begin() + rows, 0.f);
-      std::fill(acc.begin(), acc.begin() + rows * Dv, 0.f);
-      for (int64_t j0 = j_start; j0 < j_end; j0 += kBlockK) {
-        const int64_t nk = std::min(kBlockK, j_end - j0);
-        // With enough rows per key block (prefill), transposing it lets a row's scores come 8 keys per
-        // vector; with a few (decode: G rows) the transpose costs more than it saves, so rows use dot products.
-        const bool transposed = rows >= 8;
-        if (transposed) transpose_block(kb + j0 * D, nk, D, kt.data());
-        for (int64_t r = 0; r < rows; ++r) {
-          const int64_t g = r / n_pos, i = i0 + r % n_pos;
-          const int64_t jb = std::max(j0, lo_b[i]), je = std::min(j0 + nk, hi_b[i]);
-          if (jb >= je) continue;
-          const int64_t row = (b * s.heads + kvh * G + g) * S + i;
-          const float *qr = q + row * D;
-          if (transposed) {
-            row_times_block(qr, kt.data(), D, block_scores);
-          } else {
-            for (int64_t j = jb; j < je; ++j) block_scores[j - j0] = mfh::dot(qr, kb + j * D, D);
-          }
-          const int64_t n = je - jb;
-          float block_max = kMinusBig;
-          for (int64_t j = 0; j < n; ++j) {
-            const float sc = block_scores[jb - j0 + j] * scale + mask_at(mask, s, b, i, jb + j);
-            scores[j] = sc;
-            block_max = std::max(block_max, sc);
-          }
-          const float m_new = std::max(m[r], block_max);
-          const float alpha = std::exp(m[r] - m_new);
-          float *ar = acc.data() + r * Dv;
-          if (alpha != 1.f) {
-#pragma omp simd
-            for (int64_t d = 0; d < Dv; ++d) ar[d] *= alpha;
-          }
-          float row_sum = 0.f;
-#pragma omp simd reduction(+ : row_sum)
-          for (int64_t j = 0; j < n; ++j) {
-            scores[j] = std::exp(scores[j] - m_new);
-            row_sum += scores[j];
-          }
-          accumulate_pv(scores, n, vb + jb * Dv, Dv, ar);
-          l[r] = l[r] * alpha + row_sum;
-          m[r] = m_new;
-        }
-      }
+  const int nt = mfh::threads_for(tasks, 4.0 * G * std::min<int64_t>(S, kBlockQ) * T * D);
+  struct Scratch {  // per thread: accumulators of a task's rows, one transposed key block, one row's scores
+    std::vector<float> acc, kt, m, l, scores, block_scores;
+  };
+  const int64_t max_rows = G * kBlockQ;
+  std::vector<Scratch> scratch(nt, Scratch{std::vector<float>(max_rows * Dv), std::vector<float>(D * kBlockK),
+                                           std::vector<float>(max_rows), std::vector<float>(max_rows),
+                                           std::vector<float>(kBlockK), std::vector<float>(kBlockK)});
+  mfh::parallel_for(tasks, nt, [&](int64_t task, int thread) {
+    std::vector<float> &acc = scratch[thread].acc, &kt = scratch[thread].kt, &m = scratch[thread].m,
+                       &l = scratch[thread].l;
+    float *scores = scratch[thread].scores.data(), *block_scores = scratch[thread].block_scores.data();
+    const int64_t bkv = task / row_blocks, i0 = (task % row_blocks) * kBlockQ;
+    const int64_t b = bkv / s.kv_heads, kvh = bkv % s.kv_heads;
+    const int64_t n_pos = std::min(kBlockQ, S - i0), rows = G * n_pos;
+    const int64_t *lo_b = lo.data() + b * S, *hi_b = hi.data() + b * S;
+    const float *kb = k + bkv * T * D, *vb = v + bkv * T * Dv;
+    int64_t j_start = T, j_end = 0;
+    for (int64_t i = i0; i < i0 + n_pos; ++i) {
+      j_start = std::min(j_start, lo_b[i]);
+      j_end = std::max(j_end, hi_b[i]);
+    }
+    std::fill(m.begin(), m.begin() + rows, kMinusBig);
+    std::fill(l.begin(), l.begin() + rows, 0.f);
+    std::fill(acc.begin(), acc.begin() + rows * Dv, 0.f);
+    for (int64_t j0 = j_start; j0 < j_end; j0 += kBlockK) {
+      const int64_t nk = std::min(kBlockK, j_end - j0);
+      // With enough rows per key block (prefill), transposing it lets a row's scores come 8 keys per
+      // vector; with a few (decode: G rows) the transpose costs more than it saves, so rows use dot products.
+      const bool transposed = rows >= 8;
+      if (transposed) transpose_block(kb + j0 * D, nk, D, kt.data());
       for (int64_t r = 0; r < rows; ++r) {
         const int64_t g = r / n_pos, i = i0 + r % n_pos;
+        const int64_t jb = std::max(j0, lo_b[i]), je = std::min(j0 + nk, hi_b[i]);
+        if (jb >= je) continue;
         const int64_t row = (b * s.heads + kvh * G + g) * S + i;
-        float *orow = o + row * Dv;
-        const float inv = l[r] > 0.f ? 1.f / l[r] : 0.f;
-        const float *ar = acc.data() + r * Dv;
+        const float *qr = q + row * D;
+        if (transposed) {
+          row_times_block(qr, kt.data(), D, block_scores);
+        } else {
+          for (int64_t j = jb; j < je; ++j) block_scores[j - j0] = mfh::dot(qr, kb + j * D, D);
+        }
+        const int64_t n = je - jb;
+        float block_max = kMinusBig;
+        for (int64_t j = 0; j < n; ++j) {
+          const float sc = block_scores[jb - j0 + j] * scale + mask_at(mask, s, b, i, jb + j);
+          scores[j] = sc;
+          block_max = std::max(block_max, sc);
+        }
+        const float m_new = std::max(m[r], block_max);
+        const float alpha = std::exp(m[r] - m_new);
+        float *ar = acc.data() + r * Dv;
+        if (alpha != 1.f) {
 #pragma omp simd
-        for (int64_t d = 0; d < Dv; ++d) orow[d] = ar[d] * inv;
-        stats[row * 2] = m[r];
-        stats[row * 2 + 1] = l[r];
+          for (int64_t d = 0; d < Dv; ++d) ar[d] *= alpha;
+        }
+        float row_sum = 0.f;
+#pragma omp simd reduction(+ : row_sum)
+        for (int64_t j = 0; j < n; ++j) {
+          scores[j] = std::exp(scores[j] - m_new);
+          row_sum += scores[j];
+        }
+        accumulate_pv(scores, n, vb + jb * Dv, Dv, ar);
+        l[r] = l[r] * alpha + row_sum;
+        m[r] = m_new;
       }
     }
-  }
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t g = r / n_pos, i = i0 + r % n_pos;
+      const int64_t row = (b * s.heads + kvh * G + g) * S + i;
+      float *orow = o + row * Dv;
+      const float inv = l[r] > 0.f ? 1.f / l[r] : 0.f;
+      const float *ar = acc.data() + r * Dv;
+#pragma omp simd
+      for (int64_t d = 0; d < Dv; ++d) orow[d] = ar[d] * inv;
+      stats[row * 2] = m[r];
+      stats[row * 2 + 1] = l[r];
+    }
+  });
   return 0;
 }
 
@@ -233,51 +236,50 @@ MFH_KERNEL attention_bwd(MFH_ARGS) {
   // between key blocks, so each thread sums into its own dq copy and the copies are added at the end.
   const int64_t key_blocks = (T + kBlockK - 1) / kBlockK;
   const int64_t tasks = s.batch * s.kv_heads * key_blocks;
-  int nt = mfh::threads_for(tasks, 8.0 * G * S * std::min<int64_t>(T, kBlockK) * D);
+  const int nt = mfh::threads_for(tasks, 8.0 * G * S * std::min<int64_t>(T, kBlockK) * D);
   std::vector<float> dq_private(nt > 1 ? (size_t)(nt - 1) * q_size : 0, 0.f);
   std::fill(dq, dq + q_size, 0.f);
   std::fill(dk, dk + s.batch * s.kv_heads * T * D, 0.f);
   std::fill(dv, dv + s.batch * s.kv_heads * T * Dv, 0.f);
-#pragma omp parallel num_threads(nt)
-  {
-    const int tid = omp_get_thread_num();
-    float *dq_t = tid == 0 ? dq : dq_private.data() + (size_t)(tid - 1) * q_size;
-    std::vector<float> kt(D * kBlockK), vt(Dv * kBlockK);
+  struct Scratch {  // per thread: the transposed key and value blocks
+    std::vector<float> kt, vt;
+  };
+  std::vector<Scratch> scratch(nt, Scratch{std::vector<float>(D * kBlockK), std::vector<float>(Dv * kBlockK)});
+  mfh::parallel_for(tasks, nt, [&](int64_t task, int thread) {
+    float *dq_t = thread == 0 ? dq : dq_private.data() + (size_t)(thread - 1) * q_size;
+    std::vector<float> &kt = scratch[thread].kt, &vt = scratch[thread].vt;
     float scores[kBlockK], dp[kBlockK], p[kBlockK], ds[kBlockK];
-#pragma omp for schedule(dynamic)
-    for (int64_t task = 0; task < tasks; ++task) {
-      const int64_t bkv = task / key_blocks, j0 = (task % key_blocks) * kBlockK;
-      const int64_t b = bkv / s.kv_heads, kvh = bkv % s.kv_heads;
-      const int64_t nk = std::min(kBlockK, T - j0);
-      const float *kb = k + bkv * T * D, *vb = v + bkv * T * Dv;
-      float *dkb = dk + bkv * T * D, *dvb = dv + bkv * T * Dv;
-      transpose_block(kb + j0 * D, nk, D, kt.data());
-      transpose_block(vb + j0 * Dv, nk, Dv, vt.data());
-      for (int64_t g = 0; g < G; ++g) {
-        const int64_t bh = b * s.heads + kvh * G + g;
-        for (int64_t i = 0; i < S; ++i) {
-          const int64_t jb = std::max(j0, lo[b * S + i]), je = std::min(j0 + nk, hi[b * S + i]);
-          if (jb >= je) continue;
-          const int64_t row = bh * S + i, n = je - jb, off = jb - j0;
-          const float *qr = q + row * D, *dor = dout + row * Dv;
-          const float row_max = stats[row * 2], row_inv_sum = 1.f / stats[row * 2 + 1], row_delta = delta[row];
-          row_times_block(qr, kt.data(), D, scores);
-          row_times_block(dor, vt.data(), Dv, dp);
-          for (int64_t j = 0; j < n; ++j) p[j] = scores[off + j] * scale + mask_at(mask, s, b, i, jb + j) - row_max;
+    const int64_t bkv = task / key_blocks, j0 = (task % key_blocks) * kBlockK;
+    const int64_t b = bkv / s.kv_heads, kvh = bkv % s.kv_heads;
+    const int64_t nk = std::min(kBlockK, T - j0);
+    const float *kb = k + bkv * T * D, *vb = v + bkv * T * Dv;
+    float *dkb = dk + bkv * T * D, *dvb = dv + bkv * T * Dv;
+    transpose_block(kb + j0 * D, nk, D, kt.data());
+    transpose_block(vb + j0 * Dv, nk, Dv, vt.data());
+    for (int64_t g = 0; g < G; ++g) {
+      const int64_t bh = b * s.heads + kvh * G + g;
+      for (int64_t i = 0; i < S; ++i) {
+        const int64_t jb = std::max(j0, lo[b * S + i]), je = std::min(j0 + nk, hi[b * S + i]);
+        if (jb >= je) continue;
+        const int64_t row = bh * S + i, n = je - jb, off = jb - j0;
+        const float *qr = q + row * D, *dor = dout + row * Dv;
+        const float row_max = stats[row * 2], row_inv_sum = 1.f / stats[row * 2 + 1], row_delta = delta[row];
+        row_times_block(qr, kt.data(), D, scores);
+        row_times_block(dor, vt.data(), Dv, dp);
+        for (int64_t j = 0; j < n; ++j) p[j] = scores[off + j] * scale + mask_at(mask, s, b, i, jb + j) - row_max;
 #pragma omp simd
-          for (int64_t j = 0; j < n; ++j) {
-            p[j] = std::exp(p[j]) * row_inv_sum;
-            ds[j] = p[j] * (dp[off + j] - row_delta) * scale;
-          }
-          accumulate_pv(ds, n, kb + jb * D, D, dq_t + row * D);
-          for (int64_t j = 0; j < n; ++j) {
-            mfh::axpy(p[j], dor, dvb + (jb + j) * Dv, Dv);
-            mfh::axpy(ds[j], qr, dkb + (jb + j) * D, D);
-          }
+        for (int64_t j = 0; j < n; ++j) {
+          p[j] = std::exp(p[j]) * row_inv_sum;
+          ds[j] = p[j] * (dp[off + j] - row_delta) * scale;
+        }
+        accumulate_pv(ds, n, kb + jb * D, D, dq_t + row * D);
+        for (int64_t j = 0; j < n; ++j) {
+          mfh::axpy(p[j], dor, dvb + (jb + j) * Dv, Dv);
+          mfh::axpy(ds[j], qr, dkb + (jb + j) * D, D);
         }
       }
     }
-  }
+  });
   for (int t = 1; t < nt; ++t) {
     const float *src = dq_private.data() + (size_t)(t - 1) * q_size;
 #pragma omp simd

@@ -4,13 +4,16 @@
 //   int f(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void* stream, void* extra)
 // params holds the inputs then the outputs. Kernels accept float32 only (the Python side casts bf16/fp16 in
 // and out, as the CPU model computes in float32 anyway) and return 1 on a wrong dtype, which MindSpore turns
-// into an exception.
+// into an exception. `#pragma omp simd` marks loops to vectorise (built with -fopenmp-simd: no OpenMP
+// runtime, no threads).
 #pragma once
+#include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <thread>
 #include <vector>
-#include <omp.h>
 
 #define MFH_KERNEL extern "C" int
 #define MFH_ARGS int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream, void *extra
@@ -42,12 +45,36 @@ inline void axpy(float alpha, const float *x, float *y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
 }
 
-// Threads for `work` independent items of roughly `cost` flops each: small calls stay single-threaded,
-// because waking the OpenMP team costs more than the work.
+inline int hardware_threads() {
+  static const int n = std::max(1u, std::thread::hardware_concurrency());
+  return n;
+}
+
+// Threads for `work` independent tasks of about `cost` flops each: one below ~4 Mflop in all, where
+// starting a thread (tens of microseconds) costs more than it saves.
 inline int threads_for(int64_t work, double cost) {
-  int max_threads = omp_get_max_threads();
-  if (work < 2 || work * cost < 2e5) return 1;
-  return work < max_threads ? (int)work : max_threads;
+  if (work < 2 || work * cost < 4e6) return 1;
+  return (int)std::min<int64_t>(work, hardware_threads());
+}
+
+// body(task, thread) for every task in [0, n), handed out one at a time to `threads` threads (the caller
+// is thread 0). Threads are started per call and joined before returning. Not OpenMP on purpose: an
+// OpenMP team spin-waits after each parallel region by default (OMP_WAIT_POLICY), stealing the cores from
+// the MindSpore ops that run next -- that made a whole model slower than with no kernels at all.
+template <class Body>
+void parallel_for(int64_t n, int threads, Body body) {
+  if (threads <= 1 || n <= 1) {
+    for (int64_t task = 0; task < n; ++task) body(task, 0);
+    return;
+  }
+  std::atomic<int64_t> next{0};
+  auto worker = [&](int thread) {
+    for (int64_t task = next.fetch_add(1); task < n; task = next.fetch_add(1)) body(task, thread);
+  };
+  std::vector<std::thread> pool;
+  for (int thread = 1; thread < threads; ++thread) pool.emplace_back(worker, thread);
+  worker(0);
+  for (auto &t : pool) t.join();
 }
 
 }  // namespace mfh

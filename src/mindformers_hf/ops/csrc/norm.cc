@@ -6,17 +6,20 @@
 
 namespace {
 
+constexpr int64_t kRowChunk = 64;  // rows per parallel task
+
 void rms_rows(const float *x, const float *w, float eps, float *y, float *rstd, int64_t rows, int64_t d) {
-  int nt = mfh::threads_for(rows, 3.0 * d);
-#pragma omp parallel for num_threads(nt) schedule(static)
-  for (int64_t r = 0; r < rows; ++r) {
-    const float *xr = x + r * d;
-    float *yr = y + r * d;
-    float inv = 1.f / std::sqrt(mfh::dot(xr, xr, d) / (float)d + eps);
-    rstd[r] = inv;
+  const int64_t tasks = (rows + kRowChunk - 1) / kRowChunk;
+  mfh::parallel_for(tasks, mfh::threads_for(tasks, 3.0 * d * kRowChunk), [&](int64_t task, int) {
+    for (int64_t r = task * kRowChunk; r < std::min(rows, (task + 1) * kRowChunk); ++r) {
+      const float *xr = x + r * d;
+      float *yr = y + r * d;
+      float inv = 1.f / std::sqrt(mfh::dot(xr, xr, d) / (float)d + eps);
+      rstd[r] = inv;
 #pragma omp simd
-    for (int64_t i = 0; i < d; ++i) yr[i] = w[i] * (xr[i] * inv);
-  }
+      for (int64_t i = 0; i < d; ++i) yr[i] = w[i] * (xr[i] * inv);
+    }
+  });
 }
 
 }  // namespace
@@ -57,14 +60,13 @@ MFH_KERNEL rms_norm_bwd(MFH_ARGS) {
   const float *dy = static_cast<float *>(params[3]);
   float *dx = static_cast<float *>(params[4]);
   float *dw = static_cast<float *>(params[5]);
-  int nt = mfh::threads_for(rows, 6.0 * d);
+  const int64_t tasks = (rows + kRowChunk - 1) / kRowChunk;
+  const int nt = mfh::threads_for(tasks, 6.0 * d * kRowChunk);
   // Each thread sums its rows' dw into a private slice; the slices are added at the end (no atomics).
   std::vector<float> partial((size_t)nt * d, 0.f);
-#pragma omp parallel num_threads(nt)
-  {
-    float *dw_t = partial.data() + (size_t)omp_get_thread_num() * d;
-#pragma omp for schedule(static)
-    for (int64_t r = 0; r < rows; ++r) {
+  mfh::parallel_for(tasks, nt, [&](int64_t task, int thread) {
+    float *dw_t = partial.data() + (size_t)thread * d;
+    for (int64_t r = task * kRowChunk; r < std::min(rows, (task + 1) * kRowChunk); ++r) {
       const float *xr = x + r * d, *dyr = dy + r * d;
       float *dxr = dx + r * d;
       float inv = rstd[r];
@@ -78,7 +80,7 @@ MFH_KERNEL rms_norm_bwd(MFH_ARGS) {
         dw_t[i] += dyr[i] * xr[i] * inv;
       }
     }
-  }
+  });
   for (int64_t i = 0; i < d; ++i) {
     float s = 0.f;
     for (int t = 0; t < nt; ++t) s += partial[(size_t)t * d + i];

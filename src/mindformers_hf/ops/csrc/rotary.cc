@@ -13,9 +13,7 @@ void rotate(const float *x, const float *cos, const float *sin, float *out, int6
             int64_t dim, int64_t rot, int64_t cos_batch) {
   const int64_t half = rot / 2;
   const float sign = Backward ? -1.f : 1.f;
-  int nt = mfh::threads_for(batch * heads, 4.0 * seq * dim);
-#pragma omp parallel for num_threads(nt) schedule(static)
-  for (int64_t bh = 0; bh < batch * heads; ++bh) {
+  mfh::parallel_for(batch * heads, mfh::threads_for(batch * heads, 4.0 * seq * dim), [&](int64_t bh, int) {
     const int64_t b = bh / heads;
     const float *cb = cos + (cos_batch == 1 ? 0 : b) * seq * rot;
     const float *sb = sin + (cos_batch == 1 ? 0 : b) * seq * rot;
@@ -47,7 +45,7 @@ void rotate(const float *x, const float *cos, const float *sin, float *out, int6
       }
       if (rot < dim) std::memcpy(orow + rot, xr + rot, sizeof(float) * (dim - rot));
     }
-  }
+  });
 }
 
 template <bool Interleaved, bool Backward>
