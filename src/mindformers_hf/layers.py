@@ -8,6 +8,7 @@ import contextlib
 import numpy as np
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
+from mindspore.common.initializer import Zero
 
 
 _SKIP_INIT = [False]
@@ -28,7 +29,9 @@ def no_init_weights():
 def new_parameter(shape, dtype, init="zeros", std=0.02):
     """A parameter filled by `init`: 'zeros', 'ones' or 'normal' (HF's initializer_range)."""
     if _SKIP_INIT[0]:
-        init = "zeros"
+        # A lazily initialised tensor allocates nothing: load_weights' set_data brings the only copy,
+        # so loading peaks at about one model, not a zero-filled model plus the loaded one.
+        return Parameter(Tensor(shape=tuple(shape), dtype=dtype, init=Zero()))
     if init == "normal":
         data = np.random.normal(0.0, std, size=shape).astype(np.float32)
     elif init == "ones":
