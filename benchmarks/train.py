@@ -94,12 +94,15 @@ def run_hf(folder, gguf, data, steps):
     import torch
     import transformers
 
-    # transformers marks a GGUF-loaded model as quantized (though dequantized to float32) and its Trainer
-    # refuses to fine-tune it: round-trip the float32 weights through a safetensors folder first.
-    with tempfile.TemporaryDirectory() as converted:
-        transformers.AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, dtype=torch.float32) \
-            .save_pretrained(converted)
-        model = transformers.AutoModelForCausalLM.from_pretrained(converted, dtype=torch.float32)
+    # transformers marks a GGUF-loaded model as quantized (though dequantized to float32), and its Trainer
+    # refuses to fine-tune it: move the float32 weights into a plain model built from the same config.
+    gguf_model = transformers.AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, dtype=torch.float32)
+    config = gguf_model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(gguf_model.state_dict(), strict=True)
+    del gguf_model
     gc.collect()
     timer = step_timer()
     with tempfile.TemporaryDirectory() as out:

@@ -109,3 +109,16 @@ def test_bf16_on_cpu_trains_in_float32(tiny_llama, tmp_path):
     _, fp32 = _train(tiny_llama, tmp_path / "fp32", num_train_epochs=1)
     got = [h["loss"] for h in bf16.state.log_history if "loss" in h]
     assert got == pytest.approx([h["loss"] for h in fp32.state.log_history if "loss" in h], rel=1e-6)
+
+
+def test_torch_compile_runs_decoder_layers_under_jit_with_the_same_result(tiny_llama, tmp_path):
+    eager_model, eager = _train(tiny_llama, tmp_path / "eager", num_train_epochs=1)
+    model, compiled = _train(tiny_llama, tmp_path / "jit", num_train_epochs=1, torch_compile=True)
+    assert compiled._compiled is not None and len(compiled._compiled.layers) == 2
+    got = [h["loss"] for h in compiled.state.log_history if "loss" in h]
+    assert got == pytest.approx([h["loss"] for h in eager.state.log_history if "loss" in h], rel=1e-5)
+    reference = dict(eager_model.parameters_and_names())
+    for name, param in model.parameters_and_names():
+        assert np.linalg.norm(param.asnumpy() - reference[name].asnumpy()) <= 1e-5 * np.linalg.norm(
+            reference[name].asnumpy()), name
+    assert "construct" not in vars(compiled._compiled.layers[0])  # eager again outside training steps

@@ -141,6 +141,26 @@ class _MixedPrecision:
             ops.assign(p, master.astype(p.dtype))
 
 
+class _CompiledLayers:
+    """`torch_compile=True`: each decoder layer (the model's `_no_split_modules` classes) runs under `ms.jit`
+    while gradients are taken; the rest of the model stays PyNative. The whole forward cannot be compiled as
+    written (its output classes become interpreted nodes that stop gradients). Each layer compiles once per
+    input shape; evaluation and generation are not affected."""
+
+    def __init__(self, model):
+        names = set(getattr(_unwrap(model), "_no_split_modules", None) or [])
+        self.layers = [cell for _, cell in _unwrap(model).cells_and_names() if type(cell).__name__ in names]
+        self.compiled = [ms.jit(layer.construct) for layer in self.layers]
+
+    def __enter__(self):
+        for layer, compiled in zip(self.layers, self.compiled):
+            layer.construct = compiled
+
+    def __exit__(self, *exc):
+        for layer in self.layers:
+            del layer.construct
+
+
 class Trainer:
     """transformers.Trainer for MindSpore models (see the module docstring and docs/differences.md)."""
 
@@ -195,6 +215,7 @@ class Trainer:
         self._masters = {}  # parameter name -> float32 master weight (fp16/bf16 training)
         self.scaler = None
         self._mixed = None
+        self._compiled = None
 
         callbacks = [DefaultFlowCallback] + list(callbacks or [])
         self.callback_handler = CallbackHandler(callbacks, self.model, processing_class, self.optimizer,
@@ -242,7 +263,7 @@ class Trainer:
         if optim not in _ADAMW_OPTIMS:
             raise NotImplementedError(f"optim={optim!r} is not supported: the Trainer implements AdamW "
                                       f"(torch semantics) for {_ADAMW_OPTIMS}")
-        ignored = {"activation_checkpointing": args.activation_checkpointing, "torch_compile": args.torch_compile,
+        ignored = {"activation_checkpointing": args.activation_checkpointing,
                    "use_liger_kernel": args.use_liger_kernel, "dataloader_num_workers": args.dataloader_num_workers,
                    "report_to": args.report_to, "fp16_full_eval": args.fp16_full_eval,
                    "bf16_full_eval": args.bf16_full_eval}
@@ -455,6 +476,13 @@ class Trainer:
             master_to_param = {id(self._masters[n]): p for n, p in named}
             self._grad_params = [master_to_param[id(m)] for m in self.optimizer.params]
         self._grad_fn = ms.value_and_grad(self._loss_for_grad, None, weights=self._grad_params)
+        self._compiled = None
+        if self.args.torch_compile:
+            self._compiled = _CompiledLayers(self.model)
+            if not self._compiled.layers:
+                warn_once("torch_compile=True: the model names no decoder-layer class (_no_split_modules) to "
+                          "compile; training runs in PyNative")
+                self._compiled = None
         for attr in ("model", "optimizer", "lr_scheduler"):
             setattr(self.callback_handler, attr, getattr(self, attr))
 
@@ -652,7 +680,11 @@ class Trainer:
         if not hasattr(self, "current_gradient_accumulation_steps"):
             self.current_gradient_accumulation_steps = 1
         self._step_inputs = (self._prepare_inputs(inputs), num_items_in_batch)
-        loss, grads = self._grad_fn()
+        if self._compiled is not None:
+            with self._compiled:
+                loss, grads = self._grad_fn()
+        else:
+            loss, grads = self._grad_fn()
         self._step_inputs = None
         self._grad_accum = list(grads) if self._grad_accum is None else [
             a + g for a, g in zip(self._grad_accum, grads)]
