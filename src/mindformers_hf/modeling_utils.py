@@ -57,6 +57,8 @@ def _to_parameter_data(array: np.ndarray, is_bf16_bits: bool, target: ms.Type) -
     np_target = {ms.float32: np.float32, ms.float16: np.float16, ms.float64: np.float64}.get(target)
     if np_target is not None and array.dtype != np_target:
         array = array.astype(np_target)
+    if not array.flags.writeable:  # a view of a read-only file mapping: in-place updates would crash
+        array = array.copy()
     return ms.from_numpy(np.ascontiguousarray(array))
 
 
@@ -161,7 +163,7 @@ class PreTrainedModel(GenerationMixin, nn.Cell):
     def _cast_parameters(self, dtype):
         for _, param in self.parameters_and_names():
             if param.dtype in (ms.float32, ms.float16, ms.bfloat16) and param.dtype != dtype:
-                param.set_data(param.astype(dtype))
+                param.set_dtype(dtype)  # (set_data(param.astype(dtype)) keeps the old dtype)
 
     # ------------------------------------------------------------------ call boundary
     def __call__(self, *args, **kwargs):
