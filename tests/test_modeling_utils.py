@@ -253,6 +253,12 @@ def test_model_surface(tiny_llama):
     assert model.device == "cpu" and model.config.model_type == "llama"
     assert {n for n, _ in model.named_parameters()} == {n for n, _ in hf.named_parameters()}
     assert model.generation_config.bos_token_id == 1
+    ids, _ = batch(pad_left=(0, 0))
+    full = model(input_ids=ids).logits
+    assert model.to("cpu").half().dtype == ms.float16  # device strings are no-ops, dtypes cast
+    assert {p.dtype for p in model.parameters()} == {ms.float16}
+    assert np.abs(model(input_ids=ids).logits.astype(np.float32) - full).max() < 5e-2
+    assert model.float().dtype == ms.float32
 
 
 def test_tokenizer_to_device_with_every_kind(tiny_llama, tmp_path):
