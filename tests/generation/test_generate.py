@@ -174,3 +174,19 @@ def test_unsupported_features_raise(models):
         ours.generate(input_ids=ids, num_beams=2, do_sample=True, max_new_tokens=3)
     with pytest.raises(ValueError, match="tokenizer"):
         ours.generate(input_ids=ids, stop_strings=["x"], max_new_tokens=3)
+
+
+def test_other_families_generate_like_hf(tmp_path):
+    """GPT-2 (no static-cache path: the growing cache, op by op) and Mixtral (MoE routing reads values on
+    the host, so its decode step is never traced) give HF's greedy tokens too."""
+    from tests.models.test_gpt2_parity import make_gpt2_checkpoint
+
+    folders = [make_gpt2_checkpoint(tmp_path / "gpt2"),
+               make_hf_checkpoint(tmp_path / "mixtral", "MixtralConfig", "MixtralForCausalLM", num_local_experts=4,
+                                  num_experts_per_tok=2)]
+    ids, mask = _prompts(rows=2, pads=(0, 3))
+    for folder in folders:
+        hf = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+        want = _hf_generate(hf, ids, mask, max_new_tokens=8, do_sample=False).numpy()
+        ours = AutoModelForCausalLM.from_pretrained(folder)
+        np.testing.assert_array_equal(ours.generate(input_ids=ids, attention_mask=mask, max_new_tokens=8), want)

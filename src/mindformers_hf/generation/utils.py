@@ -178,13 +178,15 @@ class GenerationMixin:
             if config.num_beams > 1:
                 raise ValueError("generate: streamers work with greedy search and sampling, not beam search")
             streamer.put(ids.copy())
-        if config.num_beams > 1:
-            result = self._beam_search(runner, ids, attention_mask, config, processors, criteria, pad, eos)
-        else:
-            result = self._sample_loop(runner, ids, attention_mask, config, processors, criteria, pad, eos,
-                                       streamer)
-        if streamer is not None:
-            streamer.end()
+        try:
+            if config.num_beams > 1:
+                result = self._beam_search(runner, ids, attention_mask, config, processors, criteria, pad, eos)
+            else:
+                result = self._sample_loop(runner, ids, attention_mask, config, processors, criteria, pad, eos,
+                                           streamer)
+        finally:
+            if streamer is not None:  # also on errors: a TextIteratorStreamer's reader would wait forever
+                streamer.end()
         return self._finish(result, config, kind, runner)
 
     def _make_runner(self, config):
@@ -379,7 +381,7 @@ class GenerationMixin:
 
     # ------------------------------------------------------------------ outputs
     def _finish(self, result, config, kind, runner):
-        to = lambda a: tensor_io.to_kind(_ms(a), kind)  # noqa: E731
+        to = lambda a: _as_kind(a, kind)  # noqa: E731
         sequences = to(result["sequences"])
         if not config.return_dict_in_generate:
             return sequences
@@ -410,10 +412,18 @@ class GenerationMixin:
         tokens = sequences[:, sequences.shape[-1] - max_len:]
         out = stacked[np.arange(max_len)[None, :], beam_indices, tokens]
         out[mask] = 0
-        return tensor_io.to_kind(_ms(out), kind)
+        return _as_kind(out, kind)
 
 
-def _ms(array):
+def _as_kind(array, kind):
+    """A host numpy result as the caller's kind of tensor."""
+    array = np.ascontiguousarray(array)
+    if kind == tensor_io.NUMPY:
+        return array
+    if kind == tensor_io.TORCH:
+        import torch  # the caller passed torch tensors
+
+        return torch.from_numpy(array)
     import mindspore as ms
 
-    return ms.Tensor(np.ascontiguousarray(array))
+    return ms.Tensor(array)
