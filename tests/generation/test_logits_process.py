@@ -71,3 +71,16 @@ def test_processor_list_and_kinds():
         lp.TopKLogitsWarper(0)
     with pytest.raises(ValueError):
         lp.TemperatureLogitsWarper(0.0)
+
+
+def test_top_p_after_top_k_matches_transformers():
+    """Few finite scores (after top-k): top-p and sampling work on those columns only; same result."""
+    ids, scores = _inputs(2)
+    scores = np.tile(scores, (1, 8)) + np.linspace(0, 1, 320, dtype=np.float32)  # 320 distinct scores per row
+    topk = hf_lp.TopKLogitsWarper(5)(torch.tensor(ids), torch.tensor(scores)).numpy()
+    assert lp.sparse_columns(topk) is not None
+    for top_p in (0.3, 0.8, 0.95):
+        want = hf_lp.TopPLogitsWarper(top_p)(torch.tensor(ids), torch.tensor(topk)).numpy()
+        got = lp.TopPLogitsWarper(top_p)(ids, topk.copy())
+        np.testing.assert_array_equal(np.isfinite(got), np.isfinite(want))
+        np.testing.assert_allclose(got[np.isfinite(want)], want[np.isfinite(want)])

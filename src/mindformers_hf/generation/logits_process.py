@@ -107,14 +107,34 @@ class TopPLogitsWarper(LogitsProcessor):
         self.top_p, self.filter_value, self.min_tokens_to_keep = top_p, filter_value, min_tokens_to_keep
 
     def process(self, input_ids, scores):
-        order = np.argsort(scores, axis=-1, kind="stable")                  # ascending, as transformers sorts
+        cols = sparse_columns(scores)
+        if cols is not None:  # after top-k only a few scores are finite: the rest have probability 0 anyway
+            sub = np.take_along_axis(scores, cols, -1)
+            kept = np.where(self._remove(sub), np.float32(self.filter_value), sub)
+            out = np.full_like(scores, np.float32(self.filter_value))
+            np.put_along_axis(out, cols, kept, -1)
+            return out
+        return np.where(self._remove(scores), np.float32(self.filter_value), scores)
+
+    def _remove(self, scores):
+        order = np.argsort(scores, axis=-1)                                 # ascending, as transformers sorts
         sorted_scores = np.take_along_axis(scores, order, -1)
         cumulative = np.cumsum(softmax(sorted_scores.astype(np.float32)).astype(np.float32), -1)
         remove_sorted = cumulative <= (1 - self.top_p)
         remove_sorted[:, -self.min_tokens_to_keep:] = False
         remove = np.zeros_like(remove_sorted)
         np.put_along_axis(remove, order, remove_sorted, -1)
-        return np.where(remove, np.float32(self.filter_value), scores)
+        return remove
+
+
+def sparse_columns(scores, fraction=8):
+    """[B, k] column indices covering every finite score of each row, when at most 1/fraction of the
+    vocabulary is finite (as after top-k); None otherwise. Work on those columns is exact: the others
+    are -inf, probability 0."""
+    k = int(np.isfinite(scores).sum(-1).max())
+    if k == 0 or k > scores.shape[-1] // fraction:
+        return None
+    return np.argpartition(-scores, k - 1, axis=-1)[:, :k]
 
 
 class MinPLogitsWarper(LogitsProcessor):

@@ -83,6 +83,15 @@ def _as_list(token_ids):
     return [int(t) for t in (token_ids if isinstance(token_ids, (list, tuple)) else [token_ids])]
 
 
+def _sample_scores(scores):
+    """One token per row drawn from softmax(scores) (only over the finite columns when few are finite)."""
+    cols = lp.sparse_columns(scores)
+    if cols is None:
+        return _sample(lp.softmax(scores))
+    chosen = _sample(lp.softmax(np.take_along_axis(scores, cols, -1)))
+    return np.take_along_axis(cols, chosen[:, None], -1)[:, 0].astype(np.int64)
+
+
 def _sample(probs):
     """One token per row from [B, V] probabilities, by inverse CDF on numpy's global generator."""
     cdf = np.cumsum(probs, -1)
@@ -264,7 +273,7 @@ class GenerationMixin:
             if config.output_logits:
                 raw.append(logits)
             if config.do_sample:
-                tokens = _sample(lp.softmax(next_scores))
+                tokens = _sample_scores(next_scores)
             else:
                 tokens = next_scores.argmax(-1).astype(np.int64)
             if eos:
