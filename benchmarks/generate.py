@@ -137,7 +137,11 @@ def markdown(ours, hf):
         lines.append(f"| {label} | {ours[key]:.1f} | {hf[key]:.1f} | {ratio:.2f}x |")
     lines += ["", "The first calls include compiling our decode graph once per (batch, cache-length bucket); later "
               "`generate` calls reuse it. Limits: the machine has 2 cores and is shared with other jobs, so absolute "
-              "numbers move by 20-50% between runs; each figure is the best of several alternating rounds."
+              "numbers move by 20-50% between runs; each figure is the best of several alternating rounds. "
+              "Under heavy contention from other jobs our decode loses more than torch's (runs have shown batch-1 "
+              "decode anywhere from 0.8x to 1.6x). Prefill is bound by the matmuls, which run at the same speed "
+              "on both sides (about 155 GFLOP/s for 512x576x1536 on a quiet machine), plus the attention op, which "
+              "at 512 tokens takes about 0.2 s of our 1.3 s forward (`benchmarks/ops.py` measures it)."
               + ("" if ours.get("compiled") else " NOTE: the decode step ran uncompiled in this run.")]
     return "\n".join(lines) + "\n"
 

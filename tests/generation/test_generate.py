@@ -190,3 +190,22 @@ def test_other_families_generate_like_hf(tmp_path):
         want = _hf_generate(hf, ids, mask, max_new_tokens=8, do_sample=False).numpy()
         ours = AutoModelForCausalLM.from_pretrained(folder)
         np.testing.assert_array_equal(ours.generate(input_ids=ids, attention_mask=mask, max_new_tokens=8), want)
+
+
+def test_concurrent_generate_calls_take_turns(models):
+    """generate from two threads at once (MindSpore eager mode is not thread-safe): the calls take turns."""
+    import threading
+
+    ours, _ = models
+    ids, mask = _prompts()
+    want = [ours.generate(input_ids=ids[i:i + 1], max_new_tokens=10) for i in (0, 1)]
+    got = {}
+    threads = [threading.Thread(target=lambda i=i: got.setdefault(i, ours.generate(input_ids=ids[i:i + 1],
+                                                                                max_new_tokens=10)))
+               for i in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for i in (0, 1):
+        np.testing.assert_array_equal(got[i], want[i])

@@ -7,6 +7,7 @@ numpy, torch or MindSpore; sequences and scores come back as the kind of `input_
 """
 import copy
 import random
+import threading
 
 import numpy as np
 
@@ -49,6 +50,10 @@ def set_seed(seed, deterministic=False):
     if deterministic:
         ms.set_context(deterministic="ON")
 
+
+# One generate at a time per process: MindSpore's eager mode crashes when two threads run ops at once, and
+# calls of the same shape share a compiled step's cache buffers.
+_GENERATE_LOCK = threading.RLock()
 
 # GenerationConfig fields we do not implement: a non-default value raises, naming the feature.
 _UNSUPPORTED = {
@@ -188,11 +193,12 @@ class GenerationMixin:
                 raise ValueError("generate: streamers work with greedy search and sampling, not beam search")
             streamer.put(ids.copy())
         try:
-            if config.num_beams > 1:
-                result = self._beam_search(runner, ids, attention_mask, config, processors, criteria, pad, eos)
-            else:
-                result = self._sample_loop(runner, ids, attention_mask, config, processors, criteria, pad, eos,
-                                           streamer)
+            with _GENERATE_LOCK:
+                if config.num_beams > 1:
+                    result = self._beam_search(runner, ids, attention_mask, config, processors, criteria, pad, eos)
+                else:
+                    result = self._sample_loop(runner, ids, attention_mask, config, processors, criteria, pad,
+                                               eos, streamer)
         finally:
             if streamer is not None:  # also on errors: a TextIteratorStreamer's reader would wait forever
                 streamer.end()
