@@ -27,7 +27,7 @@ SAFE_WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
 
 # HF from_pretrained kwargs that have no meaning here: accepted, warned about once.
 _IGNORED_LOAD_KWARGS = ("device_map", "low_cpu_mem_usage", "max_memory", "offload_folder", "offload_state_dict",
-                        "use_safetensors", "quantization_config", "key_mapping", "tp_plan", "tp_size",
+                        "use_safetensors", "quantization_config", "key_mapping",
                         "use_flash_attention_2", "_fast_init", "mirror", "variant", "weights_only")
 # attn_implementation picks the attention op in mindformers_hf.ops.registry: "eager" = the reference,
 # "sdpa" = the default selection, "flash_attention*" = the fused kernel of this device.
@@ -205,7 +205,7 @@ class PreTrainedModel(GenerationMixin, nn.Cell):
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, config=None, dtype=None, torch_dtype=None,
                         gguf_file=None, cache_dir=None, revision=None, local_files_only=False, token=None,
                         trust_remote_code=False, attn_implementation=None, ignore_mismatched_sizes=False,
-                        force_download=False, **kwargs):
+                        force_download=False, tp_plan=None, tp_size=None, **kwargs):
         from .hub import resolve_folder
 
         for key in list(kwargs):
@@ -217,6 +217,9 @@ class PreTrainedModel(GenerationMixin, nn.Cell):
             attn_implementation = None
         if ignore_mismatched_sizes:
             raise NotImplementedError("ignore_mismatched_sizes=True is not supported: shapes must match the model")
+        if gguf_file and (tp_plan is not None or tp_size is not None):
+            raise NotImplementedError("tensor parallelism (tp_plan/tp_size) with a GGUF checkpoint is not supported: "
+                                      "convert it to safetensors with save_pretrained first")
         folder = resolve_folder(pretrained_model_name_or_path, revision=revision, cache_dir=cache_dir,
                                 local_files_only=local_files_only, token=token, gguf_file=gguf_file,
                                 force_download=force_download)
@@ -240,7 +243,12 @@ class PreTrainedModel(GenerationMixin, nn.Cell):
 
         with no_init_weights():
             model = cls(config, *model_args, dtype=ms_dtype(compute_dtype_name(requested)))
-        model.load_checkpoint_folder(folder, gguf_file=gguf_file)
+        if tp_plan is not None or tp_size is not None:  # each rank builds its shard and reads only its slices
+            from .parallel import load_tensor_parallel
+
+            load_tensor_parallel(model, folder, tp_plan or "auto", tp_size, gguf_file)
+        else:
+            model.load_checkpoint_folder(folder, gguf_file=gguf_file)
         gen_path = os.path.join(folder, "generation_config.json")
         if os.path.isfile(gen_path) and model.can_generate():
             from transformers import GenerationConfig

@@ -87,6 +87,7 @@ class SafetensorsFile:
                 )
             self._entries[name] = (dtype, tuple(shape), begin)
         self._map = None
+        self.bytes_read = 0  # tensor bytes handed out by get/get_slice (tensor-parallel loading asserts on it)
 
     def keys(self):
         return list(self._entries)
@@ -114,17 +115,34 @@ class SafetensorsFile:
     def get(self, name, as_float32=False) -> np.ndarray:
         """A tensor as numpy; BF16 comes back as float32 when as_float32, else as uint16 bits."""
         array = self._raw(name)
+        self.bytes_read += array.nbytes
         if self.dtype(name) == "BF16" and as_float32:
             return bf16_bits_to_float32(array)
         return np.array(array)
 
     def get_slice(self, name, dim, start, stop, as_float32=False) -> np.ndarray:
-        """Rows [start, stop) along `dim` only: the memory map reads just those pages for dim 0."""
-        array = self._raw(name)
-        index = [slice(None)] * array.ndim
-        index[dim] = slice(start, stop)
-        part = np.array(array[tuple(index)])
-        if self.dtype(name) == "BF16" and as_float32:
+        """Indices [start, stop) along `dim`, reading only their bytes (one pread per contiguous run, so a
+        tensor-parallel rank never pages in the other ranks' columns); counted in `bytes_read`."""
+        dtype, shape, begin = self._entries[name]
+        if not (0 <= dim < len(shape) and 0 <= start <= stop <= shape[dim]):
+            raise ValueError(f"{self.path}: slice [{start}, {stop}) on dim {dim} is outside {name!r} {list(shape)}")
+        np_dtype = np.dtype(_ST_TO_NUMPY[dtype])
+        outer = int(np.prod(shape[:dim], dtype=np.int64))
+        inner = int(np.prod(shape[dim + 1:], dtype=np.int64)) * np_dtype.itemsize  # bytes per index along dim
+        run, stride = (stop - start) * inner, shape[dim] * inner
+        buffer = bytearray(outer * run)
+        view = memoryview(buffer)
+        base = self._data_start + begin + start * inner
+        with open(self.path, "rb") as f:
+            fd = f.fileno()
+            for i in range(outer if run else 0):
+                if os.preadv(fd, [view[i * run:(i + 1) * run]], base + i * stride) != run:
+                    raise CheckpointError(f"{self.path}: short read in {name!r} (file changed while loading?)")
+        self.bytes_read += len(buffer)
+        out_shape = list(shape)
+        out_shape[dim] = stop - start
+        part = np.frombuffer(buffer, dtype=np_dtype).reshape(out_shape)
+        if dtype == "BF16" and as_float32:
             return bf16_bits_to_float32(part)
         return part
 

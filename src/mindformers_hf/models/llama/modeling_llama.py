@@ -314,6 +314,9 @@ class LlamaForCausalLM(LlamaPreTrainedModel):
         return self.model.embed_tokens if self.tied else self.lm_head
 
     def lm_logits(self, hidden_states):
+        head = self.get_output_embeddings()
+        if hasattr(head, "parallel_logits"):  # tensor parallel (parallel/plan.py): each rank holds a vocab slice
+            return head.parallel_logits(hidden_states)
         weight = self.model.embed_tokens.weight if self.tied else self.lm_head.weight
         shape = hidden_states.shape
         logits = self._logits_matmul(hidden_states.reshape(-1, shape[-1]), weight)

@@ -1,0 +1,7 @@
+"""Tensor parallelism: a mesh over mindspore.communication, Megatron-style parallel layers with HF parameter
+names, and a plan applier that swaps them into a built model from the config's `base_model_tp_plan`."""
+from .loading import load_tensor_parallel
+from .mesh import TPMesh, init_tensor_parallel
+from .plan import apply_tensor_parallel, resolve_tp_plan
+
+__all__ = ["TPMesh", "init_tensor_parallel", "apply_tensor_parallel", "resolve_tp_plan", "load_tensor_parallel"]

@@ -1,0 +1,213 @@
+"""Megatron/vLLM-style tensor-parallel layers with HF parameter names (`weight`, `bias`).
+
+Each layer holds this rank's rows (column parallel, vocab parallel) or columns (row parallel) of the HF
+tensor, listed as index ranges into the full tensor, so a fused tensor (qkv, gate_up) is sharded per
+sub-block and a replicated KV head is just a range that two ranks share. `weight_loader(param, source)`
+narrows the checkpoint tensor to those ranges; `source` reads slices lazily (parallel/loading.py) or wraps
+a full numpy array. `partial(x)` is this rank's contribution before any collective, so one process can
+check the split against the unsharded layer without launching ranks.
+"""
+import numpy as np
+import mindspore as ms
+from mindspore import nn, ops
+
+from ..layers import new_parameter
+from .loading import ArraySource, to_parameter_data
+
+
+class _AllReduce(nn.Cell):
+    """Sum over the group forward; identity backward (every rank already holds the full gradient)."""
+
+    def __init__(self, group):
+        super().__init__()
+        self.op = ops.AllReduce(ops.ReduceOp.SUM, group)
+
+    def construct(self, x):
+        return self.op(x)
+
+    def bprop(self, x, out, dout):
+        return (dout,)
+
+
+class _CopyToGroup(nn.Cell):
+    """Identity forward; sum of the input gradients over the group backward (Megatron's copy-to-TP-region):
+    each rank's shard contributes part of d(loss)/d(input)."""
+
+    def __init__(self, group):
+        super().__init__()
+        self.op = ops.AllReduce(ops.ReduceOp.SUM, group)
+
+    def construct(self, x):
+        return x
+
+    def bprop(self, x, out, dout):
+        return (self.op(dout),)
+
+
+class _GatherLastDim(nn.Cell):
+    """[N, C] per rank -> [N, size * C] in rank order; backward keeps this rank's columns (the gradient
+    of replicated logits is the same on every rank, so no reduce-scatter is needed)."""
+
+    def __init__(self, group, rank, size):
+        super().__init__()
+        self.op = ops.AllGather(group)
+        self.rank, self.size = rank, size
+
+    def construct(self, x):
+        n, c = x.shape
+        gathered = self.op(x)                                                   # [size * N, C], rank-major
+        return gathered.reshape(self.size, n, c).permute(1, 0, 2).reshape(n, self.size * c)
+
+    def bprop(self, x, out, dout):
+        c = x.shape[1]
+        return (dout[:, self.rank * c:(self.rank + 1) * c],)
+
+
+def _identity(x):
+    return x
+
+
+def even_range(full, rank, size, pad=False):
+    """Rank's [start, stop) of `full` split in `size` equal parts; pad=True rounds the part size up (the last
+    rank's range may run past `full`: those rows are zeros)."""
+    if not pad and full % size:
+        raise ValueError(f"cannot split {full} evenly over {size} ranks")
+    part = -(-full // size)
+    return rank * part, (rank + 1) * part
+
+
+def _read(source, dim, ranges):
+    """The rows (dim 0) or columns (dim 1) of `ranges`, concatenated; past the tensor's end: zeros."""
+    pieces = []
+    for start, stop in ranges:
+        end = min(stop, source.shape[dim])
+        piece = source.read(dim, start, end)
+        if end < stop:
+            pad = [(0, 0)] * piece.ndim
+            pad[dim] = (0, stop - end)
+            piece = np.pad(piece, pad)
+        pieces.append(piece)
+    return pieces[0] if len(pieces) == 1 else np.concatenate(pieces, dim)
+
+
+class _ParallelBase(nn.Cell):
+    def __init__(self, mesh):
+        super().__init__()
+        self.tp_rank, self.tp_size = mesh.rank, mesh.size
+        grouped = mesh.group is not None
+        self.reduce = _AllReduce(mesh.group) if grouped else _identity
+        self.copy_in = _CopyToGroup(mesh.group) if grouped else _identity
+        self.gather = _GatherLastDim(mesh.group, mesh.rank, mesh.size) if grouped else _identity
+
+    def _load(self, param, source, dim, ranges):
+        if not hasattr(source, "read"):
+            source = ArraySource(np.asarray(source))
+        array = _read(source, dim, ranges)
+        if tuple(array.shape) != tuple(param.shape):
+            raise ValueError(f"{type(self).__name__}: slice {array.shape} of a {tuple(source.shape)} tensor does not "
+                             f"fit parameter {tuple(param.shape)}")
+        param.set_data(to_parameter_data(array, source.is_bf16_bits, param.dtype))
+
+
+class ColumnParallelLinear(_ParallelBase):
+    """y = x W[rows]^T + b[rows]: this rank's output features; `row_ranges` index the full HF weight's rows
+    (several ranges for a fused weight). gather_output=True (the LM head) all-gathers the full output."""
+
+    def __init__(self, in_features, out_features, row_ranges, mesh, bias=False, dtype=ms.float32,
+                 gather_output=False, std=0.02):
+        super().__init__(mesh)
+        self.in_features, self.full_out_features = in_features, out_features
+        self.row_ranges = [tuple(r) for r in row_ranges]
+        self.out_features = sum(b - a for a, b in self.row_ranges)
+        self.gather_output = gather_output
+        self.weight = new_parameter((self.out_features, in_features), dtype, "normal", std)
+        self.bias = new_parameter((self.out_features,), dtype, "zeros") if bias else None
+        self._matmul = ops.MatMul(transpose_b=True)
+
+    def partial(self, x):
+        """[..., in] -> [..., local out] (no collective)."""
+        shape = x.shape
+        y = self._matmul(x.reshape(-1, shape[-1]), self.weight)
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(shape[:-1] + (self.out_features,))
+
+    def construct(self, x):
+        y = self.partial(self.copy_in(x))
+        if not self.gather_output:
+            return y
+        shape = y.shape
+        full = self.gather(y.reshape(-1, self.out_features))[:, :self.full_out_features]
+        return full.reshape(shape[:-1] + (self.full_out_features,))
+
+    def parallel_logits(self, hidden_states):  # the LM head (see LlamaForCausalLM.lm_logits)
+        return self(hidden_states)
+
+    def weight_loader(self, param, source):
+        self._load(param, source, 0, self.row_ranges)
+
+
+class RowParallelLinear(_ParallelBase):
+    """y = sum over ranks of x[cols] W[:, cols]^T, then + b: the bias is added once, after the reduce."""
+
+    def __init__(self, in_features, out_features, col_range, mesh, bias=False, dtype=ms.float32, std=0.02):
+        super().__init__(mesh)
+        self.full_in_features, self.out_features = in_features, out_features
+        self.col_range = tuple(col_range)
+        self.in_features = self.col_range[1] - self.col_range[0]
+        self.weight = new_parameter((out_features, self.in_features), dtype, "normal", std)
+        self.bias = new_parameter((out_features,), dtype, "zeros") if bias else None
+        self._matmul = ops.MatMul(transpose_b=True)
+
+    def partial(self, x):
+        """[..., local in] -> this rank's partial sum [..., out], no bias."""
+        shape = x.shape
+        y = self._matmul(x.reshape(-1, shape[-1]), self.weight)
+        return y.reshape(shape[:-1] + (self.out_features,))
+
+    def construct(self, x):
+        y = self.reduce(self.partial(x))
+        return y + self.bias if self.bias is not None else y
+
+    def weight_loader(self, param, source):
+        if self.bias is not None and param is self.bias:
+            self._load(param, source, 0, [(0, self.out_features)])
+        else:
+            self._load(param, source, 1, [self.col_range])
+
+
+class VocabParallelEmbedding(_ParallelBase):
+    """Rows [start, stop) of the vocabulary (the last rank's range may be padded with zero rows); ids outside
+    this rank's range give zeros, the all-reduce fills them from the rank that owns them."""
+
+    def __init__(self, num_embeddings, embedding_dim, vocab_range, mesh, dtype=ms.float32, std=0.02):
+        super().__init__(mesh)
+        self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
+        self.vocab_start, self.vocab_end = vocab_range
+        self.local_rows = self.vocab_end - self.vocab_start
+        self.weight = new_parameter((self.local_rows, embedding_dim), dtype, "normal", std)
+        self._matmul = ops.MatMul(transpose_b=True)
+
+    def partial(self, input_ids):
+        inside = ops.logical_and(input_ids >= self.vocab_start, input_ids < self.vocab_end)
+        local_ids = ops.where(inside, input_ids - self.vocab_start, ops.zeros_like(input_ids))
+        rows = ops.gather(self.weight, local_ids, 0)
+        return rows * inside.expand_dims(-1).astype(rows.dtype)
+
+    def construct(self, input_ids):
+        return self.reduce(self.partial(input_ids))
+
+    def partial_logits(self, hidden_states):
+        """Tied LM head: this rank's vocab columns of the logits [..., local rows]."""
+        shape = hidden_states.shape
+        y = self._matmul(hidden_states.reshape(-1, shape[-1]), self.weight)
+        return y.reshape(shape[:-1] + (self.local_rows,))
+
+    def parallel_logits(self, hidden_states):
+        y = self.partial_logits(self.copy_in(hidden_states))
+        shape = y.shape
+        full = self.gather(y.reshape(-1, self.local_rows))[:, :self.num_embeddings]
+        return full.reshape(shape[:-1] + (self.num_embeddings,))
+
+    def weight_loader(self, param, source):
+        self._load(param, source, 0, [(self.vocab_start, self.vocab_end)])
