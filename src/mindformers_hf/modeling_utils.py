@@ -254,6 +254,10 @@ class PreTrainedModel(GenerationMixin, nn.Cell):
             from transformers import GenerationConfig
 
             model.generation_config = GenerationConfig.from_pretrained(folder)
+        if (tp_plan is not None or tp_size is not None) and model.can_generate():
+            # the compiled decode step with collectives inside crashes MindSpore 2.10 ("input is released"):
+            # tensor-parallel generate runs the eager step (docs/parallelism.md)
+            model.generation_config.disable_compile = True
         model.config.name_or_path = os.fspath(pretrained_model_name_or_path)
         model.eval()
         return model
@@ -343,6 +347,9 @@ class PreTrainedModel(GenerationMixin, nn.Cell):
                                                  "private", "revision", "create_pr") if push_to_hub and k in kwargs}
         for key in kwargs:
             warn_once(f"save_pretrained: keyword {key!r} is accepted for compatibility and ignored")
+        if getattr(getattr(self, "tp_mesh", None), "size", 1) > 1:
+            raise NotImplementedError("save_pretrained of a tensor-parallel model is not supported: each rank holds "
+                                      "only its slices; save the unsharded model (loaded without tp_plan)")
         if not is_main_process:
             return
         if os.path.isfile(save_directory):

@@ -117,6 +117,8 @@ def test_sharded_attention_and_mlp_sum_to_full(tmp_path, family, size):
         mlp_sum = mlp_sum + shard.mlp(hidden).asnumpy()
         stats = model.tp_load_stats
         assert stats["sharded_bytes_read"] <= stats["sharded_bytes_in_file"] * (0.6 if size == 2 else 0.35)
+    with pytest.raises(NotImplementedError, match="tensor-parallel model"):
+        model.save_pretrained(tmp_path / "saved")
     np.testing.assert_allclose(attn_sum, want_attn, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(mlp_sum, want_mlp, rtol=1e-5, atol=1e-5)
 

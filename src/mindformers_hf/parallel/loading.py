@@ -102,6 +102,5 @@ def load_tensor_parallel(model, folder, tp_plan="auto", tp_size=None, gguf_file=
                                   "read whole; convert to safetensors (save_pretrained) first")
     mesh = init_tensor_parallel(tp_size)
     apply_tensor_parallel(model, mesh, resolve_tp_plan(model, tp_plan))
-    model.tp_mesh = mesh
     model.tp_load_stats = load_tensor_parallel_checkpoint(model, find_checkpoint_files(folder))
     return model

@@ -147,4 +147,5 @@ def apply_tensor_parallel(model, mesh, plan):
             parent.num_key_value_heads = kv // mesh.size if kv >= mesh.size else 1
         else:
             parent.intermediate_size //= mesh.size
+    model.tp_mesh = mesh  # save_pretrained refuses a sharded model; generate and tests read the rank
     return replaced
