@@ -141,6 +141,9 @@ class ColumnParallelLinear(_ParallelBase):
         return full.reshape(shape[:-1] + (self.full_out_features,))
 
     def parallel_logits(self, hidden_states):  # the LM head (see LlamaForCausalLM.lm_logits)
+        if not self.gather_output:
+            raise NotImplementedError("an LM head planned 'colwise' leaves each rank a vocab slice of the logits; "
+                                      "plan it 'colwise_gather_output'")
         return self(hidden_states)
 
     def weight_loader(self, param, source):

@@ -53,22 +53,24 @@ def _head_range(num_heads, rank, size):
     return head, head + 1
 
 
-def _check_divisible(attention, mlp, size):
-    heads, kv = attention.num_heads, attention.num_key_value_heads
+def _check_divisible(module, size):
+    if hasattr(module, "intermediate_size"):  # an MLP
+        if module.intermediate_size % size:
+            raise ValueError(f"tensor parallel size {size} does not divide intermediate_size={module.intermediate_size}")
+        return
+    heads, kv = module.num_heads, module.num_key_value_heads
     if heads % size:
         raise ValueError(f"tensor parallel size {size} does not divide num_attention_heads={heads}: use a tp size "
                          "that divides the number of attention heads")
     if kv % size and size % kv:
         raise ValueError(f"tensor parallel size {size} and num_key_value_heads={kv}: one must divide the other")
-    if mlp is not None and mlp.intermediate_size % size:
-        raise ValueError(f"tensor parallel size {size} does not divide intermediate_size={mlp.intermediate_size}")
 
 
 def _column_ranges(parent, leaf, linear, mesh):
     from ..models.llama.modeling_llama import LlamaAttention, LlamaMLP
 
     rank, size = mesh.rank, mesh.size
-    if leaf in _ATTENTION_COLUMNS and isinstance(parent, LlamaAttention):
+    if leaf in _ATTENTION_COLUMNS and type(parent) is LlamaAttention:
         d, heads, kv = parent.head_dim, parent.num_heads, parent.num_key_value_heads
         q0, q1 = _head_range(heads, rank, size)
         k0, k1 = _head_range(kv, rank, size)
@@ -77,7 +79,7 @@ def _column_ranges(parent, leaf, linear, mesh):
             k_start, v_start = heads * d, (heads + kv) * d
             return [q, (k_start + kv_rows[0], k_start + kv_rows[1]), (v_start + kv_rows[0], v_start + kv_rows[1])]
         return [q if leaf == "q_proj" else kv_rows]
-    if leaf in _MLP_COLUMNS and isinstance(parent, LlamaMLP):
+    if leaf in _MLP_COLUMNS and type(parent) is LlamaMLP:
         inter = parent.intermediate_size
         start, stop = even_range(inter, rank, size)
         return [(start, stop), (inter + start, inter + stop)] if leaf == "gate_up_proj" else [(start, stop)]
@@ -89,24 +91,24 @@ def _column_ranges(parent, leaf, linear, mesh):
 def _row_range(parent, leaf, linear, mesh):
     from ..models.llama.modeling_llama import LlamaAttention, LlamaMLP
 
-    if leaf == "o_proj" and isinstance(parent, LlamaAttention):
+    if leaf == "o_proj" and type(parent) is LlamaAttention:
         start, stop = _head_range(parent.num_heads, mesh.rank, mesh.size)
         return start * parent.head_dim, stop * parent.head_dim
-    if leaf == "down_proj" and isinstance(parent, LlamaMLP):
+    if leaf == "down_proj" and type(parent) is LlamaMLP:
         return even_range(parent.intermediate_size, mesh.rank, mesh.size)
     raise NotImplementedError(f"tensor parallelism: no row split known for {leaf!r} in {type(parent).__name__}")
 
 
 def _replacement(parent, leaf, cell, style, mesh):
-    dtype, std = cell.weight.dtype, 0.02
+    dtype = cell.weight.dtype  # values come from the checkpoint (weight_loader); no init worth copying
     if style in ("colwise", "colwise_gather_output"):
         return ColumnParallelLinear(cell.in_features, cell.out_features, _column_ranges(parent, leaf, cell, mesh),
-                                    mesh, cell.bias is not None, dtype, gather_output=style != "colwise", std=std)
+                                    mesh, cell.bias is not None, dtype, gather_output=style != "colwise")
     if style == "rowwise":
         return RowParallelLinear(cell.in_features, cell.out_features, _row_range(parent, leaf, cell, mesh), mesh,
-                                 cell.bias is not None, dtype, std=std)
+                                 cell.bias is not None, dtype)
     vocab_range = even_range(cell.num_embeddings, mesh.rank, mesh.size, pad=True)
-    return VocabParallelEmbedding(cell.num_embeddings, cell.embedding_dim, vocab_range, mesh, dtype, std=std)
+    return VocabParallelEmbedding(cell.num_embeddings, cell.embedding_dim, vocab_range, mesh, dtype)
 
 
 def apply_tensor_parallel(model, mesh, plan):
@@ -123,10 +125,10 @@ def apply_tensor_parallel(model, mesh, plan):
                                       f"{', '.join(_STYLES)}")
         patterns.append((re.compile(re.escape(key).replace(r"\*", r"[^.]+")), style))
     cells = dict(model.cells_and_names())
-    attentions = [c for c in cells.values() if isinstance(c, LlamaAttention)]
-    mlps = [c for c in cells.values() if isinstance(c, LlamaMLP)]
-    for i, attention in enumerate(attentions):
-        _check_divisible(attention, mlps[i] if i < len(mlps) else None, mesh.size)
+    # exact types: subclasses (Baichuan's ALiBi attention) carry per-head state this plan does not split
+    for cell in cells.values():
+        if type(cell) in (LlamaAttention, LlamaMLP):
+            _check_divisible(cell, mesh.size)
     replaced, parents = [], []
     for name, cell in cells.items():
         style = next((s for pattern, s in patterns if pattern.fullmatch(name)), None)
@@ -136,12 +138,12 @@ def apply_tensor_parallel(model, mesh, plan):
         parent = cells[parent_name] if parent_name else model
         setattr(parent, leaf, _replacement(parent, leaf, cell, style, mesh))
         replaced.append(name)
-        if isinstance(parent, (LlamaAttention, LlamaMLP)) and all(p is not parent for p in parents):
+        if type(parent) in (LlamaAttention, LlamaMLP) and all(p is not parent for p in parents):
             parents.append(parent)
     if not replaced:
         raise ValueError(f"tp_plan matched no module of {type(model).__name__}: {sorted(plan)}")
     for parent in parents:  # the model code reshapes and splits by these counts: make them this rank's
-        if isinstance(parent, LlamaAttention):
+        if type(parent) is LlamaAttention:
             kv = parent.num_key_value_heads
             parent.num_heads //= mesh.size
             parent.num_key_value_heads = kv // mesh.size if kv >= mesh.size else 1
