@@ -11,7 +11,11 @@ import numpy as np
 import pytest
 
 from mindformers_hf import AutoModelForCausalLM
-from tests.conftest import hf_forward, make_hf_checkpoint
+from mindformers_hf.parallel import TPMesh, apply_tensor_parallel, resolve_tp_plan
+from mindformers_hf.parallel.layers import _read
+from mindformers_hf.parallel.loading import ArraySource, _sharded_layers
+from tests.conftest import make_hf_checkpoint, hf_forward
+from tests.parallel.tp_worker import loss_grads
 
 WORKER = os.path.join(os.path.dirname(__file__), "tp_worker.py")
 
@@ -57,6 +61,7 @@ def test_tp2_matches_single_process_and_hf(tmp_path, family, plan):
     hf = hf_forward(folder, input_ids, attention_mask).logits.numpy()
     keep = attention_mask.astype(bool)  # padded positions are not compared (HF fills them differently)
     tokens = np.asarray(single.generate(input_ids[:1], max_new_tokens=4, do_sample=False))
+    full_grads = loss_grads(single, {"input_ids": input_ids, "attention_mask": attention_mask})
     for rank in range(2):
         tp = np.load(out_dir / f"logits_rank{rank}.npy")
         assert tp.shape == ours.shape
@@ -67,3 +72,25 @@ def test_tp2_matches_single_process_and_hf(tmp_path, family, plan):
         assert stats["world"] == 2
         # each rank read only its half of every sharded tensor (2 KV heads over 2 ranks: none replicated)
         assert 0 < stats["sharded_bytes_read"] < 0.6 * stats["sharded_bytes_in_file"]
+        _assert_grads_are_slices(folder, plan, rank, np.load(out_dir / f"grads_rank{rank}.npz"), full_grads)
+
+
+def _assert_grads_are_slices(folder, plan, rank, got, full_grads):
+    """Narrow each full gradient with the ranges rank `rank`'s layers hold (built here without collectives)."""
+    shard = AutoModelForCausalLM.from_pretrained(folder)
+    tp_plan = resolve_tp_plan(shard, "auto")
+    if plan == "auto+vocab":
+        tp_plan["model.embed_tokens"] = "embedding_rowwise"
+    apply_tensor_parallel(shard, TPMesh(rank, 2), tp_plan)
+    owners = _sharded_layers(shard)
+    assert sorted(got.files) == sorted(full_grads)
+    for name, want in full_grads.items():
+        layer = owners.get(name)
+        if layer is not None:
+            if hasattr(layer, "row_ranges"):
+                want = _read(ArraySource(want), 0, layer.row_ranges)
+            elif hasattr(layer, "col_range"):
+                want = want if name.endswith("bias") else _read(ArraySource(want), 1, [layer.col_range])
+            else:
+                want = _read(ArraySource(want), 0, [(layer.vocab_start, layer.vocab_end)])
+        np.testing.assert_allclose(got[name], want, rtol=1e-4, atol=1e-6, err_msg=f"rank {rank} grad of {name}")
