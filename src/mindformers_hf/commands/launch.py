@@ -117,9 +117,9 @@ def basic_config(mixed_precision="no"):
 
     on_cpu = device_target() == "CPU"
     return {"compute_environment": "LOCAL_MACHINE", "debug": False, "distributed_type": "NO",
-            "downcast_bf16": "no", "enable_cpu_affinity": False, "machine_rank": 0,
+            "downcast_bf16": False, "enable_cpu_affinity": False, "machine_rank": 0,
             "main_training_function": "main", "mixed_precision": mixed_precision, "num_machines": 1,
-            "num_processes": 1, "rdzv_backend": "static", "same_network": True, "tpu_env": [],
+            "num_processes": 1, "rdzv_backend": "static", "same_network": False,
             "tpu_use_cluster": False, "tpu_use_sudo": False, "use_cpu": on_cpu}
 
 
