@@ -17,6 +17,14 @@ def configure_runtime():
     if _configured:
         return
     _configured = True
+    if os.environ.get("MS_ROLE") == "MS_SCHED":
+        # msrun runs the user's script in its scheduler process too: serve the job now (init() does not return
+        # there) instead of loading a model that process would never use
+        from .trainer.distributed import ensure_initialized
+
+        ensure_initialized()
+    if os.environ.get("MINDFORMERS_HF_DEVICE"):  # `mindformers-hf launch --cpu`
+        ms.set_device(os.environ["MINDFORMERS_HF_DEVICE"])
     if ms.get_context("device_target") == "CPU" and os.environ.get("MINDFORMERS_HF_ASYNC_LAUNCH") != "1":
         ms.runtime.launch_blocking()
 

@@ -1,4 +1,5 @@
-"""The `mindformers-hf` command: `chat` and `generate` on the embedded default model or any --model folder."""
+"""The `mindformers-hf` command: `chat` and `generate` on the embedded default model or any --model folder;
+`launch`, `config` and `env` as accelerate's (commands/launch.py)."""
 import argparse
 import os
 import sys
@@ -129,6 +130,11 @@ def build_parser():
     gen.add_argument("prompt")
     gen.add_argument("--chat-template", action="store_true", help="wrap the prompt as one user chat turn")
     gen.set_defaults(func=cmd_generate)
+    from .launch import add_config_parser, add_env_parser, add_launch_parser  # accelerate's commands, on msrun
+
+    add_launch_parser(sub)
+    add_config_parser(sub)
+    add_env_parser(sub)
     return parser
 
 

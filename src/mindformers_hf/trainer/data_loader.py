@@ -3,6 +3,11 @@
 The shuffled order of epoch `e` is a permutation drawn from numpy's generator seeded with (seed, e): it
 depends on nothing else, so a resumed run recomputes it and skips the batches already trained on.
 (It is not torch's RandomSampler order: the same seed gives a different order than transformers.)
+
+Data parallel (`num_shards` > 1): as accelerate's sharded batch sampler, step b of rank r is the r-th slice
+of the b-th global batch of `batch_size * num_shards` examples, so the ranks together see exactly what one
+process with the global batch would; a short last global batch is filled from the start of the order
+(accelerate's `even_batches`) so that every rank takes part in every step's gradient all-reduce.
 """
 import numpy as np
 
@@ -15,9 +20,13 @@ def has_length(dataset):
 
 
 class DataLoader:
-    def __init__(self, dataset, batch_size, collate_fn, shuffle=False, seed=0, drop_last=False):
+    def __init__(self, dataset, batch_size, collate_fn, shuffle=False, seed=0, drop_last=False, num_shards=1,
+                 shard_index=0):
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if not 0 <= shard_index < num_shards:
+            raise ValueError(f"shard_index {shard_index} is not in [0, {num_shards})")
+        self.num_shards, self.shard_index = int(num_shards), int(shard_index)
         self.dataset, self.batch_size, self.collate_fn = dataset, int(batch_size), collate_fn
         self.shuffle, self.seed, self.drop_last = shuffle, int(seed), drop_last
         self.epoch = 0
@@ -28,8 +37,8 @@ class DataLoader:
     def __len__(self):
         if not self.sized:
             raise TypeError("an iterable dataset has no length")
-        n = len(self.dataset)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        n, per_step = len(self.dataset), self.batch_size * self.num_shards
+        return n // per_step if self.drop_last else -(-n // per_step)
 
     def set_epoch(self, epoch):
         self.epoch = int(epoch)
@@ -58,10 +67,17 @@ class DataLoader:
             yield from self._iter_iterable(skip_batches)
             return
         order = self._order()
+        per_step = self.batch_size * self.num_shards
+        if self.num_shards > 1 and len(order) % per_step and len(self) * per_step > len(order):
+            order = np.resize(order, len(self) * per_step)  # even_batches: wrap around to the start
         for b in range(skip_batches, len(self)):
-            yield self.collate_fn(self._fetch(order[b * self.batch_size:(b + 1) * self.batch_size]))
+            start = b * per_step + self.shard_index * self.batch_size
+            yield self.collate_fn(self._fetch(order[start:start + self.batch_size]))
 
     def _iter_iterable(self, skip_batches):
+        if self.num_shards > 1:
+            raise NotImplementedError("data parallel training on an iterable dataset (no length) is not supported: "
+                                      "pass an indexable dataset, or shard the stream yourself per rank")
         chunk, seen = [], 0
         for example in self.dataset:
             chunk.append(example)

@@ -8,6 +8,8 @@ evaluation and checkpoint cadence, and the same `trainer_state.json`. What diffe
 - the optimizer is AdamW with torch's exact update (optimization.py), the schedules are transformers';
 - batches come from our DataLoader (numpy shuffling; data_loader.py);
 - checkpoints hold safetensors and JSON, never pickles (checkpointing.py);
+- data parallel under `mindformers-hf launch` / msrun (distributed.py): each rank trains on its slice of every
+  global batch, gradients are averaged with one AllReduce, rank 0 alone logs and writes;
 - fp16 is mixed precision with float32 master weights and dynamic loss scaling; bf16 on the CPU backend
   trains in float32 (its kernels cannot compute in bf16), with a one-time warning.
 """
@@ -39,6 +41,7 @@ from transformers.trainer_utils import (
 from .. import tensor_io
 from ..utils import device_target, logger, warn_once
 from . import checkpointing as ckpt
+from . import distributed as dist
 from .callbacks import (
     CallbackHandler,
     DefaultFlowCallback,
@@ -169,6 +172,7 @@ class Trainer:
                  callbacks=None, optimizers=(None, None), optimizer_cls_and_kwargs=None,
                  preprocess_logits_for_metrics=None, tokenizer=None):
         self.args = self._our_args(args)
+        dist.ensure_initialized()
         set_seed(self.args.seed)
         if tokenizer is not None:
             warn_once("Trainer(tokenizer=...) is the transformers 4.x name; use processing_class=")
@@ -185,6 +189,7 @@ class Trainer:
             raise ValueError("`Trainer` requires either a `model` or `model_init` argument, but not both.")
         self.model = self.model_wrapped = model
         self._check_args()
+        dist.broadcast_parameters([p for _, p in self.model.parameters_and_names()])  # every rank starts from rank 0's weights (DDP)
 
         inner = _unwrap(model)
         if hasattr(model, "accepts_loss_kwargs"):
@@ -273,9 +278,12 @@ class Trainer:
                           "(see docs/differences.md)")
 
     def _compute_dtype(self):
-        if self.args.fp16:
+        # `mindformers-hf launch --mixed_precision fp16|bf16` sets accelerate's variable, which transformers'
+        # Trainer obeys through its Accelerator even when fp16/bf16 are not set in TrainingArguments.
+        launched = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+        if self.args.fp16 or (launched == "fp16" and not self.args.bf16):
             return ms.float16
-        if self.args.bf16:
+        if self.args.bf16 or launched == "bf16":
             if device_target() == "CPU":
                 warn_once("bf16=True on the CPU backend: MindSpore's CPU kernels cannot compute in bfloat16, so "
                           "training runs in float32 (on Ascend it runs in bfloat16 with float32 master weights).")
@@ -300,10 +308,10 @@ class Trainer:
         self.callback_handler.remove_callback(callback)
 
     def is_local_process_zero(self):
-        return True
+        return self.args.local_process_index == 0
 
     def is_world_process_zero(self):
-        return True
+        return self.args.process_index == 0
 
     @property
     def tokenizer(self):
@@ -334,17 +342,18 @@ class Trainer:
             features = [{k: v for k, v in f.items() if k in self._signature_columns} for f in features]
         return self.data_collator(features)
 
-    def _loader(self, dataset, batch_size, shuffle, description):
+    def _loader(self, dataset, batch_size, shuffle, description, sharded=False):
         if dataset is None:
             raise ValueError(f"Trainer: {description} requires a {description} dataset.")
         dataset = self._remove_unused_columns(dataset, description)
         seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        shards = {"num_shards": self.args.world_size, "shard_index": self.args.process_index} if sharded else {}
         return DataLoader(dataset, batch_size, self._collate_without_unused, shuffle=shuffle, seed=seed,
-                          drop_last=self.args.dataloader_drop_last)
+                          drop_last=self.args.dataloader_drop_last, **shards)
 
     def get_train_dataloader(self):
         shuffle = self.args.train_sampling_strategy != "sequential"
-        return self._loader(self.train_dataset, self._train_batch_size, shuffle, "training")
+        return self._loader(self.train_dataset, self._train_batch_size, shuffle, "training", sharded=True)
 
     def get_eval_dataloader(self, eval_dataset=None):
         if isinstance(eval_dataset, str):
@@ -381,15 +390,21 @@ class Trainer:
             elif self._loss_shifts_labels:
                 labels = labels[..., 1:]
             total += int((labels != IGNORE_INDEX).sum())
+        if self._tokens_averaged_across_ranks():
+            total = dist.sum_scalar(total)  # every rank divides by the global count (HF's average_tokens_across_devices)
         return total
+
+    def _tokens_averaged_across_ranks(self):
+        return self.args.world_size > 1 and getattr(self.args, "average_tokens_across_devices", True) and (
+            self.model_accepts_loss_kwargs or self.compute_loss_func is not None)
 
     def _count_tokens(self, inputs):
         ids = inputs.get("input_ids")
         if ids is None:
             return 0
         if self.args.include_num_input_tokens_seen == "non_padding" and inputs.get("attention_mask") is not None:
-            return int(tensor_io.to_numpy(inputs["attention_mask"]).sum())
-        return int(np.prod(ids.shape))
+            return dist.sum_scalar(int(tensor_io.to_numpy(inputs["attention_mask"]).sum()))
+        return int(np.prod(ids.shape)) * self.args.world_size
 
     def floating_point_ops(self, inputs):
         ids = inputs.get("input_ids")
@@ -462,7 +477,7 @@ class Trainer:
                                           "supported (the Trainer keeps float32 master weights itself)")
             self._mixed = _MixedPrecision(self.model, dtype, named, self._masters)
             self._mixed.to_compute()
-        self.scaler = GradScaler() if self.args.fp16 else None
+        self.scaler = GradScaler() if dtype == ms.float16 else None
         self.create_optimizer()
         self.create_scheduler(max_steps)
         # Gradients are taken for the model parameters the optimizer updates (or whose masters it updates).
@@ -566,7 +581,8 @@ class Trainer:
                 steps_trained_in_current_epoch = (self.state.global_step % num_update_steps_per_epoch
                                                   * args.gradient_accumulation_steps)
         self.state.max_steps, self.state.num_train_epochs = max_steps, num_train_epochs
-        self.state.is_local_process_zero = self.state.is_world_process_zero = True
+        self.state.is_local_process_zero = self.is_local_process_zero()
+        self.state.is_world_process_zero = self.is_world_process_zero()
 
         self._setup_optimization(max_steps)
         if resume_from_checkpoint is not None:
@@ -662,6 +678,8 @@ class Trainer:
         loss = self.compute_loss(self.model, inputs, num_items_in_batch=num_items_in_batch)
         if not self._loss_scaled_for_ga(num_items_in_batch):
             loss = loss / self.current_gradient_accumulation_steps
+        elif num_items_in_batch is not None and self._tokens_averaged_across_ranks():
+            loss = loss * self.args.world_size  # undone by the gradient mean: the sum over ranks / global count
         if self.scaler is not None:
             loss = loss * self.scaler.scale
         return loss
@@ -694,6 +712,7 @@ class Trainer:
     def _optimizer_step(self):
         """Unscale, measure, clip, step. Returns the pre-clip global gradient norm (a float)."""
         grads, self._grad_accum = self._grad_accum, None
+        grads = dist.all_reduce_mean(grads)
         if self._mixed is not None:
             inv = 1.0 / self.scaler.scale if self.scaler is not None else 1.0
             grads = [g.astype(ms.float32) * inv if inv != 1.0 else g.astype(ms.float32) for g in grads]
@@ -733,11 +752,11 @@ class Trainer:
     def _maybe_log_save_evaluate(self, grad_norm, ignore_keys_for_eval, start_time, learning_rate=None):
         if self.control.should_log and self.state.global_step > self._globalstep_last_logged:
             steps = self.state.global_step - self._globalstep_last_logged
-            logs = {"loss": self._tr_loss / steps}
+            logs = {"loss": self._mean_over_ranks(self._tr_loss) / steps}
             if grad_norm is not None:
                 logs["grad_norm"] = grad_norm
             logs["learning_rate"] = learning_rate if learning_rate is not None else self._get_learning_rate()
-            self._total_loss_scalar += self._tr_loss
+            self._total_loss_scalar += logs["loss"] * steps
             self._tr_loss = 0.0
             self._globalstep_last_logged = self.state.global_step
             now = time.time()
@@ -789,8 +808,11 @@ class Trainer:
             return True
         return False
 
+    def _mean_over_ranks(self, value):
+        return dist.sum_scalar(value) / self.args.world_size if self.args.world_size > 1 else value
+
     def _finalize_training(self, num_train_samples, start_time):
-        self._total_loss_scalar += self._tr_loss
+        self._total_loss_scalar += self._mean_over_ranks(self._tr_loss)
         steps = self.state.global_step - self._initial_global_step
         train_loss = self._total_loss_scalar / max(steps, 0.001)
         metrics = speed_metrics("train", start_time, num_samples=num_train_samples * steps / max(self.state.max_steps, 1),
@@ -921,14 +943,17 @@ class Trainer:
     # ------------------------------------------------------------------ saving and resuming
     def save_model(self, output_dir=None, _internal_call=False):
         output_dir = output_dir if output_dir is not None else self.args.output_dir
-        if self._mixed is not None:  # save float32 weights, as transformers does under AMP
-            self._mixed.full_precision()
-            try:
+        if self.args.should_save:  # data parallel: rank 0 writes, the other ranks hold the same weights
+            if self._mixed is not None:  # save float32 weights, as transformers does under AMP
+                self._mixed.full_precision()
+                try:
+                    self._save(output_dir)
+                finally:
+                    self._mixed.to_compute()
+            else:
                 self._save(output_dir)
-            finally:
-                self._mixed.to_compute()
-        else:
-            self._save(output_dir)
+        if not _internal_call:
+            dist.barrier()
 
     def _save(self, output_dir):
         os.makedirs(output_dir, exist_ok=True)
@@ -946,26 +971,29 @@ class Trainer:
             best_dir = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.best_global_step}")
             if self.state.best_global_step == self.state.global_step or os.path.exists(best_dir):
                 self.state.best_model_checkpoint = best_dir
-        with ckpt.atomic_folder(output_dir) as tmp:
-            self.save_model(tmp, _internal_call=True)
-            if not self.args.save_only_model:
-                ckpt.save_optimizer(self.optimizer, tmp)
-                ckpt.write_json(os.path.join(tmp, ckpt.SCHEDULER_NAME), self.lr_scheduler.state_dict())
-                if self.scaler is not None:
-                    ckpt.write_json(os.path.join(tmp, ckpt.SCALER_NAME), self.scaler.state_dict())
-                ckpt.write_json(os.path.join(tmp, ckpt.RNG_STATE_NAME), ckpt.rng_state())
-            for cb in [cb for cb in self.callback_handler.callbacks + [self.control] if isinstance(cb, ExportableState)]:
-                name = type(cb).__name__
-                if isinstance(self.state.stateful_callbacks.get(name), list):
-                    self.state.stateful_callbacks[name].append(cb.state())
-                else:
-                    self.state.stateful_callbacks[name] = cb.state()
-            ckpt.save_trainer_state(self.state, os.path.join(tmp, ckpt.TRAINER_STATE_NAME))
-        rotate_checkpoints(output_dir=run_dir, save_total_limit=self.args.save_total_limit,
-                           best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=False)
+        if self.args.should_save:  # rank 0 writes; the others wait so that no rank runs ahead of the files
+            with ckpt.atomic_folder(output_dir) as tmp:
+                self.save_model(tmp, _internal_call=True)
+                if not self.args.save_only_model:
+                    ckpt.save_optimizer(self.optimizer, tmp)
+                    ckpt.write_json(os.path.join(tmp, ckpt.SCHEDULER_NAME), self.lr_scheduler.state_dict())
+                    if self.scaler is not None:
+                        ckpt.write_json(os.path.join(tmp, ckpt.SCALER_NAME), self.scaler.state_dict())
+                    ckpt.write_json(os.path.join(tmp, ckpt.RNG_STATE_NAME), ckpt.rng_state())
+                for cb in [cb for cb in self.callback_handler.callbacks + [self.control] if isinstance(cb, ExportableState)]:
+                    name = type(cb).__name__
+                    if isinstance(self.state.stateful_callbacks.get(name), list):
+                        self.state.stateful_callbacks[name].append(cb.state())
+                    else:
+                        self.state.stateful_callbacks[name] = cb.state()
+                ckpt.save_trainer_state(self.state, os.path.join(tmp, ckpt.TRAINER_STATE_NAME))
+            rotate_checkpoints(output_dir=run_dir, save_total_limit=self.args.save_total_limit,
+                               best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=False)
+        dist.barrier()
 
     def save_state(self):
-        ckpt.save_trainer_state(self.state, os.path.join(self.args.output_dir, ckpt.TRAINER_STATE_NAME))
+        if self.args.should_save:
+            ckpt.save_trainer_state(self.state, os.path.join(self.args.output_dir, ckpt.TRAINER_STATE_NAME))
 
     def _load_from_checkpoint(self, checkpoint):
         """Model weights from a checkpoint folder: the full model, or a PEFT model's adapter."""

@@ -65,18 +65,28 @@ class TrainingArguments(transformers.TrainingArguments):
     def n_gpu(self):
         return 0 if self.device == "cpu" else 1
 
+    # The process layout comes from msrun's environment (trainer/distributed.py): `mindformers-hf launch
+    # --num_processes N` makes N data-parallel ranks, as `accelerate launch` does for transformers.
     @property
     def parallel_mode(self):
-        return ParallelMode.NOT_PARALLEL
+        from .distributed import world_size
+
+        return ParallelMode.DISTRIBUTED if world_size() > 1 else ParallelMode.NOT_PARALLEL
 
     @property
     def world_size(self):
-        return 1
+        from .distributed import world_size
+
+        return world_size()
 
     @property
     def process_index(self):
-        return 0
+        from .distributed import rank
+
+        return rank()
 
     @property
     def local_process_index(self):
-        return 0
+        from .distributed import local_rank
+
+        return local_rank()

@@ -1,0 +1,290 @@
+"""`mindformers-hf launch | config | env`: accelerate's command line on top of MindSpore's own `msrun`.
+
+`launch` takes `accelerate launch`'s flags and config file (`accelerate config`'s YAML) and runs the script
+with `msrun`, MindSpore's distributed launcher: one worker process per rank, the scheduler on the main
+machine, the collectives MindSpore's (mccl on CPU, HCCL on Ascend). Multi-node jobs run the same command on
+every machine with its own --machine_rank, as with accelerate. One process on one machine runs the script
+directly (as `accelerate launch` does), without msrun.
+"""
+import argparse
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+
+from ..utils import warn_once
+
+# accelerate's default config location: $HF_HOME/accelerate, else $XDG_CACHE_HOME/huggingface/accelerate
+_HF_HOME = os.environ.get("HF_HOME") or os.path.join(
+    os.environ.get("XDG_CACHE_HOME", os.path.join(os.path.expanduser("~"), ".cache")), "huggingface")
+DEFAULT_CONFIG_FILE = os.path.join(_HF_HOME, "accelerate", "default_config.yaml")
+DEFAULT_PORT = 29500  # accelerate's (torchrun's) default main_process_port
+
+# The accelerate launch options that map onto msrun; the rest are accepted where harmless and refused where
+# they ask for an engine we do not have.
+_LAUNCH_KEYS = ("num_processes", "num_machines", "machine_rank", "main_process_ip", "main_process_port",
+                "mixed_precision", "num_cpu_threads_per_process")
+_REFUSED_FLAGS = {"use_deepspeed": "DeepSpeed", "use_fsdp": "FSDP", "use_megatron_lm": "Megatron-LM",
+                  "tpu": "TPU launching", "use_parallelism_config": "accelerate's ParallelismConfig",
+                  "module": "launching a module (-m)", "no_python": "--no_python"}
+_REFUSED_DISTRIBUTED_TYPES = {"DEEPSPEED": "DeepSpeed", "FSDP": "FSDP", "MEGATRON_LM": "Megatron-LM",
+                              "XLA": "TPU (XLA)", "TPU": "TPU (XLA)"}
+
+
+class LaunchError(SystemExit):
+    def __init__(self, message):
+        super().__init__(f"mindformers-hf launch: error: {message}")
+
+
+def _flag(parser, name, **kwargs):
+    """accelerate spells its flags with underscores and also takes dashes: --num_processes / --num-processes."""
+    names = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
+    parser.add_argument(*names, dest=name, **kwargs)
+
+
+def add_launch_parser(sub):
+    p = sub.add_parser("launch", help="run a script on N processes (accelerate launch's flags) through msrun")
+    _flag(p, "config_file", default=None, help="accelerate config YAML (default: accelerate's default_config.yaml "
+                                                 "when it exists)")
+    _flag(p, "num_processes", type=int, default=None, help="total number of processes over all machines")
+    _flag(p, "num_machines", type=int, default=None, help="number of machines")
+    _flag(p, "machine_rank", type=int, default=None, help="rank of this machine (0 runs the scheduler)")
+    _flag(p, "main_process_ip", default=None, help="address of the machine of rank 0")
+    _flag(p, "main_process_port", type=int, default=None, help=f"port of the scheduler (default {DEFAULT_PORT})")
+    _flag(p, "mixed_precision", choices=["no", "fp16", "bf16", "fp8"], default=None,
+          help="sets ACCELERATE_MIXED_PRECISION, which our Trainer obeys as transformers' does")
+    _flag(p, "cpu", action="store_true", default=False, help="run on the CPU backend")
+    _flag(p, "num_cpu_threads_per_process", type=int, default=None, help="OMP_NUM_THREADS of each worker")
+    _flag(p, "log_dir", default=None, help="where msrun writes scheduler.log and worker_<rank>.log "
+                                           "(default ./msrun_log)")
+    _flag(p, "quiet", action="store_true", default=False, help="less launcher output")
+    p.add_argument("-q", dest="quiet", action="store_true")
+    _flag(p, "multi_gpu", action="store_true", default=False, help="accepted: more than one process is data parallel")
+    _flag(p, "gpu_ids", default=None, help="accepted and ignored (msrun places workers by DEVICE_ID)")
+    _flag(p, "same_network", action="store_true", default=False, help="accepted and ignored")
+    _flag(p, "dynamo_backend", default=None, help="only 'no' is supported")
+    for name in _REFUSED_FLAGS:
+        if name != "module":
+            _flag(p, name, action="store_true", default=False, help=argparse.SUPPRESS)
+    p.add_argument("-m", "--module", dest="module", action="store_true", default=False, help=argparse.SUPPRESS)
+    p.add_argument("training_script", help="the script to run on every process")
+    p.add_argument("training_script_args", nargs=argparse.REMAINDER, help="its arguments")
+    p.set_defaults(func=launch_command)
+    return p
+
+
+def add_config_parser(sub):
+    p = sub.add_parser("config", help="write accelerate's config YAML (`config default`)")
+    csub = p.add_subparsers(dest="config_command")
+    d = csub.add_parser("default", help="write a basic config for this machine")
+    _flag(d, "config_file", default=DEFAULT_CONFIG_FILE, help="where to write it")
+    _flag(d, "mixed_precision", choices=["no", "fp16", "bf16"], default="no")
+    p.set_defaults(func=config_command)
+    return p
+
+
+def add_env_parser(sub):
+    p = sub.add_parser("env", help="print versions and the launch configuration, as `accelerate env`")
+    _flag(p, "config_file", default=None)
+    p.set_defaults(func=env_command)
+    return p
+
+
+# ---------------------------------------------------------------------------------------------- config
+def read_config(path):
+    """accelerate's config file (YAML or JSON) as a dict; {} when there is none."""
+    if path is None:
+        path = DEFAULT_CONFIG_FILE if os.path.isfile(DEFAULT_CONFIG_FILE) else None
+        if path is None:
+            return {}
+    if not os.path.isfile(path):
+        raise LaunchError(f"config file {path} does not exist (write one with `mindformers-hf config default "
+                          f"--config_file {path}`)")
+    import yaml
+
+    with open(path, encoding="utf-8") as f:
+        data = yaml.safe_load(f) or {}  # JSON is YAML too: accelerate writes either
+    if not isinstance(data, dict):
+        raise LaunchError(f"config file {path} does not hold a mapping of accelerate's keys")
+    return data
+
+
+def basic_config(mixed_precision="no"):
+    """What `accelerate config default` writes for this machine: one process (on a CPU) or one per NPU."""
+    from ..utils import device_target
+
+    on_cpu = device_target() == "CPU"
+    return {"compute_environment": "LOCAL_MACHINE", "debug": False, "distributed_type": "NO",
+            "downcast_bf16": False, "enable_cpu_affinity": False, "machine_rank": 0,
+            "main_training_function": "main", "mixed_precision": mixed_precision, "num_machines": 1,
+            "num_processes": 1, "rdzv_backend": "static", "same_network": False,
+            "tpu_use_cluster": False, "tpu_use_sudo": False, "use_cpu": on_cpu}
+
+
+def config_command(args):
+    if args.config_command != "default":
+        raise SystemExit("mindformers-hf config: only `mindformers-hf config default [--config_file F]` is "
+                         "supported (the interactive questionnaire is not); edit the YAML it writes")
+    path = args.config_file
+    if os.path.exists(path):
+        print(f"Configuration already exists at {path}, will not override. Edit it or pass another --config_file.")
+        return 1
+    import yaml
+
+    from ..safetensors_io import atomic_write_text
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    atomic_write_text(path, yaml.safe_dump(basic_config(args.mixed_precision), sort_keys=True))
+    print(f"accelerate configuration saved at {path}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- launch
+def resolve_launch(args):
+    """accelerate's precedence: command-line flag, else the config file, else the default."""
+    config = read_config(args.config_file)
+    distributed_type = str(config.get("distributed_type", "NO")).upper()
+    if distributed_type in _REFUSED_DISTRIBUTED_TYPES:
+        raise LaunchError(f"{_REFUSED_DISTRIBUTED_TYPES[distributed_type]} (distributed_type: {distributed_type} in "
+                          "the config file) is not supported: msrun runs data- and tensor-parallel jobs only")
+    for name, feature in _REFUSED_FLAGS.items():
+        if getattr(args, name, False):
+            raise LaunchError(f"{feature} is not supported by mindformers-hf launch (it runs scripts through msrun)")
+    if args.dynamo_backend not in (None, "no", "NO"):
+        raise LaunchError(f"--dynamo_backend {args.dynamo_backend} (torch.compile) is not supported; use "
+                          "TrainingArguments(torch_compile=True), which compiles with MindSpore's jit")
+    for name in ("gpu_ids", "same_network"):
+        if getattr(args, name):
+            warn_once(f"mindformers-hf launch: --{name} is accepted for compatibility and ignored")
+    resolved = {}
+    defaults = {"num_processes": 1, "num_machines": 1, "machine_rank": 0, "main_process_ip": "127.0.0.1",
+                "main_process_port": DEFAULT_PORT, "mixed_precision": "no", "num_cpu_threads_per_process": None}
+    for key in _LAUNCH_KEYS:
+        value = getattr(args, key)
+        if value is None:
+            value = config.get(key)
+        if value is None or (key == "num_processes" and value == -1):
+            value = defaults[key]
+        resolved[key] = value
+    resolved["cpu"] = bool(args.cpu or config.get("use_cpu", False))
+    n, machines = int(resolved["num_processes"]), int(resolved["num_machines"])
+    if n < 1 or machines < 1 or n % machines:
+        raise LaunchError(f"num_processes ({n}) must be a positive multiple of num_machines ({machines}): "
+                          "every machine runs num_processes / num_machines workers")
+    if not 0 <= int(resolved["machine_rank"]) < machines:
+        raise LaunchError(f"machine_rank {resolved['machine_rank']} is not in [0, {machines})")
+    return resolved
+
+
+def port_in_use(port, host=""):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def worker_env(resolved):
+    env = dict(os.environ)
+    # msrun starts workers with `python` from PATH: make that this interpreter
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    env["ACCELERATE_MIXED_PRECISION"] = str(resolved["mixed_precision"])
+    if resolved["cpu"]:
+        env["MINDFORMERS_HF_DEVICE"] = "CPU"
+    if resolved["num_cpu_threads_per_process"]:
+        env["OMP_NUM_THREADS"] = str(resolved["num_cpu_threads_per_process"])
+    env.setdefault("GLOG_v", "2")  # MindSpore's INFO lines from every worker would drown the script's output
+    return env
+
+
+def msrun_command(resolved, log_dir, script, script_args):
+    n, machines = int(resolved["num_processes"]), int(resolved["num_machines"])
+    msrun = shutil.which("msrun")
+    head = [msrun] if msrun else [sys.executable, "-m", "mindspore.parallel.cluster.run"]
+    return head + [f"--worker_num={n}", f"--local_worker_num={n // machines}",
+                   f"--master_addr={resolved['main_process_ip']}", f"--master_port={resolved['main_process_port']}",
+                   f"--node_rank={resolved['machine_rank']}", f"--log_dir={log_dir}", "--join=True",
+                   script] + list(script_args)
+
+
+def failed_workers(log_dir):
+    """(log file, last lines) of each worker whose log shows a Python traceback or an error exit."""
+    found = []
+    if not os.path.isdir(log_dir):
+        return found
+    for name in sorted(os.listdir(log_dir)):
+        if not name.startswith("worker") or not name.endswith(".log"):
+            continue
+        path = os.path.join(log_dir, name)
+        with open(path, encoding="utf-8", errors="replace") as f:
+            lines = [line.rstrip("\n") for line in f if not line.startswith("[INFO]")]
+        if any(line.startswith("Traceback") or "Error" in line.split(":")[0] for line in lines):
+            found.append((path, lines[-12:]))
+    return found
+
+
+def launch_command(args):
+    resolved = resolve_launch(args)
+    script = args.training_script
+    if not os.path.isfile(script):
+        raise LaunchError(f"training script {script} does not exist")
+    env = worker_env(resolved)
+    n, machines = int(resolved["num_processes"]), int(resolved["num_machines"])
+    if n == 1 and machines == 1:  # as accelerate: one process needs no launcher
+        return subprocess.call([sys.executable, script] + list(args.training_script_args), env=env)
+    port = int(resolved["main_process_port"])
+    if int(resolved["machine_rank"]) == 0 and port_in_use(port):
+        raise LaunchError(f"main_process_port {port} is already in use on this machine (another job?); pass a "
+                          "free one with --main_process_port")
+    log_dir = os.path.abspath(args.log_dir or os.path.join(os.getcwd(), "msrun_log"))
+    command = msrun_command(resolved, log_dir, script, args.training_script_args)
+    if not args.quiet:
+        print(f"mindformers-hf launch: {n} processes on {machines} machine(s) through msrun; worker logs in "
+              f"{log_dir}", file=sys.stderr)
+    code = subprocess.call(command, env=env)
+    if code != 0:
+        failed = failed_workers(log_dir)
+        lines = [f"mindformers-hf launch: the job failed (msrun exit code {code}); msrun stopped the other workers."]
+        for path, tail in failed:
+            lines.append(f"--- {path} (last lines):")
+            lines.extend("    " + line for line in tail)
+        if not failed:
+            lines.append(f"See the logs in {log_dir} (scheduler.log, worker_<rank>.log).")
+        print("\n".join(lines), file=sys.stderr)
+    return code
+
+
+# ---------------------------------------------------------------------------------------------- env
+def env_command(args):
+    import numpy
+    import transformers
+
+    import mindspore
+
+    from .. import __version__
+    from ..utils import device_target
+
+    info = {
+        "mindformers_hf version": __version__,
+        "Platform": platform.platform(),
+        "Python version": platform.python_version(),
+        "MindSpore version": mindspore.__version__,
+        "MindSpore device target": device_target(),
+        "transformers version": transformers.__version__,
+        "Numpy version": numpy.__version__,
+        "msrun": shutil.which("msrun") or "not on PATH",
+        "CPU count": os.cpu_count(),
+    }
+    print("\nCopy-and-paste the text below in your GitHub issue\n")
+    print("\n".join(f"- `{k}`: {v}" for k, v in info.items()))
+    config = read_config(args.config_file)
+    if config:
+        print("- `Accelerate` config passed:")
+        print("\n".join(f"\t- {k}: {v}" for k, v in config.items()))
+    else:
+        print("- `Accelerate` default config:\n\tNot found")
+    return 0

@@ -1,0 +1,38 @@
+"""An HF-style fine-tuning script with only the import line changed; the data-parallel tests run it under
+`mindformers-hf launch --num_processes 2` and in one process, then compare.
+
+argv: model_dir output_dir per_device_train_batch_size
+"""
+import sys
+
+import numpy as np
+
+from mindformers_hf import AutoModelForCausalLM, Trainer, TrainingArguments
+
+model_dir, output_dir, batch_size = sys.argv[1], sys.argv[2], int(sys.argv[3])
+
+rng = np.random.default_rng(0)
+# uneven lengths: after padding, the ranks hold different numbers of label tokens in every step
+train = [{"input_ids": rng.integers(3, 128, size=int(n)).tolist()} for n in rng.integers(4, 17, size=12)]
+
+
+def collate(features):
+    width = max(len(f["input_ids"]) for f in features)
+    ids = np.zeros((len(features), width), np.int64)
+    mask = np.zeros((len(features), width), np.int64)
+    for i, f in enumerate(features):
+        ids[i, :len(f["input_ids"])] = f["input_ids"]
+        mask[i, :len(f["input_ids"])] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": np.where(mask == 1, ids, -100)}
+
+
+model = AutoModelForCausalLM.from_pretrained(model_dir)
+args = TrainingArguments(output_dir, per_device_train_batch_size=batch_size, max_steps=3, learning_rate=1e-3,
+                         logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True, seed=7,
+                         adam_epsilon=1e-6)
+trainer = Trainer(model=model, args=args, train_dataset=train, data_collator=collate)
+trainer.train()
+trainer.save_model()
+digest = sum(float(np.abs(p.asnumpy().astype(np.float64)).sum()) for _, p in model.parameters_and_names())
+print(f"SHOULD_SAVE rank={args.process_index} value={args.should_save}", flush=True)
+print(f"WEIGHTS_DIGEST rank={args.process_index} world={args.world_size} value={digest!r}", flush=True)

@@ -1,0 +1,88 @@
+"""Data parallel through `mindformers-hf launch`: 2 processes on a global batch train exactly as one process
+on the same global batch (HF's average_tokens_across_devices normalisation), and only rank 0 writes."""
+import glob
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from mindformers_hf.safetensors_io import SafetensorsFile
+
+from ..conftest import make_hf_checkpoint
+
+SCRIPT = os.path.join(os.path.dirname(__file__), "dp_train_script.py")
+pytestmark = pytest.mark.skipif(shutil.which("msrun") is None, reason="msrun (MindSpore's launcher) is not on PATH")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
+def _env():
+    src = os.path.join(os.path.dirname(__file__), "..", "..", "src")
+    return {**os.environ, "PYTHONPATH": os.path.abspath(src) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def _weights(folder):
+    reader = SafetensorsFile(os.path.join(folder, "model.safetensors"))
+    return {k: np.array(reader.get(k)) for k in reader.keys()}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dp")
+    model_dir = make_hf_checkpoint(str(root / "tiny"))
+    single = subprocess.run([sys.executable, SCRIPT, model_dir, str(root / "single"), "4"], env=_env(),
+                            capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr[-3000:]
+    logs = root / "logs"
+    launched = subprocess.run(
+        [sys.executable, "-m", "mindformers_hf.commands.cli", "launch", "--num_processes", "2",
+         "--main_process_port", str(free_port()), "--log_dir", str(logs), SCRIPT, model_dir, str(root / "dp"), "2"],
+        env=_env(), capture_output=True, text=True, timeout=600)
+    worker_logs = {int(re.search(r"(\d+)\.log$", p).group(1)): open(p).read()
+                   for p in glob.glob(str(logs / "worker_*.log"))}
+    assert launched.returncode == 0, launched.stderr[-3000:] + "\n".join(worker_logs.values())[-3000:]
+    return root, single, worker_logs
+
+
+def test_dp2_equals_one_process_on_the_global_batch(runs):
+    root, _, _ = runs
+    ours, reference = _weights(root / "dp"), _weights(root / "single")
+    assert ours.keys() == reference.keys()
+    for key in reference:
+        rel = np.abs(ours[key] - reference[key]).max() / max(np.abs(reference[key]).max(), 1e-12)
+        assert rel <= 1e-5, (key, rel)
+    # the weights moved: equality is not "nothing happened"
+    start = _weights(root / "tiny")
+    assert max(np.abs(reference[k] - start[k]).max() for k in start) > 1e-3
+
+
+def test_both_ranks_end_with_the_same_weights_and_only_rank0_logs(runs):
+    _, single, worker_logs = runs
+    assert sorted(worker_logs) == [0, 1]
+    digests = {}
+    for rank, text in worker_logs.items():
+        match = re.search(r"WEIGHTS_DIGEST rank=(\d) world=2 value=(\S+)", text)
+        assert match, text[-2000:]
+        digests[int(match.group(1))] = float(match.group(2))
+    assert digests[0] == digests[1]
+    assert "'loss'" in worker_logs[0] and "'loss'" not in worker_logs[1]
+    # the logged (rank-averaged) losses equal the single process's
+    single_losses = [float(m) for m in re.findall(r"'loss': '?([0-9.]+)", single.stdout)]
+    dp_losses = [float(m) for m in re.findall(r"'loss': '?([0-9.]+)", worker_logs[0])]
+    assert len(single_losses) == 3
+    np.testing.assert_allclose(dp_losses, single_losses, rtol=1e-4)
+
+
+def test_only_rank0_writes(runs):
+    _, _, worker_logs = runs
+    assert "SHOULD_SAVE rank=0 value=True" in worker_logs[0]
+    assert "SHOULD_SAVE rank=1 value=False" in worker_logs[1]
