@@ -257,8 +257,9 @@ class Trainer:
             "train_sampling_strategy": args.train_sampling_strategy not in ("random", "sequential")
             and args.train_sampling_strategy,
             "label_smoothing_factor": args.label_smoothing_factor, "neftune_noise_alpha": args.neftune_noise_alpha,
-            "auto_find_batch_size": args.auto_find_batch_size, "push_to_hub": args.push_to_hub,
-            "batch_eval_metrics": args.batch_eval_metrics,
+            "auto_find_batch_size": args.auto_find_batch_size, "batch_eval_metrics": args.batch_eval_metrics,
+            "hub_strategy": args.push_to_hub and getattr(args.hub_strategy, "value", args.hub_strategy)
+            not in ("every_save", "end") and args.hub_strategy,
         }
         for name, value in unsupported.items():
             if value:
@@ -989,7 +990,44 @@ class Trainer:
                 ckpt.save_trainer_state(self.state, os.path.join(tmp, ckpt.TRAINER_STATE_NAME))
             rotate_checkpoints(output_dir=run_dir, save_total_limit=self.args.save_total_limit,
                                best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=False)
+            if self.args.push_to_hub and getattr(self.args.hub_strategy, "value", self.args.hub_strategy) == "every_save":
+                self._push_from_checkpoint(output_dir)
         dist.barrier()
+
+    # ------------------------------------------------------------------ hub
+    def _hub_repo_id(self):
+        return self.args.hub_model_id or os.path.basename(os.path.abspath(self.args.output_dir))
+
+    def _push_folder(self, folder, commit_message, ignore_patterns=None, revision=None, token=None):
+        from ..hub import push_folder_to_hub
+
+        return push_folder_to_hub(folder, self._hub_repo_id(), commit_message=commit_message,
+                                  token=token or self.args.hub_token, private=self.args.hub_private_repo,
+                                  revision=revision or self.args.hub_revision, ignore_patterns=ignore_patterns)
+
+    def _push_from_checkpoint(self, checkpoint_dir):
+        """push_to_hub=True, hub_strategy "every_save": each checkpoint's model files (not its optimizer,
+        schedule or RNG state) become the repo's head, as transformers pushes them (synchronously here)."""
+        state_files = [ckpt.OPTIMIZER_NAME, ckpt.OPTIMIZER_META_NAME, ckpt.SCHEDULER_NAME, ckpt.SCALER_NAME,
+                       ckpt.RNG_STATE_NAME, ckpt.TRAINER_STATE_NAME]
+        self._push_folder(checkpoint_dir, f"Training in progress, step {self.state.global_step}",
+                          ignore_patterns=state_files)
+
+    def push_to_hub(self, commit_message="End of training", blocking=True, token=None, revision=None, **kwargs):
+        """transformers' Trainer.push_to_hub: save the model into output_dir and commit that folder (without
+        its checkpoint-* subfolders) to `hub_model_id` (default: the output_dir's name). Rank 0 pushes."""
+        for key in kwargs:
+            warn_once(f"Trainer.push_to_hub: keyword {key!r} is accepted for compatibility and ignored")
+        if not blocking:
+            warn_once("Trainer.push_to_hub(blocking=False): the push runs synchronously here")
+        self.save_model(_internal_call=True)
+        info = None
+        if self.args.should_save:
+            info = self._push_folder(self.args.output_dir, commit_message, token=token, revision=revision,
+                                     ignore_patterns=[f"{PREFIX_CHECKPOINT_DIR}-*", f"{PREFIX_CHECKPOINT_DIR}-*/*",
+                                                      "runs/*"])
+        dist.barrier()
+        return info
 
     def save_state(self):
         if self.args.should_save:
