@@ -7,6 +7,9 @@
 // ([kBlockQ x kBlockK] per thread). (m and the sum are kept apart rather than as one log-sum-exp: for a
 // fully masked row m is about -1e9, where float32 cannot hold m + log(sum).)
 //
+// The *_bshd kernels keep o (and, backward, do) as [B, S, H, Dv] instead: the layout the model's o_proj reads,
+// so the head swap after attention is free (MindSpore copies a swapped view element by element, slowly).
+//
 // Keys whose mask value is below kSkip contribute exp(-1e4) == 0 to a float32 softmax, so each query row
 // only visits keys between its first and last allowed key (the causal and left-padding cut). A row with no
 // allowed key at all visits every key, which reproduces the reference's (uniform) result for it.
@@ -65,6 +68,11 @@ void key_ranges(const float *mask, const Shapes &s, int64_t b, int64_t *lo, int6
   }
 }
 
+// Offset of output row (batch b, head h, position i) in o / do: [B, H, S, Dv], or [B, S, H, Dv] when bshd.
+inline int64_t out_row(bool bshd, const Shapes &s, int64_t b, int64_t h, int64_t i) {
+  return (bshd ? (b * s.q_len + i) * s.heads + h : (b * s.heads + h) * s.q_len + i) * s.v_dim;
+}
+
 inline float mask_at(const float *mask, const Shapes &s, int64_t b, int64_t i, int64_t j) {
   return s.has_mask ? mask[((s.mask_batch == 1 ? 0 : b) * s.q_len + i) * s.kv_len + j] : 0.f;
 }
@@ -113,8 +121,10 @@ inline void transpose_block(const float *src, int64_t n, int64_t D, float *dst) 
 
 }  // namespace
 
+namespace {
+
 // inputs: q, k, v, mask, scale; outputs: o, stats
-MFH_KERNEL attention_fwd(MFH_ARGS) {
+int attention_forward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, bool bshd) {
   Shapes s;
   if (nparam != 7 || !mfh::all_float32(7, dtypes) || !read_shapes(ndims, shapes, &s)) return 1;
   const float *q = static_cast<float *>(params[0]), *k = static_cast<float *>(params[1]);
@@ -200,7 +210,7 @@ MFH_KERNEL attention_fwd(MFH_ARGS) {
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t g = r / n_pos, i = i0 + r % n_pos;
       const int64_t row = (b * s.heads + kvh * G + g) * S + i;
-      float *orow = o + row * Dv;
+      float *orow = o + out_row(bshd, s, b, kvh * G + g, i);
       const float inv = l[r] > 0.f ? 1.f / l[r] : 0.f;
       const float *ar = acc.data() + r * Dv;
 #pragma omp simd
@@ -212,10 +222,17 @@ MFH_KERNEL attention_fwd(MFH_ARGS) {
   return 0;
 }
 
+}  // namespace
+
+MFH_KERNEL attention_fwd(MFH_ARGS) { return attention_forward(nparam, params, ndims, shapes, dtypes, false); }
+MFH_KERNEL attention_fwd_bshd(MFH_ARGS) { return attention_forward(nparam, params, ndims, shapes, dtypes, true); }
+
+namespace {
+
 // inputs: q, k, v, mask, scale, o, stats, do; outputs: dq, dk, dv
 // With p = exp(score - m) / sum rebuilt per key block and delta_i = do_i . o_i:
 //   dv_j += p_ij do_i,  ds_ij = p_ij (do_i . v_j - delta_i),  dq_i += scale ds_ij k_j,  dk_j += scale ds_ij q_i
-MFH_KERNEL attention_bwd(MFH_ARGS) {
+int attention_backward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, bool bshd) {
   Shapes s;
   if (nparam != 11 || !mfh::all_float32(11, dtypes) || !read_shapes(ndims, shapes, &s)) return 1;
   const float *q = static_cast<float *>(params[0]), *k = static_cast<float *>(params[1]);
@@ -230,7 +247,10 @@ MFH_KERNEL attention_bwd(MFH_ARGS) {
   std::vector<int64_t> lo(s.batch * S), hi(s.batch * S);
   for (int64_t b = 0; b < s.batch; ++b) key_ranges(mask, s, b, lo.data() + b * S, hi.data() + b * S);
   std::vector<float> delta(s.batch * s.heads * S);
-  for (int64_t r = 0; r < s.batch * s.heads * S; ++r) delta[r] = mfh::dot(dout + r * Dv, o + r * Dv, Dv);
+  for (int64_t r = 0; r < s.batch * s.heads * S; ++r) {
+    const int64_t off = out_row(bshd, s, r / (s.heads * S), r / S % s.heads, r % S);
+    delta[r] = mfh::dot(dout + off, o + off, Dv);
+  }
 
   // One task = a block of keys of one (batch, kv head): it owns those dk/dv rows. dq rows are shared
   // between key blocks, so each thread sums into its own dq copy and the copies are added at the end.
@@ -262,7 +282,7 @@ MFH_KERNEL attention_bwd(MFH_ARGS) {
         const int64_t jb = std::max(j0, lo[b * S + i]), je = std::min(j0 + nk, hi[b * S + i]);
         if (jb >= je) continue;
         const int64_t row = bh * S + i, n = je - jb, off = jb - j0;
-        const float *qr = q + row * D, *dor = dout + row * Dv;
+        const float *qr = q + row * D, *dor = dout + out_row(bshd, s, b, kvh * G + g, i);
         const float row_max = stats[row * 2], row_inv_sum = 1.f / stats[row * 2 + 1], row_delta = delta[row];
         row_times_block(qr, kt.data(), D, scores);
         row_times_block(dor, vt.data(), Dv, dp);
@@ -287,3 +307,8 @@ MFH_KERNEL attention_bwd(MFH_ARGS) {
   }
   return 0;
 }
+
+}  // namespace
+
+MFH_KERNEL attention_bwd(MFH_ARGS) { return attention_backward(nparam, params, ndims, shapes, dtypes, false); }
+MFH_KERNEL attention_bwd_bshd(MFH_ARGS) { return attention_backward(nparam, params, ndims, shapes, dtypes, true); }
