@@ -175,6 +175,10 @@ ATTENTION_CASES = {
     "kv_cache_chunk": (1, 4, 2, 5, 6, 16, (0,)),
     "long_prompt": (1, 4, 2, 150, 0, 32, (0,)),
     "value_dim_differs": (2, 4, 2, 70, 0, (24, 72), (0, 5)),  # DeepSeek's latent attention: qk 192, v 128
+    # the kernel's register-tiled prefill path: long rows with padding (fully masked rows), row counts that are
+    # not multiples of its 6-row tiles, a last query block of 5 rows (the per-row path)
+    "long_gqa_padding": (2, 6, 2, 530, 0, 64, (0, 37)),
+    "mha_odd_length": (1, 5, 5, 37, 0, 24, (0,)),
 }
 
 

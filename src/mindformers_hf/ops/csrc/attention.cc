@@ -14,6 +14,7 @@
 // only visits keys between its first and last allowed key (the causal and left-padding cut). A row with no
 // allowed key at all visits every key, which reproduces the reference's (uniform) result for it.
 #include <algorithm>
+#include <type_traits>
 
 #include "common.h"
 
@@ -119,6 +120,77 @@ inline void transpose_block(const float *src, int64_t n, int64_t D, float *dst) 
   }
 }
 
+// Register-blocked tiles for prefill (many rows per key block): R rows x 16 columns of accumulators
+// (R <= 6: 12 of the 16 AVX registers), so each vector loaded from the key or value block serves R rows
+// instead of one -- the per-row loops above are bound by those loads.
+constexpr int kTileRows = 6;
+
+// out[r, 0:kBlockK] = q_r . kt[:, 0:kBlockK] for the R query rows qrows[0:R]; kt is a transposed key block.
+template <int R>
+void qk_tile(const float *const *qrows, const float *kt, int64_t D, float *out) {
+  for (int64_t c0 = 0; c0 < kBlockK; c0 += 16) {
+    v8 acc[R][2] = {};
+    for (int64_t d = 0; d < D; ++d) {
+      const v8 k0 = *reinterpret_cast<const v8u *>(kt + d * kBlockK + c0);
+      const v8 k1 = *reinterpret_cast<const v8u *>(kt + d * kBlockK + c0 + 8);
+      for (int r = 0; r < R; ++r) {
+        const float x = qrows[r][d];
+        acc[r][0] += x * k0;
+        acc[r][1] += x * k1;
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      *reinterpret_cast<v8u *>(out + r * kBlockK + c0) = acc[r][0];
+      *reinterpret_cast<v8u *>(out + r * kBlockK + c0 + 8) = acc[r][1];
+    }
+  }
+}
+
+// acc[r, 0:Dv] += sum_{j in [j_lo, j_hi)} p[r, j] v[j, 0:Dv] for R rows (p rows kBlockK apart, acc rows Dv apart).
+template <int R>
+void pv_tile(const float *p, int64_t j_lo, int64_t j_hi, const float *v, int64_t Dv, float *acc) {
+  int64_t c0 = 0;
+  for (; c0 + 16 <= Dv; c0 += 16) {
+    v8 o[R][2];
+    for (int r = 0; r < R; ++r) {
+      o[r][0] = *reinterpret_cast<const v8u *>(acc + r * Dv + c0);
+      o[r][1] = *reinterpret_cast<const v8u *>(acc + r * Dv + c0 + 8);
+    }
+    for (int64_t j = j_lo; j < j_hi; ++j) {
+      const v8 v0 = *reinterpret_cast<const v8u *>(v + j * Dv + c0);
+      const v8 v1 = *reinterpret_cast<const v8u *>(v + j * Dv + c0 + 8);
+      for (int r = 0; r < R; ++r) {
+        const float pr = p[r * kBlockK + j];
+        o[r][0] += pr * v0;
+        o[r][1] += pr * v1;
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      *reinterpret_cast<v8u *>(acc + r * Dv + c0) = o[r][0];
+      *reinterpret_cast<v8u *>(acc + r * Dv + c0 + 8) = o[r][1];
+    }
+  }
+  for (; c0 < Dv; ++c0) {  // channels past the last multiple of 16 (odd head sizes)
+    for (int r = 0; r < R; ++r) {
+      float sum = acc[r * Dv + c0];
+      for (int64_t j = j_lo; j < j_hi; ++j) sum += p[r * kBlockK + j] * v[j * Dv + c0];
+      acc[r * Dv + c0] = sum;
+    }
+  }
+}
+
+template <class F>
+void with_tile_rows(int rows, F f) {  // f(std::integral_constant<int, R>) for R = rows (1..kTileRows)
+  switch (rows) {
+    case 1: f(std::integral_constant<int, 1>()); break;
+    case 2: f(std::integral_constant<int, 2>()); break;
+    case 3: f(std::integral_constant<int, 3>()); break;
+    case 4: f(std::integral_constant<int, 4>()); break;
+    case 5: f(std::integral_constant<int, 5>()); break;
+    default: f(std::integral_constant<int, 6>()); break;
+  }
+}
+
 }  // namespace
 
 namespace {
@@ -142,12 +214,13 @@ int attention_forward(int nparam, void **params, int *ndims, int64_t **shapes, c
   const int64_t tasks = s.batch * s.kv_heads * row_blocks;
   const int nt = mfh::threads_for(tasks, 4.0 * G * std::min<int64_t>(S, kBlockQ) * T * D);
   struct Scratch {  // per thread: accumulators of a task's rows, one transposed key block, one row's scores
-    std::vector<float> acc, kt, m, l, scores, block_scores;
+    std::vector<float> acc, kt, m, l, scores, block_scores, tile_scores;
   };
   const int64_t max_rows = G * kBlockQ;
   std::vector<Scratch> scratch(nt, Scratch{std::vector<float>(max_rows * Dv), std::vector<float>(D * kBlockK),
                                            std::vector<float>(max_rows), std::vector<float>(max_rows),
-                                           std::vector<float>(kBlockK), std::vector<float>(kBlockK)});
+                                           std::vector<float>(kBlockK), std::vector<float>(kBlockK),
+                                           std::vector<float>(max_rows * kBlockK)});
   mfh::parallel_for(tasks, nt, [&](int64_t task, int thread) {
     std::vector<float> &acc = scratch[thread].acc, &kt = scratch[thread].kt, &m = scratch[thread].m,
                        &l = scratch[thread].l;
@@ -165,23 +238,89 @@ int attention_forward(int nparam, void **params, int *ndims, int64_t **shapes, c
     std::fill(m.begin(), m.begin() + rows, kMinusBig);
     std::fill(l.begin(), l.begin() + rows, 0.f);
     std::fill(acc.begin(), acc.begin() + rows * Dv, 0.f);
-    for (int64_t j0 = j_start; j0 < j_end; j0 += kBlockK) {
+    // Row r of the task: query head kvh * G + r / n_pos at position i0 + r % n_pos.
+    auto q_row = [&](int64_t r) { return q + ((b * s.heads + kvh * G + r / n_pos) * S + i0 + r % n_pos) * D; };
+    for (int64_t j0 = j_start; j0 < j_end && rows >= kTileRows; j0 += kBlockK) {
+      // Prefill: scores of all rows for this key block as register tiles, softmax update row by row
+      // (probabilities zero outside each row's allowed keys), then the value tiles.
       const int64_t nk = std::min(kBlockK, j_end - j0);
-      // With enough rows per key block (prefill), transposing it lets a row's scores come 8 keys per
-      // vector; with a few (decode: G rows) the transpose costs more than it saves, so rows use dot products.
-      const bool transposed = rows >= 8;
-      if (transposed) transpose_block(kb + j0 * D, nk, D, kt.data());
+      float *ps = scratch[thread].tile_scores.data();
+      transpose_block(kb + j0 * D, nk, D, kt.data());
+      for (int64_t r0 = 0; r0 < rows; r0 += kTileRows) {
+        const int n = (int)std::min<int64_t>(kTileRows, rows - r0);
+        const float *qrows[kTileRows];
+        for (int r = 0; r < n; ++r) qrows[r] = q_row(r0 + r);
+        with_tile_rows(n, [&](auto R) { qk_tile<R()>(qrows, kt.data(), D, ps + r0 * kBlockK); });
+      }
+      for (int64_t r = 0; r < rows; ++r) {
+        const int64_t i = i0 + r % n_pos;
+        const int64_t jb = std::max(j0, lo_b[i]) - j0, je = std::min(j0 + nk, hi_b[i]) - j0;
+        float *pr = ps + r * kBlockK;
+        if (jb >= je) {
+          std::fill(pr, pr + kBlockK, 0.f);
+          continue;
+        }
+        float block_max = kMinusBig;
+        if (s.has_mask) {
+          const float *mrow = mask + ((s.mask_batch == 1 ? 0 : b) * S + i) * T + j0;
+#pragma omp simd reduction(max : block_max)
+          for (int64_t j = jb; j < je; ++j) {
+            pr[j] = pr[j] * scale + mrow[j];
+            block_max = std::max(block_max, pr[j]);
+          }
+        } else {
+#pragma omp simd reduction(max : block_max)
+          for (int64_t j = jb; j < je; ++j) {
+            pr[j] *= scale;
+            block_max = std::max(block_max, pr[j]);
+          }
+        }
+        const float m_new = std::max(m[r], block_max);
+        const float alpha = std::exp(m[r] - m_new);
+        float *ar = acc.data() + r * Dv;
+        if (alpha != 1.f) {
+#pragma omp simd
+          for (int64_t d = 0; d < Dv; ++d) ar[d] *= alpha;
+        }
+        float row_sum = 0.f;
+#pragma omp simd reduction(+ : row_sum)
+        for (int64_t j = jb; j < je; ++j) {
+          pr[j] = std::exp(pr[j] - m_new);
+          row_sum += pr[j];
+        }
+        std::fill(pr, pr + jb, 0.f);
+        std::fill(pr + je, pr + kBlockK, 0.f);
+        l[r] = l[r] * alpha + row_sum;
+        m[r] = m_new;
+      }
+      for (int64_t r0 = 0; r0 < rows; r0 += kTileRows) {
+        const int n = (int)std::min<int64_t>(kTileRows, rows - r0);
+        int64_t jb = nk, je = 0;  // the keys any row of the tile attends to in this block
+        for (int64_t r = r0; r < r0 + n; ++r) {
+          const int64_t i = i0 + r % n_pos;
+          const int64_t rb = std::max(j0, lo_b[i]) - j0, re = std::min(j0 + nk, hi_b[i]) - j0;
+          if (rb < re) {
+            jb = std::min(jb, rb);
+            je = std::max(je, re);
+          }
+        }
+        if (jb >= je) continue;
+        with_tile_rows(n, [&](auto R) {
+          pv_tile<R()>(ps + r0 * kBlockK, jb, je, vb + j0 * Dv, Dv, acc.data() + r0 * Dv);
+        });
+      }
+    }
+    for (int64_t j0 = j_start; j0 < j_end && rows < kTileRows; j0 += kBlockK) {
+      // Few rows (decode: G rows per kv head): scores as dot products, as a transposed block would cost more
+      // than it saves.
+      const int64_t nk = std::min(kBlockK, j_end - j0);
       for (int64_t r = 0; r < rows; ++r) {
         const int64_t g = r / n_pos, i = i0 + r % n_pos;
         const int64_t jb = std::max(j0, lo_b[i]), je = std::min(j0 + nk, hi_b[i]);
         if (jb >= je) continue;
         const int64_t row = (b * s.heads + kvh * G + g) * S + i;
         const float *qr = q + row * D;
-        if (transposed) {
-          row_times_block(qr, kt.data(), D, block_scores);
-        } else {
-          for (int64_t j = jb; j < je; ++j) block_scores[j - j0] = mfh::dot(qr, kb + j * D, D);
-        }
+        for (int64_t j = jb; j < je; ++j) block_scores[j - j0] = mfh::dot(qr, kb + j * D, D);
         const int64_t n = je - jb;
         float block_max = kMinusBig;
         for (int64_t j = 0; j < n; ++j) {
