@@ -7,8 +7,9 @@
 // ([kBlockQ x kBlockK] per thread). (m and the sum are kept apart rather than as one log-sum-exp: for a
 // fully masked row m is about -1e9, where float32 cannot hold m + log(sum).)
 //
-// The *_bshd kernels keep o (and, backward, do) as [B, S, H, Dv] instead: the layout the model's o_proj reads,
-// so the head swap after attention is free (MindSpore copies a swapped view element by element, slowly).
+// The *_bshd kernels take v as [B, T, KV, Dv] and keep o (and, backward, do and dv) as [B, S, H, Dv]: the
+// layouts of the model's projections, so neither the swap of v to heads-first nor the swap of o back costs a
+// copy (MindSpore copies a swapped view element by element, slowly).
 //
 // Keys whose mask value is below kSkip contribute exp(-1e4) == 0 to a float32 softmax, so each query row
 // only visits keys between its first and last allowed key (the causal and left-padding cut). A row with no
@@ -27,10 +28,11 @@ constexpr float kMinusBig = -1e30f;  // finite: the kernels are built with -ffas
 
 struct Shapes {
   int64_t batch, heads, kv_heads, groups, q_len, kv_len, dim, v_dim, mask_batch;
-  bool has_mask;
+  int64_t v_row;  // distance between consecutive keys' value rows: Dv, or KV * Dv for a [B, T, KV, Dv] v
+  bool has_mask, bshd;
 };
 
-bool read_shapes(int *ndims, int64_t **shapes, Shapes *s) {
+bool read_shapes(int *ndims, int64_t **shapes, Shapes *s, bool bshd) {
   if (ndims[0] != 4 || ndims[1] != 4 || ndims[2] != 4) return false;
   s->batch = shapes[0][0];
   s->heads = shapes[0][1];
@@ -40,7 +42,10 @@ bool read_shapes(int *ndims, int64_t **shapes, Shapes *s) {
   s->kv_len = shapes[1][2];
   s->v_dim = shapes[2][3];
   if (s->kv_heads == 0 || s->heads % s->kv_heads != 0 || shapes[1][3] != s->dim) return false;
-  if (shapes[2][0] != s->batch || shapes[2][1] != s->kv_heads || shapes[2][2] != s->kv_len) return false;
+  const int64_t v_heads = shapes[2][bshd ? 2 : 1], v_len = shapes[2][bshd ? 1 : 2];
+  if (shapes[2][0] != s->batch || v_heads != s->kv_heads || v_len != s->kv_len) return false;
+  s->bshd = bshd;
+  s->v_row = bshd ? s->kv_heads * s->v_dim : s->v_dim;
   s->groups = s->heads / s->kv_heads;
   s->has_mask = mfh::numel(ndims[3], shapes[3]) > 1;
   s->mask_batch = 1;
@@ -74,6 +79,11 @@ inline int64_t out_row(bool bshd, const Shapes &s, int64_t b, int64_t h, int64_t
   return (bshd ? (b * s.q_len + i) * s.heads + h : (b * s.heads + h) * s.q_len + i) * s.v_dim;
 }
 
+// Value row 0 of (batch b, kv head h); key j's row is v_row further per key.
+inline int64_t v_offset(const Shapes &s, int64_t b, int64_t h) {
+  return s.bshd ? (b * s.kv_len * s.kv_heads + h) * s.v_dim : (b * s.kv_heads + h) * s.kv_len * s.v_dim;
+}
+
 inline float mask_at(const float *mask, const Shapes &s, int64_t b, int64_t i, int64_t j) {
   return s.has_mask ? mask[((s.mask_batch == 1 ? 0 : b) * s.q_len + i) * s.kv_len + j] : 0.f;
 }
@@ -82,20 +92,20 @@ inline float mask_at(const float *mask, const Shapes &s, int64_t b, int64_t i, i
 typedef float v8 __attribute__((vector_size(32)));
 typedef float v8u __attribute__((vector_size(32), aligned(4)));  // for unaligned loads and stores
 
-// acc[0:D] += sum_j p[j] * v[j, 0:D], with acc held in registers 64 channels at a time.
-inline void accumulate_pv(const float *p, int64_t n, const float *v, int64_t D, float *acc) {
+// acc[0:D] += sum_j p[j] * v[j, 0:D] (rows `stride` apart), with acc held in registers 64 channels at a time.
+inline void accumulate_pv(const float *p, int64_t n, const float *v, int64_t D, float *acc, int64_t stride) {
   int64_t c0 = 0;
   for (; c0 + 64 <= D; c0 += 64) {
     v8 o[8];
     for (int c = 0; c < 8; ++c) o[c] = *reinterpret_cast<const v8u *>(acc + c0 + 8 * c);
     for (int64_t j = 0; j < n; ++j) {
-      const float *vj = v + j * D + c0;
+      const float *vj = v + j * stride + c0;
       for (int c = 0; c < 8; ++c) o[c] += p[j] * *reinterpret_cast<const v8u *>(vj + 8 * c);
     }
     for (int c = 0; c < 8; ++c) *reinterpret_cast<v8u *>(acc + c0 + 8 * c) = o[c];
   }
   if (c0 < D) {
-    for (int64_t j = 0; j < n; ++j) mfh::axpy(p[j], v + j * D + c0, acc + c0, D - c0);
+    for (int64_t j = 0; j < n; ++j) mfh::axpy(p[j], v + j * stride + c0, acc + c0, D - c0);
   }
 }
 
@@ -112,10 +122,11 @@ inline void row_times_block(const float *x, const float *block_t, int64_t D, flo
   std::memcpy(out, acc, sizeof(acc));
 }
 
-// dst[d, jj] = src[jj, d] for jj < n, zero beyond: a [n, D] block of keys or values transposed to [D, kBlockK].
-inline void transpose_block(const float *src, int64_t n, int64_t D, float *dst) {
+// dst[d, jj] = src[jj, d] for jj < n, zero beyond: a [n, D] block of keys or values (rows `stride` apart)
+// transposed to [D, kBlockK].
+inline void transpose_block(const float *src, int64_t n, int64_t D, float *dst, int64_t stride) {
   for (int64_t d = 0; d < D; ++d) {
-    for (int64_t jj = 0; jj < n; ++jj) dst[d * kBlockK + jj] = src[jj * D + d];
+    for (int64_t jj = 0; jj < n; ++jj) dst[d * kBlockK + jj] = src[jj * stride + d];
     for (int64_t jj = n; jj < kBlockK; ++jj) dst[d * kBlockK + jj] = 0.f;
   }
 }
@@ -146,9 +157,10 @@ void qk_tile(const float *const *qrows, const float *kt, int64_t D, float *out) 
   }
 }
 
-// acc[r, 0:Dv] += sum_{j in [j_lo, j_hi)} p[r, j] v[j, 0:Dv] for R rows (p rows kBlockK apart, acc rows Dv apart).
+// acc[r, 0:Dv] += sum_{j in [j_lo, j_hi)} p[r, j] v[j, 0:Dv] for R rows (p rows kBlockK apart, acc rows Dv
+// apart, v rows vs apart).
 template <int R>
-void pv_tile(const float *p, int64_t j_lo, int64_t j_hi, const float *v, int64_t Dv, float *acc) {
+void pv_tile(const float *p, int64_t j_lo, int64_t j_hi, const float *v, int64_t vs, int64_t Dv, float *acc) {
   int64_t c0 = 0;
   for (; c0 + 16 <= Dv; c0 += 16) {
     v8 o[R][2];
@@ -157,8 +169,8 @@ void pv_tile(const float *p, int64_t j_lo, int64_t j_hi, const float *v, int64_t
       o[r][1] = *reinterpret_cast<const v8u *>(acc + r * Dv + c0 + 8);
     }
     for (int64_t j = j_lo; j < j_hi; ++j) {
-      const v8 v0 = *reinterpret_cast<const v8u *>(v + j * Dv + c0);
-      const v8 v1 = *reinterpret_cast<const v8u *>(v + j * Dv + c0 + 8);
+      const v8 v0 = *reinterpret_cast<const v8u *>(v + j * vs + c0);
+      const v8 v1 = *reinterpret_cast<const v8u *>(v + j * vs + c0 + 8);
       for (int r = 0; r < R; ++r) {
         const float pr = p[r * kBlockK + j];
         o[r][0] += pr * v0;
@@ -173,7 +185,7 @@ void pv_tile(const float *p, int64_t j_lo, int64_t j_hi, const float *v, int64_t
   for (; c0 < Dv; ++c0) {  // channels past the last multiple of 16 (odd head sizes)
     for (int r = 0; r < R; ++r) {
       float sum = acc[r * Dv + c0];
-      for (int64_t j = j_lo; j < j_hi; ++j) sum += p[r * kBlockK + j] * v[j * Dv + c0];
+      for (int64_t j = j_lo; j < j_hi; ++j) sum += p[r * kBlockK + j] * v[j * vs + c0];
       acc[r * Dv + c0] = sum;
     }
   }
@@ -198,7 +210,7 @@ namespace {
 // inputs: q, k, v, mask, scale; outputs: o, stats
 int attention_forward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, bool bshd) {
   Shapes s;
-  if (nparam != 7 || !mfh::all_float32(7, dtypes) || !read_shapes(ndims, shapes, &s)) return 1;
+  if (nparam != 7 || !mfh::all_float32(7, dtypes) || !read_shapes(ndims, shapes, &s, bshd)) return 1;
   const float *q = static_cast<float *>(params[0]), *k = static_cast<float *>(params[1]);
   const float *v = static_cast<float *>(params[2]), *mask = static_cast<float *>(params[3]);
   const float scale = static_cast<float *>(params[4])[0];
@@ -229,7 +241,8 @@ int attention_forward(int nparam, void **params, int *ndims, int64_t **shapes, c
     const int64_t b = bkv / s.kv_heads, kvh = bkv % s.kv_heads;
     const int64_t n_pos = std::min(kBlockQ, S - i0), rows = G * n_pos;
     const int64_t *lo_b = lo.data() + b * S, *hi_b = hi.data() + b * S;
-    const float *kb = k + bkv * T * D, *vb = v + bkv * T * Dv;
+    const float *kb = k + bkv * T * D, *vb = v + v_offset(s, b, kvh);
+    const int64_t vs = s.v_row;
     int64_t j_start = T, j_end = 0;
     for (int64_t i = i0; i < i0 + n_pos; ++i) {
       j_start = std::min(j_start, lo_b[i]);
@@ -245,7 +258,7 @@ int attention_forward(int nparam, void **params, int *ndims, int64_t **shapes, c
       // (probabilities zero outside each row's allowed keys), then the value tiles.
       const int64_t nk = std::min(kBlockK, j_end - j0);
       float *ps = scratch[thread].tile_scores.data();
-      transpose_block(kb + j0 * D, nk, D, kt.data());
+      transpose_block(kb + j0 * D, nk, D, kt.data(), D);
       for (int64_t r0 = 0; r0 < rows; r0 += kTileRows) {
         const int n = (int)std::min<int64_t>(kTileRows, rows - r0);
         const float *qrows[kTileRows];
@@ -306,7 +319,7 @@ int attention_forward(int nparam, void **params, int *ndims, int64_t **shapes, c
         }
         if (jb >= je) continue;
         with_tile_rows(n, [&](auto R) {
-          pv_tile<R()>(ps + r0 * kBlockK, jb, je, vb + j0 * Dv, Dv, acc.data() + r0 * Dv);
+          pv_tile<R()>(ps + r0 * kBlockK, jb, je, vb + j0 * vs, vs, Dv, acc.data() + r0 * Dv);
         });
       }
     }
@@ -341,7 +354,7 @@ int attention_forward(int nparam, void **params, int *ndims, int64_t **shapes, c
           scores[j] = std::exp(scores[j] - m_new);
           row_sum += scores[j];
         }
-        accumulate_pv(scores, n, vb + jb * Dv, Dv, ar);
+        accumulate_pv(scores, n, vb + jb * vs, Dv, ar, vs);
         l[r] = l[r] * alpha + row_sum;
         m[r] = m_new;
       }
@@ -373,7 +386,7 @@ namespace {
 //   dv_j += p_ij do_i,  ds_ij = p_ij (do_i . v_j - delta_i),  dq_i += scale ds_ij k_j,  dk_j += scale ds_ij q_i
 int attention_backward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, bool bshd) {
   Shapes s;
-  if (nparam != 11 || !mfh::all_float32(11, dtypes) || !read_shapes(ndims, shapes, &s)) return 1;
+  if (nparam != 11 || !mfh::all_float32(11, dtypes) || !read_shapes(ndims, shapes, &s, bshd)) return 1;
   const float *q = static_cast<float *>(params[0]), *k = static_cast<float *>(params[1]);
   const float *v = static_cast<float *>(params[2]), *mask = static_cast<float *>(params[3]);
   const float scale = static_cast<float *>(params[4])[0];
@@ -411,10 +424,11 @@ int attention_backward(int nparam, void **params, int *ndims, int64_t **shapes, 
     const int64_t bkv = task / key_blocks, j0 = (task % key_blocks) * kBlockK;
     const int64_t b = bkv / s.kv_heads, kvh = bkv % s.kv_heads;
     const int64_t nk = std::min(kBlockK, T - j0);
-    const float *kb = k + bkv * T * D, *vb = v + bkv * T * Dv;
-    float *dkb = dk + bkv * T * D, *dvb = dv + bkv * T * Dv;
-    transpose_block(kb + j0 * D, nk, D, kt.data());
-    transpose_block(vb + j0 * Dv, nk, Dv, vt.data());
+    const float *kb = k + bkv * T * D, *vb = v + v_offset(s, b, kvh);
+    float *dkb = dk + bkv * T * D, *dvb = dv + v_offset(s, b, kvh);  // dv has v's layout
+    const int64_t vs = s.v_row;
+    transpose_block(kb + j0 * D, nk, D, kt.data(), D);
+    transpose_block(vb + j0 * vs, nk, Dv, vt.data(), vs);
     for (int64_t g = 0; g < G; ++g) {
       const int64_t bh = b * s.heads + kvh * G + g;
       for (int64_t i = 0; i < S; ++i) {
@@ -431,9 +445,9 @@ int attention_backward(int nparam, void **params, int *ndims, int64_t **shapes, 
           p[j] = std::exp(p[j]) * row_inv_sum;
           ds[j] = p[j] * (dp[off + j] - row_delta) * scale;
         }
-        accumulate_pv(ds, n, kb + jb * D, D, dq_t + row * D);
+        accumulate_pv(ds, n, kb + jb * D, D, dq_t + row * D, D);
         for (int64_t j = 0; j < n; ++j) {
-          mfh::axpy(p[j], dor, dvb + (jb + j) * Dv, Dv);
+          mfh::axpy(p[j], dor, dvb + (jb + j) * vs, Dv);
           mfh::axpy(ds[j], qr, dkb + (jb + j) * D, D);
         }
       }
