@@ -139,9 +139,12 @@ def markdown(ours, hf):
               "`generate` calls reuse it. Limits: the machine has 2 cores and is shared with other jobs, so absolute "
               "numbers move by 20-50% between runs; each figure is the best of several alternating rounds. "
               "Under heavy contention from other jobs our decode loses more than torch's (runs have shown batch-1 "
-              "decode anywhere from 0.8x to 1.6x). Prefill is bound by the matmuls, which run at the same speed "
-              "on both sides (about 155 GFLOP/s for 512x576x1536 on a quiet machine), plus the attention op, which "
-              "at 512 tokens takes about 0.2 s of our 1.3 s forward (`benchmarks/ops.py` measures it)."
+              "decode anywhere from 0.8x to 1.6x). Prefill (PyNative, lm_head on the last position only) is bound by "
+              "the matmuls, about three quarters of a 512-token forward in a per-op profile (MLP half, q/k/v/o a "
+              "quarter), which run at the same speed on both sides (about 155 GFLOP/s for 512x576x1536 on a quiet "
+              "machine); the attention kernel is about 14% (`benchmarks/ops.py` measures it), silu_mul 4%, norms "
+              "and rotary 2%. HF's prefill is the side most slowed by contention (464 tok/s in a quieter run), so "
+              "the prefill ratio moves most between runs."
               + ("" if ours.get("compiled") else " NOTE: the decode step ran uncompiled in this run.")]
     return "\n".join(lines) + "\n"
 

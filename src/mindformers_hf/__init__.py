@@ -117,7 +117,7 @@ _LAZY = {
     "IntervalStrategy": "mindformers_hf.trainer",
     "SchedulerType": "mindformers_hf.trainer",
     "get_scheduler": "mindformers_hf.trainer",
-    "set_seed": "mindformers_hf.trainer",
+    "set_seed": "mindformers_hf.utils",
     "DataCollatorForLanguageModeling": "mindformers_hf.data",
     "DataCollatorWithPadding": "mindformers_hf.data",
     "DefaultDataCollator": "mindformers_hf.data",

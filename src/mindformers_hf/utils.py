@@ -77,3 +77,21 @@ def compute_dtype_name(requested: str) -> str:
         )
         return "float32"
     return requested
+
+
+def set_seed(seed, deterministic=False):
+    """transformers.set_seed: seed Python's, numpy's and MindSpore's generators, and torch's only if torch is
+    already imported (we never import it), so `generate(do_sample=True)` and training repeat. Sampling draws
+    from numpy's global generator. deterministic=True asks MindSpore for deterministic kernels."""
+    import random
+
+    import mindspore as ms
+
+    random.seed(seed)
+    np.random.seed(seed)
+    ms.set_seed(seed)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.manual_seed(seed)
+    if deterministic:
+        ms.set_context(deterministic="ON")

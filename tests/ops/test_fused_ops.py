@@ -175,16 +175,28 @@ ATTENTION_CASES = {
     "kv_cache_chunk": (1, 4, 2, 5, 6, 16, (0,)),
     "long_prompt": (1, 4, 2, 150, 0, 32, (0,)),
     "value_dim_differs": (2, 4, 2, 70, 0, (24, 72), (0, 5)),  # DeepSeek's latent attention: qk 192, v 128
+    # the kernel's register-tiled prefill path: long rows with padding (fully masked rows), row counts that are
+    # not multiples of its 6-row tiles, a last query block of 5 rows (the per-row path)
+    "long_gqa_padding": (2, 6, 2, 530, 0, 64, (0, 37)),
+    "mha_odd_length": (1, 5, 5, 37, 0, 24, (0,)),
 }
 
 
-def attention_inputs(case, dtype, rng):
+def attention_inputs(case, dtype, rng, views=False):
+    """views: q, k, v as the model's projections give them, [B, S, N, D] swapped to [B, N, S, D] (strided views;
+    the CPU kernel then reads v in place and writes o in the projection layout)."""
     bsz, heads, kv_heads, q_len, past, dim, pad = ATTENTION_CASES[case]
     dim, v_dim = dim if isinstance(dim, tuple) else (dim, dim)
     total = past + q_len
-    q = tensor(rng, (bsz, heads, q_len, dim), dtype)
-    k = tensor(rng, (bsz, kv_heads, total, dim), dtype)
-    v = tensor(rng, (bsz, kv_heads, total, v_dim), dtype)
+
+    def make(shape):
+        if not views:
+            return tensor(rng, shape, dtype)
+        return tensor(rng, (shape[0], shape[2], shape[1], shape[3]), dtype).swapaxes(1, 2)
+
+    q = make((bsz, heads, q_len, dim))
+    k = make((bsz, kv_heads, total, dim))
+    v = make((bsz, kv_heads, total, v_dim))
     mask, valid = None, np.ones((bsz, q_len), bool)
     if pad is not None:
         attention_mask = np.ones((bsz, total), np.int64)
@@ -195,11 +207,12 @@ def attention_inputs(case, dtype, rng):
     return q, k, v, mask, dim ** -0.5, valid
 
 
+@pytest.mark.parametrize("views", [False, True], ids=["contiguous", "views"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", sorted(ATTENTION_CASES))
 @pytest.mark.parametrize("impl", kernel_cases("causal_attention"))
-def test_causal_attention(impl, case, dtype):
-    q, k, v, mask, scale, _ = attention_inputs(case, dtype, np.random.default_rng(0))
+def test_causal_attention(impl, case, dtype, views):
+    q, k, v, mask, scale, _ = attention_inputs(case, dtype, np.random.default_rng(0), views)
     fn = registry.get("causal_attention", impl)
     out, want, grads, want_grads = run_both(lambda a, b, c: fn(a, b, c, mask, scale),
                                             lambda a, b, c: reference.causal_attention(a, b, c, mask, scale),

@@ -6,14 +6,13 @@ stopping criteria -- runs on the host in numpy, with transformers' formulas and 
 numpy, torch or MindSpore; sequences and scores come back as the kind of `input_ids`.
 """
 import copy
-import random
 import threading
 
 import numpy as np
 
 from .. import tensor_io
 from ..modeling_outputs import ModelOutput, _CacheAlias
-from ..utils import warn_once
+from ..utils import set_seed, warn_once  # noqa: F401 (set_seed: re-exported by generation)
 from . import logits_process as lp
 from .runner import DynamicRunner, StaticRunner
 from .stopping_criteria import (EosTokenCriteria, MaxLengthCriteria, MaxTimeCriteria, StoppingCriteriaList,
@@ -32,23 +31,6 @@ class GenerateBeamDecoderOnlyOutput(_CacheAlias, ModelOutput):
 # transformers 4.x names for the same outputs
 GreedySearchDecoderOnlyOutput = SampleDecoderOnlyOutput = GenerateDecoderOnlyOutput
 BeamSearchDecoderOnlyOutput = GenerateBeamDecoderOnlyOutput
-
-
-def set_seed(seed, deterministic=False):
-    """Seed Python's, numpy's and MindSpore's generators (torch's too, if torch is already imported), so that
-    `generate(do_sample=True)` repeats. Sampling draws from numpy's global generator."""
-    import sys
-
-    import mindspore as ms
-
-    random.seed(seed)
-    np.random.seed(seed)
-    ms.set_seed(seed)
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        torch.manual_seed(seed)
-    if deterministic:
-        ms.set_context(deterministic="ON")
 
 
 # One generate at a time per process: MindSpore's eager mode crashes when two threads run ops at once, and

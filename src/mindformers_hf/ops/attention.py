@@ -11,6 +11,7 @@ from mindspore import ops
 
 from . import reference, registry
 from .cpu_build import CustomKernel
+from .rotary import swapped_view_base
 
 # Mask values below this are "not allowed" to the kernels (csrc/attention.cc kSkip, Ascend's boolean mask):
 # exp(-1e4) is exactly 0 in a float32 softmax, so the result does not change.
@@ -21,17 +22,26 @@ def _f32(x):
     return x if x.dtype == ms.float32 else x.astype(ms.float32)
 
 
-_attention_bwd = CustomKernel("attention", "attention_bwd", lambda q, k, v, m, s, o, l, do: (q, k, v),
-                              lambda q, k, v, m, s, o, l, do: (q, k, v))
+def _attention_kernels(suffix, out_layout):
+    """(forward, backward) kernels writing o as `out_layout(q shape, v shape)`: [B, H, S, Dv], or [B, S, H, Dv]
+    for the _bshd kernels, which also take v (and give dv) as [B, T, KV, Dv]."""
+    backward = CustomKernel("attention", "attention_bwd" + suffix, lambda q, k, v, m, s, o, l, do: (q, k, v),
+                            lambda q, k, v, m, s, o, l, do: (q, k, v))
+
+    def bprop(q, k, v, mask, scale, out, dout):
+        dq, dk, dv = backward.op(q, k, v, mask, scale, out[0], out[1], dout[0])
+        return dq, dk, dv, ops.zeros_like(mask), ops.zeros_like(scale)
+
+    forward = CustomKernel("attention", "attention_fwd" + suffix,
+                           lambda q, k, v, m, s: (out_layout(q, v), q[:3] + [2]),
+                           lambda q, k, v, m, s: (q, ms.float32), bprop)
+    return forward, backward
 
 
-def _attention_fwd_bprop(q, k, v, mask, scale, out, dout):
-    dq, dk, dv = _attention_bwd.op(q, k, v, mask, scale, out[0], out[1], dout[0])
-    return dq, dk, dv, ops.zeros_like(mask), ops.zeros_like(scale)
-
-
-_attention_fwd = CustomKernel("attention", "attention_fwd", lambda q, k, v, m, s: (q[:3] + v[3:], q[:3] + [2]),
-                              lambda q, k, v, m, s: (q, ms.float32), _attention_fwd_bprop)
+_attention_fwd, _attention_bwd = _attention_kernels("", lambda q, v: q[:3] + v[3:])
+# PyNative prefill: v read through its swapped view, o written as [B, S, H, Dv] and returned as its swapped
+# view, so the model's swap back to [B, S, H * Dv] is free
+_attention_fwd_bshd, _ = _attention_kernels("_bshd", lambda q, v: [q[0], q[2], q[1], v[3]])
 
 
 def causal_attention_cpu(q, k, v, mask, scale):
@@ -40,7 +50,12 @@ def causal_attention_cpu(q, k, v, mask, scale):
         mask = ops.zeros((1,), ms.float32)  # a 1-element mask tells the kernel there is none
     elif mask.ndim != 4 or mask.shape[1] != 1 or mask.shape[0] not in (1, bsz) or mask.shape[2:] != (q_len, kv_len):
         return reference.causal_attention(q, k, v, mask, scale)
-    out = _attention_fwd.op(_f32(q), _f32(k), _f32(v), _f32(mask), ms.Tensor([scale], ms.float32))[0]
+    scale = ms.Tensor([scale], ms.float32)
+    v_base = swapped_view_base(v) if q_len > 1 else None  # [B, T, KV, Dv] behind a view from the projection
+    if v_base is not None:
+        out = _attention_fwd_bshd.op(_f32(q), _f32(k), _f32(v_base), _f32(mask), scale)[0].swapaxes(1, 2)
+    else:
+        out = _attention_fwd.op(_f32(q), _f32(k), _f32(v), _f32(mask), scale)[0]
     return out if q.dtype == ms.float32 else out.astype(q.dtype)
 
 

@@ -21,6 +21,8 @@ import os
 from dataclasses import dataclass
 from typing import Callable, Optional
 
+from mindspore.graph import jit_trace
+
 from ..utils import device_target, warn_once
 
 REFERENCE = "reference"
@@ -38,6 +40,13 @@ class Implementation:
 
 
 _TABLE = {}        # op name -> {implementation name: Implementation}
+
+
+def eager(x):
+    """True for a PyNative tensor outside a jit trace: one that can be a view (swapaxes) that kernels may
+    read through instead of copying. An `ms.jit` graph has no views and no `is_contiguous` (hasattr is
+    False there); under a trace the recorded graph would not see the choice."""
+    return hasattr(x, "is_contiguous") and not jit_trace._using_trace
 _mode_stack = []   # innermost use_kernels() mode last
 
 

@@ -10,7 +10,13 @@ def _f32(x):
     return x if x.dtype == ms.float32 else x.astype(ms.float32)
 
 
+def _swap12(shape):
+    return (shape[0], shape[2], shape[1], shape[3])
+
+
 def _rope_kernels(layout):
+    """(forward on [B, heads, S, D], forward reading [B, S, heads, D]) for one pairing layout. Both write
+    [B, heads, S, D]; both use the same backward kernel, whose gradients the second hands back swapped."""
     backward = CustomKernel("rotary", f"rope_{layout}_bwd", lambda q, k, c, s: (q, k), lambda q, k, c, s: (q, k))
 
     def bprop(q, k, cos, sin, out, dout):
@@ -18,18 +24,43 @@ def _rope_kernels(layout):
         dq, dk = backward.op(dout[0], dout[1], cos, sin)
         return dq, dk, ops.zeros_like(cos), ops.zeros_like(sin)
 
-    return CustomKernel("rotary", f"rope_{layout}_fwd", lambda q, k, c, s: (q, k), lambda q, k, c, s: (q, k), bprop)
+    def bprop_bshd(q, k, cos, sin, out, dout):
+        dq, dk = backward.op(dout[0], dout[1], cos, sin)
+        return dq.swapaxes(1, 2), dk.swapaxes(1, 2), ops.zeros_like(cos), ops.zeros_like(sin)
+
+    return (CustomKernel("rotary", f"rope_{layout}_fwd", lambda q, k, c, s: (q, k), lambda q, k, c, s: (q, k), bprop),
+            CustomKernel("rotary", f"rope_{layout}_bshd_fwd", lambda q, k, c, s: (_swap12(q), _swap12(k)),
+                         lambda q, k, c, s: (q, k), bprop_bshd))
 
 
-_rope_half = _rope_kernels("half")
-_rope_interleaved = _rope_kernels("interleaved")
+_rope_half, _rope_half_bshd = _rope_kernels("half")
+_rope_interleaved, _rope_interleaved_bshd = _rope_kernels("interleaved")
+
+
+def swapped_view_base(x):
+    """x.swapaxes(1, 2) when x is a PyNative view of a contiguous [B, S, N, D] tensor swapped to [B, N, S, D]
+    (how the models hand q/k/v to rotary and attention), else None. Passing the view to a Custom op would
+    make MindSpore copy it first, which costs more than the op (about 1.4 ms for SmolLM2's q at S=512).
+    Only prefill-sized inputs qualify; under a graph (jit) `is_contiguous` is not available, so there the
+    answer is None (both paths compute the same values)."""
+    if x.ndim != 4 or x.shape[2] == 1 or not registry.eager(x):
+        return None
+    if x.is_contiguous():
+        return None
+    base = x.swapaxes(1, 2)
+    return base if base.is_contiguous() else None
 
 
 def apply_rotary_pos_emb_cpu(q, k, cos, sin, interleaved=False):
     rot = cos.shape[-1]
     if cos.ndim != 3 or rot % 2 or rot > q.shape[-1] or cos.shape[0] not in (1, q.shape[0]) or q.ndim != 4:
         return reference.apply_rotary_pos_emb(q, k, cos, sin, interleaved)
-    kernel = _rope_interleaved if interleaved else _rope_half
+    q_base, k_base = swapped_view_base(q), swapped_view_base(k)
+    if q_base is not None and k_base is not None:
+        kernel = _rope_interleaved_bshd if interleaved else _rope_half_bshd
+        q, k = q_base, k_base
+    else:
+        kernel = _rope_interleaved if interleaved else _rope_half
     q_out, k_out = kernel.op(_f32(q), _f32(k), _f32(cos), _f32(sin))
     if q.dtype != ms.float32:
         q_out, k_out = q_out.astype(q.dtype), k_out.astype(k.dtype)

@@ -17,7 +17,6 @@ import dataclasses
 import inspect
 import math
 import os
-import random
 import shutil
 import time
 
@@ -39,7 +38,7 @@ from transformers.trainer_utils import (
 )
 
 from .. import tensor_io
-from ..utils import device_target, logger, warn_once
+from ..utils import device_target, logger, set_seed, warn_once
 from . import checkpointing as ckpt
 from . import distributed as dist
 from .callbacks import (
@@ -59,13 +58,6 @@ IGNORE_INDEX = -100
 # transformers' name patterns for parameters without weight decay (Trainer.get_decay_parameter_names)
 _NO_DECAY_PATTERNS = (r"bias", r"layernorm", r"rmsnorm", r"(?:^|\.)norm(?:$|\.)", r"_norm(?:$|\.)")
 _ADAMW_OPTIMS = ("adamw_torch", "adamw_torch_fused", "adamw_torch_xla", "adamw_torch_npu_fused", "adamw_apex_fused")
-
-
-def set_seed(seed, deterministic=False):
-    """Seed python, numpy and MindSpore (transformers.set_seed without torch)."""
-    random.seed(seed)
-    np.random.seed(seed)
-    ms.set_seed(seed)
 
 
 def _unwrap(model):

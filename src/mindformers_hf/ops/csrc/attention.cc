@@ -7,10 +7,15 @@
 // ([kBlockQ x kBlockK] per thread). (m and the sum are kept apart rather than as one log-sum-exp: for a
 // fully masked row m is about -1e9, where float32 cannot hold m + log(sum).)
 //
+// The *_bshd kernels take v as [B, T, KV, Dv] and keep o (and, backward, do and dv) as [B, S, H, Dv]: the
+// layouts of the model's projections, so neither the swap of v to heads-first nor the swap of o back costs a
+// copy (MindSpore copies a swapped view element by element, slowly).
+//
 // Keys whose mask value is below kSkip contribute exp(-1e4) == 0 to a float32 softmax, so each query row
 // only visits keys between its first and last allowed key (the causal and left-padding cut). A row with no
 // allowed key at all visits every key, which reproduces the reference's (uniform) result for it.
 #include <algorithm>
+#include <type_traits>
 
 #include "common.h"
 
@@ -23,10 +28,11 @@ constexpr float kMinusBig = -1e30f;  // finite: the kernels are built with -ffas
 
 struct Shapes {
   int64_t batch, heads, kv_heads, groups, q_len, kv_len, dim, v_dim, mask_batch;
-  bool has_mask;
+  int64_t v_row;  // distance between consecutive keys' value rows: Dv, or KV * Dv for a [B, T, KV, Dv] v
+  bool has_mask, bshd;
 };
 
-bool read_shapes(int *ndims, int64_t **shapes, Shapes *s) {
+bool read_shapes(int *ndims, int64_t **shapes, Shapes *s, bool bshd) {
   if (ndims[0] != 4 || ndims[1] != 4 || ndims[2] != 4) return false;
   s->batch = shapes[0][0];
   s->heads = shapes[0][1];
@@ -36,7 +42,10 @@ bool read_shapes(int *ndims, int64_t **shapes, Shapes *s) {
   s->kv_len = shapes[1][2];
   s->v_dim = shapes[2][3];
   if (s->kv_heads == 0 || s->heads % s->kv_heads != 0 || shapes[1][3] != s->dim) return false;
-  if (shapes[2][0] != s->batch || shapes[2][1] != s->kv_heads || shapes[2][2] != s->kv_len) return false;
+  const int64_t v_heads = shapes[2][bshd ? 2 : 1], v_len = shapes[2][bshd ? 1 : 2];
+  if (shapes[2][0] != s->batch || v_heads != s->kv_heads || v_len != s->kv_len) return false;
+  s->bshd = bshd;
+  s->v_row = bshd ? s->kv_heads * s->v_dim : s->v_dim;
   s->groups = s->heads / s->kv_heads;
   s->has_mask = mfh::numel(ndims[3], shapes[3]) > 1;
   s->mask_batch = 1;
@@ -65,6 +74,16 @@ void key_ranges(const float *mask, const Shapes &s, int64_t b, int64_t *lo, int6
   }
 }
 
+// Offset of output row (batch b, head h, position i) in o / do: [B, H, S, Dv], or [B, S, H, Dv] when bshd.
+inline int64_t out_row(bool bshd, const Shapes &s, int64_t b, int64_t h, int64_t i) {
+  return (bshd ? (b * s.q_len + i) * s.heads + h : (b * s.heads + h) * s.q_len + i) * s.v_dim;
+}
+
+// Value row 0 of (batch b, kv head h); key j's row is v_row further per key.
+inline int64_t v_offset(const Shapes &s, int64_t b, int64_t h) {
+  return s.bshd ? (b * s.kv_len * s.kv_heads + h) * s.v_dim : (b * s.kv_heads + h) * s.kv_len * s.v_dim;
+}
+
 inline float mask_at(const float *mask, const Shapes &s, int64_t b, int64_t i, int64_t j) {
   return s.has_mask ? mask[((s.mask_batch == 1 ? 0 : b) * s.q_len + i) * s.kv_len + j] : 0.f;
 }
@@ -73,20 +92,20 @@ inline float mask_at(const float *mask, const Shapes &s, int64_t b, int64_t i, i
 typedef float v8 __attribute__((vector_size(32)));
 typedef float v8u __attribute__((vector_size(32), aligned(4)));  // for unaligned loads and stores
 
-// acc[0:D] += sum_j p[j] * v[j, 0:D], with acc held in registers 64 channels at a time.
-inline void accumulate_pv(const float *p, int64_t n, const float *v, int64_t D, float *acc) {
+// acc[0:D] += sum_j p[j] * v[j, 0:D] (rows `stride` apart), with acc held in registers 64 channels at a time.
+inline void accumulate_pv(const float *p, int64_t n, const float *v, int64_t D, float *acc, int64_t stride) {
   int64_t c0 = 0;
   for (; c0 + 64 <= D; c0 += 64) {
     v8 o[8];
     for (int c = 0; c < 8; ++c) o[c] = *reinterpret_cast<const v8u *>(acc + c0 + 8 * c);
     for (int64_t j = 0; j < n; ++j) {
-      const float *vj = v + j * D + c0;
+      const float *vj = v + j * stride + c0;
       for (int c = 0; c < 8; ++c) o[c] += p[j] * *reinterpret_cast<const v8u *>(vj + 8 * c);
     }
     for (int c = 0; c < 8; ++c) *reinterpret_cast<v8u *>(acc + c0 + 8 * c) = o[c];
   }
   if (c0 < D) {
-    for (int64_t j = 0; j < n; ++j) mfh::axpy(p[j], v + j * D + c0, acc + c0, D - c0);
+    for (int64_t j = 0; j < n; ++j) mfh::axpy(p[j], v + j * stride + c0, acc + c0, D - c0);
   }
 }
 
@@ -103,20 +122,95 @@ inline void row_times_block(const float *x, const float *block_t, int64_t D, flo
   std::memcpy(out, acc, sizeof(acc));
 }
 
-// dst[d, jj] = src[jj, d] for jj < n, zero beyond: a [n, D] block of keys or values transposed to [D, kBlockK].
-inline void transpose_block(const float *src, int64_t n, int64_t D, float *dst) {
+// dst[d, jj] = src[jj, d] for jj < n, zero beyond: a [n, D] block of keys or values (rows `stride` apart)
+// transposed to [D, kBlockK].
+inline void transpose_block(const float *src, int64_t n, int64_t D, float *dst, int64_t stride) {
   for (int64_t d = 0; d < D; ++d) {
-    for (int64_t jj = 0; jj < n; ++jj) dst[d * kBlockK + jj] = src[jj * D + d];
+    for (int64_t jj = 0; jj < n; ++jj) dst[d * kBlockK + jj] = src[jj * stride + d];
     for (int64_t jj = n; jj < kBlockK; ++jj) dst[d * kBlockK + jj] = 0.f;
+  }
+}
+
+// Register-blocked tiles for prefill (many rows per key block): R rows x 16 columns of accumulators
+// (R <= 6: 12 of the 16 AVX registers), so each vector loaded from the key or value block serves R rows
+// instead of one -- the per-row loops above are bound by those loads.
+constexpr int kTileRows = 6;
+
+// out[r, 0:kBlockK] = q_r . kt[:, 0:kBlockK] for the R query rows qrows[0:R]; kt is a transposed key block.
+template <int R>
+void qk_tile(const float *const *qrows, const float *kt, int64_t D, float *out) {
+  for (int64_t c0 = 0; c0 < kBlockK; c0 += 16) {
+    v8 acc[R][2] = {};
+    for (int64_t d = 0; d < D; ++d) {
+      const v8 k0 = *reinterpret_cast<const v8u *>(kt + d * kBlockK + c0);
+      const v8 k1 = *reinterpret_cast<const v8u *>(kt + d * kBlockK + c0 + 8);
+      for (int r = 0; r < R; ++r) {
+        const float x = qrows[r][d];
+        acc[r][0] += x * k0;
+        acc[r][1] += x * k1;
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      *reinterpret_cast<v8u *>(out + r * kBlockK + c0) = acc[r][0];
+      *reinterpret_cast<v8u *>(out + r * kBlockK + c0 + 8) = acc[r][1];
+    }
+  }
+}
+
+// acc[r, 0:Dv] += sum_{j in [j_lo, j_hi)} p[r, j] v[j, 0:Dv] for R rows (p rows kBlockK apart, acc rows Dv
+// apart, v rows vs apart).
+template <int R>
+void pv_tile(const float *p, int64_t j_lo, int64_t j_hi, const float *v, int64_t vs, int64_t Dv, float *acc) {
+  int64_t c0 = 0;
+  for (; c0 + 16 <= Dv; c0 += 16) {
+    v8 o[R][2];
+    for (int r = 0; r < R; ++r) {
+      o[r][0] = *reinterpret_cast<const v8u *>(acc + r * Dv + c0);
+      o[r][1] = *reinterpret_cast<const v8u *>(acc + r * Dv + c0 + 8);
+    }
+    for (int64_t j = j_lo; j < j_hi; ++j) {
+      const v8 v0 = *reinterpret_cast<const v8u *>(v + j * vs + c0);
+      const v8 v1 = *reinterpret_cast<const v8u *>(v + j * vs + c0 + 8);
+      for (int r = 0; r < R; ++r) {
+        const float pr = p[r * kBlockK + j];
+        o[r][0] += pr * v0;
+        o[r][1] += pr * v1;
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      *reinterpret_cast<v8u *>(acc + r * Dv + c0) = o[r][0];
+      *reinterpret_cast<v8u *>(acc + r * Dv + c0 + 8) = o[r][1];
+    }
+  }
+  for (; c0 < Dv; ++c0) {  // channels past the last multiple of 16 (odd head sizes)
+    for (int r = 0; r < R; ++r) {
+      float sum = acc[r * Dv + c0];
+      for (int64_t j = j_lo; j < j_hi; ++j) sum += p[r * kBlockK + j] * v[j * vs + c0];
+      acc[r * Dv + c0] = sum;
+    }
+  }
+}
+
+template <class F>
+void with_tile_rows(int rows, F f) {  // f(std::integral_constant<int, R>) for R = rows (1..kTileRows)
+  switch (rows) {
+    case 1: f(std::integral_constant<int, 1>()); break;
+    case 2: f(std::integral_constant<int, 2>()); break;
+    case 3: f(std::integral_constant<int, 3>()); break;
+    case 4: f(std::integral_constant<int, 4>()); break;
+    case 5: f(std::integral_constant<int, 5>()); break;
+    default: f(std::integral_constant<int, 6>()); break;
   }
 }
 
 }  // namespace
 
+namespace {
+
 // inputs: q, k, v, mask, scale; outputs: o, stats
-MFH_KERNEL attention_fwd(MFH_ARGS) {
+int attention_forward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, bool bshd) {
   Shapes s;
-  if (nparam != 7 || !mfh::all_float32(7, dtypes) || !read_shapes(ndims, shapes, &s)) return 1;
+  if (nparam != 7 || !mfh::all_float32(7, dtypes) || !read_shapes(ndims, shapes, &s, bshd)) return 1;
   const float *q = static_cast<float *>(params[0]), *k = static_cast<float *>(params[1]);
   const float *v = static_cast<float *>(params[2]), *mask = static_cast<float *>(params[3]);
   const float scale = static_cast<float *>(params[4])[0];
@@ -132,12 +226,13 @@ MFH_KERNEL attention_fwd(MFH_ARGS) {
   const int64_t tasks = s.batch * s.kv_heads * row_blocks;
   const int nt = mfh::threads_for(tasks, 4.0 * G * std::min<int64_t>(S, kBlockQ) * T * D);
   struct Scratch {  // per thread: accumulators of a task's rows, one transposed key block, one row's scores
-    std::vector<float> acc, kt, m, l, scores, block_scores;
+    std::vector<float> acc, kt, m, l, scores, block_scores, tile_scores;
   };
   const int64_t max_rows = G * kBlockQ;
   std::vector<Scratch> scratch(nt, Scratch{std::vector<float>(max_rows * Dv), std::vector<float>(D * kBlockK),
                                            std::vector<float>(max_rows), std::vector<float>(max_rows),
-                                           std::vector<float>(kBlockK), std::vector<float>(kBlockK)});
+                                           std::vector<float>(kBlockK), std::vector<float>(kBlockK),
+                                           std::vector<float>(max_rows * kBlockK)});
   mfh::parallel_for(tasks, nt, [&](int64_t task, int thread) {
     std::vector<float> &acc = scratch[thread].acc, &kt = scratch[thread].kt, &m = scratch[thread].m,
                        &l = scratch[thread].l;
@@ -146,7 +241,8 @@ MFH_KERNEL attention_fwd(MFH_ARGS) {
     const int64_t b = bkv / s.kv_heads, kvh = bkv % s.kv_heads;
     const int64_t n_pos = std::min(kBlockQ, S - i0), rows = G * n_pos;
     const int64_t *lo_b = lo.data() + b * S, *hi_b = hi.data() + b * S;
-    const float *kb = k + bkv * T * D, *vb = v + bkv * T * Dv;
+    const float *kb = k + bkv * T * D, *vb = v + v_offset(s, b, kvh);
+    const int64_t vs = s.v_row;
     int64_t j_start = T, j_end = 0;
     for (int64_t i = i0; i < i0 + n_pos; ++i) {
       j_start = std::min(j_start, lo_b[i]);
@@ -155,23 +251,89 @@ MFH_KERNEL attention_fwd(MFH_ARGS) {
     std::fill(m.begin(), m.begin() + rows, kMinusBig);
     std::fill(l.begin(), l.begin() + rows, 0.f);
     std::fill(acc.begin(), acc.begin() + rows * Dv, 0.f);
-    for (int64_t j0 = j_start; j0 < j_end; j0 += kBlockK) {
+    // Row r of the task: query head kvh * G + r / n_pos at position i0 + r % n_pos.
+    auto q_row = [&](int64_t r) { return q + ((b * s.heads + kvh * G + r / n_pos) * S + i0 + r % n_pos) * D; };
+    for (int64_t j0 = j_start; j0 < j_end && rows >= kTileRows; j0 += kBlockK) {
+      // Prefill: scores of all rows for this key block as register tiles, softmax update row by row
+      // (probabilities zero outside each row's allowed keys), then the value tiles.
       const int64_t nk = std::min(kBlockK, j_end - j0);
-      // With enough rows per key block (prefill), transposing it lets a row's scores come 8 keys per
-      // vector; with a few (decode: G rows) the transpose costs more than it saves, so rows use dot products.
-      const bool transposed = rows >= 8;
-      if (transposed) transpose_block(kb + j0 * D, nk, D, kt.data());
+      float *ps = scratch[thread].tile_scores.data();
+      transpose_block(kb + j0 * D, nk, D, kt.data(), D);
+      for (int64_t r0 = 0; r0 < rows; r0 += kTileRows) {
+        const int n = (int)std::min<int64_t>(kTileRows, rows - r0);
+        const float *qrows[kTileRows];
+        for (int r = 0; r < n; ++r) qrows[r] = q_row(r0 + r);
+        with_tile_rows(n, [&](auto R) { qk_tile<R()>(qrows, kt.data(), D, ps + r0 * kBlockK); });
+      }
+      for (int64_t r = 0; r < rows; ++r) {
+        const int64_t i = i0 + r % n_pos;
+        const int64_t jb = std::max(j0, lo_b[i]) - j0, je = std::min(j0 + nk, hi_b[i]) - j0;
+        float *pr = ps + r * kBlockK;
+        if (jb >= je) {
+          std::fill(pr, pr + kBlockK, 0.f);
+          continue;
+        }
+        float block_max = kMinusBig;
+        if (s.has_mask) {
+          const float *mrow = mask + ((s.mask_batch == 1 ? 0 : b) * S + i) * T + j0;
+#pragma omp simd reduction(max : block_max)
+          for (int64_t j = jb; j < je; ++j) {
+            pr[j] = pr[j] * scale + mrow[j];
+            block_max = std::max(block_max, pr[j]);
+          }
+        } else {
+#pragma omp simd reduction(max : block_max)
+          for (int64_t j = jb; j < je; ++j) {
+            pr[j] *= scale;
+            block_max = std::max(block_max, pr[j]);
+          }
+        }
+        const float m_new = std::max(m[r], block_max);
+        const float alpha = std::exp(m[r] - m_new);
+        float *ar = acc.data() + r * Dv;
+        if (alpha != 1.f) {
+#pragma omp simd
+          for (int64_t d = 0; d < Dv; ++d) ar[d] *= alpha;
+        }
+        float row_sum = 0.f;
+#pragma omp simd reduction(+ : row_sum)
+        for (int64_t j = jb; j < je; ++j) {
+          pr[j] = std::exp(pr[j] - m_new);
+          row_sum += pr[j];
+        }
+        std::fill(pr, pr + jb, 0.f);
+        std::fill(pr + je, pr + kBlockK, 0.f);
+        l[r] = l[r] * alpha + row_sum;
+        m[r] = m_new;
+      }
+      for (int64_t r0 = 0; r0 < rows; r0 += kTileRows) {
+        const int n = (int)std::min<int64_t>(kTileRows, rows - r0);
+        int64_t jb = nk, je = 0;  // the keys any row of the tile attends to in this block
+        for (int64_t r = r0; r < r0 + n; ++r) {
+          const int64_t i = i0 + r % n_pos;
+          const int64_t rb = std::max(j0, lo_b[i]) - j0, re = std::min(j0 + nk, hi_b[i]) - j0;
+          if (rb < re) {
+            jb = std::min(jb, rb);
+            je = std::max(je, re);
+          }
+        }
+        if (jb >= je) continue;
+        with_tile_rows(n, [&](auto R) {
+          pv_tile<R()>(ps + r0 * kBlockK, jb, je, vb + j0 * vs, vs, Dv, acc.data() + r0 * Dv);
+        });
+      }
+    }
+    for (int64_t j0 = j_start; j0 < j_end && rows < kTileRows; j0 += kBlockK) {
+      // Few rows (decode: G rows per kv head): scores as dot products, as a transposed block would cost more
+      // than it saves.
+      const int64_t nk = std::min(kBlockK, j_end - j0);
       for (int64_t r = 0; r < rows; ++r) {
         const int64_t g = r / n_pos, i = i0 + r % n_pos;
         const int64_t jb = std::max(j0, lo_b[i]), je = std::min(j0 + nk, hi_b[i]);
         if (jb >= je) continue;
         const int64_t row = (b * s.heads + kvh * G + g) * S + i;
         const float *qr = q + row * D;
-        if (transposed) {
-          row_times_block(qr, kt.data(), D, block_scores);
-        } else {
-          for (int64_t j = jb; j < je; ++j) block_scores[j - j0] = mfh::dot(qr, kb + j * D, D);
-        }
+        for (int64_t j = jb; j < je; ++j) block_scores[j - j0] = mfh::dot(qr, kb + j * D, D);
         const int64_t n = je - jb;
         float block_max = kMinusBig;
         for (int64_t j = 0; j < n; ++j) {
@@ -192,7 +354,7 @@ MFH_KERNEL attention_fwd(MFH_ARGS) {
           scores[j] = std::exp(scores[j] - m_new);
           row_sum += scores[j];
         }
-        accumulate_pv(scores, n, vb + jb * Dv, Dv, ar);
+        accumulate_pv(scores, n, vb + jb * vs, Dv, ar, vs);
         l[r] = l[r] * alpha + row_sum;
         m[r] = m_new;
       }
@@ -200,7 +362,7 @@ MFH_KERNEL attention_fwd(MFH_ARGS) {
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t g = r / n_pos, i = i0 + r % n_pos;
       const int64_t row = (b * s.heads + kvh * G + g) * S + i;
-      float *orow = o + row * Dv;
+      float *orow = o + out_row(bshd, s, b, kvh * G + g, i);
       const float inv = l[r] > 0.f ? 1.f / l[r] : 0.f;
       const float *ar = acc.data() + r * Dv;
 #pragma omp simd
@@ -212,12 +374,19 @@ MFH_KERNEL attention_fwd(MFH_ARGS) {
   return 0;
 }
 
+}  // namespace
+
+MFH_KERNEL attention_fwd(MFH_ARGS) { return attention_forward(nparam, params, ndims, shapes, dtypes, false); }
+MFH_KERNEL attention_fwd_bshd(MFH_ARGS) { return attention_forward(nparam, params, ndims, shapes, dtypes, true); }
+
+namespace {
+
 // inputs: q, k, v, mask, scale, o, stats, do; outputs: dq, dk, dv
 // With p = exp(score - m) / sum rebuilt per key block and delta_i = do_i . o_i:
 //   dv_j += p_ij do_i,  ds_ij = p_ij (do_i . v_j - delta_i),  dq_i += scale ds_ij k_j,  dk_j += scale ds_ij q_i
-MFH_KERNEL attention_bwd(MFH_ARGS) {
+int attention_backward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, bool bshd) {
   Shapes s;
-  if (nparam != 11 || !mfh::all_float32(11, dtypes) || !read_shapes(ndims, shapes, &s)) return 1;
+  if (nparam != 11 || !mfh::all_float32(11, dtypes) || !read_shapes(ndims, shapes, &s, bshd)) return 1;
   const float *q = static_cast<float *>(params[0]), *k = static_cast<float *>(params[1]);
   const float *v = static_cast<float *>(params[2]), *mask = static_cast<float *>(params[3]);
   const float scale = static_cast<float *>(params[4])[0];
@@ -230,7 +399,10 @@ MFH_KERNEL attention_bwd(MFH_ARGS) {
   std::vector<int64_t> lo(s.batch * S), hi(s.batch * S);
   for (int64_t b = 0; b < s.batch; ++b) key_ranges(mask, s, b, lo.data() + b * S, hi.data() + b * S);
   std::vector<float> delta(s.batch * s.heads * S);
-  for (int64_t r = 0; r < s.batch * s.heads * S; ++r) delta[r] = mfh::dot(dout + r * Dv, o + r * Dv, Dv);
+  for (int64_t r = 0; r < s.batch * s.heads * S; ++r) {
+    const int64_t off = out_row(bshd, s, r / (s.heads * S), r / S % s.heads, r % S);
+    delta[r] = mfh::dot(dout + off, o + off, Dv);
+  }
 
   // One task = a block of keys of one (batch, kv head): it owns those dk/dv rows. dq rows are shared
   // between key blocks, so each thread sums into its own dq copy and the copies are added at the end.
@@ -252,17 +424,18 @@ MFH_KERNEL attention_bwd(MFH_ARGS) {
     const int64_t bkv = task / key_blocks, j0 = (task % key_blocks) * kBlockK;
     const int64_t b = bkv / s.kv_heads, kvh = bkv % s.kv_heads;
     const int64_t nk = std::min(kBlockK, T - j0);
-    const float *kb = k + bkv * T * D, *vb = v + bkv * T * Dv;
-    float *dkb = dk + bkv * T * D, *dvb = dv + bkv * T * Dv;
-    transpose_block(kb + j0 * D, nk, D, kt.data());
-    transpose_block(vb + j0 * Dv, nk, Dv, vt.data());
+    const float *kb = k + bkv * T * D, *vb = v + v_offset(s, b, kvh);
+    float *dkb = dk + bkv * T * D, *dvb = dv + v_offset(s, b, kvh);  // dv has v's layout
+    const int64_t vs = s.v_row;
+    transpose_block(kb + j0 * D, nk, D, kt.data(), D);
+    transpose_block(vb + j0 * vs, nk, Dv, vt.data(), vs);
     for (int64_t g = 0; g < G; ++g) {
       const int64_t bh = b * s.heads + kvh * G + g;
       for (int64_t i = 0; i < S; ++i) {
         const int64_t jb = std::max(j0, lo[b * S + i]), je = std::min(j0 + nk, hi[b * S + i]);
         if (jb >= je) continue;
         const int64_t row = bh * S + i, n = je - jb, off = jb - j0;
-        const float *qr = q + row * D, *dor = dout + row * Dv;
+        const float *qr = q + row * D, *dor = dout + out_row(bshd, s, b, kvh * G + g, i);
         const float row_max = stats[row * 2], row_inv_sum = 1.f / stats[row * 2 + 1], row_delta = delta[row];
         row_times_block(qr, kt.data(), D, scores);
         row_times_block(dor, vt.data(), Dv, dp);
@@ -272,9 +445,9 @@ MFH_KERNEL attention_bwd(MFH_ARGS) {
           p[j] = std::exp(p[j]) * row_inv_sum;
           ds[j] = p[j] * (dp[off + j] - row_delta) * scale;
         }
-        accumulate_pv(ds, n, kb + jb * D, D, dq_t + row * D);
+        accumulate_pv(ds, n, kb + jb * D, D, dq_t + row * D, D);
         for (int64_t j = 0; j < n; ++j) {
-          mfh::axpy(p[j], dor, dvb + (jb + j) * Dv, Dv);
+          mfh::axpy(p[j], dor, dvb + (jb + j) * vs, Dv);
           mfh::axpy(ds[j], qr, dkb + (jb + j) * D, D);
         }
       }
@@ -287,3 +460,8 @@ MFH_KERNEL attention_bwd(MFH_ARGS) {
   }
   return 0;
 }
+
+}  // namespace
+
+MFH_KERNEL attention_bwd(MFH_ARGS) { return attention_backward(nparam, params, ndims, shapes, dtypes, false); }
+MFH_KERNEL attention_bwd_bshd(MFH_ARGS) { return attention_backward(nparam, params, ndims, shapes, dtypes, true); }
