@@ -1,7 +1,7 @@
 """An HF-style fine-tuning script with only the import line changed; the data-parallel tests run it under
 `mindformers-hf launch --num_processes 2` and in one process, then compare.
 
-argv: model_dir output_dir per_device_train_batch_size
+argv: model_dir output_dir per_device_train_batch_size [resume]
 """
 import sys
 
@@ -10,6 +10,7 @@ import numpy as np
 from mindformers_hf import AutoModelForCausalLM, Trainer, TrainingArguments
 
 model_dir, output_dir, batch_size = sys.argv[1], sys.argv[2], int(sys.argv[3])
+resume = len(sys.argv) > 4 and sys.argv[4] == "resume"
 
 rng = np.random.default_rng(0)
 # uneven lengths: after padding, the ranks hold different numbers of label tokens in every step
@@ -28,10 +29,10 @@ def collate(features):
 
 model = AutoModelForCausalLM.from_pretrained(model_dir)
 args = TrainingArguments(output_dir, per_device_train_batch_size=batch_size, max_steps=3, learning_rate=1e-3,
-                         logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True, seed=7,
+                         logging_steps=1, save_steps=2, report_to="none", disable_tqdm=True, seed=7,
                          adam_epsilon=1e-6)
 trainer = Trainer(model=model, args=args, train_dataset=train, data_collator=collate)
-trainer.train()
+trainer.train(resume_from_checkpoint=True if resume else None)
 trainer.save_model()
 digest = sum(float(np.abs(p.asnumpy().astype(np.float64)).sum()) for _, p in model.parameters_and_names())
 print(f"SHOULD_SAVE rank={args.process_index} value={args.should_save}", flush=True)

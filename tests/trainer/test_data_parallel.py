@@ -42,15 +42,19 @@ def runs(tmp_path_factory):
     single = subprocess.run([sys.executable, SCRIPT, model_dir, str(root / "single"), "4"], env=_env(),
                             capture_output=True, text=True, timeout=300)
     assert single.returncode == 0, single.stderr[-3000:]
-    logs = root / "logs"
+    worker_logs = _launch(root / "logs", model_dir, root / "dp")
+    return root, single, worker_logs
+
+
+def _launch(logs, model_dir, output_dir, *extra):
     launched = subprocess.run(
         [sys.executable, "-m", "mindformers_hf.commands.cli", "launch", "--num_processes", "2",
-         "--main_process_port", str(free_port()), "--log_dir", str(logs), SCRIPT, model_dir, str(root / "dp"), "2"],
-        env=_env(), capture_output=True, text=True, timeout=600)
+         "--main_process_port", str(free_port()), "--log_dir", str(logs), SCRIPT, model_dir, str(output_dir), "2",
+         *extra], env=_env(), capture_output=True, text=True, timeout=600)
     worker_logs = {int(re.search(r"(\d+)\.log$", p).group(1)): open(p).read()
                    for p in glob.glob(str(logs / "worker_*.log"))}
     assert launched.returncode == 0, launched.stderr[-3000:] + "\n".join(worker_logs.values())[-3000:]
-    return root, single, worker_logs
+    return worker_logs
 
 
 def test_dp2_equals_one_process_on_the_global_batch(runs):
@@ -86,3 +90,21 @@ def test_only_rank0_writes(runs):
     _, _, worker_logs = runs
     assert "SHOULD_SAVE rank=0 value=True" in worker_logs[0]
     assert "SHOULD_SAVE rank=1 value=False" in worker_logs[1]
+
+
+def test_dp2_resume_from_a_checkpoint_equals_the_uninterrupted_run(runs):
+    root, _, _ = runs
+    # rank 0 wrote checkpoint-2 during the 3-step run; a new 2-rank job resumes from it and takes step 3
+    assert sorted(os.listdir(root / "dp" / "checkpoint-2"))
+    shutil.copytree(root / "dp" / "checkpoint-2", root / "dp_resumed" / "checkpoint-2")
+    worker_logs = _launch(root / "logs_resumed", str(root / "tiny"), root / "dp_resumed", "resume")
+    assert "WEIGHTS_DIGEST rank=1 world=2" in worker_logs[1]
+    # it took step 3 only (a run from scratch would also end equal: the count shows it resumed), with the loss
+    # the uninterrupted run logged at step 3
+    resumed_losses = re.findall(r"'loss': '?([0-9.]+)", worker_logs[0])
+    full_losses = re.findall(r"'loss': '?([0-9.]+)", runs[2][0])
+    assert len(resumed_losses) == 1 and len(full_losses) == 3
+    assert resumed_losses[0] == full_losses[2]
+    resumed, uninterrupted = _weights(root / "dp_resumed"), _weights(root / "dp")
+    for key in uninterrupted:
+        np.testing.assert_allclose(resumed[key], uninterrupted[key], rtol=0, atol=1e-6, err_msg=key)
