@@ -233,6 +233,46 @@ def test_causal_attention_mask_batch_broadcast():
         assert_close(registry.get("causal_attention", impl)(q, k, v, mask, 0.3), want, "float32", impl)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(7, 33), (3, 4099), (1, 1)])
+@pytest.mark.parametrize("impl", kernel_cases("cross_entropy"))
+def test_cross_entropy(impl, shape, dtype):
+    """Per-row losses and the logits' gradient, with ignored rows (label -100) giving 0 and no gradient."""
+    rng = np.random.default_rng(0)
+    logits = tensor(rng, shape, dtype, 5.0)
+    labels = rng.integers(0, shape[1], shape[0]).astype(np.int64)
+    labels[::3] = -100
+    labels = ms.Tensor(labels)
+    fn = registry.get("cross_entropy", impl)
+    out = fn(logits, labels)
+    assert out.dtype == ms.float32  # the loss is float32 whatever the logits' dtype
+    grad = ms.grad(lambda x: (fn(x, labels) * ms.Tensor(np.arange(shape[0], dtype=np.float32))).sum())(logits)
+    ref = reference.cross_entropy
+    want = ref(f32(logits), labels)
+    want_grad = ms.grad(lambda x: (ref(x, labels) * ms.Tensor(np.arange(shape[0], dtype=np.float32))).sum())(f32(logits))
+    assert_close(out, want, "float32", "forward")
+    assert_close(grad, want_grad, dtype, "grad")
+    assert float(np.abs(as_np(out)[::3]).max()) == 0.0 and float(np.abs(as_np(grad)[::3]).max()) == 0.0
+
+
+def test_cross_entropy_matches_torch_and_names_bad_labels():
+    """Expected values from torch's cross_entropy; a label outside the vocabulary is an IndexError, as in torch."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(1)
+    logits = (rng.standard_normal((6, 50)) * 4).astype(np.float32)
+    labels = np.array([3, -100, 49, 0, 7, -100])
+    x = torch.tensor(logits, requires_grad=True)
+    want = torch.nn.functional.cross_entropy(x, torch.tensor(labels), reduction="none")
+    want.sum().backward()
+    got = fused.cross_entropy(ms.Tensor(logits), ms.Tensor(labels))
+    grad = ms.grad(lambda t: fused.cross_entropy(t, ms.Tensor(labels)).sum())(ms.Tensor(logits))
+    np.testing.assert_allclose(got.asnumpy(), want.detach().numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(grad.asnumpy(), x.grad.numpy(), rtol=1e-5, atol=1e-6)
+    if "cpu" in KERNELS["cross_entropy"]:
+        with pytest.raises(IndexError, match="outside"):
+            registry.get("cross_entropy", "cpu")(ms.Tensor(logits), ms.Tensor(np.array([3, 50, 0, 0, 0, 0]))).asnumpy()
+
+
 def test_ops_under_jit_match_pynative():
     """The registry's choice is made while ms.jit traces; the kernels and their bprops run inside the graph."""
     from mindspore import nn

@@ -5,7 +5,7 @@ Each name below runs one implementation chosen by `registry.select`: the plain M
 the `MINDFORMERS_HF_KERNELS` mode / `use_kernels()` block and, for attention, by `attn_implementation`.
 Model files only ever call these names. docs/adding_a_fused_op.md explains how to add one.
 """
-from . import activation, attention, norm, rotary  # noqa: F401  (each registers its implementations)
+from . import activation, attention, loss, norm, rotary  # noqa: F401  (each registers its implementations)
 from .moe import moe_experts  # noqa: F401  (MoE routing, experts and router loss: ops/moe.py)
 from .reference import rotate_half
 from .registry import implementation_name, implementations, use_kernels
@@ -46,5 +46,11 @@ def causal_attention(q, k, v, mask, scale, attn_implementation=None):
     return _select("causal_attention", attn_implementation)(q, k, v, mask, scale)
 
 
-__all__ = ["add_rms_norm", "apply_rotary_pos_emb", "causal_attention", "implementation_name", "implementations",
-           "rms_norm", "rotate_half", "silu_mul", "swiglu", "use_kernels"]
+def cross_entropy(logits, labels, ignore_index=-100):
+    """Per-row cross-entropy of logits [N, V] against integer labels [N] (torch's reduction="none"): 0 on rows
+    whose label is ignore_index; computed in float32."""
+    return _select("cross_entropy")(logits, labels, ignore_index)
+
+
+__all__ = ["add_rms_norm", "apply_rotary_pos_emb", "causal_attention", "cross_entropy", "implementation_name",
+           "implementations", "rms_norm", "rotate_half", "silu_mul", "swiglu", "use_kernels"]

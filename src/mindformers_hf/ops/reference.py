@@ -92,3 +92,9 @@ def causal_attention(q, k, v, mask, scale):
     probs = ops.softmax(scores, -1).astype(v.dtype)
     out = _bmm(probs, v)                                          # [B, KV, G*S, D]
     return out.reshape(bsz, n_heads, q_len, v.shape[-1])
+
+
+def cross_entropy(logits, labels, ignore_index=-100):
+    """torch's cross_entropy(reduction="none") over rows: logits [N, V] float32, labels [N] integers; the
+    loss of each row, 0 where the label is ignore_index."""
+    return ops.cross_entropy(logits, labels.astype(ms.int32), ignore_index=ignore_index, reduction="none")
