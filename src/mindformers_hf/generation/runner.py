@@ -31,6 +31,13 @@ def bucket_length(total):
     return -(-int(total) // 1024) * 1024
 
 
+def prefill_length(length):
+    """The prompt length a compiled prefill pads to (on the left, masked): multiples of 32 up to 512, then of
+    128 -- one compilation (~0.5 s) per length, and at most 31 padded tokens up to 512."""
+    step = 32 if length <= 512 else 128
+    return -(-int(length) // step) * step
+
+
 def position_ids_from_mask(mask):
     """transformers' rule: cumsum(mask) - 1, and 1 at padded positions."""
     positions = np.cumsum(mask, -1) - 1
@@ -124,7 +131,7 @@ class StaticRunner:
         self.base = getattr(model, model.base_model_prefix, model)
         self.compile_step = compile_step
         self.extra = _forward_kwargs(model)
-        self.graph, self.repeats = None, 1
+        self.graph, self.repeats, self.pad = None, 1, 0
         self.windows = layer_windows(model.config)
 
     @staticmethod
@@ -149,13 +156,28 @@ class StaticRunner:
         return graph
 
     def prefill(self, input_ids, attention_mask, max_length):
+        """With compilation on, the decoder layers run as one compiled graph (models/llama/compiled_layer.py)
+        on the prompt left-padded to `prefill_length`; the pad columns stay masked in every later step."""
         self.batch, prompt_len = input_ids.shape
-        self.length = bucket_length(max_length)
+        compiled = self.compile_step and getattr(self.base, "compiles_prefill", lambda: False)()
+        self.pad = prefill_length(prompt_len) - prompt_len if compiled else 0
+        input_ids, attention_mask = self._padded(input_ids), self._padded(attention_mask)
+        self.length = bucket_length(max_length + self.pad)
         self.dynamic = DynamicCache()
-        out = self.model(input_ids=ms.Tensor(input_ids), attention_mask=ms.Tensor(attention_mask),
-                         position_ids=ms.Tensor(position_ids_from_mask(attention_mask)),
-                         past_key_values=self.dynamic, use_cache=True, **self.extra)
+        if compiled:
+            self.base.compile_prefill = True
+        try:
+            out = self.model(input_ids=ms.Tensor(input_ids), attention_mask=ms.Tensor(attention_mask),
+                             position_ids=ms.Tensor(position_ids_from_mask(attention_mask)),
+                             past_key_values=self.dynamic, use_cache=True, **self.extra)
+        finally:
+            if compiled:
+                self.base.compile_prefill = False
         return _last_logits(out)
+
+    def _padded(self, columns):
+        """[B, T] prompt ids or mask with the prefill's pad columns (zeros: masked) prepended."""
+        return np.pad(columns, ((0, 0), (self.pad, 0))) if self.pad else columns
 
     def expand(self, repeats):
         """Repeat every row `repeats` times (num_return_sequences, beams). The move into the static cache
@@ -186,6 +208,7 @@ class StaticRunner:
     def step(self, tokens, attention_mask):
         if self.graph is None:
             self._to_static()
+        attention_mask = self._padded(attention_mask)
         total = attention_mask.shape[1]
         if total > self.length:
             raise RuntimeError(f"generate: the static cache holds {self.length} positions, {total} needed")

@@ -1,0 +1,86 @@
+"""generate()'s compiled prefill (models/llama/compiled_layer.py): one graph shared by all plain decoder layers,
+on prompts left-padded to `prefill_length`. Expected values come from HF transformers on torch."""
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+import transformers  # noqa: E402
+import mindspore as ms  # noqa: E402
+
+from mindformers_hf import AutoModelForCausalLM  # noqa: E402
+from mindformers_hf.cache_utils import DynamicCache  # noqa: E402
+from mindformers_hf.generation.runner import prefill_length  # noqa: E402
+from mindformers_hf.models.llama import compiled_layer, modeling_llama  # noqa: E402
+from tests.conftest import batch, make_hf_checkpoint  # noqa: E402
+
+
+@pytest.fixture
+def graph_calls(monkeypatch):
+    """Counts the calls of the shared layer graph (the compiled path was taken, and how often)."""
+    calls = []
+    original = modeling_llama.layer_graph
+
+    def counting(spec):
+        graph = original(spec)
+
+        def call(*args):
+            calls.append(args[0].shape)
+            return graph(*args)
+        return call
+
+    monkeypatch.setattr(modeling_llama, "layer_graph", counting)
+    return calls
+
+
+def test_prefill_length_buckets():
+    assert [prefill_length(n) for n in (1, 32, 33, 500, 512, 513, 1000)] == [32, 32, 64, 512, 512, 640, 1024]
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_compiled_forward_equals_eager_and_fills_the_cache(tmp_path, family, graph_calls):
+    kwargs = dict(config_class="Qwen2Config", model_class="Qwen2ForCausalLM") if family == "qwen2" else {}
+    model = AutoModelForCausalLM.from_pretrained(make_hf_checkpoint(tmp_path / family, **kwargs))
+    ids, mask = batch(rows=2, length=13, pad_left=(0, 4), seed=1)
+
+    def forward(compiled):
+        cache = DynamicCache()
+        model.model.compile_prefill = compiled
+        try:
+            out = model(input_ids=ms.Tensor(ids), attention_mask=ms.Tensor(mask), past_key_values=cache, use_cache=True)
+        finally:
+            model.model.compile_prefill = False
+        return out.logits.asnumpy(), [k.asnumpy() for k in cache.key_cache], [v.asnumpy() for v in cache.value_cache]
+
+    eager = forward(False)
+    assert not graph_calls
+    compiled = forward(True)
+    assert len(graph_calls) == model.config.num_hidden_layers
+    valid = mask.astype(bool)
+    np.testing.assert_allclose(compiled[0][valid], eager[0][valid], atol=1e-5)
+    for got, want in zip(compiled[1] + compiled[2], eager[1] + eager[2]):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_generate_pads_compiles_once_per_length_and_matches_hf(tiny_llama, graph_calls):
+    ours = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32).eval()
+    for length in (9, 20):  # both pad to 32: one graph shape
+        ids, mask = batch(rows=2, length=length, pad_left=(0, 3), seed=length)
+        with torch.no_grad():
+            want = hf.generate(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), max_new_tokens=6,
+                               do_sample=False).numpy()
+        got = ours.generate(input_ids=ids, attention_mask=mask, max_new_tokens=6, do_sample=False)
+        np.testing.assert_array_equal(got, want)
+    assert {tuple(shape) for shape in graph_calls} == {(2, 32, ours.config.hidden_size)}
+
+
+def test_disable_compile_and_other_layers_stay_eager(tmp_path, tiny_llama, graph_calls):
+    ours = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    ids, mask = batch(rows=1, length=7, pad_left=(0,), seed=2)
+    ours.generate(input_ids=ids, attention_mask=mask, max_new_tokens=2, do_sample=False, disable_compile=True)
+    assert not graph_calls
+    phi3 = AutoModelForCausalLM.from_pretrained(make_hf_checkpoint(tmp_path / "phi3", config_class="Phi3Config",
+                                                                   model_class="Phi3ForCausalLM"))
+    assert compiled_layer.layer_spec(phi3.model.layers[0]) is None and not phi3.model.compiles_prefill()
+    phi3.generate(input_ids=ids, attention_mask=mask, max_new_tokens=2, do_sample=False)
+    assert not graph_calls
