@@ -20,8 +20,8 @@ def graph_calls(monkeypatch):
     calls = []
     original = modeling_llama.layer_graph
 
-    def counting(spec):
-        graph = original(spec)
+    def counting(spec, with_cache):
+        graph = original(spec, with_cache)
 
         def call(*args):
             calls.append(args[0].shape)
@@ -44,11 +44,11 @@ def test_compiled_forward_equals_eager_and_fills_the_cache(tmp_path, family, gra
 
     def forward(compiled):
         cache = DynamicCache()
-        model.model.compile_prefill = compiled
+        model.model.compile_layers = compiled
         try:
             out = model(input_ids=ms.Tensor(ids), attention_mask=ms.Tensor(mask), past_key_values=cache, use_cache=True)
         finally:
-            model.model.compile_prefill = False
+            model.model.compile_layers = False
         return out.logits.asnumpy(), [k.asnumpy() for k in cache.key_cache], [v.asnumpy() for v in cache.value_cache]
 
     eager = forward(False)
@@ -81,6 +81,6 @@ def test_disable_compile_and_other_layers_stay_eager(tmp_path, tiny_llama, graph
     assert not graph_calls
     phi3 = AutoModelForCausalLM.from_pretrained(make_hf_checkpoint(tmp_path / "phi3", config_class="Phi3Config",
                                                                    model_class="Phi3ForCausalLM"))
-    assert compiled_layer.layer_spec(phi3.model.layers[0]) is None and not phi3.model.compiles_prefill()
+    assert compiled_layer.layer_spec(phi3.model.layers[0]) is None and not phi3.model.compiles_layers()
     phi3.generate(input_ids=ids, attention_mask=mask, max_new_tokens=2, do_sample=False)
     assert not graph_calls

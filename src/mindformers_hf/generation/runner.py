@@ -159,20 +159,20 @@ class StaticRunner:
         """With compilation on, the decoder layers run as one compiled graph (models/llama/compiled_layer.py)
         on the prompt left-padded to `prefill_length`; the pad columns stay masked in every later step."""
         self.batch, prompt_len = input_ids.shape
-        compiled = self.compile_step and getattr(self.base, "compiles_prefill", lambda: False)()
+        compiled = self.compile_step and getattr(self.base, "compiles_layers", lambda: False)()
         self.pad = prefill_length(prompt_len) - prompt_len if compiled else 0
         input_ids, attention_mask = self._padded(input_ids), self._padded(attention_mask)
         self.length = bucket_length(max_length + self.pad)
         self.dynamic = DynamicCache()
         if compiled:
-            self.base.compile_prefill = True
+            self.base.compile_layers = True
         try:
             out = self.model(input_ids=ms.Tensor(input_ids), attention_mask=ms.Tensor(attention_mask),
                              position_ids=ms.Tensor(position_ids_from_mask(attention_mask)),
                              past_key_values=self.dynamic, use_cache=True, **self.extra)
         finally:
             if compiled:
-                self.base.compile_prefill = False
+                self.base.compile_layers = False
         return _last_logits(out)
 
     def _padded(self, columns):

@@ -1,15 +1,16 @@
-"""One compiled graph serving every decoder layer of a plain LLaMA stack, for the prefill of `generate`.
+"""One compiled graph serving every decoder layer of a plain LLaMA stack: generate's prefill and training.
 
 In PyNative each MindSpore op costs ~0.1 ms of dispatch on this CPU, and a decoder layer is ~25 ops; under
-`ms.jit` a layer is one graph launch. The graph takes the layer's weights as inputs, as plain tensors over
-the Parameters' memory (`ms.Tensor(p)`: passing the Parameters themselves compiles again for each layer, and
-`p.value()` copies), so the 30 layers of SmolLM2 share one compilation per input shape (~0.5 s). The runner pads
+`ms.jit` a layer is one graph launch. The graph takes the layer's weights as inputs, as reshape views of the
+Parameters (no copy, and gradients flow back through them; passing the Parameters themselves compiles again
+for each layer, and `p.value()` copies), so the 30 layers of SmolLM2 share one compilation per input shape
+(~0.5 s forward, ~1.5 s with the backward graph) instead of one per layer. The runner pads
 prompts to a few lengths (generation/runner.py `prefill_length`) so those compilations stay few.
 
 It covers the layers LlamaDecoderLayer builds with no family switch (LLaMA, Mistral, SmolLM, Yi, Qwen2's
 biased q/k/v and the like); `layer_spec` returns None for any other layer, which then runs eagerly. The
-graph is the eager layer's math op for op (same fused ops), and returns this layer's rotated keys and the
-values for the KV cache.
+graph is the eager layer's math op for op (same fused ops); for a prefill it also returns this layer's
+rotated keys and the values for the KV cache.
 """
 import functools
 from dataclasses import dataclass
@@ -65,12 +66,13 @@ def layer_weights(layer, spec):
     weights += [layer.post_attention_layernorm.weight, mlp.gate_proj.weight, mlp.up_proj.weight, mlp.down_proj.weight]
     if spec.mlp_bias:
         weights += [mlp.gate_proj.bias, mlp.up_proj.bias, mlp.down_proj.bias]
-    return tuple(ms.Tensor(w) for w in weights)  # no copy (see the module docstring)
+    return tuple(w.reshape(w.shape) for w in weights)  # views: see the module docstring
 
 
 @functools.lru_cache(maxsize=None)
-def layer_graph(spec):
-    """hidden [B, S, hidden], cos/sin, mask, *weights -> (hidden, keys [B, KV, S, D], values [B, KV, S, D])."""
+def layer_graph(spec, with_cache):
+    """hidden [B, S, hidden], cos/sin, mask, *weights -> hidden, and with_cache also keys and values
+    [B, KV, S, D] for the cache."""
     matmul = ops.MatMul(transpose_b=True)
     heads, kv_heads, head_dim = spec.num_heads, spec.num_kv_heads, spec.head_dim
     eps, scaling, attn_implementation = spec.eps, spec.scaling, spec.attn_implementation
@@ -104,6 +106,9 @@ def layer_graph(spec):
         down = linear(fused.silu_mul(gate, up), w[i + 4])
         if mlp_bias:
             down = down + w[i + 7]
-        return hidden + down.reshape(bsz, q_len, width), k, v
+        hidden = hidden + down.reshape(bsz, q_len, width)
+        if with_cache:
+            return hidden, k, v
+        return hidden
 
     return ms.jit(decoder_layer)

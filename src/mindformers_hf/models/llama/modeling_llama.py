@@ -241,7 +241,7 @@ class LlamaModel(LlamaPreTrainedModel):
         self.layers = nn.CellList([LlamaDecoderLayer(config, i, dtype) for i in range(config.num_hidden_layers)])
         self.norm = LlamaRMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
         self.rotary_emb = LlamaRotaryEmbedding(config)
-        self.compile_prefill = False  # set by generation/runner.py around a prefill (compiled_layer.py)
+        self.compile_layers = False  # set around a prefill (generation/runner.py) or a train step (compiled_layer.py)
 
     def construct(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
                   inputs_embeds=None, use_cache=None, output_hidden_states=None, output_attentions=None,
@@ -269,18 +269,19 @@ class LlamaModel(LlamaPreTrainedModel):
         hidden_states = inputs_embeds
         cos, sin = self.rotary_emb(hidden_states, position_ids)
         all_hidden_states = (hidden_states,) if output_hidden_states else None
-        # generate's prefill (compiled_prefill): plain layers share one compiled graph; each writes its keys
-        # and values into the (empty) cache itself
-        compiled = self.compile_prefill and past_len == 0 and q_len > 1
+        # compile_layers (generate's prefill, Trainer steps): plain layers run as one shared compiled graph
+        # (compiled_layer.py); in a prefill each writes its keys and values into the (empty) cache itself
+        compiled = self.compile_layers and past_len == 0 and q_len > 1
         for layer in self.layers:
             mask = masks[layer.attention_type]
             spec = layer_spec(layer) if compiled and mask is not None else None
             if spec is None:
                 hidden_states = layer(hidden_states, cos, sin, mask, past_key_values)
             else:
-                weights = layer_weights(layer, spec)
-                hidden_states, keys, values = layer_graph(spec)(hidden_states, cos, sin, mask, *weights)
+                graph = layer_graph(spec, past_key_values is not None)
+                hidden_states = graph(hidden_states, cos, sin, mask, *layer_weights(layer, spec))
                 if past_key_values is not None:
+                    hidden_states, keys, values = hidden_states
                     past_key_values.update(keys, values, layer.self_attn.layer_idx)
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
@@ -292,8 +293,8 @@ class LlamaModel(LlamaPreTrainedModel):
                                       hidden_states=all_hidden_states)
         return out.to_tuple() if return_dict is False else out
 
-    def compiles_prefill(self):
-        """True when compile_prefill would compile these layers (plain LLaMA ones: compiled_layer.py)."""
+    def compiles_layers(self):
+        """True when compile_layers would compile these layers (plain LLaMA ones: compiled_layer.py)."""
         return any(layer_spec(layer) is not None for layer in self.layers)
 
     def causal_masks(self, attention_mask, bsz, q_len, past_len):
