@@ -165,7 +165,7 @@ class StaticRunner:
         self.length = bucket_length(max_length + self.pad)
         self.dynamic = DynamicCache()
         if compiled:
-            self.base.compile_layers = True
+            self.base.compile_layers = "prefill"
         try:
             out = self.model(input_ids=ms.Tensor(input_ids), attention_mask=ms.Tensor(attention_mask),
                              position_ids=ms.Tensor(position_ids_from_mask(attention_mask)),

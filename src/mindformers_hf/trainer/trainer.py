@@ -184,7 +184,7 @@ class _SharedLayerGraph:
             yield
             return
         self.shapes.add(shape)
-        self.base.compile_layers = True
+        self.base.compile_layers = "train"
         try:
             yield
         finally:

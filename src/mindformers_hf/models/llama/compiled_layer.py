@@ -1,11 +1,13 @@
 """One compiled graph serving every decoder layer of a plain LLaMA stack: generate's prefill and training.
 
 In PyNative each MindSpore op costs ~0.1 ms of dispatch on this CPU, and a decoder layer is ~25 ops; under
-`ms.jit` a layer is one graph launch. The graph takes the layer's weights as inputs, as reshape views of the
-Parameters (no copy, and gradients flow back through them; passing the Parameters themselves compiles again
-for each layer, and `p.value()` copies), so the 30 layers of SmolLM2 share one compilation per input shape
-(~0.5 s forward, ~1.5 s with the backward graph) instead of one per layer. The runner pads
-prompts to a few lengths (generation/runner.py `prefill_length`) so those compilations stay few.
+`ms.jit` a layer is one graph launch. The graph takes the layer's weights as inputs, so the 30 layers of
+SmolLM2 share one compilation per input shape (~0.5 s forward, ~1.5 s with the backward graph) instead of
+one per layer -- passing the Parameters themselves would compile again for each layer, and `p.value()`
+copies. A prefill passes `ms.Tensor(p)` (the same memory, no autograd); a train step passes reshape views,
+which carry gradients back to the Parameters (but made a 512-token prefill ~50% slower than plain tensors).
+The generate runner pads prompts to a few lengths (generation/runner.py `prefill_length`) and the Trainer
+stops compiling after a few batch shapes, so compilations stay few.
 
 It covers the layers LlamaDecoderLayer builds with no family switch (LLaMA, Mistral, SmolLM, Yi, Qwen2's
 biased q/k/v and the like); `layer_spec` returns None for any other layer, which then runs eagerly. The
@@ -54,7 +56,7 @@ def layer_spec(layer):
                      attn.q_proj.bias is not None, attn.o_proj.bias is not None, mlp.gate_proj.bias is not None)
 
 
-def layer_weights(layer, spec):
+def layer_weights(layer, spec, differentiable):
     """The graph's weight inputs, in the order `layer_graph` reads them."""
     attn, mlp = layer.self_attn, layer.mlp
     weights = [layer.input_layernorm.weight, attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight]
@@ -66,7 +68,9 @@ def layer_weights(layer, spec):
     weights += [layer.post_attention_layernorm.weight, mlp.gate_proj.weight, mlp.up_proj.weight, mlp.down_proj.weight]
     if spec.mlp_bias:
         weights += [mlp.gate_proj.bias, mlp.up_proj.bias, mlp.down_proj.bias]
-    return tuple(w.reshape(w.shape) for w in weights)  # views: see the module docstring
+    if differentiable:
+        return tuple(w.reshape(w.shape) for w in weights)  # see the module docstring
+    return tuple(ms.Tensor(w) for w in weights)
 
 
 @functools.lru_cache(maxsize=None)

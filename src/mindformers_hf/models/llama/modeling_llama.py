@@ -241,7 +241,8 @@ class LlamaModel(LlamaPreTrainedModel):
         self.layers = nn.CellList([LlamaDecoderLayer(config, i, dtype) for i in range(config.num_hidden_layers)])
         self.norm = LlamaRMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
         self.rotary_emb = LlamaRotaryEmbedding(config)
-        self.compile_layers = False  # set around a prefill (generation/runner.py) or a train step (compiled_layer.py)
+        # "prefill" (generation/runner.py) or "train" (the Trainer) around those calls: see compiled_layer.py
+        self.compile_layers = False
 
     def construct(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
                   inputs_embeds=None, use_cache=None, output_hidden_states=None, output_attentions=None,
@@ -279,7 +280,8 @@ class LlamaModel(LlamaPreTrainedModel):
                 hidden_states = layer(hidden_states, cos, sin, mask, past_key_values)
             else:
                 graph = layer_graph(spec, past_key_values is not None)
-                hidden_states = graph(hidden_states, cos, sin, mask, *layer_weights(layer, spec))
+                weights = layer_weights(layer, spec, differentiable=self.compile_layers == "train")
+                hidden_states = graph(hidden_states, cos, sin, mask, *weights)
                 if past_key_values is not None:
                     hidden_states, keys, values = hidden_states
                     past_key_values.update(keys, values, layer.self_attn.layer_idx)
