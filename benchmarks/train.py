@@ -195,7 +195,7 @@ def breakdown(folder, gguf, data, repeats):
     rows["forward + loss"] = [_timed(lambda: model(input_ids=ids, labels=ids).loss.asnumpy(), repeats)]
     rows["forward + backward"] = [_timed(lambda: grad_fn()[0].asnumpy(), repeats)]
     rows["global grad norm"] = [_timed(lambda: global_norm(grads), repeats)]
-    rows["clip"] = [_timed(lambda: clip_by_global_norm(grads, norm / 2, norm)[-1].asnumpy(), repeats)]
+    rows["clip"] = [_timed(lambda: clip_by_global_norm(list(grads), norm / 2, norm)[-1].asnumpy(), repeats)]
     rows["AdamW step"] = [_timed(lambda: (optimizer.step(grads), params[-1].asnumpy()), repeats)]
     del model, params, grads, optimizer, grad_fn
     gc.collect()

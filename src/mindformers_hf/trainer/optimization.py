@@ -124,11 +124,14 @@ def global_norm(grads):
 
 
 def clip_by_global_norm(grads, max_norm, total_norm):
-    """torch's rule: scale by max_norm / (total_norm + 1e-6) when that is below 1."""
+    """torch's rule: scale by max_norm / (total_norm + 1e-6) when that is below 1. The list's entries are
+    replaced one by one (and the list returned), so each old gradient can be freed as soon as its scaled copy
+    exists: building a new list held a second copy of every gradient at once (540 MB for SmolLM2)."""
     coef = max_norm / (total_norm + 1e-6)
-    if coef >= 1.0:
-        return list(grads)
-    return [g * ms.Tensor(coef, g.dtype) for g in grads]
+    if coef < 1.0:
+        for i, g in enumerate(grads):
+            grads[i] = g * ms.Tensor(coef, g.dtype)
+    return grads
 
 
 # ---------------------------------------------------------------------- schedules (transformers' lambdas)
