@@ -15,6 +15,7 @@
 // only visits keys between its first and last allowed key (the causal and left-padding cut). A row with no
 // allowed key at all visits every key, which reproduces the reference's (uniform) result for it.
 #include <algorithm>
+#include <memory>
 #include <type_traits>
 
 #include "common.h"
@@ -109,19 +110,6 @@ inline void accumulate_pv(const float *p, int64_t n, const float *v, int64_t D, 
   }
 }
 
-// x . block[:, jj] for the 64 keys of a transposed block [D, kBlockK], into out[0:64].
-static_assert(kBlockK == 64, "row_times_block holds one row of a key block in 8 vectors of 8");
-
-inline void row_times_block(const float *x, const float *block_t, int64_t D, float *out) {
-  v8 acc[8] = {};
-  for (int64_t d = 0; d < D; ++d) {
-    const float xd = x[d];
-    const v8u *col = reinterpret_cast<const v8u *>(block_t + d * kBlockK);
-    for (int c = 0; c < 8; ++c) acc[c] += xd * col[c];
-  }
-  std::memcpy(out, acc, sizeof(acc));
-}
-
 // dst[d, jj] = src[jj, d] for jj < n, zero beyond: a [n, D] block of keys or values (rows `stride` apart)
 // transposed to [D, kBlockK].
 inline void transpose_block(const float *src, int64_t n, int64_t D, float *dst, int64_t stride) {
@@ -157,36 +145,38 @@ void qk_tile(const float *const *qrows, const float *kt, int64_t D, float *out) 
   }
 }
 
-// acc[r, 0:Dv] += sum_{j in [j_lo, j_hi)} p[r, j] v[j, 0:Dv] for R rows (p rows kBlockK apart, acc rows Dv
-// apart, v rows vs apart).
-template <int R>
-void pv_tile(const float *p, int64_t j_lo, int64_t j_hi, const float *v, int64_t vs, int64_t Dv, float *acc) {
+// acc[r, 0:Dv] += sum_{j in [j_lo, j_hi)} p[r, j] v[j, 0:Dv] for R rows (p[r, j] at p[r * PR + j * PC], acc
+// rows `as` apart, v rows vs apart). The backward pass also uses it with keys as the rows r and query rows as
+// j, reading a [row, key] block of probabilities transposed (PR = 1, PC = kBlockK) rather than copying it so.
+template <int R, int64_t PR = kBlockK, int64_t PC = 1>
+void pv_tile(const float *p, int64_t j_lo, int64_t j_hi, const float *v, int64_t vs, int64_t Dv, float *acc,
+             int64_t as) {
   int64_t c0 = 0;
   for (; c0 + 16 <= Dv; c0 += 16) {
     v8 o[R][2];
     for (int r = 0; r < R; ++r) {
-      o[r][0] = *reinterpret_cast<const v8u *>(acc + r * Dv + c0);
-      o[r][1] = *reinterpret_cast<const v8u *>(acc + r * Dv + c0 + 8);
+      o[r][0] = *reinterpret_cast<const v8u *>(acc + r * as + c0);
+      o[r][1] = *reinterpret_cast<const v8u *>(acc + r * as + c0 + 8);
     }
     for (int64_t j = j_lo; j < j_hi; ++j) {
       const v8 v0 = *reinterpret_cast<const v8u *>(v + j * vs + c0);
       const v8 v1 = *reinterpret_cast<const v8u *>(v + j * vs + c0 + 8);
       for (int r = 0; r < R; ++r) {
-        const float pr = p[r * kBlockK + j];
+        const float pr = p[r * PR + j * PC];
         o[r][0] += pr * v0;
         o[r][1] += pr * v1;
       }
     }
     for (int r = 0; r < R; ++r) {
-      *reinterpret_cast<v8u *>(acc + r * Dv + c0) = o[r][0];
-      *reinterpret_cast<v8u *>(acc + r * Dv + c0 + 8) = o[r][1];
+      *reinterpret_cast<v8u *>(acc + r * as + c0) = o[r][0];
+      *reinterpret_cast<v8u *>(acc + r * as + c0 + 8) = o[r][1];
     }
   }
   for (; c0 < Dv; ++c0) {  // channels past the last multiple of 16 (odd head sizes)
     for (int r = 0; r < R; ++r) {
-      float sum = acc[r * Dv + c0];
-      for (int64_t j = j_lo; j < j_hi; ++j) sum += p[r * kBlockK + j] * v[j * vs + c0];
-      acc[r * Dv + c0] = sum;
+      float sum = acc[r * as + c0];
+      for (int64_t j = j_lo; j < j_hi; ++j) sum += p[r * PR + j * PC] * v[j * vs + c0];
+      acc[r * as + c0] = sum;
     }
   }
 }
@@ -319,7 +309,7 @@ int attention_forward(int nparam, void **params, int *ndims, int64_t **shapes, c
         }
         if (jb >= je) continue;
         with_tile_rows(n, [&](auto R) {
-          pv_tile<R()>(ps + r0 * kBlockK, jb, je, vb + j0 * vs, vs, Dv, acc.data() + r0 * Dv);
+          pv_tile<R()>(ps + r0 * kBlockK, jb, je, vb + j0 * vs, vs, Dv, acc.data() + r0 * Dv, Dv);
         });
       }
     }
@@ -384,6 +374,11 @@ namespace {
 // inputs: q, k, v, mask, scale, o, stats, do; outputs: dq, dk, dv
 // With p = exp(score - m) / sum rebuilt per key block and delta_i = do_i . o_i:
 //   dv_j += p_ij do_i,  ds_ij = p_ij (do_i . v_j - delta_i),  dq_i += scale ds_ij k_j,  dk_j += scale ds_ij q_i
+// computed as in FlashAttention-2: per key block and chunk of up to kChunk query rows, five small matrix
+// products on register tiles (scores and do . v^T with qk_tile; dq, dv and dk with pv_tile), so each vector
+// loaded serves up to kTileRows rows instead of one.
+constexpr int64_t kChunk = 64;  // query rows per chunk: [kChunk, kBlockK] blocks of p and ds per thread
+
 int attention_backward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, bool bshd) {
   Shapes s;
   if (nparam != 11 || !mfh::all_float32(11, dtypes) || !read_shapes(ndims, shapes, &s, bshd)) return 1;
@@ -399,64 +394,163 @@ int attention_backward(int nparam, void **params, int *ndims, int64_t **shapes, 
   std::vector<int64_t> lo(s.batch * S), hi(s.batch * S);
   for (int64_t b = 0; b < s.batch; ++b) key_ranges(mask, s, b, lo.data() + b * S, hi.data() + b * S);
   std::vector<float> delta(s.batch * s.heads * S);
-  for (int64_t r = 0; r < s.batch * s.heads * S; ++r) {
-    const int64_t off = out_row(bshd, s, r / (s.heads * S), r / S % s.heads, r % S);
-    delta[r] = mfh::dot(dout + off, o + off, Dv);
-  }
+  const int64_t bh_count = s.batch * s.heads;
+  mfh::parallel_for(bh_count, mfh::threads_for(bh_count, 2.0 * S * Dv), [&](int64_t bh, int) {
+    for (int64_t i = 0; i < S; ++i) {
+      const int64_t off = out_row(bshd, s, bh / s.heads, bh % s.heads, i);
+      delta[bh * S + i] = mfh::dot(dout + off, o + off, Dv);
+    }
+  });
 
   // One task = a block of keys of one (batch, kv head): it owns those dk/dv rows. dq rows are shared
-  // between key blocks, so each thread sums into its own dq copy and the copies are added at the end.
+  // between key blocks, so each thread sums into its own dq copy and the copies are added at the end. The
+  // copies are left uninitialised here and zeroed by their thread at its first task, so the zeroing (and the
+  // page faults of fresh memory) run in parallel; a thread that got no task has nothing to add.
   const int64_t key_blocks = (T + kBlockK - 1) / kBlockK;
   const int64_t tasks = s.batch * s.kv_heads * key_blocks;
-  const int nt = mfh::threads_for(tasks, 8.0 * G * S * std::min<int64_t>(T, kBlockK) * D);
-  std::vector<float> dq_private(nt > 1 ? (size_t)(nt - 1) * q_size : 0, 0.f);
+  const int nt = mfh::threads_for(tasks, 10.0 * G * S * std::min<int64_t>(T, kBlockK) * D);
+  std::unique_ptr<float[]> dq_private(nt > 1 ? new float[(size_t)(nt - 1) * q_size] : nullptr);
+  std::vector<char> dq_started(nt, 0);  // element t written by thread t only
   std::fill(dq, dq + q_size, 0.f);
   std::fill(dk, dk + s.batch * s.kv_heads * T * D, 0.f);
   std::fill(dv, dv + s.batch * s.kv_heads * T * Dv, 0.f);
-  struct Scratch {  // per thread: the transposed key and value blocks
-    std::vector<float> kt, vt;
+  const int64_t do_stride = bshd ? s.heads * Dv : Dv;  // between consecutive positions' do rows of one head
+  struct Scratch {
+    // transposed key and value blocks; q, do and dq rows of a chunk gathered when they are not consecutive
+    // positions; the chunk's scores (then p) and do . v^T (then ds) [row, key]; the task's rows
+    std::vector<float> kt, vt, qc, doc, dqc, ps, dps;
+    std::vector<int64_t> rows;
   };
-  std::vector<Scratch> scratch(nt, Scratch{std::vector<float>(D * kBlockK), std::vector<float>(Dv * kBlockK)});
+  std::vector<Scratch> scratch(nt, Scratch{std::vector<float>(D * kBlockK), std::vector<float>(Dv * kBlockK),
+                                           std::vector<float>(kChunk * D), std::vector<float>(kChunk * Dv),
+                                           std::vector<float>(kChunk * D), std::vector<float>(kChunk * kBlockK),
+                                           std::vector<float>(kChunk * kBlockK), std::vector<int64_t>(S)});
   mfh::parallel_for(tasks, nt, [&](int64_t task, int thread) {
-    float *dq_t = thread == 0 ? dq : dq_private.data() + (size_t)(thread - 1) * q_size;
-    std::vector<float> &kt = scratch[thread].kt, &vt = scratch[thread].vt;
-    float scores[kBlockK], dp[kBlockK], p[kBlockK], ds[kBlockK];
-    const int64_t bkv = task / key_blocks, j0 = (task % key_blocks) * kBlockK;
+    float *dq_t = thread == 0 ? dq : dq_private.get() + (size_t)(thread - 1) * q_size;
+    if (!dq_started[thread]) {
+      if (thread > 0) std::fill(dq_t, dq_t + q_size, 0.f);
+      dq_started[thread] = 1;
+    }
+    Scratch &w = scratch[thread];
+    float *kt = w.kt.data(), *vt = w.vt.data(), *ps = w.ps.data(), *dps = w.dps.data();
+    // Key block major: under a causal mask the first key blocks are seen by the most rows, so the largest
+    // tasks go first and the threads finish together.
+    const int64_t bkv = task % (s.batch * s.kv_heads), j0 = task / (s.batch * s.kv_heads) * kBlockK;
     const int64_t b = bkv / s.kv_heads, kvh = bkv % s.kv_heads;
     const int64_t nk = std::min(kBlockK, T - j0);
-    const float *kb = k + bkv * T * D, *vb = v + v_offset(s, b, kvh);
-    float *dkb = dk + bkv * T * D, *dvb = dv + v_offset(s, b, kvh);  // dv has v's layout
+    const float *kb = k + bkv * T * D + j0 * D, *vb = v + v_offset(s, b, kvh) + j0 * s.v_row;
+    float *dkb = dk + bkv * T * D + j0 * D, *dvb = dv + v_offset(s, b, kvh) + j0 * s.v_row;  // dv has v's layout
     const int64_t vs = s.v_row;
-    transpose_block(kb + j0 * D, nk, D, kt.data(), D);
-    transpose_block(vb + j0 * vs, nk, Dv, vt.data(), vs);
+    const int64_t *lo_b = lo.data() + b * S, *hi_b = hi.data() + b * S;
+    // The query rows that see a key of this block (all heads of the group share the mask), with their keys
+    // [jb, je) relative to j0: the causal cut leaves the rows from j0 on, padding any subset.
+    int64_t n_rows = 0;
+    for (int64_t i = 0; i < S; ++i) {
+      if (std::max(j0, lo_b[i]) < std::min(j0 + nk, hi_b[i])) w.rows[n_rows++] = i;
+    }
+    if (n_rows == 0) return;
+    auto key_lo = [&](int64_t i) { return std::max(j0, lo_b[i]) - j0; };
+    auto key_hi = [&](int64_t i) { return std::min(j0 + nk, hi_b[i]) - j0; };
+    transpose_block(kb, nk, D, kt, D);
+    transpose_block(vb, nk, Dv, vt, vs);
     for (int64_t g = 0; g < G; ++g) {
-      const int64_t bh = b * s.heads + kvh * G + g;
-      for (int64_t i = 0; i < S; ++i) {
-        const int64_t jb = std::max(j0, lo[b * S + i]), je = std::min(j0 + nk, hi[b * S + i]);
-        if (jb >= je) continue;
-        const int64_t row = bh * S + i, n = je - jb, off = jb - j0;
-        const float *qr = q + row * D, *dor = dout + out_row(bshd, s, b, kvh * G + g, i);
-        const float row_max = stats[row * 2], row_inv_sum = 1.f / stats[row * 2 + 1], row_delta = delta[row];
-        row_times_block(qr, kt.data(), D, scores);
-        row_times_block(dor, vt.data(), Dv, dp);
-        for (int64_t j = 0; j < n; ++j) p[j] = scores[off + j] * scale + mask_at(mask, s, b, i, jb + j) - row_max;
-#pragma omp simd
-        for (int64_t j = 0; j < n; ++j) {
-          p[j] = std::exp(p[j]) * row_inv_sum;
-          ds[j] = p[j] * (dp[off + j] - row_delta) * scale;
+      const int64_t h = kvh * G + g, bh = b * s.heads + h;
+      for (int64_t c0 = 0; c0 < n_rows; c0 += kChunk) {
+        const int64_t n = std::min(kChunk, n_rows - c0);
+        const int64_t *idx = w.rows.data() + c0;
+        // Consecutive positions (no padding inside the chunk) are read and written in place, rows qs / dos /
+        // D apart; other chunks are gathered into scratch, and their dq added back at the end.
+        const bool in_place = idx[n - 1] - idx[0] == n - 1;
+        const float *qc = q + (bh * S + idx[0]) * D, *doc = dout + out_row(bshd, s, b, h, idx[0]);
+        float *dqc = dq_t + (bh * S + idx[0]) * D;
+        int64_t qs = D, dos = do_stride;
+        if (!in_place) {
+          for (int64_t r = 0; r < n; ++r) {
+            std::memcpy(w.qc.data() + r * D, q + (bh * S + idx[r]) * D, D * sizeof(float));
+            std::memcpy(w.doc.data() + r * Dv, dout + out_row(bshd, s, b, h, idx[r]), Dv * sizeof(float));
+          }
+          qc = w.qc.data(), doc = w.doc.data(), dqc = w.dqc.data(), dos = Dv;
+          std::fill(dqc, dqc + n * D, 0.f);
         }
-        accumulate_pv(ds, n, kb + jb * D, D, dq_t + row * D, D);
-        for (int64_t j = 0; j < n; ++j) {
-          mfh::axpy(p[j], dor, dvb + (jb + j) * vs, Dv);
-          mfh::axpy(ds[j], qr, dkb + (jb + j) * D, D);
+        // scores = q k^T and dp = do v^T for the chunk, [n, kBlockK] each
+        for (int64_t r0 = 0; r0 < n; r0 += kTileRows) {
+          const int t = (int)std::min<int64_t>(kTileRows, n - r0);
+          const float *qrows[kTileRows], *drows[kTileRows];
+          for (int r = 0; r < t; ++r) {
+            qrows[r] = qc + (r0 + r) * qs;
+            drows[r] = doc + (r0 + r) * dos;
+          }
+          with_tile_rows(t, [&](auto R) {
+            qk_tile<R()>(qrows, kt, D, ps + r0 * kBlockK);
+            qk_tile<R()>(drows, vt, Dv, dps + r0 * kBlockK);
+          });
+        }
+        // p and ds in place of them, zero outside each row's allowed keys
+        for (int64_t r = 0; r < n; ++r) {
+          const int64_t i = idx[r], row = bh * S + i, jb = key_lo(i), je = key_hi(i);
+          const float row_max = stats[row * 2], row_inv_sum = 1.f / stats[row * 2 + 1], row_delta = delta[row];
+          float *pr = ps + r * kBlockK, *dsr = dps + r * kBlockK;
+          // score * scale + mask first, stored, then - m as the forward pass does: in one expression
+          // -ffast-math may take mask - m first, which for a fully masked row (mask and m about -1e9, where
+          // float32 steps by 64) keeps the scores the forward pass rounded away.
+          if (s.has_mask) {
+            const float *mrow = mask + ((s.mask_batch == 1 ? 0 : b) * S + i) * T + j0;
+#pragma omp simd
+            for (int64_t j = jb; j < je; ++j) pr[j] = pr[j] * scale + mrow[j];
+          } else {
+#pragma omp simd
+            for (int64_t j = jb; j < je; ++j) pr[j] *= scale;
+          }
+#pragma omp simd
+          for (int64_t j = jb; j < je; ++j) {
+            pr[j] = std::exp(pr[j] - row_max) * row_inv_sum;
+            dsr[j] = pr[j] * (dsr[j] - row_delta) * scale;
+          }
+          std::fill(pr, pr + jb, 0.f);
+          std::fill(pr + je, pr + kBlockK, 0.f);
+          std::fill(dsr, dsr + jb, 0.f);
+          std::fill(dsr + je, dsr + kBlockK, 0.f);
+        }
+        // dq rows += ds k_block, over the keys any row of the tile sees
+        for (int64_t r0 = 0; r0 < n; r0 += kTileRows) {
+          const int t = (int)std::min<int64_t>(kTileRows, n - r0);
+          int64_t jb = nk, je = 0;
+          for (int64_t r = r0; r < r0 + t; ++r) {
+            jb = std::min(jb, key_lo(idx[r]));
+            je = std::max(je, key_hi(idx[r]));
+          }
+          with_tile_rows(t, [&](auto R) { pv_tile<R()>(dps + r0 * kBlockK, jb, je, kb, D, D, dqc + r0 * qs, qs); });
+        }
+        if (!in_place) {
+          for (int64_t r = 0; r < n; ++r) mfh::axpy(1.f, dqc + r * D, dq_t + (bh * S + idx[r]) * D, D);
+        }
+        // dv_block += p^T do_chunk and dk_block += ds^T q_chunk: tiles of kTileRows keys, over the chunk rows
+        // [rb, re) that see any of them
+        for (int64_t j = 0; j < nk; j += kTileRows) {
+          const int t = (int)std::min<int64_t>(kTileRows, nk - j);
+          int64_t rb = 0, re = n;
+          while (rb < re && (key_lo(idx[rb]) >= j + t || key_hi(idx[rb]) <= j)) ++rb;
+          while (re > rb && (key_lo(idx[re - 1]) >= j + t || key_hi(idx[re - 1]) <= j)) --re;
+          if (rb >= re) continue;
+          with_tile_rows(t, [&](auto R) {
+            pv_tile<R(), 1, kBlockK>(ps + j, rb, re, doc, dos, Dv, dvb + j * vs, vs);
+            pv_tile<R(), 1, kBlockK>(dps + j, rb, re, qc, qs, D, dkb + j * D, D);
+          });
         }
       }
     }
   });
-  for (int t = 1; t < nt; ++t) {
-    const float *src = dq_private.data() + (size_t)(t - 1) * q_size;
+  if (nt > 1) {
+    const int64_t pieces = 4 * nt, piece = (q_size + pieces - 1) / pieces;
+    mfh::parallel_for(pieces, nt, [&](int64_t p, int) {
+      const int64_t x0 = p * piece, x1 = std::min(q_size, x0 + piece);
+      for (int t = 1; t < nt; ++t) {
+        if (!dq_started[t]) continue;
+        const float *src = dq_private.get() + (size_t)(t - 1) * q_size;
 #pragma omp simd
-    for (int64_t x = 0; x < q_size; ++x) dq[x] += src[x];
+        for (int64_t x = x0; x < x1; ++x) dq[x] += src[x];
+      }
+    });
   }
   return 0;
 }
