@@ -135,16 +135,17 @@ def markdown(ours, hf):
     for label, key, higher_better in rows:
         ratio = ours[key] / hf[key] if higher_better else hf[key] / ours[key]
         lines.append(f"| {label} | {ours[key]:.1f} | {hf[key]:.1f} | {ratio:.2f}x |")
-    lines += ["", "The first calls include compiling our decode graph once per (batch, cache-length bucket); later "
-              "`generate` calls reuse it. Limits: the machine has 2 cores and is shared with other jobs, so absolute "
-              "numbers move by 20-50% between runs; each figure is the best of several alternating rounds. "
-              "Under heavy contention from other jobs our decode loses more than torch's (runs have shown batch-1 "
-              "decode anywhere from 0.8x to 1.6x). Prefill (PyNative, lm_head on the last position only) is bound by "
-              "the matmuls, about three quarters of a 512-token forward in a per-op profile (MLP half, q/k/v/o a "
-              "quarter), which run at the same speed on both sides (about 155 GFLOP/s for 512x576x1536 on a quiet "
-              "machine); the attention kernel is about 14% (`benchmarks/ops.py` measures it), silu_mul 4%, norms "
-              "and rotary 2%. HF's prefill is the side most slowed by contention (464 tok/s in a quieter run), so "
-              "the prefill ratio moves most between runs."
+    lines += ["", "The first calls include compiling our decode graph once per (batch, cache-length bucket) and the "
+              "prefill's decoder-layer graph once per padded prompt length; later `generate` calls reuse them. "
+              "Limits: the machine has 2 cores and is shared with other jobs, so absolute numbers move by 20-50% "
+              "between runs; each figure is the best of several alternating rounds. Under heavy contention from "
+              "other jobs our decode loses more than torch's (runs have shown batch-1 decode anywhere from 0.8x to "
+              "1.6x). Prefill: our decoder layers run as one compiled graph shared by all 30 layers "
+              "(models/llama/compiled_layer.py), lm_head on the last position only. It is bound by the matmuls "
+              "(about three quarters of a 512-token forward), which run at the same speed on both sides (155-175 "
+              "GFLOP/s for 512x576x1536 on a quiet machine); what the compiled graph removes is MindSpore's "
+              "per-op dispatch (~0.1 ms per op in PyNative, ~25 ops per layer). HF's prefill is the side most "
+              "slowed by contention, so the prefill ratio moves most between runs."
               + ("" if ours.get("compiled") else " NOTE: the decode step ran uncompiled in this run.")]
     return "\n".join(lines) + "\n"
 
