@@ -20,8 +20,8 @@ def graph_calls(monkeypatch):
     calls = []
     original = modeling_llama.layer_graph
 
-    def counting(spec, with_cache):
-        graph = original(spec, with_cache)
+    def counting(*key):
+        graph = original(*key)
 
         def call(*args):
             calls.append(args[0].shape)
@@ -38,27 +38,34 @@ def test_prefill_length_buckets():
 
 @pytest.mark.parametrize("family", ["llama", "qwen2"])
 def test_compiled_forward_equals_eager_and_fills_the_cache(tmp_path, family, graph_calls):
+    """"prefill" (generate's mode: only the last position is read, so the last layer computes only that
+    one after its keys and values) and "train" (every position) against the eager forward."""
     kwargs = dict(config_class="Qwen2Config", model_class="Qwen2ForCausalLM") if family == "qwen2" else {}
     model = AutoModelForCausalLM.from_pretrained(make_hf_checkpoint(tmp_path / family, **kwargs))
     ids, mask = batch(rows=2, length=13, pad_left=(0, 4), seed=1)
 
-    def forward(compiled):
-        cache = DynamicCache()
-        model.model.compile_layers = "prefill" if compiled else False
+    def forward(mode, cache):
+        cache = DynamicCache() if cache else None
+        model.model.compile_layers = mode
         try:
-            out = model(input_ids=ms.Tensor(ids), attention_mask=ms.Tensor(mask), past_key_values=cache, use_cache=True)
+            out = model(input_ids=ms.Tensor(ids), attention_mask=ms.Tensor(mask), past_key_values=cache,
+                        use_cache=cache is not None)
         finally:
             model.model.compile_layers = False
-        return out.logits.asnumpy(), [k.asnumpy() for k in cache.key_cache], [v.asnumpy() for v in cache.value_cache]
+        kv = [t.asnumpy() for t in cache.key_cache + cache.value_cache] if cache is not None else []
+        return out.logits.asnumpy(), kv
 
-    eager = forward(False)
+    eager_logits, eager_kv = forward(False, True)
     assert not graph_calls
-    compiled = forward(True)
+    prefill_logits, prefill_kv = forward("prefill", True)
     assert len(graph_calls) == model.config.num_hidden_layers
-    valid = mask.astype(bool)
-    np.testing.assert_allclose(compiled[0][valid], eager[0][valid], atol=1e-5)
-    for got, want in zip(compiled[1] + compiled[2], eager[1] + eager[2]):
+    assert prefill_logits.shape[1] == 1  # the caller (generate) keeps only the last position
+    np.testing.assert_allclose(prefill_logits[:, 0], eager_logits[:, -1], atol=1e-5)
+    for got, want in zip(prefill_kv, eager_kv):
         np.testing.assert_allclose(got, want, atol=1e-5)
+    train_logits, _ = forward("train", False)
+    valid = mask.astype(bool)
+    np.testing.assert_allclose(train_logits[valid], eager_logits[valid], atol=1e-5)
 
 
 def test_generate_pads_compiles_once_per_length_and_matches_hf(tiny_llama, graph_calls):

@@ -74,9 +74,11 @@ def layer_weights(layer, spec, differentiable):
 
 
 @functools.lru_cache(maxsize=None)
-def layer_graph(spec, with_cache):
+def layer_graph(spec, with_cache, last_only=False):
     """hidden [B, S, hidden], cos/sin, mask, *weights -> hidden, and with_cache also keys and values
-    [B, KV, S, D] for the cache."""
+    [B, KV, S, D] for the cache. last_only (the last layer of a prefill, whose caller reads only the last
+    position's logits): keys and values for every position, the rest for the last one -> hidden [B, 1, hidden]
+    (a layer's attention output projection and MLP are ~90% of its work)."""
     matmul = ops.MatMul(transpose_b=True)
     heads, kv_heads, head_dim = spec.num_heads, spec.num_kv_heads, spec.head_dim
     eps, scaling, attn_implementation = spec.eps, spec.scaling, spec.attn_implementation
@@ -97,6 +99,8 @@ def layer_graph(spec, with_cache):
         k = k.reshape(bsz, q_len, kv_heads, head_dim).swapaxes(1, 2)
         v = v.reshape(bsz, q_len, kv_heads, head_dim).swapaxes(1, 2)
         q, k = fused.apply_rotary_pos_emb(q, k, cos, sin)
+        if last_only:
+            q, mask, hidden, q_len = q[:, :, -1:, :], mask[:, :, -1:, :], hidden[:, -1:, :], 1
         out = fused.causal_attention(q, k, v, mask, scaling, attn_implementation=attn_implementation)
         out = linear(out.swapaxes(1, 2).reshape(bsz * q_len, heads * head_dim), w[i])
         if o_bias:

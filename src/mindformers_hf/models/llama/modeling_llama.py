@@ -241,7 +241,8 @@ class LlamaModel(LlamaPreTrainedModel):
         self.layers = nn.CellList([LlamaDecoderLayer(config, i, dtype) for i in range(config.num_hidden_layers)])
         self.norm = LlamaRMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
         self.rotary_emb = LlamaRotaryEmbedding(config)
-        # "prefill" (generation/runner.py) or "train" (the Trainer) around those calls: see compiled_layer.py
+        # "prefill" (generation/runner.py, which reads only the last position's logits: the last layer then
+        # returns only that position) or "train" (the Trainer) around those calls: see compiled_layer.py
         self.compile_layers = False
 
     def construct(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
@@ -273,13 +274,15 @@ class LlamaModel(LlamaPreTrainedModel):
         # compile_layers (generate's prefill, Trainer steps): plain layers run as one shared compiled graph
         # (compiled_layer.py); in a prefill each writes its keys and values into the (empty) cache itself
         compiled = self.compile_layers and past_len == 0 and q_len > 1
-        for layer in self.layers:
+        for index, layer in enumerate(self.layers):
             mask = masks[layer.attention_type]
             spec = layer_spec(layer) if compiled and mask is not None else None
             if spec is None:
                 hidden_states = layer(hidden_states, cos, sin, mask, past_key_values)
             else:
-                graph = layer_graph(spec, past_key_values is not None)
+                last_only = self.compile_layers == "prefill" and index == len(self.layers) - 1 \
+                    and not output_hidden_states
+                graph = layer_graph(spec, past_key_values is not None, last_only)
                 weights = layer_weights(layer, spec, differentiable=self.compile_layers == "train")
                 hidden_states = graph(hidden_states, cos, sin, mask, *weights)
                 if past_key_values is not None:
