@@ -126,3 +126,24 @@ class _SmolLM2:
 @pytest.fixture(scope="session")
 def smollm2(smollm2_gguf):
     return _SmolLM2(*smollm2_gguf)
+
+
+@pytest.fixture
+def layer_graph_shapes(monkeypatch):
+    """The hidden-state shape of every call of the shared compiled decoder-layer graph
+    (models/llama/compiled_layer.py): whether that path ran, how often, and for which shapes."""
+    from mindformers_hf.models.llama import modeling_llama
+
+    shapes = []
+    original = modeling_llama.layer_graph
+
+    def recording(*key):
+        graph = original(*key)
+
+        def call(*args):
+            shapes.append(tuple(args[0].shape))
+            return graph(*args)
+        return call
+
+    monkeypatch.setattr(modeling_llama, "layer_graph", recording)
+    return shapes

@@ -10,26 +10,8 @@ import mindspore as ms  # noqa: E402
 from mindformers_hf import AutoModelForCausalLM  # noqa: E402
 from mindformers_hf.cache_utils import DynamicCache  # noqa: E402
 from mindformers_hf.generation.runner import prefill_length  # noqa: E402
-from mindformers_hf.models.llama import compiled_layer, modeling_llama  # noqa: E402
+from mindformers_hf.models.llama import compiled_layer  # noqa: E402
 from tests.conftest import batch, make_hf_checkpoint  # noqa: E402
-
-
-@pytest.fixture
-def graph_calls(monkeypatch):
-    """Counts the calls of the shared layer graph (the compiled path was taken, and how often)."""
-    calls = []
-    original = modeling_llama.layer_graph
-
-    def counting(*key):
-        graph = original(*key)
-
-        def call(*args):
-            calls.append(args[0].shape)
-            return graph(*args)
-        return call
-
-    monkeypatch.setattr(modeling_llama, "layer_graph", counting)
-    return calls
 
 
 def test_prefill_length_buckets():
@@ -37,7 +19,7 @@ def test_prefill_length_buckets():
 
 
 @pytest.mark.parametrize("family", ["llama", "qwen2"])
-def test_compiled_forward_equals_eager_and_fills_the_cache(tmp_path, family, graph_calls):
+def test_compiled_forward_equals_eager_and_fills_the_cache(tmp_path, family, layer_graph_shapes):
     """"prefill" (generate's mode: only the last position is read, so the last layer computes only that
     one after its keys and values) and "train" (every position) against the eager forward."""
     kwargs = dict(config_class="Qwen2Config", model_class="Qwen2ForCausalLM") if family == "qwen2" else {}
@@ -56,9 +38,9 @@ def test_compiled_forward_equals_eager_and_fills_the_cache(tmp_path, family, gra
         return out.logits.asnumpy(), kv
 
     eager_logits, eager_kv = forward(False, True)
-    assert not graph_calls
+    assert not layer_graph_shapes
     prefill_logits, prefill_kv = forward("prefill", True)
-    assert len(graph_calls) == model.config.num_hidden_layers
+    assert len(layer_graph_shapes) == model.config.num_hidden_layers
     assert prefill_logits.shape[1] == 1  # the caller (generate) keeps only the last position
     np.testing.assert_allclose(prefill_logits[:, 0], eager_logits[:, -1], atol=1e-5)
     for got, want in zip(prefill_kv, eager_kv):
@@ -68,7 +50,7 @@ def test_compiled_forward_equals_eager_and_fills_the_cache(tmp_path, family, gra
     np.testing.assert_allclose(train_logits[valid], eager_logits[valid], atol=1e-5)
 
 
-def test_generate_pads_compiles_once_per_length_and_matches_hf(tiny_llama, graph_calls):
+def test_generate_pads_compiles_once_per_length_and_matches_hf(tiny_llama, layer_graph_shapes):
     ours = AutoModelForCausalLM.from_pretrained(tiny_llama)
     hf = transformers.AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32).eval()
     for length in (9, 20):  # both pad to 32: one graph shape
@@ -78,16 +60,16 @@ def test_generate_pads_compiles_once_per_length_and_matches_hf(tiny_llama, graph
                                do_sample=False).numpy()
         got = ours.generate(input_ids=ids, attention_mask=mask, max_new_tokens=6, do_sample=False)
         np.testing.assert_array_equal(got, want)
-    assert {tuple(shape) for shape in graph_calls} == {(2, 32, ours.config.hidden_size)}
+    assert {tuple(shape) for shape in layer_graph_shapes} == {(2, 32, ours.config.hidden_size)}
 
 
-def test_disable_compile_and_other_layers_stay_eager(tmp_path, tiny_llama, graph_calls):
+def test_disable_compile_and_other_layers_stay_eager(tmp_path, tiny_llama, layer_graph_shapes):
     ours = AutoModelForCausalLM.from_pretrained(tiny_llama)
     ids, mask = batch(rows=1, length=7, pad_left=(0,), seed=2)
     ours.generate(input_ids=ids, attention_mask=mask, max_new_tokens=2, do_sample=False, disable_compile=True)
-    assert not graph_calls
+    assert not layer_graph_shapes
     phi3 = AutoModelForCausalLM.from_pretrained(make_hf_checkpoint(tmp_path / "phi3", config_class="Phi3Config",
                                                                    model_class="Phi3ForCausalLM"))
     assert compiled_layer.layer_spec(phi3.model.layers[0]) is None and not phi3.model.compiles_layers()
     phi3.generate(input_ids=ids, attention_mask=mask, max_new_tokens=2, do_sample=False)
-    assert not graph_calls
+    assert not layer_graph_shapes

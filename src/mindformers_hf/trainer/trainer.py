@@ -176,11 +176,12 @@ class _SharedLayerGraph:
     def step(self, inputs):
         items = sorted(inputs.items()) if isinstance(inputs, dict) else enumerate(inputs)
         shape = tuple((k, tuple(v.shape)) for k, v in items if hasattr(v, "shape"))
-        if self.enabled and shape not in self.shapes and len(self.shapes) >= self.MAX_SHAPES:
-            warn_once(f"Trainer: batches came in more than {self.MAX_SHAPES} shapes; the decoder layers run in "
-                      "PyNative for new shapes from now on (pad batches to a few lengths, e.g. "
-                      "pad_to_multiple_of, to keep them compiled)")
-        if not self.enabled or (shape not in self.shapes and len(self.shapes) >= self.MAX_SHAPES):
+        new_past_limit = shape not in self.shapes and len(self.shapes) >= self.MAX_SHAPES
+        if not self.enabled or new_past_limit:
+            if self.enabled:
+                warn_once(f"Trainer: batches came in more than {self.MAX_SHAPES} shapes; the decoder layers run in "
+                          "PyNative for new shapes from now on (pad batches to a few lengths, e.g. "
+                          "pad_to_multiple_of, to keep them compiled)")
             yield
             return
         self.shapes.add(shape)

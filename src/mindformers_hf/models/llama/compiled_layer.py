@@ -79,13 +79,10 @@ def layer_graph(spec, with_cache, last_only=False):
     [B, KV, S, D] for the cache. last_only (the last layer of a prefill, whose caller reads only the last
     position's logits): keys and values for every position, the rest for the last one -> hidden [B, 1, hidden]
     (a layer's attention output projection and MLP are ~90% of its work)."""
-    matmul = ops.MatMul(transpose_b=True)
+    linear = ops.MatMul(transpose_b=True)  # x2d [N, in] @ weight [out, in]^T, as layers.Linear
     heads, kv_heads, head_dim = spec.num_heads, spec.num_kv_heads, spec.head_dim
     eps, scaling, attn_implementation = spec.eps, spec.scaling, spec.attn_implementation
     qkv_bias, o_bias, mlp_bias = spec.qkv_bias, spec.o_bias, spec.mlp_bias
-
-    def linear(x2d, weight):
-        return matmul(x2d, weight)
 
     def decoder_layer(hidden, cos, sin, mask, *w):
         bsz, q_len, width = hidden.shape
