@@ -1,11 +1,9 @@
-"""GGUF checkpoints: config and tokenizer through transformers' own GGUF parser, tensors through `gguf`.
+"""GGUF checkpoints: our own header parser, tensors dequantized with the `gguf` package.
 
-transformers' GGUF metadata parser (config keys, tokenizer vocab, chat template) is reused through
-`gguf_metadata_parsing()`; the tensors are read by our own header parser, dequantized with the `gguf`
-package (as transformers does) and renamed to HF parameter names with a table.
+The header parser reads the tensor table and the metadata (gguf_metadata.py builds the config and the
+tokenizer from it); tensors are dequantized with the `gguf` package (as transformers does) and renamed
+to HF parameter names with a table.
 """
-import contextlib
-import copy
 import importlib.util
 import os
 import re
@@ -14,42 +12,6 @@ import struct
 import numpy as np
 
 from .safetensors_io import CheckpointError
-
-
-@contextlib.contextmanager
-def gguf_metadata_parsing():
-    """Run transformers' tensor-free GGUF metadata parsing: without torch, and parsed once per file.
-
-    transformers refuses to parse GGUF metadata unless torch is installed, though that path touches no
-    tensor; and it re-parses the whole file (a 49k-entry vocabulary takes ~7 s) for the config and
-    again for the tokenizer. Inside this block the guard is lifted when torch is absent and parses of
-    an unchanged file are reused.
-    """
-    from transformers import modeling_gguf_pytorch_utils as gguf_utils
-
-    saved_available, saved_load = gguf_utils.is_torch_available, gguf_utils.load_gguf_checkpoint
-
-    def load_metadata(path, return_tensors=False, **kwargs):
-        if return_tensors:
-            return saved_load(path, return_tensors=return_tensors, **kwargs)
-        stat = os.stat(path)
-        key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
-        if key not in _METADATA_CACHE:
-            _METADATA_CACHE.clear()  # keep one file's metadata, not every file's
-            _METADATA_CACHE[key] = saved_load(path, return_tensors=False, **kwargs)
-        return copy.deepcopy(_METADATA_CACHE[key])
-
-    if importlib.util.find_spec("torch") is None:
-        gguf_utils.is_torch_available = lambda: True
-    gguf_utils.load_gguf_checkpoint = load_metadata
-    try:
-        yield
-    finally:
-        gguf_utils.is_torch_available = saved_available
-        gguf_utils.load_gguf_checkpoint = saved_load
-
-
-_METADATA_CACHE = {}
 
 
 def _require_gguf():
@@ -112,8 +74,9 @@ class _GGUFHeader:
     tokens); skipping over them with struct takes milliseconds.
     """
 
-    def __init__(self, path):
+    def __init__(self, path, arrays=()):
         self.path = path
+        self._arrays = frozenset(arrays)  # metadata arrays to keep (the tokenizer's), others are skipped
         self.map = np.memmap(path, dtype=np.uint8, mode="r")
         buf = memoryview(self.map)
         if bytes(buf[:4]) != b"GGUF":
@@ -125,7 +88,7 @@ class _GGUFHeader:
             for _ in range(n_kv):
                 key, pos = self._string(buf, pos)
                 (vtype,), pos = struct.unpack_from("<I", buf, pos), pos + 4
-                value, pos = self._value(buf, pos, vtype)
+                value, pos = self._value(buf, pos, vtype, keep=key in self._arrays)
                 self.metadata[key] = value
             self.tensors = []
             for _ in range(n_tensors):
@@ -144,19 +107,29 @@ class _GGUFHeader:
     @staticmethod
     def _string(buf, pos):
         (length,) = struct.unpack_from("<Q", buf, pos)
+        if pos + 8 + length > len(buf):
+            raise struct.error("string past the end of the file")
         return bytes(buf[pos + 8:pos + 8 + length]).decode("utf-8", "replace"), pos + 8 + length
 
-    def _value(self, buf, pos, vtype):
+    def _value(self, buf, pos, vtype, keep=False):
         if vtype == 8:
             return self._string(buf, pos)
-        if vtype == 9:  # array: element type, count, elements (vocabularies are skipped, not kept)
+        if vtype == 9:  # array: element type, count, elements (kept as a list only when asked for)
             etype, count = struct.unpack_from("<IQ", buf, pos)
             pos += 12
             if etype in _GGUF_SCALARS:
-                return None, pos + count * struct.calcsize(_GGUF_SCALARS[etype])
+                end = pos + count * struct.calcsize(_GGUF_SCALARS[etype])
+                if end > len(buf):
+                    raise struct.error("array past the end of the file")
+                if not keep:
+                    return None, end
+                return np.frombuffer(buf, _GGUF_SCALARS[etype], count, pos).tolist(), end
+            values = []
             for _ in range(count):
-                _, pos = self._value(buf, pos, etype)
-            return None, pos
+                value, pos = self._value(buf, pos, etype, keep)
+                if keep:
+                    values.append(value)
+            return (values if keep else None), pos
         fmt = _GGUF_SCALARS.get(vtype)
         if fmt is None:
             raise CheckpointError(f"{self.path}: unknown GGUF value type {vtype}")

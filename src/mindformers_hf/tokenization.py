@@ -3,7 +3,7 @@
 The tokenizer itself is transformers' (same files, vocab, chat templates). On top:
 - `return_tensors="ms"` gives MindSpore tensors ("np" and "pt" work as in transformers);
 - the returned BatchEncoding's `.to(model.device)` works for numpy / MindSpore values, and without torch;
-- `gguf_file=` works without torch (transformers' GGUF parser is tensor-free but asks for torch).
+- `gguf_file=` is read by our own GGUF metadata reader (gguf_metadata.py): transformers' imports torch.
 """
 import numpy as np
 
@@ -99,15 +99,12 @@ class AutoTokenizer:
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         from transformers import AutoTokenizer as HFAutoTokenizer
 
-        from .gguf_io import gguf_metadata_parsing
         from .hub import no_remote_code
 
+        if kwargs.get("gguf_file"):
+            return adopt_tokenizer(_gguf_tokenizer(pretrained_model_name_or_path, **kwargs))
         with no_remote_code(kwargs, pretrained_model_name_or_path, "AutoTokenizer"):
-            if kwargs.get("gguf_file"):
-                with gguf_metadata_parsing():
-                    tokenizer = HFAutoTokenizer.from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
-            else:
-                tokenizer = HFAutoTokenizer.from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+            tokenizer = HFAutoTokenizer.from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         return adopt_tokenizer(tokenizer)
 
     @classmethod
@@ -115,3 +112,18 @@ class AutoTokenizer:
         from transformers import AutoTokenizer as HFAutoTokenizer
 
         return HFAutoTokenizer.register(*args, **kwargs)
+
+
+_HUB_KWARGS = ("revision", "cache_dir", "local_files_only", "token", "force_download")
+
+
+def _gguf_tokenizer(name_or_path, gguf_file, trust_remote_code=None, **kwargs):
+    """The tokenizer of a GGUF file (local folder or hub repo), built from its metadata."""
+    import os
+
+    from .gguf_metadata import gguf_tokenizer
+    from .hub import resolve_folder
+
+    hub_kwargs = {key: kwargs.pop(key) for key in _HUB_KWARGS if key in kwargs}
+    folder = resolve_folder(name_or_path, gguf_file=gguf_file, **hub_kwargs)
+    return gguf_tokenizer(os.path.join(folder, gguf_file), name_or_path=str(name_or_path), **kwargs)

@@ -106,11 +106,10 @@ def load_config(folder, gguf_file=None, **kwargs):
 
     from transformers import AutoConfig
 
-    from ...gguf_io import gguf_metadata_parsing
-
     if gguf_file:
-        with gguf_metadata_parsing():
-            return AutoConfig.from_pretrained(folder, gguf_file=gguf_file, **kwargs)
+        from ...gguf_metadata import gguf_config
+
+        return gguf_config(os.path.join(folder, gguf_file), name_or_path=folder, **kwargs)
     path = os.path.join(folder, "config.json")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{folder} has no config.json")
@@ -138,8 +137,14 @@ class AutoConfig:
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         from transformers import AutoConfig as HFAutoConfig
 
-        from ...hub import RemoteCodeError, no_remote_code
+        from ...hub import RemoteCodeError, no_remote_code, resolve_folder
 
+        if kwargs.get("gguf_file"):  # read by our GGUF metadata reader: transformers' imports torch
+            hub_kwargs = {k: kwargs.pop(k) for k in ("revision", "cache_dir", "local_files_only", "token",
+                                                     "force_download") if k in kwargs}
+            kwargs.pop("trust_remote_code", None)
+            folder = resolve_folder(pretrained_model_name_or_path, gguf_file=kwargs["gguf_file"], **hub_kwargs)
+            return load_config(folder, **kwargs)
         try:
             with no_remote_code(kwargs, pretrained_model_name_or_path, "AutoConfig"):
                 return HFAutoConfig.from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
