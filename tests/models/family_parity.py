@@ -104,5 +104,11 @@ def assert_family_parity(folder, save_to, architecture, vocab=128, length=11, ne
     assert tensor_names(save_to) == tensor_names(folder)
     reloaded = hf_model(save_to)
     assert type(reloaded).__name__ == architecture
-    np.testing.assert_array_equal(hf_call(reloaded, ids, mask).logits.numpy(), want)
+    # the weights HF reads back are bit-identical to the ones it wrote ...
+    originals = theirs.state_dict()
+    for name, tensor in reloaded.state_dict().items():
+        np.testing.assert_array_equal(tensor.numpy(), originals[name].numpy(), err_msg=name)
+    # ... but two HF model instances need not sum in the same order: transformers 5.25's MoE experts
+    # differ by ~3e-8 between two loads of the same file, so the logits get float32 rounding room
+    np.testing.assert_allclose(hf_call(reloaded, ids, mask).logits.numpy(), want, rtol=0, atol=1e-6)
     return ours
