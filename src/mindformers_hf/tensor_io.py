@@ -119,7 +119,7 @@ def _install_torch_idioms():
     if getattr(tensor, "_mindformers_hf_torch_idioms", False):
         return
     tensor._mindformers_hf_torch_idioms = True
-    to, clone, size = tensor.to, tensor.clone, tensor.size
+    ms_to, ms_clone, ms_size = tensor.to, tensor.clone, tensor.size
 
     def detach(self):
         """A plain Tensor outside autodiff; like torch's it shares memory with `self` (in-place updates of
@@ -129,21 +129,21 @@ def _install_torch_idioms():
     def cpu(self):
         return self  # MindSpore places tensors by context, not per tensor
 
-    def to_(self, *args, **kwargs):
-        return to(self, *map(_from_torch_arg, args), **{k: _from_torch_arg(v) for k, v in kwargs.items()})
+    def to(self, *args, **kwargs):
+        return ms_to(self, *map(_from_torch_arg, args), **{k: _from_torch_arg(v) for k, v in kwargs.items()})
 
-    def clone_(self, *args, **kwargs):
-        # the CPU backend has no Clone kernel ("The kernel Clone unregistered"); copy() is the same copy
+    def clone(self, *args, **kwargs):
+        # the CPU backend has no Clone kernel ("The kernel Clone unregistered"); copy() makes the same copy
         if self.device == "CPU" and not args and not kwargs:
             return self.copy()
-        return clone(self, *args, **kwargs)
+        return ms_clone(self, *args, **kwargs)
 
     for name, value in (("detach", detach), ("cpu", cpu), ("requires_grad", False)):
         if not hasattr(tensor, name):  # Parameter's own requires_grad property is untouched
             setattr(tensor, name, value)
-    tensor.to = to_
-    tensor.clone = clone_  # Parameter.clone (a new Parameter, MindSpore's meaning) is its own method
-    tensor.size = property(lambda self: _Size(size.fget(self), self.shape), doc=size.__doc__)
+    tensor.to = to
+    tensor.clone = clone  # Parameter.clone (a new Parameter, MindSpore's meaning) is its own method
+    tensor.size = property(lambda self: _Size(ms_size.fget(self), self.shape), doc=ms_size.__doc__)
 
 
 _install_torch_idioms()
