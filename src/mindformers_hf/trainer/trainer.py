@@ -31,6 +31,7 @@ from transformers.trainer_utils import (
     PredictionOutput,
     SaveStrategy,
     TrainOutput,
+    compare_trainer_and_checkpoint_args,
     denumpify_detensorize,
     get_last_checkpoint,
     rotate_checkpoints,
@@ -606,6 +607,12 @@ class Trainer:
         state_path = os.path.join(resume_from_checkpoint or "", ckpt.TRAINER_STATE_NAME)
         if resume_from_checkpoint is not None and os.path.isfile(state_path):
             self.state = TrainerState.load_from_json(state_path)
+            if self.state.best_model_checkpoint is not None and not os.path.isdir(self.state.best_model_checkpoint):
+                logger.warning(f"The best checkpoint {self.state.best_model_checkpoint} recorded in the resumed state "
+                               "does not exist anymore. Ignoring it for this run.")
+                self.state.best_model_checkpoint = None
+            if self.state.train_batch_size is not None:  # (older states lack it; HF's check would raise on None)
+                compare_trainer_and_checkpoint_args(args, self.state)  # warns on changed batch size / step cadence
             self._load_callback_state()
             epochs_trained = int(self.state.global_step // num_update_steps_per_epoch)
             if not args.ignore_data_skip:
@@ -919,11 +926,11 @@ class Trainer:
             if "inputs" in (args.include_for_metrics or []) and ids is not None:
                 inputs_seen = _pad_concat(inputs_seen, tensor_io.to_numpy(ids))
             if logits is not None:
-                if self.preprocess_logits_for_metrics is not None:
-                    logits = _nested_numpy(self.preprocess_logits_for_metrics(logits, batch_labels))
-                preds = _pad_concat(preds, logits)
-            if batch_labels is not None:
-                labels = _pad_concat(labels, batch_labels)
+                if self.preprocess_logits_for_metrics is not None:  # tensors in, as transformers hands torch ones
+                    logits = self.preprocess_logits_for_metrics(logits, batch_labels)
+                preds = _pad_concat(preds, _nested_numpy(logits))
+            if batch_labels is not None:  # compute_metrics gets numpy, as in transformers
+                labels = _pad_concat(labels, _nested_numpy(batch_labels))
             self.control = self.callback_handler.on_prediction_step(args, self.state, self.control)
         all_losses = np.concatenate(losses) if losses else None
         num_samples = len(dataloader.dataset) if has_length(dataloader.dataset) else observed
@@ -944,7 +951,8 @@ class Trainer:
         return EvalLoopOutput(predictions=preds, label_ids=labels, metrics=metrics, num_samples=num_samples)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        """(loss, logits, labels) for one batch, as numpy (loss a float32 scalar)."""
+        """(loss, logits, labels) for one batch as MindSpore tensors (transformers: torch tensors), the loss a
+        0-d tensor; evaluation_loop hands them to preprocess_logits_for_metrics, then gathers them as numpy."""
         has_labels = bool(self.label_names) and all(inputs.get(k) is not None for k in self.label_names)
         return_loss = inputs.get("return_loss")
         loss_without_labels = not self.label_names and (self.can_return_loss if return_loss is None else return_loss)
@@ -953,13 +961,13 @@ class Trainer:
                 "cache", "past_key_values"]
         labels = None
         if has_labels or loss_without_labels:
-            labels = tuple(tensor_io.to_numpy(inputs.get(name)) for name in self.label_names)
+            labels = tuple(tensor_io.to_mindspore(inputs.get(name)) for name in self.label_names)
             labels = labels[0] if len(labels) == 1 else labels
         num_items = self._num_items_in_batch([inputs]) if has_labels or loss_without_labels else None
         inputs = self._prepare_inputs(inputs)
         if has_labels or loss_without_labels:
             loss, outputs = self.compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items)
-            loss = np.float32(tensor_io.to_numpy(loss).mean())
+            loss = tensor_io.to_mindspore(loss, ms.float32).mean()
             logits = (tuple(v for k, v in outputs.items() if k not in list(ignore_keys) + ["loss"])
                       if isinstance(outputs, dict) else tuple(outputs[1:]))
         else:
@@ -969,7 +977,6 @@ class Trainer:
                       if isinstance(outputs, dict) else tuple(outputs))
         if prediction_loss_only:
             return loss, None, None
-        logits = _nested_numpy(logits)
         return loss, (logits[0] if len(logits) == 1 else logits), labels
 
     # ------------------------------------------------------------------ saving and resuming
