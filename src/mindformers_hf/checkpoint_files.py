@@ -37,7 +37,7 @@ def shard_name(index, count, variant=None):
 
 def is_weights_file(name, variant=None):
     """Whether `name` is one of the files a save of this variant writes (single file, shard or index)."""
-    stem = re.escape(add_variant("model", variant) if variant else "model")
+    stem = re.escape(add_variant(SAFE_WEIGHTS_NAME, variant)[:-len(".safetensors")])
     return (name == add_variant(SAFE_WEIGHTS_INDEX_NAME, variant)
             or re.fullmatch(rf"{stem}(-\d{{5}}-of-\d{{5}})?\.safetensors", name) is not None)
 
