@@ -11,6 +11,7 @@ from mindspore import nn
 
 from . import runtime, tensor_io  # noqa: F401  (runtime: CPU launch mode)
 from .generation.utils import GenerationMixin
+from .hub import CheckpointLocation, locate
 from .modeling_outputs import ModelOutput
 from .checkpoint_files import (SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, add_variant, is_weights_file,
                                local_weight_files, shard_name)
@@ -207,8 +208,6 @@ class PreTrainedModel(GenerationMixin, nn.Cell):
                         gguf_file=None, cache_dir=None, revision=None, local_files_only=False, token=None,
                         trust_remote_code=False, attn_implementation=None, ignore_mismatched_sizes=False,
                         force_download=False, tp_plan=None, tp_size=None, subfolder="", variant=None, **kwargs):
-        from .hub import CheckpointLocation, locate
-
         for key in list(kwargs):
             if key in _IGNORED_LOAD_KWARGS:
                 warn_once(f"from_pretrained: {key}={kwargs.pop(key)!r} is accepted for compatibility and ignored "
@@ -283,9 +282,7 @@ class PreTrainedModel(GenerationMixin, nn.Cell):
         if not tied or not isinstance(tied, dict) or not getattr(config, "tie_word_embeddings", False):
             return
         for target, source in tied.items():
-            target_key, source_key = cls.checkpoint_key_of(target), cls.checkpoint_key_of(source)
-            arrays = _read_tensors(files, (target_key, source_key))
-            if len(arrays) == 2 and not _same_values(*arrays.values()):
+            if _checkpoint_tensors_equal(files, cls.checkpoint_key_of(target), cls.checkpoint_key_of(source)) is False:
                 logger.warning(f"config.json ties {target} to {source} (tie_word_embeddings=true), but the checkpoint "
                                "holds both with different values: they are loaded as they are, untied (as "
                                "transformers does); config.tie_word_embeddings is set to False.")
@@ -322,8 +319,6 @@ class PreTrainedModel(GenerationMixin, nn.Cell):
 
     def load_checkpoint_folder(self, folder, gguf_file=None, variant=None):
         """Fill the parameters from a local checkpoint folder (the Trainer resumes through this)."""
-        from .hub import CheckpointLocation
-
         files = CheckpointLocation(folder, folder, variant=variant, gguf_file=gguf_file).weight_files()
         if gguf_file:
             return self.load_gguf(files[0])
@@ -488,22 +483,33 @@ def _iter_safetensors(files):
         reader.close()
 
 
-def _read_tensors(files, keys):
-    """{key: numpy array} for those of `keys` the safetensors `files` hold (headers are read, and only
-    these tensors)."""
-    found = {}
-    for path in files:
-        reader = SafetensorsFile(path)
-        for key in keys:
-            if key not in found and key in reader.keys():
-                array = reader.get(key)
-                found[key] = bf16_bits_to_float32(array) if reader.dtype(key) == "BF16" else np.array(array)
-        reader.close()
-    return found
+def _checkpoint_tensors_equal(files, key_a, key_b):
+    """None unless the safetensors `files` hold both tensors; else whether their values are equal (read
+    through the memory map, in row blocks when the dtypes differ, so no copy of a vocab-sized matrix)."""
+    readers = [SafetensorsFile(path) for path in files]
+    try:
+        found = {}
+        for reader in readers:
+            for key in (key_a, key_b):
+                if key not in found and key in reader:
+                    found[key] = (reader._raw(key), reader.dtype(key))
+        if len(found) < 2:
+            return None
+        (a, dtype_a), (b, dtype_b) = found[key_a], found[key_b]
+        if a.shape != b.shape:
+            return False
+        if dtype_a == dtype_b:
+            return bool(np.array_equal(a, b))  # same storage dtype: equal bits are equal values (bf16 too)
 
+        def as_float32(block, dtype):
+            return bf16_bits_to_float32(block) if dtype == "BF16" else block.astype(np.float32)
 
-def _same_values(a, b):
-    return a.shape == b.shape and np.array_equal(a.astype(np.float64, copy=False), b.astype(np.float64, copy=False))
+        step = 4096
+        return all(np.array_equal(as_float32(a[i:i + step], dtype_a), as_float32(b[i:i + step], dtype_b))
+                   for i in range(0, max(len(a), 1), step))
+    finally:
+        for reader in readers:
+            reader.close()
 
 
 def check_loadable_config(config, name):
