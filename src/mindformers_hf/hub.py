@@ -2,10 +2,13 @@
 
 A local folder is used as is. A repo id goes through huggingface_hub's `snapshot_download`, so the
 endpoint (HF_ENDPOINT, e.g. a mirror), the cache (HF_HOME / HF_HUB_CACHE / cache_dir), offline mode
-(HF_HUB_OFFLINE, local_files_only), tokens and progress bars are exactly transformers'. Two downloads:
-first the small files (config, generation config, tokenizer, chat template, safetensors index), then
-only the weights we will load: the shards the index names, `model.safetensors`, or the one `gguf_file`.
-Pickled or framework-specific weights (*.bin, *.pt, *.h5, *.msgpack, onnx) are never downloaded.
+(HF_HUB_OFFLINE, local_files_only), tokens and progress bars are exactly transformers'. Two downloads
+(both under `subfolder/` when one is given): first the small files (config, generation config,
+tokenizer, chat template, safetensors index) by `locate`, then, once the caller has accepted the config,
+only the weights we will load by `CheckpointLocation.weight_files()`: `model.safetensors` or the shards
+its index names (checkpoint_files.py decides, for a repo listing as for a local folder, variants
+included), or the one `gguf_file`. Pickled or framework-specific weights (*.bin, *.pt, *.h5, *.msgpack,
+onnx) are never downloaded.
 
 Every file we hand on is checked against the hub's own hash, which huggingface_hub already keeps as
 the blob's name in the cache (the X-Linked-Etag sha256 of an LFS file, the ETag git-sha1 of a regular
