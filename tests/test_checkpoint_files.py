@@ -74,6 +74,9 @@ def test_save_with_variant_writes_beside_the_plain_files_as_hf_names_them(tiny_l
     assert (out / "model.safetensors").read_bytes() == plain
     np.testing.assert_array_equal(_hf(str(out), variant="fp16"), _hf(str(tmp_path / "seed1")))
     np.testing.assert_allclose(_ours(out, variant="fp16"), _hf(str(tmp_path / "seed1")), atol=1e-4, rtol=0)
+    model.save_pretrained(out)  # a plain save keeps the variant's shards (transformers deletes them)
+    assert sorted(os.listdir(out)) == names
+    np.testing.assert_array_equal(_hf(str(out), variant="fp16"), _hf(str(tmp_path / "seed1")))
 
 
 # ------------------------------------------------------------------------- 4. subfolder and variant on load
