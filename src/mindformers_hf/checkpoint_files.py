@@ -70,7 +70,7 @@ def weight_file_names(names, folder_of_index, variant=None):
         return [single]
     if index in names:
         weight_map = read_index(os.path.join(folder_of_index, index))
-        return sorted(set(weight_map.values()), key=list(dict.fromkeys(weight_map.values())).index)
+        return list(dict.fromkeys(weight_map.values()))  # each shard once, in the index's order
     return None
 
 
