@@ -32,7 +32,8 @@ def add_variant(name, variant=None):
 
 def shard_name(index, count, variant=None):
     """The i-th (0-based) of `count` shards: 'model-00001-of-00003.safetensors', 'model.fp16-00001-of-...'."""
-    return add_variant(SAFE_WEIGHTS_NAME, variant).replace(".safetensors", f"-{index + 1:05d}-of-{count:05d}.safetensors")
+    suffix = f"-{index + 1:05d}-of-{count:05d}.safetensors"
+    return add_variant(SAFE_WEIGHTS_NAME, variant).replace(".safetensors", suffix)
 
 
 def is_weights_file(name, variant=None):
