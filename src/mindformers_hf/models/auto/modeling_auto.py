@@ -199,17 +199,17 @@ class _BaseAutoModelClass:
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
-        from ...hub import resolve_folder
+        from ...hub import locate
 
         config = kwargs.pop("config", None)
         if kwargs.get("trust_remote_code"):
             logger.info("trust_remote_code=True: remote code is never executed; native classes are used")
         if config is None:
+            # only the small files first: a model_type we have no class for is refused before any weight download
             hub_kwargs = {k: kwargs[k] for k in ("revision", "cache_dir", "local_files_only", "token", "gguf_file",
-                                                 "force_download") if k in kwargs}
-            folder = resolve_folder(pretrained_model_name_or_path, **hub_kwargs)
-            config = load_config(folder, gguf_file=kwargs.get("gguf_file"))
-            pretrained_model_name_or_path = folder
+                                                 "force_download", "subfolder", "variant") if k in kwargs}
+            pretrained_model_name_or_path = locate(pretrained_model_name_or_path, **hub_kwargs)
+            config = load_config(pretrained_model_name_or_path.folder, gguf_file=kwargs.get("gguf_file"))
         model_class = cls._class_for(config)
         return model_class.from_pretrained(pretrained_model_name_or_path, *model_args, config=config, **kwargs)
 
