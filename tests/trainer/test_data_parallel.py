@@ -134,3 +134,12 @@ def test_rank0_only_save_model_does_not_wait_for_the_others(runs):
     ours = _weights(root / "dp")  # what all ranks' save_model wrote at the same point
     for key in ours:
         np.testing.assert_array_equal(theirs[key], ours[key], err_msg=key)
+
+
+def test_main_process_first_lets_rank0_through_first(runs):
+    # TrainingArguments.main_process_first (run_clm wraps its dataset map in it): rank 1 enters the block only
+    # after rank 0 has left it (transformers' own version needs torch.distributed and fails here)
+    worker_logs = runs[2]
+    times = {(kind, rank): float(re.search(rf"MAIN_FIRST_{kind} rank={rank} t=(\S+)", worker_logs[rank]).group(1))
+             for kind in ("ENTER", "LEAVE") for rank in (0, 1)}
+    assert times["ENTER", 1] >= times["LEAVE", 0] > times["ENTER", 0]
