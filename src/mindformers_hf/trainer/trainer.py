@@ -981,8 +981,12 @@ class Trainer:
 
     # ------------------------------------------------------------------ saving and resuming
     def save_model(self, output_dir=None, _internal_call=False):
+        """Rank 0 writes (`args.should_save`); the other ranks hold the same weights and return at once. As in
+        transformers' data-parallel path nothing here synchronises: `if trainer.is_world_process_zero():
+        trainer.save_model()` must not wait for ranks that never call it. A rank that reads the folder next
+        waits for rank 0 itself (transformers' scripts call `accelerator.wait_for_everyone()` there)."""
         output_dir = output_dir if output_dir is not None else self.args.output_dir
-        if self.args.should_save:  # data parallel: rank 0 writes, the other ranks hold the same weights
+        if self.args.should_save:
             if self._mixed is not None:  # save float32 weights, as transformers does under AMP
                 self._mixed.full_precision()
                 try:
@@ -991,8 +995,6 @@ class Trainer:
                     self._mixed.to_compute()
             else:
                 self._save(output_dir)
-        if not _internal_call:
-            dist.barrier()
 
     def _save(self, output_dir):
         os.makedirs(output_dir, exist_ok=True)
@@ -1053,7 +1055,8 @@ class Trainer:
 
     def push_to_hub(self, commit_message="End of training", blocking=True, token=None, revision=None, **kwargs):
         """transformers' Trainer.push_to_hub: save the model into output_dir and commit that folder (without
-        its checkpoint-* subfolders) to `hub_model_id` (default: the output_dir's name). Rank 0 pushes."""
+        its checkpoint-* subfolders) to `hub_model_id` (default: the output_dir's name). Rank 0 pushes; as
+        save_model, it waits for no other rank (rank 0 alone may call it)."""
         for key in kwargs:
             warn_once(f"Trainer.push_to_hub: keyword {key!r} is accepted for compatibility and ignored")
         if not blocking:
@@ -1064,7 +1067,6 @@ class Trainer:
             info = self._push_folder(self.args.output_dir, commit_message, token=token, revision=revision,
                                      ignore_patterns=[f"{PREFIX_CHECKPOINT_DIR}-*", f"{PREFIX_CHECKPOINT_DIR}-*/*",
                                                       "runs/*"])
-        dist.barrier()
         return info
 
     def save_state(self):
