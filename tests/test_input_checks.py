@@ -121,6 +121,9 @@ def test_attention_mask_of_another_shape_is_an_index_error(llama, call):
     assert isinstance(_raises(_calls(hf, torch.tensor(ids), attention_mask=torch.tensor(mask))[call]), IndexError)
     with pytest.raises(IndexError, match=r"attention_mask has shape \(1, 12\)"):
         _calls(ours, ids, attention_mask=mask)[call]()
+    for columns in (5, 7):   # HF pads a short mask with zeros and reads a long one from the left: we refuse both
+        with pytest.raises(IndexError, match=rf"attention_mask has shape \(2, {columns}\)"):
+            _calls(ours, ids, attention_mask=np.ones((2, columns), np.int64))[call]()
 
 
 def test_prompt_longer_than_max_length_is_a_value_error(llama):
