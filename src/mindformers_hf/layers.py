@@ -86,7 +86,7 @@ def check_indices(indices, rows, index_name="token id"):
     where it costs one small copy -- a graph cannot raise."""
     if indices.dtype not in mstype.int_type + mstype.uint_type:
         raise IndexDtypeError(f"{index_name}s must be integers, got {indices.dtype}")
-    if not (_INDEX_CHECKS.get() and eager(indices)) or indices.size == 0:
+    if not (eager(indices) and _INDEX_CHECKS.get()) or indices.size == 0:
         return
     values = indices.asnumpy()
     low, high = int(values.min()), int(values.max())
