@@ -22,7 +22,12 @@ def create_causal_mask(attention_mask, batch_size, query_length, past_length, sl
         allowed = ops.logical_and(allowed, key_pos > query_pos - sliding_window)
     allowed = allowed.reshape(1, 1, query_length, total)
     if attention_mask is not None:
-        padding = attention_mask[:, -total:].astype(ms.bool_).reshape(attention_mask.shape[0], 1, 1, total)
+        if tuple(attention_mask.shape) != (batch_size, total):
+            # HF fails on another batch size with an IndexError (or ignores an all-ones mask), pads a short mask
+            # with zeros and reads a long one from the left: refused here, never reshaped (docs/differences.md)
+            raise IndexError(f"attention_mask has shape {tuple(attention_mask.shape)}, but the input ids need "
+                             f"({batch_size}, {total}): one row per sequence, one column per token (past + new)")
+        padding = attention_mask.astype(ms.bool_).reshape(batch_size, 1, 1, total)
         allowed = ops.logical_and(allowed, padding)
     zeros = ops.zeros(allowed.shape, ms.float32)
     return ops.select(allowed, zeros, ops.fill(ms.float32, allowed.shape, MASK_VALUE))

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import mindspore as ms
 
+from ..layers import no_index_checks
 from ..utils import logger, warn_once
 
 _HOST_READS = ("asnumpy", "item", "tolist", "__int__", "__float__", "__bool__", "__index__", "__array__")
@@ -84,9 +85,15 @@ class CompiledStep:
     """`fn(*tensors)` compiled per input shapes, or run eagerly when compiling is impossible."""
 
     def __init__(self, fn, description="decode step"):
-        self.fn = fn
+        def unchecked(*args):
+            # embeddings' index checks read values on the host, which the first (eager) call forbids and a
+            # trace would not replay. A decode step's tokens are the model's own choices.
+            with no_index_checks():
+                return fn(*args)
+
+        self.fn = unchecked
         self.description = description
-        self._traced = ms.jit(fn, capture_mode="trace")
+        self._traced = ms.jit(unchecked, capture_mode="trace")
         self._compiled_shapes, self._checked_shapes = set(), set()
         self.failure = None
 

@@ -145,7 +145,8 @@ class GPT2Model(GPT2PreTrainedModel):
         self.embed_dim = config.hidden_size
         std = config.initializer_range
         self.wte = Embedding(config.vocab_size, self.embed_dim, dtype, std=std)
-        self.wpe = Embedding(config.max_position_embeddings, self.embed_dim, dtype, std=std)
+        self.wpe = Embedding(config.max_position_embeddings, self.embed_dim, dtype, std=std,
+                             index_name="position id")  # n_positions: no position past it
         self.drop = nn.Dropout(p=config.embd_pdrop)
         self.h = nn.CellList([GPT2Block(config, i, dtype) for i in range(config.num_hidden_layers)])
         self.ln_f = LayerNorm(self.embed_dim, config.layer_norm_epsilon, dtype)
