@@ -95,8 +95,8 @@ def run_side(side, rounds):
     for batch in BATCHES:
         result[f"decode_b{batch}_tok_s"] = batch * (NEW_TOKENS - 1) / best[f"decode{batch}"]
     if side == "ours":
-        graphs = model.__dict__.get("_mindformers_decode_graphs", {})
-        result["compiled"] = all(getattr(g.step, "compiled", False) for g in graphs.values()) and bool(graphs)
+        graphs = model.__dict__.get("_mindformers_decode_graphs", [])
+        result["compiled"] = all(getattr(g.step, "compiled", False) for g in graphs) and bool(graphs)
     return result
 
 

@@ -14,7 +14,6 @@ Every method that runs MindSpore holds the process-wide model lock (runtime.py) 
 the host work between tokens (logits processors, streamers, stopping criteria) runs without it.
 """
 import inspect
-from collections import OrderedDict
 
 import numpy as np
 import mindspore as ms
@@ -168,21 +167,26 @@ class StaticRunner:
         return isinstance(step, CompiledStep) and step.compiled
 
     # ------------------------------------------------------------------ the model's pool of decode graphs
+    def _pool(self):
+        """The model's idle decode graphs, least recently used first (two threads generating the same shape at
+        once leave two graphs of that shape here, so neither recompiles the next time)."""
+        return self.model.__dict__.setdefault("_mindformers_decode_graphs", [])
+
     def _checkout(self, batch, length):
-        """A graph for (batch, length), taken out of the model's pool while this generate uses it: a concurrent
-        generate of the same shape builds its own instead of writing into these cache buffers."""
-        graphs = self.model.__dict__.setdefault("_mindformers_decode_graphs", OrderedDict())
-        graph = graphs.pop((batch, length, self.compile_step), None)
-        return graph if graph is not None else _Graph(self.model, batch, length, self.compile_step)
+        """A graph for (batch, length), taken out of the pool while this generate uses it: a concurrent generate
+        of the same shape takes another one or builds its own instead of writing into these cache buffers."""
+        pool, key = self._pool(), (batch, length, self.compile_step)
+        for i in range(len(pool) - 1, -1, -1):
+            if pool[i].key == key:
+                return pool.pop(i)
+        return _Graph(self.model, batch, length, self.compile_step)
 
     def _checkin(self, graph):
         if graph.key[1] > KEEP_CACHED_LENGTH:
             return  # dropped: a long generation's cache buffers are freed once it is done
-        graphs = self.model.__dict__.setdefault("_mindformers_decode_graphs", OrderedDict())
-        graphs.pop(graph.key, None)
-        graphs[graph.key] = graph  # most recently used last
-        while len(graphs) > MAX_CACHED_GRAPHS:
-            graphs.popitem(last=False)
+        pool = self._pool()
+        pool.append(graph)
+        del pool[:-MAX_CACHED_GRAPHS]
 
     @runtime.serialized
     def close(self):
