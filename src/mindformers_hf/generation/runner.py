@@ -24,9 +24,9 @@ from ..masking_utils import MASK_VALUE
 from .compile import CompiledStep
 
 # Cached graphs (and their cache buffers) per model: the oldest are dropped past this many. A graph longer than
-# KEEP_CACHED_LENGTH is dropped when its generate ends, so a long generation's cache is freed afterwards (its
-# next use recompiles: ~1 s, against the minutes such a generation takes).
-MAX_CACHED_GRAPHS = 4
+# KEEP_CACHED_LENGTH is dropped when its generate ends, so a long generation's cache is freed afterwards (the
+# next generation that long compiles its step again: once per call, small beside that many decode steps).
+MAX_CACHED_GRAPHS = 8
 KEEP_CACHED_LENGTH = 1024
 # The static cache first holds the prompt and this many new tokens (rounded up to a bucket), then grows.
 INITIAL_NEW_TOKENS = 64
