@@ -1,8 +1,9 @@
-"""Model calls from several threads at once, run by tests/runtime/test_threads.py in a subprocess: when MindSpore's runtime
-is entered from two threads the process segfaults (exit 139), which must fail that test rather than kill pytest.
+"""Model calls from several threads at once, run by tests/runtime/test_threads.py in a subprocess: when
+MindSpore's runtime is entered from two threads the process segfaults (exit 139), which must fail that test
+rather than kill pytest.
 
-    python tests/runtime/threads_script.py FOLDER crash             # two threads forward on two models; forward beside generate
-    python tests/runtime/threads_script.py FOLDER stress SECONDS    # forward, 2 x generate and Trainer steps for SECONDS
+    python tests/runtime/threads_script.py FOLDER crash           # forwards on two models; forward beside generate
+    python tests/runtime/threads_script.py FOLDER stress SECONDS  # forward, 2 x generate, Trainer steps for SECONDS
 
 Every thread checks its results against the same call made alone beforehand. Prints one line `RESULT {json}`
 (calls per thread, errors) and exits 1 if any thread failed.
