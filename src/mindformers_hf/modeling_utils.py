@@ -9,7 +9,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import nn
 
-from . import runtime, tensor_io  # noqa: F401  (runtime: CPU launch mode)
+from . import runtime, tensor_io
 from .generation.utils import GenerationMixin
 from .hub import CheckpointLocation, locate
 from .modeling_outputs import ModelOutput
@@ -168,6 +168,7 @@ class PreTrainedModel(GenerationMixin, nn.Cell):
                 param.set_dtype(dtype)  # (set_data(param.astype(dtype)) keeps the old dtype)
 
     # ------------------------------------------------------------------ call boundary
+    @runtime.serialized  # any thread may call a model: calls take turns (runtime.model_lock)
     def __call__(self, *args, **kwargs):
         """Accept numpy / torch / MindSpore inputs; return outputs of the kind the caller passed in."""
         kind = tensor_io.first_kind(*args, *kwargs.values())

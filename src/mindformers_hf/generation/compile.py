@@ -9,7 +9,9 @@ or whose trace fails for any reason, runs eagerly from then on (with a one-time 
 giving wrong tokens. The second call traces, and later calls replay the graph.
 
 Tracing happens in a worker thread: MindSpore's tracer walks the Python stack and fails on frames
-without source (`python -c`, some REPLs); a fresh thread's stack has none of those.
+without source (`python -c`, some REPLs); a fresh thread's stack has none of those. Calls hold the process-wide
+model lock (runtime.py), which also keeps the Tensor-method patching below to one call at a time; the worker
+shares its caller's hold.
 """
 import contextlib
 import threading
@@ -17,11 +19,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import mindspore as ms
 
+from .. import runtime
 from ..layers import no_index_checks
 from ..utils import logger, warn_once
 
 _HOST_READS = ("asnumpy", "item", "tolist", "__int__", "__float__", "__bool__", "__index__", "__array__")
-_trace_lock = threading.Lock()
 
 
 class HostReadDuringTrace(RuntimeError):
@@ -101,6 +103,7 @@ class CompiledStep:
     def compiled(self):
         return self.failure is None
 
+    @runtime.serialized
     def __call__(self, *args):
         if self.failure is not None:
             return self.fn(*args)
@@ -118,9 +121,9 @@ class CompiledStep:
                 return self._give_up(error, args)
             self._checked_shapes.add(key)
             return out
-        with _trace_lock, ThreadPoolExecutor(1, thread_name_prefix="mindformers_hf-trace") as pool:
+        with ThreadPoolExecutor(1, thread_name_prefix="mindformers_hf-trace") as pool:
             try:
-                out = pool.submit(self._trace, args).result()
+                out = runtime.run_as_holder(pool.submit, self._trace, args).result()
             except Exception as error:  # noqa: BLE001 -- any tracing failure means: run eagerly
                 _reset_tracer()
                 return self._give_up(error, args)

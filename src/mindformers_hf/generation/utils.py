@@ -6,11 +6,10 @@ stopping criteria -- runs on the host in numpy, with transformers' formulas and 
 numpy, torch or MindSpore; sequences and scores come back as the kind of `input_ids`.
 """
 import copy
-import threading
 
 import numpy as np
 
-from .. import tensor_io
+from .. import runtime, tensor_io
 from ..layers import IndexDtypeError
 from ..modeling_outputs import ModelOutput, _CacheAlias
 from ..utils import set_seed, warn_once  # noqa: F401 (set_seed: re-exported by generation)
@@ -33,10 +32,6 @@ class GenerateBeamDecoderOnlyOutput(_CacheAlias, ModelOutput):
 GreedySearchDecoderOnlyOutput = SampleDecoderOnlyOutput = GenerateDecoderOnlyOutput
 BeamSearchDecoderOnlyOutput = GenerateBeamDecoderOnlyOutput
 
-
-# One generate at a time per process: MindSpore's eager mode crashes when two threads run ops at once, and
-# calls of the same shape share a compiled step's cache buffers.
-_GENERATE_LOCK = threading.RLock()
 
 # GenerationConfig fields we do not implement: a non-default value raises, naming the feature.
 _UNSUPPORTED = {
@@ -192,14 +187,16 @@ class GenerationMixin:
             if config.num_beams > 1:
                 raise ValueError("generate: streamers work with greedy search and sampling, not beam search")
             streamer.put(ids.copy())
+        # Threads: the runner holds the process-wide model lock (runtime.py) for each prefill/decode step only, so
+        # other threads' model calls interleave with this loop and the streamer is fed without the lock held.
         try:
-            with _GENERATE_LOCK:
-                if config.num_beams > 1:
-                    result = self._beam_search(runner, ids, attention_mask, config, processors, criteria, pad, eos)
-                else:
-                    result = self._sample_loop(runner, ids, attention_mask, config, processors, criteria, pad,
-                                               eos, streamer)
+            if config.num_beams > 1:
+                result = self._beam_search(runner, ids, attention_mask, config, processors, criteria, pad, eos)
+            else:
+                result = self._sample_loop(runner, ids, attention_mask, config, processors, criteria, pad,
+                                           eos, streamer)
         finally:
+            runner.close()
             if streamer is not None:  # also on errors: a TextIteratorStreamer's reader would wait forever
                 streamer.end()
         return self._finish(result, config, kind, runner)
@@ -395,6 +392,7 @@ class GenerationMixin:
                 "beam_indices": beam_indices[:, :generated], "scores": scores, "logits": raw}
 
     # ------------------------------------------------------------------ outputs
+    @runtime.serialized
     def _finish(self, result, config, kind, runner):
         to = lambda a: _as_kind(a, kind)  # noqa: E731
         sequences = to(result["sequences"])

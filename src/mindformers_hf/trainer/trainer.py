@@ -39,7 +39,7 @@ from transformers.trainer_utils import (
     speed_metrics,
 )
 
-from .. import tensor_io
+from .. import runtime, tensor_io
 from ..utils import device_target, logger, set_seed, warn_once
 from . import checkpointing as ckpt
 from . import distributed as dist
@@ -729,6 +729,7 @@ class Trainer:
         return (self.model_accepts_loss_kwargs and num_items_in_batch is not None) or \
             self.compute_loss_func is not None
 
+    @runtime.serialized  # forward, backward and the model's compile_layers flag: one thread's step at a time
     def training_step(self, model, inputs, num_items_in_batch=None):
         """Forward and backward on one micro-batch; gradients accumulate until the optimizer step.
         Returns the (accumulation-scaled) loss as a Python float."""
@@ -751,11 +752,12 @@ class Trainer:
     def _optimizer_step(self):
         """Unscale, measure, clip, step. Returns the pre-clip global gradient norm (a float)."""
         grads, self._grad_accum = self._grad_accum, None
-        grads = dist.all_reduce_mean(grads)
-        if self._mixed is not None:
-            inv = 1.0 / self.scaler.scale if self.scaler is not None else 1.0
-            grads = [g.astype(ms.float32) * inv if inv != 1.0 else g.astype(ms.float32) for g in grads]
-        grad_norm = global_norm(grads)
+        with runtime.model_lock():  # (not around the callbacks: user code)
+            grads = dist.all_reduce_mean(grads)
+            if self._mixed is not None:
+                inv = 1.0 / self.scaler.scale if self.scaler is not None else 1.0
+                grads = [g.astype(ms.float32) * inv if inv != 1.0 else g.astype(ms.float32) for g in grads]
+            grad_norm = global_norm(grads)
         # As torch's GradScaler: with fp16 an inf/nan gradient skips the step (and the schedule) and halves the
         # loss scale. Without loss scaling the step is taken whatever the gradients hold, as in transformers.
         self._step_was_skipped = self.scaler is not None and not math.isfinite(grad_norm)
@@ -763,11 +765,12 @@ class Trainer:
             self.scaler.update(found_inf=self._step_was_skipped)
         self.control = self.callback_handler.on_pre_optimizer_step(self.args, self.state, self.control)
         if not self._step_was_skipped:
-            if self.args.max_grad_norm is not None and self.args.max_grad_norm > 0:
-                grads = clip_by_global_norm(grads, self.args.max_grad_norm, grad_norm)
-            self.optimizer.step(grads)
-            if self._mixed is not None:
-                self._mixed.copy_back(self._grad_params, self.optimizer.params)
+            with runtime.model_lock():
+                if self.args.max_grad_norm is not None and self.args.max_grad_norm > 0:
+                    grads = clip_by_global_norm(grads, self.args.max_grad_norm, grad_norm)
+                self.optimizer.step(grads)
+                if self._mixed is not None:
+                    self._mixed.copy_back(self._grad_params, self.optimizer.params)
         self.control = self.callback_handler.on_optimizer_step(self.args, self.state, self.control)
         return grad_norm
 
@@ -950,6 +953,7 @@ class Trainer:
                 metrics[f"{metric_key_prefix}_{key}"] = metrics.pop(key)
         return EvalLoopOutput(predictions=preds, label_ids=labels, metrics=metrics, num_samples=num_samples)
 
+    @runtime.serialized
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         """(loss, logits, labels) for one batch as MindSpore tensors (transformers: torch tensors), the loss a
         0-d tensor; evaluation_loop hands them to preprocess_logits_for_metrics, then gathers them as numpy."""
