@@ -44,3 +44,49 @@ def write_tokenizer_folder(folder, files, tokenizer_config):
     with open(os.path.join(folder, "tokenizer_config.json"), "w", encoding="utf-8") as f:
         json.dump(tokenizer_config, f, ensure_ascii=False, indent=2)
     return str(folder)
+
+
+def train_byte_bpe(pattern, merges=300):
+    """A byte-level BPE vocabulary trained on TRAINING_TEXT, as tiktoken's mergeable ranks {bytes: rank}:
+    the 256 bytes first (in a shuffled order, as tiktoken files do not keep byte order), then each merge."""
+    import random
+
+    import regex
+
+    words = {}
+    for line in TRAINING_TEXT:
+        for piece in regex.findall(pattern, line):
+            word = tuple(bytes([b]) for b in piece.encode("utf-8"))
+            words[word] = words.get(word, 0) + 1
+    singles = [bytes([b]) for b in range(256)]
+    random.Random(0).shuffle(singles)
+    ranks = {token: i for i, token in enumerate(singles)}
+    for _ in range(merges):
+        pairs = {}
+        for word, count in words.items():
+            for pair in zip(word, word[1:]):
+                pairs[pair] = pairs.get(pair, 0) + count
+        if not pairs:
+            break
+        best = max(sorted(pairs), key=pairs.get)
+        ranks[best[0] + best[1]] = len(ranks)
+        merged = {}
+        for word, count in words.items():
+            out, i = [], 0
+            while i < len(word):
+                if i + 1 < len(word) and (word[i], word[i + 1]) == best:
+                    out.append(word[i] + word[i + 1])
+                    i += 2
+                else:
+                    out.append(word[i])
+                    i += 1
+            merged[tuple(out)] = merged.get(tuple(out), 0) + count
+        words = merged
+    return ranks
+
+
+def tiktoken_file(ranks):
+    """The rank file layout of qwen.tiktoken (and GLM-4's tokenizer.model): `base64(token) rank` per line."""
+    import base64
+
+    return b"".join(base64.b64encode(token) + b" " + str(rank).encode() + b"\n" for token, rank in ranks.items())
