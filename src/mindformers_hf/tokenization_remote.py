@@ -15,6 +15,10 @@ from transformers.tokenization_python import PythonBackend
 REMOTE_TOKENIZERS = {
     "tokenization_chatglm.ChatGLMTokenizer": "mindformers_hf.models.chatglm.tokenization_chatglm:ChatGLMTokenizer",
     "tokenization_qwen.QWenTokenizer": "mindformers_hf.models.qwen.tokenization_qwen:QWenTokenizer",
+    "tokenization_internlm2.InternLM2Tokenizer":
+        "mindformers_hf.models.internlm2.tokenization_internlm2:InternLM2Tokenizer",
+    "tokenization_internlm2_fast.InternLM2TokenizerFast":
+        "mindformers_hf.models.internlm2.tokenization_internlm2:InternLM2Tokenizer",
 }
 
 _HUB_KWARGS = ("revision", "cache_dir", "local_files_only", "token", "force_download", "subfolder")
