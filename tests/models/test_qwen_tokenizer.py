@@ -135,6 +135,8 @@ def test_save_pretrained_writes_the_format_back(qwen_folder, tmp_path):
 def test_greedy_chat_equals_generate(qwen_folder, enc, ranks, tmp_path):
     import shutil
 
+    from transformers import GenerationConfig
+
     from mindformers_hf.models.qwen import QWenConfig
     from mindformers_hf.models.qwen.modeling_qwen import QWenLMHeadModel
 
@@ -146,11 +148,12 @@ def test_greedy_chat_equals_generate(qwen_folder, enc, ranks, tmp_path):
                         auto_map={"AutoConfig": "configuration_qwen.QWenConfig",
                                   "AutoModelForCausalLM": "modeling_qwen.QWenLMHeadModel"})
     model = QWenLMHeadModel(config)
-    model.generation_config.eos_token_id = len(ranks)  # as Qwen-7B-Chat's generation_config.json
-    model.generation_config.chat_format = "chatml"
+    model.generation_config = GenerationConfig(chat_format="chatml", eos_token_id=len(ranks), pad_token_id=len(ranks),
+                                               max_window_size=6144)  # as Qwen-7B-Chat's generation_config.json
     model.save_pretrained(tmp_path)
     tok = AutoTokenizer.from_pretrained(str(tmp_path), trust_remote_code=True)
     model = AutoModelForCausalLM.from_pretrained(str(tmp_path), trust_remote_code=True)
+    assert model.generation_config.chat_format == "chatml"
 
     prompt = np.array([expected_context(enc, HISTORY, "写一首诗")])
     stops = [tok.im_end_id, tok.im_start_id, tok.eod_id]
