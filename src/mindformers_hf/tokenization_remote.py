@@ -14,6 +14,7 @@ from transformers.tokenization_python import PythonBackend
 # the repo class auto_map["AutoTokenizer"] names ("module.Class", as published) -> "module:Class" of ours
 REMOTE_TOKENIZERS = {
     "tokenization_chatglm.ChatGLMTokenizer": "mindformers_hf.models.chatglm.tokenization_chatglm:ChatGLMTokenizer",
+    "tokenization_chatglm.ChatGLM4Tokenizer": "mindformers_hf.models.chatglm.tokenization_chatglm4:ChatGLM4Tokenizer",
     "tokenization_qwen.QWenTokenizer": "mindformers_hf.models.qwen.tokenization_qwen:QWenTokenizer",
     "tokenization_baichuan.BaichuanTokenizer": "mindformers_hf.models.baichuan.tokenization_baichuan:BaichuanTokenizer",
     "tokenization_internlm2.InternLM2Tokenizer":

@@ -91,7 +91,8 @@ def test_left_padding_with_position_ids_and_truncation(glm_folder, sp):
 
 CONVERSATIONS = {
     "one turn": ([], "你好", "[gMASK]sop<|user|>\n 你好<|assistant|>"),
-    "multi turn": ([{"role": "user", "content": "你好"}, {"role": "assistant", "content": "Hello! 有什么可以帮你？"}],
+    "multi turn": ([{"role": "user", "content": "你好"},
+                    {"role": "assistant", "content": "Hello! 有什么可以帮你？"}],
                    "def f(x): return x", "[gMASK]sop<|user|>\n 你好<|assistant|>\n Hello! 有什么可以帮你？"
                    "<|user|>\n def f(x): return x<|assistant|>"),
     "system prompt": ([{"role": "system", "content": "You are ChatGLM3."}], "hi 😀",
@@ -178,6 +179,7 @@ def glm_model_folder(glm_folder, sp, tmp_path_factory):
                            architectures=["ChatGLMModel"],
                            auto_map={"AutoConfig": "configuration_chatglm.ChatGLMConfig",
                                      "AutoModelForCausalLM": "modeling_chatglm.ChatGLMForConditionalGeneration"})
+    np.random.seed(0)  # our layers draw new weights from numpy's global RNG
     model = ChatGLMForConditionalGeneration(config)
     model.generation_config.eos_token_id = stops  # as chatglm3-6b's generation_config.json
     model.save_pretrained(folder)

@@ -90,7 +90,8 @@ def expected_context(enc, history, query, system="You are a helpful assistant.")
 HISTORY = [("你好", "你好！有什么可以帮你？"), ("def f(x):", "    return x")]
 PROMPT = ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n你好<|im_end|>\n"
           "<|im_start|>assistant\n你好！有什么可以帮你？<|im_end|>\n<|im_start|>user\ndef f(x):<|im_end|>\n"
-          "<|im_start|>assistant\n    return x<|im_end|>\n<|im_start|>user\nemoji 😀<|im_end|>\n<|im_start|>assistant\n")
+          "<|im_start|>assistant\n    return x<|im_end|>\n<|im_start|>user\nemoji 😀<|im_end|>\n"
+          "<|im_start|>assistant\n")
 
 
 def messages_of(history, query, system=None):
@@ -147,6 +148,7 @@ def test_greedy_chat_equals_generate(qwen_folder, enc, ranks, tmp_path):
                         architectures=["QWenLMHeadModel"],
                         auto_map={"AutoConfig": "configuration_qwen.QWenConfig",
                                   "AutoModelForCausalLM": "modeling_qwen.QWenLMHeadModel"})
+    np.random.seed(0)  # our layers draw new weights from numpy's global RNG
     model = QWenLMHeadModel(config)
     model.generation_config = GenerationConfig(chat_format="chatml", eos_token_id=len(ranks), pad_token_id=len(ranks),
                                                max_window_size=6144)  # as Qwen-7B-Chat's generation_config.json

@@ -63,12 +63,17 @@ class ChatGLMChatMixin:
     def stream_chat(self, tokenizer, query, history=None, role="user", past_key_values=None, max_length=8192,
                     do_sample=True, top_p=0.8, temperature=0.8, logits_processor=None, return_past_key_values=False,
                     **kwargs):
-        """Yields (response so far, history) after each token whose text is complete (no trailing U+FFFD)."""
+        """Yields (response so far, history) after each token whose text is complete (no trailing U+FFFD), and
+        the final reply in any case."""
         kwargs.update(past_key_values=past_key_values, return_past_key_values=return_past_key_values)
         inputs, gen, history, stops = self._chat_setup(tokenizer, query, history, role, max_length, do_sample,
                                                        top_p, temperature, kwargs)
+        response, held = "", False
         for tokens in stream_new_tokens(self, inputs["input_ids"], inputs["attention_mask"],
                                         logits_processor=logits_processor, **gen):
             response = self._reply(tokenizer, tokens, stops)
-            if response and response[-1] != "\ufffd":
+            held = not response or response[-1] == "\ufffd"
+            if not held:
                 yield process_response(response, history)
+        if held and response:  # the end came inside a character: the last state is still the reply
+            yield process_response(response, history)

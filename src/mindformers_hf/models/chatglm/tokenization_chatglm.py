@@ -26,7 +26,8 @@ ROLES = ("system", "user", "assistant", "observation")
 
 # Rendered chat text -> tokens: role tokens, the [gMASK]/[MASK]/[sMASK] markers, and `sop` only where the template
 # writes it (right after [gMASK]), so that a word like "sophisticated" in a message stays text.
-_CHAT_SPECIALS = re.compile(r"\[gMASK\]sop|" + "|".join(re.escape(t) for t in SPECIAL_TOKENS if t not in ("sop", "eop")))
+_CHAT_SPECIALS = re.compile(r"\[gMASK\]sop|"
+                            + "|".join(re.escape(t) for t in SPECIAL_TOKENS if t not in ("sop", "eop")))
 _ALL_SPECIALS = re.compile("|".join(re.escape(t) for t in SPECIAL_TOKENS))
 
 CHAT_TEMPLATE = (
@@ -46,7 +47,26 @@ CHAT_TEMPLATE = (
 )
 
 
-class ChatGLMTokenizer(RemoteFormatTokenizer):
+class GLMPaddingMixin:
+    """ChatGLM3 / GLM-4 padding: on the left only, with `position_ids` (0 on padding) besides the attention mask."""
+
+    def _pad(self, encoded_inputs, max_length=None, padding_strategy="do_not_pad", pad_to_multiple_of=None,
+             padding_side=None, return_attention_mask=None):
+        side = padding_side or self.padding_side
+        if side != "left":
+            raise ValueError(f"{type(self).__name__} pads on the left only (padding_side='left')")
+        length = len(encoded_inputs[self.model_input_names[0]])
+        if "position_ids" not in encoded_inputs:
+            encoded_inputs["position_ids"] = list(range(length))
+        padded = super()._pad(encoded_inputs, max_length, padding_strategy, pad_to_multiple_of, "left",
+                              return_attention_mask)
+        missing = len(padded[self.model_input_names[0]]) - len(padded["position_ids"])
+        if missing > 0:
+            padded["position_ids"] = [0] * missing + list(padded["position_ids"])
+        return padded
+
+
+class ChatGLMTokenizer(GLMPaddingMixin, RemoteFormatTokenizer):
     vocab_files_names = {"vocab_file": "tokenizer.model"}
     model_input_names = ["input_ids", "attention_mask", "position_ids"]
 
@@ -150,21 +170,6 @@ class ChatGLMTokenizer(RemoteFormatTokenizer):
 
     def num_special_tokens_to_add(self, pair=False):
         return 3 if pair else 2
-
-    def _pad(self, encoded_inputs, max_length=None, padding_strategy="do_not_pad", pad_to_multiple_of=None,
-             padding_side=None, return_attention_mask=None):
-        side = padding_side or self.padding_side
-        if side != "left":
-            raise ValueError("ChatGLM's tokenizer pads on the left only (padding_side='left')")
-        length = len(encoded_inputs[self.model_input_names[0]])
-        if "position_ids" not in encoded_inputs:
-            encoded_inputs["position_ids"] = list(range(length))
-        padded = super()._pad(encoded_inputs, max_length, padding_strategy, pad_to_multiple_of, "left",
-                              return_attention_mask)
-        missing = len(padded[self.model_input_names[0]]) - len(padded["position_ids"])
-        if missing > 0:
-            padded["position_ids"] = [0] * missing + list(padded["position_ids"])
-        return padded
 
     # ------------------------------------------------------------------ chat
     def apply_chat_template(self, *args, **kwargs):

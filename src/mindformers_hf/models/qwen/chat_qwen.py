@@ -41,7 +41,8 @@ def make_context(tokenizer, query, history=None, system="", max_window_size=6144
         raw_text = f"\n{im_start}{query_text}{im_end}\n{im_start}{response_text}{im_end}" + raw_text
     context = system_ids + context + nl + wrapped("user", query)[1] + nl + [tokenizer.im_start_id] + \
         tokenizer.encode("assistant") + nl
-    raw_text = f"{im_start}{system_text}{im_end}" + raw_text + f"\n{im_start}user\n{query}{im_end}\n{im_start}assistant\n"
+    raw_text = (f"{im_start}{system_text}{im_end}" + raw_text
+                + f"\n{im_start}user\n{query}{im_end}\n{im_start}assistant\n")
     return raw_text, context
 
 
