@@ -233,3 +233,15 @@ def test_cli_chat_holds_two_turns(glm_model_folder, monkeypatch, capsys):
     assert prompts[0] == "[gMASK]sop<|user|>\n 你好<|assistant|>"
     assert prompts[1].startswith("[gMASK]sop<|user|>\n 你好<|assistant|>\n")
     assert prompts[1].endswith("<|user|>\n 再见<|assistant|>")
+
+
+def test_pipeline_chat_mode(glm_model_folder, sp):
+    from mindformers_hf import pipeline
+
+    generator = pipeline("text-generation", model=glm_model_folder, trust_remote_code=True)
+    messages = [{"role": "user", "content": "你好"}]
+    out = generator(messages, max_new_tokens=4, do_sample=False)
+    prompt = np.array([expected_chat_ids(sp, [], "你好")])
+    tokens = generator.model.generate(input_ids=prompt, max_new_tokens=4, do_sample=False)[0, prompt.shape[1]:]
+    reply = generator.tokenizer.decode(list(tokens), skip_special_tokens=True)
+    assert out[0]["generated_text"] == messages + [{"role": "assistant", "content": reply}]
