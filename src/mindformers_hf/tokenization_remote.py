@@ -17,6 +17,7 @@ REMOTE_TOKENIZERS = {
     "tokenization_chatglm.ChatGLM4Tokenizer": "mindformers_hf.models.chatglm.tokenization_chatglm4:ChatGLM4Tokenizer",
     "tokenization_qwen.QWenTokenizer": "mindformers_hf.models.qwen.tokenization_qwen:QWenTokenizer",
     "tokenization_baichuan.BaichuanTokenizer": "mindformers_hf.models.baichuan.tokenization_baichuan:BaichuanTokenizer",
+    "tokenization_internlm.InternLMTokenizer": "mindformers_hf.models.internlm.tokenization_internlm:InternLMTokenizer",
     "tokenization_internlm2.InternLM2Tokenizer":
         "mindformers_hf.models.internlm2.tokenization_internlm2:InternLM2Tokenizer",
     "tokenization_internlm2_fast.InternLM2TokenizerFast":
