@@ -92,3 +92,10 @@ def test_padding_chat_template_and_save(folder, enc, ranks, tmp_path):
     with open(tmp_path / "tokenizer_config.json") as f:
         assert json.load(f)["auto_map"] == tokenizer_config(ranks)["auto_map"]
     assert AutoTokenizer.from_pretrained(tmp_path)(SPECIAL_TEXT[0])["input_ids"] == tok(SPECIAL_TEXT[0])["input_ids"]
+
+
+def test_chatglm3_chat_refuses_a_glm4_tokenizer(folder):
+    from mindformers_hf.models.chatglm.chat_chatglm import ChatGLMChatMixin
+
+    with pytest.raises(NotImplementedError, match="apply_chat_template"):
+        ChatGLMChatMixin().chat(AutoTokenizer.from_pretrained(folder), "hi")

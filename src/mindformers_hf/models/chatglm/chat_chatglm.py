@@ -38,6 +38,10 @@ class ChatGLMChatMixin:
         for name in ("past_key_values", "return_past_key_values"):
             if kwargs.pop(name, None):
                 raise NotImplementedError(f"ChatGLM stream_chat: {name} is not supported; pass the full history")
+        if not hasattr(tokenizer, "build_chat_input"):
+            raise NotImplementedError(f"ChatGLM chat / stream_chat follow ChatGLM3 and need its tokenizer, not "
+                                      f"{type(tokenizer).__name__}; for GLM-4 use tokenizer.apply_chat_template "
+                                      "and model.generate, as the GLM-4 repos do")
         history = list(history or [])
         inputs = tokenizer.build_chat_input(query, history=history, role=role, return_tensors="np")
         stops = [tokenizer.eos_token_id, tokenizer.get_command("<|user|>"), tokenizer.get_command("<|observation|>")]
