@@ -1,9 +1,12 @@
-"""Native tokenizers for the remote-code formats (ChatGLM3, Qwen v1, InternLM2, Baichuan2): built from the repo's
-own vocabulary file when `tokenizer_config.json`'s `auto_map` names the repo's tokenizer class; no repo code runs.
+"""Native tokenizers for the remote-code formats (ChatGLM3, GLM-4, Qwen v1, InternLM/InternLM2, Baichuan/Baichuan2):
+built from the repo's own vocabulary file when `tokenizer_config.json`'s `auto_map` names the repo's tokenizer
+class; no repo code runs.
 
 Each format's class lives beside its model (models/<family>/tokenization_<family>.py) and keeps the published
 class name, file names, special-token ids and rules; `save_pretrained` writes the same vocabulary file and
-`auto_map` back, so the original remote code loads our output.
+`auto_map` back, so the original remote code loads our output. Here: the auto_map table and look-up, what the
+classes share (RemoteFormatTokenizer, the LLaMA-style SentencePieceTokenizer) and the tiktoken rank-file reader
+and its exact `tokenizers` BPE.
 """
 import importlib
 import json
