@@ -149,26 +149,12 @@ def read_tiktoken_ranks(path):
     return ranks
 
 
-def _last_merge(ranks, token, max_rank):
-    """tiktoken's byte-pair merging of `token` with the ranks below its own: the two parts it is merged from."""
-    parts = [bytes([b]) for b in token]
-    while len(parts) > 1:
-        best = None
-        for i in range(len(parts) - 1):
-            rank = ranks.get(parts[i] + parts[i + 1])
-            if rank is not None and rank < max_rank and (best is None or rank < best[0]):
-                best = (rank, i)
-        if best is None:
-            break
-        i = best[1]
-        parts[i:i + 2] = [parts[i] + parts[i + 1]]
-    return parts
-
-
 def tiktoken_backend(ranks, pattern, special_tokens, nfc=False):
-    """A `tokenizers.Tokenizer` giving tiktoken's ids: byte-level BPE whose merges are the ranks (each token's
-    last merge, in rank order), `ignore_merges` as tiktoken takes a piece that is itself a token whole, the
-    format's split regex, and the special tokens after the ranks, in order."""
+    """A `tokenizers.Tokenizer` giving tiktoken's ids: byte-level BPE, the format's split regex, `ignore_merges`
+    (tiktoken takes a piece that is itself a token whole) and the special tokens after the ranks, in order.
+    tiktoken merges any two adjacent parts whose concatenation is a token, lowest rank first: so every split of
+    a token into two tokens is a merge, ordered by the token's rank (transformers' TikTokenConverter does the
+    same)."""
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
     from transformers.convert_slow_tokenizer import bytes_to_unicode
 
@@ -177,10 +163,9 @@ def tiktoken_backend(ranks, pattern, special_tokens, nfc=False):
     vocab = {as_text(token): rank for token, rank in ranks.items()}
     merges = []
     for token, rank in sorted(ranks.items(), key=lambda item: item[1]):
-        if len(token) > 1:
-            parts = _last_merge(ranks, token, rank)
-            if len(parts) == 2:
-                merges.append((as_text(parts[0]), as_text(parts[1])))
+        splits = [(token[:i], token[i:]) for i in range(1, len(token)) if token[:i] in ranks and token[i:] in ranks]
+        splits.sort(key=lambda pair: (ranks[pair[0]], ranks[pair[1]]))
+        merges.extend((as_text(left), as_text(right)) for left, right in splits)
     backend = Tokenizer(models.BPE(vocab=vocab, merges=merges, ignore_merges=True, fuse_unk=False,
                                    byte_fallback=False))
     if nfc:

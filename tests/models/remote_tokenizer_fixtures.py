@@ -90,3 +90,20 @@ def tiktoken_file(ranks):
     import base64
 
     return b"".join(base64.b64encode(token) + b" " + str(rank).encode() + b"\n" for token, rank in ranks.items())
+
+
+def shuffled_texts(count=300, seed=0):
+    """Random splices of the corpus (pieces cut at any character and glued in new orders), so that BPE merges meet
+    in contexts the training text never had."""
+    import random
+
+    rng = random.Random(seed)
+    text = "".join(CORPUS)
+    out = []
+    for _ in range(count):
+        pieces = []
+        for _ in range(rng.randint(1, 4)):
+            start = rng.randrange(len(text))
+            pieces.append(text[start:start + rng.randint(1, 24)])
+        out.append("".join(pieces))
+    return out

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from mindformers_hf import AutoModelForCausalLM, AutoTokenizer
-from tests.models.remote_tokenizer_fixtures import CORPUS, train_sentencepiece, write_tokenizer_folder
+from tests.models.remote_tokenizer_fixtures import CORPUS, shuffled_texts, train_sentencepiece, write_tokenizer_folder
 
 RESERVED = [f"<filler_{i}>" for i in range(3, 195)] + ["<reserved_106>", "<reserved_107>"]
 USER, ASSISTANT = 195, 196
@@ -74,7 +74,7 @@ def expected_text(sp, ids, skip_special=False):
 def test_ids_and_decoding_equal_sentencepiece(folder, sp):
     tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
     assert type(tok).__name__ == "BaichuanTokenizer"
-    for text in CORPUS + SPECIAL_TEXT:
+    for text in CORPUS + SPECIAL_TEXT + shuffled_texts(100):
         ids = tok(text)["input_ids"]
         assert ids == expected_ids(sp, text), text
         assert tok.decode(ids) == expected_text(sp, ids), text

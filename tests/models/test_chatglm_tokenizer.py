@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from mindformers_hf import AutoModelForCausalLM, AutoTokenizer
-from tests.models.remote_tokenizer_fixtures import CORPUS, train_sentencepiece, write_tokenizer_folder
+from tests.models.remote_tokenizer_fixtures import CORPUS, shuffled_texts, train_sentencepiece, write_tokenizer_folder
 
 SPECIALS = ["[MASK]", "[gMASK]", "[sMASK]", "sop", "eop", "<|system|>", "<|user|>", "<|assistant|>",
             "<|observation|>"]
@@ -54,7 +54,7 @@ def test_ids_and_decoding_equal_sentencepiece(glm_folder, sp):
     tok = AutoTokenizer.from_pretrained(glm_folder, trust_remote_code=True)
     assert type(tok).__name__ == "ChatGLMTokenizer"
     prefix = [special_id(sp, "[gMASK]"), special_id(sp, "sop")]
-    for text in CORPUS + SPECIAL_TEXT:
+    for text in CORPUS + SPECIAL_TEXT + shuffled_texts(100):
         ids = tok(text)["input_ids"]
         assert ids == prefix + sp.encode(text), text  # special strings are plain text by default
         assert tok.encode(text, add_special_tokens=False) == sp.encode(text)

@@ -9,7 +9,8 @@ import re
 import pytest
 
 from mindformers_hf import AutoTokenizer
-from tests.models.remote_tokenizer_fixtures import CORPUS, tiktoken_file, train_byte_bpe, write_tokenizer_folder
+from tests.models.remote_tokenizer_fixtures import (CORPUS, shuffled_texts, tiktoken_file, train_byte_bpe,
+                                                    write_tokenizer_folder)
 
 tiktoken = pytest.importorskip("tiktoken")
 
@@ -69,6 +70,8 @@ def test_ids_and_decoding_equal_tiktoken(folder, enc, ranks):
         for cut in range(2, len(ids)):
             assert tok.decode(ids[:cut]) == enc.decode(ids[:cut], errors="replace"), (text, cut)
         assert tok.decode(ids, skip_special_tokens=True) == enc.decode([i for i in ids if i < len(ranks)]), text
+    for text in shuffled_texts():
+        assert tok.encode(text, add_special_tokens=False) == enc.encode(text, disallowed_special=()), text
     assert len(tok) == len(ranks) + 14
     assert (tok.eos_token_id, tok.pad_token_id, tok.padding_side) == (len(ranks), len(ranks), "left")
     assert tok("a", "b")["input_ids"] == expected_ids(enc, ranks, "a") + enc.encode("b") + [len(ranks)]

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from mindformers_hf import AutoModelForCausalLM, AutoTokenizer
-from tests.models.remote_tokenizer_fixtures import CORPUS, train_sentencepiece, write_tokenizer_folder
+from tests.models.remote_tokenizer_fixtures import CORPUS, shuffled_texts, train_sentencepiece, write_tokenizer_folder
 
 CHAT_TOKENS = ["<|plugin|>", "<|interpreter|>", "<|action_end|>", "<|action_start|>", "<|im_end|>", "<|im_start|>"]
 SPECIAL_TEXT = ["<|im_start|>user\nhi<|im_end|>\n", "x</s><s>y <unk>", "<|action_start|><|plugin|>\n{}<|action_end|>",
@@ -89,7 +89,7 @@ def expected_text(sp, ids, skip_special=False):
 def test_ids_and_decoding_equal_sentencepiece(folder, sp):
     tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
     assert type(tok).__name__ == "InternLM2Tokenizer"
-    for text in CORPUS + SPECIAL_TEXT:
+    for text in CORPUS + SPECIAL_TEXT + shuffled_texts(100):
         ids = tok(text)["input_ids"]
         assert ids == expected_ids(sp, text), text
         assert tok.decode(ids) == expected_text(sp, ids), text

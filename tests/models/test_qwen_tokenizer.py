@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from mindformers_hf import AutoModelForCausalLM, AutoTokenizer
-from tests.models.remote_tokenizer_fixtures import CORPUS, tiktoken_file, train_byte_bpe, write_tokenizer_folder
+from tests.models.remote_tokenizer_fixtures import (CORPUS, shuffled_texts, tiktoken_file, train_byte_bpe,
+                                                    write_tokenizer_folder)
 
 tiktoken = pytest.importorskip("tiktoken")
 
@@ -56,6 +57,8 @@ def test_ids_and_decoding_equal_tiktoken(qwen_folder, enc, ranks):
             assert tok.decode(want[:cut]) == enc.decode(want[:cut], errors="replace"), (text, cut)
         kept = [i for i in want if i < len(ranks)]
         assert tok.decode(want, skip_special_tokens=True) == enc.decode(kept), text
+    spliced = shuffled_texts()
+    assert tok(spliced)["input_ids"] == [enc.encode(unicodedata.normalize("NFC", t)) for t in spliced]
     assert len(tok) == len(ranks) + 208
     assert (tok.eod_id, tok.im_start_id, tok.im_end_id) == (len(ranks), len(ranks) + 1, len(ranks) + 2)
     assert tok.eos_token is None and tok.pad_token is None and tok.padding_side == "right"
