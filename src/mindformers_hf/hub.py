@@ -271,7 +271,7 @@ def no_remote_code(kwargs, name, what):
     when it was on), and transformers' "custom code must be executed" error becomes a RemoteCodeError."""
     if kwargs.get("trust_remote_code"):
         warn_once(f"{what}.from_pretrained: trust_remote_code=True is accepted, but code from a repo is never "
-                  "executed here; transformers' own classes are used")
+                  "executed here; transformers' or mindformers_hf's own classes are used")
     kwargs["trust_remote_code"] = False
     try:
         yield

@@ -3,7 +3,9 @@
 The tokenizer itself is transformers' (same files, vocab, chat templates). On top:
 - `return_tensors="ms"` gives MindSpore tensors ("np" and "pt" work as in transformers);
 - the returned BatchEncoding's `.to(model.device)` works for numpy / MindSpore values, and without torch;
-- `gguf_file=` is read by our own GGUF metadata reader (gguf_metadata.py): transformers' imports torch.
+- `gguf_file=` is read by our own GGUF metadata reader (gguf_metadata.py): transformers' imports torch;
+- a tokenizer whose `auto_map` names repo code of a format we read (ChatGLM3, ...) is built natively from the repo's
+  vocabulary file (tokenization_remote.py).
 """
 import numpy as np
 
@@ -100,10 +102,16 @@ class AutoTokenizer:
         from transformers import AutoTokenizer as HFAutoTokenizer
 
         from .hub import no_remote_code
+        from .tokenization_remote import remote_tokenizer_class
 
         if kwargs.get("gguf_file"):
             return adopt_tokenizer(_gguf_tokenizer(pretrained_model_name_or_path, **kwargs))
         with no_remote_code(kwargs, pretrained_model_name_or_path, "AutoTokenizer"):
+            native = remote_tokenizer_class(pretrained_model_name_or_path, kwargs)
+            if native is not None:  # the repo's tokenizer is code: our class reads its vocabulary file instead
+                kwargs.pop("trust_remote_code", None)
+                kwargs.pop("use_fast", None)
+                return adopt_tokenizer(native.from_pretrained(pretrained_model_name_or_path, *args, **kwargs))
             tokenizer = HFAutoTokenizer.from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         return adopt_tokenizer(tokenizer)
 
