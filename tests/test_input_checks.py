@@ -68,8 +68,8 @@ def test_token_id_outside_vocabulary_is_an_index_error_naming_it(family, bad_id)
                 fn()
     # the check is eager-only: generate's compiled decode step still compiles (no host read inside it)
     ours.generate(ids[1:], max_new_tokens=3, do_sample=False)
-    graphs = ours.__dict__.get("_mindformers_decode_graphs", {})
-    assert all(graph.step.compiled for key, graph in graphs.items() if key[2])
+    graphs = [graph for graph in ours.__dict__.get("_mindformers_decode_graphs", []) if graph.key[2]]
+    assert all(graph.step.compiled for graph in graphs)
 
 
 def test_float_token_ids_are_refused(family):

@@ -34,9 +34,6 @@ def configure_runtime():
         ms.runtime.launch_blocking()
 
 
-configure_runtime()
-
-
 # MindSpore's PyNative runtime is not thread-safe: two threads running ops at once -- two forwards, even on two
 # separate models, or a forward beside a generate -- crash the process or fail inside MindSpore. Every entry point
 # that runs MindSpore work for the caller (a model's forward, a generate's prefill/decode step, a Trainer step with
@@ -76,3 +73,8 @@ def run_as_holder(submit, fn, *args):
     """`submit(fn, *args)` (e.g. an executor's submit) with `fn` running in a copy of the caller's context, so a
     helper thread the caller waits for shares the caller's hold on the lock (and its `use_kernels` mode)."""
     return submit(contextvars.copy_context().run, fn, *args)
+
+
+# last: in msrun's scheduler process this serves the job through trainer.distributed, which imports this module's
+# lock (above) back
+configure_runtime()
