@@ -81,12 +81,11 @@ class LLMEngine:
         return cls(model, tokenizer, **engine_kwargs)
 
     # ------------------------------------------------------------------ requests
-    def add_request(self, request_id, prompt_ids, params=None):
-        """Queue a request; ValueError (naming the problem) when it can never run."""
-        params = (params or SamplingParams()).validate()
+    def check_request(self, prompt_ids, params):
+        """(token ids, max_tokens) for a request that can run, or ValueError naming what is wrong. Reads only
+        the configuration, so the server calls it from its own thread to answer 400 before queueing."""
+        params.validate()
         prompt_ids = [int(t) for t in prompt_ids]
-        if request_id in self.requests:
-            raise ValueError(f"request id {request_id!r} is already in use")
         if not prompt_ids:
             raise ValueError("the prompt is empty")
         vocab = self.model.config.vocab_size
@@ -100,6 +99,14 @@ class LLMEngine:
         if max_tokens > room:
             raise ValueError(f"max_tokens={max_tokens} plus the prompt's {len(prompt_ids)} tokens exceeds the "
                              f"context length {len(prompt_ids) + room}")
+        return prompt_ids, max_tokens
+
+    def add_request(self, request_id, prompt_ids, params=None):
+        """Queue a request; ValueError (naming the problem) when it can never run."""
+        params = params or SamplingParams()
+        if request_id in self.requests:
+            raise ValueError(f"request id {request_id!r} is already in use")
+        prompt_ids, max_tokens = self.check_request(prompt_ids, params)
         seqs = [Sequence(request_id, i, prompt_ids, params, max_tokens) for i in range(params.n)]
         self.requests[request_id] = seqs
         for seq in seqs:
