@@ -195,3 +195,25 @@ def test_client_disconnects_free_their_blocks(served):
     assert _metric(served, "kv_blocks_used") == 0 and _metric(served, "num_requests_running") == 0
     assert served.engine.stats["generation_tokens"] - generated < 4 * 150  # cut short, not run to the end
     assert _metric(served, "time_to_first_token_seconds_count") > 0
+
+
+def test_echo_and_logprobs_equal_hf_log_softmax(served):
+    import torch
+
+    prompt = PROMPTS[0]
+    resp = served.client().completions.create(model=MODEL_NAME, prompt=prompt, max_tokens=6, temperature=0,
+                                              echo=True, logprobs=2)
+    choice = resp.choices[0]
+    prompt_ids = served.tokenizer(prompt)["input_ids"]
+    hf_ids, hf_text = served.hf_greedy(prompt_ids, 6)
+    assert choice.text == served.tokenizer.decode(prompt_ids) + hf_text
+    ids = prompt_ids + hf_ids
+    with torch.no_grad():
+        logits = served.hf(torch.tensor([ids])).logits[0]
+    expected = torch.log_softmax(logits.double(), -1)[torch.arange(len(ids) - 1), torch.tensor(ids[1:])].numpy()
+    got = choice.logprobs.token_logprobs
+    assert got[0] is None and len(got) == len(ids)
+    assert max(abs(g - e) for g, e in zip(got[1:], expected)) < 2e-3
+    assert choice.logprobs.tokens == [served.tokenizer.decode([t]) for t in ids]
+    top = choice.logprobs.top_logprobs[-1]
+    assert len(top) >= 2 and max(top.values()) == pytest.approx(max(got[-1], *top.values()))

@@ -189,8 +189,10 @@ def build_app(async_engine, served_model_name, api_key=None, max_body_bytes=MAX_
         echo = body.get("echo", False)
         if not isinstance(echo, bool):
             raise bad("'echo' must be a boolean", "echo")
-        if params.logprobs is not None and (stream or echo):
-            raise bad("logprobs with stream or echo is not supported yet", "logprobs")
+        if params.logprobs is not None and stream:
+            raise bad("logprobs with stream=true is not supported yet", "logprobs")
+        if params.logprobs is not None and echo:
+            params.prompt_logprobs = params.logprobs
         request_id = f"cmpl-{uuid.uuid4().hex}"
         head = {"id": request_id, "object": "text_completion", "created": int(time.time()), "model": served_model_name}
         prefix = [tokenizer.decode(ids) if echo else "" for ids in prompts]
@@ -207,7 +209,8 @@ def build_app(async_engine, served_model_name, api_key=None, max_body_bytes=MAX_
                     include_usage, started), media_type="text/event-stream")
         outs = await collect(request, request_id, prompts, params)
         choices = [{"index": p * params.n + o.index, "text": prefix[p] + o.text,
-                    "logprobs": _completion_logprobs(tokenizer, o) if params.logprobs is not None else None,
+                    "logprobs": _completion_logprobs(tokenizer, o, out.prompt_token_ids if echo else None)
+                    if params.logprobs is not None else None,
                     "finish_reason": o.finish_reason} for p, out in enumerate(outs) for o in out.outputs]
         use = usage(prompts, outs)
         log("completion", request_id, started, use)
@@ -245,15 +248,20 @@ def _event(payload):
     return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
 
 
-def _completion_logprobs(tokenizer, output):
-    """OpenAI's legacy completions logprobs: tokens, token_logprobs, top_logprobs, text_offset."""
-    tokens = [tokenizer.decode([t]) for t in output.token_ids]
+def _completion_logprobs(tokenizer, output, echoed_prompt=None):
+    """OpenAI's legacy completions logprobs: tokens, token_logprobs, top_logprobs, text_offset (the echoed
+    prompt's tokens first, the very first of them without a logprob)."""
+    ids, scored = list(output.token_ids), list(output.logprobs)
+    if echoed_prompt is not None:
+        ids, scored = list(echoed_prompt) + ids, list(output.prompt_logprobs) + scored
+    tokens = [tokenizer.decode([t]) for t in ids]
     offsets, at = [], 0
     for token in tokens:
         offsets.append(at)
         at += len(token)
-    return {"tokens": tokens, "token_logprobs": [lp[t] for t, lp in zip(output.token_ids, output.logprobs)],
-            "top_logprobs": [{tokenizer.decode([k]): v for k, v in lp.items()} for lp in output.logprobs],
+    return {"tokens": tokens,
+            "token_logprobs": [None if lp is None else lp[t] for t, lp in zip(ids, scored)],
+            "top_logprobs": [None if lp is None else {tokenizer.decode([k]): v for k, v in lp.items()} for lp in scored],
             "text_offset": offsets}
 
 

@@ -35,6 +35,7 @@ class CompletionOutput:
     token_ids: List[int]
     finish_reason: Optional[str] = None
     logprobs: Optional[list] = None       # [{token_id: logprob}] per output token (sampled one first)
+    prompt_logprobs: Optional[list] = None  # the same per prompt token, None for the first
 
 
 @dataclass
@@ -133,14 +134,19 @@ class LLMEngine:
             return []
         with _GENERATE_LOCK:
             decodes = [seq for seq, count in scheduled if count == 1]
-            rows = {}
+            rows = {}   # seq id -> [count, V] logits (only the last position's unless prompt logprobs are asked)
             if decodes:
-                rows.update(zip((s.seq_id for s in decodes), self._forward(decodes, 1, compiled=True)))
+                rows.update(zip((s.seq_id for s in decodes), self._forward(decodes, 1, compiled=True)[:, None]))
             for seq, count in scheduled:
                 if count > 1:
-                    rows[seq.seq_id] = self._forward([seq], count, compiled=False)[0]
+                    every = self._wants_prompt_logprobs(seq)
+                    logits = self._forward([seq], count, compiled=False, every_position=every)[0]
+                    rows[seq.seq_id] = logits if every else logits[None]
         touched = {}
         for seq, count in scheduled:
+            if self._wants_prompt_logprobs(seq):
+                self._record_prompt_logprobs(seq, rows[seq.seq_id])
+            rows[seq.seq_id] = rows[seq.seq_id][-1]
             seq.num_computed += count
             if seq.num_computed == seq.num_tokens:      # reached the end: this step's logits give a token
                 if not seq.output_ids:
@@ -149,8 +155,9 @@ class LLMEngine:
                 touched[seq.request_id] = True
         return [self._output(request_id) for request_id in touched if request_id in self.requests]
 
-    def _forward(self, seqs, length, compiled):
-        """Logits [len(seqs), V] after processing each sequence's next `length` tokens."""
+    def _forward(self, seqs, length, compiled, every_position=False):
+        """Logits [len(seqs), V] after processing each sequence's next `length` tokens ([len(seqs), length, V]
+        with `every_position`)."""
         bs = self.block_size
         batch = len(seqs)
         if compiled:
@@ -180,13 +187,15 @@ class LLMEngine:
             masks.append(np.where(allowed, np.float32(0.0), np.float32(MASK_VALUE))[:, None])
         args = [ms.Tensor(ids), ms.Tensor(positions), ms.Tensor(slots.reshape(-1)),
                 ms.Tensor(context_slots.reshape(-1))] + [ms.Tensor(m) for m in masks]
+        if every_position:
+            return _host_float32(self._make_step(logits_to_keep=0)(*args))[:len(seqs)]
         # the pools are created by the first forward (shaped after its keys): that one runs eagerly
         step = self.decode_step if compiled and len(self.cache) else self._eager_step
         return _host_last(step(*args))[:len(seqs)]
 
-    def _make_step(self):
+    def _make_step(self, **overrides):
         # a plain function (not a bound method): what mindspore.jit traces
-        model, cache, windows, extra = self.model, self.cache, tuple(self.windows), self.extra
+        model, cache, windows, extra = self.model, self.cache, tuple(self.windows), {**self.extra, **overrides}
 
         def paged_step(input_ids, position_ids, slot_mapping, context_slots, *masks):
             cache.set_step(slot_mapping, context_slots)
@@ -196,15 +205,24 @@ class LLMEngine:
         return paged_step
 
     # ------------------------------------------------------------------ host side of a token
+    @staticmethod
+    def _wants_prompt_logprobs(seq):
+        return seq.params.prompt_logprobs is not None and len(seq.prompt_logprobs) < len(seq.prompt_ids)
+
+    def _record_prompt_logprobs(self, seq, logits):
+        """Logits [S, V] of positions num_computed.. of this step: position p scores prompt token p + 1."""
+        for position, row in enumerate(logits, start=seq.num_computed):
+            target = position + 1
+            if target == len(seq.prompt_logprobs) and target < len(seq.prompt_ids):   # once, across preemptions
+                seq.prompt_logprobs.append(_top_logprobs(row, seq.prompt_ids[target], seq.params.prompt_logprobs))
+
     def _append(self, seq, logits):
         params = seq.params
         token = _sample(logits, params, seq.rng)
         seq.output_ids.append(token)
         self.stats["generation_tokens"] += 1
         if params.logprobs is not None:
-            logprobs = lp._log_softmax(logits[None].astype(np.float32))[0]
-            top = np.argsort(-logprobs, kind="stable")[:params.logprobs]
-            seq.logprobs.append({token: float(logprobs[token]), **{int(t): float(logprobs[t]) for t in top}})
+            seq.logprobs.append(_top_logprobs(logits, token, params.logprobs))
         reason = None
         if (token in self.eos_ids and not params.ignore_eos) or token in params.stop_token_ids:
             reason = "stop"
@@ -235,7 +253,9 @@ class LLMEngine:
         finished = all(s.status == FINISHED for s in seqs)
         out = RequestOutput(request_id, seqs[0].prompt_ids, [
             CompletionOutput(s.index, s.text[:s.stable_len], list(s.output_ids), s.finish_reason,
-                             list(s.logprobs) if s.params.logprobs is not None else None) for s in seqs],
+                             list(s.logprobs) if s.params.logprobs is not None else None,
+                             list(s.prompt_logprobs) if s.params.prompt_logprobs is not None else None)
+            for s in seqs],
             finished)
         if finished:
             del self.requests[request_id]
@@ -246,6 +266,17 @@ class LLMEngine:
         """(used, free) KV blocks, block 0 (scratch) not counted."""
         free = self.allocator.num_free
         return self.allocator.num_usable - free, free
+
+
+def _host_float32(logits):
+    return (logits if logits.dtype == ms.float32 else logits.astype(ms.float32)).asnumpy()
+
+
+def _top_logprobs(logits, token, top):
+    """{token: logprob, then the `top` most likely tokens: theirs} from one position's raw logits."""
+    logprobs = lp._log_softmax(logits[None].astype(np.float64))[0]
+    best = np.argsort(-logprobs, kind="stable")[:top]
+    return {int(token): float(logprobs[token]), **{int(t): float(logprobs[t]) for t in best}}
 
 
 def _sample(logits, params, rng):

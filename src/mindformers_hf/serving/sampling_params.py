@@ -15,6 +15,7 @@ class SamplingParams:
     stop_token_ids: List[int] = field(default_factory=list)
     ignore_eos: bool = False
     logprobs: Optional[int] = None          # log-probabilities of the sampled tokens (+ this many top ones)
+    prompt_logprobs: Optional[int] = None   # the same for the prompt's tokens (the first has none)
     skip_special_tokens: bool = True
 
     def __post_init__(self):
@@ -40,6 +41,9 @@ class SamplingParams:
             ("stop", all(isinstance(s, str) and s for s in self.stop), "must be non-empty strings"),
             ("stop_token_ids", all(isinstance(t, int) for t in self.stop_token_ids), "must be integers"),
             ("logprobs", self.logprobs is None or (isinstance(self.logprobs, int) and 0 <= self.logprobs <= 20),
+             "must be an integer in [0, 20]"),
+            ("prompt_logprobs", self.prompt_logprobs is None or (isinstance(self.prompt_logprobs, int)
+                                                                 and 0 <= self.prompt_logprobs <= 20),
              "must be an integer in [0, 20]"),
         )
         for name, ok, rule in checks:

@@ -35,6 +35,7 @@ class Sequence:
         self.finish_reason = None
         self.text, self.stable_len = "", 0       # detokenized output; the part safe to show so far
         self.logprobs = []                       # per output token when params.logprobs is set
+        self.prompt_logprobs = [None]            # per prompt token when params.prompt_logprobs is set
         seed = None if params.seed is None else params.seed + index
         self.rng = np.random.default_rng(seed)
         self.num_preemptions = 0
