@@ -190,7 +190,8 @@ def test_client_disconnects_free_their_blocks(served):
     for t in threads:
         t.join()
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and (_metric(served, "kv_blocks_used") or _metric(served, "num_requests_running")):
+    busy = lambda: _metric(served, "kv_blocks_used") or _metric(served, "num_requests_running")  # noqa: E731
+    while time.monotonic() < deadline and busy():
         time.sleep(0.1)
     assert _metric(served, "kv_blocks_used") == 0 and _metric(served, "num_requests_running") == 0
     assert served.engine.stats["generation_tokens"] - generated < 4 * 150  # cut short, not run to the end

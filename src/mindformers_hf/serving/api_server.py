@@ -261,7 +261,8 @@ def _completion_logprobs(tokenizer, output, echoed_prompt=None):
         at += len(token)
     return {"tokens": tokens,
             "token_logprobs": [None if lp is None else lp[t] for t, lp in zip(ids, scored)],
-            "top_logprobs": [None if lp is None else {tokenizer.decode([k]): v for k, v in lp.items()} for lp in scored],
+            "top_logprobs": [None if lp is None else {tokenizer.decode([k]): v for k, v in lp.items()}
+                             for lp in scored],
             "text_offset": offsets}
 
 
