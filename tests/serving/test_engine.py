@@ -77,3 +77,37 @@ def test_models_without_prebuilt_masks_are_refused_by_name(tmp_path):
                                 vocab_size=64, n_positions=32)
     with pytest.raises(NotImplementedError, match="GPT2LMHeadModel"):
         LLM(AutoModelForCausalLM.from_pretrained(folder), tokenizer=object())
+
+
+class _IdsTokenizer:
+    """Enough of a tokenizer for token-id prompts."""
+    eos_token_id = 2
+
+    def decode(self, ids, skip_special_tokens=True):
+        return " ".join(map(str, ids))
+
+
+@pytest.mark.parametrize("config_class, model_class, overrides", [
+    ("MistralConfig", "MistralForCausalLM", {"sliding_window": 4}),            # windowed masks over paged blocks
+    ("MixtralConfig", "MixtralForCausalLM", {"num_local_experts": 4, "num_experts_per_tok": 2}),  # MoE: eager step
+])
+def test_other_llama_shaped_families_equal_hf(tmp_path, config_class, model_class, overrides):
+    import numpy as np
+    import torch
+    import transformers
+
+    from mindformers_hf import AutoModelForCausalLM
+
+    from ..conftest import make_hf_checkpoint
+
+    folder = make_hf_checkpoint(tmp_path, config_class, model_class, **overrides)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    llm = LLM(AutoModelForCausalLM.from_pretrained(folder), _IdsTokenizer(), max_num_batched_tokens=5, block_size=4)
+    prompts = [np.random.default_rng(i).integers(3, 128, size=n).tolist() for i, n in enumerate((11, 3, 7))]
+    outs = llm.generate(prompts, SamplingParams(max_tokens=8, temperature=0))
+    for prompt, out in zip(prompts, outs):
+        with torch.no_grad():
+            want = hf.generate(torch.tensor([prompt]), max_new_tokens=8, do_sample=False,
+                               pad_token_id=0)[0, len(prompt):].tolist()
+        want = want[:want.index(2) + 1] if 2 in want else want
+        assert out.outputs[0].token_ids == want
