@@ -21,7 +21,7 @@ def add_serve_parser(sub):
     parser.add_argument("--max-num-seqs", type=int, default=32, help="sequences decoded together per step")
     parser.add_argument("--max-num-batched-tokens", type=int, default=2048, help="tokens processed per step")
     parser.add_argument("--block-size", type=int, default=16, help="tokens per KV cache block")
-    parser.add_argument("--num-blocks", type=int, default=None, help="KV cache blocks (default: 16384 tokens' worth)")
+    parser.add_argument("--num-blocks", type=int, default=None, help="KV cache blocks (default: 8192 tokens' worth, or --max-model-len's)")
     parser.add_argument("--max-model-len", type=int, default=None,
                         help="longest prompt + output (default: the config's max_position_embeddings)")
     parser.add_argument("--max-waiting-requests", type=int, default=256, help="beyond this, requests get 503")

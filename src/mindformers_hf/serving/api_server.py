@@ -32,6 +32,12 @@ def build_app(async_engine, served_model_name, api_key=None, max_body_bytes=MAX_
     async def _api_error(request, error):
         return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
 
+    @app.exception_handler(Exception)
+    async def _internal_error(request, error):
+        logger.error("%s %s failed: %s: %s", request.method, request.url.path, type(error).__name__, error)
+        return JSONResponse(APIError(500, f"{type(error).__name__}: {error}", "internal_error").body(),
+                            status_code=500)
+
     @app.middleware("http")
     async def _guard(request, call_next):
         if api_key is not None and request.url.path.startswith("/v1"):

@@ -25,7 +25,7 @@ from .sampling_params import SamplingParams
 from .scheduler import FINISHED, Scheduler, Sequence
 
 # Tokens of KV cache the pool holds when --num-blocks is not given.
-DEFAULT_KV_TOKENS = 16384
+DEFAULT_KV_TOKENS = 8192
 
 
 @dataclass
