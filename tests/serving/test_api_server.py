@@ -85,11 +85,13 @@ def test_completion_streaming_with_the_openai_client(served):
         [plain.choices[0].finish_reason]
 
 
-def test_concurrent_streams_equal_one_at_a_time(served):
-    """8 streaming requests of mixed prompt and output lengths at once (more than the KV pool holds at
-    their longest: chunked prefill and preemption happen) give the texts each gives alone."""
+@pytest.mark.parametrize("concurrency", [8, 32])
+def test_concurrent_streams_equal_one_at_a_time(served, concurrency):
+    """Streaming requests of mixed prompt and output lengths at once (more than max_num_seqs, and more than
+    the KV pool holds at their longest: requests wait, prompts are prefilled in chunks, sequences are
+    preempted) give the texts each gives alone."""
     client = served.client()
-    jobs = [(PROMPTS[i % 3] * (1 + i % 3), 4 + 5 * i) for i in range(8)]
+    jobs = [(PROMPTS[i % 3] * (1 + i % 3), 4 + (5 * i) % 36) for i in range(concurrency)]
 
     def run(job, stream=True):
         prompt, max_tokens = job
@@ -99,11 +101,11 @@ def test_concurrent_streams_equal_one_at_a_time(served):
             return client.completions.create(**kwargs).choices[0].text
         return "".join(c.choices[0].text for c in client.completions.create(stream=True, **kwargs))
 
-    alone = [run(job, stream=False) for job in jobs]
+    alone = {job: run(job, stream=False) for job in set(jobs)}
     preemptions = served.engine.scheduler.num_preemptions
-    with ThreadPoolExecutor(8) as pool:
+    with ThreadPoolExecutor(concurrency) as pool:
         together = list(pool.map(run, jobs))
-    assert together == alone
+    assert together == [alone[job] for job in jobs]
     assert served.engine.scheduler.num_preemptions > preemptions  # the pool ran out and recompute kicked in
     assert served.engine.kv_blocks()[0] == 0
 
@@ -196,6 +198,37 @@ def test_client_disconnects_free_their_blocks(served):
     assert _metric(served, "kv_blocks_used") == 0 and _metric(served, "num_requests_running") == 0
     assert served.engine.stats["generation_tokens"] - generated < 4 * 150  # cut short, not run to the end
     assert _metric(served, "time_to_first_token_seconds_count") > 0
+
+
+def test_many_random_disconnects_leave_every_block_free(served):
+    """100 requests, 16 at a time, streaming or not, each hung up after a random delay (some before the
+    server saw them, some mid-prefill, some mid-decode, some after the end): every KV block is free again
+    and the server still answers."""
+    import random
+
+    rng = random.Random(0)
+
+    def one(i):
+        conn = http.client.HTTPConnection("127.0.0.1", served.server.port, timeout=60)
+        conn.request("POST", "/v1/completions", json.dumps(
+            {"prompt": PROMPTS[i % 3] * (1 + i % 4), "max_tokens": rng.randint(1, 30), "temperature": 0,
+             "stream": i % 2 == 0, "extra": i}),
+            {"Content-Type": "application/json", "Authorization": f"Bearer {API_KEY}"})
+        time.sleep(rng.random() * 0.3)
+        conn.sock.close()
+        conn.close()
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(one, range(100)))
+    deadline = time.monotonic() + 60
+    busy = lambda: _metric(served, "kv_blocks_used") or _metric(served, "num_requests_running")  # noqa: E731
+    while time.monotonic() < deadline and (busy() or _metric(served, "num_requests_waiting")):
+        time.sleep(0.2)
+    assert _metric(served, "kv_blocks_used") == 0
+    assert _metric(served, "kv_blocks_free") == served.engine.allocator.num_usable
+    assert not served.engine.requests and not served.async_engine._streams
+    resp = served.client().completions.create(model=MODEL_NAME, prompt="hi", max_tokens=2, temperature=0)
+    assert resp.usage.completion_tokens >= 1
 
 
 def test_echo_and_logprobs_equal_hf_log_softmax(served):
