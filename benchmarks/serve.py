@@ -123,7 +123,8 @@ def main():
                   f"{r['itl_p50']:8.3f} {r['itl_p99']:8.3f}")
     if "ours" in results and "hf" in results:
         for c in concurrencies:
-            print(f"throughput ratio ours/hf at {c}: {results['ours'][c]['tokens_per_s'] / results['hf'][c]['tokens_per_s']:.2f}")
+            ratio = results["ours"][c]["tokens_per_s"] / results["hf"][c]["tokens_per_s"]
+            print(f"throughput ratio ours/hf at {c}: {ratio:.2f}")
     print(json.dumps(results))
 
 
