@@ -111,3 +111,18 @@ def test_other_llama_shaped_families_equal_hf(tmp_path, config_class, model_clas
                                pad_token_id=0)[0, len(prompt):].tolist()
         want = want[:want.index(2) + 1] if 2 in want else want
         assert out.outputs[0].token_ids == want
+
+
+def test_first_chunks_run_through_the_compiled_layer_graph(llm_and_hf, layer_graph_shapes):
+    """A sequence's first prompt chunk runs as generate's compiled prefill (padded to 32 tokens); later
+    chunks attend to the cache and run op by op; the tokens stay HF's (the greedy test above)."""
+    llm, oracle = llm_and_hf
+    ids = oracle.tokenizer(PROMPTS[1])["input_ids"]   # longer than the 8-token budget: several chunks
+    out = llm.generate([ids], SamplingParams(max_tokens=3, temperature=0, ignore_eos=True))[0]
+    layers = llm.engine.model.config.num_hidden_layers
+    assert layer_graph_shapes == [(1, 32, llm.engine.model.config.hidden_size)] * layers
+    import torch
+
+    want = oracle.hf.generate(torch.tensor([ids]), max_new_tokens=3, min_new_tokens=3, do_sample=False,
+                              pad_token_id=0)[0, len(ids):].tolist()
+    assert out.outputs[0].token_ids == want

@@ -17,7 +17,8 @@ import mindspore as ms
 
 from ..generation import logits_process as lp
 from ..generation.compile import CompiledStep
-from ..generation.runner import _forward_kwargs, _host_last, bucket_length, layer_windows
+from ..generation.runner import (_forward_kwargs, _host_last, bucket_length, layer_windows, position_ids_from_mask,
+                                 prefill_length)
 from ..generation.utils import _GENERATE_LOCK
 from ..masking_utils import MASK_VALUE
 from .kv_cache import BlockAllocator, PagedCache
@@ -54,6 +55,8 @@ class LLMEngine:
             raise NotImplementedError(f"serving: {type(model).__name__} is not supported by the engine yet "
                                       "(it needs per-layer prebuilt masks: LLaMA-shaped models only so far)")
         self.model, self.tokenizer = model, tokenizer
+        self.base = base
+        self.compile_prefill = compile_decode and getattr(base, "compiles_layers", lambda: False)()
         self.max_model_len = int(max_model_len or getattr(model.config, "max_position_embeddings", 2048))
         if num_blocks is None:
             num_blocks = -(-max(DEFAULT_KV_TOKENS, self.max_model_len) // block_size) + 1
@@ -140,6 +143,9 @@ class LLMEngine:
             for seq, count in scheduled:
                 if count > 1:
                     every = self._wants_prompt_logprobs(seq)
+                    if self.compile_prefill and seq.num_computed == 0 and not every:
+                        rows[seq.seq_id] = self._first_chunk(seq, count)
+                        continue
                     logits = self._forward([seq], count, compiled=False, every_position=every)[0]
                     rows[seq.seq_id] = logits if every else logits[None]
         touched = {}
@@ -192,6 +198,36 @@ class LLMEngine:
         # the pools are created by the first forward (shaped after its keys): that one runs eagerly
         step = self.decode_step if compiled and len(self.cache) else self._eager_step
         return _host_last(step(*args))[:len(seqs)]
+
+    def _first_chunk(self, seq, length):
+        """[1, V] logits of a sequence's first chunk through the decoder layers' compiled graph (the one
+        generate's prefill uses; models/llama/compiled_layer.py), which attends within the chunk only -- right
+        for a first chunk. The chunk is left-padded to `prefill_length` (few compilations); pad columns write
+        the scratch slot 0 and are masked."""
+        bs, total = self.block_size, prefill_length(length)
+        pad = total - length
+        present = np.zeros((1, total), np.int64)
+        present[0, pad:] = 1
+        ids = np.zeros((1, total), np.int64)
+        ids[0, pad:] = [seq.token_at(p) for p in range(length)]
+        span = np.arange(length)
+        blocks = np.asarray(seq.blocks, np.int32)
+        slots = np.zeros(total, np.int32)
+        slots[pad:] = blocks[span // bs] * bs + span % bs
+        query, key = np.arange(total)[:, None], np.arange(total)[None, :]
+        allowed_all = (key <= query) & (key >= pad)
+        masks = {}
+        for name, window in self.windows.items():
+            allowed = allowed_all if window is None else allowed_all & (key > query - window)
+            masks[name] = ms.Tensor(np.where(allowed, np.float32(0.0), np.float32(MASK_VALUE))[None, None])
+        self.cache.set_step(ms.Tensor(slots), ms.Tensor(slots))
+        self.base.compile_layers = "prefill"
+        try:
+            out = self.model(input_ids=ms.Tensor(ids), position_ids=ms.Tensor(position_ids_from_mask(present)),
+                             past_key_values=self.cache, use_cache=True, attention_mask=masks, **self.extra)
+        finally:
+            self.base.compile_layers = False
+        return _host_last(out.logits if hasattr(out, "logits") else out[0])
 
     def _make_step(self, **overrides):
         # a plain function (not a bound method): what mindspore.jit traces
