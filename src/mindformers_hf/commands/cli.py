@@ -145,6 +145,9 @@ def build_parser():
     add_launch_parser(sub)
     add_config_parser(sub)
     add_env_parser(sub)
+    from .serve import add_serve_parser
+
+    add_serve_parser(sub)
     return parser
 
 
