@@ -15,11 +15,11 @@ from typing import List, Optional
 import numpy as np
 import mindspore as ms
 
+from .. import runtime
 from ..generation import logits_process as lp
 from ..generation.compile import CompiledStep
 from ..generation.runner import (_forward_kwargs, _host_last, bucket_length, layer_windows, position_ids_from_mask,
                                  prefill_length)
-from ..generation.utils import _GENERATE_LOCK
 from ..masking_utils import MASK_VALUE
 from .kv_cache import BlockAllocator, PagedCache
 from .sampling_params import SamplingParams
@@ -135,7 +135,7 @@ class LLMEngine:
         scheduled = self.scheduler.schedule()
         if not scheduled:
             return []
-        with _GENERATE_LOCK:
+        with runtime.model_lock():
             decodes = [seq for seq, count in scheduled if count == 1]
             rows = {}   # seq id -> [count, V] logits (only the last position's unless prompt logprobs are asked)
             if decodes:
