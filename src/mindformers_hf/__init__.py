@@ -5,6 +5,7 @@ resolved lazily, so `import mindformers_hf` is fast and never imports torch (nor
 model or tensor is touched).
 """
 import importlib
+from fnmatch import fnmatch
 
 __version__ = "0.1.0"
 
@@ -117,11 +118,27 @@ _LAZY = {
     "IntervalStrategy": "mindformers_hf.trainer",
     "SchedulerType": "mindformers_hf.trainer",
     "get_scheduler": "mindformers_hf.trainer",
+    "get_constant_schedule": "mindformers_hf.trainer",
+    "get_constant_schedule_with_warmup": "mindformers_hf.trainer",
+    "get_cosine_schedule_with_warmup": "mindformers_hf.trainer",
+    "get_cosine_with_hard_restarts_schedule_with_warmup": "mindformers_hf.trainer",
+    "get_cosine_with_min_lr_schedule_with_warmup": "mindformers_hf.trainer",
+    "get_cosine_with_min_lr_schedule_with_warmup_lr_rate": "mindformers_hf.trainer",
+    "get_inverse_sqrt_schedule": "mindformers_hf.trainer",
+    "get_linear_schedule_with_warmup": "mindformers_hf.trainer",
+    "get_polynomial_decay_schedule_with_warmup": "mindformers_hf.trainer",
+    "get_wsd_schedule": "mindformers_hf.trainer",
     "set_seed": "mindformers_hf.utils",
+    "enable_full_determinism": "mindformers_hf.utils",
     "DataCollatorForLanguageModeling": "mindformers_hf.data",
     "DataCollatorWithPadding": "mindformers_hf.data",
     "DefaultDataCollator": "mindformers_hf.data",
     "default_data_collator": "mindformers_hf.data",
+    "DataCollatorForSeq2Seq": "mindformers_hf.data",
+    "DataCollatorForTokenClassification": "mindformers_hf.data",
+    "DataCollatorForMultipleChoice": "mindformers_hf.data",
+    "DataCollatorWithFlattening": "mindformers_hf.data",
+    "DataCollator": "transformers",
     "AutoConfig": "mindformers_hf.models.auto",  # transformers' own, with remote code never executed
     # tensor-free names from transformers
     "PretrainedConfig": "transformers",
@@ -145,17 +162,66 @@ _LAZY = {
     "BatchEncoding": "transformers",
     "TextStreamer": "transformers",
     "TextIteratorStreamer": "transformers",
-    "logging": "transformers",
+    "AsyncTextIteratorStreamer": "transformers",
+    "HfArgumentParser": "transformers",
+    "AddedToken": "transformers",
+    "CharSpan": "transformers",
+    "TokenSpan": "transformers",
+    "PreTrainedTokenizer": "transformers",
+    "PythonBackend": "transformers",
+    "SentencePieceBackend": "transformers",
+    "TokenizersBackend": "transformers",
+    "CONFIG_MAPPING": "transformers",
+    "TOKENIZER_MAPPING": "transformers",
+    "get_values": "transformers",
 }
+
+# Whole transformers modules (relative to `transformers`, fnmatch patterns) whose public names need no tensors
+# and are re-exported as they are: constants, `is_*_available`, docstring helpers, `logging`, every family's
+# config class. Family tokenizer classes come through tokenization.py, which adds `return_tensors="ms"`.
+_TRANSFORMERS_MODULES = ("utils", "integrations", "models.*.configuration_*")
+_TOKENIZER_MODULES = ("models.*.tokenization_*",)
 
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name):
-    module = _LAZY.get(name)
-    if module is None:
+def _transformers_module_of(name):
+    """The module (relative to `transformers`) that defines a public transformers name, or None."""
+    if name.startswith("_"):
+        return None
+    import transformers
+
+    # transformers' lazy module keeps its name -> module table here (there is no public accessor)
+    return getattr(transformers, "_class_to_module", {}).get(name)
+
+
+def _source(name):
+    """Where an exported name comes from: a module of ours, "transformers", "tokenizer" (a transformers
+    tokenizer class with our mixin), or None when mindformers_hf does not export it. Imports nothing but
+    transformers' lazy table."""
+    if name in _LAZY:
+        return _LAZY[name]
+    module = _transformers_module_of(name)
+    if module is not None and any(fnmatch(module, p) for p in _TRANSFORMERS_MODULES):
+        return "transformers"
+    if module is not None and any(fnmatch(module, p) for p in _TOKENIZER_MODULES):
+        return "tokenizer"
+    return None
+
+
+def _resolve(name):
+    source = _source(name)
+    if source is None:
         raise AttributeError(f"module 'mindformers_hf' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    if source == "tokenizer":
+        from .tokenization import tokenizer_class
+
+        return tokenizer_class(getattr(importlib.import_module("transformers"), name))
+    return getattr(importlib.import_module(source), name)
+
+
+def __getattr__(name):
+    value = _resolve(name)
     globals()[name] = value
     return value
 

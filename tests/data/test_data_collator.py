@@ -63,3 +63,84 @@ def test_return_tensors_kinds(tokenizer):
 def test_masked_lm_is_refused_by_name(tokenizer):
     with pytest.raises(NotImplementedError, match="mlm=True"):
         DataCollatorForLanguageModeling(tokenizer)
+
+
+def _features(tokenizer, texts, with_labels):
+    features = []
+    for i, text in enumerate(texts):
+        ids = tokenizer(text)["input_ids"]
+        feature = {"input_ids": ids, "attention_mask": [1] * len(ids)}
+        if with_labels == "seq":
+            feature["labels"] = tokenizer(text[::-1][: 3 + i])["input_ids"]
+        elif with_labels == "token":
+            feature["labels"] = [j % 3 for j in range(len(ids))]
+        features.append(feature)
+    return features
+
+
+TEXTS = ["hello there", "hi", "a longer sentence!"]
+
+
+@pytest.mark.parametrize("padding_side", ["right", "left"])
+def test_seq2seq_and_token_classification_collators_match_transformers(tokenizer, padding_side):
+    import transformers
+
+    from mindformers_hf import DataCollatorForSeq2Seq, DataCollatorForTokenClassification
+
+    tokenizer.padding_side = padding_side
+    try:
+        for ours, theirs, labels in ((DataCollatorForSeq2Seq, transformers.DataCollatorForSeq2Seq, "seq"),
+                                     (DataCollatorForTokenClassification,
+                                      transformers.DataCollatorForTokenClassification, "token")):
+            for kwargs in ({}, {"pad_to_multiple_of": 8}, {"label_pad_token_id": -7}):
+                features = _features(tokenizer, TEXTS, labels)
+                got = ours(tokenizer, **kwargs)(features)
+                want = theirs(tokenizer, return_tensors="np", **kwargs)(_features(tokenizer, TEXTS, labels))
+                _assert_same(got, want)
+                assert (got["labels"] == kwargs.get("label_pad_token_id", -100)).any()
+    finally:
+        tokenizer.padding_side = "right"
+
+
+def test_multiple_choice_collator_matches_transformers_torch_path(tokenizer):
+    import transformers
+
+    from mindformers_hf import DataCollatorForMultipleChoice
+
+    choices = [["a b", "hello", "a longer one"], ["x", "yes no", "z"]]
+    features = [{**{k: [tokenizer(c)[k] for c in row] for k in ("input_ids", "attention_mask")}, "label": i}
+                for i, row in enumerate(choices)]
+    got = DataCollatorForMultipleChoice(tokenizer)(features)
+    want = transformers.DataCollatorForMultipleChoice(tokenizer, return_tensors="pt")(features)
+    _assert_same(got, {k: v.numpy() for k, v in want.items()})
+    assert got["input_ids"].shape[:2] == (2, 3)
+
+
+def test_flattening_collator_matches_transformers_and_emits_every_kind(tokenizer):
+    import mindspore as ms
+    import torch
+    import transformers
+
+    from mindformers_hf import DataCollatorWithFlattening
+
+    features = [{"input_ids": tokenizer(t)["input_ids"]} for t in TEXTS]
+    for kwargs in ({}, {"return_flash_attn_kwargs": True, "return_seq_idx": True, "separator_id": -5}):
+        got = DataCollatorWithFlattening(**kwargs)(features)
+        _assert_same(got, transformers.DataCollatorWithFlattening(return_tensors="np", **kwargs)(features))
+    assert isinstance(DataCollatorWithFlattening(return_tensors="ms")(features)["input_ids"], ms.Tensor)
+    assert isinstance(DataCollatorWithFlattening()(features, return_tensors="pt")["position_ids"], torch.Tensor)
+    with pytest.raises(ValueError, match="return_tensors='tf'"):
+        DataCollatorWithFlattening()(features, return_tensors="tf")
+
+
+def test_new_collators_emit_mindspore_and_torch(tokenizer):
+    import mindspore as ms
+    import torch
+
+    from mindformers_hf import DataCollatorForSeq2Seq, DataCollatorForTokenClassification
+
+    seq = _features(tokenizer, TEXTS, "seq")
+    batch = DataCollatorForSeq2Seq(tokenizer, return_tensors="ms")(seq)
+    assert isinstance(batch["labels"], ms.Tensor) and isinstance(batch["input_ids"], ms.Tensor)
+    batch = DataCollatorForTokenClassification(tokenizer)(_features(tokenizer, TEXTS, "token"), return_tensors="pt")
+    assert isinstance(batch["labels"], torch.Tensor) and batch["labels"].dtype == torch.int64

@@ -53,7 +53,8 @@ from .callbacks import (
     TrainerState,
 )
 from .data_loader import DataLoader, has_length
-from .optimization import AdamW, GradScaler, clip_by_global_norm, get_scheduler, global_norm
+from .optimization import AdamW, GradScaler, clip_by_global_norm, global_norm
+from .schedules import get_scheduler
 from .training_args import TrainingArguments
 
 IGNORE_INDEX = -100
