@@ -41,6 +41,26 @@ def new_parameter(shape, dtype, init="zeros", std=0.02):
     return Parameter(Tensor(data).astype(dtype) if dtype != ms.float32 else Tensor(data))
 
 
+def recomputes(layer):
+    """Whether a decoder layer recomputes its activations in the backward pass: activation checkpointing is on
+    for it (PreTrainedModel.activation_checkpointing_enable sets `layer.gradient_checkpointing`) and it is
+    training."""
+    return bool(getattr(layer, "gradient_checkpointing", False)) and layer.training
+
+
+def call_layer(layer, *args, past_key_values=None):
+    """layer(*args, past_key_values), through `mindspore.recompute` when the layer recomputes. A recomputed
+    layer writes no cache (it would write twice), as transformers' checkpointed layers drop theirs."""
+    if not recomputes(layer):
+        return layer(*args, past_key_values)
+    if past_key_values is not None:
+        from .utils import warn_once
+
+        warn_once("`past_key_values` / use_cache=True is incompatible with gradient checkpointing in training: "
+                  "the checkpointed layers do not fill the cache")
+    return ms.recompute(layer, *args, None)
+
+
 class Linear(nn.Cell):
     def __init__(self, in_features, out_features, bias=False, dtype=ms.float32, init="normal", std=0.02):
         super().__init__()

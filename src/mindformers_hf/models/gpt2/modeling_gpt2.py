@@ -10,7 +10,7 @@ from mindspore import nn, ops
 
 from ... import ops as fused
 from ...cache_utils import DynamicCache
-from ...layers import Embedding, Linear, new_parameter
+from ...layers import Embedding, Linear, call_layer, new_parameter
 from ...loss_utils import causal_lm_loss
 from ...masking_utils import create_causal_mask
 from ...modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
@@ -128,13 +128,11 @@ class GPT2Block(nn.Cell):
 
 class GPT2PreTrainedModel(PreTrainedModel):
     base_model_prefix = "transformer"
+    _input_embed_layer = "wte"
     _no_split_modules = ["GPT2Block"]
     # OpenAI-era checkpoints store the causal mask as buffers `h.N.attn.bias` / `h.N.attn.masked_bias`
     _keys_to_ignore_on_load_unexpected = PreTrainedModel._keys_to_ignore_on_load_unexpected + (
         r"(^|\.)attn\.bias$", r"(^|\.)attn\.masked_bias$")
-
-    def get_input_embeddings(self):
-        return getattr(self, self.base_model_prefix, self).wte
 
 
 class GPT2Model(GPT2PreTrainedModel):
@@ -182,7 +180,7 @@ class GPT2Model(GPT2PreTrainedModel):
 
         all_hidden_states = (hidden_states,) if output_hidden_states else None
         for block in self.h:
-            hidden_states = block(hidden_states, mask, past_key_values)
+            hidden_states = call_layer(block, hidden_states, mask, past_key_values=past_key_values)
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
         hidden_states = self.ln_f(hidden_states)

@@ -12,7 +12,7 @@ from mindspore import nn, ops
 
 from ... import ops as fused
 from ...cache_utils import DynamicCache
-from ...layers import Embedding, Linear, new_parameter
+from ...layers import Embedding, Linear, call_layer, new_parameter, recomputes
 from ...loss_utils import causal_lm_loss
 from ...masking_utils import create_causal_mask
 from ...modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
@@ -276,9 +276,10 @@ class LlamaModel(LlamaPreTrainedModel):
         compiled = self.compile_layers and past_len == 0 and q_len > 1
         for index, layer in enumerate(self.layers):
             mask = masks[layer.attention_type]
-            spec = layer_spec(layer) if compiled and mask is not None else None
+            # a recomputing layer (activation checkpointing) runs eagerly: ms.recompute takes a Cell
+            spec = layer_spec(layer) if compiled and mask is not None and not recomputes(layer) else None
             if spec is None:
-                hidden_states = layer(hidden_states, cos, sin, mask, past_key_values)
+                hidden_states = call_layer(layer, hidden_states, cos, sin, mask, past_key_values=past_key_values)
             else:
                 last_only = self.compile_layers == "prefill" and index == len(self.layers) - 1 \
                     and not output_hidden_states
