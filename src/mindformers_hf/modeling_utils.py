@@ -72,6 +72,8 @@ class PreTrainedModel(GenerationMixin, nn.Cell):
     # Checkpoint keys that are safe to skip (old checkpoints stored rotary buffers).
     _keys_to_ignore_on_load_unexpected = (r"rotary_emb\.inv_freq$",)
     _tied_weights_keys = ()
+    # parameter-name prefixes of a task head that a checkpoint may lack (then freshly drawn): modeling_heads.py
+    _new_head_prefixes = ()
 
     def __init__(self, config, *args, **kwargs):
         super().__init__(auto_prefix=True)
@@ -327,6 +329,7 @@ class PreTrainedModel(GenerationMixin, nn.Cell):
             from .models.auto import load_config
 
             config = load_config(folder, gguf_file=gguf_file, **kwargs)
+            kwargs = {key: value for key, value in kwargs.items() if not hasattr(config, key)}
         elif kwargs:
             for key in list(kwargs):
                 if hasattr(config, key):
@@ -400,7 +403,7 @@ class PreTrainedModel(GenerationMixin, nn.Cell):
             if self._is_head_key(key):
                 return None  # that checkpoint's head has no place in a base model
             return key
-        if hasattr(self, self.base_model_prefix) and not key.startswith(prefix) and not key.startswith("lm_head"):
+        if hasattr(self, self.base_model_prefix) and not key.startswith(prefix) and not self._is_head_key(key):
             return prefix + key  # loading a with-head model from a base-model checkpoint
         return key
 
@@ -441,8 +444,8 @@ class PreTrainedModel(GenerationMixin, nn.Cell):
             if name is None:
                 continue
             if name not in params:
-                if self._skip_key(name):
-                    continue
+                if self._skip_key(name) or (self._new_head_prefixes and self._is_head_key(name)):
+                    continue  # (a task-head model skips another head's tensors, as transformers does)
                 raise CheckpointError(
                     f"Unexpected key {key!r} in {path}: {type(self).__name__} has no parameter of that name "
                     f"(shape in file {tuple(array.shape)})"
@@ -458,6 +461,17 @@ class PreTrainedModel(GenerationMixin, nn.Cell):
             progress.update(1)
         progress.close()
         missing = sorted(set(params) - loaded)
+        new_head = [n for n in missing if self._new_head_prefixes and n.startswith(self._new_head_prefixes)]
+        if new_head:  # a task head fine-tuned from a checkpoint without it (transformers' warning)
+            logger.warning(f"Some weights of {type(self).__name__} were not initialized from the model checkpoint "
+                           f"and are newly initialized: {new_head}\nYou should probably TRAIN this model on a "
+                           "down-stream task to be able to use it for predictions and inference.")
+            std = getattr(self.config, "initializer_range", 0.02)
+            for name in new_head:
+                shape = tuple(params[name].shape)
+                data = np.random.normal(0.0, std, shape) if name.endswith("weight") else np.zeros(shape)
+                params[name].set_data(ms.Tensor(data.astype(np.float32)).astype(params[name].dtype))
+            missing = [n for n in missing if n not in new_head]
         if missing:
             shown = ", ".join(f"{n} {tuple(params[n].shape)}" for n in missing[:8])
             raise CheckpointError(

@@ -50,6 +50,16 @@ MODEL_FOR_CAUSAL_LM_MAPPING_NAMES = {
     "qwen": "mindformers_hf.models.qwen:QWenLMHeadModel",
 }
 
+# Task heads (modeling_heads.py) of the LLaMA-shaped families and GPT-2
+_HEAD_FAMILIES = {"llama": f"{_LLAMA}:Llama", "qwen2": "mindformers_hf.models.qwen2:Qwen2",
+                  "qwen3": "mindformers_hf.models.qwen3:Qwen3", "mistral": "mindformers_hf.models.mistral:Mistral",
+                  "phi3": "mindformers_hf.models.phi3:Phi3", "glm": "mindformers_hf.models.glm:Glm",
+                  "glm4": "mindformers_hf.models.glm4:Glm4", "gpt2": "mindformers_hf.models.gpt2:GPT2"}
+MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES = {
+    model_type: f"{path}ForSequenceClassification" for model_type, path in _HEAD_FAMILIES.items()}
+MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES = {
+    model_type: f"{path}ForTokenClassification" for model_type, path in _HEAD_FAMILIES.items()}
+
 # Formats whose Hub repos need trust_remote_code (transformers has no class for their model_type): our config
 # classes read their config.json with the repos' field names, and the native classes above run them. The
 # architecture a config names decides first (some InternLM2 repos kept model_type "internlm").
@@ -228,3 +238,11 @@ class AutoModel(_BaseAutoModelClass):
 
 class AutoModelForCausalLM(_BaseAutoModelClass):
     _model_mapping = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+
+class AutoModelForSequenceClassification(_BaseAutoModelClass):
+    _model_mapping = MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
+
+
+class AutoModelForTokenClassification(_BaseAutoModelClass):
+    _model_mapping = MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES

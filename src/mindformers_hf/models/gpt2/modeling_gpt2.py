@@ -13,6 +13,7 @@ from ...cache_utils import DynamicCache
 from ...layers import Embedding, Linear, call_layer, new_parameter
 from ...loss_utils import causal_lm_loss
 from ...masking_utils import create_causal_mask
+from ...modeling_heads import GenericForSequenceClassification, GenericForTokenClassification
 from ...modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from ...modeling_utils import PreTrainedModel
 from ...utils import warn_once
@@ -234,3 +235,12 @@ class GPT2LMHeadModel(GPT2PreTrainedModel):
         out = CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=outputs.past_key_values,
                                      hidden_states=outputs.hidden_states)
         return out.to_tuple() if return_dict is False else out
+
+
+class GPT2ForSequenceClassification(GenericForSequenceClassification, GPT2PreTrainedModel):
+    _base_model_class = GPT2Model
+
+
+class GPT2ForTokenClassification(GenericForTokenClassification, GPT2PreTrainedModel):
+    _base_model_class = GPT2Model
+    _head_name = "classifier"  # (transformers' GPT-2 name; the generic head's is `score`)

@@ -15,6 +15,7 @@ from ...cache_utils import DynamicCache
 from ...layers import Embedding, Linear, call_layer, new_parameter, recomputes
 from ...loss_utils import causal_lm_loss
 from ...masking_utils import create_causal_mask
+from ...modeling_heads import GenericForSequenceClassification, GenericForTokenClassification
 from ...modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from ...modeling_rope_utils import compute_inv_freq, rope_parameters
 from ...modeling_utils import PreTrainedModel
@@ -363,3 +364,11 @@ class LlamaForCausalLM(LlamaPreTrainedModel):
         out = CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=outputs.past_key_values,
                                      hidden_states=outputs.hidden_states)
         return out.to_tuple() if return_dict is False else out
+
+
+class LlamaForSequenceClassification(GenericForSequenceClassification, LlamaPreTrainedModel):
+    _base_model_class = LlamaModel
+
+
+class LlamaForTokenClassification(GenericForTokenClassification, LlamaPreTrainedModel):
+    _base_model_class = LlamaModel
