@@ -123,6 +123,7 @@ _LAZY = {
     "CheckpointError": "mindformers_hf.safetensors_io",
     "pipeline": "mindformers_hf.pipelines",
     "TextGenerationPipeline": "mindformers_hf.pipelines",
+    "TextClassificationPipeline": "mindformers_hf.pipelines",
     "Trainer": "mindformers_hf.trainer",
     "TrainingArguments": "mindformers_hf.trainer",
     "TrainerCallback": "mindformers_hf.trainer",
