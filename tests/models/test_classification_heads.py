@@ -7,6 +7,7 @@ import pytest
 import mindformers_hf
 from mindformers_hf import AutoModelForSequenceClassification, AutoModelForTokenClassification
 from tests.conftest import make_hf_checkpoint
+from tests.models.test_deepseek_v2_parity import DEEPSEEK_V2
 
 FAMILIES = {  # (config class, family prefix, config overrides)
     "llama": ("LlamaConfig", "Llama", {}),
@@ -16,6 +17,17 @@ FAMILIES = {  # (config class, family prefix, config overrides)
     "phi3": ("Phi3Config", "Phi3", {}),
     "glm4": ("Glm4Config", "Glm4", dict(head_dim=16)),
     "gpt2": ("GPT2Config", "GPT2", dict(n_embd=64, n_layer=2, n_head=4, n_positions=64)),
+    "mixtral": ("MixtralConfig", "Mixtral", dict(num_local_experts=4, num_experts_per_tok=2)),
+    "qwen2_moe": ("Qwen2MoeConfig", "Qwen2Moe", dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
+                                                    shared_expert_intermediate_size=48)),
+    "qwen3_moe": ("Qwen3MoeConfig", "Qwen3Moe", dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
+                                                    head_dim=16)),
+    "deepseek_v3": ("DeepseekV3Config", "DeepseekV3", dict(num_key_value_heads=4, kv_lora_rank=16, q_lora_rank=24,
+                                                          qk_rope_head_dim=8, qk_nope_head_dim=16, v_head_dim=16,
+                                                          n_routed_experts=4, num_experts_per_tok=2, n_group=2,
+                                                          topk_group=1, moe_intermediate_size=32,
+                                                          first_k_dense_replace=1)),
+    "deepseek_v2": ("DeepseekV2Config", "DeepseekV2", DEEPSEEK_V2),
 }
 LOGITS_ATOL = 1e-4
 
