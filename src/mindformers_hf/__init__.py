@@ -133,6 +133,7 @@ _LAZY = {
     "pipeline": "mindformers_hf.pipelines",
     "TextGenerationPipeline": "mindformers_hf.pipelines",
     "TextClassificationPipeline": "mindformers_hf.pipelines",
+    "FeatureExtractionPipeline": "mindformers_hf.pipelines",
     "Trainer": "mindformers_hf.trainer",
     "TrainingArguments": "mindformers_hf.trainer",
     "TrainerCallback": "mindformers_hf.trainer",

@@ -1,4 +1,4 @@
-"""pipeline("text-classification") against transformers' pipeline on the same tiny classifier and tokenizer."""
+"""pipeline("text-classification") and ("feature-extraction") against transformers' pipeline on the same tiny classifier and tokenizer."""
 import shutil
 
 import pytest
@@ -43,3 +43,32 @@ def test_text_classification_pipeline_matches_transformers(classifier, task):
     _close(ours(texts, batch_size=2), theirs(texts, batch_size=2))
     with pytest.raises(ValueError, match="function_to_apply"):
         ours("x", function_to_apply="relu")
+
+
+@pytest.mark.parametrize("with_head", [False, True])
+def test_feature_extraction_pipeline_matches_transformers(classifier, tmp_path, with_head):
+    """The base model's hidden states, from a base-model folder or from a with-head checkpoint."""
+    import numpy as np
+    import mindspore as ms
+    import transformers
+
+    folder = classifier
+    if not with_head:
+        base = transformers.AutoModel.from_pretrained(classifier)
+        base.save_pretrained(tmp_path)
+        for name in ("tokenizer.json", "tokenizer_config.json"):
+            shutil.copy(f"{classifier}/{name}", tmp_path / name)
+        folder = str(tmp_path)
+    ours = pipeline("feature-extraction", model=folder)
+    theirs = transformers.pipeline("feature-extraction", model=folder)
+    for text in ("hello there", ["a b", "longer text here"]):
+        got, want = ours(text), theirs(text)
+        if isinstance(text, str):
+            got, want = [got], [want]
+        assert len(got) == len(want)
+        for g, w in zip(got, want):
+            assert isinstance(g, list) and np.asarray(g).shape == np.asarray(w).shape
+            np.testing.assert_allclose(np.asarray(g), np.asarray(w), atol=1e-4)
+    tensor = ours("hello", return_tensors=True)
+    assert isinstance(tensor, ms.Tensor) and tensor.shape[0] == 1
+    np.testing.assert_allclose(tensor.asnumpy(), theirs("hello", return_tensors=True).numpy(), atol=1e-4)

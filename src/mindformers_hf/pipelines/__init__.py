@@ -1,10 +1,12 @@
 """`pipeline(task, model=...)` with transformers' task names and output schema."""
+from .feature_extraction import FeatureExtractionPipeline
 from .text_classification import TextClassificationPipeline
 from .text_generation import TextGenerationPipeline
 
 # task -> (pipeline class, the Auto class that loads its model)
 SUPPORTED_TASKS = {"text-generation": (TextGenerationPipeline, "AutoModelForCausalLM"),
-                   "text-classification": (TextClassificationPipeline, "AutoModelForSequenceClassification")}
+                   "text-classification": (TextClassificationPipeline, "AutoModelForSequenceClassification"),
+                   "feature-extraction": (FeatureExtractionPipeline, "AutoModel")}
 TASK_ALIASES = {"sentiment-analysis": "text-classification"}
 
 
@@ -46,4 +48,4 @@ def pipeline(task=None, model=None, tokenizer=None, dtype=None, torch_dtype=None
     return SUPPORTED_TASKS[task][0](model=model, tokenizer=tokenizer, **kwargs)
 
 
-__all__ = ["pipeline", "TextClassificationPipeline", "TextGenerationPipeline", "SUPPORTED_TASKS"]
+__all__ = ["pipeline", "FeatureExtractionPipeline", "TextClassificationPipeline", "TextGenerationPipeline", "SUPPORTED_TASKS"]
