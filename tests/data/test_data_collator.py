@@ -144,3 +144,36 @@ def test_new_collators_emit_mindspore_and_torch(tokenizer):
     assert isinstance(batch["labels"], ms.Tensor) and isinstance(batch["input_ids"], ms.Tensor)
     batch = DataCollatorForTokenClassification(tokenizer)(_features(tokenizer, TEXTS, "token"), return_tensors="pt")
     assert isinstance(batch["labels"], torch.Tensor) and batch["labels"].dtype == torch.int64
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_flattened_rows_attend_within_each_example_as_transformers(tokenizer, tmp_path, family):
+    """A DataCollatorWithFlattening row through the model: transformers separates the examples by their
+    restarting position_ids when the cache is off (use_cache=False), and always with flash attention."""
+    import torch
+    import transformers
+
+    from mindformers_hf import AutoModelForCausalLM, DataCollatorWithFlattening
+    from tests.conftest import make_hf_checkpoint
+
+    config = {"gpt2": ("GPT2Config", "GPT2LMHeadModel", dict(n_embd=64, n_layer=2, n_head=4, n_positions=64))}
+    config_class, model_class, overrides = config.get(family, ("LlamaConfig", "LlamaForCausalLM", {}))
+    folder = make_hf_checkpoint(tmp_path, config_class, model_class, **overrides)
+    features = [{"input_ids": tokenizer(t)["input_ids"]} for t in TEXTS]
+    batch = DataCollatorWithFlattening()(features)
+    ours = AutoModelForCausalLM.from_pretrained(folder)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(folder).eval()
+    last = features[-1]["input_ids"]
+    alone = ours(input_ids=np.array([last])).logits[0]
+    for use_cache in (False, None):
+        got = ours(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=use_cache).logits
+        with torch.no_grad():
+            want = hf(input_ids=torch.tensor(batch["input_ids"]), position_ids=torch.tensor(batch["position_ids"]),
+                      use_cache=use_cache).logits.numpy()
+        np.testing.assert_allclose(got, want, atol=1e-4)
+        separated = np.abs(got[0, -len(last):] - alone).max() < 1e-4
+        assert separated == (use_cache is False)  # transformers' cache default (on) leaves the rows joined
+    if family == "llama":
+        flash = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="flash_attention_2")
+        got = flash(input_ids=batch["input_ids"], position_ids=batch["position_ids"]).logits
+        np.testing.assert_allclose(got[0, -len(last):], alone, atol=1e-4)

@@ -226,7 +226,7 @@ class DataCollatorForMultipleChoice(_hf_collators().DataCollatorForMultipleChoic
 
 class DataCollatorWithFlattening(_hf_collators().DataCollatorWithFlattening):
     """transformers.DataCollatorWithFlattening: the batch as one row, `position_ids` restarting per example.
-    Our attention masks do not read those restarts as boundaries (docs/differences.md, Training)."""
+    The models separate the examples when transformers does (masking_utils.packed_sequence_ids)."""
 
     def __init__(self, *args, return_tensors="np", **kwargs):
         super().__init__(*args, return_tensors=return_tensors, **kwargs)

@@ -12,7 +12,7 @@ from ... import ops as fused
 from ...cache_utils import DynamicCache
 from ...layers import Embedding, Linear, call_layer, new_parameter
 from ...loss_utils import causal_lm_loss
-from ...masking_utils import create_causal_mask
+from ...masking_utils import create_causal_mask, packed_sequence_ids
 from ...modeling_heads import GenericForSequenceClassification, GenericForTokenClassification
 from ...modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from ...modeling_utils import PreTrainedModel
@@ -167,6 +167,7 @@ class GPT2Model(GPT2PreTrainedModel):
             output_hidden_states = getattr(self.config, "output_hidden_states", False)
         if inputs_embeds is None:
             inputs_embeds = self.wte(input_ids)
+        packed = packed_sequence_ids(position_ids, attention_mask, use_cache, past_key_values, self.config)
         if use_cache and past_key_values is None:
             past_key_values = DynamicCache()
         bsz, q_len = inputs_embeds.shape[0], inputs_embeds.shape[1]
@@ -177,7 +178,7 @@ class GPT2Model(GPT2PreTrainedModel):
         if token_type_ids is not None:
             hidden_states = hidden_states + self.wte(token_type_ids)
         hidden_states = self.drop(hidden_states)
-        mask = create_causal_mask(attention_mask, bsz, q_len, past_len)
+        mask = create_causal_mask(attention_mask, bsz, q_len, past_len, packed=packed)
 
         all_hidden_states = (hidden_states,) if output_hidden_states else None
         for block in self.h:
