@@ -223,3 +223,21 @@ def test_checkpointing_every_n_layers_and_frozen_embeddings(tiny_llama, layer_ca
         assert np.abs(got).max() > 0
     with pytest.raises(NotImplementedError, match="offload"):
         model.activation_checkpointing_enable(offload=True)
+
+
+def test_checkpointing_a_lora_model_keeps_its_gradients(tiny_llama, layer_calls):
+    """The QLoRA-style recipe: LoRA adapters (only they train), checkpointing enabled through the PeftModel."""
+    from mindformers_hf.peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_llama),
+                           LoraConfig(target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    model.train()
+    ids, _ = batch(pad_left=(0, 0))
+    plain_loss, plain_grads = _loss_and_grads(model, ids, ids)
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    layer_calls.clear()
+    loss, grads = _loss_and_grads(model, ids, ids)
+    assert len(layer_calls) == 4 and loss == pytest.approx(plain_loss, abs=1e-6)
+    assert len(grads) == 8  # 2 layers x (q, v) x (A, B)
+    for got, want in zip(grads, plain_grads):
+        np.testing.assert_allclose(got, want, atol=1e-6)
