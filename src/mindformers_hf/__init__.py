@@ -134,6 +134,7 @@ _LAZY = {
     "TextGenerationPipeline": "mindformers_hf.pipelines",
     "TextClassificationPipeline": "mindformers_hf.pipelines",
     "FeatureExtractionPipeline": "mindformers_hf.pipelines",
+    "TokenClassificationPipeline": "mindformers_hf.pipelines",
     "Trainer": "mindformers_hf.trainer",
     "TrainingArguments": "mindformers_hf.trainer",
     "TrainerCallback": "mindformers_hf.trainer",

@@ -1,4 +1,4 @@
-"""pipeline("text-classification") and ("feature-extraction") against transformers' pipeline on the same tiny classifier and tokenizer."""
+"""pipeline("text-classification"), ("token-classification") and ("feature-extraction") against transformers' pipeline on the same tiny classifier and tokenizer."""
 import shutil
 
 import pytest
@@ -72,3 +72,50 @@ def test_feature_extraction_pipeline_matches_transformers(classifier, tmp_path, 
     tensor = ours("hello", return_tensors=True)
     assert isinstance(tensor, ms.Tensor) and tensor.shape[0] == 1
     np.testing.assert_allclose(tensor.asnumpy(), theirs("hello", return_tensors=True).numpy(), atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def tagger(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tagger")
+    labels = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+    make_hf_checkpoint(folder, model_class="LlamaForTokenClassification", vocab_size=40, num_labels=5, seed=7,
+                       id2label=dict(enumerate(labels)), label2id={l: i for i, l in enumerate(labels)})
+    tokenizer = make_char_tokenizer(tmp_path_factory.mktemp("tok2"))
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(f"{tokenizer}/{name}", folder / name)
+    return str(folder)
+
+
+@pytest.mark.parametrize("task", ["token-classification", "ner"])
+def test_token_classification_pipeline_matches_transformers(tagger, task):
+    import warnings
+
+    import transformers
+
+    ours = pipeline(task, model=tagger)
+    theirs = transformers.pipeline(task, model=tagger)
+    texts = ["john lives in paris", "a b c"]
+
+    def same(got, want):
+        assert len(got) == len(want)
+        for g, w in zip(got, want):
+            assert set(g) == set(w)
+            for key in w:
+                if key == "score":
+                    assert g[key] == pytest.approx(float(w[key]), abs=1e-5)
+                else:
+                    assert g[key] == w[key], key
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # transformers' "fallback heuristic" warning for this char tokenizer
+        for strategy in (None, "simple", "first", "average", "max"):
+            for ignore in (None, []):
+                kwargs = {k: v for k, v in (("aggregation_strategy", strategy), ("ignore_labels", ignore))
+                          if v is not None}
+                got, want = ours(texts[0], **kwargs), theirs(texts[0], **kwargs)
+                same(got, want)
+                assert got or ignore is None  # with nothing ignored every token is reported
+                for g, w in zip(ours(texts, **kwargs), theirs(texts, **kwargs)):
+                    same(g, w)
+    with pytest.raises(NotImplementedError, match="stride"):
+        ours(texts[0], stride=2)

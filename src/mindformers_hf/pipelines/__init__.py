@@ -2,12 +2,14 @@
 from .feature_extraction import FeatureExtractionPipeline
 from .text_classification import TextClassificationPipeline
 from .text_generation import TextGenerationPipeline
+from .token_classification import TokenClassificationPipeline
 
 # task -> (pipeline class, the Auto class that loads its model)
 SUPPORTED_TASKS = {"text-generation": (TextGenerationPipeline, "AutoModelForCausalLM"),
                    "text-classification": (TextClassificationPipeline, "AutoModelForSequenceClassification"),
-                   "feature-extraction": (FeatureExtractionPipeline, "AutoModel")}
-TASK_ALIASES = {"sentiment-analysis": "text-classification"}
+                   "feature-extraction": (FeatureExtractionPipeline, "AutoModel"),
+                   "token-classification": (TokenClassificationPipeline, "AutoModelForTokenClassification")}
+TASK_ALIASES = {"sentiment-analysis": "text-classification", "ner": "token-classification"}
 
 
 def pipeline(task=None, model=None, tokenizer=None, dtype=None, torch_dtype=None, device=None, device_map=None,
@@ -48,4 +50,5 @@ def pipeline(task=None, model=None, tokenizer=None, dtype=None, torch_dtype=None
     return SUPPORTED_TASKS[task][0](model=model, tokenizer=tokenizer, **kwargs)
 
 
-__all__ = ["pipeline", "FeatureExtractionPipeline", "TextClassificationPipeline", "TextGenerationPipeline", "SUPPORTED_TASKS"]
+__all__ = ["pipeline", "FeatureExtractionPipeline", "TextClassificationPipeline", "TextGenerationPipeline",
+           "TokenClassificationPipeline", "SUPPORTED_TASKS"]
