@@ -225,18 +225,31 @@ def breakdown(folder, gguf, data, repeats):
         print(f"| {name} | {ours:.3f} | {hf:.3f} | {hf / ours:.2f}x |")
 
 
-def compare_checkpointing(folder, gguf, data, steps):
-    """Activation checkpointing trades step time for the decoder layers' saved activations."""
+def compare_checkpointing(steps):
+    """Activation checkpointing trades step time for the decoder layers' saved activations. Each setting runs
+    in a fresh process: a second run in the same process starts with the first one's freed memory mapped."""
+    import json
+    import subprocess
+    import sys
+
     results = {}
-    for name, extra in (("plain", {}), ("gradient_checkpointing", {"gradient_checkpointing": True})):
-        times, rss, losses = run_ours(folder, gguf, data, steps, **extra)
-        results[name] = (float(np.median(times[1:])), rss, losses)
-        gc.collect()
+    for name in ("plain", "gradient_checkpointing"):
+        done = subprocess.run([sys.executable, __file__, "--steps", str(steps), "--one", name], check=True,
+                              capture_output=True, text=True)
+        results[name] = json.loads(done.stdout.strip().splitlines()[-1])
     print(f"\nSmolLM2-135M (ours), batch {BATCH} x {BLOCK} tokens, fp32, {steps} timed steps")
     print("| | step s (median) | peak RSS MiB (training) | first loss |")
     print("| --- | ---: | ---: | ---: |")
     for name, (t, rss, losses) in results.items():
         print(f"| {name} | {t:.2f} | {rss / 2**20:.0f} | {losses[0]:.6f} |")
+
+
+def run_one(folder, gguf, data, steps, name):
+    import json
+
+    extra = {"gradient_checkpointing": True} if name == "gradient_checkpointing" else {}
+    times, rss, losses = run_ours(folder, gguf, data, steps, **extra)
+    print(json.dumps([float(np.median(times[1:])), rss, losses]), flush=True)
 
 
 def main():
@@ -246,7 +259,11 @@ def main():
     parser.add_argument("--breakdown", action="store_true", help="only time the parts of a step, ours and HF's")
     parser.add_argument("--checkpointing", action="store_true",
                         help="ours only: peak memory and step time with and without gradient_checkpointing=True")
+    parser.add_argument("--one", choices=("plain", "gradient_checkpointing"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.checkpointing:
+        compare_checkpointing(args.steps)
+        return
 
     from mindformers_hf import AutoTokenizer
     from mindformers_hf.gguf_io import default_gguf_model
@@ -262,8 +279,8 @@ def main():
     if args.breakdown:
         breakdown(folder, gguf, data, args.steps)
         return
-    if args.checkpointing:
-        compare_checkpointing(folder, gguf, data, args.steps)
+    if args.one:
+        run_one(folder, gguf, data, args.steps, args.one)
         return
 
     results = {}

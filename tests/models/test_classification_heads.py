@@ -92,9 +92,6 @@ def test_sequence_classification_logits_and_losses_match_transformers(family):
 
 
 def test_regression_with_one_label_and_ignored_labels(tmp_path):
-    import torch
-    import transformers
-
     folder = make_hf_checkpoint(tmp_path, model_class="LlamaForSequenceClassification", num_labels=1)
     ours, hf = AutoModelForSequenceClassification.from_pretrained(folder), _hf(folder, "Sequence")
     ids, mask = _ids()
@@ -114,7 +111,6 @@ def test_regression_with_one_label_and_ignored_labels(tmp_path):
                                atol=LOGITS_ATOL)
     with pytest.raises(ValueError, match="Cannot handle batch sizes > 1"):
         ours(input_ids=ids)
-    assert transformers and torch
 
 
 def test_saved_folder_reloads_in_transformers(family, tmp_path):

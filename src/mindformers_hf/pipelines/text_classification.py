@@ -1,5 +1,6 @@
 """pipeline("text-classification") (alias "sentiment-analysis"): transformers' TextClassificationPipeline
-inputs, options (`top_k`, `function_to_apply`, text pairs) and output schema, one text per forward (`batch_size` is accepted and ignored)."""
+inputs, options (`top_k`, `function_to_apply`, text pairs) and output schema, one text per forward
+(`batch_size` is accepted and ignored)."""
 import numpy as np
 
 from .. import tensor_io
