@@ -241,3 +241,14 @@ def test_checkpointing_a_lora_model_keeps_its_gradients(tiny_llama, layer_calls)
     assert len(grads) == 8  # 2 layers x (q, v) x (A, B)
     for got, want in zip(grads, plain_grads):
         np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+def test_resize_refuses_layers_it_cannot_resize(tiny_llama):
+    from mindformers_hf.peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_llama),
+                           LoraConfig(target_modules=["q_proj"], modules_to_save=["lm_head"]))
+    before = model.get_input_embeddings().weight.shape
+    with pytest.raises(TypeError, match="ModulesToSaveWrapper"):
+        model.resize_token_embeddings(140)
+    assert model.get_input_embeddings().weight.shape == before == (128, 64)

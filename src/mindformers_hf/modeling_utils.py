@@ -13,7 +13,7 @@ from . import runtime, tensor_io  # noqa: F401  (runtime: CPU launch mode)
 from .generation.utils import GenerationMixin
 from .hub import CheckpointLocation, locate
 from .modeling_outputs import ModelOutput
-from .resize_embeddings import padded_size, resize_rows
+from .resize_embeddings import check_resizable, padded_size, resize_rows
 from .checkpoint_files import (SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, add_variant, is_weights_file,
                                local_weight_files, shard_name)
 from .safetensors_io import (
@@ -166,9 +166,11 @@ class PreTrainedModel(GenerationMixin, nn.Cell):
             return embeddings
         std = getattr(self.config, "initializer_range", 0.02)
         head = self.get_output_embeddings()
-        resize_rows(embeddings, new_num_tokens, mean_resizing, std)
-        if head is not None and head is not embeddings:
-            resize_rows(head, new_num_tokens, mean_resizing, std)
+        cells = [embeddings] + ([head] if head is not None and head is not embeddings else [])
+        for cell in cells:
+            check_resizable(cell, new_num_tokens)
+        for cell in cells:
+            resize_rows(cell, new_num_tokens, mean_resizing, std)
         text_config = self.config.get_text_config() if hasattr(self.config, "get_text_config") else self.config
         text_config.vocab_size = new_num_tokens
         for cell in {id(c): c for c in (self, getattr(self, self.base_model_prefix, self))}.values():

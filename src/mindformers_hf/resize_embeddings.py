@@ -33,6 +33,16 @@ def padded_size(num_tokens, pad_to_multiple_of):
     return ((num_tokens + pad_to_multiple_of - 1) // pad_to_multiple_of) * pad_to_multiple_of
 
 
+def check_resizable(cell, new_num_tokens):
+    """Refuse, before anything changes, a layer resize_rows cannot resize (a tensor-parallel shard, a PEFT
+    wrapper), as transformers refuses module types other than nn.Embedding / nn.Linear."""
+    from .layers import Embedding, Linear
+
+    if cell.weight.shape[0] != new_num_tokens and type(cell) not in (Embedding, Linear):
+        raise TypeError(f"resize_token_embeddings: {type(cell).__name__} is not a plain Embedding or Linear layer "
+                        "and cannot be resized")
+
+
 def resize_rows(cell, new_num_tokens, mean_resizing, std):
     """Give `cell.weight` ([vocab, dim]: an embedding or an LM head) `new_num_tokens` rows, in place: the
     Parameter object stays (a tied head and an optimizer keep pointing at it), its first rows unchanged."""
