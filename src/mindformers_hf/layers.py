@@ -10,6 +10,8 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import Zero
 
+from .utils import warn_once
+
 
 _SKIP_INIT = [False]
 
@@ -54,8 +56,6 @@ def call_layer(layer, *args, past_key_values=None):
     if not recomputes(layer):
         return layer(*args, past_key_values)
     if past_key_values is not None:
-        from .utils import warn_once
-
         warn_once("`past_key_values` / use_cache=True is incompatible with gradient checkpointing in training: "
                   "the checkpointed layers do not fill the cache")
     return ms.recompute(layer, *args, None)
