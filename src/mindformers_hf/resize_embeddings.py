@@ -9,6 +9,8 @@ global generator (transformers: torch's).
 import numpy as np
 import mindspore as ms
 
+from .layers import Embedding, Linear
+
 _COVARIANCE_SCALE = 1e-9  # transformers' epsilon
 
 
@@ -36,8 +38,6 @@ def padded_size(num_tokens, pad_to_multiple_of):
 def check_resizable(cell, new_num_tokens):
     """Refuse, before anything changes, a layer resize_rows cannot resize (a tensor-parallel shard, a PEFT
     wrapper), as transformers refuses module types other than nn.Embedding / nn.Linear."""
-    from .layers import Embedding, Linear
-
     if cell.weight.shape[0] != new_num_tokens and type(cell) not in (Embedding, Linear):
         raise TypeError(f"resize_token_embeddings: {type(cell).__name__} is not a plain Embedding or Linear layer "
                         "and cannot be resized")
