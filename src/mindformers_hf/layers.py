@@ -13,6 +13,7 @@ from mindspore.common import dtype as mstype
 from mindspore.common.initializer import Zero
 
 from .ops.registry import eager
+from .utils import warn_once
 
 
 _SKIP_INIT = [False]
@@ -43,6 +44,24 @@ def new_parameter(shape, dtype, init="zeros", std=0.02):
     else:
         data = np.zeros(shape, np.float32)
     return Parameter(Tensor(data).astype(dtype) if dtype != ms.float32 else Tensor(data))
+
+
+def recomputes(layer):
+    """Whether a decoder layer recomputes its activations in the backward pass: activation checkpointing is on
+    for it (PreTrainedModel.activation_checkpointing_enable sets `layer.gradient_checkpointing`) and it is
+    training."""
+    return bool(getattr(layer, "gradient_checkpointing", False)) and layer.training
+
+
+def call_layer(layer, *args, past_key_values=None):
+    """layer(*args, past_key_values), through `mindspore.recompute` when the layer recomputes. A recomputed
+    layer writes no cache (it would write twice), as transformers' checkpointed layers drop theirs."""
+    if not recomputes(layer):
+        return layer(*args, past_key_values)
+    if past_key_values is not None:
+        warn_once("`past_key_values` / use_cache=True is incompatible with gradient checkpointing in training: "
+                  "the checkpointed layers do not fill the cache")
+    return ms.recompute(layer, *args, None)
 
 
 class Linear(nn.Cell):

@@ -13,6 +13,7 @@ from . import runtime, tensor_io
 from .generation.utils import GenerationMixin
 from .hub import CheckpointLocation, locate
 from .modeling_outputs import ModelOutput
+from .resize_embeddings import check_resizable, padded_size, resize_rows
 from .checkpoint_files import (SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, add_variant, is_weights_file,
                                local_weight_files, shard_name)
 from .safetensors_io import (
@@ -67,9 +68,12 @@ def _to_parameter_data(array: np.ndarray, is_bf16_bits: bool, target: ms.Type) -
 class PreTrainedModel(GenerationMixin, nn.Cell):
     config_class = None
     base_model_prefix = "model"
+    _input_embed_layer = "embed_tokens"  # the token embedding's attribute on the base model (transformers' name)
     # Checkpoint keys that are safe to skip (old checkpoints stored rotary buffers).
     _keys_to_ignore_on_load_unexpected = (r"rotary_emb\.inv_freq$",)
     _tied_weights_keys = ()
+    # parameter-name prefixes of a task head that a checkpoint may lack (then freshly drawn): modeling_heads.py
+    _new_head_prefixes = ()
 
     def __init__(self, config, *args, **kwargs):
         super().__init__(auto_prefix=True)
@@ -131,8 +135,104 @@ class PreTrainedModel(GenerationMixin, nn.Cell):
             total += int(np.prod(param.shape))
         return total
 
+    # ------------------------------------------------------------------ embeddings and head
     def get_input_embeddings(self):
-        return getattr(self, self.base_model_prefix, self).embed_tokens
+        base = getattr(self, self.base_model_prefix, self)
+        return getattr(base, self._input_embed_layer)
+
+    def set_input_embeddings(self, value):
+        """Replace the token embedding cell (a tied head reads its weight, so it follows)."""
+        base = getattr(self, self.base_model_prefix, self)
+        setattr(base, self._input_embed_layer, value)
+
+    def get_output_embeddings(self):
+        return None  # base models have no head; the causal-LM classes return theirs (the embedding when tied)
+
+    def tie_weights(self, *args, **kwargs):
+        """With `config.tie_word_embeddings` true, drop a separate head so that the embedding serves as the
+        head (as transformers ties `lm_head.weight` to it). Our tied models hold no `lm_head` at all."""
+        if getattr(self.config, "tie_word_embeddings", False) and getattr(self, "tied", True) is False:
+            del self.lm_head
+            self.tied = True
+
+    def resize_token_embeddings(self, new_num_tokens=None, pad_to_multiple_of=None, mean_resizing=True):
+        """transformers' resize_token_embeddings: new rows are mean-initialised (resize_embeddings.py), an untied
+        head is resized alike, `config.vocab_size` follows. Returns the embedding cell."""
+        embeddings = self.get_input_embeddings()
+        if pad_to_multiple_of is not None:
+            new_num_tokens = padded_size(embeddings.weight.shape[0] if new_num_tokens is None else new_num_tokens,
+                                         pad_to_multiple_of)
+        if new_num_tokens is None:
+            return embeddings
+        std = getattr(self.config, "initializer_range", 0.02)
+        head = self.get_output_embeddings()
+        cells = [embeddings] + ([head] if head is not None and head is not embeddings else [])
+        for cell in cells:
+            check_resizable(cell, new_num_tokens)
+        for cell in cells:
+            resize_rows(cell, new_num_tokens, mean_resizing, std)
+        text_config = self.config.get_text_config() if hasattr(self.config, "get_text_config") else self.config
+        text_config.vocab_size = new_num_tokens
+        for cell in {id(c): c for c in (self, getattr(self, self.base_model_prefix, self))}.values():
+            if hasattr(cell, "vocab_size"):
+                cell.vocab_size = new_num_tokens
+        self.tie_weights()
+        return embeddings
+
+    def enable_input_require_grads(self):
+        """transformers hooks the embedding output to require grad, so that gradients reach trainable weights
+        behind frozen embeddings under activation checkpointing. MindSpore differentiates with respect to the
+        weights it is given whatever the inputs, so nothing needs hooking; the call is recorded only."""
+        self._input_require_grads = True
+
+    def disable_input_require_grads(self):
+        self._input_require_grads = False
+
+    # ------------------------------------------------------------------ activation checkpointing
+    supports_gradient_checkpointing = True
+
+    def _decoder_layers(self):
+        """The repeated blocks: cells whose class the model names in `_no_split_modules` (as transformers)."""
+        names = set(getattr(self, "_no_split_modules", None) or [])
+        return [cell for _, cell in self.cells_and_names() if type(cell).__name__ in names]
+
+    def activation_checkpointing_enable(self, activation_checkpointing_kwargs=None, every_n_layers=1, offload=False):
+        """Recompute each decoder layer's activations in the backward pass instead of keeping them
+        (`mindspore.recompute` on the layer, in training mode only; layers.call_layer)."""
+        if offload:
+            raise NotImplementedError("activation_checkpointing_enable(offload=True) is not supported: activations "
+                                      "are recomputed, not offloaded to host memory")
+        kwargs = dict(activation_checkpointing_kwargs or {})
+        kwargs.pop("use_reentrant", None)  # torch.utils.checkpoint's implementation switch; ours has one
+        if kwargs:
+            warn_once(f"activation checkpointing kwargs {sorted(kwargs)} (torch.utils.checkpoint's) are ignored")
+        layers = self._decoder_layers()
+        if not layers:
+            raise ValueError(f"{type(self).__name__} is not compatible with gradient checkpointing (it names no "
+                             "decoder-layer class in _no_split_modules)")
+        for index, layer in enumerate(layers):
+            layer.gradient_checkpointing = index % every_n_layers == 0
+        self.enable_input_require_grads()
+
+    def activation_checkpointing_disable(self):
+        for layer in self._decoder_layers():
+            layer.gradient_checkpointing = False
+        self.disable_input_require_grads()
+
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs=None, **kwargs):
+        """transformers 5's deprecated alias of activation_checkpointing_enable (no FutureWarning here)."""
+        self.activation_checkpointing_enable(activation_checkpointing_kwargs=gradient_checkpointing_kwargs, **kwargs)
+
+    def gradient_checkpointing_disable(self):
+        self.activation_checkpointing_disable()
+
+    @property
+    def is_activation_checkpointing(self):
+        return any(getattr(layer, "gradient_checkpointing", False) for layer in self._decoder_layers())
+
+    @property
+    def is_gradient_checkpointing(self):
+        return self.is_activation_checkpointing
 
     def eval(self):
         self.set_train(False)
@@ -232,6 +332,7 @@ class PreTrainedModel(GenerationMixin, nn.Cell):
             from .models.auto import load_config
 
             config = load_config(folder, gguf_file=gguf_file, **kwargs)
+            kwargs = {key: value for key, value in kwargs.items() if not hasattr(config, key)}
         elif kwargs:
             for key in list(kwargs):
                 if hasattr(config, key):
@@ -305,7 +406,7 @@ class PreTrainedModel(GenerationMixin, nn.Cell):
             if self._is_head_key(key):
                 return None  # that checkpoint's head has no place in a base model
             return key
-        if hasattr(self, self.base_model_prefix) and not key.startswith(prefix) and not key.startswith("lm_head"):
+        if hasattr(self, self.base_model_prefix) and not key.startswith(prefix) and not self._is_head_key(key):
             return prefix + key  # loading a with-head model from a base-model checkpoint
         return key
 
@@ -346,8 +447,8 @@ class PreTrainedModel(GenerationMixin, nn.Cell):
             if name is None:
                 continue
             if name not in params:
-                if self._skip_key(name):
-                    continue
+                if self._skip_key(name) or (self._new_head_prefixes and self._is_head_key(name)):
+                    continue  # (a task-head model skips another head's tensors, as transformers does)
                 raise CheckpointError(
                     f"Unexpected key {key!r} in {path}: {type(self).__name__} has no parameter of that name "
                     f"(shape in file {tuple(array.shape)})"
@@ -363,6 +464,17 @@ class PreTrainedModel(GenerationMixin, nn.Cell):
             progress.update(1)
         progress.close()
         missing = sorted(set(params) - loaded)
+        new_head = [n for n in missing if self._new_head_prefixes and n.startswith(self._new_head_prefixes)]
+        if new_head:  # a task head fine-tuned from a checkpoint without it (transformers' warning)
+            logger.warning(f"Some weights of {type(self).__name__} were not initialized from the model checkpoint "
+                           f"and are newly initialized: {new_head}\nYou should probably TRAIN this model on a "
+                           "down-stream task to be able to use it for predictions and inference.")
+            std = getattr(self.config, "initializer_range", 0.02)
+            for name in new_head:
+                shape = tuple(params[name].shape)
+                data = np.random.normal(0.0, std, shape) if name.endswith("weight") else np.zeros(shape)
+                params[name].set_data(ms.Tensor(data.astype(np.float32)).astype(params[name].dtype))
+            missing = [n for n in missing if n not in new_head]
         if missing:
             shown = ", ".join(f"{n} {tuple(params[n].shape)}" for n in missing[:8])
             raise CheckpointError(

@@ -83,13 +83,25 @@ class TokenizerMixin:
 _TOKENIZER_CLASSES = {}
 
 
-def adopt_tokenizer(tokenizer):
-    base = type(tokenizer)
-    if isinstance(tokenizer, TokenizerMixin):
-        return tokenizer
+def tokenizer_class(base):
+    """transformers' tokenizer class `base` with TokenizerMixin mixed in: one class per base, so a tokenizer
+    loaded by AutoTokenizer is an instance of the class `mindformers_hf.<Name>` exports."""
+    if issubclass(base, TokenizerMixin):
+        return base
     if base not in _TOKENIZER_CLASSES:
-        _TOKENIZER_CLASSES[base] = type(base.__name__, (TokenizerMixin, base), {"__module__": base.__module__})
-    tokenizer.__class__ = _TOKENIZER_CLASSES[base]
+        namespace = {"__module__": base.__module__}
+        # transformers' from_pretrained reads tokenizer.json as-is when `cls is TokenizersBackend or "__init__"
+        # not in cls.__dict__`, and otherwise lets the class's __init__ rebuild the backend: the mixed class
+        # must answer that test as its base does.
+        if "__init__" in base.__dict__ and base.__name__ != "TokenizersBackend":
+            namespace["__init__"] = base.__init__
+        _TOKENIZER_CLASSES[base] = type(base.__name__, (TokenizerMixin, base), namespace)
+    return _TOKENIZER_CLASSES[base]
+
+
+def adopt_tokenizer(tokenizer):
+    if not isinstance(tokenizer, TokenizerMixin):
+        tokenizer.__class__ = tokenizer_class(type(tokenizer))
     return tokenizer
 
 

@@ -110,3 +110,19 @@ def set_seed(seed, deterministic=False):
         torch.manual_seed(seed)
     if deterministic:
         ms.set_context(deterministic="ON")
+
+
+def enable_full_determinism(seed, warn_only=False):
+    """transformers.enable_full_determinism: seed everything and ask for deterministic kernels (MindSpore's
+    `deterministic="ON"`; torch's CUDA variables and `use_deterministic_algorithms` have no role here)."""
+    set_seed(seed, deterministic=True)
+
+
+def __getattr__(name):
+    # `mindformers_hf.utils.get_json_schema`: transformers' (tensor-free), read lazily so that importing this
+    # module never imports transformers.
+    if name == "get_json_schema":
+        from transformers.utils import get_json_schema
+
+        return get_json_schema
+    raise AttributeError(f"module 'mindformers_hf.utils' has no attribute {name!r}")

@@ -53,7 +53,8 @@ from .callbacks import (
     TrainerState,
 )
 from .data_loader import DataLoader, has_length
-from .optimization import AdamW, GradScaler, clip_by_global_norm, get_scheduler, global_norm
+from .optimization import AdamW, GradScaler, clip_by_global_norm, global_norm
+from .schedules import get_scheduler
 from .training_args import TrainingArguments
 
 IGNORE_INDEX = -100
@@ -298,8 +299,7 @@ class Trainer:
         if optim not in _ADAMW_OPTIMS:
             raise NotImplementedError(f"optim={optim!r} is not supported: the Trainer implements AdamW "
                                       f"(torch semantics) for {_ADAMW_OPTIMS}")
-        ignored = {"activation_checkpointing": args.activation_checkpointing,
-                   "use_liger_kernel": args.use_liger_kernel, "dataloader_num_workers": args.dataloader_num_workers,
+        ignored = {"use_liger_kernel": args.use_liger_kernel, "dataloader_num_workers": args.dataloader_num_workers,
                    "report_to": args.report_to, "fp16_full_eval": args.fp16_full_eval,
                    "bf16_full_eval": args.bf16_full_eval}
         for name, value in ignored.items():
@@ -622,6 +622,11 @@ class Trainer:
         self.state.is_local_process_zero = self.is_local_process_zero()
         self.state.is_world_process_zero = self.is_world_process_zero()
 
+        if args.activation_checkpointing:  # (transformers 5: also set by gradient_checkpointing=True)
+            kwargs = dict(args.activation_checkpointing_kwargs or {})
+            _unwrap(self.model).activation_checkpointing_enable(
+                activation_checkpointing_kwargs=kwargs, every_n_layers=kwargs.pop("every_n_layers", 1),
+                offload=kwargs.pop("offload", False))
         self._setup_optimization(max_steps)
         if resume_from_checkpoint is not None:
             self._load_optimizer_and_scheduler(resume_from_checkpoint)

@@ -50,6 +50,22 @@ MODEL_FOR_CAUSAL_LM_MAPPING_NAMES = {
     "qwen": "mindformers_hf.models.qwen:QWenLMHeadModel",
 }
 
+# Task heads (modeling_heads.py) of the LLaMA-shaped families and GPT-2
+_HEAD_FAMILIES = {"llama": f"{_LLAMA}:Llama", "qwen2": "mindformers_hf.models.qwen2:Qwen2",
+                  "qwen3": "mindformers_hf.models.qwen3:Qwen3", "mistral": "mindformers_hf.models.mistral:Mistral",
+                  "phi3": "mindformers_hf.models.phi3:Phi3", "glm": "mindformers_hf.models.glm:Glm",
+                  "glm4": "mindformers_hf.models.glm4:Glm4", "gpt2": "mindformers_hf.models.gpt2:GPT2",
+                  "mixtral": "mindformers_hf.models.mixtral:Mixtral",
+                  "qwen2_moe": "mindformers_hf.models.qwen2_moe:Qwen2Moe",
+                  "qwen3_moe": "mindformers_hf.models.qwen2_moe:Qwen3Moe",
+                  "deepseek_v2": "mindformers_hf.models.deepseek_v2:DeepseekV2",
+                  "deepseek_v3": "mindformers_hf.models.deepseek_v2:DeepseekV3"}
+MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES = {
+    model_type: f"{path}ForSequenceClassification" for model_type, path in _HEAD_FAMILIES.items()}
+MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES = {  # (transformers has no DeepseekV2ForTokenClassification)
+    model_type: f"{path}ForTokenClassification" for model_type, path in _HEAD_FAMILIES.items()
+    if model_type != "deepseek_v2"}
+
 # Formats whose Hub repos need trust_remote_code (transformers has no class for their model_type): our config
 # classes read their config.json with the repos' field names, and the native classes above run them. The
 # architecture a config names decides first (some InternLM2 repos kept model_type "internlm").
@@ -228,3 +244,11 @@ class AutoModel(_BaseAutoModelClass):
 
 class AutoModelForCausalLM(_BaseAutoModelClass):
     _model_mapping = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+
+class AutoModelForSequenceClassification(_BaseAutoModelClass):
+    _model_mapping = MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
+
+
+class AutoModelForTokenClassification(_BaseAutoModelClass):
+    _model_mapping = MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES
