@@ -8,6 +8,7 @@ tensors tile the data section exactly), so a truncated or corrupt file is one Ch
 the file and the key, and a file the library accepts loads the same arrays.
 """
 import json
+import math
 import os
 import re
 import struct
@@ -260,10 +261,15 @@ class SafetensorsFile:
         np_dtype = self._numpy_dtype(name)
         if self._map is None:
             self._map = np.memmap(self.path, dtype=np.uint8, mode="r")
-        count = int(np.prod(shape, dtype=np.int64))
         start = self._data_start + begin
-        flat = self._map[start:start + count * np_dtype.itemsize].view(np_dtype)
-        return flat.reshape(shape)
+        flat = self._map[start:start + math.prod(shape) * np_dtype.itemsize].view(np_dtype)
+        return self._reshape(name, flat, shape)
+
+    def _reshape(self, name, flat, shape):
+        try:
+            return flat.reshape(shape)
+        except ValueError:  # the library allows 2**64-1 per dimension and any rank; numpy stops at 2**63-1 and 32
+            raise CheckpointError(f"{self.path}: tensor {name!r} of shape {list(shape)} cannot be a numpy array") from None
 
     def get(self, name, as_float32=False) -> np.ndarray:
         """A tensor as numpy; BF16 comes back as float32 when as_float32, else as uint16 bits."""
@@ -280,8 +286,8 @@ class SafetensorsFile:
         if not (0 <= dim < len(shape) and 0 <= start <= stop <= shape[dim]):
             raise ValueError(f"{self.path}: slice [{start}, {stop}) on dim {dim} is outside {name!r} {list(shape)}")
         np_dtype = self._numpy_dtype(name)
-        outer = int(np.prod(shape[:dim], dtype=np.int64))
-        inner = int(np.prod(shape[dim + 1:], dtype=np.int64)) * np_dtype.itemsize  # bytes per index along dim
+        outer = math.prod(shape[:dim])
+        inner = math.prod(shape[dim + 1:]) * np_dtype.itemsize  # bytes per index along dim
         run, stride = (stop - start) * inner, shape[dim] * inner
         buffer = bytearray(outer * run)
         view = memoryview(buffer)
@@ -294,7 +300,7 @@ class SafetensorsFile:
         self.bytes_read += len(buffer)
         out_shape = list(shape)
         out_shape[dim] = stop - start
-        part = np.frombuffer(buffer, dtype=np_dtype).reshape(out_shape)
+        part = self._reshape(name, np.frombuffer(buffer, dtype=np_dtype), out_shape)
         if dtype == "BF16" and as_float32:
             return bf16_bits_to_float32(part)
         return part
