@@ -9,6 +9,7 @@ runs a fixed, derandomized set of examples so the suite is reproducible.
 """
 import itertools
 import json
+import math
 import os
 import struct
 
@@ -22,7 +23,7 @@ from mindformers_hf.safetensors_io import _ST_TO_NUMPY, CheckpointError, Safeten
 safetensors = pytest.importorskip("safetensors")
 from safetensors import safe_open  # noqa: E402
 
-_EXAMPLES = int(os.environ.get("MINDFORMERS_HF_FUZZ_EXAMPLES", "150"))
+_EXAMPLES = int(os.environ.get("MINDFORMERS_HF_FUZZ_EXAMPLES", "100"))
 FUZZ = settings(
     max_examples=_EXAMPLES, deadline=None, database=None, derandomize="MINDFORMERS_HF_FUZZ_EXAMPLES" not in os.environ,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
@@ -254,3 +255,185 @@ _T = '"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}'
 def test_edge_cases_match_the_library(scratch, header, data):
     blob = struct.pack("<Q", len(header.encode())) + header.encode() + data
     check_same_as_library(scratch(blob), blob)
+
+
+# ------------------------------------------------------------------------------------------- GGUF
+gguf = pytest.importorskip("gguf")
+from mindformers_hf.gguf_io import _GGUFHeader, gguf_metadata_parsing  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def base_gguf(tmp_path_factory):
+    """A small valid GGUF written by the `gguf` package: scalars of several types, arrays, F32/F16/Q8_0 tensors."""
+    from gguf.quants import quantize
+
+    path = str(tmp_path_factory.mktemp("gguf") / "base.gguf")
+    writer = gguf.GGUFWriter(path, "llama")
+    writer.add_uint32("llama.block_count", 1)
+    writer.add_float32("llama.rope.freq_base", 0.5)
+    writer.add_bool("x.flag", True)
+    writer.add_uint64("x.u64", 7)
+    writer.add_int8("x.i8", -3)
+    writer.add_string("general.name", "tiny")
+    writer.add_array("tokenizer.ggml.tokens", ["a", "bc", ""])
+    writer.add_array("x.ints", [1, 2, 3])
+    writer.add_tensor("token_embd.weight", np.arange(8, dtype=np.float32).reshape(2, 4))
+    writer.add_tensor("output_norm.weight", np.ones(4, np.float16))
+    q8 = quantize(np.linspace(-1, 1, 64, dtype=np.float32).reshape(2, 32), gguf.GGMLQuantizationType.Q8_0)
+    writer.add_tensor("blk.0.attn_q.weight", q8, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def check_gguf(path):
+    """Our header parser raises CheckpointError, or reads what `gguf`'s own reader reads from the same file."""
+    from gguf.quants import dequantize
+
+    try:
+        header = _GGUFHeader(path)
+    except CheckpointError as e:
+        assert path in str(e)
+        return
+    reader = gguf.GGUFReader(path)  # accepted by us => well-formed for the reference reader too
+    assert reader.data_offset == header.data_start
+    assert [(t.name, tuple(int(d) for d in t.shape), int(t.tensor_type), t.data_offset - reader.data_offset)
+            for t in reader.tensors] == header.tensors
+    for (name, dims, ggml_type, offset), expected in zip(header.tensors, reader.tensors):
+        data, qtype = header.tensor_data(dims, ggml_type, offset)
+        assert data.tobytes() == np.asarray(expected.data).tobytes(), name
+        dequantize(data, qtype)
+
+
+_GGUF_INTERESTING_U64 = st.sampled_from([0, 1, 2, 3, 4, 7, 8, 13, 2 ** 31, 2 ** 32 - 1, 2 ** 32, 2 ** 62, 2 ** 63,
+                                         2 ** 64 - 1])
+
+
+@st.composite
+def mutated_gguf(draw, base):
+    blob = bytearray(base)
+    for _ in range(draw(st.integers(1, 3))):
+        action = draw(st.sampled_from(["flip", "u64", "u32", "truncate", "append", "insert", "delete"]))
+        # most of the bytes that matter are in the header: aim there more often than at the tensor data
+        i = draw(st.integers(0, max(len(blob) - 1, 0)) | st.integers(0, min(len(blob), 512)))
+        if action == "flip" and i < len(blob):
+            blob[i] ^= 1 << draw(st.integers(0, 7))
+        elif action == "u64":
+            blob[i:i + 8] = struct.pack("<Q", draw(_GGUF_INTERESTING_U64 | st.integers(0, len(blob))))
+        elif action == "u32":
+            blob[i:i + 4] = struct.pack("<I", draw(st.integers(0, 15) | st.sampled_from([2 ** 32 - 1, 1, 2, 3, 30, 31])))
+        elif action == "truncate":
+            del blob[i:]
+        elif action == "append":
+            blob += draw(st.binary(min_size=1, max_size=40))
+        elif action == "insert":
+            blob[i:i] = draw(st.binary(min_size=1, max_size=8))
+        else:
+            del blob[i:i + draw(st.integers(1, 8))]
+    return bytes(blob)
+
+
+def _gguf_string(text):
+    raw = text if isinstance(text, bytes) else text.encode("utf-8")
+    return struct.pack("<Q", len(raw)) + raw
+
+
+_GGUF_SCALAR_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+_gguf_valid_kv = st.one_of(  # (value type, encoded value)
+    st.sampled_from(sorted(_GGUF_SCALAR_SIZES)).flatmap(
+        lambda t: st.tuples(st.just(t), st.binary(min_size=_GGUF_SCALAR_SIZES[t], max_size=_GGUF_SCALAR_SIZES[t]))),
+    st.tuples(st.just(8), st.text(max_size=5).map(_gguf_string)),
+    st.tuples(st.just(9), st.lists(st.integers(0, 255), max_size=6).map(
+        lambda xs: struct.pack("<IQ", 0, len(xs)) + bytes(xs))),
+    st.tuples(st.just(9), st.lists(st.text(max_size=3), max_size=4).map(
+        lambda xs: struct.pack("<IQ", 8, len(xs)) + b"".join(map(_gguf_string, xs)))),
+    st.tuples(st.just(9), st.just(struct.pack("<IQ", 9, 2) + struct.pack("<IQ", 4, 1) + b"\1\0\0\0"
+                                  + struct.pack("<IQ", 0, 0))),  # an array of arrays
+)
+_gguf_kv = st.one_of(  # mostly valid, else garbage: wrong sizes, invalid UTF-8, huge counts, unknown types
+    _gguf_valid_kv, _gguf_valid_kv, _gguf_valid_kv,
+    st.tuples(st.sampled_from(sorted(_GGUF_SCALAR_SIZES)), st.binary(max_size=8)),
+    st.tuples(st.just(8), st.binary(max_size=12)),
+    st.tuples(st.just(9), st.builds(lambda etype, count, body: struct.pack("<IQ", etype, count) + body,
+                                    st.integers(0, 14), st.integers(0, 6) | _GGUF_INTERESTING_U64,
+                                    st.binary(max_size=24))),
+    st.tuples(st.integers(13, 2 ** 32 - 1), st.binary(max_size=4)),
+)
+
+
+@st.composite
+def generated_gguf(draw):
+    kvs = draw(st.lists(st.tuples(st.sampled_from(["general.architecture", "a", "b", "c"]), _gguf_kv), max_size=4))
+    if draw(st.booleans()):  # general.alignment: mostly a valid uint32
+        alignment = struct.pack("<I", draw(st.sampled_from([1, 8, 16, 32, 64, 3, 0])))
+        kvs.append(("general.alignment", draw(st.sampled_from([(4, alignment)] * 4 + [(5, alignment), (10, alignment * 2)]))))
+    tensors, offset = [], 0
+    for name in draw(st.lists(st.sampled_from(["token_embd.weight", "output.weight", "blk.0.ffn_up.weight"]),
+                              max_size=3)):
+        ggml_type = draw(st.sampled_from([0, 1, 8]))  # F32, F16, Q8_0 (32 elements in 34 bytes)
+        dims = [32 * draw(st.integers(0, 2)) if ggml_type == 8 else draw(st.integers(0, 4))]
+        dims += draw(st.lists(st.integers(1, 3), max_size=2))
+        n_bytes = math.prod(dims) * {0: 4, 1: 2, 8: 34 / 32}[ggml_type]
+        tensor = [name, dims, ggml_type, offset]
+        offset += int(n_bytes) + (-int(n_bytes) % 32)
+        if draw(st.integers(0, 3)) == 0:  # a wrong field now and then
+            i = draw(st.integers(1, 3))
+            tensor[i] = draw([st.lists(st.integers(0, 64) | _GGUF_INTERESTING_U64, max_size=5),
+                              st.integers(0, 40) | st.sampled_from([2 ** 32 - 1]),
+                              st.sampled_from([1, 16, offset]) | _GGUF_INTERESTING_U64][i - 1])
+        tensors.append(tensor)
+    n_kv, n_tensors = len(kvs), len(tensors)
+    if draw(st.integers(0, 3)) == 0:  # a wrong count now and then
+        n_kv, n_tensors = draw(st.sampled_from([(n_kv + 1, n_tensors), (n_kv, n_tensors + 1)]) | st.tuples(
+            _GGUF_INTERESTING_U64, _GGUF_INTERESTING_U64))
+    out = b"GGUF" + struct.pack("<IQQ", draw(st.sampled_from([3, 3, 3, 3, 2, 1, 4])), n_tensors, n_kv)
+    for key, (vtype, value) in kvs:
+        out += _gguf_string(key) + struct.pack("<I", vtype) + value
+    for name, dims, ggml_type, offset in tensors:
+        out += _gguf_string(name) + struct.pack(f"<I{len(dims)}QIQ", len(dims), *dims, ggml_type, offset)
+    out += b"\0" * (-len(out) % 32)
+    data = (bytes(range(256)) * (offset // 256 + 1))[:offset]  # (drawing kilobytes from hypothesis is slow)
+    return out + data[:len(data) - draw(st.integers(0, 3) | st.integers(0, len(data)))] + draw(st.binary(max_size=8))
+
+
+@FUZZ
+@given(data=st.data())
+def test_mutated_gguf_is_read_or_refused_cleanly(scratch, base_gguf, data):
+    check_gguf(scratch(data.draw(mutated_gguf(base_gguf))))
+
+
+@FUZZ
+@given(blob=generated_gguf())
+def test_generated_gguf_is_read_or_refused_cleanly(scratch, blob):
+    check_gguf(scratch(blob))
+
+
+def test_valid_gguf_reads_like_the_gguf_package(scratch, base_gguf):
+    path = scratch(base_gguf)
+    check_gguf(path)
+    assert [name for name, *_ in _GGUFHeader(path).tensors] == ["token_embd.weight", "output_norm.weight",
+                                                                "blk.0.attn_q.weight"]
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda b: b[:20], "not a GGUF file"),
+    (lambda b: b"GGUX" + b[4:], "bad magic"),
+    (lambda b: b[:4] + struct.pack("<I", 1) + b[8:], "version 1"),
+    (lambda b: b[:16] + struct.pack("<Q", 2 ** 62) + b[24:], "cannot fit"),          # key/value count
+    (lambda b: b[:24] + struct.pack("<Q", 2 ** 40) + b[32:], "runs past the end"),   # first key's length
+    (lambda b: b[:len(b) - 100], "runs past the end"),                               # truncated tensor data
+    # an array claiming 2**40 bytes the file does not have: `gguf` loops 2**40 times over empty reads
+    (lambda b: b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + _gguf_string("a") + struct.pack("<IIQ", 9, 0, 2 ** 40),
+     "runs past the end"),
+])
+def test_malformed_gguf_metadata_is_a_checkpoint_error(scratch, base_gguf, edit, message):
+    """transformers' metadata parsing (through `gguf`) sees only files our parser accepted: before, a huge
+    count made `gguf` loop for ever and a short file failed with a raw numpy error."""
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    path = scratch(edit(base_gguf))
+    with gguf_metadata_parsing(), pytest.raises(CheckpointError, match=message):
+        gguf_utils.load_gguf_checkpoint(path)
