@@ -126,22 +126,17 @@ def _is_u64(value):
 def _tensor_entry(path, name, info):
     """(dtype, shape, (begin, end)) from one header entry, exactly as serde reads the library's TensorInfo:
     a map {dtype, shape, data_offsets} (other keys ignored) or the list [dtype, shape, data_offsets]."""
-    bad = CheckpointError(f"{path}: corrupt header entry for tensor {name!r} (wants dtype, shape and "
-                          f"data_offsets once each): {str(info)[:200]}")
-    if isinstance(info, list):
-        if len(info) != 3:
-            raise bad
+    if isinstance(info, list) and len(info) == 3:
         dtype, shape, offsets = info
-    elif isinstance(info, _JSONObject):
-        fields = [key for key, _ in info.all_pairs() if key in _TENSOR_FIELDS]
-        if sorted(fields) != sorted(_TENSOR_FIELDS):  # a field missing or repeated
-            raise bad
+    elif isinstance(info, _JSONObject) and sorted(k for k, _ in info.all_pairs() if k in _TENSOR_FIELDS) == sorted(
+            _TENSOR_FIELDS):  # each field exactly once
         extra = [value for key, value in info.all_pairs() if key not in _TENSOR_FIELDS]
         if extra and max(_nesting(value) for value in extra) > _MAX_EXTRA_DEPTH:
             raise CheckpointError(f"{path}: header entry for tensor {name!r} nests too deep")
         dtype, shape, offsets = (info[key] for key in _TENSOR_FIELDS)
     else:
-        raise bad
+        raise CheckpointError(f"{path}: corrupt header entry for tensor {name!r} (wants dtype, shape and "
+                              f"data_offsets once each): {str(info)[:200]}")
     if isinstance(dtype, _JSONObject) and len(dtype.all_pairs()) == 1 and list(dtype.values()) == [None]:
         (dtype,) = dtype  # serde also reads an enum's unit variant from {"F32": null}
     if not isinstance(dtype, str) or dtype not in _ST_BITS:
