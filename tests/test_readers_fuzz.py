@@ -259,7 +259,8 @@ def test_edge_cases_match_the_library(scratch, header, data):
 
 # ------------------------------------------------------------------------------------------- GGUF
 gguf = pytest.importorskip("gguf")
-from mindformers_hf.gguf_io import _GGUFHeader, gguf_metadata_parsing  # noqa: E402
+from gguf.constants import GGML_QUANT_SIZES  # noqa: E402
+from mindformers_hf.gguf_io import _GGUFHeader, gguf_metadata_parsing, iter_gguf_tensors  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -305,7 +306,14 @@ def check_gguf(path):
     for (name, dims, ggml_type, offset), expected in zip(header.tensors, reader.tensors):
         data, qtype = header.tensor_data(dims, ggml_type, offset)
         assert data.tobytes() == np.asarray(expected.data).tobytes(), name
-        dequantize(data, qtype)
+        try:
+            weights = header.dequantized(name, dims, ggml_type, offset)
+        except CheckpointError as e:
+            assert "cannot dequantize" in str(e)
+            with pytest.raises(NotImplementedError):
+                dequantize(data, qtype)
+        else:
+            assert weights.shape == tuple(reversed(dims))
 
 
 _GGUF_INTERESTING_U64 = st.sampled_from([0, 1, 2, 3, 4, 7, 8, 13, 2 ** 31, 2 ** 32 - 1, 2 ** 32, 2 ** 62, 2 ** 63,
@@ -373,12 +381,13 @@ def generated_gguf(draw):
     tensors, offset = [], 0
     for name in draw(st.lists(st.sampled_from(["token_embd.weight", "output.weight", "blk.0.ffn_up.weight"]),
                               max_size=3)):
-        ggml_type = draw(st.sampled_from([0, 1, 8]))  # F32, F16, Q8_0 (32 elements in 34 bytes)
-        dims = [32 * draw(st.integers(0, 2)) if ggml_type == 8 else draw(st.integers(0, 4))]
-        dims += draw(st.lists(st.integers(1, 3), max_size=2))
-        n_bytes = math.prod(dims) * {0: 4, 1: 2, 8: 34 / 32}[ggml_type]
+        # F32, F16, Q8_0, BF16, Q4_K; Q8_1, I8 and F64, which `gguf` cannot dequantize
+        ggml_type = draw(st.sampled_from([0, 1, 8, 30, 12, 9, 24, 28]))
+        block_size, type_size = GGML_QUANT_SIZES[gguf.GGMLQuantizationType(ggml_type)]
+        dims = [block_size * draw(st.integers(0, 2))] + draw(st.lists(st.integers(1, 3), max_size=2))
+        n_bytes = math.prod(dims) // block_size * type_size
         tensor = [name, dims, ggml_type, offset]
-        offset += int(n_bytes) + (-int(n_bytes) % 32)
+        offset += n_bytes + (-n_bytes % 32)
         if draw(st.integers(0, 3)) == 0:  # a wrong field now and then
             i = draw(st.integers(1, 3))
             tensor[i] = draw([st.lists(st.integers(0, 64) | _GGUF_INTERESTING_U64, max_size=5),
@@ -437,3 +446,13 @@ def test_malformed_gguf_metadata_is_a_checkpoint_error(scratch, base_gguf, edit,
     path = scratch(edit(base_gguf))
     with gguf_metadata_parsing(), pytest.raises(CheckpointError, match=message):
         gguf_utils.load_gguf_checkpoint(path)
+
+
+def test_gguf_tensor_gguf_cannot_dequantize_is_a_checkpoint_error(scratch):
+    import types
+
+    blob = (b"GGUF" + struct.pack("<IQQ", 3, 1, 0) + _gguf_string("output_norm.weight")
+            + struct.pack("<IQIQ", 1, 2, 28, 0))  # F64: `gguf` has no dequantizer (transformers fails the same way)
+    blob += b"\0" * (-len(blob) % 32) + struct.pack("<2d", 1.0, 2.0)
+    with pytest.raises(CheckpointError, match="'output_norm.weight' is F64, which the `gguf` package cannot"):
+        list(iter_gguf_tensors(scratch(blob), types.SimpleNamespace()))

@@ -261,12 +261,20 @@ class _GGUFHeader:
             return raw.view(plain[qtype]).reshape(shape), qtype
         return raw.reshape(quant_shape_to_byte_shape(shape, qtype)), qtype
 
+    def dequantized(self, name, dims, ggml_type, offset):
+        """One tensor as float32, dequantized by `gguf` (as transformers does)."""
+        from gguf.quants import dequantize
+
+        data, qtype = self.tensor_data(dims, ggml_type, offset)
+        try:
+            return np.asarray(dequantize(data, qtype), dtype=np.float32)
+        except NotImplementedError:  # Q8_1, Q8_K, the integer and F64 types: transformers cannot load them either
+            raise CheckpointError(f"{self.path}: GGUF tensor {name!r} is {qtype.name}, which the `gguf` package "
+                                  "cannot dequantize") from None
+
 
 def iter_gguf_tensors(path, config):
     """Yield (hf_name, float32 array) for every tensor of a GGUF file, dequantized one at a time."""
-    _require_gguf()
-    from gguf.quants import dequantize
-
     header = _GGUFHeader(path)
     arch = header.metadata.get("general.architecture", "")
     permute = arch in _PERMUTED_ARCHS
@@ -274,12 +282,17 @@ def iter_gguf_tensors(path, config):
         hf_name = gguf_to_hf_name(name)
         if hf_name is None:
             raise CheckpointError(f"{path}: GGUF tensor {name!r} has no HF name in our table for {arch!r}")
-        data, qtype = header.tensor_data(dims, ggml_type, offset)
-        weights = np.asarray(dequantize(data, qtype), dtype=np.float32)
+        weights = header.dequantized(name, dims, ggml_type, offset)
+        heads = None
         if permute and ".self_attn.q_proj." in hf_name:
-            weights = _reverse_permute(weights, config.num_attention_heads)
+            heads = config.num_attention_heads
         elif permute and ".self_attn.k_proj." in hf_name:
-            weights = _reverse_permute(weights, config.num_key_value_heads)
+            heads = config.num_key_value_heads
+        if heads is not None:
+            if weights.shape[0] % (2 * heads):
+                raise CheckpointError(f"{path}: GGUF tensor {name!r} of shape {list(weights.shape)} does not split "
+                                      f"into {heads} heads")
+            weights = _reverse_permute(weights, heads)
         yield hf_name, weights
 
 
