@@ -1,8 +1,9 @@
 """Property-based fuzzing of the checkpoint readers (hypothesis).
 
 safetensors: on any bytes, our reader refuses (CheckpointError) exactly when the `safetensors` library refuses,
-and otherwise yields the same names, dtypes, shapes, metadata and bytes. GGUF: on any mutation of a valid
-file, our header parser either reads it or raises CheckpointError, never another exception.
+and otherwise yields the same names, dtypes, shapes, metadata and bytes. GGUF: on mutated and generated
+files, our header parser raises CheckpointError (never another exception, a hang or a huge allocation), or
+reads the same tensor table and bytes as the `gguf` package's reader.
 
 MINDFORMERS_HF_FUZZ_EXAMPLES=20000 runs a long campaign with fresh random seeds; without it each property
 runs a fixed, derandomized set of examples so the suite is reproducible.
@@ -37,10 +38,14 @@ _names = itertools.count()
 @pytest.fixture(scope="module")
 def scratch(tmp_path_factory):
     folder = tmp_path_factory.mktemp("fuzz")
+    written = []
 
     def write(blob):
-        path = folder / f"{next(_names)}.bin"  # a fresh name: an earlier reader's memory map is never truncated
+        if written:  # unlinked, never truncated: an earlier reader's memory map stays valid
+            written.pop().unlink()
+        path = folder / f"{next(_names)}.bin"
         path.write_bytes(blob)
+        written.append(path)
         return str(path)
 
     return write
