@@ -379,7 +379,8 @@ _gguf_kv = st.one_of(  # mostly valid, else garbage: wrong sizes, invalid UTF-8,
 
 @st.composite
 def generated_gguf(draw):
-    kvs = draw(st.lists(st.tuples(st.sampled_from(["general.architecture", "a", "b", "c"]), _gguf_kv), max_size=4))
+    kvs = draw(st.lists(st.tuples(st.sampled_from(["general.architecture", "a", "b", "c", "GGUF.kv_count"]), _gguf_kv),
+                        max_size=4))
     if draw(st.booleans()):  # general.alignment: mostly a valid uint32
         alignment = struct.pack("<I", draw(st.sampled_from([1, 8, 16, 32, 64, 3, 0])))
         kvs.append(("general.alignment", draw(st.sampled_from([(4, alignment)] * 4 + [(5, alignment), (10, alignment * 2)]))))

@@ -111,6 +111,7 @@ _GGUF_STRING, _GGUF_ARRAY, _GGUF_UINT32 = 8, 9, 4
 _U64_AT = struct.Struct("<Q").unpack_from
 _GGUF_VERSIONS = (2, 3)  # version 1 had 32-bit counts and lengths; `gguf` and transformers read only 2 and 3
 _GGML_MAX_DIMS = 4
+_GGUF_RESERVED_KEYS = {"GGUF.version", "GGUF.tensor_count", "GGUF.kv_count"}  # `gguf` files the header fields so
 _MAX_ARRAY_NESTING = 8  # arrays of arrays are legal but unused; a bound keeps a crafted file from recursing deep
 # The fewest bytes a key/value pair (key length, type, one-byte value) and a tensor entry (name length, one
 # dimension, type, offset) can take: larger counts cannot fit in the file, so they are refused, not looped over.
@@ -148,7 +149,7 @@ class _GGUFHeader:
         for _ in range(n_kv):
             key = self._string("metadata key")
             (vtype,) = self._unpack("<I")
-            if key in self.metadata:
+            if key in self.metadata or key in _GGUF_RESERVED_KEYS:
                 raise self._corrupt(f"metadata key {key!r} appears twice")
             if key == "general.alignment" and vtype != _GGUF_UINT32:
                 raise self._corrupt(f"general.alignment has value type {vtype}, not uint32")
