@@ -454,6 +454,39 @@ def test_malformed_gguf_metadata_is_a_checkpoint_error(scratch, base_gguf, edit,
         gguf_utils.load_gguf_checkpoint(path)
 
 
+def _gguf_metadata(key, vtype, value):
+    return b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + _gguf_string(key) + struct.pack("<I", vtype) + value
+
+
+@pytest.mark.parametrize("blob", [
+    _gguf_metadata("general.name", 8, _gguf_string("x")),                        # no general.architecture
+    _gguf_metadata("general.architecture", 0, b"\1"),                            # architecture a uint8
+    _gguf_metadata("general.architecture", 9, struct.pack("<IQ", 8, 0)),         # an empty array
+])
+def test_gguf_metadata_transformers_cannot_use_is_a_checkpoint_error(scratch, blob):
+    """Well-formed files whose values transformers fails on with its own IndexError/TypeError."""
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    path = scratch(blob)
+    with gguf_metadata_parsing(), pytest.raises(CheckpointError, match="transformers cannot read this GGUF"):
+        gguf_utils.load_gguf_checkpoint(path)
+
+
+@FUZZ
+@given(data=st.data())
+def test_mutated_gguf_metadata_parses_or_is_a_checkpoint_error(scratch, base_gguf, data):
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    path = scratch(data.draw(mutated_gguf(base_gguf)))
+    with gguf_metadata_parsing():
+        try:
+            parsed = gguf_utils.load_gguf_checkpoint(path)
+        except CheckpointError as e:
+            assert path in str(e)
+        else:
+            assert "config" in parsed
+
+
 def test_gguf_tensor_gguf_cannot_dequantize_is_a_checkpoint_error(scratch):
     import types
 

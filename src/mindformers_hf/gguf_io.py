@@ -24,7 +24,7 @@ def gguf_metadata_parsing():
     transformers refuses to parse GGUF metadata unless torch is installed, though that path touches no
     tensor; and it re-parses the whole file (a 49k-entry vocabulary takes ~7 s) for the config and
     again for the tokenizer. Inside this block the guard is lifted when torch is absent, parses of
-    an unchanged file are reused, and a malformed file is a CheckpointError from our header parser.
+    an unchanged file are reused, and a malformed file is a CheckpointError.
     """
     from transformers import modeling_gguf_pytorch_utils as gguf_utils
 
@@ -39,8 +39,16 @@ def gguf_metadata_parsing():
             # `gguf`'s reader trusts the header (a corrupt count makes it loop for hours, a short file fails
             # deep inside numpy): our parser checks every field first and names what is wrong.
             _GGUFHeader(path)
+            try:
+                metadata = saved_load(path, return_tensors=False, **kwargs)
+            except (ImportError, CheckpointError):
+                raise
+            except Exception as e:  # well-formed, but values transformers cannot use (no general.architecture,
+                # numbers where the vocabulary should be...): its IndexError/TypeError, named here
+                raise CheckpointError(f"{path}: transformers cannot read this GGUF file's metadata "
+                                      f"({type(e).__name__}: {e})") from e
             _METADATA_CACHE.clear()  # keep one file's metadata, not every file's
-            _METADATA_CACHE[key] = saved_load(path, return_tensors=False, **kwargs)
+            _METADATA_CACHE[key] = metadata
         return copy.deepcopy(_METADATA_CACHE[key])
 
     if importlib.util.find_spec("torch") is None:
