@@ -440,6 +440,7 @@ def test_valid_gguf_reads_like_the_gguf_package(scratch, base_gguf):
     (lambda b: b[:16] + struct.pack("<Q", 2 ** 62) + b[24:], "cannot fit"),          # key/value count
     (lambda b: b[:24] + struct.pack("<Q", 2 ** 40) + b[32:], "runs past the end"),   # first key's length
     (lambda b: b[:len(b) - 100], "runs past the end"),                               # truncated tensor data
+    (lambda b: b.replace(struct.pack("<IQQ", 2, 4, 2), struct.pack("<IQQ", 2, 2 ** 61 + 4, 0)), "invalid shape"),
     # an array claiming 2**40 bytes the file does not have: `gguf` loops 2**40 times over empty reads
     (lambda b: b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + _gguf_string("a") + struct.pack("<IIQ", 9, 0, 2 ** 40),
      "runs past the end"),

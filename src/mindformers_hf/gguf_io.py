@@ -185,7 +185,8 @@ class _GGUFHeader:
             except (ValueError, KeyError):
                 raise self._corrupt(f"tensor {name!r} has unknown ggml type {ggml_type}") from None
             n_elements = math.prod(dims)
-            if n_elements >= 2 ** 63 or dims[0] % block_size:
+            # numpy refuses a shape whose nonzero dimensions overflow 63 bits of bytes, even with a zero among them
+            if math.prod(d for d in dims if d) * type_size >= 2 ** 63 or dims[0] % block_size:
                 raise self._corrupt(f"tensor {name!r} has an invalid shape {list(dims)} for ggml type {ggml_type}")
             n_bytes = n_elements * type_size // block_size
             if offset % alignment or self.data_start + offset + n_bytes > self.size:
