@@ -119,7 +119,8 @@ _GGUF_STRING, _GGUF_ARRAY, _GGUF_UINT32 = 8, 9, 4
 _U64_AT = struct.Struct("<Q").unpack_from
 _GGUF_VERSIONS = (2, 3)  # version 1 had 32-bit counts and lengths; `gguf` and transformers read only 2 and 3
 _GGML_MAX_DIMS = 4
-_GGUF_RESERVED_KEYS = {"GGUF.version", "GGUF.tensor_count", "GGUF.kv_count"}  # `gguf` files the header fields so
+# `gguf`'s reader files the header's own fields under these names, so it refuses them as keys
+_GGUF_RESERVED_KEYS = {"GGUF.version", "GGUF.tensor_count", "GGUF.kv_count"}
 _MAX_ARRAY_NESTING = 8  # arrays of arrays are legal but unused; a bound keeps a crafted file from recursing deep
 # The fewest bytes a key/value pair (key length, type, one-byte value) and a tensor entry (name length, one
 # dimension, type, offset) can take: larger counts cannot fit in the file, so they are refused, not looped over.
@@ -130,7 +131,7 @@ class _GGUFHeader:
     """Tensor table and the metadata scalars, read with struct from a memory map and validated whole.
 
     The `gguf` package's reader builds numpy views for every vocabulary string (seconds for 49k
-    tokens); skipping over them with struct takes milliseconds. Every length, count, type and offset is
+    tokens); skipping over them with struct takes a fraction of that. Every length, count, type and offset is
     checked against the file before it is used, so a malformed file is one CheckpointError (never a
     struct/numpy error, a long loop or a huge allocation), and a file accepted here is one `gguf`'s
     GGUFReader reads too.
