@@ -128,7 +128,8 @@ def valid_files(draw):
 
 
 # JSON values of every kind, for replacing header fields with wrong types.
-_json_scalars = (st.none() | st.booleans() | st.integers(-(2 ** 70), 2 ** 70) | st.sampled_from([0, 1, 2, 4, 2 ** 64 - 1, 2 ** 64])
+_json_scalars = (st.none() | st.booleans() | st.integers(-(2 ** 70), 2 ** 70)
+                 | st.sampled_from([0, 1, 2, 4, 2 ** 64 - 1, 2 ** 64])
                  | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=5)
                  | st.sampled_from(["F32", "BF16", "F8_E4M3", "F4", "f32", "__metadata__"]))
 _json_values = st.recursive(_json_scalars, lambda inner: st.lists(inner, max_size=3)
@@ -159,7 +160,8 @@ def mutated_header(draw):
         elif action == "shape" and isinstance(entry.get("shape"), list):
             entry["shape"] = entry["shape"] + [draw(st.integers(0, 3) | _json_scalars)]
         elif action == "whole":
-            header[name] = draw(_json_values | st.just([entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")]))
+            as_list = [entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")]  # serde's list form
+            header[name] = draw(_json_values | st.just(as_list))
         else:
             header["__metadata__"] = draw(_json_values)
     data = data + draw(st.sampled_from([b"", b"", b"\0", b"\0" * 4]))
@@ -246,6 +248,7 @@ _T = '"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}'
     ('{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4,8]}}', b"\0" * 4),         # three offsets
     ('{"__metadata__":{"k":1},' + _T + "}", b"\0" * 4),                               # metadata not str -> str
     ('{"__metadata__":[],' + _T + "}", b"\0" * 4),
+    ('{"__metadata__":"x",' + _T + "}", b"\0" * 4),
     ('{"a":{"dtype":"F32","dtype":"F32","shape":[1],"data_offsets":[0,4]}}', b"\0" * 4),  # repeated field
     ('{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4],"x":NaN}}', b"\0" * 4),    # not JSON for serde
     ('{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4],"x":"\\ud800"}}', b"\0" * 4),
@@ -260,7 +263,8 @@ _T = '"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}'
     ('{"a":{"dtype":"F32","shape":[0,4611686018427387904,4],"data_offsets":[0,0]}}', b""),  # numpy: too big
     ('{"a":{"dtype":"U16","shape":[2],"data_offsets":[0,4]},"b":{"dtype":"F8_E4M3","shape":[1],"data_offsets":[4,5]}}',
      b"\1\2\3\4\5"),
-    ('{"a":{"dtype":"F32","shape":[0],"data_offsets":[0,0]},"b":{"dtype":"F32","shape":[0],"data_offsets":[0,0]}}', b""),
+    ('{"a":{"dtype":"F32","shape":[0],"data_offsets":[0,0]},'
+     '"b":{"dtype":"F32","shape":[0],"data_offsets":[0,0]}}', b""),
     ('{"a":{"dtype":"F32","shape":[' + "1," * 40 + '0],"data_offsets":[0,0]}}', b""),  # more dims than numpy has
 ])
 def test_edge_cases_match_the_library(scratch, header, data):
@@ -343,7 +347,8 @@ def mutated_gguf(draw, base):
         elif action == "u64":
             blob[i:i + 8] = struct.pack("<Q", draw(_GGUF_INTERESTING_U64 | st.integers(0, len(blob))))
         elif action == "u32":
-            blob[i:i + 4] = struct.pack("<I", draw(st.integers(0, 15) | st.sampled_from([2 ** 32 - 1, 1, 2, 3, 30, 31])))
+            value = draw(st.integers(0, 15) | st.sampled_from([2 ** 32 - 1, 1, 2, 3, 30, 31]))
+            blob[i:i + 4] = struct.pack("<I", value)
         elif action == "truncate":
             del blob[i:]
         elif action == "append":
@@ -389,7 +394,8 @@ def generated_gguf(draw):
                         max_size=4))
     if draw(st.booleans()):  # general.alignment: mostly a valid uint32
         alignment = struct.pack("<I", draw(st.sampled_from([1, 8, 16, 32, 64, 3, 0])))
-        kvs.append(("general.alignment", draw(st.sampled_from([(4, alignment)] * 4 + [(5, alignment), (10, alignment * 2)]))))
+        typed = draw(st.sampled_from([(4, alignment)] * 4 + [(5, alignment), (10, alignment * 2)]))
+        kvs.append(("general.alignment", typed))
     tensors, offset = [], 0
     for name in draw(st.lists(st.sampled_from(["token_embd.weight", "output.weight", "blk.0.ffn_up.weight"]),
                               max_size=3)):

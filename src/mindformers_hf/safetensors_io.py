@@ -185,8 +185,10 @@ def _parse_header(path, raw, data_size):
         elif isinstance(info, _JSONObject) and all(isinstance(v, str) for _, v in info.all_pairs()):
             metadata = dict(info)
         else:
-            bad = [v for _, v in info.all_pairs() if not isinstance(v, str)] if isinstance(info, _JSONObject) else [info]
-            raise CheckpointError(f"{path}: __metadata__ must map strings to strings, got {str(bad[0])[:200]}")
+            bad = info  # not an object, or an object holding a non-string value
+            if isinstance(info, _JSONObject):
+                bad = next(v for _, v in info.all_pairs() if not isinstance(v, str))
+            raise CheckpointError(f"{path}: __metadata__ must map strings to strings, got {str(bad)[:200]}")
     # The tensors must tile the data section: sorted by offsets, each begins where the previous ended, and the
     # last ends at the end of the file (no overlap, no hole, no trailing bytes).
     end_so_far = 0
@@ -264,7 +266,8 @@ class SafetensorsFile:
         try:
             return flat.reshape(shape)
         except ValueError:  # the library allows 2**64-1 per dimension and any rank; numpy stops at 2**63-1 and 32
-            raise CheckpointError(f"{self.path}: tensor {name!r} of shape {list(shape)} cannot be a numpy array") from None
+            raise CheckpointError(
+                f"{self.path}: tensor {name!r} of shape {list(shape)} cannot be a numpy array") from None
 
     def get(self, name, as_float32=False) -> np.ndarray:
         """A tensor as numpy; BF16 comes back as float32 when as_float32, else as uint16 bits."""
