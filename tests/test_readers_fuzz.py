@@ -322,7 +322,7 @@ def check_gguf(path):
         data, qtype = header.tensor_data(dims, ggml_type, offset)
         assert data.tobytes() == np.asarray(expected.data).tobytes(), name
         try:
-            weights = header.dequantized(name, dims, ggml_type, offset)
+            weights = header.dequantized(name, dims, ggml_type, offset)  # (empty quantized tensors: gguf fails)
         except CheckpointError as e:
             assert "cannot dequantize" in str(e)
             with pytest.raises(NotImplementedError):
@@ -419,8 +419,8 @@ def generated_gguf(draw):
     out = b"GGUF" + struct.pack("<IQQ", draw(st.sampled_from([3, 3, 3, 3, 2, 1, 4])), n_tensors, n_kv)
     for key, (vtype, value) in kvs:
         out += _gguf_string(key) + struct.pack("<I", vtype) + value
-    for name, dims, ggml_type, offset in tensors:
-        out += _gguf_string(name) + struct.pack(f"<I{len(dims)}QIQ", len(dims), *dims, ggml_type, offset)
+    for name, dims, ggml_type, tensor_offset in tensors:
+        out += _gguf_string(name) + struct.pack(f"<I{len(dims)}QIQ", len(dims), *dims, ggml_type, tensor_offset)
     out += b"\0" * (-len(out) % 32)
     data = (bytes(range(256)) * (offset // 256 + 1))[:offset]  # (drawing kilobytes from hypothesis is slow)
     return out + data[:len(data) - draw(st.integers(0, 3) | st.integers(0, len(data)))] + draw(st.binary(max_size=8))
@@ -498,6 +498,15 @@ def test_mutated_gguf_metadata_parses_or_is_a_checkpoint_error(scratch, base_ggu
             assert path in str(e)
         else:
             assert "config" in parsed
+
+
+def test_empty_quantized_gguf_tensor_reads_as_empty(scratch):
+    """Found by the long fuzz run: `gguf`'s dequantize raises ValueError on a Q8_0 tensor with no rows."""
+    blob = (b"GGUF" + struct.pack("<IQQ", 3, 1, 0) + _gguf_string("output.weight")
+            + struct.pack("<IQQIQ", 2, 0, 2, 8, 0))
+    blob += b"\0" * (-len(blob) % 32)
+    header = _GGUFHeader(scratch(blob))
+    assert header.dequantized(*header.tensors[0]).shape == (2, 0)
 
 
 def test_gguf_tensor_gguf_cannot_dequantize_is_a_checkpoint_error(scratch):

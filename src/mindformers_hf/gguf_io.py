@@ -276,6 +276,8 @@ class _GGUFHeader:
         """One tensor as float32, dequantized by `gguf` (as transformers does)."""
         from gguf.quants import dequantize
 
+        if 0 in dims:  # nothing to dequantize (and `gguf` cannot regroup zero-length rows)
+            return np.zeros(tuple(reversed(dims)), dtype=np.float32)
         data, qtype = self.tensor_data(dims, ggml_type, offset)
         try:
             return np.asarray(dequantize(data, qtype), dtype=np.float32)
