@@ -1,10 +1,11 @@
 """GGUF checkpoints: our own header parser, tensors dequantized with the `gguf` package.
 
-The header parser reads the tensor table and the metadata (gguf_metadata.py builds the config and the
-tokenizer from it); tensors are dequantized with the `gguf` package (as transformers does) and renamed
-to HF parameter names with a table.
+The header parser validates and reads the tensor table and the metadata (gguf_metadata.py builds the
+config and the tokenizer from it); tensors are dequantized with the `gguf` package (as transformers
+does) and renamed to HF parameter names with a table.
 """
 import importlib.util
+import math
 import os
 import re
 import struct
@@ -65,75 +66,161 @@ def _reverse_permute(weights: np.ndarray, n_head: int) -> np.ndarray:
 
 _GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q",
                  12: "<d"}
+_GGUF_STRING, _GGUF_ARRAY, _GGUF_UINT32 = 8, 9, 4
+_U64_AT = struct.Struct("<Q").unpack_from
+_GGUF_VERSIONS = (2, 3)  # version 1 had 32-bit counts and lengths; `gguf` and transformers read only 2 and 3
+_GGML_MAX_DIMS = 4
+# `gguf`'s reader files the header's own fields under these names, so it refuses them as keys
+_GGUF_RESERVED_KEYS = {"GGUF.version", "GGUF.tensor_count", "GGUF.kv_count"}
+_MAX_ARRAY_NESTING = 8  # arrays of arrays are legal but unused; a bound keeps a crafted file from recursing deep
+# The fewest bytes a key/value pair (key length, type, one-byte value) and a tensor entry (name length, one
+# dimension, type, offset) can take: larger counts cannot fit in the file, so they are refused, not looped over.
+_MIN_KV_BYTES, _MIN_TENSOR_BYTES = 8 + 4 + 1, 8 + 4 + 8 + 4 + 8
 
 
 class _GGUFHeader:
-    """Tensor table and the few metadata scalars we need, read with struct from a memory map.
+    """Tensor table and the metadata scalars, read with struct from a memory map and validated whole.
 
     The `gguf` package's reader builds numpy views for every vocabulary string (seconds for 49k
-    tokens); skipping over them with struct takes milliseconds.
+    tokens); skipping over them with struct takes a fraction of that. Every length, count, type and offset is
+    checked against the file before it is used, so a malformed file is one CheckpointError (never a
+    struct/numpy error, a long loop or a huge allocation), and a file accepted here is one `gguf`'s
+    GGUFReader reads too.
     """
 
     def __init__(self, path, arrays=()):
+        _require_gguf()
+        from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+
         self.path = path
-        self._arrays = frozenset(arrays)  # metadata arrays to keep (the tokenizer's), others are skipped
+        self._arrays = frozenset(arrays)  # metadata arrays to keep (the tokenizer's); others are skipped over
+        self.size = os.path.getsize(path)
+        if self.size < 24:
+            raise CheckpointError(f"{path}: not a GGUF file (only {self.size} bytes)")
         self.map = np.memmap(path, dtype=np.uint8, mode="r")
-        buf = memoryview(self.map)
-        if bytes(buf[:4]) != b"GGUF":
+        self._buf, self._pos = memoryview(self.map), 0
+        if bytes(self._buf[:4]) != b"GGUF":
             raise CheckpointError(f"{path}: not a GGUF file (bad magic)")
-        version, n_tensors, n_kv = struct.unpack_from("<IQQ", buf, 4)
-        pos = 24
+        version, n_tensors, n_kv = self._unpack("<4xIQQ")
+        if version not in _GGUF_VERSIONS:
+            raise CheckpointError(f"{path}: GGUF version {version} is not supported (only {_GGUF_VERSIONS})")
+        if n_kv * _MIN_KV_BYTES + n_tensors * _MIN_TENSOR_BYTES > self.size - self._pos:
+            raise self._corrupt(f"{n_kv} metadata entries and {n_tensors} tensors cannot fit in {self.size} bytes")
         self.metadata = {}
+        for _ in range(n_kv):
+            key = self._string("metadata key")
+            (vtype,) = self._unpack("<I")
+            if key in self.metadata or key in _GGUF_RESERVED_KEYS:
+                raise self._corrupt(f"metadata key {key!r} appears twice")
+            if key == "general.alignment" and vtype != _GGUF_UINT32:
+                raise self._corrupt(f"general.alignment has value type {vtype}, not uint32")
+            self.metadata[key] = self._value(vtype, key)
+        alignment = self.metadata.get("general.alignment", 32)
+        if alignment <= 0 or alignment & (alignment - 1):
+            raise self._corrupt(f"general.alignment must be a power of two, got {alignment}")
+        entries = []
+        for _ in range(n_tensors):
+            name = self._string("tensor name")
+            (n_dims,) = self._unpack("<I")
+            if not 1 <= n_dims <= _GGML_MAX_DIMS:
+                raise self._corrupt(f"tensor {name!r} has {n_dims} dimensions (1 to {_GGML_MAX_DIMS} allowed)")
+            dims = self._unpack(f"<{n_dims}Q")
+            ggml_type, offset = self._unpack("<IQ")
+            entries.append((name, dims, ggml_type, offset))
+        self.data_start = self._pos + (-self._pos % alignment)
+        self.tensors, names = [], set()
+        for name, dims, ggml_type, offset in entries:
+            if name in names:
+                raise self._corrupt(f"tensor {name!r} appears twice")
+            names.add(name)
+            try:
+                block_size, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(ggml_type)]
+            except (ValueError, KeyError):
+                raise self._corrupt(f"tensor {name!r} has unknown ggml type {ggml_type}") from None
+            n_elements = math.prod(dims)
+            # numpy refuses a shape whose nonzero dimensions overflow 63 bits of bytes, even with a zero among them
+            if math.prod(d for d in dims if d) * type_size >= 2 ** 63 or dims[0] % block_size:
+                raise self._corrupt(f"tensor {name!r} has an invalid shape {list(dims)} for ggml type {ggml_type}")
+            n_bytes = n_elements * type_size // block_size
+            if offset % alignment or self.data_start + offset + n_bytes > self.size:
+                raise self._corrupt(
+                    f"tensor {name!r} ({n_bytes} bytes at offset {offset}) is misaligned or runs past the end of "
+                    f"the file ({self.size} bytes, data from {self.data_start})"
+                )
+            self.tensors.append((name, dims, ggml_type, offset))
+
+    def _corrupt(self, what):
+        return CheckpointError(f"{self.path}: corrupt or truncated GGUF header: {what}")
+
+    def _unpack(self, fmt):
+        end = self._pos + struct.calcsize(fmt)
+        if end > self.size:
+            raise self._corrupt(f"it ends at byte {self.size}, inside a field at byte {self._pos}")
+        values = struct.unpack_from(fmt, self._buf, self._pos)
+        self._pos = end
+        return values
+
+    def _skip(self, n_bytes, what):
+        if self._pos + n_bytes > self.size:
+            raise self._corrupt(f"{what} of {n_bytes} bytes at byte {self._pos} runs past the end ({self.size} bytes)")
+        self._pos += n_bytes
+
+    def _string(self, what, decode=True):
+        (length,) = self._unpack("<Q")
+        start = self._pos
+        self._skip(length, what)
+        if not decode:
+            return None
         try:
-            for _ in range(n_kv):
-                key, pos = self._string(buf, pos)
-                (vtype,), pos = struct.unpack_from("<I", buf, pos), pos + 4
-                value, pos = self._value(buf, pos, vtype, keep=key in self._arrays)
-                self.metadata[key] = value
-            self.tensors = []
-            for _ in range(n_tensors):
-                name, pos = self._string(buf, pos)
-                (n_dims,), pos = struct.unpack_from("<I", buf, pos), pos + 4
-                dims = struct.unpack_from(f"<{n_dims}Q", buf, pos)
-                pos += 8 * n_dims
-                ggml_type, offset = struct.unpack_from("<IQ", buf, pos)
-                pos += 12
-                self.tensors.append((name, tuple(dims), ggml_type, offset))
-        except struct.error:
-            raise CheckpointError(f"{path}: truncated or corrupt GGUF header") from None
-        alignment = int(self.metadata.get("general.alignment", 32))
-        self.data_start = pos + (-pos % alignment)
+            return str(self._buf[start:self._pos], "utf-8")
+        except UnicodeDecodeError:
+            raise self._corrupt(f"{what} at byte {start} is not UTF-8") from None
 
-    @staticmethod
-    def _string(buf, pos):
-        (length,) = struct.unpack_from("<Q", buf, pos)
-        if pos + 8 + length > len(buf):
-            raise struct.error("string past the end of the file")
-        return bytes(buf[pos + 8:pos + 8 + length]).decode("utf-8", "replace"), pos + 8 + length
-
-    def _value(self, buf, pos, vtype, keep=False):
-        if vtype == 8:
-            return self._string(buf, pos)
-        if vtype == 9:  # array: element type, count, elements (kept as a list only when asked for)
-            etype, count = struct.unpack_from("<IQ", buf, pos)
-            pos += 12
+    def _value(self, vtype, key, depth=0, keep=True):
+        """The value of type `vtype` at the cursor. Arrays are skipped over (vocabularies are large) unless
+        their key is one of `arrays`: then a top-level array of scalars or strings is returned as a list."""
+        if vtype == _GGUF_STRING:
+            return self._string(f"value of {key!r}", decode=keep)
+        if vtype == _GGUF_ARRAY:
+            etype, count = self._unpack("<IQ")
+            if depth >= _MAX_ARRAY_NESTING:
+                raise self._corrupt(f"{key!r} nests arrays more than {_MAX_ARRAY_NESTING} deep")
+            if keep and depth == 0 and key in self._arrays and (etype in _GGUF_SCALARS or etype == _GGUF_STRING):
+                return self._array(etype, count, key)
             if etype in _GGUF_SCALARS:
-                end = pos + count * struct.calcsize(_GGUF_SCALARS[etype])
-                if end > len(buf):
-                    raise struct.error("array past the end of the file")
-                if not keep:
-                    return None, end
-                return np.frombuffer(buf, _GGUF_SCALARS[etype], count, pos).tolist(), end
-            values = []
-            for _ in range(count):
-                value, pos = self._value(buf, pos, etype, keep)
-                if keep:
-                    values.append(value)
-            return (values if keep else None), pos
+                self._skip(count * struct.calcsize(_GGUF_SCALARS[etype]), f"array {key!r}")
+            elif count * 8 > self.size - self._pos:  # a string or array element takes at least 8 bytes
+                raise self._corrupt(f"array {key!r} of {count} elements cannot fit in the file")
+            elif etype == _GGUF_STRING:  # a vocabulary: 100k strings, so the loop is kept tight
+                pos, size, buf = self._pos, self.size, self._buf
+                for _ in range(count):
+                    if pos + 8 > size:
+                        raise self._corrupt(f"array {key!r} runs past the end of the file")
+                    pos += 8 + _U64_AT(buf, pos)[0]
+                if pos > size:
+                    raise self._corrupt(f"array {key!r} runs past the end of the file")
+                self._pos = pos
+            elif etype == _GGUF_ARRAY:
+                for _ in range(count):
+                    self._value(etype, key, depth + 1, keep=False)
+            else:
+                raise self._corrupt(f"array {key!r} has unknown element type {etype}")
+            return None
         fmt = _GGUF_SCALARS.get(vtype)
         if fmt is None:
-            raise CheckpointError(f"{self.path}: unknown GGUF value type {vtype}")
-        return struct.unpack_from(fmt, buf, pos)[0], pos + struct.calcsize(fmt)
+            raise self._corrupt(f"{key!r} has unknown GGUF value type {vtype}")
+        (value,) = self._unpack(fmt)
+        return value if keep else None
+
+    def _array(self, etype, count, key):
+        if etype == _GGUF_STRING:
+            if count * 8 > self.size - self._pos:
+                raise self._corrupt(f"array {key!r} of {count} elements cannot fit in the file")
+            return [self._string(f"element of {key!r}") for _ in range(count)]
+        fmt = _GGUF_SCALARS[etype]
+        start = self._pos
+        self._skip(count * struct.calcsize(fmt), f"array {key!r}")
+        return np.frombuffer(self._buf, fmt, count, start).tolist()
 
     def tensor_data(self, dims, ggml_type, offset):
         """The stored array in the layout `gguf.quants.dequantize` expects (quantized rows as bytes)."""
@@ -143,22 +230,29 @@ class _GGUFHeader:
         qtype = GGMLQuantizationType(ggml_type)
         block_size, type_size = GGML_QUANT_SIZES[qtype]
         shape = tuple(reversed(dims))
-        n_bytes = int(np.prod(dims)) * type_size // block_size
         start = self.data_start + offset
-        if start + n_bytes > self.map.shape[0]:
-            raise CheckpointError(f"{self.path}: truncated GGUF file (tensor data past the end of the file)")
-        raw = self.map[start:start + n_bytes]
+        raw = self.map[start:start + math.prod(dims) * type_size // block_size]  # in the file: checked on open
         plain = {GGMLQuantizationType.F32: np.float32, GGMLQuantizationType.F16: np.float16}
         if qtype in plain:
             return raw.view(plain[qtype]).reshape(shape), qtype
         return raw.reshape(quant_shape_to_byte_shape(shape, qtype)), qtype
 
+    def dequantized(self, name, dims, ggml_type, offset):
+        """One tensor as float32, dequantized by `gguf` (as transformers does)."""
+        from gguf.quants import dequantize
+
+        if 0 in dims:  # nothing to dequantize (and `gguf` cannot regroup zero-length rows)
+            return np.zeros(tuple(reversed(dims)), dtype=np.float32)
+        data, qtype = self.tensor_data(dims, ggml_type, offset)
+        try:
+            return np.asarray(dequantize(data, qtype), dtype=np.float32)
+        except NotImplementedError:  # Q8_1, Q8_K, the integer and F64 types: transformers cannot load them either
+            raise CheckpointError(f"{self.path}: GGUF tensor {name!r} is {qtype.name}, which the `gguf` package "
+                                  "cannot dequantize") from None
+
 
 def iter_gguf_tensors(path, config):
     """Yield (hf_name, float32 array) for every tensor of a GGUF file, dequantized one at a time."""
-    _require_gguf()
-    from gguf.quants import dequantize
-
     header = _GGUFHeader(path)
     arch = header.metadata.get("general.architecture", "")
     permute = arch in _PERMUTED_ARCHS
@@ -166,12 +260,17 @@ def iter_gguf_tensors(path, config):
         hf_name = gguf_to_hf_name(name)
         if hf_name is None:
             raise CheckpointError(f"{path}: GGUF tensor {name!r} has no HF name in our table for {arch!r}")
-        data, qtype = header.tensor_data(dims, ggml_type, offset)
-        weights = np.asarray(dequantize(data, qtype), dtype=np.float32)
+        weights = header.dequantized(name, dims, ggml_type, offset)
+        heads = None
         if permute and ".self_attn.q_proj." in hf_name:
-            weights = _reverse_permute(weights, config.num_attention_heads)
+            heads = config.num_attention_heads
         elif permute and ".self_attn.k_proj." in hf_name:
-            weights = _reverse_permute(weights, config.num_key_value_heads)
+            heads = config.num_key_value_heads
+        if heads is not None:
+            if weights.shape[0] % (2 * heads):
+                raise CheckpointError(f"{path}: GGUF tensor {name!r} of shape {list(weights.shape)} does not split "
+                                      f"into {heads} heads")
+            weights = _reverse_permute(weights, heads)
         yield hf_name, weights
 
 

@@ -7,6 +7,8 @@ parser (`gguf_io._GGUFHeader`, milliseconds) and turned into transformers' own c
 The facts (key names, token types, split regexes, defaults) are llama.cpp's and HF's GGUF loader's;
 tests compare the result with HF's GGUF loader on the same files.
 """
+import contextlib
+
 from .gguf_io import _GGUFHeader
 from .safetensors_io import CheckpointError
 
@@ -80,14 +82,34 @@ def gguf_config_dict(path):
 def gguf_config(path, **kwargs):
     from transformers import AutoConfig
 
-    return AutoConfig.for_model(**{**gguf_config_dict(path), **kwargs})
+    config = gguf_config_dict(path)
+    with _unusable_metadata(path, "config"):
+        return AutoConfig.for_model(**{**config, **kwargs})
 
 
 def gguf_tokenizer(path, **kwargs):
     """A `PreTrainedTokenizerFast` for the tokenizer the file describes (byte-level BPE or SentencePiece BPE)."""
+    metadata, _ = read_metadata(path, tokenizer=True)
+    with _unusable_metadata(path, "tokenizer"):
+        return _build_tokenizer(path, metadata, kwargs)
+
+
+@contextlib.contextmanager
+def _unusable_metadata(path, what):
+    """A well-formed file whose values cannot make a config or a tokenizer (an id past the vocabulary, a
+    number where a list of tokens belongs, ...) is a CheckpointError naming the file, not a raw error."""
+    try:
+        yield
+    except (TypeError, ValueError, IndexError, KeyError, AttributeError) as e:
+        if isinstance(e, CheckpointError):
+            raise
+        raise CheckpointError(f"{path}: the GGUF metadata does not make a valid {what} "
+                              f"({type(e).__name__}: {e})") from e
+
+
+def _build_tokenizer(path, metadata, kwargs):
     from transformers import PreTrainedTokenizerFast
 
-    metadata, _ = read_metadata(path, tokenizer=True)
     tokens = metadata.get("tokenizer.ggml.tokens")
     if not tokens:
         raise CheckpointError(f"{path}: the GGUF file has no tokenizer (no tokenizer.ggml.tokens)")
