@@ -9,6 +9,11 @@ from importlib.util import find_spec
 
 _LAZY = {
     "MindFormersLM": "harness",
+    "perplexity": "perplexity",
+    "pass_at_k": "humaneval",
+    "estimate_pass_at_k": "humaneval",
+    "run_humaneval": "humaneval",
+    "run_program": "humaneval",
 }
 
 __all__ = sorted(_LAZY)
