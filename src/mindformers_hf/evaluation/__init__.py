@@ -14,6 +14,7 @@ _LAZY = {
     "estimate_pass_at_k": "humaneval",
     "run_humaneval": "humaneval",
     "run_program": "humaneval",
+    "rouge_bleu": "text_metrics",
 }
 
 __all__ = sorted(_LAZY)
