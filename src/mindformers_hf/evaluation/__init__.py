@@ -15,6 +15,7 @@ _LAZY = {
     "run_humaneval": "humaneval",
     "run_program": "humaneval",
     "rouge_bleu": "text_metrics",
+    "ceval_accuracy": "multiple_choice",
 }
 
 __all__ = sorted(_LAZY)
