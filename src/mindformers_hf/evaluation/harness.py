@@ -63,8 +63,9 @@ class MindFormersLM(TemplateLM):
             if key in _UNSUPPORTED_ARGS and kwargs[key]:
                 raise NotImplementedError(f"mindformers_hf: model_args {key}= is not supported")
             if key in _IGNORED_ARGS or key in _UNSUPPORTED_ARGS:
-                kwargs.pop(key)
-                continue
+                value = kwargs.pop(key)
+                if value not in (None, False, "", "default"):
+                    warn_once(f"mindformers_hf: model_args {key}={value!r} is accepted and ignored")
         if kwargs:
             raise TypeError(f"mindformers_hf: unknown model_args {sorted(kwargs)}")
         if device not in (None, "cpu") and not str(device).startswith(("npu", "ascend")):
