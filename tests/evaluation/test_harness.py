@@ -11,11 +11,12 @@ lm_eval = pytest.importorskip("lm_eval")
 TASKS = ["tiny_mc", "tiny_gen", "tiny_rolling"]
 
 
-def evaluate(model, folder, task_dir, **kwargs):
+def evaluate(model, folder, task_dir, model_args="", **kwargs):
     import mindformers_hf.evaluation  # noqa: F401  (registers the model)
     from lm_eval.tasks import TaskManager
 
-    return lm_eval.simple_evaluate(model=model, model_args=f"pretrained={folder},dtype=float32", tasks=TASKS,
+    model_args = f"pretrained={folder},dtype=float32" + model_args
+    return lm_eval.simple_evaluate(model=model, model_args=model_args, tasks=TASKS,
                                    batch_size=2, device="cpu", task_manager=TaskManager(include_path=task_dir),
                                    log_samples=True, **kwargs)
 
@@ -60,6 +61,16 @@ def test_chat_template_and_system_instruction_as_lm_eval_hf(char_llama_dir, task
     hf = evaluate("hf", char_llama_dir, task_dir, **kwargs)
     assert ours["samples"]["tiny_gen"][0]["arguments"][0][0].startswith("system be brief\nuser ")
     assert_same_results(ours, hf)
+
+
+def test_smollm2_same_as_lm_eval_hf(smollm2_gguf, task_dir):
+    """SmolLM2-135M-Instruct (GGUF, dequantized to fp32 by both sides), three documents per task."""
+    folder, file = smollm2_gguf
+    kwargs = dict(model_args=f",gguf_file={file}", limit=3)
+    ours = evaluate("mindformers_hf", folder, task_dir, **kwargs)
+    hf = evaluate("hf", folder, task_dir, **kwargs)
+    assert_same_results(ours, hf)
+    assert all(s["resps"][0][0] for s in ours["samples"]["tiny_gen"])
 
 
 def test_model_args_are_checked(char_llama_dir):

@@ -42,12 +42,6 @@ class _StopStrings(StoppingCriteria):
         return done
 
 
-def _log_softmax(logits):
-    logits = logits.astype(np.float32)
-    shifted = logits - logits.max(-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
-
-
 @register_model("mindformers_hf")
 class MindFormersLM(TemplateLM):
     """`lm_eval --model mindformers_hf --model_args pretrained=DIR,dtype=float32`: HFLM's model_args."""
@@ -185,23 +179,31 @@ class MindFormersLM(TemplateLM):
 
     # ------------------------------------------------------------------ scoring
     def _score_rows(self, rows, keep):
-        """Log-probabilities of the last `keep` positions of each token row: [B, keep, vocab].
+        """Log-softmax over the last `keep` positions of each token row ([B, keep, vocab], a MindSpore tensor:
+        only the picked entries leave it) and the greedy tokens there ([B, keep], numpy).
 
         Rows are left-padded (masked; positions counted from each row's first real token), so every row's
         scored positions line up at the end and the head and softmax run on `keep` positions only."""
+        import mindspore as ms
+        from mindspore import ops
+
         width = max(len(r) for r in rows)
         ids = np.full((len(rows), width), self.tokenizer.pad_token_id, np.int64)
         mask = np.zeros((len(rows), width), np.int64)
         for i, row in enumerate(rows):
             ids[i, width - len(row):] = row
             mask[i, width - len(row):] = 1
-        out = self._model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask),
-                          logits_to_keep=min(keep, width))
-        return _log_softmax(np.asarray(out.logits))
+        out = self._model(input_ids=ms.Tensor(ids), attention_mask=ms.Tensor(mask),
+                          position_ids=ms.Tensor(position_ids_from_mask(mask)), logits_to_keep=min(keep, width))
+        logprobs = ops.log_softmax(out.logits.astype(ms.float32), -1)
+        return logprobs, logprobs.argmax(-1).asnumpy()
 
     def _loglikelihood_tokens(self, requests, disable_tqdm=False, override_bs=None):
         # One forward per distinct input row (context + continuation minus its last token): the answers of a
         # multiple-choice question that differ only in their last token read the same row (HFLM's logits cache).
+        import mindspore as ms
+        from mindspore import ops
+
         rows = {}
         for index, (_, context, continuation) in enumerate(requests):
             if not context or not continuation:
@@ -218,18 +220,24 @@ class MindFormersLM(TemplateLM):
         for start in range(0, len(order), size):
             chunk = order[start:start + size]
             keep = max(len(requests[i][2]) for row in chunk for i in rows[row])
-            logprobs = self._score_rows(chunk, keep)
-            for row, scores in zip(chunk, logprobs):
-                for index in rows[row]:
-                    key, _, continuation = requests[index]
-                    picked = scores[-len(continuation):]
-                    target = np.asarray(continuation)
-                    answer = (float(picked[np.arange(len(target)), target].sum()),
-                              bool((picked.argmax(-1) == target).all()))
-                    results[index] = answer
-                    if key is not None:
-                        self.cache_hook.add_partial("loglikelihood", key, answer)
-                    bar.update(1)
+            keep = min(keep, len(chunk[0]))
+            logprobs, greedy = self._score_rows(chunk, keep)
+            # every (row, position, token) any request of the chunk needs, gathered in one call
+            members = [(b, index) for b, row in enumerate(chunk) for index in rows[row]]
+            picks = np.array([(b, keep - len(requests[i][2]) + p, t) for b, i in members
+                              for p, t in enumerate(requests[i][2])], np.int32)
+            values = ops.gather_nd(logprobs, ms.Tensor(picks)).asnumpy()
+            offset = 0
+            for b, index in members:
+                key, _, continuation = requests[index]
+                n = len(continuation)
+                answer = (float(values[offset:offset + n].sum()),
+                          bool((greedy[b, keep - n:] == np.asarray(continuation)).all()))
+                offset += n
+                results[index] = answer
+                if key is not None:
+                    self.cache_hook.add_partial("loglikelihood", key, answer)
+                bar.update(1)
         bar.close()
         return results
 
