@@ -77,3 +77,12 @@ def test_eval_help_names_our_model(capsys):
         main(["eval", "--help"])
     out = capsys.readouterr().out
     assert "--include_path" in out and "--apply_chat_template" in out and "default: mindformers_hf" in out
+
+
+def test_eval_without_lm_eval_names_the_extra(monkeypatch):
+    from mindformers_hf.commands import cli, eval as eval_command
+
+    monkeypatch.setattr(eval_command, "find_spec", lambda name: None)
+    args = cli.build_parser().parse_args(["eval", "--tasks", "hellaswag", "--model_args", "pretrained=x"])
+    with pytest.raises(SystemExit, match=r'pip install -e "\.\[eval\]"'):
+        args.func(args)

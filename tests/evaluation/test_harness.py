@@ -89,6 +89,8 @@ def test_imports_stay_lazy():
             "import mindformers_hf.evaluation\nassert 'mindformers_hf.evaluation.harness' not in sys.modules\n"
             "from lm_eval.api.registry import get_model\n"
             "assert get_model('mindformers_hf').__name__ == 'MindFormersLM'\n"
+            "from mindformers_hf.evaluation import perplexity, ceval_accuracy, rouge_bleu, pass_at_k, run_humaneval\n"
+            "rouge_bleu(['今天天气很好'], ['今天天气不错']), rouge_bleu(['a cat'], ['the cat'], language='en')\n"
             "assert 'torch' not in sys.modules, 'torch'\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
