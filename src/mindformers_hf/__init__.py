@@ -5,6 +5,7 @@ resolved lazily, so `import mindformers_hf` is fast and never imports torch (nor
 model or tensor is touched).
 """
 import importlib
+from fnmatch import fnmatch
 
 __version__ = "0.1.0"
 
@@ -12,47 +13,74 @@ __version__ = "0.1.0"
 _LAZY = {
     "AutoModel": "mindformers_hf.models.auto",
     "AutoModelForCausalLM": "mindformers_hf.models.auto",
+    "AutoModelForSequenceClassification": "mindformers_hf.models.auto",
+    "AutoModelForTokenClassification": "mindformers_hf.models.auto",
     "AutoTokenizer": "mindformers_hf.tokenization",
     "PreTrainedModel": "mindformers_hf.modeling_utils",
     "LlamaModel": "mindformers_hf.models.llama",
     "LlamaForCausalLM": "mindformers_hf.models.llama",
     "LlamaPreTrainedModel": "mindformers_hf.models.llama",
+    "LlamaForSequenceClassification": "mindformers_hf.models.llama",
+    "LlamaForTokenClassification": "mindformers_hf.models.llama",
     "Qwen2Model": "mindformers_hf.models.qwen2",
     "Qwen2ForCausalLM": "mindformers_hf.models.qwen2",
     "Qwen2PreTrainedModel": "mindformers_hf.models.qwen2",
+    "Qwen2ForSequenceClassification": "mindformers_hf.models.qwen2",
+    "Qwen2ForTokenClassification": "mindformers_hf.models.qwen2",
     "Qwen3Model": "mindformers_hf.models.qwen3",
     "Qwen3ForCausalLM": "mindformers_hf.models.qwen3",
     "Qwen3PreTrainedModel": "mindformers_hf.models.qwen3",
+    "Qwen3ForSequenceClassification": "mindformers_hf.models.qwen3",
+    "Qwen3ForTokenClassification": "mindformers_hf.models.qwen3",
     "MistralModel": "mindformers_hf.models.mistral",
     "MistralForCausalLM": "mindformers_hf.models.mistral",
     "MistralPreTrainedModel": "mindformers_hf.models.mistral",
+    "MistralForSequenceClassification": "mindformers_hf.models.mistral",
+    "MistralForTokenClassification": "mindformers_hf.models.mistral",
     "Phi3Model": "mindformers_hf.models.phi3",
     "Phi3ForCausalLM": "mindformers_hf.models.phi3",
     "Phi3PreTrainedModel": "mindformers_hf.models.phi3",
+    "Phi3ForSequenceClassification": "mindformers_hf.models.phi3",
+    "Phi3ForTokenClassification": "mindformers_hf.models.phi3",
     "GlmModel": "mindformers_hf.models.glm",
     "GlmForCausalLM": "mindformers_hf.models.glm",
     "GlmPreTrainedModel": "mindformers_hf.models.glm",
+    "GlmForSequenceClassification": "mindformers_hf.models.glm",
+    "GlmForTokenClassification": "mindformers_hf.models.glm",
     "Glm4Model": "mindformers_hf.models.glm4",
     "Glm4ForCausalLM": "mindformers_hf.models.glm4",
     "Glm4PreTrainedModel": "mindformers_hf.models.glm4",
+    "Glm4ForSequenceClassification": "mindformers_hf.models.glm4",
+    "Glm4ForTokenClassification": "mindformers_hf.models.glm4",
     "GPT2Model": "mindformers_hf.models.gpt2",
     "GPT2LMHeadModel": "mindformers_hf.models.gpt2",
     "GPT2PreTrainedModel": "mindformers_hf.models.gpt2",
+    "GPT2ForSequenceClassification": "mindformers_hf.models.gpt2",
+    "GPT2ForTokenClassification": "mindformers_hf.models.gpt2",
     "MixtralModel": "mindformers_hf.models.mixtral",
     "MixtralForCausalLM": "mindformers_hf.models.mixtral",
     "MixtralPreTrainedModel": "mindformers_hf.models.mixtral",
+    "MixtralForSequenceClassification": "mindformers_hf.models.mixtral",
+    "MixtralForTokenClassification": "mindformers_hf.models.mixtral",
     "Qwen2MoeModel": "mindformers_hf.models.qwen2_moe",
     "Qwen2MoeForCausalLM": "mindformers_hf.models.qwen2_moe",
     "Qwen2MoePreTrainedModel": "mindformers_hf.models.qwen2_moe",
+    "Qwen2MoeForSequenceClassification": "mindformers_hf.models.qwen2_moe",
+    "Qwen2MoeForTokenClassification": "mindformers_hf.models.qwen2_moe",
     "Qwen3MoeModel": "mindformers_hf.models.qwen2_moe",
     "Qwen3MoeForCausalLM": "mindformers_hf.models.qwen2_moe",
     "Qwen3MoePreTrainedModel": "mindformers_hf.models.qwen2_moe",
+    "Qwen3MoeForSequenceClassification": "mindformers_hf.models.qwen2_moe",
+    "Qwen3MoeForTokenClassification": "mindformers_hf.models.qwen2_moe",
     "DeepseekV2Model": "mindformers_hf.models.deepseek_v2",
     "DeepseekV2ForCausalLM": "mindformers_hf.models.deepseek_v2",
     "DeepseekV2PreTrainedModel": "mindformers_hf.models.deepseek_v2",
+    "DeepseekV2ForSequenceClassification": "mindformers_hf.models.deepseek_v2",
     "DeepseekV3Model": "mindformers_hf.models.deepseek_v2",
     "DeepseekV3ForCausalLM": "mindformers_hf.models.deepseek_v2",
     "DeepseekV3PreTrainedModel": "mindformers_hf.models.deepseek_v2",
+    "DeepseekV3ForSequenceClassification": "mindformers_hf.models.deepseek_v2",
+    "DeepseekV3ForTokenClassification": "mindformers_hf.models.deepseek_v2",
     # checkpoint formats the Hub runs with trust_remote_code, read natively (docs/differences.md)
     "InternLMForCausalLM": "mindformers_hf.models.internlm",
     "InternLMModel": "mindformers_hf.models.internlm",
@@ -104,6 +132,9 @@ _LAZY = {
     "CheckpointError": "mindformers_hf.safetensors_io",
     "pipeline": "mindformers_hf.pipelines",
     "TextGenerationPipeline": "mindformers_hf.pipelines",
+    "TextClassificationPipeline": "mindformers_hf.pipelines",
+    "FeatureExtractionPipeline": "mindformers_hf.pipelines",
+    "TokenClassificationPipeline": "mindformers_hf.pipelines",
     "Trainer": "mindformers_hf.trainer",
     "TrainingArguments": "mindformers_hf.trainer",
     "TrainerCallback": "mindformers_hf.trainer",
@@ -117,11 +148,27 @@ _LAZY = {
     "IntervalStrategy": "mindformers_hf.trainer",
     "SchedulerType": "mindformers_hf.trainer",
     "get_scheduler": "mindformers_hf.trainer",
+    "get_constant_schedule": "mindformers_hf.trainer",
+    "get_constant_schedule_with_warmup": "mindformers_hf.trainer",
+    "get_cosine_schedule_with_warmup": "mindformers_hf.trainer",
+    "get_cosine_with_hard_restarts_schedule_with_warmup": "mindformers_hf.trainer",
+    "get_cosine_with_min_lr_schedule_with_warmup": "mindformers_hf.trainer",
+    "get_cosine_with_min_lr_schedule_with_warmup_lr_rate": "mindformers_hf.trainer",
+    "get_inverse_sqrt_schedule": "mindformers_hf.trainer",
+    "get_linear_schedule_with_warmup": "mindformers_hf.trainer",
+    "get_polynomial_decay_schedule_with_warmup": "mindformers_hf.trainer",
+    "get_wsd_schedule": "mindformers_hf.trainer",
     "set_seed": "mindformers_hf.utils",
+    "enable_full_determinism": "mindformers_hf.utils",
     "DataCollatorForLanguageModeling": "mindformers_hf.data",
     "DataCollatorWithPadding": "mindformers_hf.data",
     "DefaultDataCollator": "mindformers_hf.data",
     "default_data_collator": "mindformers_hf.data",
+    "DataCollatorForSeq2Seq": "mindformers_hf.data",
+    "DataCollatorForTokenClassification": "mindformers_hf.data",
+    "DataCollatorForMultipleChoice": "mindformers_hf.data",
+    "DataCollatorWithFlattening": "mindformers_hf.data",
+    "DataCollator": "transformers",
     "AutoConfig": "mindformers_hf.models.auto",  # transformers' own, with remote code never executed
     # tensor-free names from transformers
     "PretrainedConfig": "transformers",
@@ -145,17 +192,66 @@ _LAZY = {
     "BatchEncoding": "transformers",
     "TextStreamer": "transformers",
     "TextIteratorStreamer": "transformers",
-    "logging": "transformers",
+    "AsyncTextIteratorStreamer": "transformers",
+    "HfArgumentParser": "transformers",
+    "AddedToken": "transformers",
+    "CharSpan": "transformers",
+    "TokenSpan": "transformers",
+    "PreTrainedTokenizer": "transformers",
+    "PythonBackend": "transformers",
+    "SentencePieceBackend": "transformers",
+    "TokenizersBackend": "transformers",
+    "CONFIG_MAPPING": "transformers",
+    "TOKENIZER_MAPPING": "transformers",
+    "get_values": "transformers",
 }
+
+# Whole transformers modules (relative to `transformers`, fnmatch patterns) whose public names need no tensors
+# and are re-exported as they are: constants, `is_*_available`, docstring helpers, `logging`, every family's
+# config class. Family tokenizer classes come through tokenization.py, which adds `return_tensors="ms"`.
+_TRANSFORMERS_MODULES = ("utils", "integrations", "models.*.configuration_*")
+_TOKENIZER_MODULES = ("models.*.tokenization_*",)
 
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name):
-    module = _LAZY.get(name)
-    if module is None:
+def _transformers_module_of(name):
+    """The module (relative to `transformers`) that defines a public transformers name, or None."""
+    if name.startswith("_"):
+        return None
+    import transformers
+
+    # transformers' lazy module keeps its name -> module table here (there is no public accessor)
+    return getattr(transformers, "_class_to_module", {}).get(name)
+
+
+def _source(name):
+    """Where an exported name comes from: a module of ours, "transformers", "tokenizer" (a transformers
+    tokenizer class with our mixin), or None when mindformers_hf does not export it. Imports nothing but
+    transformers' lazy table."""
+    if name in _LAZY:
+        return _LAZY[name]
+    module = _transformers_module_of(name)
+    if module is not None and any(fnmatch(module, p) for p in _TRANSFORMERS_MODULES):
+        return "transformers"
+    if module is not None and any(fnmatch(module, p) for p in _TOKENIZER_MODULES):
+        return "tokenizer"
+    return None
+
+
+def _resolve(name):
+    source = _source(name)
+    if source is None:
         raise AttributeError(f"module 'mindformers_hf' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    if source == "tokenizer":
+        from .tokenization import tokenizer_class
+
+        return tokenizer_class(getattr(importlib.import_module("transformers"), name))
+    return getattr(importlib.import_module(source), name)
+
+
+def __getattr__(name):
+    value = _resolve(name)
     globals()[name] = value
     return value
 

@@ -32,7 +32,8 @@ class DynamicCache:
 
 
 class StaticCache:
-    """Preallocated KV cache: per layer [B, heads, max_cache_len, D] buffers written in place, never regrown.
+    """Preallocated KV cache: per layer [B, heads, max_cache_len, D] buffers written in place, never regrown
+    (generate grows by moving to a longer StaticCache: `fill_from`).
 
     Fixed shapes are what lets a compiled decode step be reused for every token (and across `generate`
     calls). Set the write positions with `set_cache_position` before a forward; `update` writes the new
@@ -78,12 +79,15 @@ class StaticCache:
                 self._grids[heads] = ms.Tensor(grid)
 
     def fill_from(self, cache):
-        """Copy a DynamicCache's [B, heads, S, D] layers into positions 0..S-1 (after a prefill)."""
+        """Copy the S positions another cache holds into positions 0..S-1: a DynamicCache's [B, heads, S, D]
+        layers after a prefill, or a shorter StaticCache's filled part when generation outgrows it."""
         import mindspore as ms
 
         length = cache.get_seq_length()
         self.set_cache_position(ops.arange(length, dtype=ms.int32))
         for layer_idx, (keys, values) in enumerate(zip(cache.key_cache, cache.value_cache)):
+            if keys.shape[2] != length:
+                keys, values = keys[:, :, :length], values[:, :, :length]
             if layer_idx >= len(self.key_cache) or self.key_cache[layer_idx] is None:
                 self.allocate(layer_idx, keys, values)
             self.update(keys, values, layer_idx)

@@ -2,10 +2,13 @@
 
 A local folder is used as is. A repo id goes through huggingface_hub's `snapshot_download`, so the
 endpoint (HF_ENDPOINT, e.g. a mirror), the cache (HF_HOME / HF_HUB_CACHE / cache_dir), offline mode
-(HF_HUB_OFFLINE, local_files_only), tokens and progress bars are exactly transformers'. Two downloads:
-first the small files (config, generation config, tokenizer, chat template, safetensors index), then
-only the weights we will load: the shards the index names, `model.safetensors`, or the one `gguf_file`.
-Pickled or framework-specific weights (*.bin, *.pt, *.h5, *.msgpack, onnx) are never downloaded.
+(HF_HUB_OFFLINE, local_files_only), tokens and progress bars are exactly transformers'. Two downloads
+(both under `subfolder/` when one is given): first the small files (config, generation config,
+tokenizer, chat template, safetensors index) by `locate`, then, once the caller has accepted the config,
+only the weights we will load by `CheckpointLocation.weight_files()`: `model.safetensors` or the shards
+its index names (checkpoint_files.py decides, for a repo listing as for a local folder, variants
+included), or the one `gguf_file`. Pickled or framework-specific weights (*.bin, *.pt, *.h5, *.msgpack,
+onnx) are never downloaded.
 
 Every file we hand on is checked against the hub's own hash, which huggingface_hub already keeps as
 the blob's name in the cache (the X-Linked-Etag sha256 of an LFS file, the ETag git-sha1 of a regular
@@ -23,10 +26,10 @@ import os
 import re
 import tempfile
 
+from .checkpoint_files import (SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, add_variant, local_weight_files,
+                               missing_weights_message, weight_file_names)
+from .safetensors_io import CheckpointError
 from .utils import logger, warn_once
-
-SAFE_WEIGHTS_NAME = "model.safetensors"
-SAFE_WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
 
 # First download: what from_pretrained and the tokenizer read besides the weights.
 METADATA_PATTERNS = ["*.json", "*.model", "*.tiktoken", "*.jinja", "merges.txt", "vocab.txt", "tokenizer*"]
@@ -80,33 +83,82 @@ class RemoteCodeError(ValueError):
 
 
 # ---------------------------------------------------------------------------------------------- resolve
-def resolve_folder(name_or_path, revision=None, cache_dir=None, local_files_only=False, token=None,
-                   gguf_file=None, force_download=False, **_ignored):
-    """A local folder holding config, tokenizer files and the weights from_pretrained will load."""
-    path = os.fspath(name_or_path)
+class CheckpointLocation:
+    """What from_pretrained reads: `folder` (config, generation config and tokenizer files, already local;
+    `<repo>/<subfolder>` when a subfolder is given) and `weight_files()`, the safetensors or GGUF files,
+    which a hub repo downloads only when they are asked for, so that a config we cannot load is refused
+    before any weight file is fetched."""
+
+    def __init__(self, name, root, subfolder="", variant=None, gguf_file=None, hub=None):
+        self.name, self.root, self.subfolder = name, root, subfolder
+        self.folder = os.path.join(root, subfolder) if subfolder else root
+        self.variant, self.gguf_file, self.hub, self._files = variant, gguf_file, hub, None
+
+    def weight_files(self):
+        """Absolute paths of the weight files, in loading order (see checkpoint_files for the rules)."""
+        if self._files is None:
+            self._files = self._download() if self.hub else self._local()
+        return self._files
+
+    def _local(self):
+        if self.gguf_file:
+            path = os.path.join(self.folder, self.gguf_file)
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"GGUF file {self.gguf_file!r} not found in {self.folder}")
+            return [path]
+        return local_weight_files(self.folder, self.variant)
+
+    def _download(self):
+        hub, prefix = self.hub, self.subfolder + "/" if self.subfolder else ""
+        weights = [prefix + n for n in _weight_files(hub, self.root, self.subfolder, self.gguf_file, self.variant)]
+        snapshot = hub.snapshot(weights, revision=os.path.basename(self.root))
+        for name in weights:
+            if os.path.isfile(os.path.join(snapshot, name)):
+                continue
+            if hub.listing_is_complete and name not in hub.listing(snapshot):
+                named_by = (f", which its {add_variant(SAFE_WEIGHTS_INDEX_NAME, self.variant)} names"
+                            if not self.gguf_file else "")
+                raise HubFileNotFoundError(f"{hub.where()} has no file {name!r}{named_by}", hub.repo_id,
+                                           hub.revision, name)
+            raise hub.not_cached(name)
+        hub.verify(snapshot, weights)
+        return [os.path.join(snapshot, name) for name in weights]
+
+
+def locate(name_or_path, revision=None, cache_dir=None, local_files_only=False, token=None, gguf_file=None,
+           force_download=False, subfolder="", variant=None, **_ignored):
+    """A CheckpointLocation for a local folder or a repo id. For a repo only the small files are
+    downloaded here (config, tokenizer, index); the weights wait for `weight_files()` (except a GGUF
+    file, which holds the config)."""
+    path, subfolder = os.fspath(name_or_path), (subfolder or "").strip("/")
     if os.path.isdir(path):
-        check_remote_code(path, path)
-        return path
+        location = CheckpointLocation(path, path, subfolder, variant, gguf_file)
+        if not os.path.isdir(location.folder):
+            raise FileNotFoundError(f"{path} has no subfolder {subfolder!r}")
+        check_remote_code(location.folder, location.folder)
+        return location
     if os.path.isfile(path):
         raise ValueError(
             f"{path} is a file; pass its folder (and for a GGUF file, gguf_file='{os.path.basename(path)}')"
         )
     _check_repo_id(path)
     hub = _Download(path, revision, cache_dir, local_files_only, token, force_download)
-    folder = hub.snapshot(METADATA_PATTERNS)
-    hub.verify(folder, _present(folder, _matching(hub.listing(folder), METADATA_PATTERNS)))
-    check_remote_code(folder, hub.where())
-    weights = _weight_files(hub, folder, gguf_file)
-    folder = hub.snapshot(weights, revision=os.path.basename(folder))
-    for name in weights:
-        if os.path.isfile(os.path.join(folder, name)):
-            continue
-        if hub.listing_is_complete and name not in hub.listing(folder):
-            named_by = f", which its {SAFE_WEIGHTS_INDEX_NAME} names" if name != gguf_file else ""
-            raise HubFileNotFoundError(f"{hub.where()} has no file {name!r}{named_by}", path, hub.revision, name)
-        raise hub.not_cached(name)
-    hub.verify(folder, weights)
-    return folder
+    patterns = [f"{subfolder}/{p}" for p in METADATA_PATTERNS] if subfolder else METADATA_PATTERNS
+    snapshot = hub.snapshot(patterns)
+    hub.verify(snapshot, _present(snapshot, _matching(hub.listing(snapshot), patterns)))
+    location = CheckpointLocation(path, snapshot, subfolder, variant, gguf_file, hub=hub)
+    check_remote_code(location.folder, hub.where())
+    if gguf_file:
+        location.weight_files()  # a GGUF file carries the config itself
+    return location
+
+
+def resolve_folder(name_or_path, **kwargs):
+    """A local folder holding config, tokenizer files and the weights from_pretrained will load
+    (keywords as `locate`)."""
+    location = locate(name_or_path, **kwargs)
+    location.weight_files()
+    return location.folder
 
 
 def _check_repo_id(path):
@@ -132,43 +184,45 @@ def _present(folder, names):
     return [n for n in names if os.path.isfile(os.path.join(folder, n))]
 
 
-def _weight_files(hub, folder, gguf_file):
-    """The repo files the model will load: only what the index names, never formats we cannot read."""
-    names = hub.listing(folder)
+def _weight_files(hub, snapshot, subfolder, gguf_file, variant):
+    """The files the model will load, relative to `subfolder`: only what the index names (checkpoint_files
+    decides, as for a local folder), never formats we cannot read."""
+    prefix = subfolder + "/" if subfolder else ""
+    names = [n[len(prefix):] for n in hub.listing(snapshot) if n.startswith(prefix)]
     if gguf_file:
         if gguf_file not in names and hub.listing_is_complete:
             ggufs = sorted(n for n in names if n.endswith(".gguf"))
-            raise HubFileNotFoundError(f"{hub.where()} has no file {gguf_file!r}; its GGUF files: "
+            raise HubFileNotFoundError(f"{hub.where()} has no file {prefix + gguf_file!r}; its GGUF files: "
                                        f"{', '.join(ggufs) or 'none'}", hub.repo_id, hub.revision, gguf_file)
         return [gguf_file]
-    index_path = os.path.join(folder, SAFE_WEIGHTS_INDEX_NAME)
-    if os.path.isfile(index_path):
-        try:
-            with open(index_path, encoding="utf-8") as f:
-                return sorted(set(json.load(f)["weight_map"].values()))
-        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
-            raise HubError(f"{SAFE_WEIGHTS_INDEX_NAME} of {hub.where()} is not a safetensors index ({e})",
-                           hub.repo_id, hub.revision, SAFE_WEIGHTS_INDEX_NAME) from None
-    if SAFE_WEIGHTS_NAME in names or not hub.listing_is_complete:
-        return [SAFE_WEIGHTS_NAME]  # when only the cache is known, a missing file is reported as not cached
+    try:
+        files = weight_file_names(names, os.path.join(snapshot, subfolder), variant)
+    except CheckpointError as e:
+        raise CheckpointError(f"{hub.where()}: {e}") from None
+    if files is not None:
+        return files
+    single = add_variant(SAFE_WEIGHTS_NAME, variant)
+    if not hub.listing_is_complete:
+        return [single]  # when only the cache is known, a missing file is reported as not cached
     top_level = sorted(n for n in names if "/" not in n)
     pickled = [n for n in top_level if n.endswith(_PICKLE_SUFFIXES)]
     others = [n for n in top_level if n.endswith(_OTHER_WEIGHT_SUFFIXES)]
-    if pickled:
+    if pickled and not variant:
         raise UnsupportedWeightsError(
             f"{hub.where()} has only pickled weights ({', '.join(pickled[:4])}). mindformers_hf never unpickles "
             "checkpoints (unpickling can run arbitrary code) and did not download them. Convert them to "
             "safetensors once in a torch environment, e.g. transformers.AutoModelForCausalLM.from_pretrained("
             f"'{hub.repo_id}').save_pretrained('<folder>') and load '<folder>', or look for a safetensors "
             "conversion on a 'refs/pr/<n>' revision of the repo.", hub.repo_id, hub.revision, pickled[0])
-    if others:
+    if others and not variant:
         raise UnsupportedWeightsError(
             f"{hub.where()} has weights only as {', '.join(others[:4])}; mindformers_hf loads safetensors and "
             "GGUF. Convert them to safetensors first.", hub.repo_id, hub.revision, others[0])
     ggufs = [n for n in top_level if n.endswith(".gguf")]
     hint = f" It has GGUF files: pass gguf_file='{ggufs[0]}'." if ggufs else ""
-    raise HubFileNotFoundError(f"{hub.where()} has no {SAFE_WEIGHTS_NAME} or {SAFE_WEIGHTS_INDEX_NAME}.{hint}",
-                               hub.repo_id, hub.revision, SAFE_WEIGHTS_NAME)
+    where = f"{hub.where()}{f' (subfolder {subfolder!r})' if subfolder else ''}"
+    raise HubFileNotFoundError(missing_weights_message(names, where, variant) + hint,
+                               hub.repo_id, hub.revision, prefix + single)
 
 
 def check_remote_code(folder, name):
@@ -217,7 +271,7 @@ def no_remote_code(kwargs, name, what):
     when it was on), and transformers' "custom code must be executed" error becomes a RemoteCodeError."""
     if kwargs.get("trust_remote_code"):
         warn_once(f"{what}.from_pretrained: trust_remote_code=True is accepted, but code from a repo is never "
-                  "executed here; transformers' own classes are used")
+                  "executed here; transformers' or mindformers_hf's own classes are used")
     kwargs["trust_remote_code"] = False
     try:
         yield

@@ -4,11 +4,16 @@
 CPU, and the HF weight layout [out, in] is exactly what transpose_b expects.
 """
 import contextlib
+import contextvars
 
 import numpy as np
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
+from mindspore.common import dtype as mstype
 from mindspore.common.initializer import Zero
+
+from .ops.registry import eager
+from .utils import warn_once
 
 
 _SKIP_INIT = [False]
@@ -41,6 +46,24 @@ def new_parameter(shape, dtype, init="zeros", std=0.02):
     return Parameter(Tensor(data).astype(dtype) if dtype != ms.float32 else Tensor(data))
 
 
+def recomputes(layer):
+    """Whether a decoder layer recomputes its activations in the backward pass: activation checkpointing is on
+    for it (PreTrainedModel.activation_checkpointing_enable sets `layer.gradient_checkpointing`) and it is
+    training."""
+    return bool(getattr(layer, "gradient_checkpointing", False)) and layer.training
+
+
+def call_layer(layer, *args, past_key_values=None):
+    """layer(*args, past_key_values), through `mindspore.recompute` when the layer recomputes. A recomputed
+    layer writes no cache (it would write twice), as transformers' checkpointed layers drop theirs."""
+    if not recomputes(layer):
+        return layer(*args, past_key_values)
+    if past_key_values is not None:
+        warn_once("`past_key_values` / use_cache=True is incompatible with gradient checkpointing in training: "
+                  "the checkpointed layers do not fill the cache")
+    return ms.recompute(layer, *args, None)
+
+
 class Linear(nn.Cell):
     def __init__(self, in_features, out_features, bias=False, dtype=ms.float32, init="normal", std=0.02):
         super().__init__()
@@ -57,11 +80,48 @@ class Linear(nn.Cell):
         return y.reshape(shape[:-1] + (self.out_features,))
 
 
+# Off inside compiled steps (generation/compile.py): a trace must not read tensor values on the host.
+_INDEX_CHECKS = contextvars.ContextVar("mindformers_hf_index_checks", default=True)
+
+
+@contextlib.contextmanager
+def no_index_checks():
+    """Inside this block (this thread only) embeddings do not read their indices on the host."""
+    token = _INDEX_CHECKS.set(False)
+    try:
+        yield
+    finally:
+        _INDEX_CHECKS.reset(token)
+
+
+class IndexDtypeError(TypeError, RuntimeError):
+    """Float (or bool) indices into an embedding. torch raises RuntimeError for them; TypeError is Python's
+    name for a wrong type: either `except` catches this."""
+
+
+def check_indices(indices, rows, index_name="token id"):
+    """torch's embedding checks, which HF scripts meet as errors: integer indices, each in [0, rows). The range
+    is read on the host (a MindSpore gather returns zeros or fails deep in C++ instead): in eager mode only,
+    where it costs one small copy -- a graph cannot raise."""
+    if indices.dtype not in mstype.int_type + mstype.uint_type:
+        raise IndexDtypeError(f"{index_name}s must be integers, got {indices.dtype}")
+    if not (eager(indices) and _INDEX_CHECKS.get()) or indices.size == 0:
+        return
+    values = indices.asnumpy()
+    low, high = int(values.min()), int(values.max())
+    if low < 0 or high >= rows:
+        raise IndexError(f"{index_name} {low if low < 0 else high} is out of range: the embedding has {rows} rows "
+                         f"(valid ids are 0..{rows - 1})")
+
+
 class Embedding(nn.Cell):
-    def __init__(self, num_embeddings, embedding_dim, dtype=ms.float32, init="normal", std=0.02):
+    def __init__(self, num_embeddings, embedding_dim, dtype=ms.float32, init="normal", std=0.02,
+                 index_name="token id"):
         super().__init__()
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
+        self.index_name = index_name  # what the rows are indexed by, for the out-of-range error
         self.weight = new_parameter((num_embeddings, embedding_dim), dtype, init, std)
 
     def construct(self, input_ids):
+        check_indices(input_ids, self.num_embeddings, self.index_name)
         return ops.gather(self.weight, input_ids, 0)

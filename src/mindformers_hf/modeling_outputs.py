@@ -80,3 +80,11 @@ class MoeModelOutputWithPast(_CacheAlias, ModelOutput):
 
 class MoeCausalLMOutputWithPast(_CacheAlias, ModelOutput):
     _fields = ("loss", "aux_loss", "logits", "past_key_values", "hidden_states", "attentions", "router_logits")
+
+
+class SequenceClassifierOutputWithPast(_CacheAlias, ModelOutput):
+    _fields = ("loss", "logits", "past_key_values", "hidden_states", "attentions")
+
+
+class TokenClassifierOutput(ModelOutput):
+    _fields = ("loss", "logits", "hidden_states", "attentions")

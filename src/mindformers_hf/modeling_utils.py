@@ -9,26 +9,29 @@ import numpy as np
 import mindspore as ms
 from mindspore import nn
 
-from . import runtime, tensor_io  # noqa: F401  (runtime: CPU launch mode)
+from . import runtime, tensor_io
 from .generation.utils import GenerationMixin
+from .hub import CheckpointLocation, locate
 from .modeling_outputs import ModelOutput
+from .resize_embeddings import check_resizable, padded_size, resize_rows
+from .checkpoint_files import (SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, add_variant, is_weights_file,
+                               local_weight_files, shard_name)
 from .safetensors_io import (
     CheckpointError,
     SafetensorsFile,
+    bf16_bits_to_float32,
     atomic_write_text,
     float32_to_bf16_bits,
     safetensors_dtype,
     write_safetensors,
 )
-from .utils import canonical_dtype_name, compute_dtype_name, device_target, logger, ms_dtype, warn_once
-
-SAFE_WEIGHTS_NAME = "model.safetensors"
-SAFE_WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
+from .utils import (UnsupportedDtypeError, canonical_dtype_name, compute_dtype_name, device_target, logger,
+                    ms_dtype, warn_once)
 
 # HF from_pretrained kwargs that have no meaning here: accepted, warned about once.
 _IGNORED_LOAD_KWARGS = ("device_map", "low_cpu_mem_usage", "max_memory", "offload_folder", "offload_state_dict",
                         "use_safetensors", "quantization_config", "key_mapping",
-                        "use_flash_attention_2", "_fast_init", "mirror", "variant", "weights_only")
+                        "use_flash_attention_2", "_fast_init", "mirror", "weights_only")
 # attn_implementation picks the attention op in mindformers_hf.ops.registry: "eager" = the reference,
 # "sdpa" = the default selection, "flash_attention*" = the fused kernel of this device.
 _KNOWN_ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flash_attention")
@@ -65,9 +68,12 @@ def _to_parameter_data(array: np.ndarray, is_bf16_bits: bool, target: ms.Type) -
 class PreTrainedModel(GenerationMixin, nn.Cell):
     config_class = None
     base_model_prefix = "model"
+    _input_embed_layer = "embed_tokens"  # the token embedding's attribute on the base model (transformers' name)
     # Checkpoint keys that are safe to skip (old checkpoints stored rotary buffers).
     _keys_to_ignore_on_load_unexpected = (r"rotary_emb\.inv_freq$",)
     _tied_weights_keys = ()
+    # parameter-name prefixes of a task head that a checkpoint may lack (then freshly drawn): modeling_heads.py
+    _new_head_prefixes = ()
 
     def __init__(self, config, *args, **kwargs):
         super().__init__(auto_prefix=True)
@@ -129,8 +135,104 @@ class PreTrainedModel(GenerationMixin, nn.Cell):
             total += int(np.prod(param.shape))
         return total
 
+    # ------------------------------------------------------------------ embeddings and head
     def get_input_embeddings(self):
-        return getattr(self, self.base_model_prefix, self).embed_tokens
+        base = getattr(self, self.base_model_prefix, self)
+        return getattr(base, self._input_embed_layer)
+
+    def set_input_embeddings(self, value):
+        """Replace the token embedding cell (a tied head reads its weight, so it follows)."""
+        base = getattr(self, self.base_model_prefix, self)
+        setattr(base, self._input_embed_layer, value)
+
+    def get_output_embeddings(self):
+        return None  # base models have no head; the causal-LM classes return theirs (the embedding when tied)
+
+    def tie_weights(self, *args, **kwargs):
+        """With `config.tie_word_embeddings` true, drop a separate head so that the embedding serves as the
+        head (as transformers ties `lm_head.weight` to it). Our tied models hold no `lm_head` at all."""
+        if getattr(self.config, "tie_word_embeddings", False) and getattr(self, "tied", True) is False:
+            del self.lm_head
+            self.tied = True
+
+    def resize_token_embeddings(self, new_num_tokens=None, pad_to_multiple_of=None, mean_resizing=True):
+        """transformers' resize_token_embeddings: new rows are mean-initialised (resize_embeddings.py), an untied
+        head is resized alike, `config.vocab_size` follows. Returns the embedding cell."""
+        embeddings = self.get_input_embeddings()
+        if pad_to_multiple_of is not None:
+            new_num_tokens = padded_size(embeddings.weight.shape[0] if new_num_tokens is None else new_num_tokens,
+                                         pad_to_multiple_of)
+        if new_num_tokens is None:
+            return embeddings
+        std = getattr(self.config, "initializer_range", 0.02)
+        head = self.get_output_embeddings()
+        cells = [embeddings] + ([head] if head is not None and head is not embeddings else [])
+        for cell in cells:
+            check_resizable(cell, new_num_tokens)
+        for cell in cells:
+            resize_rows(cell, new_num_tokens, mean_resizing, std)
+        text_config = self.config.get_text_config() if hasattr(self.config, "get_text_config") else self.config
+        text_config.vocab_size = new_num_tokens
+        for cell in {id(c): c for c in (self, getattr(self, self.base_model_prefix, self))}.values():
+            if hasattr(cell, "vocab_size"):
+                cell.vocab_size = new_num_tokens
+        self.tie_weights()
+        return embeddings
+
+    def enable_input_require_grads(self):
+        """transformers hooks the embedding output to require grad, so that gradients reach trainable weights
+        behind frozen embeddings under activation checkpointing. MindSpore differentiates with respect to the
+        weights it is given whatever the inputs, so nothing needs hooking; the call is recorded only."""
+        self._input_require_grads = True
+
+    def disable_input_require_grads(self):
+        self._input_require_grads = False
+
+    # ------------------------------------------------------------------ activation checkpointing
+    supports_gradient_checkpointing = True
+
+    def _decoder_layers(self):
+        """The repeated blocks: cells whose class the model names in `_no_split_modules` (as transformers)."""
+        names = set(getattr(self, "_no_split_modules", None) or [])
+        return [cell for _, cell in self.cells_and_names() if type(cell).__name__ in names]
+
+    def activation_checkpointing_enable(self, activation_checkpointing_kwargs=None, every_n_layers=1, offload=False):
+        """Recompute each decoder layer's activations in the backward pass instead of keeping them
+        (`mindspore.recompute` on the layer, in training mode only; layers.call_layer)."""
+        if offload:
+            raise NotImplementedError("activation_checkpointing_enable(offload=True) is not supported: activations "
+                                      "are recomputed, not offloaded to host memory")
+        kwargs = dict(activation_checkpointing_kwargs or {})
+        kwargs.pop("use_reentrant", None)  # torch.utils.checkpoint's implementation switch; ours has one
+        if kwargs:
+            warn_once(f"activation checkpointing kwargs {sorted(kwargs)} (torch.utils.checkpoint's) are ignored")
+        layers = self._decoder_layers()
+        if not layers:
+            raise ValueError(f"{type(self).__name__} is not compatible with gradient checkpointing (it names no "
+                             "decoder-layer class in _no_split_modules)")
+        for index, layer in enumerate(layers):
+            layer.gradient_checkpointing = index % every_n_layers == 0
+        self.enable_input_require_grads()
+
+    def activation_checkpointing_disable(self):
+        for layer in self._decoder_layers():
+            layer.gradient_checkpointing = False
+        self.disable_input_require_grads()
+
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs=None, **kwargs):
+        """transformers 5's deprecated alias of activation_checkpointing_enable (no FutureWarning here)."""
+        self.activation_checkpointing_enable(activation_checkpointing_kwargs=gradient_checkpointing_kwargs, **kwargs)
+
+    def gradient_checkpointing_disable(self):
+        self.activation_checkpointing_disable()
+
+    @property
+    def is_activation_checkpointing(self):
+        return any(getattr(layer, "gradient_checkpointing", False) for layer in self._decoder_layers())
+
+    @property
+    def is_gradient_checkpointing(self):
+        return self.is_activation_checkpointing
 
     def eval(self):
         self.set_train(False)
@@ -166,6 +268,7 @@ class PreTrainedModel(GenerationMixin, nn.Cell):
                 param.set_dtype(dtype)  # (set_data(param.astype(dtype)) keeps the old dtype)
 
     # ------------------------------------------------------------------ call boundary
+    @runtime.serialized  # any thread may call a model: calls take turns (runtime.model_lock)
     def __call__(self, *args, **kwargs):
         """Accept numpy / torch / MindSpore inputs; return outputs of the kind the caller passed in."""
         kind = tensor_io.first_kind(*args, *kwargs.values())
@@ -205,9 +308,7 @@ class PreTrainedModel(GenerationMixin, nn.Cell):
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, config=None, dtype=None, torch_dtype=None,
                         gguf_file=None, cache_dir=None, revision=None, local_files_only=False, token=None,
                         trust_remote_code=False, attn_implementation=None, ignore_mismatched_sizes=False,
-                        force_download=False, tp_plan=None, tp_size=None, **kwargs):
-        from .hub import resolve_folder
-
+                        force_download=False, tp_plan=None, tp_size=None, subfolder="", variant=None, **kwargs):
         for key in list(kwargs):
             if key in _IGNORED_LOAD_KWARGS:
                 warn_once(f"from_pretrained: {key}={kwargs.pop(key)!r} is accepted for compatibility and ignored "
@@ -220,25 +321,35 @@ class PreTrainedModel(GenerationMixin, nn.Cell):
         if gguf_file and (tp_plan is not None or tp_size is not None):
             raise NotImplementedError("tensor parallelism (tp_plan/tp_size) with a GGUF checkpoint is not supported: "
                                       "convert it to safetensors with save_pretrained first")
-        folder = resolve_folder(pretrained_model_name_or_path, revision=revision, cache_dir=cache_dir,
-                                local_files_only=local_files_only, token=token, gguf_file=gguf_file,
-                                force_download=force_download)
+        requested = canonical_dtype_name(dtype if dtype is not None else torch_dtype)
+        location = pretrained_model_name_or_path
+        if not isinstance(location, CheckpointLocation):  # (the Auto classes pass one they located already)
+            location = locate(pretrained_model_name_or_path, revision=revision, cache_dir=cache_dir,
+                              local_files_only=local_files_only, token=token, gguf_file=gguf_file,
+                              force_download=force_download, subfolder=subfolder, variant=variant)
+        folder = location.folder
         if config is None:
             from .models.auto import load_config
 
             config = load_config(folder, gguf_file=gguf_file, **kwargs)
+            kwargs = {key: value for key, value in kwargs.items() if not hasattr(config, key)}
         elif kwargs:
             for key in list(kwargs):
                 if hasattr(config, key):
                     setattr(config, key, kwargs.pop(key))
         for key in kwargs:
             warn_once(f"from_pretrained: unknown keyword {key!r} ignored")
+        check_loadable_config(config, location.name)  # before any weight file is downloaded
+        if requested == "auto":
+            requested = _config_dtype(config)
         if attn_implementation is not None:
             config._attn_implementation = attn_implementation  # read by the attention layers (HF's field)
 
-        requested = canonical_dtype_name(dtype if dtype is not None else torch_dtype)
+        files = location.weight_files()
         if requested == "auto":
-            requested = _checkpoint_dtype(folder, config, gguf_file)
+            requested = "float32" if gguf_file else _file_dtype(files)  # GGUF blocks dequantize to float32
+        if not gguf_file:
+            cls._untie_if_checkpoint_differs(config, files)
         from .layers import no_init_weights
 
         with no_init_weights():
@@ -246,9 +357,11 @@ class PreTrainedModel(GenerationMixin, nn.Cell):
         if tp_plan is not None or tp_size is not None:  # each rank builds its shard and reads only its slices
             from .parallel import load_tensor_parallel
 
-            load_tensor_parallel(model, folder, tp_plan or "auto", tp_size, gguf_file)
+            load_tensor_parallel(model, files, tp_plan or "auto", tp_size)
+        elif gguf_file:
+            model.load_gguf(files[0])
         else:
-            model.load_checkpoint_folder(folder, gguf_file=gguf_file)
+            model.load_weights(_iter_safetensors(files))
         gen_path = os.path.join(folder, "generation_config.json")
         if os.path.isfile(gen_path) and model.can_generate():
             from transformers import GenerationConfig
@@ -258,9 +371,31 @@ class PreTrainedModel(GenerationMixin, nn.Cell):
             # the compiled decode step with collectives inside crashes MindSpore 2.10 ("input is released"):
             # tensor-parallel generate runs the eager step (docs/parallelism.md)
             model.generation_config.disable_compile = True
-        model.config.name_or_path = os.fspath(pretrained_model_name_or_path)
+        model.config.name_or_path = os.fspath(location.name)
         model.eval()
         return model
+
+    @classmethod
+    def _untie_if_checkpoint_differs(cls, config, files):
+        """transformers 5.x: with `tie_word_embeddings` true and both the head and the embedding in the
+        checkpoint with different values, the two are loaded as they are and not tied (with a warning).
+        We build the untied model by setting the flag false on this config."""
+        tied = getattr(cls, "_tied_weights_keys", None)
+        if not tied or not isinstance(tied, dict) or not getattr(config, "tie_word_embeddings", False):
+            return
+        for target, source in tied.items():
+            if _checkpoint_tensors_equal(files, cls.checkpoint_key_of(target), cls.checkpoint_key_of(source)) is False:
+                logger.warning(f"config.json ties {target} to {source} (tie_word_embeddings=true), but the checkpoint "
+                               "holds both with different values: they are loaded as they are, untied (as "
+                               "transformers does); config.tie_word_embeddings is set to False.")
+                config.tie_word_embeddings = False
+                return
+
+    @classmethod
+    def checkpoint_key_of(cls, name):
+        """Our parameter name (with-head form) -> the checkpoint key holding it (formats with other names
+        override this: weights.CheckpointFormatMixin)."""
+        return name
 
     def checkpoint_key_to_name(self, key):
         """Map a checkpoint key onto our parameter names (base model <-> with-head prefixes); None = skip."""
@@ -271,7 +406,7 @@ class PreTrainedModel(GenerationMixin, nn.Cell):
             if self._is_head_key(key):
                 return None  # that checkpoint's head has no place in a base model
             return key
-        if hasattr(self, self.base_model_prefix) and not key.startswith(prefix) and not key.startswith("lm_head"):
+        if hasattr(self, self.base_model_prefix) and not key.startswith(prefix) and not self._is_head_key(key):
             return prefix + key  # loading a with-head model from a base-model checkpoint
         return key
 
@@ -284,17 +419,17 @@ class PreTrainedModel(GenerationMixin, nn.Cell):
             return True  # tied: the embedding serves as the head
         return any(re.search(p, name) for p in self._keys_to_ignore_on_load_unexpected)
 
-    def load_checkpoint_folder(self, folder, gguf_file=None):
+    def load_checkpoint_folder(self, folder, gguf_file=None, variant=None):
+        """Fill the parameters from a local checkpoint folder (the Trainer resumes through this)."""
+        files = CheckpointLocation(folder, folder, variant=variant, gguf_file=gguf_file).weight_files()
         if gguf_file:
-            from .gguf_io import iter_gguf_tensors
+            return self.load_gguf(files[0])
+        return self.load_weights(_iter_safetensors(files))
 
-            path = os.path.join(folder, gguf_file)
-            if not os.path.isfile(path):
-                raise FileNotFoundError(f"GGUF file {gguf_file!r} not found in {folder}")
-            source = ((name, path, array, False) for name, array in iter_gguf_tensors(path, self.config))
-        else:
-            source = _iter_safetensors(find_checkpoint_files(folder))
-        return self.load_weights(source)
+    def load_gguf(self, path):
+        from .gguf_io import iter_gguf_tensors
+
+        return self.load_weights((name, path, array, False) for name, array in iter_gguf_tensors(path, self.config))
 
     def load_weights(self, source):
         """Stream (key, file, numpy array, is_bf16_bits) into the parameters; every parameter must be filled.
@@ -312,8 +447,8 @@ class PreTrainedModel(GenerationMixin, nn.Cell):
             if name is None:
                 continue
             if name not in params:
-                if self._skip_key(name):
-                    continue
+                if self._skip_key(name) or (self._new_head_prefixes and self._is_head_key(name)):
+                    continue  # (a task-head model skips another head's tensors, as transformers does)
                 raise CheckpointError(
                     f"Unexpected key {key!r} in {path}: {type(self).__name__} has no parameter of that name "
                     f"(shape in file {tuple(array.shape)})"
@@ -329,6 +464,17 @@ class PreTrainedModel(GenerationMixin, nn.Cell):
             progress.update(1)
         progress.close()
         missing = sorted(set(params) - loaded)
+        new_head = [n for n in missing if self._new_head_prefixes and n.startswith(self._new_head_prefixes)]
+        if new_head:  # a task head fine-tuned from a checkpoint without it (transformers' warning)
+            logger.warning(f"Some weights of {type(self).__name__} were not initialized from the model checkpoint "
+                           f"and are newly initialized: {new_head}\nYou should probably TRAIN this model on a "
+                           "down-stream task to be able to use it for predictions and inference.")
+            std = getattr(self.config, "initializer_range", 0.02)
+            for name in new_head:
+                shape = tuple(params[name].shape)
+                data = np.random.normal(0.0, std, shape) if name.endswith("weight") else np.zeros(shape)
+                params[name].set_data(ms.Tensor(data.astype(np.float32)).astype(params[name].dtype))
+            missing = [n for n in missing if n not in new_head]
         if missing:
             shown = ", ".join(f"{n} {tuple(params[n].shape)}" for n in missing[:8])
             raise CheckpointError(
@@ -339,7 +485,10 @@ class PreTrainedModel(GenerationMixin, nn.Cell):
 
     # ------------------------------------------------------------------ saving
     def save_pretrained(self, save_directory, is_main_process=True, state_dict=None, max_shard_size="50GB",
-                        safe_serialization=True, push_to_hub=False, **kwargs):
+                        safe_serialization=True, push_to_hub=False, variant=None, **kwargs):
+        """transformers' save_pretrained. `variant="fp16"` writes `model.fp16.safetensors` (shards
+        `model.fp16-00001-of-0000N.safetensors`, index `model.safetensors.index.fp16.json`) beside the files of
+        other variants; only files of the same variant from an earlier save are replaced."""
         if not safe_serialization:
             raise NotImplementedError("safe_serialization=False (pickle .bin files) is not supported: we write safetensors")
         # transformers' save_pretrained(push_to_hub=True, repo_id=..., token=...): save, then commit the folder.
@@ -379,24 +528,24 @@ class PreTrainedModel(GenerationMixin, nn.Cell):
         shards = _split_shards(entries, parse_size(max_shard_size))
         written = []
         if len(shards) == 1:
-            write_safetensors(os.path.join(save_directory, SAFE_WEIGHTS_NAME), shards[0], {"format": "pt"})
-            written.append(SAFE_WEIGHTS_NAME)
+            written.append(add_variant(SAFE_WEIGHTS_NAME, variant))
+            write_safetensors(os.path.join(save_directory, written[0]), shards[0], {"format": "pt"})
         else:
             weight_map, total = {}, 0
             for i, shard in enumerate(shards):
-                file_name = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+                file_name = shard_name(i, len(shards), variant)
                 write_safetensors(os.path.join(save_directory, file_name), shard, {"format": "pt"})
                 written.append(file_name)
                 for name, (shape, st_dtype, _) in shard:
                     weight_map[name] = file_name
                     total += _nbytes(shape, st_dtype)
             index = {"metadata": {"total_size": total}, "weight_map": weight_map}
-            atomic_write_text(os.path.join(save_directory, SAFE_WEIGHTS_INDEX_NAME), json.dumps(index, indent=2))
-            written.append(SAFE_WEIGHTS_INDEX_NAME)
-        # Remove weights from an earlier save into this folder that the new save did not write.
+            written.append(add_variant(SAFE_WEIGHTS_INDEX_NAME, variant))
+            atomic_write_text(os.path.join(save_directory, written[-1]), json.dumps(index, indent=2))
+        # Remove this variant's weights from an earlier save into this folder that the new save did not write
+        # (a stale index beside a new single file, or shards of another count); other variants stay.
         for file_name in os.listdir(save_directory):
-            stale = file_name == SAFE_WEIGHTS_INDEX_NAME or re.fullmatch(r"model(-\d{5}-of-\d{5})?\.safetensors", file_name)
-            if stale and file_name not in written:
+            if is_weights_file(file_name, variant) and file_name not in written:
                 os.remove(os.path.join(save_directory, file_name))
         if push_to_hub:
             from .hub import push_folder_to_hub
@@ -434,33 +583,9 @@ def _split_shards(entries, max_bytes):
     return shards
 
 
-def find_checkpoint_files(folder):
-    """The safetensors files of a checkpoint folder, from its index when sharded."""
-    index_path = os.path.join(folder, SAFE_WEIGHTS_INDEX_NAME)
-    single = os.path.join(folder, SAFE_WEIGHTS_NAME)
-    if os.path.isfile(index_path):
-        try:
-            with open(index_path, encoding="utf-8") as f:
-                weight_map = json.load(f)["weight_map"]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise CheckpointError(f"{index_path}: not a valid safetensors index ({e})") from None
-        files = []
-        for file_name in dict.fromkeys(weight_map.values()):
-            path = os.path.join(folder, file_name)
-            if not os.path.isfile(path):
-                raise CheckpointError(f"{index_path} names shard {file_name!r}, which is not in {folder}")
-            files.append(path)
-        return files
-    if os.path.isfile(single):
-        return [single]
-    others = sorted(f for f in os.listdir(folder) if f.endswith((".bin", ".pt", ".pth", ".ckpt", ".gguf")))
-    hint = ""
-    if any(f.endswith(".gguf") for f in others):
-        hint = " For a GGUF checkpoint pass gguf_file='<name>.gguf'."
-    elif others:
-        hint = (f" It has {', '.join(others[:3])}: pickled checkpoints are never unpickled here; convert them to "
-                "safetensors first.")
-    raise FileNotFoundError(f"No {SAFE_WEIGHTS_NAME} or {SAFE_WEIGHTS_INDEX_NAME} in {folder}.{hint}")
+def find_checkpoint_files(folder, variant=None):
+    """The safetensors files of a local checkpoint folder (checkpoint_files.py has the rules)."""
+    return local_weight_files(folder, variant)
 
 
 def _iter_safetensors(files):
@@ -471,19 +596,66 @@ def _iter_safetensors(files):
         reader.close()
 
 
-def _checkpoint_dtype(folder, config, gguf_file):
-    """dtype='auto': the config's dtype (v5 `dtype`, v4 `torch_dtype`), else the first float tensor's."""
+def _checkpoint_tensors_equal(files, key_a, key_b):
+    """None unless the safetensors `files` hold both tensors; else whether their values are equal (read
+    through the memory map, in row blocks when the dtypes differ, so no copy of a vocab-sized matrix)."""
+    readers = [SafetensorsFile(path) for path in files]
+    try:
+        found = {}
+        for reader in readers:
+            for key in (key_a, key_b):
+                if key not in found and key in reader:
+                    found[key] = (reader._raw(key), reader.dtype(key))
+        if len(found) < 2:
+            return None
+        (a, dtype_a), (b, dtype_b) = found[key_a], found[key_b]
+        if a.shape != b.shape:
+            return False
+        if dtype_a == dtype_b:
+            return bool(np.array_equal(a, b))  # same storage dtype: equal bits are equal values (bf16 too)
+
+        def as_float32(block, dtype):
+            return bf16_bits_to_float32(block) if dtype == "BF16" else block.astype(np.float32)
+
+        step = 4096
+        return all(np.array_equal(as_float32(a[i:i + step], dtype_a), as_float32(b[i:i + step], dtype_b))
+                   for i in range(0, max(len(a), 1), step))
+    finally:
+        for reader in readers:
+            reader.close()
+
+
+def check_loadable_config(config, name):
+    """Refuse, by name, what no weight file could make loadable: a quantized checkpoint (its tensors are
+    packed integers or float8 that only transformers' quantizer backends unpack)."""
+    quantization = getattr(config, "quantization_config", None)
+    if quantization:
+        method = (quantization.get("quant_method") if isinstance(quantization, dict)
+                  else getattr(quantization, "quant_method", None))
+        method = getattr(method, "value", method)  # transformers' QuantizationMethod enum
+        raise NotImplementedError(
+            f"{name} is a quantized checkpoint (config.json quantization_config, quant_method {method!r}): "
+            "quantized checkpoints (AWQ, GPTQ, bitsandbytes, fp8, compressed-tensors, ...) are not supported. "
+            "Load the unquantized model, or a GGUF file (gguf_file=...), which is dequantized at load.")
+
+
+def _config_dtype(config):
+    """dtype='auto': the config's dtype (v5 `dtype`, v4 `torch_dtype`), else 'auto'. A dtype no model
+    can be built in (int8, float8_e4m3fn) is refused, as transformers does."""
     name = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
-    if name is not None:
-        try:
-            resolved = canonical_dtype_name(name)
-            if resolved != "auto":
-                return resolved
-        except ValueError:
-            pass
-    if gguf_file:
-        return "float32"  # quantized blocks dequantize to float32
-    for path in find_checkpoint_files(folder)[:1]:
+    if name is None:
+        return "auto"
+    try:
+        return canonical_dtype_name(name)
+    except UnsupportedDtypeError:
+        raise
+    except ValueError:
+        return "auto"  # a spelling we do not know: the weights decide
+
+
+def _file_dtype(files):
+    """dtype='auto' without a config dtype: the first float tensor's (transformers' rule)."""
+    for path in files[:1]:
         reader = SafetensorsFile(path)
         for key in reader.keys():
             st = reader.dtype(key)

@@ -78,3 +78,72 @@ def to_kind(x, kind):
     import torch  # the caller passed torch, so torch is there
 
     return torch.from_numpy(np.ascontiguousarray(array))
+
+
+# ---------------------------------------------------------------------- torch idioms on MindSpore tensors
+# HF scripts handle what the model and the Trainer give them as torch tensors: parameters from
+# named_parameters(), outputs, the tensors handed to preprocess_logits_for_metrics. MindSpore tensors
+# already answer most of those idioms (numel, item, tolist, float, numpy, abs().max(), argmax(dim=),
+# sum/mean(dim=), .data). The few they lack are added here, once, for every Tensor and Parameter:
+# only names MindSpore does not define, or wrappers that change nothing MindSpore already accepts.
+# (Graph-mode `ms.jit` resolves tensor methods from its own tables, so compiled code is unaffected.)
+
+
+class _Size(int):
+    """`tensor.size`: MindSpore's element count -- an int, as MindSpore code uses it -- that can also be
+    called as torch's `size()` (the shape, a tuple) or `size(dim)` (one dimension)."""
+
+    def __new__(cls, count, shape):
+        size = int.__new__(cls, count)
+        size.shape = shape
+        return size
+
+    def __call__(self, dim=None):
+        return self.shape if dim is None else self.shape[dim]
+
+
+def _from_torch_arg(value):
+    """torch.float16 -> mindspore.float16, torch.device("cpu") -> "cpu"; anything else unchanged.
+    torch is recognised by type name, so this never imports it."""
+    kind = type(value)
+    if kind.__module__ == "torch" and kind.__name__ == "dtype":
+        name = str(value).rsplit(".", 1)[-1]
+        return getattr(ms, {"bool": "bool_"}.get(name, name))
+    if kind.__module__ == "torch" and kind.__name__ == "device":
+        return value.type
+    return value
+
+
+def _install_torch_idioms():
+    tensor = ms.Tensor
+    if getattr(tensor, "_mindformers_hf_torch_idioms", False):
+        return
+    tensor._mindformers_hf_torch_idioms = True
+    ms_to, ms_clone, ms_size = tensor.to, tensor.clone, tensor.size
+
+    def detach(self):
+        """A plain Tensor outside autodiff; like torch's it shares memory with `self` (in-place updates of
+        a parameter show through it), so snapshots are taken with `.detach().clone()`."""
+        return ms.ops.stop_gradient(self)
+
+    def cpu(self):
+        return self  # MindSpore places tensors by context, not per tensor
+
+    def to(self, *args, **kwargs):
+        return ms_to(self, *map(_from_torch_arg, args), **{k: _from_torch_arg(v) for k, v in kwargs.items()})
+
+    def clone(self, *args, **kwargs):
+        # the CPU backend has no Clone kernel ("The kernel Clone unregistered"); copy() makes the same copy
+        if self.device == "CPU" and not args and not kwargs:
+            return self.copy()
+        return ms_clone(self, *args, **kwargs)
+
+    for name, value in (("detach", detach), ("cpu", cpu), ("requires_grad", False)):
+        if not hasattr(tensor, name):  # Parameter's own requires_grad property is untouched
+            setattr(tensor, name, value)
+    tensor.to = to
+    tensor.clone = clone  # Parameter.clone (a new Parameter, MindSpore's meaning) is its own method
+    tensor.size = property(lambda self: _Size(ms_size.fget(self), self.shape), doc=ms_size.__doc__)
+
+
+_install_torch_idioms()

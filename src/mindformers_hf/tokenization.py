@@ -3,7 +3,9 @@
 The tokenizer itself is transformers' (same files, vocab, chat templates). On top:
 - `return_tensors="ms"` gives MindSpore tensors ("np" and "pt" work as in transformers);
 - the returned BatchEncoding's `.to(model.device)` works for numpy / MindSpore values, and without torch;
-- `gguf_file=` is read by our own GGUF metadata reader (gguf_metadata.py): transformers' imports torch.
+- `gguf_file=` is read by our own GGUF metadata reader (gguf_metadata.py): transformers' imports torch;
+- a tokenizer whose `auto_map` names repo code of a format we read (ChatGLM3, ...) is built natively from the repo's
+  vocabulary file (tokenization_remote.py).
 """
 import numpy as np
 
@@ -81,13 +83,25 @@ class TokenizerMixin:
 _TOKENIZER_CLASSES = {}
 
 
-def adopt_tokenizer(tokenizer):
-    base = type(tokenizer)
-    if isinstance(tokenizer, TokenizerMixin):
-        return tokenizer
+def tokenizer_class(base):
+    """transformers' tokenizer class `base` with TokenizerMixin mixed in: one class per base, so a tokenizer
+    loaded by AutoTokenizer is an instance of the class `mindformers_hf.<Name>` exports."""
+    if issubclass(base, TokenizerMixin):
+        return base
     if base not in _TOKENIZER_CLASSES:
-        _TOKENIZER_CLASSES[base] = type(base.__name__, (TokenizerMixin, base), {"__module__": base.__module__})
-    tokenizer.__class__ = _TOKENIZER_CLASSES[base]
+        namespace = {"__module__": base.__module__}
+        # transformers' from_pretrained reads tokenizer.json as-is when `cls is TokenizersBackend or "__init__"
+        # not in cls.__dict__`, and otherwise lets the class's __init__ rebuild the backend: the mixed class
+        # must answer that test as its base does.
+        if "__init__" in base.__dict__ and base.__name__ != "TokenizersBackend":
+            namespace["__init__"] = base.__init__
+        _TOKENIZER_CLASSES[base] = type(base.__name__, (TokenizerMixin, base), namespace)
+    return _TOKENIZER_CLASSES[base]
+
+
+def adopt_tokenizer(tokenizer):
+    if not isinstance(tokenizer, TokenizerMixin):
+        tokenizer.__class__ = tokenizer_class(type(tokenizer))
     return tokenizer
 
 
@@ -100,10 +114,16 @@ class AutoTokenizer:
         from transformers import AutoTokenizer as HFAutoTokenizer
 
         from .hub import no_remote_code
+        from .tokenization_remote import remote_tokenizer_class
 
         if kwargs.get("gguf_file"):
             return adopt_tokenizer(_gguf_tokenizer(pretrained_model_name_or_path, **kwargs))
         with no_remote_code(kwargs, pretrained_model_name_or_path, "AutoTokenizer"):
+            native = remote_tokenizer_class(pretrained_model_name_or_path, kwargs)
+            if native is not None:  # the repo's tokenizer is code: our class reads its vocabulary file instead
+                kwargs.pop("trust_remote_code", None)
+                kwargs.pop("use_fast", None)
+                return adopt_tokenizer(native.from_pretrained(pretrained_model_name_or_path, *args, **kwargs))
             tokenizer = HFAutoTokenizer.from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         return adopt_tokenizer(tokenizer)
 

@@ -1,5 +1,6 @@
 """Small shared helpers: one-time warnings, dtype names, the MindSpore device."""
 import logging
+import re
 import sys
 
 import numpy as np
@@ -30,6 +31,15 @@ _DTYPE_ALIASES = {
     "float64": "float64", "double": "float64",
 }
 FLOAT_DTYPE_NAMES = ("float32", "float16", "bfloat16")
+# torch / numpy / MindSpore dtypes a model cannot be built in: integers, bool, complex, quantized, and the
+# 8- and 4-bit floats (no compute kernels in MindSpore; transformers stores them only through a quantizer).
+_NON_MODEL_DTYPES = re.compile(r"(u?int\d*|q?u?int\w+|bool_?|long|short|bits\w*|bit|complex\d*|c(half|float|double)"
+                               r"|float8\w*|float4\w*)")
+
+
+class UnsupportedDtypeError(TypeError, ValueError):
+    """A dtype no model can be built in (int8, float8_e4m3fn, ...). transformers raises ValueError for the
+    integer dtypes and torch a TypeError for float8: this is both."""
 
 
 def canonical_dtype_name(dtype) -> str:
@@ -46,6 +56,11 @@ def canonical_dtype_name(dtype) -> str:
         text = text.replace("torch.", "").replace("mindspore.", "").replace("ms.", "")
         if text in _DTYPE_ALIASES:
             return _DTYPE_ALIASES[text]
+        if _NON_MODEL_DTYPES.fullmatch(text):
+            kind = "a float8/float4 dtype" if text.startswith(("float8", "float4")) else "not a floating-point dtype"
+            raise UnsupportedDtypeError(
+                f"A model cannot be loaded or built under dtype={text!r} ({kind}): parameters are float32, float16, "
+                "bfloat16 or float64. Quantized checkpoints are not supported (see docs/differences.md).")
         raise ValueError(
             f"Unknown dtype {dtype!r}: use 'auto', 'float32', 'float16' or 'bfloat16' "
             "(or a MindSpore / torch dtype object)."
@@ -95,3 +110,19 @@ def set_seed(seed, deterministic=False):
         torch.manual_seed(seed)
     if deterministic:
         ms.set_context(deterministic="ON")
+
+
+def enable_full_determinism(seed, warn_only=False):
+    """transformers.enable_full_determinism: seed everything and ask for deterministic kernels (MindSpore's
+    `deterministic="ON"`; torch's CUDA variables and `use_deterministic_algorithms` have no role here)."""
+    set_seed(seed, deterministic=True)
+
+
+def __getattr__(name):
+    # `mindformers_hf.utils.get_json_schema`: transformers' (tensor-free), read lazily so that importing this
+    # module never imports transformers.
+    if name == "get_json_schema":
+        from transformers.utils import get_json_schema
+
+        return get_json_schema
+    raise AttributeError(f"module 'mindformers_hf.utils' has no attribute {name!r}")

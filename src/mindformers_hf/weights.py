@@ -81,6 +81,10 @@ class CheckpointFormatMixin:
     def load_weights(self, source):
         return super().load_weights(self._to_our_names(source))
 
+    @classmethod
+    def checkpoint_key_of(cls, name):
+        return cls.weight_table.to_checkpoint(name)[0]
+
     def _to_our_names(self, source):
         for key, path, array, is_bits in source:
             name, load = self.weight_table.to_ours(key)

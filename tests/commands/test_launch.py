@@ -68,6 +68,9 @@ def test_launch_flags_override_the_config_file(tmp_path):
         assert flag in command
     assert command[-3:] == ["train.py", "--lr", "1"]
     assert L.worker_env(resolved)["ACCELERATE_MIXED_PRECISION"] == "fp16"
+    # what torchrun exports on machine 0 of 2 with 8 workers each (RANK / LOCAL_RANK come per worker)
+    assert L.torchrun_env(resolved) == {"WORLD_SIZE": "16", "LOCAL_WORLD_SIZE": "8", "NODE_RANK": "0",
+                                        "GROUP_RANK": "0", "MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "8118"}
 
 
 @pytest.mark.parametrize("argv, message", [

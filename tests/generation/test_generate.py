@@ -35,7 +35,7 @@ def test_greedy_matches_hf_batched_left_padded(models, compiled):
     np.testing.assert_array_equal(got, want)
     if compiled:
         graphs = ours.__dict__["_mindformers_decode_graphs"]
-        assert any(key[2] and graph.step.compiled for key, graph in graphs.items())
+        assert any(graph.key[2] and graph.step.compiled for graph in graphs)
 
 
 def test_eos_list_stops_rows_and_pads(models):
@@ -209,3 +209,46 @@ def test_concurrent_generate_calls_take_turns(models):
         thread.join()
     for i in (0, 1):
         np.testing.assert_array_equal(got[i], want[i])
+
+
+@pytest.fixture(scope="module")
+def long_context(tmp_path_factory):
+    folder = make_hf_checkpoint(tmp_path_factory.mktemp("long_llama"), max_position_embeddings=512, seed=4)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    return AutoModelForCausalLM.from_pretrained(folder), hf
+
+
+@pytest.mark.parametrize("kwargs", [dict(), dict(disable_compile=True), dict(num_beams=2)],
+                         ids=["compiled", "eager", "beams"])
+def test_generation_across_cache_growth_matches_hf(long_context, kwargs):
+    """The static cache starts at prompt + 64 positions (128 here) and grows to the next bucket (256) while
+    generating 150 tokens: HF's tokens all the same."""
+    ours, hf = long_context
+    ids, mask = _prompts(rows=2, pads=(0, 3))
+    common = dict(max_new_tokens=150, min_new_tokens=150, do_sample=False, **kwargs)
+    want = _hf_generate(hf, ids, mask, **{k: v for k, v in common.items() if k != "disable_compile"}).numpy()
+    ours.__dict__.get("_mindformers_decode_graphs", []).clear()
+    got = ours.generate(input_ids=ids, attention_mask=mask, return_dict_in_generate=True, **common)
+    np.testing.assert_array_equal(got.sequences, want)
+    assert sorted(graph.key[1] for graph in ours.__dict__["_mindformers_decode_graphs"]) == [128, 256]
+
+
+def test_cache_follows_generated_tokens_not_max_new_tokens(long_context, monkeypatch):
+    """Rows that stop at EOS after 5 tokens use the same cache at max_new_tokens=256 as at 60,000 (it was
+    sized for max_new_tokens: 61,440 positions); a cache past KEEP_CACHED_LENGTH is freed after generate."""
+    from mindformers_hf.generation import runner
+
+    ours, _ = long_context
+    ids, mask = _prompts(rows=2, pads=(0, 3))
+    free = ours.generate(input_ids=ids, attention_mask=mask, max_new_tokens=6, do_sample=False)
+    eos = [int(t) for t in free[:, ids.shape[1] + 4]]
+    outs = [ours.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new, do_sample=False, eos_token_id=eos,
+                          pad_token_id=0, return_dict_in_generate=True) for new in (256, 60_000)]
+    np.testing.assert_array_equal(outs[0].sequences, outs[1].sequences)
+    assert outs[0].sequences.shape[1] <= ids.shape[1] + 5
+    assert [o.past_key_values.get_max_cache_shape() for o in outs] == [128, 128]
+
+    monkeypatch.setattr(runner, "KEEP_CACHED_LENGTH", 128)
+    ours.__dict__["_mindformers_decode_graphs"].clear()
+    ours.generate(input_ids=ids, attention_mask=mask, max_new_tokens=150, min_new_tokens=150, do_sample=False)
+    assert [graph.key[1] for graph in ours.__dict__["_mindformers_decode_graphs"]] == [128]  # 256: dropped

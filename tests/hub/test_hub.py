@@ -316,6 +316,27 @@ def test_remote_code_is_never_executed(hub_env, tiny):
     assert not [p for p in _gets(server) if p.endswith(".py") or "/org/custom/" in p and p.endswith(".safetensors")]
 
 
+def test_remote_format_tokenizer_from_a_hub_repo(hub_env):
+    """A repo whose tokenizer_config.json names ChatGLM3's tokenization_chatglm.ChatGLMTokenizer: the native class
+    reads tokenizer.model from the hub (revision honoured); the repo's .py file is never downloaded."""
+    import sentencepiece
+
+    from mindformers_hf import AutoTokenizer
+    from tests.models.remote_tokenizer_fixtures import train_sentencepiece
+    from tests.models.test_chatglm_tokenizer import TOKENIZER_CONFIG
+
+    model = train_sentencepiece()
+    trap = b"raise SystemExit('remote code ran')\n"
+    hub_env.server.add_commit("org/chatglm3", {"tokenizer.model": model, "tokenization_chatglm.py": trap,
+                                               "tokenizer_config.json": json.dumps(TOKENIZER_CONFIG).encode()},
+                              branch="v1")
+    tok = AutoTokenizer.from_pretrained("org/chatglm3", revision="v1", trust_remote_code=True)
+    sp = sentencepiece.SentencePieceProcessor(model_proto=model)
+    assert type(tok).__name__ == "ChatGLMTokenizer"
+    assert tok("你好")["input_ids"] == [sp.vocab_size() + 1, sp.vocab_size() + 3] + sp.encode("你好")
+    assert not [p for p in _gets(hub_env.server) if p.endswith(".py")]
+
+
 def test_gguf_file_downloads_only_that_file(hub_env, tiny):
     server = hub_env.server
     server.add_commit("org/gguf", {"a-Q4_0.gguf": b"GGUF" + b"a" * 300, "b-Q8_0.gguf": b"GGUF" + b"b" * 300,

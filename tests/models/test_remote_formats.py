@@ -262,6 +262,25 @@ def test_baichuan2_13b_alibi_matches_llama_with_bloom_alibi(tmp_path):
     assert_remote_parity(folder, arrays, "BaichuanForCausalLM", reference, tmp_path / "ours")
 
 
+def test_decode_step_that_cannot_be_traced_falls_back_without_crashing(tmp_path, tiny_llama):
+    """Baichuan-13B's ALiBi decode step fails MindSpore's trace; closing the broken trace used to segfault the
+    process (exit 139). generate must fall back to op-by-op with the eager result, and a later model's decode
+    step must still compile."""
+    from mindformers_hf.generation.runner import StaticRunner
+
+    hf = hf_native("LlamaConfig", "LlamaForCausalLM", hidden_size=32, num_attention_heads=4, num_key_value_heads=4)
+    folder, _ = _baichuan_checkpoint(hf, tmp_path / "baichuan_alibi", "alibi")
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    prompt = np.array([[5, 6, 7, 8]])
+    got = model.generate(prompt, max_new_tokens=5, do_sample=False)
+    np.testing.assert_array_equal(got, model.generate(prompt, max_new_tokens=5, do_sample=False,
+                                                      disable_compile=True))
+    llama = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    llama.generate(prompt, max_new_tokens=3, do_sample=False)
+    graphs = [graph for graph in llama.__dict__.get("_mindformers_decode_graphs", []) if graph.key[2]]
+    assert graphs and all(graph.step.compiled for graph in graphs) and StaticRunner.supports(llama)
+
+
 def test_baichuan_config_rules():
     """Released Baichuan configs do not say rotary vs ALiBi or NormHead: vLLM's rules decide."""
     from mindformers_hf.models.baichuan import BaichuanConfig, alibi_slopes

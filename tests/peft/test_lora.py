@@ -336,3 +336,22 @@ def test_errors_name_the_problem(tiny_llama, tmp_path):
     cfg_path.write_text(json.dumps(cfg))
     with pytest.raises(CheckpointError, match="k_proj.lora_A.weight"):
         PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama), str(tmp_path / "hf"))
+
+
+@pytest.mark.parametrize("kwargs", [dict(target_modules=["q_proj", "v_proj"]),
+                                    dict(target_modules="all-linear", modules_to_save=["lm_head"]),
+                                    dict(target_modules=r".*\.1\.mlp\.(up|down)_proj")])
+def test_targeted_module_names_match_peft(tiny_llama, kwargs):
+    import peft
+
+    ours = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_llama), LoraConfig(**kwargs))
+    theirs = peft.get_peft_model(hf_base(tiny_llama), hf_peft_config(**kwargs))
+    assert ours.targeted_module_names == theirs.targeted_module_names
+    assert ours.base_model.targeted_module_names == theirs.base_model.targeted_module_names
+    assert ours.targeted_parameter_names == theirs.targeted_parameter_names == []
+    assert ours.get_nb_trainable_parameters() == hf_nb_params(theirs)
+    assert printed_counts(ours) == printed_counts(theirs)
+    # a second adapter on the same modules adds no duplicate names, as in PEFT
+    ours.add_adapter("other", LoraConfig(**kwargs))
+    theirs.add_adapter("other", hf_peft_config(**kwargs))
+    assert ours.targeted_module_names == theirs.targeted_module_names

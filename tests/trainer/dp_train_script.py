@@ -3,18 +3,20 @@
 
 argv: model_dir output_dir per_device_train_batch_size [resume]
 """
+import os
 import sys
+import time
 
 import numpy as np
 
 from mindformers_hf import AutoModelForCausalLM, Trainer, TrainingArguments
 
+# what torchrun / `accelerate launch` export, read as scripts written for them do (a plain `python script.py`
+# has none: a world of one)
+env = {name: int(os.environ.get(name, default)) for name, default in
+       (("WORLD_SIZE", 1), ("RANK", 0), ("LOCAL_RANK", 0), ("LOCAL_WORLD_SIZE", 1), ("NODE_RANK", 0))}
 model_dir, output_dir, batch_size = sys.argv[1], sys.argv[2], int(sys.argv[3])
 resume = len(sys.argv) > 4 and sys.argv[4] == "resume"
-
-rng = np.random.default_rng(0)
-# uneven lengths: after padding, the ranks hold different numbers of label tokens in every step
-train = [{"input_ids": rng.integers(3, 128, size=int(n)).tolist()} for n in rng.integers(4, 17, size=12)]
 
 
 def collate(features):
@@ -31,9 +33,29 @@ model = AutoModelForCausalLM.from_pretrained(model_dir)
 args = TrainingArguments(output_dir, per_device_train_batch_size=batch_size, max_steps=3, learning_rate=1e-3,
                          logging_steps=1, save_steps=2, report_to="none", disable_tqdm=True, seed=7,
                          adam_epsilon=1e-6)
+with args.main_process_first(desc="dataset"):  # as run_clm around its dataset map: rank 0 first, then the others
+    print(f"MAIN_FIRST_ENTER rank={args.process_index} t={time.time()!r}", flush=True)
+    rng = np.random.default_rng(0)
+    # uneven lengths: after padding, the ranks hold different numbers of label tokens in every step
+    train = [{"input_ids": rng.integers(3, 128, size=int(n)).tolist()} for n in rng.integers(4, 17, size=12)]
+    if args.process_index == 0 and args.world_size > 1:
+        time.sleep(0.5)  # so that a rank that did not wait would enter before rank 0 leaves
+    print(f"MAIN_FIRST_LEAVE rank={args.process_index} t={time.time()!r}", flush=True)
 trainer = Trainer(model=model, args=args, train_dataset=train, data_collator=collate)
+assert (args.world_size, args.process_index, args.local_process_index) == (
+    env["WORLD_SIZE"], env["RANK"], env["LOCAL_RANK"]), (args.world_size, args.process_index, env)
+if env["WORLD_SIZE"] > 1:
+    from mindspore.communication import get_group_size, get_rank
+
+    print(f"LAUNCH_ENV rank={env['RANK']} comm_rank={get_rank()} comm_size={get_group_size()} "
+          + " ".join(f"{k}={os.environ[k]}" for k in ("WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "NODE_RANK",
+                                                      "MASTER_ADDR", "MASTER_PORT")), flush=True)
 trainer.train(resume_from_checkpoint=True if resume else None)
 trainer.save_model()
 digest = sum(float(np.abs(p.asnumpy().astype(np.float64)).sum()) for _, p in model.parameters_and_names())
 print(f"SHOULD_SAVE rank={args.process_index} value={args.should_save}", flush=True)
 print(f"WEIGHTS_DIGEST rank={args.process_index} world={args.world_size} value={digest!r}", flush=True)
+# the common pattern: only rank 0 saves, the other ranks go on (here: leave) without waiting for it
+if trainer.is_world_process_zero():
+    trainer.save_model(os.path.join(output_dir, "rank0_only"))
+    print("RANK0_SAVED", flush=True)

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import mindspore as ms
 
-from mindformers_hf.trainer.optimization import SCHEDULER_NAMES, AdamW, GradScaler, get_scheduler
+from mindformers_hf.trainer.optimization import AdamW, GradScaler
+from mindformers_hf.trainer.schedules import SCHEDULER_NAMES, get_scheduler
 
 
 def test_adamw_matches_torch_elementwise():
@@ -109,3 +110,52 @@ def test_adamw_updates_parameters_backed_by_read_only_memory(tmp_path):
     AdamW([param], lr=0.5, weight_decay=0.0).step([ms.Tensor(np.ones(6, np.float32))])
     np.testing.assert_allclose(param.asnumpy(), np.arange(6) - 0.5, atol=1e-5)
     np.testing.assert_array_equal(np.fromfile(path, dtype=np.float32), np.arange(6))  # the file is untouched
+
+
+_FUNCTIONS = {  # transformers' schedule functions, called as its docs call them (positional warmup / total)
+    "get_constant_schedule": ((), {}),
+    "get_constant_schedule_with_warmup": ((4,), {}),
+    "get_linear_schedule_with_warmup": ((4, 20), {}),
+    "get_cosine_schedule_with_warmup": ((4, 20), {"num_cycles": 1.5}),
+    "get_cosine_with_hard_restarts_schedule_with_warmup": ((4, 20), {"num_cycles": 3}),
+    "get_polynomial_decay_schedule_with_warmup": ((4, 20), {"lr_end": 1e-6, "power": 2.0}),
+    "get_inverse_sqrt_schedule": ((4,), {"timescale": 7}),
+    "get_cosine_with_min_lr_schedule_with_warmup": ((4, 20), {"min_lr": 3e-5}),
+    "get_cosine_with_min_lr_schedule_with_warmup_lr_rate": ((4, 20), {"min_lr_rate": 0.1, "warmup_lr_rate": 0.2}),
+    "get_wsd_schedule": ((4, 6), {"num_stable_steps": 5, "decay_type": "1-sqrt", "min_lr_ratio": 0.1}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_FUNCTIONS))
+def test_schedule_functions_match_transformers(name):
+    import torch
+    import transformers
+
+    import mindformers_hf
+
+    args, kwargs = _FUNCTIONS[name]
+    torch_opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=3e-4)
+    theirs = getattr(transformers, name)(torch_opt, *args, **kwargs)
+    ours = getattr(mindformers_hf, name)(AdamW([ms.Parameter(ms.Tensor(np.zeros(1, np.float32)), name="w")],
+                                               lr=3e-4), *args, **kwargs)
+    got, want = [], []
+    for _ in range(24):
+        got.append(ours.get_last_lr()[0])
+        want.append(theirs.get_last_lr()[0])
+        ours.step()
+        torch_opt.step()
+        theirs.step()
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=0)
+    assert len(set(want)) > 1 or name == "get_constant_schedule"
+
+
+def test_schedule_function_argument_errors_match_transformers():
+    import mindformers_hf
+
+    opt = AdamW([ms.Parameter(ms.Tensor(np.zeros(1, np.float32)), name="w")], lr=3e-4)
+    with pytest.raises(ValueError, match="Only one of min_lr or min_lr_rate"):
+        mindformers_hf.get_cosine_with_min_lr_schedule_with_warmup(opt, 2, 10, min_lr=1e-5, min_lr_rate=0.1)
+    with pytest.raises(ValueError, match="Unknown"):
+        mindformers_hf.get_wsd_schedule(opt, 2, 3, num_training_steps=10, decay_type="exp")
+    with pytest.raises(TypeError):
+        get_scheduler("linear", opt, 2, 10, scheduler_specific_kwargs={"num_cycles": 2})

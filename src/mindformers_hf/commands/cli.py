@@ -19,6 +19,9 @@ def _add_model_args(parser):
     parser.add_argument("--top-p", type=float, default=None)
     parser.add_argument("--repetition-penalty", type=float, default=None)
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--verbose", action="store_true",
+                        help="show MindSpore's own log lines (warnings and up; by default only errors, or what "
+                             "GLOG_v says when you set it)")
 
 
 def _resolve_model(args):
@@ -30,11 +33,18 @@ def _resolve_model(args):
         if found is None:
             raise SystemExit(f"error: no --model given and the default model is not installed: {DEFAULT_MODEL_NOTE}")
         return found
-    if os.path.sep in args.model or args.model.startswith("."):
-        if not os.path.isdir(args.model):
-            raise SystemExit(f"error: model folder {args.model!r} does not exist")
+    if not os.path.isdir(args.model):
+        # as transformers decides: an existing folder is local, anything else that is a valid repo id is the hub's
+        from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+        try:
+            validate_repo_id(args.model)
+        except HFValidationError:
+            raise SystemExit(f"error: model folder {args.model!r} does not exist (nor is it a hub repo id "
+                             "like 'org/name')") from None
+        return args.model, args.gguf_file
     gguf_file = args.gguf_file
-    if gguf_file is None and os.path.isdir(args.model):
+    if gguf_file is None:
         ggufs = sorted(f for f in os.listdir(args.model) if f.endswith(".gguf"))
         has_safetensors = any(f.endswith(".safetensors") for f in os.listdir(args.model))
         if ggufs and not has_safetensors:
@@ -135,14 +145,27 @@ def build_parser():
     add_launch_parser(sub)
     add_config_parser(sub)
     add_env_parser(sub)
+    from .serve import add_serve_parser
+
+    add_serve_parser(sub)
     from .eval import add_eval_parser  # lm_eval's `run` flags, when lm_eval is installed
 
     add_eval_parser(sub)
     return parser
 
 
+def quiet_mindspore(verbose):
+    """chat / generate talk to a person: MindSpore's log lines (WARNINGs from graph compilation a user cannot act
+    on) would land in the middle of a streamed reply. Both its C++ and its Python logging read GLOG_v when
+    mindspore is first imported, so this runs before anything imports it; a GLOG_v the user set wins."""
+    if not verbose:
+        os.environ.setdefault("GLOG_v", "3")  # 3: errors only
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if args.command in ("chat", "generate"):
+        quiet_mindspore(args.verbose)
     return args.func(args)
 
 

@@ -201,6 +201,15 @@ def worker_env(resolved):
     return env
 
 
+def torchrun_env(resolved):
+    """What torchrun (and so `accelerate launch`) exports to every worker and is the same for all processes of
+    this machine; RANK and LOCAL_RANK, which differ per process, are set in each worker (launch_worker.py)."""
+    n, machines = int(resolved["num_processes"]), int(resolved["num_machines"])
+    node = str(resolved["machine_rank"])
+    return {"WORLD_SIZE": str(n), "LOCAL_WORLD_SIZE": str(n // machines), "NODE_RANK": node, "GROUP_RANK": node,
+            "MASTER_ADDR": str(resolved["main_process_ip"]), "MASTER_PORT": str(resolved["main_process_port"])}
+
+
 def msrun_command(resolved, log_dir, script, script_args):
     n, machines = int(resolved["num_processes"]), int(resolved["num_machines"])
     msrun = shutil.which("msrun")
@@ -208,7 +217,8 @@ def msrun_command(resolved, log_dir, script, script_args):
     return head + [f"--worker_num={n}", f"--local_worker_num={n // machines}",
                    f"--master_addr={resolved['main_process_ip']}", f"--master_port={resolved['main_process_port']}",
                    f"--node_rank={resolved['machine_rank']}", f"--log_dir={log_dir}", "--join=True",
-                   script] + list(script_args)
+                   # msrun runs `python <args>` when handed "python": each process sets its RANK/LOCAL_RANK first
+                   "python", "-m", "mindformers_hf.commands.launch_worker", script] + list(script_args)
 
 
 def failed_workers(log_dir):
@@ -240,6 +250,7 @@ def launch_command(args):
     if int(resolved["machine_rank"]) == 0 and port_in_use(port):
         raise LaunchError(f"main_process_port {port} is already in use on this machine (another job?); pass a "
                           "free one with --main_process_port")
+    env.update(torchrun_env(resolved))
     log_dir = os.path.abspath(args.log_dir or os.path.join(os.getcwd(), "msrun_log"))
     command = msrun_command(resolved, log_dir, script, args.training_script_args)
     if not args.quiet:

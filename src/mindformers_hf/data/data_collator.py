@@ -161,3 +161,76 @@ class DataCollatorForLanguageModeling:
             labels[labels == self.tokenizer.pad_token_id] = IGNORE_INDEX
         batch["labels"] = labels
         return _emit(batch, return_tensors or self.return_tensors)
+
+
+# ---------------------------------------------------------------------- transformers' own collators, any kind
+# These are transformers' classes, run with return_tensors="np" (their torch-free path), and the numpy batch
+# is then emitted as the kind asked for: one implementation of padding and label rules, HF's.
+def _hf_collators():
+    from transformers.data import data_collator
+
+    return data_collator
+
+
+def _kind(requested, default):
+    kind = requested or default
+    if kind not in _KINDS:
+        raise ValueError(f"return_tensors={kind!r} is not supported; use 'np', 'ms' or 'pt'")
+    return kind
+
+
+@dataclass
+class DataCollatorForSeq2Seq(_hf_collators().DataCollatorForSeq2Seq):
+    """transformers.DataCollatorForSeq2Seq: pads inputs with the tokenizer and `labels` with -100."""
+
+    return_tensors: str = "np"
+
+    def __call__(self, features, return_tensors=None):
+        kind = _kind(return_tensors, self.return_tensors)
+        return _emit(dict(super().__call__(features, return_tensors="np")), kind)
+
+
+@dataclass
+class DataCollatorForTokenClassification(_hf_collators().DataCollatorForTokenClassification):
+    """transformers.DataCollatorForTokenClassification: pads inputs and per-token `labels` (-100)."""
+
+    return_tensors: str = "np"
+
+    def __call__(self, features, return_tensors=None):
+        kind = _kind(return_tensors, self.return_tensors)
+        return _emit(dict(self.numpy_call(features)), kind)
+
+
+@dataclass
+class DataCollatorForMultipleChoice(_hf_collators().DataCollatorForMultipleChoice):
+    """transformers.DataCollatorForMultipleChoice: every choice of every example padded alike, [B, C, T]."""
+
+    return_tensors: str = "np"
+
+    def __call__(self, features, return_tensors=None):
+        kind = _kind(return_tensors, self.return_tensors)
+        return _emit(self.numpy_call(features), kind)
+
+    def numpy_call(self, examples):
+        # transformers' torch_call with numpy (transformers has no numpy path for this collator)
+        label_name = "label" if "label" in examples[0] else "labels"
+        labels = [example[label_name] for example in examples]
+        batch_size, num_choices = len(examples), len(examples[0]["input_ids"])
+        flat = [{k: v[i] for k, v in example.items() if k != label_name}
+                for example in examples for i in range(num_choices)]
+        batch = _pad(self.tokenizer, flat, self.padding, self.max_length, self.pad_to_multiple_of)
+        batch = {k: np.asarray(v).reshape(batch_size, num_choices, -1) for k, v in batch.items()}
+        batch["labels"] = np.asarray(labels, dtype=np.int64)
+        return batch
+
+
+class DataCollatorWithFlattening(_hf_collators().DataCollatorWithFlattening):
+    """transformers.DataCollatorWithFlattening: the batch as one row, `position_ids` restarting per example.
+    The models separate the examples when transformers does (masking_utils.packed_sequence_ids)."""
+
+    def __init__(self, *args, return_tensors="np", **kwargs):
+        super().__init__(*args, return_tensors=return_tensors, **kwargs)
+
+    def __call__(self, features, return_tensors=None, separator_id=None):
+        kind = _kind(return_tensors, self.return_tensors)
+        return _emit(super().__call__(features, return_tensors="np", separator_id=separator_id), kind)

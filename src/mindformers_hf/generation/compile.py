@@ -9,7 +9,9 @@ or whose trace fails for any reason, runs eagerly from then on (with a one-time 
 giving wrong tokens. The second call traces, and later calls replay the graph.
 
 Tracing happens in a worker thread: MindSpore's tracer walks the Python stack and fails on frames
-without source (`python -c`, some REPLs); a fresh thread's stack has none of those.
+without source (`python -c`, some REPLs); a fresh thread's stack has none of those. Calls hold the process-wide
+model lock (runtime.py), which also keeps the Tensor-method patching below to one call at a time; the worker
+shares its caller's hold.
 """
 import contextlib
 import threading
@@ -17,10 +19,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import mindspore as ms
 
+from .. import runtime
+from ..layers import no_index_checks
 from ..utils import logger, warn_once
 
 _HOST_READS = ("asnumpy", "item", "tolist", "__int__", "__float__", "__bool__", "__index__", "__array__")
-_trace_lock = threading.Lock()
 
 
 class HostReadDuringTrace(RuntimeError):
@@ -62,17 +65,15 @@ _QUIET_PRINTING = {"__str__": _describe, "__repr__": _describe}
 
 
 def _reset_tracer():
-    """Close a trace that raised half-way: MindSpore's tracer keeps global state (Python and C++)."""
+    """Close a trace that raised half-way: MindSpore's tracer keeps global state (Python and C++).
+
+    Only the Python flags are reset. Ending the broken graph in C++ (`end_graph`) segfaults the process on a
+    trace that failed inside an op (Baichuan-13B's ALiBi decode step does), and the next trace starts a new
+    graph either way (tests/models/test_remote_formats.py checks both)."""
     try:
         from mindspore.graph import jit_trace
-        from mindspore.graph.jit_config import _DEFAULT_JIT_CONFIG
         from mindspore.graph.jit_context import set_jit_context
 
-        if jit_trace._using_trace:
-            try:
-                jit_trace.tr.get_instance().end_graph([__file__], [1], _DEFAULT_JIT_CONFIG, ms.Tensor(0))
-            except Exception:  # noqa: BLE001 -- best effort; the flags below are what Python checks
-                pass
         jit_trace._using_trace = False
         jit_trace._trace_jit_context.compiled = False
         set_jit_context(None)
@@ -84,9 +85,15 @@ class CompiledStep:
     """`fn(*tensors)` compiled per input shapes, or run eagerly when compiling is impossible."""
 
     def __init__(self, fn, description="decode step"):
-        self.fn = fn
+        def unchecked(*args):
+            # embeddings' index checks read values on the host, which the first (eager) call forbids and a
+            # trace would not replay. A decode step's tokens are the model's own choices.
+            with no_index_checks():
+                return fn(*args)
+
+        self.fn = unchecked
         self.description = description
-        self._traced = ms.jit(fn, capture_mode="trace")
+        self._traced = ms.jit(unchecked, capture_mode="trace")
         self._compiled_shapes, self._checked_shapes = set(), set()
         self.failure = None
 
@@ -94,6 +101,7 @@ class CompiledStep:
     def compiled(self):
         return self.failure is None
 
+    @runtime.serialized
     def __call__(self, *args):
         if self.failure is not None:
             return self.fn(*args)
@@ -111,9 +119,9 @@ class CompiledStep:
                 return self._give_up(error, args)
             self._checked_shapes.add(key)
             return out
-        with _trace_lock, ThreadPoolExecutor(1, thread_name_prefix="mindformers_hf-trace") as pool:
+        with ThreadPoolExecutor(1, thread_name_prefix="mindformers_hf-trace") as pool:
             try:
-                out = pool.submit(self._trace, args).result()
+                out = runtime.run_as_holder(pool.submit, self._trace, args).result()
             except Exception as error:  # noqa: BLE001 -- any tracing failure means: run eagerly
                 _reset_tracer()
                 return self._give_up(error, args)

@@ -4,23 +4,32 @@ Two runners share one interface:
   - `StaticRunner`: prefill into a DynamicCache (the plain, parity-tested forward), copy it into a
     preallocated `StaticCache`, then decode with fixed shapes -- [B, 1] tokens against [B, heads, L, D]
     buffers, L a bucketed cache length -- so one compiled graph per (model, B, L) serves every token of
-    every later `generate` call. Attention masks are built per step on the host, [B, 1, 1, L] per layer
-    type, by the rule of LlamaModel.causal_masks (`layer_windows`).
+    every later `generate` call. L starts at room for the prompt and INITIAL_NEW_TOKENS and doubles (the
+    filled positions copied over) when generation reaches it, up to the bucket of `max_length`: memory
+    follows what is generated, not `max_new_tokens`. Attention masks are built per step on the host,
+    [B, 1, 1, L] per layer type, by the rule of LlamaModel.causal_masks (`layer_windows`).
   - `DynamicRunner`: the growing cache, op by op; used for models without `causal_masks`, or when asked
     with cache_implementation="dynamic".
+Every method that runs MindSpore holds the process-wide model lock (runtime.py) for its own duration only, so
+the host work between tokens (logits processors, streamers, stopping criteria) runs without it.
 """
 import inspect
-from collections import OrderedDict
 
 import numpy as np
 import mindspore as ms
 
+from .. import runtime
 from ..cache_utils import DynamicCache, StaticCache
 from ..masking_utils import MASK_VALUE
 from .compile import CompiledStep
 
-# Cached graphs (and their cache buffers) per model: the oldest are dropped past this many.
-MAX_CACHED_GRAPHS = 4
+# Cached graphs (and their cache buffers) per model: the oldest are dropped past this many. A graph longer than
+# KEEP_CACHED_LENGTH is dropped when its generate ends, so a long generation's cache is freed afterwards (the
+# next generation that long compiles its step again: once per call, small beside that many decode steps).
+MAX_CACHED_GRAPHS = 8
+KEEP_CACHED_LENGTH = 1024
+# The static cache first holds the prompt and this many new tokens (rounded up to a bucket), then grows.
+INITIAL_NEW_TOKENS = 64
 
 
 def bucket_length(total):
@@ -29,6 +38,12 @@ def bucket_length(total):
     if total <= 1024:
         return max(64, 1 << (int(total) - 1).bit_length())
     return -(-int(total) // 1024) * 1024
+
+
+def grown_length(total, cap):
+    """The cache length a generation that needs `total` positions grows to: the next power of two (from 64),
+    never beyond `cap` (the bucket of max_length) -- few distinct lengths, at most twice the memory needed."""
+    return min(max(64, 1 << (int(total) - 1).bit_length()), cap)
 
 
 def prefill_length(length):
@@ -84,6 +99,7 @@ class DynamicRunner:
         self.cache = None
         self.extra = _forward_kwargs(model)
 
+    @runtime.serialized
     def prefill(self, input_ids, attention_mask):
         self.cache = DynamicCache()
         out = self.model(input_ids=ms.Tensor(input_ids), attention_mask=ms.Tensor(attention_mask),
@@ -95,6 +111,7 @@ class DynamicRunner:
         if repeats > 1:
             self.reorder(np.repeat(np.arange(self.cache.key_cache[0].shape[0]), repeats))
 
+    @runtime.serialized
     def step(self, tokens, attention_mask):
         positions = position_ids_from_mask(attention_mask)[:, -1:]
         out = self.model(input_ids=ms.Tensor(tokens.reshape(-1, 1).astype(np.int64)),
@@ -102,14 +119,19 @@ class DynamicRunner:
                          past_key_values=self.cache, use_cache=True, **self.extra)
         return _last_logits(out)
 
+    @runtime.serialized
     def reorder(self, rows):
         self.cache.reorder_cache(ms.Tensor(np.asarray(rows, np.int32)))
+
+    def close(self):
+        pass
 
 
 class _Graph:
     """One model's decode step for one (batch, cache length): the cache buffers and the compiled step."""
 
     def __init__(self, model, batch, length, compile_step):
+        self.key = (batch, length, compile_step)
         self.cache = StaticCache(max_batch_size=batch, max_cache_len=length)
         self.mask_keys = None
         extra = _forward_kwargs(model)
@@ -144,17 +166,37 @@ class StaticRunner:
         step = self.graph.step if self.graph is not None else None
         return isinstance(step, CompiledStep) and step.compiled
 
-    def _graph_for(self, batch, length):
-        graphs = self.model.__dict__.setdefault("_mindformers_decode_graphs", OrderedDict())
-        key = (batch, length, self.compile_step)
-        graph = graphs.pop(key, None)
-        if graph is None:
-            graph = _Graph(self.model, batch, length, self.compile_step)
-        graphs[key] = graph  # most recently used last
-        while len(graphs) > MAX_CACHED_GRAPHS:
-            graphs.popitem(last=False)
-        return graph
+    # ------------------------------------------------------------------ the model's pool of decode graphs
+    def _pool(self):
+        """The model's idle decode graphs, least recently used first (two threads generating the same shape at
+        once leave two graphs of that shape here, so neither recompiles the next time)."""
+        return self.model.__dict__.setdefault("_mindformers_decode_graphs", [])
 
+    def _checkout(self, batch, length):
+        """A graph for (batch, length), taken out of the pool while this generate uses it: a concurrent generate
+        of the same shape takes another one or builds its own instead of writing into these cache buffers."""
+        pool, key = self._pool(), (batch, length, self.compile_step)
+        for i in range(len(pool) - 1, -1, -1):
+            if pool[i].key == key:
+                return pool.pop(i)
+        return _Graph(self.model, batch, length, self.compile_step)
+
+    def _checkin(self, graph):
+        if graph.key[1] > KEEP_CACHED_LENGTH:
+            return  # dropped: a long generation's cache buffers are freed once it is done
+        pool = self._pool()
+        pool.append(graph)
+        del pool[:-MAX_CACHED_GRAPHS]
+
+    @runtime.serialized
+    def close(self):
+        """Give the graph back to the model's pool (generate's end, also on errors)."""
+        if self.graph is not None:
+            self._checkin(self.graph)
+        self.dynamic = None
+
+    # ------------------------------------------------------------------ generation
+    @runtime.serialized
     def prefill(self, input_ids, attention_mask, max_length):
         """With compilation on, the decoder layers run as one compiled graph (models/llama/compiled_layer.py)
         on the prompt left-padded to `prefill_length`; the pad columns stay masked in every later step."""
@@ -162,7 +204,8 @@ class StaticRunner:
         compiled = self.compile_step and getattr(self.base, "compiles_layers", lambda: False)()
         self.pad = prefill_length(prompt_len) - prompt_len if compiled else 0
         input_ids, attention_mask = self._padded(input_ids), self._padded(attention_mask)
-        self.length = bucket_length(max_length + self.pad)
+        self.max_length = bucket_length(max_length + self.pad)
+        self.length = grown_length(prompt_len + self.pad + INITIAL_NEW_TOKENS, self.max_length)
         self.dynamic = DynamicCache()
         if compiled:
             self.base.compile_layers = "prefill"
@@ -189,9 +232,19 @@ class StaticRunner:
         if self.repeats > 1:
             self.dynamic.reorder_cache(ms.Tensor(rows.astype(np.int32)))
         self.batch = len(rows)
-        self.graph = self._graph_for(self.batch, self.length)
+        self.graph = self._checkout(self.batch, self.length)
         self.graph.cache.fill_from(self.dynamic)
         self.dynamic = None
+
+    def _grow(self, total):
+        """Move to a longer cache holding `total` positions: the filled ones are copied into the new buffers."""
+        length = grown_length(total, self.max_length)
+        if total > length:
+            raise RuntimeError(f"generate: the static cache holds {self.max_length} positions, {total} needed")
+        old, self.graph = self.graph, self._checkout(self.batch, length)
+        self.graph.cache.fill_from(old.cache)
+        self._checkin(old)
+        self.length = length
 
     def _masks(self, attention_mask):
         """{layer type: [B, 1, 1, L] float32} for a new token at slot T-1 of a [B, T] padding mask. Built in
@@ -205,13 +258,14 @@ class StaticRunner:
             out[key] = np.where(keep, np.float32(0.0), np.float32(MASK_VALUE)).reshape(self.batch, 1, 1, self.length)
         return out
 
+    @runtime.serialized
     def step(self, tokens, attention_mask):
         if self.graph is None:
             self._to_static()
         attention_mask = self._padded(attention_mask)
         total = attention_mask.shape[1]
         if total > self.length:
-            raise RuntimeError(f"generate: the static cache holds {self.length} positions, {total} needed")
+            self._grow(total)
         masks = self._masks(attention_mask)
         self.graph.mask_keys = tuple(masks)
         positions = position_ids_from_mask(attention_mask)[:, -1:]
@@ -221,6 +275,7 @@ class StaticRunner:
         self.graph.cache._seq_length = total
         return _host_last(logits)
 
+    @runtime.serialized
     def reorder(self, rows):
         if self.graph is None:
             self._to_static()

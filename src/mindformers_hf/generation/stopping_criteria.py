@@ -3,6 +3,8 @@ import time
 
 import numpy as np
 
+from ..utils import warn_once
+
 
 class StoppingCriteria:
     def __call__(self, input_ids, scores, **kwargs):
@@ -37,7 +39,13 @@ class MaxLengthCriteria(StoppingCriteria):
         self.max_length, self.max_position_embeddings = max_length, max_position_embeddings
 
     def __call__(self, input_ids, scores, **kwargs):
-        return np.full(input_ids.shape[0], input_ids.shape[-1] >= self.max_length)
+        cur_len = input_ids.shape[-1]
+        is_done = cur_len >= self.max_length
+        if self.max_position_embeddings is not None and not is_done and cur_len > self.max_position_embeddings:
+            warn_once("This is a friendly reminder - the current text generation call has exceeded the model's "
+                      f"predefined maximum length ({self.max_position_embeddings}). Depending on the model, you may "
+                      "observe exceptions, performance degradation, or nothing at all.")
+        return np.full(input_ids.shape[0], is_done)
 
 
 class MaxTimeCriteria(StoppingCriteria):

@@ -6,11 +6,11 @@ stopping criteria -- runs on the host in numpy, with transformers' formulas and 
 numpy, torch or MindSpore; sequences and scores come back as the kind of `input_ids`.
 """
 import copy
-import threading
 
 import numpy as np
 
-from .. import tensor_io
+from .. import runtime, tensor_io
+from ..layers import IndexDtypeError
 from ..modeling_outputs import ModelOutput, _CacheAlias
 from ..utils import set_seed, warn_once  # noqa: F401 (set_seed: re-exported by generation)
 from . import logits_process as lp
@@ -32,10 +32,6 @@ class GenerateBeamDecoderOnlyOutput(_CacheAlias, ModelOutput):
 GreedySearchDecoderOnlyOutput = SampleDecoderOnlyOutput = GenerateDecoderOnlyOutput
 BeamSearchDecoderOnlyOutput = GenerateBeamDecoderOnlyOutput
 
-
-# One generate at a time per process: MindSpore's eager mode crashes when two threads run ops at once, and
-# calls of the same shape share a compiled step's cache buffers.
-_GENERATE_LOCK = threading.RLock()
 
 # GenerationConfig fields we do not implement: a non-default value raises, naming the feature.
 _UNSUPPORTED = {
@@ -99,13 +95,16 @@ class GenerationMixin:
         if defaults is not None:  # transformers 5: unset fields come from the model's config, then globals
             if provided:
                 config.update(**self.generation_config.to_dict(), defaults_only=True, allow_custom_entries=True)
+            default_max_length = config.max_length is None and kwargs.get("max_length") is None
             config.update(**defaults(), defaults_only=True)
+        else:  # transformers 4: every field already holds its default
+            default_max_length = kwargs.get("max_length") is None and config.max_length == GenerationConfig().max_length
         model_kwargs = config.update(**kwargs)
         for name, feature in _UNSUPPORTED.items():
             value = getattr(config, name, None)
             if value not in (None, _NEUTRAL.get(name, None), [], ()):
                 raise NotImplementedError(f"generate: {feature} is not supported")
-        return config, model_kwargs
+        return config, model_kwargs, default_max_length
 
     # ------------------------------------------------------------------ generate
     def generate(self, inputs=None, generation_config=None, logits_processor=None, stopping_criteria=None,
@@ -119,7 +118,7 @@ class GenerationMixin:
         if synced_gpus:
             warn_once("generate: synced_gpus is accepted for compatibility and ignored")
         tokenizer = kwargs.pop("tokenizer", None)
-        config, model_kwargs = self._prepare_generation_config(generation_config, kwargs)
+        config, model_kwargs, default_max_length = self._prepare_generation_config(generation_config, kwargs)
 
         # -- inputs
         if isinstance(inputs, dict) or (hasattr(inputs, "keys") and "input_ids" in inputs):
@@ -132,7 +131,10 @@ class GenerationMixin:
         if input_ids is None:
             raise ValueError("generate needs input_ids (or `inputs`)")
         kind = tensor_io.kind_of(input_ids) or tensor_io.MINDSPORE
-        ids = np.asarray(tensor_io.to_numpy(input_ids)).astype(np.int64)
+        ids = np.asarray(tensor_io.to_numpy(input_ids))
+        if not np.issubdtype(ids.dtype, np.integer):  # as the embedding would (torch's raises for float ids)
+            raise IndexDtypeError(f"token ids must be integers, got input_ids of dtype {ids.dtype}")
+        ids = ids.astype(np.int64)
         if ids.ndim == 1:
             ids = ids[None, :]
         attention_mask = model_kwargs.pop("attention_mask", None)
@@ -152,15 +154,26 @@ class GenerationMixin:
             can_infer = pad is not None and (ids == pad).any() and (not eos or pad not in eos)
             attention_mask = (ids != pad).astype(np.int64) if can_infer else np.ones_like(ids)
         else:
-            attention_mask = np.asarray(tensor_io.to_numpy(attention_mask)).astype(np.int64).reshape(ids.shape)
+            attention_mask = np.asarray(tensor_io.to_numpy(attention_mask)).astype(np.int64)
+            if attention_mask.ndim == 1:
+                attention_mask = attention_mask[None, :]
+            if attention_mask.shape != ids.shape:  # HF fails with an IndexError (the forward's mask check)
+                raise IndexError(f"attention_mask has shape {attention_mask.shape}, but input_ids have shape "
+                                 f"{ids.shape}: one mask entry per token")
 
+        # transformers' `_prepare_generated_length`, then its check of the prompt against max_length
         prompt_len = ids.shape[1]
         if config.max_new_tokens is not None:
             config.max_length = config.max_new_tokens + prompt_len
-        if config.max_length <= prompt_len:  # transformers warns and still generates one token
-            warn_once(f"generate: the prompt has {prompt_len} tokens but max_length is {config.max_length}; "
-                      "generating one token (set max_new_tokens)")
-            config.max_length = prompt_len + 1
+        elif default_max_length:  # nobody set a length: 20 new tokens, but not past the model's context
+            config.max_length += prompt_len
+            context = getattr(self.config, "max_position_embeddings", None)
+            if context is not None:
+                config.max_length = min(config.max_length, context)
+        if prompt_len >= config.max_length:
+            raise ValueError(f"Input length of input_ids is {prompt_len}, but `max_length` is set to "
+                             f"{config.max_length}. This can lead to unexpected behavior. You should consider "
+                             "increasing `max_length` or, better yet, setting `max_new_tokens`.")
         if config.num_beams > 1 and config.do_sample:
             raise NotImplementedError("generate: beam sampling (num_beams > 1 with do_sample=True) is not supported")
         if config.num_beams > 1 and config.num_return_sequences > config.num_beams:
@@ -174,14 +187,16 @@ class GenerationMixin:
             if config.num_beams > 1:
                 raise ValueError("generate: streamers work with greedy search and sampling, not beam search")
             streamer.put(ids.copy())
+        # Threads: the runner holds the process-wide model lock (runtime.py) for each prefill/decode step only, so
+        # other threads' model calls interleave with this loop and the streamer is fed without the lock held.
         try:
-            with _GENERATE_LOCK:
-                if config.num_beams > 1:
-                    result = self._beam_search(runner, ids, attention_mask, config, processors, criteria, pad, eos)
-                else:
-                    result = self._sample_loop(runner, ids, attention_mask, config, processors, criteria, pad,
-                                               eos, streamer)
+            if config.num_beams > 1:
+                result = self._beam_search(runner, ids, attention_mask, config, processors, criteria, pad, eos)
+            else:
+                result = self._sample_loop(runner, ids, attention_mask, config, processors, criteria, pad,
+                                           eos, streamer)
         finally:
+            runner.close()
             if streamer is not None:  # also on errors: a TextIteratorStreamer's reader would wait forever
                 streamer.end()
         return self._finish(result, config, kind, runner)
@@ -377,6 +392,7 @@ class GenerationMixin:
                 "beam_indices": beam_indices[:, :generated], "scores": scores, "logits": raw}
 
     # ------------------------------------------------------------------ outputs
+    @runtime.serialized
     def _finish(self, result, config, kind, runner):
         to = lambda a: _as_kind(a, kind)  # noqa: E731
         sequences = to(result["sequences"])

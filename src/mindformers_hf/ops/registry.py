@@ -16,6 +16,7 @@ Under `ms.jit` the choice is made once, while the graph is traced: a compiled gr
 implementations it was traced with.
 """
 import contextlib
+import contextvars
 import functools
 import os
 from dataclasses import dataclass
@@ -47,7 +48,9 @@ def eager(x):
     read through instead of copying. An `ms.jit` graph has no views and no `is_contiguous` (hasattr is
     False there); under a trace the recorded graph would not see the choice."""
     return hasattr(x, "is_contiguous") and not jit_trace._using_trace
-_mode_stack = []   # innermost use_kernels() mode last
+# innermost use_kernels() mode last; per thread (a context variable), so one thread's block never changes the ops
+# another thread runs, and blocks in two threads cannot pop each other's modes
+_mode_stack = contextvars.ContextVar("mindformers_hf_kernel_modes", default=())
 
 
 def register(op, name, fn, device=None, default=False, available=None):
@@ -78,8 +81,9 @@ def implementations(op, available_only=True):
 
 
 def current_mode():
-    if _mode_stack:
-        return _mode_stack[-1]
+    stack = _mode_stack.get()
+    if stack:
+        return stack[-1]
     mode = os.environ.get("MINDFORMERS_HF_KERNELS", "auto").strip().lower() or "auto"
     if mode not in MODES:
         warn_once(f"MINDFORMERS_HF_KERNELS={mode!r} is not one of {MODES}; using 'auto'")
@@ -89,14 +93,15 @@ def current_mode():
 
 @contextlib.contextmanager
 def use_kernels(mode):
-    """`with use_kernels("reference"):` runs every op's reference inside the block ("auto", "all" likewise)."""
+    """`with use_kernels("reference"):` runs every op's reference inside the block ("auto", "all" likewise), in
+    this thread only."""
     if mode not in MODES:
         raise ValueError(f"use_kernels mode must be one of {MODES}, got {mode!r}")
-    _mode_stack.append(mode)
+    token = _mode_stack.set(_mode_stack.get() + (mode,))
     try:
         yield
     finally:
-        _mode_stack.pop()
+        _mode_stack.reset(token)
 
 
 def implementation_name(op, attn_implementation=None):

@@ -11,7 +11,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import nn, ops
 
-from ..layers import new_parameter
+from ..layers import check_indices, new_parameter
 from .loading import ArraySource, to_parameter_data
 
 
@@ -198,6 +198,7 @@ class VocabParallelEmbedding(_ParallelBase):
         return rows * inside.expand_dims(-1).astype(rows.dtype)
 
     def construct(self, input_ids):
+        check_indices(input_ids, self.num_embeddings)  # each rank would give zeros for an id no rank owns
         return self.reduce(self.partial(input_ids))
 
     def partial_logits(self, hidden_states):

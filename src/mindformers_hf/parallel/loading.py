@@ -89,18 +89,15 @@ def load_tensor_parallel_checkpoint(model, files):
     return stats
 
 
-def load_tensor_parallel(model, folder, tp_plan="auto", tp_size=None, gguf_file=None):
-    """from_pretrained(tp_plan=..., tp_size=...): shard `model` for this rank, then read its slices.
+def load_tensor_parallel(model, files, tp_plan="auto", tp_size=None):
+    """from_pretrained(tp_plan=..., tp_size=...): shard `model` for this rank, then read its slices of the
+    safetensors `files` (from_pretrained resolves them as for a single-device load: hub.CheckpointLocation).
 
     The byte counts land in `model.tp_load_stats` (the tests assert each rank read only its share)."""
-    from ..modeling_utils import find_checkpoint_files
     from .mesh import init_tensor_parallel
     from .plan import apply_tensor_parallel, resolve_tp_plan
 
-    if gguf_file:
-        raise NotImplementedError("tensor parallelism with a GGUF checkpoint is not supported: GGUF blocks are "
-                                  "read whole; convert to safetensors (save_pretrained) first")
     mesh = init_tensor_parallel(tp_size)
     apply_tensor_parallel(model, mesh, resolve_tp_plan(model, tp_plan))
-    model.tp_load_stats = load_tensor_parallel_checkpoint(model, find_checkpoint_files(folder))
+    model.tp_load_stats = load_tensor_parallel_checkpoint(model, files)
     return model

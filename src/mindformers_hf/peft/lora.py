@@ -291,6 +291,9 @@ class LoraModel(nn.Cell):
         self.model = model
         self.peft_config = peft_config
         self.active_adapter = adapter_name
+        # PEFT's bookkeeping: the module names LoRA adapted (over all adapters, each name once), for inspection
+        self.targeted_module_names = []
+        self.targeted_parameter_names = []  # (LoRA on parameters, `target_parameters`, is not supported)
         self.inject_adapter(adapter_name, autocast_adapter_dtype)
 
     def __getattr__(self, name):
@@ -329,7 +332,7 @@ class LoraModel(nn.Cell):
         config.check_supported()
         self._resolve_targets(config)
         heads = _output_embedding_names(self.model)
-        matched = False
+        targeted = []
         tuner_prefixes = []
         for key, cell in list(self.model.cells_and_names()):
             if not key or any(key.startswith(p + ".") for p in tuner_prefixes):
@@ -338,7 +341,7 @@ class LoraModel(nn.Cell):
                 tuner_prefixes.append(key)
             if not check_target_module_exists(config, key):
                 continue
-            matched = True
+            targeted.append(key)
             r, alpha = config.rank_and_alpha(key)
             args = (adapter_name, r, alpha, config.lora_dropout, config.init_lora_weights, config.use_rslora,
                     config.lora_bias)
@@ -355,9 +358,10 @@ class LoraModel(nn.Cell):
             parent, _, name = _get_submodules(self.model, key)
             _replace_child(parent, name, LoraLinear(cell, *args, autocast_adapter_dtype=autocast_adapter_dtype))
             tuner_prefixes.append(key)
-        if not matched:
+        if not targeted:
             raise ValueError(f"Target modules {config.target_modules} not found in the base model. Please check the "
                              "target modules and try again.")
+        self.targeted_module_names.extend(k for k in targeted if k not in self.targeted_module_names)
         self._set_modules_to_save(config, adapter_name)
         self.set_adapter(adapter_name, inference_mode=config.inference_mode)
 

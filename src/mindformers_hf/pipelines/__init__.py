@@ -1,7 +1,15 @@
 """`pipeline(task, model=...)` with transformers' task names and output schema."""
+from .feature_extraction import FeatureExtractionPipeline
+from .text_classification import TextClassificationPipeline
 from .text_generation import TextGenerationPipeline
+from .token_classification import TokenClassificationPipeline
 
-SUPPORTED_TASKS = {"text-generation": TextGenerationPipeline}
+# task -> (pipeline class, the Auto class that loads its model)
+SUPPORTED_TASKS = {"text-generation": (TextGenerationPipeline, "AutoModelForCausalLM"),
+                   "text-classification": (TextClassificationPipeline, "AutoModelForSequenceClassification"),
+                   "feature-extraction": (FeatureExtractionPipeline, "AutoModel"),
+                   "token-classification": (TokenClassificationPipeline, "AutoModelForTokenClassification")}
+TASK_ALIASES = {"sentiment-analysis": "text-classification", "ner": "token-classification"}
 
 
 def pipeline(task=None, model=None, tokenizer=None, dtype=None, torch_dtype=None, device=None, device_map=None,
@@ -11,6 +19,7 @@ def pipeline(task=None, model=None, tokenizer=None, dtype=None, torch_dtype=None
 
     if task is None:
         task = "text-generation"
+    task = TASK_ALIASES.get(task, task)
     if task not in SUPPORTED_TASKS:
         raise ValueError(f"Task {task!r} is not supported yet; supported tasks: {', '.join(SUPPORTED_TASKS)}")
     if model is None:
@@ -22,13 +31,13 @@ def pipeline(task=None, model=None, tokenizer=None, dtype=None, torch_dtype=None
     if gguf_file is not None:
         model_kwargs["gguf_file"] = gguf_file
     if isinstance(model, str):
-        from ..models.auto import AutoModelForCausalLM
+        from ..models import auto
 
         dtype = dtype if dtype is not None else torch_dtype
         if dtype is not None:
             model_kwargs.setdefault("dtype", dtype)
         name_or_path = model
-        model = AutoModelForCausalLM.from_pretrained(name_or_path, **model_kwargs)
+        model = getattr(auto, SUPPORTED_TASKS[task][1]).from_pretrained(name_or_path, **model_kwargs)
         if tokenizer is None:
             tokenizer = name_or_path
     if tokenizer is None:
@@ -38,7 +47,8 @@ def pipeline(task=None, model=None, tokenizer=None, dtype=None, torch_dtype=None
 
         tokenizer = AutoTokenizer.from_pretrained(tokenizer, **({"gguf_file": model_kwargs["gguf_file"]}
                                                                   if "gguf_file" in model_kwargs else {}))
-    return SUPPORTED_TASKS[task](model=model, tokenizer=tokenizer, **kwargs)
+    return SUPPORTED_TASKS[task][0](model=model, tokenizer=tokenizer, **kwargs)
 
 
-__all__ = ["pipeline", "TextGenerationPipeline", "SUPPORTED_TASKS"]
+__all__ = ["pipeline", "FeatureExtractionPipeline", "TextClassificationPipeline", "TextGenerationPipeline",
+           "TokenClassificationPipeline", "SUPPORTED_TASKS"]

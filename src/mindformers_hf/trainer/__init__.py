@@ -14,11 +14,29 @@ from .callbacks import (
     TrainerControl,
     TrainerState,
 )
-from .optimization import AdamW, GradScaler, LambdaLR, get_scheduler
+from .optimization import AdamW, GradScaler
+from .schedules import (
+    LambdaLR,
+    get_constant_schedule,
+    get_constant_schedule_with_warmup,
+    get_cosine_schedule_with_warmup,
+    get_cosine_with_hard_restarts_schedule_with_warmup,
+    get_cosine_with_min_lr_schedule_with_warmup,
+    get_cosine_with_min_lr_schedule_with_warmup_lr_rate,
+    get_inverse_sqrt_schedule,
+    get_linear_schedule_with_warmup,
+    get_polynomial_decay_schedule_with_warmup,
+    get_scheduler,
+    get_wsd_schedule,
+)
 from .trainer import Trainer, set_seed
 from .training_args import TrainingArguments
 
 __all__ = ["AdamW", "DefaultFlowCallback", "EarlyStoppingCallback", "EvalPrediction", "GradScaler",
            "IntervalStrategy", "LambdaLR", "PrinterCallback", "ProgressCallback", "SchedulerType", "Trainer",
            "TrainerCallback", "TrainerControl", "TrainerState", "TrainingArguments", "get_last_checkpoint",
-           "get_scheduler", "set_seed"]
+           "get_scheduler", "set_seed", "get_constant_schedule", "get_constant_schedule_with_warmup",
+           "get_cosine_schedule_with_warmup", "get_cosine_with_hard_restarts_schedule_with_warmup",
+           "get_cosine_with_min_lr_schedule_with_warmup", "get_cosine_with_min_lr_schedule_with_warmup_lr_rate",
+           "get_inverse_sqrt_schedule", "get_linear_schedule_with_warmup", "get_polynomial_decay_schedule_with_warmup",
+           "get_wsd_schedule"]

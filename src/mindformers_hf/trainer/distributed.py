@@ -77,8 +77,10 @@ def sum_scalar(value):
 
 
 def barrier():
-    """Wait for every rank (an AllReduce of one number: there is no CPU barrier kernel to rely on)."""
+    """Wait for every rank (an AllReduce of one number: there is no CPU barrier kernel to rely on). Joins the
+    job first: a script may wait (main_process_first) before its Trainer exists."""
     if world_size() > 1:
+        ensure_initialized()
         sum_scalar(0.0)
 
 

@@ -1,4 +1,4 @@
-"""Optimizer, learning-rate schedules and loss scaling with torch's / transformers' exact semantics.
+"""Optimizer, gradient clipping and loss scaling with torch's / transformers' exact semantics.
 
 - `AdamW` is torch.optim.AdamW (bias-corrected moments, decoupled weight decay) on MindSpore parameters.
   It runs MindSpore's fused `AdamWeightDecay` kernel (one op per parameter, CPU and Ascend), which has no
@@ -6,12 +6,10 @@
       torch:  p <- p(1 - lr*wd) - lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps)
       kernel: p <- p - lr' * (m / (sqrt(v) + eps') + wd' * p)
       with    lr' = lr*sqrt(bc2)/bc1,  eps' = eps*sqrt(bc2),  wd' = wd*bc1/sqrt(bc2).
-- `get_scheduler` takes transformers' scheduler names and gives the same learning rate at every step
-  (the lambdas follow transformers/optimization.py); the scheduler object behaves like torch's LambdaLR.
+- The learning-rate schedules (`get_scheduler`, `LambdaLR`) are in schedules.py.
 - `GradScaler` is torch.amp.GradScaler's dynamic loss scaling, for fp16 training.
 """
 import math
-from functools import partial
 
 import numpy as np
 import mindspore as ms
@@ -132,189 +130,6 @@ def clip_by_global_norm(grads, max_norm, total_norm):
         for i, g in enumerate(grads):
             grads[i] = g * ms.Tensor(coef, g.dtype)
     return grads
-
-
-# ---------------------------------------------------------------------- schedules (transformers' lambdas)
-def _constant(step):
-    return 1.0
-
-
-def _constant_with_warmup(step, *, num_warmup_steps):
-    if step < num_warmup_steps:
-        return float(step) / float(max(1.0, num_warmup_steps))
-    return 1.0
-
-
-def _linear(step, *, num_warmup_steps, num_training_steps):
-    if step < num_warmup_steps:
-        return float(step) / float(max(1, num_warmup_steps))
-    return max(0.0, float(num_training_steps - step) / float(max(1, num_training_steps - num_warmup_steps)))
-
-
-def _cosine(step, *, num_warmup_steps, num_training_steps, num_cycles=0.5, min_lr_rate=0.0):
-    if step < num_warmup_steps:
-        return float(step) / float(max(1, num_warmup_steps))
-    progress = float(step - num_warmup_steps) / float(max(1, num_training_steps - num_warmup_steps))
-    factor = 0.5 * (1.0 + math.cos(math.pi * float(num_cycles) * 2.0 * progress))
-    return max(0.0, factor * (1 - min_lr_rate) + min_lr_rate)
-
-
-def _cosine_hard_restarts(step, *, num_warmup_steps, num_training_steps, num_cycles=1):
-    if step < num_warmup_steps:
-        return float(step) / float(max(1, num_warmup_steps))
-    progress = float(step - num_warmup_steps) / float(max(1, num_training_steps - num_warmup_steps))
-    if progress >= 1.0:
-        return 0.0
-    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * ((float(num_cycles) * progress) % 1.0))))
-
-
-def _polynomial(step, *, num_warmup_steps, num_training_steps, lr_end, power, lr_init):
-    if step < num_warmup_steps:
-        return float(step) / float(max(1, num_warmup_steps))
-    if step > num_training_steps:
-        return lr_end / lr_init
-    decay_steps = num_training_steps - num_warmup_steps
-    remaining = 1 - (step - num_warmup_steps) / decay_steps
-    return ((lr_init - lr_end) * remaining ** power + lr_end) / lr_init
-
-
-def _inverse_sqrt(step, *, num_warmup_steps, timescale):
-    if step < num_warmup_steps:
-        return float(step) / float(max(1, num_warmup_steps))
-    return 1.0 / math.sqrt((step + timescale - num_warmup_steps) / timescale)
-
-
-def _cosine_warmup_lr_rate(step, *, num_warmup_steps, num_training_steps, num_cycles=0.5, min_lr_rate=0.0,
-                           warmup_lr_rate=None):
-    step, num_warmup_steps, num_training_steps = float(step), float(num_warmup_steps), float(num_training_steps)
-    if step < num_warmup_steps:
-        if warmup_lr_rate is None:
-            return (step + 1.0) / max(1.0, num_warmup_steps)
-        return float(warmup_lr_rate) + (1.0 - float(warmup_lr_rate)) * step / max(1, num_warmup_steps - 1)
-    progress = (step - num_warmup_steps + 1.0) / max(1.0, num_training_steps - num_warmup_steps)
-    factor = 0.5 * (1.0 + math.cos(math.pi * num_cycles * 2.0 * progress))
-    return max(0.0, factor * (1 - min_lr_rate) + min_lr_rate)
-
-
-def _wsd(step, *, num_warmup_steps, num_stable_steps, num_decay_steps, warmup_type, decay_type, min_lr_ratio,
-         num_cycles):
-    shapes = {"linear": lambda p: p, "cosine": lambda p: 0.5 * (1.0 - math.cos(math.pi * p)),
-              "1-sqrt": lambda p: 1.0 - math.sqrt(1.0 - p)}
-    decays = {"linear": lambda p: 1.0 - p, "cosine": lambda p: 0.5 * (1.0 + math.cos(math.pi * num_cycles * 2.0 * p)),
-              "1-sqrt": lambda p: 1.0 - math.sqrt(p)}
-    if step < num_warmup_steps:
-        factor = shapes[warmup_type](float(step) / float(max(1, num_warmup_steps)))
-        return max(0.0, factor * (1.0 - min_lr_ratio) + min_lr_ratio)
-    if step < num_warmup_steps + num_stable_steps:
-        return 1.0
-    if step < num_warmup_steps + num_stable_steps + num_decay_steps:
-        progress = float(step - num_warmup_steps - num_stable_steps) / float(max(1, num_decay_steps))
-        return max(0.0, decays[decay_type](progress) * (1.0 - min_lr_ratio) + min_lr_ratio)
-    return min_lr_ratio
-
-
-class LambdaLR:
-    """torch.optim.lr_scheduler.LambdaLR: lr = initial lr * lr_lambda(step); created at step 0."""
-
-    def __init__(self, optimizer, lr_lambda, last_epoch=-1):
-        self.optimizer = optimizer
-        self.lr_lambdas = lr_lambda if isinstance(lr_lambda, (list, tuple)) else [lr_lambda] * len(
-            optimizer.param_groups)
-        for group in optimizer.param_groups:
-            group.setdefault("initial_lr", group["lr"])
-        self.base_lrs = [group["initial_lr"] for group in optimizer.param_groups]
-        self.last_epoch = last_epoch
-        self.step()
-
-    def step(self):
-        self.last_epoch += 1
-        for group, base_lr, fn in zip(self.optimizer.param_groups, self.base_lrs, self.lr_lambdas):
-            group["lr"] = base_lr * fn(self.last_epoch)
-        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
-
-    def get_last_lr(self):
-        return list(self._last_lr)
-
-    def state_dict(self):
-        return {"last_epoch": self.last_epoch, "base_lrs": list(self.base_lrs), "_last_lr": list(self._last_lr)}
-
-    def load_state_dict(self, state):
-        self.last_epoch = int(state["last_epoch"])
-        self.base_lrs = list(state["base_lrs"])
-        for group, base_lr, fn in zip(self.optimizer.param_groups, self.base_lrs, self.lr_lambdas):
-            group["initial_lr"] = base_lr
-            group["lr"] = base_lr * fn(self.last_epoch)
-        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
-
-
-SCHEDULER_NAMES = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
-                   "inverse_sqrt", "cosine_with_min_lr", "cosine_warmup_with_min_lr", "warmup_stable_decay")
-
-
-def get_scheduler(name, optimizer, num_warmup_steps=None, num_training_steps=None, scheduler_specific_kwargs=None):
-    """transformers.get_scheduler for our optimizer: same names, same arguments, same learning rates."""
-    name = getattr(name, "value", name)
-    kwargs = dict(scheduler_specific_kwargs or {})
-    if name in ("reduce_lr_on_plateau", "greedy"):
-        raise NotImplementedError(f"lr_scheduler_type={name!r} is not supported; supported: {SCHEDULER_NAMES}")
-    if name not in SCHEDULER_NAMES:
-        raise ValueError(f"Unknown lr_scheduler_type {name!r}; supported: {SCHEDULER_NAMES}")
-    if name == "constant":
-        return LambdaLR(optimizer, _constant)
-    if num_warmup_steps is None:
-        raise ValueError(f"{name} requires `num_warmup_steps`, please provide that argument.")
-    if name == "constant_with_warmup":
-        return LambdaLR(optimizer, partial(_constant_with_warmup, num_warmup_steps=num_warmup_steps))
-    if name == "inverse_sqrt":
-        timescale = kwargs.pop("timescale", None) or num_warmup_steps or 10_000
-        return LambdaLR(optimizer, partial(_inverse_sqrt, num_warmup_steps=num_warmup_steps, timescale=timescale))
-    if name == "warmup_stable_decay":
-        num_stable_steps = kwargs.pop("num_stable_steps", None)
-        if num_stable_steps is None:
-            if num_training_steps is None:
-                raise ValueError("Either num_training_steps or num_stable_steps must be specified.")
-            num_stable_steps = num_training_steps - num_warmup_steps - kwargs["num_decay_steps"]
-        fn = partial(_wsd, num_warmup_steps=num_warmup_steps, num_stable_steps=num_stable_steps,
-                     num_decay_steps=kwargs.pop("num_decay_steps"), warmup_type=kwargs.pop("warmup_type", "linear"),
-                     decay_type=kwargs.pop("decay_type", "cosine"), min_lr_ratio=kwargs.pop("min_lr_ratio", 0),
-                     num_cycles=kwargs.pop("num_cycles", 0.5))
-        _no_extra(name, kwargs)
-        return LambdaLR(optimizer, fn)
-    if num_training_steps is None:
-        raise ValueError(f"{name} requires `num_training_steps`, please provide that argument.")
-    steps = dict(num_warmup_steps=num_warmup_steps, num_training_steps=num_training_steps)
-    lr_init = optimizer.defaults["lr"]
-    if name == "linear":
-        fn = partial(_linear, **steps)
-    elif name == "cosine":
-        fn = partial(_cosine, **steps, num_cycles=kwargs.pop("num_cycles", 0.5))
-    elif name == "cosine_with_restarts":
-        fn = partial(_cosine_hard_restarts, **steps, num_cycles=kwargs.pop("num_cycles", 1))
-    elif name == "polynomial":
-        lr_end, power = kwargs.pop("lr_end", 1e-7), kwargs.pop("power", 1.0)
-        if not lr_init > lr_end:
-            raise ValueError(f"lr_end ({lr_end}) must be smaller than initial lr ({lr_init})")
-        fn = partial(_polynomial, **steps, lr_end=lr_end, power=power, lr_init=lr_init)
-    else:  # the two min-lr cosines
-        min_lr, min_lr_rate = kwargs.pop("min_lr", None), kwargs.pop("min_lr_rate", None)
-        if min_lr is not None and min_lr_rate is not None:
-            raise ValueError("Only one of min_lr or min_lr_rate should be set")
-        if min_lr is not None:
-            min_lr_rate = min_lr / lr_init
-        elif min_lr_rate is None:
-            raise ValueError("One of min_lr or min_lr_rate should be set through the `lr_scheduler_kwargs`")
-        if name == "cosine_with_min_lr":
-            fn = partial(_cosine, **steps, num_cycles=kwargs.pop("num_cycles", 0.5), min_lr_rate=min_lr_rate)
-        else:
-            fn = partial(_cosine_warmup_lr_rate, **steps, num_cycles=kwargs.pop("num_cycles", 0.5),
-                         min_lr_rate=min_lr_rate, warmup_lr_rate=kwargs.pop("warmup_lr_rate", None))
-    _no_extra(name, kwargs)
-    return LambdaLR(optimizer, fn)
-
-
-def _no_extra(name, kwargs):
-    if kwargs:  # transformers raises TypeError from the schedule function for these too
-        raise TypeError(f"lr scheduler {name!r} got unexpected keyword argument(s) {sorted(kwargs)}")
 
 
 # ---------------------------------------------------------------------- fp16 loss scaling

@@ -31,6 +31,7 @@ from transformers.trainer_utils import (
     PredictionOutput,
     SaveStrategy,
     TrainOutput,
+    compare_trainer_and_checkpoint_args,
     denumpify_detensorize,
     get_last_checkpoint,
     rotate_checkpoints,
@@ -38,7 +39,7 @@ from transformers.trainer_utils import (
     speed_metrics,
 )
 
-from .. import tensor_io
+from .. import runtime, tensor_io
 from ..utils import device_target, logger, set_seed, warn_once
 from . import checkpointing as ckpt
 from . import distributed as dist
@@ -52,7 +53,8 @@ from .callbacks import (
     TrainerState,
 )
 from .data_loader import DataLoader, has_length
-from .optimization import AdamW, GradScaler, clip_by_global_norm, get_scheduler, global_norm
+from .optimization import AdamW, GradScaler, clip_by_global_norm, global_norm
+from .schedules import get_scheduler
 from .training_args import TrainingArguments
 
 IGNORE_INDEX = -100
@@ -305,8 +307,7 @@ class Trainer:
         if optim not in _ADAMW_OPTIMS:
             raise NotImplementedError(f"optim={optim!r} is not supported: the Trainer implements AdamW "
                                       f"(torch semantics) for {_ADAMW_OPTIMS}")
-        ignored = {"activation_checkpointing": args.activation_checkpointing,
-                   "use_liger_kernel": args.use_liger_kernel, "dataloader_num_workers": args.dataloader_num_workers,
+        ignored = {"use_liger_kernel": args.use_liger_kernel, "dataloader_num_workers": args.dataloader_num_workers,
                    "report_to": args.report_to, "fp16_full_eval": args.fp16_full_eval,
                    "bf16_full_eval": args.bf16_full_eval}
         for name, value in ignored.items():
@@ -614,6 +615,12 @@ class Trainer:
         state_path = os.path.join(resume_from_checkpoint or "", ckpt.TRAINER_STATE_NAME)
         if resume_from_checkpoint is not None and os.path.isfile(state_path):
             self.state = TrainerState.load_from_json(state_path)
+            if self.state.best_model_checkpoint is not None and not os.path.isdir(self.state.best_model_checkpoint):
+                logger.warning(f"The best checkpoint {self.state.best_model_checkpoint} recorded in the resumed state "
+                               "does not exist anymore. Ignoring it for this run.")
+                self.state.best_model_checkpoint = None
+            if self.state.train_batch_size is not None:  # (older states lack it; HF's check would raise on None)
+                compare_trainer_and_checkpoint_args(args, self.state)  # warns on changed batch size / step cadence
             self._load_callback_state()
             epochs_trained = int(self.state.global_step // num_update_steps_per_epoch)
             if not args.ignore_data_skip:
@@ -623,6 +630,11 @@ class Trainer:
         self.state.is_local_process_zero = self.is_local_process_zero()
         self.state.is_world_process_zero = self.is_world_process_zero()
 
+        if args.activation_checkpointing:  # (transformers 5: also set by gradient_checkpointing=True)
+            kwargs = dict(args.activation_checkpointing_kwargs or {})
+            _unwrap(self.model).activation_checkpointing_enable(
+                activation_checkpointing_kwargs=kwargs, every_n_layers=kwargs.pop("every_n_layers", 1),
+                offload=kwargs.pop("offload", False))
         self._setup_optimization(max_steps)
         if resume_from_checkpoint is not None:
             self._load_optimizer_and_scheduler(resume_from_checkpoint)
@@ -730,6 +742,7 @@ class Trainer:
         return (self.model_accepts_loss_kwargs and num_items_in_batch is not None) or \
             self.compute_loss_func is not None
 
+    @runtime.serialized  # forward, backward and the model's compile_layers flag: one thread's step at a time
     def training_step(self, model, inputs, num_items_in_batch=None):
         """Forward and backward on one micro-batch; gradients accumulate until the optimizer step.
         Returns the (accumulation-scaled) loss as a Python float."""
@@ -752,11 +765,12 @@ class Trainer:
     def _optimizer_step(self):
         """Unscale, measure, clip, step. Returns the pre-clip global gradient norm (a float)."""
         grads, self._grad_accum = self._grad_accum, None
-        grads = dist.all_reduce_mean(grads)
-        if self._mixed is not None:
-            inv = 1.0 / self.scaler.scale if self.scaler is not None else 1.0
-            grads = [g.astype(ms.float32) * inv if inv != 1.0 else g.astype(ms.float32) for g in grads]
-        grad_norm = global_norm(grads)
+        with runtime.model_lock():  # (not around the callbacks: user code)
+            grads = dist.all_reduce_mean(grads)
+            if self._mixed is not None:
+                inv = 1.0 / self.scaler.scale if self.scaler is not None else 1.0
+                grads = [g.astype(ms.float32) * inv if inv != 1.0 else g.astype(ms.float32) for g in grads]
+            grad_norm = global_norm(grads)
         # As torch's GradScaler: with fp16 an inf/nan gradient skips the step (and the schedule) and halves the
         # loss scale. Without loss scaling the step is taken whatever the gradients hold, as in transformers.
         self._step_was_skipped = self.scaler is not None and not math.isfinite(grad_norm)
@@ -764,11 +778,12 @@ class Trainer:
             self.scaler.update(found_inf=self._step_was_skipped)
         self.control = self.callback_handler.on_pre_optimizer_step(self.args, self.state, self.control)
         if not self._step_was_skipped:
-            if self.args.max_grad_norm is not None and self.args.max_grad_norm > 0:
-                grads = clip_by_global_norm(grads, self.args.max_grad_norm, grad_norm)
-            self.optimizer.step(grads)
-            if self._mixed is not None:
-                self._mixed.copy_back(self._grad_params, self.optimizer.params)
+            with runtime.model_lock():
+                if self.args.max_grad_norm is not None and self.args.max_grad_norm > 0:
+                    grads = clip_by_global_norm(grads, self.args.max_grad_norm, grad_norm)
+                self.optimizer.step(grads)
+                if self._mixed is not None:
+                    self._mixed.copy_back(self._grad_params, self.optimizer.params)
         self.control = self.callback_handler.on_optimizer_step(self.args, self.state, self.control)
         return grad_norm
 
@@ -930,11 +945,11 @@ class Trainer:
             if "inputs" in (args.include_for_metrics or []) and ids is not None:
                 inputs_seen = _pad_concat(inputs_seen, tensor_io.to_numpy(ids))
             if logits is not None:
-                if self.preprocess_logits_for_metrics is not None:
-                    logits = _nested_numpy(self.preprocess_logits_for_metrics(logits, batch_labels))
-                preds = _pad_concat(preds, logits)
-            if batch_labels is not None:
-                labels = _pad_concat(labels, batch_labels)
+                if self.preprocess_logits_for_metrics is not None:  # tensors in, as transformers hands torch ones
+                    logits = self.preprocess_logits_for_metrics(logits, batch_labels)
+                preds = _pad_concat(preds, _nested_numpy(logits))
+            if batch_labels is not None:  # compute_metrics gets numpy, as in transformers
+                labels = _pad_concat(labels, _nested_numpy(batch_labels))
             self.control = self.callback_handler.on_prediction_step(args, self.state, self.control)
         all_losses = np.concatenate(losses) if losses else None
         num_samples = len(dataloader.dataset) if has_length(dataloader.dataset) else observed
@@ -954,8 +969,10 @@ class Trainer:
                 metrics[f"{metric_key_prefix}_{key}"] = metrics.pop(key)
         return EvalLoopOutput(predictions=preds, label_ids=labels, metrics=metrics, num_samples=num_samples)
 
+    @runtime.serialized
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        """(loss, logits, labels) for one batch, as numpy (loss a float32 scalar)."""
+        """(loss, logits, labels) for one batch as MindSpore tensors (transformers: torch tensors), the loss a
+        0-d tensor; evaluation_loop hands them to preprocess_logits_for_metrics, then gathers them as numpy."""
         has_labels = bool(self.label_names) and all(inputs.get(k) is not None for k in self.label_names)
         return_loss = inputs.get("return_loss")
         loss_without_labels = not self.label_names and (self.can_return_loss if return_loss is None else return_loss)
@@ -964,13 +981,13 @@ class Trainer:
                 "cache", "past_key_values"]
         labels = None
         if has_labels or loss_without_labels:
-            labels = tuple(tensor_io.to_numpy(inputs.get(name)) for name in self.label_names)
+            labels = tuple(tensor_io.to_mindspore(inputs.get(name)) for name in self.label_names)
             labels = labels[0] if len(labels) == 1 else labels
         num_items = self._num_items_in_batch([inputs]) if has_labels or loss_without_labels else None
         inputs = self._prepare_inputs(inputs)
         if has_labels or loss_without_labels:
             loss, outputs = self.compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items)
-            loss = np.float32(tensor_io.to_numpy(loss).mean())
+            loss = tensor_io.to_mindspore(loss, ms.float32).mean()
             logits = (tuple(v for k, v in outputs.items() if k not in list(ignore_keys) + ["loss"])
                       if isinstance(outputs, dict) else tuple(outputs[1:]))
         else:
@@ -980,13 +997,16 @@ class Trainer:
                       if isinstance(outputs, dict) else tuple(outputs))
         if prediction_loss_only:
             return loss, None, None
-        logits = _nested_numpy(logits)
         return loss, (logits[0] if len(logits) == 1 else logits), labels
 
     # ------------------------------------------------------------------ saving and resuming
     def save_model(self, output_dir=None, _internal_call=False):
+        """Rank 0 writes (`args.should_save`); the other ranks hold the same weights and return at once. As in
+        transformers' data-parallel path nothing here synchronises: `if trainer.is_world_process_zero():
+        trainer.save_model()` must not wait for ranks that never call it. A rank that reads the folder next
+        waits for rank 0 itself (transformers' scripts call `accelerator.wait_for_everyone()` there)."""
         output_dir = output_dir if output_dir is not None else self.args.output_dir
-        if self.args.should_save:  # data parallel: rank 0 writes, the other ranks hold the same weights
+        if self.args.should_save:
             if self._mixed is not None:  # save float32 weights, as transformers does under AMP
                 self._mixed.full_precision()
                 try:
@@ -995,8 +1015,6 @@ class Trainer:
                     self._mixed.to_compute()
             else:
                 self._save(output_dir)
-        if not _internal_call:
-            dist.barrier()
 
     def _save(self, output_dir):
         os.makedirs(output_dir, exist_ok=True)
@@ -1057,7 +1075,8 @@ class Trainer:
 
     def push_to_hub(self, commit_message="End of training", blocking=True, token=None, revision=None, **kwargs):
         """transformers' Trainer.push_to_hub: save the model into output_dir and commit that folder (without
-        its checkpoint-* subfolders) to `hub_model_id` (default: the output_dir's name). Rank 0 pushes."""
+        its checkpoint-* subfolders) to `hub_model_id` (default: the output_dir's name). Rank 0 pushes; as
+        save_model, it waits for no other rank (rank 0 alone may call it)."""
         for key in kwargs:
             warn_once(f"Trainer.push_to_hub: keyword {key!r} is accepted for compatibility and ignored")
         if not blocking:
@@ -1068,7 +1087,6 @@ class Trainer:
             info = self._push_folder(self.args.output_dir, commit_message, token=token, revision=revision,
                                      ignore_patterns=[f"{PREFIX_CHECKPOINT_DIR}-*", f"{PREFIX_CHECKPOINT_DIR}-*/*",
                                                       "runs/*"])
-        dist.barrier()
         return info
 
     def save_state(self):

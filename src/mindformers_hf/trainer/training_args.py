@@ -7,6 +7,7 @@ leaves bf16 to the Trainer (which trains in float32 on the CPU backend, with a o
 It also accepts `warmup_ratio`, the transformers 4.x field that 5.x folded into `warmup_steps` (a float
 below 1): HF's fine-tuning guides still pass it.
 """
+import contextlib
 import math
 from dataclasses import dataclass, field
 from typing import Optional
@@ -90,3 +91,22 @@ class TrainingArguments(transformers.TrainingArguments):
         from .distributed import local_rank
 
         return local_rank()
+
+    @contextlib.contextmanager
+    def main_process_first(self, local=True, desc="work"):
+        """transformers' context manager (run_clm wraps its dataset map in it) on our collectives: the main
+        process (of this machine when `local`) runs the block first, the other ranks after it; one barrier on
+        each side, as transformers' torch.distributed version. A world of one just runs the block."""
+        from . import distributed as dist
+
+        if self.world_size == 1:
+            yield
+            return
+        is_main = (self.local_process_index if local else self.process_index) == 0
+        try:
+            if not is_main:
+                dist.barrier()
+            yield
+        finally:
+            if is_main:
+                dist.barrier()

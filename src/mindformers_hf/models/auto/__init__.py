@@ -1,3 +1,11 @@
-from .modeling_auto import AutoConfig, AutoModel, AutoModelForCausalLM, load_config
+from .modeling_auto import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    load_config,
+)
 
-__all__ = ["AutoConfig", "AutoModel", "AutoModelForCausalLM", "load_config"]
+__all__ = ["AutoConfig", "AutoModel", "AutoModelForCausalLM", "AutoModelForSequenceClassification",
+           "AutoModelForTokenClassification", "load_config"]

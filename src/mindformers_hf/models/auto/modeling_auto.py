@@ -50,6 +50,22 @@ MODEL_FOR_CAUSAL_LM_MAPPING_NAMES = {
     "qwen": "mindformers_hf.models.qwen:QWenLMHeadModel",
 }
 
+# Task heads (modeling_heads.py) of the LLaMA-shaped families and GPT-2
+_HEAD_FAMILIES = {"llama": f"{_LLAMA}:Llama", "qwen2": "mindformers_hf.models.qwen2:Qwen2",
+                  "qwen3": "mindformers_hf.models.qwen3:Qwen3", "mistral": "mindformers_hf.models.mistral:Mistral",
+                  "phi3": "mindformers_hf.models.phi3:Phi3", "glm": "mindformers_hf.models.glm:Glm",
+                  "glm4": "mindformers_hf.models.glm4:Glm4", "gpt2": "mindformers_hf.models.gpt2:GPT2",
+                  "mixtral": "mindformers_hf.models.mixtral:Mixtral",
+                  "qwen2_moe": "mindformers_hf.models.qwen2_moe:Qwen2Moe",
+                  "qwen3_moe": "mindformers_hf.models.qwen2_moe:Qwen3Moe",
+                  "deepseek_v2": "mindformers_hf.models.deepseek_v2:DeepseekV2",
+                  "deepseek_v3": "mindformers_hf.models.deepseek_v2:DeepseekV3"}
+MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES = {
+    model_type: f"{path}ForSequenceClassification" for model_type, path in _HEAD_FAMILIES.items()}
+MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES = {  # (transformers has no DeepseekV2ForTokenClassification)
+    model_type: f"{path}ForTokenClassification" for model_type, path in _HEAD_FAMILIES.items()
+    if model_type != "deepseek_v2"}
+
 # Formats whose Hub repos need trust_remote_code (transformers has no class for their model_type): our config
 # classes read their config.json with the repos' field names, and the native classes above run them. The
 # architecture a config names decides first (some InternLM2 repos kept model_type "internlm").
@@ -199,17 +215,17 @@ class _BaseAutoModelClass:
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
-        from ...hub import resolve_folder
+        from ...hub import locate
 
         config = kwargs.pop("config", None)
         if kwargs.get("trust_remote_code"):
             logger.info("trust_remote_code=True: remote code is never executed; native classes are used")
         if config is None:
+            # only the small files first: a model_type we have no class for is refused before any weight download
             hub_kwargs = {k: kwargs[k] for k in ("revision", "cache_dir", "local_files_only", "token", "gguf_file",
-                                                 "force_download") if k in kwargs}
-            folder = resolve_folder(pretrained_model_name_or_path, **hub_kwargs)
-            config = load_config(folder, gguf_file=kwargs.get("gguf_file"))
-            pretrained_model_name_or_path = folder
+                                                 "force_download", "subfolder", "variant") if k in kwargs}
+            pretrained_model_name_or_path = locate(pretrained_model_name_or_path, **hub_kwargs)
+            config = load_config(pretrained_model_name_or_path.folder, gguf_file=kwargs.get("gguf_file"))
         model_class = cls._class_for(config)
         return model_class.from_pretrained(pretrained_model_name_or_path, *model_args, config=config, **kwargs)
 
@@ -228,3 +244,11 @@ class AutoModel(_BaseAutoModelClass):
 
 class AutoModelForCausalLM(_BaseAutoModelClass):
     _model_mapping = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+
+class AutoModelForSequenceClassification(_BaseAutoModelClass):
+    _model_mapping = MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
+
+
+class AutoModelForTokenClassification(_BaseAutoModelClass):
+    _model_mapping = MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES

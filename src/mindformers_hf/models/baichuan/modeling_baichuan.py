@@ -17,6 +17,7 @@ from mindspore import ops
 from ... import ops as fused
 from ...weights import CheckpointFormatMixin, WeightRule, WeightTable
 from ..llama.modeling_llama import LlamaAttention, LlamaForCausalLM, LlamaModel, LlamaPreTrainedModel
+from .chat_baichuan import BaichuanChatMixin
 
 BAICHUAN_WEIGHTS = WeightTable(
     WeightRule("model.layers.{i}.self_attn.W_pack.weight", "model.layers.{i}.self_attn.qkv_proj.weight"),
@@ -72,7 +73,7 @@ class BaichuanModel(CheckpointFormatMixin, LlamaModel):
     weight_table = BAICHUAN_WEIGHTS
 
 
-class BaichuanForCausalLM(CheckpointFormatMixin, LlamaForCausalLM):
+class BaichuanForCausalLM(BaichuanChatMixin, CheckpointFormatMixin, LlamaForCausalLM):
     weight_table = BAICHUAN_WEIGHTS
 
     def __init__(self, config, dtype=ms.float32):

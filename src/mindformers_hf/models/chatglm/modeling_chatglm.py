@@ -10,6 +10,7 @@ other names, and save_pretrained writes ChatGLM's again.
 """
 from ...weights import CheckpointFormatMixin, WeightRule, WeightTable
 from ..llama.modeling_llama import LlamaForCausalLM, LlamaModel, LlamaPreTrainedModel
+from .chat_chatglm import ChatGLMChatMixin
 
 _LAYER, _OURS = "transformer.encoder.layers.{i}.", "model.layers.{i}."
 CHATGLM_WEIGHTS = WeightTable(
@@ -34,7 +35,7 @@ class ChatGLMModel(CheckpointFormatMixin, LlamaModel):
     weight_table = CHATGLM_WEIGHTS
 
 
-class ChatGLMForConditionalGeneration(CheckpointFormatMixin, LlamaForCausalLM):
+class ChatGLMForConditionalGeneration(ChatGLMChatMixin, CheckpointFormatMixin, LlamaForCausalLM):
     """The causal LM (ChatGLM's name for it); `AutoModelForCausalLM` and `AutoModel` on a ChatGLM repo build
-    this, as the repos' auto_map does."""
+    this, as the repos' auto_map does. `chat` / `stream_chat` are ChatGLM3's (chat_chatglm.py)."""
     weight_table = CHATGLM_WEIGHTS

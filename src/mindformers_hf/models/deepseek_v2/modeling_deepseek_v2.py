@@ -17,6 +17,7 @@ import re
 import mindspore as ms
 from mindspore import nn, ops
 
+from ...modeling_heads import GenericForSequenceClassification, GenericForTokenClassification
 from ... import ops as fused
 from ...layers import Linear
 from ...modeling_rope_utils import rope_parameters
@@ -145,3 +146,15 @@ class DeepseekV3Model(_SkipMultiTokenPrediction, MixtralModel):
 
 class DeepseekV3ForCausalLM(_SkipMultiTokenPrediction, MixtralForCausalLM):
     pass
+
+
+class DeepseekV2ForSequenceClassification(GenericForSequenceClassification, DeepseekV2PreTrainedModel):
+    _base_model_class = DeepseekV2Model
+
+
+class DeepseekV3ForSequenceClassification(GenericForSequenceClassification, DeepseekV3PreTrainedModel):
+    _base_model_class = DeepseekV3Model
+
+
+class DeepseekV3ForTokenClassification(GenericForTokenClassification, DeepseekV3PreTrainedModel):
+    _base_model_class = DeepseekV3Model

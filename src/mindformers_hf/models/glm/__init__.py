@@ -1,3 +1,10 @@
-from .modeling_glm import GlmForCausalLM, GlmModel, GlmPreTrainedModel
+from .modeling_glm import (
+    GlmForCausalLM,
+    GlmForSequenceClassification,
+    GlmForTokenClassification,
+    GlmModel,
+    GlmPreTrainedModel,
+)
 
-__all__ = ["GlmForCausalLM", "GlmModel", "GlmPreTrainedModel"]
+__all__ = ["GlmForCausalLM", "GlmForSequenceClassification", "GlmForTokenClassification", "GlmModel",
+           "GlmPreTrainedModel"]

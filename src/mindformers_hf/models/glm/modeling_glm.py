@@ -6,6 +6,7 @@ DECODER_VARIANTS.
 The classes exist for their names (`architectures` in config.json, `from mindformers_hf import ...`);
 the computation is models/llama/modeling_llama.py.
 """
+from ...modeling_heads import GenericForSequenceClassification, GenericForTokenClassification
 from ..llama.modeling_llama import LlamaForCausalLM, LlamaModel, LlamaPreTrainedModel
 
 
@@ -19,3 +20,11 @@ class GlmModel(LlamaModel):
 
 class GlmForCausalLM(LlamaForCausalLM):
     pass
+
+
+class GlmForSequenceClassification(GenericForSequenceClassification, GlmPreTrainedModel):
+    _base_model_class = GlmModel
+
+
+class GlmForTokenClassification(GenericForTokenClassification, GlmPreTrainedModel):
+    _base_model_class = GlmModel

@@ -1,3 +1,10 @@
-from .modeling_glm4 import Glm4ForCausalLM, Glm4Model, Glm4PreTrainedModel
+from .modeling_glm4 import (
+    Glm4ForCausalLM,
+    Glm4ForSequenceClassification,
+    Glm4ForTokenClassification,
+    Glm4Model,
+    Glm4PreTrainedModel,
+)
 
-__all__ = ["Glm4ForCausalLM", "Glm4Model", "Glm4PreTrainedModel"]
+__all__ = ["Glm4ForCausalLM", "Glm4ForSequenceClassification", "Glm4ForTokenClassification", "Glm4Model",
+           "Glm4PreTrainedModel"]

@@ -4,6 +4,7 @@ post_self_attn_layernorm / post_mlp_layernorm come from the "glm4" row of DECODE
 The classes exist for their names (`architectures` in config.json, `from mindformers_hf import ...`);
 the computation is models/llama/modeling_llama.py.
 """
+from ...modeling_heads import GenericForSequenceClassification, GenericForTokenClassification
 from ..llama.modeling_llama import LlamaForCausalLM, LlamaModel, LlamaPreTrainedModel
 
 
@@ -17,3 +18,11 @@ class Glm4Model(LlamaModel):
 
 class Glm4ForCausalLM(LlamaForCausalLM):
     pass
+
+
+class Glm4ForSequenceClassification(GenericForSequenceClassification, Glm4PreTrainedModel):
+    _base_model_class = Glm4Model
+
+
+class Glm4ForTokenClassification(GenericForTokenClassification, Glm4PreTrainedModel):
+    _base_model_class = Glm4Model

@@ -10,9 +10,10 @@ from mindspore import nn, ops
 
 from ... import ops as fused
 from ...cache_utils import DynamicCache
-from ...layers import Embedding, Linear, new_parameter
+from ...layers import Embedding, Linear, call_layer, new_parameter
 from ...loss_utils import causal_lm_loss
-from ...masking_utils import create_causal_mask
+from ...masking_utils import create_causal_mask, packed_sequence_ids
+from ...modeling_heads import GenericForSequenceClassification, GenericForTokenClassification
 from ...modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from ...modeling_utils import PreTrainedModel
 from ...utils import warn_once
@@ -128,13 +129,11 @@ class GPT2Block(nn.Cell):
 
 class GPT2PreTrainedModel(PreTrainedModel):
     base_model_prefix = "transformer"
+    _input_embed_layer = "wte"
     _no_split_modules = ["GPT2Block"]
     # OpenAI-era checkpoints store the causal mask as buffers `h.N.attn.bias` / `h.N.attn.masked_bias`
     _keys_to_ignore_on_load_unexpected = PreTrainedModel._keys_to_ignore_on_load_unexpected + (
         r"(^|\.)attn\.bias$", r"(^|\.)attn\.masked_bias$")
-
-    def get_input_embeddings(self):
-        return getattr(self, self.base_model_prefix, self).wte
 
 
 class GPT2Model(GPT2PreTrainedModel):
@@ -145,7 +144,8 @@ class GPT2Model(GPT2PreTrainedModel):
         self.embed_dim = config.hidden_size
         std = config.initializer_range
         self.wte = Embedding(config.vocab_size, self.embed_dim, dtype, std=std)
-        self.wpe = Embedding(config.max_position_embeddings, self.embed_dim, dtype, std=std)
+        self.wpe = Embedding(config.max_position_embeddings, self.embed_dim, dtype, std=std,
+                             index_name="position id")  # n_positions: no position past it
         self.drop = nn.Dropout(p=config.embd_pdrop)
         self.h = nn.CellList([GPT2Block(config, i, dtype) for i in range(config.num_hidden_layers)])
         self.ln_f = LayerNorm(self.embed_dim, config.layer_norm_epsilon, dtype)
@@ -168,6 +168,7 @@ class GPT2Model(GPT2PreTrainedModel):
             output_hidden_states = getattr(self.config, "output_hidden_states", False)
         if inputs_embeds is None:
             inputs_embeds = self.wte(input_ids)
+        packed = packed_sequence_ids(position_ids, attention_mask, use_cache, past_key_values, self.config)
         if use_cache and past_key_values is None:
             past_key_values = DynamicCache()
         bsz, q_len = inputs_embeds.shape[0], inputs_embeds.shape[1]
@@ -178,11 +179,11 @@ class GPT2Model(GPT2PreTrainedModel):
         if token_type_ids is not None:
             hidden_states = hidden_states + self.wte(token_type_ids)
         hidden_states = self.drop(hidden_states)
-        mask = create_causal_mask(attention_mask, bsz, q_len, past_len)
+        mask = create_causal_mask(attention_mask, bsz, q_len, past_len, packed=packed)
 
         all_hidden_states = (hidden_states,) if output_hidden_states else None
         for block in self.h:
-            hidden_states = block(hidden_states, mask, past_key_values)
+            hidden_states = call_layer(block, hidden_states, mask, past_key_values=past_key_values)
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
         hidden_states = self.ln_f(hidden_states)
@@ -236,3 +237,12 @@ class GPT2LMHeadModel(GPT2PreTrainedModel):
         out = CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=outputs.past_key_values,
                                      hidden_states=outputs.hidden_states)
         return out.to_tuple() if return_dict is False else out
+
+
+class GPT2ForSequenceClassification(GenericForSequenceClassification, GPT2PreTrainedModel):
+    _base_model_class = GPT2Model
+
+
+class GPT2ForTokenClassification(GenericForTokenClassification, GPT2PreTrainedModel):
+    _base_model_class = GPT2Model
+    _head_name = "classifier"  # (transformers' GPT-2 name; the generic head's is `score`)

@@ -10,6 +10,7 @@ import numpy as np
 
 from ...weights import CheckpointFormatMixin, WeightRule, WeightTable
 from ..llama.modeling_llama import LlamaForCausalLM, LlamaModel, LlamaPreTrainedModel
+from .chat_internlm2 import InternLM2ChatMixin
 
 
 def _groups(config):
@@ -57,5 +58,5 @@ class InternLM2Model(CheckpointFormatMixin, LlamaModel):
     weight_table = INTERNLM2_WEIGHTS
 
 
-class InternLM2ForCausalLM(CheckpointFormatMixin, LlamaForCausalLM):
+class InternLM2ForCausalLM(InternLM2ChatMixin, CheckpointFormatMixin, LlamaForCausalLM):
     weight_table = INTERNLM2_WEIGHTS

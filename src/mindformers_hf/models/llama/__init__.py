@@ -1,3 +1,10 @@
-from .modeling_llama import LlamaForCausalLM, LlamaModel, LlamaPreTrainedModel
+from .modeling_llama import (
+    LlamaForCausalLM,
+    LlamaForSequenceClassification,
+    LlamaForTokenClassification,
+    LlamaModel,
+    LlamaPreTrainedModel,
+)
 
-__all__ = ["LlamaForCausalLM", "LlamaModel", "LlamaPreTrainedModel"]
+__all__ = ["LlamaForCausalLM", "LlamaForSequenceClassification", "LlamaForTokenClassification", "LlamaModel",
+           "LlamaPreTrainedModel"]

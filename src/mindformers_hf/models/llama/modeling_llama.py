@@ -12,9 +12,10 @@ from mindspore import nn, ops
 
 from ... import ops as fused
 from ...cache_utils import DynamicCache
-from ...layers import Embedding, Linear, new_parameter
+from ...layers import Embedding, Linear, call_layer, new_parameter, recomputes
 from ...loss_utils import causal_lm_loss
-from ...masking_utils import create_causal_mask
+from ...masking_utils import create_causal_mask, packed_sequence_ids
+from ...modeling_heads import GenericForSequenceClassification, GenericForTokenClassification
 from ...modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from ...modeling_rope_utils import compute_inv_freq, rope_parameters
 from ...modeling_utils import PreTrainedModel
@@ -260,13 +261,14 @@ class LlamaModel(LlamaPreTrainedModel):
             output_hidden_states = getattr(self.config, "output_hidden_states", False)
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
+        packed = packed_sequence_ids(position_ids, attention_mask, use_cache, past_key_values, self.config)
         if use_cache and past_key_values is None:
             past_key_values = DynamicCache()
         bsz, q_len = inputs_embeds.shape[0], inputs_embeds.shape[1]
         past_len = past_key_values.get_seq_length() if past_key_values is not None else 0
         if position_ids is None:
             position_ids = (ops.arange(q_len, dtype=ms.int32) + past_len).reshape(1, q_len)
-        masks = self.causal_masks(attention_mask, bsz, q_len, past_len)
+        masks = self.causal_masks(attention_mask, bsz, q_len, past_len, packed)
 
         hidden_states = inputs_embeds
         cos, sin = self.rotary_emb(hidden_states, position_ids)
@@ -276,9 +278,10 @@ class LlamaModel(LlamaPreTrainedModel):
         compiled = self.compile_layers and past_len == 0 and q_len > 1
         for index, layer in enumerate(self.layers):
             mask = masks[layer.attention_type]
-            spec = layer_spec(layer) if compiled and mask is not None else None
+            # a recomputing layer (activation checkpointing) runs eagerly: ms.recompute takes a Cell
+            spec = layer_spec(layer) if compiled and mask is not None and not recomputes(layer) else None
             if spec is None:
-                hidden_states = layer(hidden_states, cos, sin, mask, past_key_values)
+                hidden_states = call_layer(layer, hidden_states, cos, sin, mask, past_key_values=past_key_values)
             else:
                 last_only = self.compile_layers == "prefill" and index == len(self.layers) - 1 \
                     and not output_hidden_states
@@ -302,7 +305,7 @@ class LlamaModel(LlamaPreTrainedModel):
         """True when compile_layers would compile these layers (plain LLaMA ones: compiled_layer.py)."""
         return any(layer_spec(layer) is not None for layer in self.layers)
 
-    def causal_masks(self, attention_mask, bsz, q_len, past_len):
+    def causal_masks(self, attention_mask, bsz, q_len, past_len, packed=None):
         """{layer type: additive mask}. Without `layer_types` (LLaMA, Mistral, Phi3) one mask serves every
         layer, windowed when the config has a `sliding_window`; Qwen2/3 configs null that window unless
         use_sliding_window and list which layers use it."""
@@ -312,11 +315,11 @@ class LlamaModel(LlamaPreTrainedModel):
         layer_types = getattr(self.config, "layer_types", None)
         if not layer_types:
             window = window if getattr(self.config, "use_sliding_window", True) else None
-            mask = create_causal_mask(attention_mask, bsz, q_len, past_len, window)
+            mask = create_causal_mask(attention_mask, bsz, q_len, past_len, window, packed)
             return {"full_attention": mask, "sliding_attention": mask}
-        masks = {"full_attention": create_causal_mask(attention_mask, bsz, q_len, past_len)}
+        masks = {"full_attention": create_causal_mask(attention_mask, bsz, q_len, past_len, packed=packed)}
         if "sliding_attention" in layer_types:
-            masks["sliding_attention"] = create_causal_mask(attention_mask, bsz, q_len, past_len, window)
+            masks["sliding_attention"] = create_causal_mask(attention_mask, bsz, q_len, past_len, window, packed)
         return masks
 
 
@@ -362,3 +365,11 @@ class LlamaForCausalLM(LlamaPreTrainedModel):
         out = CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=outputs.past_key_values,
                                      hidden_states=outputs.hidden_states)
         return out.to_tuple() if return_dict is False else out
+
+
+class LlamaForSequenceClassification(GenericForSequenceClassification, LlamaPreTrainedModel):
+    _base_model_class = LlamaModel
+
+
+class LlamaForTokenClassification(GenericForTokenClassification, LlamaPreTrainedModel):
+    _base_model_class = LlamaModel

@@ -1,3 +1,10 @@
-from .modeling_mistral import MistralForCausalLM, MistralModel, MistralPreTrainedModel
+from .modeling_mistral import (
+    MistralForCausalLM,
+    MistralForSequenceClassification,
+    MistralForTokenClassification,
+    MistralModel,
+    MistralPreTrainedModel,
+)
 
-__all__ = ["MistralForCausalLM", "MistralModel", "MistralPreTrainedModel"]
+__all__ = ["MistralForCausalLM", "MistralForSequenceClassification", "MistralForTokenClassification",
+           "MistralModel", "MistralPreTrainedModel"]

@@ -4,6 +4,7 @@ The window is read from the config by LlamaModel.causal_masks; nothing else diff
 The classes exist for their names (`architectures` in config.json, `from mindformers_hf import ...`);
 the computation is models/llama/modeling_llama.py.
 """
+from ...modeling_heads import GenericForSequenceClassification, GenericForTokenClassification
 from ..llama.modeling_llama import LlamaForCausalLM, LlamaModel, LlamaPreTrainedModel
 
 
@@ -17,3 +18,11 @@ class MistralModel(LlamaModel):
 
 class MistralForCausalLM(LlamaForCausalLM):
     pass
+
+
+class MistralForSequenceClassification(GenericForSequenceClassification, MistralPreTrainedModel):
+    _base_model_class = MistralModel
+
+
+class MistralForTokenClassification(GenericForTokenClassification, MistralPreTrainedModel):
+    _base_model_class = MistralModel

@@ -1,3 +1,10 @@
-from .modeling_mixtral import MixtralForCausalLM, MixtralModel, MixtralPreTrainedModel
+from .modeling_mixtral import (
+    MixtralForCausalLM,
+    MixtralForSequenceClassification,
+    MixtralForTokenClassification,
+    MixtralModel,
+    MixtralPreTrainedModel,
+)
 
-__all__ = ["MixtralForCausalLM", "MixtralModel", "MixtralPreTrainedModel"]
+__all__ = ["MixtralForCausalLM", "MixtralForSequenceClassification", "MixtralForTokenClassification",
+           "MixtralModel", "MixtralPreTrainedModel"]

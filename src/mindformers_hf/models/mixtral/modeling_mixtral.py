@@ -19,6 +19,7 @@ from mindspore import nn, ops
 
 from ... import ops as fused
 from ...layers import Linear, new_parameter
+from ...modeling_heads import GenericForSequenceClassification, GenericForTokenClassification
 from ...modeling_outputs import MoeCausalLMOutputWithPast, MoeModelOutputWithPast
 from ...ops import moe as moe_ops
 from ...safetensors_io import CheckpointError
@@ -328,3 +329,11 @@ class MixtralForCausalLM(MoeCheckpointMixin, LlamaForCausalLM):
                                         past_key_values=out.past_key_values, hidden_states=out.hidden_states,
                                         router_logits=rec.logits)
         return out.to_tuple() if return_dict is False else out
+
+
+class MixtralForSequenceClassification(GenericForSequenceClassification, MixtralPreTrainedModel):
+    _base_model_class = MixtralModel
+
+
+class MixtralForTokenClassification(GenericForTokenClassification, MixtralPreTrainedModel):
+    _base_model_class = MixtralModel

@@ -5,6 +5,7 @@ renaming table. LongRoPE and partial_rotary_factor come from the config.
 The classes exist for their names (`architectures` in config.json, `from mindformers_hf import ...`);
 the computation is models/llama/modeling_llama.py.
 """
+from ...modeling_heads import GenericForSequenceClassification, GenericForTokenClassification
 from ..llama.modeling_llama import LlamaForCausalLM, LlamaModel, LlamaPreTrainedModel
 
 
@@ -18,3 +19,11 @@ class Phi3Model(LlamaModel):
 
 class Phi3ForCausalLM(LlamaForCausalLM):
     pass
+
+
+class Phi3ForSequenceClassification(GenericForSequenceClassification, Phi3PreTrainedModel):
+    _base_model_class = Phi3Model
+
+
+class Phi3ForTokenClassification(GenericForTokenClassification, Phi3PreTrainedModel):
+    _base_model_class = Phi3Model

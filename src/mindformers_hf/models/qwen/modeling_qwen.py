@@ -11,6 +11,7 @@ import mindspore as ms
 
 from ...weights import CheckpointFormatMixin, WeightRule, WeightTable
 from ..llama.modeling_llama import LlamaForCausalLM, LlamaMLP, LlamaModel, LlamaPreTrainedModel
+from .chat_qwen import QWenChatMixin
 
 _LAYER, _OURS = "transformer.h.{i}.", "model.layers.{i}."
 QWEN_WEIGHTS = WeightTable(
@@ -57,7 +58,8 @@ class QWenModel(CheckpointFormatMixin, LlamaModel):
         return super().construct(input_ids, attention_mask, position_ids, past_key_values, inputs_embeds, **kwargs)
 
 
-class QWenLMHeadModel(CheckpointFormatMixin, LlamaForCausalLM):
+class QWenLMHeadModel(QWenChatMixin, CheckpointFormatMixin, LlamaForCausalLM):
+    """`chat` / `chat_stream` are the Chat models' (chat_qwen.py)."""
     weight_table = QWEN_WEIGHTS
 
     def construct(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,

@@ -5,6 +5,7 @@ does: off unless `use_sliding_window`, then on for the layers `layer_types` mark
 The classes exist for their names (`architectures` in config.json, `from mindformers_hf import ...`);
 the computation is models/llama/modeling_llama.py.
 """
+from ...modeling_heads import GenericForSequenceClassification, GenericForTokenClassification
 from ..llama.modeling_llama import LlamaForCausalLM, LlamaModel, LlamaPreTrainedModel
 
 
@@ -18,3 +19,11 @@ class Qwen2Model(LlamaModel):
 
 class Qwen2ForCausalLM(LlamaForCausalLM):
     pass
+
+
+class Qwen2ForSequenceClassification(GenericForSequenceClassification, Qwen2PreTrainedModel):
+    _base_model_class = Qwen2Model
+
+
+class Qwen2ForTokenClassification(GenericForTokenClassification, Qwen2PreTrainedModel):
+    _base_model_class = Qwen2Model

@@ -6,6 +6,7 @@ RMSNorm on q and k per head, no shared expert. The differences are the "qwen2_mo
 LLaMA's DECODER_VARIANTS and of MOE_VARIANTS (models/mixtral/modeling_mixtral.py); the classes exist for
 their names (`architectures` in config.json, `from mindformers_hf import ...`).
 """
+from ...modeling_heads import GenericForSequenceClassification, GenericForTokenClassification
 from ..mixtral.modeling_mixtral import MixtralForCausalLM, MixtralModel, MixtralPreTrainedModel
 
 
@@ -31,3 +32,19 @@ class Qwen3MoeModel(MixtralModel):
 
 class Qwen3MoeForCausalLM(MixtralForCausalLM):
     pass
+
+
+class Qwen2MoeForSequenceClassification(GenericForSequenceClassification, Qwen2MoePreTrainedModel):
+    _base_model_class = Qwen2MoeModel
+
+
+class Qwen2MoeForTokenClassification(GenericForTokenClassification, Qwen2MoePreTrainedModel):
+    _base_model_class = Qwen2MoeModel
+
+
+class Qwen3MoeForSequenceClassification(GenericForSequenceClassification, Qwen3MoePreTrainedModel):
+    _base_model_class = Qwen3MoeModel
+
+
+class Qwen3MoeForTokenClassification(GenericForTokenClassification, Qwen3MoePreTrainedModel):
+    _base_model_class = Qwen3MoeModel

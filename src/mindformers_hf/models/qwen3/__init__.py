@@ -1,3 +1,10 @@
-from .modeling_qwen3 import Qwen3ForCausalLM, Qwen3Model, Qwen3PreTrainedModel
+from .modeling_qwen3 import (
+    Qwen3ForCausalLM,
+    Qwen3ForSequenceClassification,
+    Qwen3ForTokenClassification,
+    Qwen3Model,
+    Qwen3PreTrainedModel,
+)
 
-__all__ = ["Qwen3ForCausalLM", "Qwen3Model", "Qwen3PreTrainedModel"]
+__all__ = ["Qwen3ForCausalLM", "Qwen3ForSequenceClassification", "Qwen3ForTokenClassification", "Qwen3Model",
+           "Qwen3PreTrainedModel"]

@@ -4,6 +4,7 @@ q_norm / k_norm come from the "qwen3" row of DECODER_VARIANTS; sliding windows a
 The classes exist for their names (`architectures` in config.json, `from mindformers_hf import ...`);
 the computation is models/llama/modeling_llama.py.
 """
+from ...modeling_heads import GenericForSequenceClassification, GenericForTokenClassification
 from ..llama.modeling_llama import LlamaForCausalLM, LlamaModel, LlamaPreTrainedModel
 
 
@@ -17,3 +18,11 @@ class Qwen3Model(LlamaModel):
 
 class Qwen3ForCausalLM(LlamaForCausalLM):
     pass
+
+
+class Qwen3ForSequenceClassification(GenericForSequenceClassification, Qwen3PreTrainedModel):
+    _base_model_class = Qwen3Model
+
+
+class Qwen3ForTokenClassification(GenericForTokenClassification, Qwen3PreTrainedModel):
+    _base_model_class = Qwen3Model
