@@ -122,3 +122,24 @@ def test_torch_compile_runs_decoder_layers_under_jit_with_the_same_result(tiny_l
         assert np.linalg.norm(param.asnumpy() - reference[name].asnumpy()) <= 1e-5 * np.linalg.norm(
             reference[name].asnumpy()), name
     assert "construct" not in vars(compiled._compiled.layers[0])  # eager again outside training steps
+
+
+def test_loss_only_evaluation_reports_perplexity_as_run_clm(tiny_llama, tmp_path):
+    """run_clm.py: `perplexity = math.exp(metrics["eval_loss"])` on transformers' Trainer's evaluate()."""
+    import math
+
+    import torch
+    import transformers
+
+    data = _data()
+    common = dict(per_device_eval_batch_size=2, report_to="none", disable_tqdm=True, prediction_loss_only=True)
+    hf = transformers.Trainer(
+        model=transformers.AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32),
+        args=transformers.TrainingArguments(str(tmp_path / "hf"), use_cpu=True, **common))
+    want = math.exp(hf.evaluate(data)["eval_loss"])
+    ours = Trainer(model=AutoModelForCausalLM.from_pretrained(tiny_llama),
+                   args=TrainingArguments(str(tmp_path / "ours"), **common))
+    metrics = ours.evaluate(data)
+    assert metrics["eval_perplexity"] == pytest.approx(want, rel=1e-5)
+    assert metrics["eval_perplexity"] == pytest.approx(math.exp(metrics["eval_loss"]))
+    assert "test_perplexity" not in ours.predict(data).metrics  # predict() reports what HF reports

@@ -1,5 +1,5 @@
 """The `mindformers-hf` command: `chat` and `generate` on the embedded default model or any --model folder;
-`launch`, `config` and `env` as accelerate's (commands/launch.py)."""
+`launch`, `config` and `env` as accelerate's (commands/launch.py); `eval` as lm_eval's (commands/eval.py)."""
 import argparse
 import os
 import sys
@@ -148,6 +148,9 @@ def build_parser():
     from .serve import add_serve_parser
 
     add_serve_parser(sub)
+    from .eval import add_eval_parser  # lm_eval's `run` flags, when lm_eval is installed
+
+    add_eval_parser(sub)
     return parser
 
 

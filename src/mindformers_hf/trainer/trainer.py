@@ -79,6 +79,14 @@ def _nested_numpy(value):
     return tensor_io.to_numpy(value) if value is not None else None
 
 
+def _perplexity(loss):
+    """exp(mean loss), inf on overflow: transformers' run_clm.py."""
+    try:
+        return math.exp(loss)
+    except OverflowError:
+        return float("inf")
+
+
 def _pad_concat(a, b, padding_index=IGNORE_INDEX):
     """Concatenate along the batch axis, right-padding the second axis with `padding_index` (as HF does)."""
     if a is None:
@@ -899,6 +907,9 @@ class Trainer:
         start_time = time.time()
         output = self.evaluation_loop(dataloader, "Evaluation", True if self.compute_metrics is None else None,
                                       ignore_keys, metric_key_prefix)
+        loss = output.metrics.get(f"{metric_key_prefix}_loss")
+        if output.predictions is None and loss is not None:  # loss-only: run_clm's perplexity (docs/differences.md)
+            output.metrics[f"{metric_key_prefix}_perplexity"] = _perplexity(loss)
         output.metrics.update(speed_metrics(metric_key_prefix, start_time, num_samples=output.num_samples,
                                             num_steps=math.ceil(output.num_samples / self.args.eval_batch_size)))
         self.log(output.metrics)
