@@ -502,6 +502,7 @@ class Trainer:
     def _get_learning_rate(self):
         return self.lr_scheduler.get_last_lr()[0]
 
+    @runtime.serialized  # creating optimizer state copies and zero-fills tensors: MindSpore work like a step's
     def _setup_optimization(self, max_steps):
         """Precision, optimizer, schedule and the gradient function, in that order."""
         if self._created_lr_scheduler:  # a second train() builds a fresh schedule, as transformers does
