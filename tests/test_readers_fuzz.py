@@ -127,10 +127,11 @@ def valid_files(draw):
     return {key: header[key] for key in order}, b"".join(chunks)
 
 
-# JSON values of every kind, for replacing header fields with wrong types.
+# JSON values of every kind, for replacing header fields with wrong types. No subnormal floats: our CPU kernels
+# are built with -ffast-math, whose loading flushes subnormals process-wide, and hypothesis refuses to draw them then.
 _json_scalars = (st.none() | st.booleans() | st.integers(-(2 ** 70), 2 ** 70)
                  | st.sampled_from([0, 1, 2, 4, 2 ** 64 - 1, 2 ** 64])
-                 | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=5)
+                 | st.floats(allow_nan=False, allow_infinity=False, allow_subnormal=False) | st.text(max_size=5)
                  | st.sampled_from(["F32", "BF16", "F8_E4M3", "F4", "f32", "__metadata__"]))
 _json_values = st.recursive(_json_scalars, lambda inner: st.lists(inner, max_size=3)
                             | st.dictionaries(st.text(max_size=4), inner, max_size=3), max_leaves=8)

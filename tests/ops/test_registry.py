@@ -144,3 +144,22 @@ def test_kernel_refused_by_mindspore_falls_back(monkeypatch):
     with registry.use_kernels("all"):
         assert registry.implementation_name("silu_mul") == registry.REFERENCE
     assert messages and "refused" in messages[0]
+
+
+def test_loading_every_kernel_leaves_subnormals_alone():
+    """The kernels are compiled with -ffast-math; loaded, they must not switch the process to flush-to-zero (gcc
+    links crtfastmath.o into a -ffast-math shared library unless linking is a separate step)."""
+    import subprocess
+    import sys
+
+    if cpu_build.compiler() is None:
+        pytest.skip("no C++ compiler here")
+    script = (
+        "import ctypes, glob, os, numpy as np\n"
+        "from mindformers_hf.ops import cpu_build\n"
+        "names = [os.path.basename(p)[:-3] for p in glob.glob(os.path.join(cpu_build.CSRC, '*.cc'))]\n"
+        "for name in names: ctypes.CDLL(cpu_build.library(name))\n"
+        "assert names and np.float32(1e-40) * np.float32(1) != 0, 'subnormals are flushed'\n"
+        "print('ok', len(names))\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-2000:]

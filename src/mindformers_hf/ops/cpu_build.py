@@ -23,7 +23,11 @@ CSRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc")
 HEADERS = ("common.h",)
 # -ffast-math lets gcc vectorise expf through glibc's libmvec (the kernels avoid infinities for it);
 # -fopenmp-simd honours `#pragma omp simd` without the OpenMP runtime (see csrc/common.h parallel_for).
-FLAGS = ("-std=c++17", "-O3", "-march=native", "-ffast-math", "-fopenmp-simd", "-pthread", "-shared", "-fPIC")
+FLAGS = ("-std=c++17", "-O3", "-march=native", "-ffast-math", "-fopenmp-simd", "-pthread", "-fPIC")
+# Linked in a second step without -ffast-math: gcc (before 13) links crtfastmath.o into a -ffast-math shared
+# library, whose constructor turns on flush-to-zero for the whole process once the library is loaded (the
+# user's numpy included: subnormals became 0).
+LINK_FLAGS = ("-shared", "-pthread")
 
 _lock = threading.Lock()
 _built = {}  # source name -> library path, or None after a failure (no retry within a process)
@@ -62,7 +66,7 @@ def _build_key(name, cxx):
         with open(os.path.join(CSRC, file_name), "rb") as f:
             digest.update(f.read())
     version = subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout
-    for part in (" ".join(FLAGS), version, _cpu_flags()):
+    for part in (" ".join(FLAGS + LINK_FLAGS), version, _cpu_flags()):
         digest.update(part.encode())
     return digest.hexdigest()[:16]
 
@@ -93,14 +97,17 @@ def _build(name):
         os.close(fd)
         try:
             logger.info(f"Compiling the CPU kernel {name!r} into {folder} (once per source version)")
-            cmd = [cxx, *FLAGS, "-I", CSRC, "-o", tmp, os.path.join(CSRC, name + ".cc")]
-            result = subprocess.run(cmd, capture_output=True, text=True)
-            if result.returncode != 0:
-                raise RuntimeError(f"{' '.join(cmd)} failed:\n{result.stderr.strip()[-2000:]}")
+            obj = tmp[:-len(".so")] + ".o"
+            for cmd in ([cxx, *FLAGS, "-I", CSRC, "-c", "-o", obj, os.path.join(CSRC, name + ".cc")],
+                        [cxx, *LINK_FLAGS, "-o", tmp, obj]):
+                result = subprocess.run(cmd, capture_output=True, text=True)
+                if result.returncode != 0:
+                    raise RuntimeError(f"{' '.join(cmd)} failed:\n{result.stderr.strip()[-2000:]}")
             os.replace(tmp, path)
         finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+            for leftover in (tmp, tmp[:-len(".so")] + ".o"):
+                if os.path.exists(leftover):
+                    os.remove(leftover)
         return path
     except (OSError, RuntimeError, subprocess.SubprocessError) as e:
         warn_once(f"Building the CPU kernel {name!r} failed, so the reference op is used instead: {e}")
