@@ -14,9 +14,12 @@ import os
 
 from transformers.tokenization_python import PythonBackend
 
-# the repo class auto_map["AutoTokenizer"] names ("module.Class", as published) -> "module:Class" of ours
+# the repo class auto_map["AutoTokenizer"] names ("module.Class", as published) -> "module:Class" of ours, or
+# "module:function" when one published name covers several formats: function(name_or_path, hub_kwargs) -> class
 REMOTE_TOKENIZERS = {
-    "tokenization_chatglm.ChatGLMTokenizer": "mindformers_hf.models.chatglm.tokenization_chatglm:ChatGLMTokenizer",
+    # ChatGLM2 and ChatGLM3 share the name: a function reads the repo's files and returns the class
+    "tokenization_chatglm.ChatGLMTokenizer":
+        "mindformers_hf.models.chatglm.tokenization_chatglm2:chatglm_tokenizer_class",
     "tokenization_chatglm.ChatGLM4Tokenizer": "mindformers_hf.models.chatglm.tokenization_chatglm4:ChatGLM4Tokenizer",
     "tokenization_qwen.QWenTokenizer": "mindformers_hf.models.qwen.tokenization_qwen:QWenTokenizer",
     "tokenization_baichuan.BaichuanTokenizer": "mindformers_hf.models.baichuan.tokenization_baichuan:BaichuanTokenizer",
@@ -52,8 +55,9 @@ def remote_tokenizer_class(name_or_path, kwargs):
     for name in names:
         target = REMOTE_TOKENIZERS.get(name.split("--")[-1])  # "org/repo--module.Class" names another repo
         if target:
-            module, cls = target.split(":")
-            return getattr(importlib.import_module(module), cls)
+            module, attr = target.split(":")
+            found = getattr(importlib.import_module(module), attr)
+            return found if isinstance(found, type) else found(name_or_path, hub)
     return None
 
 

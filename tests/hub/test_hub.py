@@ -318,7 +318,8 @@ def test_remote_code_is_never_executed(hub_env, tiny):
 
 def test_remote_format_tokenizer_from_a_hub_repo(hub_env):
     """A repo whose tokenizer_config.json names ChatGLM3's tokenization_chatglm.ChatGLMTokenizer: the native class
-    reads tokenizer.model from the hub (revision honoured); the repo's .py file is never downloaded."""
+    reads tokenizer.model from the hub (revision honoured); the repo's .py file is never run (its text is read to
+    tell ChatGLM2 from ChatGLM3, which share the class name; no other .py file is downloaded)."""
     import sentencepiece
 
     from mindformers_hf import AutoTokenizer
@@ -334,7 +335,14 @@ def test_remote_format_tokenizer_from_a_hub_repo(hub_env):
     sp = sentencepiece.SentencePieceProcessor(model_proto=model)
     assert type(tok).__name__ == "ChatGLMTokenizer"
     assert tok("你好")["input_ids"] == [sp.vocab_size() + 1, sp.vocab_size() + 3] + sp.encode("你好")
-    assert not [p for p in _gets(hub_env.server) if p.endswith(".py")]
+    assert {p.rsplit("/", 1)[-1] for p in _gets(hub_env.server) if p.endswith(".py")} <= {"tokenization_chatglm.py"}
+    # a ChatGLM2 repo (same class name): its tokenization_chatglm.py, read at the revision asked, tells
+    from tests.models.test_chatglm2_tokenizer import V2_SOURCE
+
+    hub_env.server.add_commit("org/chatglm2", {"tokenizer.model": model, "tokenization_chatglm.py": V2_SOURCE,
+                                               "tokenizer_config.json": json.dumps(TOKENIZER_CONFIG).encode()},
+                              branch="v2")
+    assert type(AutoTokenizer.from_pretrained("org/chatglm2", revision="v2")).__name__ == "ChatGLM2Tokenizer"
 
 
 def test_gguf_file_downloads_only_that_file(hub_env, tiny):

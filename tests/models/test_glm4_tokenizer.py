@@ -6,6 +6,7 @@ import json
 import os
 import re
 
+import numpy as np
 import pytest
 
 from mindformers_hf import AutoTokenizer
@@ -97,8 +98,65 @@ def test_padding_chat_template_and_save(folder, enc, ranks, tmp_path):
     assert AutoTokenizer.from_pretrained(tmp_path)(SPECIAL_TEXT[0])["input_ids"] == tok(SPECIAL_TEXT[0])["input_ids"]
 
 
-def test_chatglm3_chat_refuses_a_glm4_tokenizer(folder):
-    from mindformers_hf.models.chatglm.chat_chatglm import ChatGLMChatMixin
+@pytest.fixture(scope="module")
+def model_folder(folder, ranks, tmp_path_factory):
+    """A tiny random GLM-4-format checkpoint (model_type chatglm) beside the tokenizer."""
+    import shutil
 
-    with pytest.raises(NotImplementedError, match="apply_chat_template"):
-        ChatGLMChatMixin().chat(AutoTokenizer.from_pretrained(folder), "hi")
+    from mindformers_hf.models.chatglm import ChatGLMConfig
+    from mindformers_hf.models.chatglm.modeling_chatglm import ChatGLMForConditionalGeneration
+
+    out = tmp_path_factory.mktemp("glm4_model")
+    for name in ("tokenizer.model", "tokenizer_config.json"):
+        shutil.copy(os.path.join(folder, name), out / name)
+    vocab = -(-(len(ranks) + 14) // 8) * 8
+    config = ChatGLMConfig(num_layers=2, padded_vocab_size=vocab, hidden_size=32, ffn_hidden_size=48, kv_channels=8,
+                           num_attention_heads=4, multi_query_attention=True, multi_query_group_num=2,
+                           seq_length=256, add_qkv_bias=True, eos_token_id=len(ranks), pad_token_id=len(ranks),
+                           architectures=["ChatGLMModel"])
+    np.random.seed(2)
+    ChatGLMForConditionalGeneration(config).save_pretrained(out)
+    return str(out)
+
+
+CONVERSATIONS = {  # (history, query, the published prompt: the repo's template on history + the query turn)
+    "one turn": ([], "你好", "[gMASK]<sop><|user|>\n你好<|assistant|>"),
+    "multi turn": ([{"role": "user", "content": "你好"}, {"role": "assistant", "content": "Hello 😀"}], "再见",
+                   "[gMASK]<sop><|user|>\n你好<|assistant|>\nHello 😀<|user|>\n再见<|assistant|>"),
+    "system prompt": ([{"role": "system", "content": "You are GLM-4."}], "hi",
+                      "[gMASK]<sop><|system|>\nYou are GLM-4.<|user|>\nhi<|assistant|>"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONVERSATIONS))
+def test_greedy_chat_equals_generate(model_folder, enc, ranks, name):
+    """glm-4-9b-chat's first revisions' chat(): apply_chat_template(history + query turn), stop at <|endoftext|>,
+    <|user|> or <|observation|>, decode without the stop token, process_response."""
+    from mindformers_hf import AutoModelForCausalLM
+    from mindformers_hf.models.chatglm.chat_chatglm import process_response
+
+    history, query, prompt = CONVERSATIONS[name]
+    tok = AutoTokenizer.from_pretrained(model_folder, trust_remote_code=True)
+    model = AutoModelForCausalLM.from_pretrained(model_folder, trust_remote_code=True)
+    ids = [expected_ids(enc, ranks, prompt, prefix=False)]
+    stops = [len(ranks), len(ranks) + SPECIALS.index("<|user|>"), len(ranks) + SPECIALS.index("<|observation|>")]
+    out = model.generate(input_ids=np.array(ids), do_sample=False, max_new_tokens=10, eos_token_id=stops)
+    reply = [int(t) for t in out[0, len(ids[0]):]]
+    reply = reply[:-1] if reply[-1] in stops else reply
+    turns = history + [{"role": "user", "content": query}]
+    want = process_response(enc.decode(reply, errors="replace"), turns)
+    kept = [dict(m) for m in history]
+    assert model.chat(tok, query, history=history, do_sample=False, max_new_tokens=10) == want
+    assert history == kept
+    assert list(model.stream_chat(tok, query, history, do_sample=False, max_new_tokens=10))[-1] == want
+
+
+def test_glm4_tool_call_arguments_are_json():
+    from mindformers_hf.models.chatglm.chat_chatglm import _json_arguments, process_response
+
+    history = [{"role": "system", "content": "", "tools": [{"name": "get_weather"}]}]
+    call, turns = process_response('get_weather\n{"city": "北京"}', history, _json_arguments)
+    assert call == {"name": "get_weather", "parameters": {"city": "北京"}}
+    assert turns[-1] == {"role": "assistant", "metadata": "get_weather", "content": '{"city": "北京"}'}
+    with pytest.raises(ValueError, match="JSON"):
+        process_response("get_weather\ntool_call(city='x')", history, _json_arguments)

@@ -175,15 +175,3 @@ def test_greedy_chat_equals_generate(folder, sp, tmp_path):
     assert response == want and new_history == history + [("写一首诗", want)]
     streamed = list(model.stream_chat(tok, "写一首诗", history=history, do_sample=False, max_new_tokens=10))
     assert streamed[-1] == (want, history + [("写一首诗", want)])
-
-
-def test_internlm_v1_tokenizer_reads_with_the_same_rules(sp_bytes, sp, tmp_path):
-    config = {**tokenizer_config(sp), "auto_map": {"AutoTokenizer": ["tokenization_internlm.InternLMTokenizer", None]},
-              "tokenizer_class": "InternLMTokenizer"}
-    del config["chat_template"]
-    folder = write_tokenizer_folder(tmp_path, {"tokenizer.model": sp_bytes}, config)
-    tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
-    assert type(tok).__name__ == "InternLMTokenizer" and tok.chat_template is None
-    for text in CORPUS + SPECIAL_TEXT:
-        ids = tok(text)["input_ids"]
-        assert ids == expected_ids(sp, text) and tok.decode(ids) == expected_text(sp, ids), text

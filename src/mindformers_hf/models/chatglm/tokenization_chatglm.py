@@ -69,13 +69,17 @@ class GLMPaddingMixin:
 class ChatGLMTokenizer(GLMPaddingMixin, RemoteFormatTokenizer):
     vocab_files_names = {"vocab_file": "tokenizer.model"}
     model_input_names = ["input_ids", "attention_mask", "position_ids"]
+    chat_format = "chatglm3"  # which model.chat() the tokenizer's prompts belong to (chat_chatglm.py)
+    special_token_names = SPECIAL_TOKENS
+    default_chat_template = CHAT_TEMPLATE
+    _chat_specials, _all_specials = _CHAT_SPECIALS, _ALL_SPECIALS
 
     def __init__(self, vocab_file, padding_side="left", clean_up_tokenization_spaces=False,
                  encode_special_tokens=False, **kwargs):
         self.vocab_file = vocab_file
         self.sp_model = load_sentencepiece(vocab_file)
         base = self.sp_model.vocab_size()
-        self.special_ids = {token: base + i for i, token in enumerate(SPECIAL_TOKENS)}
+        self.special_ids = {token: base + i for i, token in enumerate(self.special_token_names)}
         self.special_tokens_by_id = {i: token for token, i in self.special_ids.items()}
         self.encode_special_tokens = encode_special_tokens
         self._chat_encoding = False
@@ -83,7 +87,7 @@ class ChatGLMTokenizer(GLMPaddingMixin, RemoteFormatTokenizer):
         for key in ("eos_token", "unk_token", "pad_token", "bos_token"):
             kwargs.pop(key, None)
         unk = self.sp_model.id_to_piece(self.sp_model.unk_id())
-        kwargs.setdefault("chat_template", CHAT_TEMPLATE)
+        kwargs.setdefault("chat_template", self.default_chat_template)
         super().__init__(padding_side=padding_side, clean_up_tokenization_spaces=clean_up_tokenization_spaces,
                          eos_token=self.sp_model.id_to_piece(self.sp_model.eos_id()), unk_token=unk, pad_token=unk,
                          **kwargs)
@@ -91,7 +95,7 @@ class ChatGLMTokenizer(GLMPaddingMixin, RemoteFormatTokenizer):
     # ------------------------------------------------------------------ vocabulary
     @property
     def vocab_size(self):
-        return self.sp_model.vocab_size() + len(SPECIAL_TOKENS)
+        return self.sp_model.vocab_size() + len(self.special_token_names)
 
     def __len__(self):
         return self.vocab_size
@@ -123,7 +127,8 @@ class ChatGLMTokenizer(GLMPaddingMixin, RemoteFormatTokenizer):
 
     # ------------------------------------------------------------------ text <-> tokens
     def tokenize(self, text, **kwargs):
-        pattern = _CHAT_SPECIALS if self._chat_encoding else _ALL_SPECIALS if self.encode_special_tokens else None
+        pattern = self._chat_specials if self._chat_encoding else \
+            self._all_specials if self.encode_special_tokens else None
         if pattern is None:
             return self.sp_model.encode_as_pieces(text)
         tokens, last = [], 0

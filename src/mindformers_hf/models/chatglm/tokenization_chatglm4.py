@@ -27,6 +27,7 @@ _SPECIALS = re.compile("(" + "|".join(re.escape(t) for t in SPECIAL_TOKENS) + ")
 class ChatGLM4Tokenizer(GLMPaddingMixin, RemoteFormatTokenizer):
     vocab_files_names = {"vocab_file": "tokenizer.model"}
     model_input_names = ["input_ids", "attention_mask", "position_ids"]
+    chat_format = "glm4"  # which model.chat() the tokenizer's prompts belong to (chat_chatglm.py)
 
     def __init__(self, vocab_file, padding_side="left", clean_up_tokenization_spaces=False,
                  encode_special_tokens=False, **kwargs):

@@ -29,22 +29,26 @@ def build_prompt(tokenizer, query, history=None, meta_instruction=""):
 
 
 class InternLM2ChatMixin:
+    # what InternLM (v1) changes (models/internlm/chat_internlm.py): the prompt text and the end-of-turn token
+    _build_prompt = staticmethod(build_prompt)
+    _end_of_turn = "<|im_end|>"
+
     def build_inputs(self, tokenizer, query, history=None, meta_instruction="", return_tensors="np"):
-        return tokenizer([build_prompt(tokenizer, query, history, meta_instruction)], return_tensors=return_tensors)
+        return tokenizer([self._build_prompt(tokenizer, query, history, meta_instruction)],
+                         return_tensors=return_tensors)
 
     def _chat_setup(self, tokenizer, query, history, meta_instruction, max_new_tokens, do_sample, temperature,
                     top_p, kwargs):
         if kwargs.pop("streamer", None) is not None:
-            raise NotImplementedError("InternLM2 chat: streamer= is not supported; use model.stream_chat(...)")
+            raise NotImplementedError(f"{type(self).__name__} chat: streamer= is not supported; use model.stream_chat(...)")
         inputs = self.build_inputs(tokenizer, query, history, meta_instruction)
-        stops = [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")]
+        stops = [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(self._end_of_turn)]
         gen = {"max_new_tokens": max_new_tokens, "do_sample": do_sample, "temperature": temperature, "top_p": top_p,
                "eos_token_id": stops, **kwargs}
         return inputs, gen
 
-    @staticmethod
-    def _response(tokenizer, tokens):
-        return tokenizer.decode(tokens, skip_special_tokens=True).split("<|im_end|>")[0]
+    def _response(self, tokenizer, tokens):
+        return tokenizer.decode(tokens, skip_special_tokens=True).split(self._end_of_turn)[0]
 
     def chat(self, tokenizer, query, history=None, streamer=None, max_new_tokens=1024, do_sample=True,
              temperature=0.8, top_p=0.8, meta_instruction=META_INSTRUCTION, **kwargs):
