@@ -135,6 +135,9 @@ class MixtralExperts(nn.Cell):
 
 class MixtralSparseMoeBlock(nn.Cell):
     """Router + routed experts (+ the always-on shared expert(s) of Qwen2-MoE and DeepSeek)."""
+    # tensor-parallel layout (parallel/plan.py): every expert's width split, the router replicated; a shared
+    # expert is a LlamaMLP and declares its own
+    _tp_plan = {"experts": "experts"}
 
     def __init__(self, config, dtype=ms.float32):
         super().__init__()

@@ -1,0 +1,155 @@
+"""The one weight-loading pipeline (vLLM's `load_weights` shape): every load goes through it.
+
+    file stream                 (key, file, tensor, is_bf16_bits): safetensors (lazy), GGUF (dequantized), a dict
+ -> the class's key transforms  renaming table (weights.py), expert stacking (models/mixtral), fused blocks
+ -> each parameter's loader     `weight_loader(param, source)` of the cell owning it (parallel layers: this
+                                rank's slice), else `default_weight_loader` (a full copy)
+
+Single-process, tensor-parallel, GGUF and remote-format loads differ only in the stream and in which cells
+carry a `weight_loader`. A tensor travels as a *source*: `.shape`, `.is_bf16_bits`, `.read(dim, start, stop)`
+and `np.asarray(source)`; a safetensors source reads only the slice a loader asks for, so each tensor-parallel
+rank pages in only its share. Unexpected, missing and mis-shaped tensors are errors naming key, file and shapes.
+"""
+import math
+
+import numpy as np
+import mindspore as ms
+
+from .safetensors_io import _ST_BITS, CheckpointError, SafetensorsFile, float32_to_bf16_bits
+
+
+def to_parameter_data(array: np.ndarray, is_bf16_bits: bool, target: ms.Type) -> ms.Tensor:
+    """A numpy array from a checkpoint as a MindSpore tensor of the parameter's dtype, copying at most once."""
+    if target == ms.bfloat16:
+        bits = array if is_bf16_bits else float32_to_bf16_bits(array.astype(np.float32))
+        return ms.from_numpy(np.ascontiguousarray(bits)).view(ms.bfloat16)
+    if is_bf16_bits:
+        array = (array.astype(np.uint32) << 16).view(np.float32)
+    np_target = {ms.float32: np.float32, ms.float16: np.float16, ms.float64: np.float64}.get(target)
+    if np_target is not None and array.dtype != np_target:
+        array = array.astype(np_target)
+    if not array.flags.writeable:  # a view of a read-only file mapping: in-place updates would crash
+        array = array.copy()
+    return ms.from_numpy(np.ascontiguousarray(array))
+
+
+class ArraySource:
+    """A tensor already in memory (GGUF's dequantized arrays, a stacked or permuted tensor, a test's array).
+    Its bytes count as read: they were, to build it."""
+
+    def __init__(self, array, is_bf16_bits=False):
+        self.array, self.is_bf16_bits = np.asarray(array), is_bf16_bits
+        self.shape, self.dtype = tuple(self.array.shape), self.array.dtype
+        self.nbytes = self.bytes_read = self.array.nbytes
+
+    def read(self, dim, start, stop):
+        index = [slice(None)] * self.array.ndim
+        index[dim] = slice(start, stop)
+        return self.array[tuple(index)]
+
+    def __array__(self, dtype=None, copy=None):
+        return self.array if dtype is None else self.array.astype(dtype)
+
+
+class CheckpointSource:
+    """One tensor of an open safetensors file, read only when asked: whole (`np.asarray`) or a slice along a
+    dim (`read`, through SafetensorsFile.get_slice: exact bytes). `bytes_read` counts what this tensor cost."""
+
+    def __init__(self, reader, key):
+        self.reader, self.key = reader, key
+        self.shape = tuple(reader.shape(key))
+        self.is_bf16_bits = reader.dtype(key) == "BF16"
+        self.bytes_read = 0
+
+    @property
+    def dtype(self):  # numpy storage dtype; float8 & co. raise the reader's CheckpointError naming file and key
+        return self.reader._numpy_dtype(self.key)
+
+    @property
+    def nbytes(self):
+        return math.prod(self.shape) * _ST_BITS[self.reader.dtype(self.key)] // 8
+
+    def _counted(self, fn, *args):
+        before = self.reader.bytes_read
+        out = fn(*args)
+        self.bytes_read += self.reader.bytes_read - before
+        return out
+
+    def read(self, dim, start, stop):
+        return self._counted(self.reader.get_slice, self.key, dim, start, stop)
+
+    def __array__(self, dtype=None, copy=None):
+        array = self._counted(self.reader.get, self.key)
+        return array if dtype is None else array.astype(dtype)
+
+
+def as_source(value, is_bf16_bits=False):
+    return value if hasattr(value, "read") else ArraySource(value, is_bf16_bits)
+
+
+def iter_safetensors(files):
+    """(key, file, CheckpointSource, is_bf16_bits) for every tensor of `files`, nothing read yet."""
+    for path in files:
+        reader = SafetensorsFile(path)
+        for key in reader.keys():
+            yield key, path, CheckpointSource(reader, key), reader.dtype(key) == "BF16"
+        reader.close()
+
+
+def default_weight_loader(param, source):
+    """A replicated parameter: the whole tensor, of exactly the parameter's shape."""
+    if tuple(source.shape) != tuple(param.shape):
+        raise ValueError(f"expected {tuple(param.shape)}")
+    param.set_data(to_parameter_data(np.asarray(source), source.is_bf16_bits, param.dtype))
+
+
+def weight_loaders(model):
+    """{parameter name: (owning cell, its weight_loader)} for every parameter of a cell that has one."""
+    owners = {}
+    for cell_name, cell in model.cells_and_names():
+        loader = getattr(cell, "weight_loader", None)
+        if loader is None:
+            continue
+        for attr, param in cell._params.items():
+            if param is not None:
+                owners[f"{cell_name}.{attr}" if cell_name else attr] = (cell, loader)
+    return owners
+
+
+def fill_parameters(model, stream):
+    """Run `stream` (already through the class's key transforms) into `model`'s parameters.
+
+    Returns (loaded names, {"bytes_read", "sharded_bytes_read", "sharded_bytes_in_file"}); missing parameters
+    are left to the caller (PreTrainedModel.load_weights decides which it may initialise)."""
+    params = dict(model.parameters_and_names())
+    owners = weight_loaders(model)
+    loaded = set()
+    stats = {"bytes_read": 0, "sharded_bytes_read": 0, "sharded_bytes_in_file": 0}
+    from tqdm.auto import tqdm
+
+    progress = tqdm(total=len(params), desc="Loading weights", unit="tensor", leave=False, disable=len(params) < 64)
+    for key, path, value, is_bits in stream:
+        name = model.checkpoint_key_to_name(key)
+        if name is None:
+            continue
+        source = as_source(value, is_bits)
+        if name not in params:
+            if model._skip_key(name) or (model._new_head_prefixes and model._is_head_key(name)):
+                continue  # (a task-head model skips another head's tensors, as transformers does)
+            raise CheckpointError(f"Unexpected key {key!r} in {path}: {type(model).__name__} has no parameter of "
+                                  f"that name (shape in file {tuple(source.shape)})")
+        param = params[name]
+        owner, loader = owners.get(name, (None, default_weight_loader))
+        expected = owner.full_shape(param) if owner is not None else tuple(param.shape)
+        if tuple(source.shape) != tuple(expected):
+            raise CheckpointError(f"Shape mismatch for {key!r} in {path}: checkpoint has {tuple(source.shape)}, "
+                                  f"{type(model).__name__} expects {tuple(expected)}")
+        loader(param, source)
+        stats["bytes_read"] += source.bytes_read
+        if owner is not None:
+            stats["sharded_bytes_read"] += source.bytes_read
+            stats["sharded_bytes_in_file"] += source.nbytes
+        loaded.add(name)
+        progress.update(1)
+    progress.close()
+    return loaded, stats
