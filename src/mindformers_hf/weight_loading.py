@@ -83,6 +83,45 @@ class CheckpointSource:
         return array if dtype is None else array.astype(dtype)
 
 
+class StackedSource:
+    """Per-expert tensors as one stacked tensor, read lazily: parts[e][b] [R, ...] -> [E, B * R, ...] (expert e's
+    blocks one after another along dim 1: gate rows, then up rows). A slice along dim 1 or 2 reads only that
+    slice of each part, so a tensor-parallel rank reads its share of every expert."""
+
+    def __init__(self, parts, is_bf16_bits=False):
+        self.parts, self.is_bf16_bits = parts, is_bf16_bits
+        first = parts[0][0]
+        self.rows, self.dtype = first.shape[0], first.dtype
+        self.shape = (len(parts), len(parts[0]) * self.rows) + tuple(first.shape[1:])
+
+    @property
+    def bytes_read(self):
+        return sum(part.bytes_read for blocks in self.parts for part in blocks)
+
+    @property
+    def nbytes(self):
+        return sum(part.nbytes for blocks in self.parts for part in blocks)
+
+    def _rows(self, blocks, start, stop):
+        pieces = []
+        for b, part in enumerate(blocks):
+            lo, hi = max(start, b * self.rows), min(stop, (b + 1) * self.rows)
+            if lo < hi:
+                pieces.append(part.read(0, lo - b * self.rows, hi - b * self.rows))
+        return np.concatenate(pieces, 0)
+
+    def read(self, dim, start, stop):
+        if dim == 0:
+            return np.stack([self._rows(self.parts[e], 0, self.shape[1]) for e in range(start, stop)])
+        if dim == 1:
+            return np.stack([self._rows(blocks, start, stop) for blocks in self.parts])
+        return np.stack([np.concatenate([p.read(dim - 1, start, stop) for p in blocks], 0) for blocks in self.parts])
+
+    def __array__(self, dtype=None, copy=None):
+        array = np.stack([np.concatenate([np.asarray(p) for p in blocks], 0) for blocks in self.parts])
+        return array if dtype is None else array.astype(dtype)
+
+
 def as_source(value, is_bf16_bits=False):
     return value if hasattr(value, "read") else ArraySource(value, is_bf16_bits)
 

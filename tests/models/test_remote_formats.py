@@ -307,6 +307,13 @@ def test_chatglm_matches_glm_conversion(tmp_path):
     and convert_config (padded_vocab_size, ffn_hidden_size, num_layers, multi_query_group_num, seq_length,
     layernorm_epsilon, rope_theta = 10000 * rope_ratio, kv_channels, add_qkv_bias). We apply the inverse,
     plus the rotary inv_freq buffer ChatGLM2 checkpoints carry."""
+    folder, arrays, hf = chatglm_checkpoint(tmp_path / "chatglm")
+    assert_remote_parity(folder, arrays, "ChatGLMForConditionalGeneration", _hf_reference(hf), tmp_path / "ours",
+                         skipped=("transformer.rotary_pos_emb.inv_freq",))
+
+
+def chatglm_checkpoint(folder):
+    """A ChatGLM-format folder of a random GLM model: (folder, arrays, the HF GLM model)."""
     import torch
 
     hf = hf_native("GlmConfig", "GlmForCausalLM", head_dim=16, num_key_value_heads=2, attention_bias=True,
@@ -339,9 +346,8 @@ def test_chatglm_matches_glm_conversion(tmp_path):
               "apply_residual_connection_post_layernorm": False, "post_layer_norm": True, "add_qkv_bias": True,
               "add_bias_linear": False, "original_rope": True, "hidden_dropout": 0.0, "attention_dropout": 0.0,
               "tie_word_embeddings": False, "eos_token_id": 2, "pad_token_id": 0, "torch_dtype": "float32"}
-    folder, arrays = write_remote(tmp_path / "chatglm", config, tensors)
-    assert_remote_parity(folder, arrays, "ChatGLMForConditionalGeneration", _hf_reference(hf), tmp_path / "ours",
-                         skipped=("transformer.rotary_pos_emb.inv_freq",))
+    folder, arrays = write_remote(folder, config, tensors)
+    return folder, arrays, hf
 
 
 def test_chatglm_v1_and_unsupported_options_raise(tmp_path):

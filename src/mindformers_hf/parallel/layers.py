@@ -241,6 +241,7 @@ class ParallelExperts(_ParallelBase):
         super().__init__(mesh)
         self.num_experts, self.hidden, self.full_inter = num_experts, hidden, inter
         self.inter_range = tuple(inter_range)
+        self.copy_weights = _CopyToGroup(mesh.group) if mesh.group is not None else _identity
         local = self.inter_range[1] - self.inter_range[0]
         self.gate_up_proj = new_parameter((num_experts, 2 * local, hidden), dtype, "normal", std)
         self.down_proj = new_parameter((num_experts, hidden, local), dtype, "normal", std)
@@ -249,7 +250,8 @@ class ParallelExperts(_ParallelBase):
         return fused.moe_experts(x, indices, weights, self.gate_up_proj, self.down_proj)
 
     def construct(self, x, indices, weights):
-        return self.reduce(self.partial(self.copy_in(x), indices, weights))
+        # the routing weights, like x, reach this rank's partial output only: their gradient is summed too
+        return self.reduce(self.partial(self.copy_in(x), indices, self.copy_weights(weights)))
 
     def full_shape(self, param):
         if param is self.gate_up_proj:

@@ -1,7 +1,7 @@
 """Loading a tensor-parallel model: the shared pipeline (weight_loading.py) after the plan has swapped in the
 parallel layers, whose `weight_loader`s read only this rank's slice of each file tensor."""
 from ..weight_loading import ArraySource, CheckpointSource, iter_safetensors, weight_loaders
-from .mesh import init_tensor_parallel
+from . import mesh as _mesh
 from .plan import apply_tensor_parallel, resolve_tp_plan
 
 __all__ = ["ArraySource", "CheckpointSource", "load_tensor_parallel", "load_tensor_parallel_checkpoint"]
@@ -24,7 +24,7 @@ def load_tensor_parallel(model, files, tp_plan="auto", tp_size=None, gguf_file=N
     (safetensors `files`, or the GGUF file, dequantized whole and then narrowed) through the shared pipeline.
 
     The byte counts land in `model.tp_load_stats` (the tests assert each rank read only its share)."""
-    mesh = init_tensor_parallel(tp_size)
+    mesh = _mesh.init_tensor_parallel(tp_size)  # (looked up at call time: tests stand in for msrun)
     apply_tensor_parallel(model, mesh, resolve_tp_plan(model, tp_plan))
     if gguf_file:
         model.load_gguf(gguf_file)
