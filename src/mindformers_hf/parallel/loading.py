@@ -19,16 +19,12 @@ def load_tensor_parallel_checkpoint(model, files):
     return model.load_stats
 
 
-def load_tensor_parallel(model, files, tp_plan="auto", tp_size=None, gguf_file=None):
-    """from_pretrained(tp_plan=..., tp_size=...): shard `model` for this rank, then load the checkpoint
-    (safetensors `files`, or the GGUF file, dequantized whole and then narrowed) through the shared pipeline.
+def load_tensor_parallel(model, files, tp_plan="auto", tp_size=None):
+    """from_pretrained(tp_plan=..., tp_size=...): shard `model` for this rank, then load the safetensors `files`
+    through the shared pipeline.
 
     The byte counts land in `model.tp_load_stats` (the tests assert each rank read only its share)."""
     mesh = _mesh.init_tensor_parallel(tp_size)  # (looked up at call time: tests stand in for msrun)
     apply_tensor_parallel(model, mesh, resolve_tp_plan(model, tp_plan))
-    if gguf_file:
-        model.load_gguf(gguf_file)
-        model.tp_load_stats = model.load_stats
-    else:
-        model.tp_load_stats = load_tensor_parallel_checkpoint(model, files)
+    model.tp_load_stats = load_tensor_parallel_checkpoint(model, files)
     return model
