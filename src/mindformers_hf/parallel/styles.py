@@ -15,8 +15,8 @@ from .layers import ColumnParallelLinear, ParallelExperts, RowParallelLinear, Vo
 PARALLEL_STYLES = {}
 # HF plan values whose meaning here is another style's (HF's torch hooks cannot split a fused output per block,
 # ours can; Qwen3's per-head q/k norms are the same weight on every rank): {HF name: ours, None = not split}
-HF_STYLE_ALIASES = {"rowwise_split_input": "rowwise", "replicated_with_grad_allreduce": None,
-                    "embedding_rowwise": "vocab", "local_colwise": "colwise", "local_rowwise": "rowwise"}
+HF_STYLE_ALIASES = {"rowwise_split_input": "rowwise", "replicated_with_grad_allreduce": None, "replicate": None,
+                    "embedding_rowwise": "vocab", "moe_tp_experts": "experts"}
 
 
 def parallel_style(name):
