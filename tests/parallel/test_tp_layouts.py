@@ -1,6 +1,6 @@
-"""Parallel layouts declared by the modules, and tensor-parallel loading through the one pipeline, in one process:
-each rank's shard is built with a mesh without a group (no collectives) and the ranks' partial outputs are
-summed by hand against the unsharded model. The collectives run in test_tp_msrun.py."""
+"""Parallel layouts declared by the modules, and tensor-parallel loading through the one pipeline, in one process
+(a mesh without a group: no collectives). Whole families' shards are checked in test_tp_layers.py, the
+collectives in test_tp_msrun.py."""
 import ast
 import os
 import subprocess
@@ -88,51 +88,6 @@ def test_any_module_opts_in_by_declaring_its_layout():
         assert shard.up.weight.shape == (2 * 3 + 1 * 5, 6) and shard.down.weight.shape == (6, 6)
     np.testing.assert_allclose(got_down, want_down, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(np.concatenate(got_b, -1), want_b, rtol=1e-6, atol=1e-6)
-
-
-def _shards(folder, size=2):
-    models = []
-    for rank in range(size):
-        model = AutoModelForCausalLM.from_pretrained(folder)
-        apply_tensor_parallel(model, TPMesh(rank, size), resolve_tp_plan(model, "auto"))
-        model.tp_load_stats = load_tensor_parallel_checkpoint(model, find_checkpoint_files(folder))
-        models.append(model)
-    return models
-
-
-def _chatglm(tmp_path):
-    from tests.models.test_remote_formats import chatglm_checkpoint
-
-    return chatglm_checkpoint(tmp_path / "chatglm")[0]
-
-
-@pytest.mark.parametrize("family", ["qwen2_moe", "chatglm"])
-def test_moe_and_remote_format_shards_sum_to_full(tmp_path, family):
-    """Qwen2-MoE: stacked experts split per expert width (the shared expert as an MLP); ChatGLM: the renaming
-    table and fused qkv/gate_up, loaded by slices through the shared pipeline."""
-    if family == "chatglm":
-        folder = _chatglm(tmp_path)
-    else:
-        folder = make_hf_checkpoint(tmp_path / family, "Qwen2MoeConfig", "Qwen2MoeForCausalLM", num_hidden_layers=1,
-                                    num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
-                                    shared_expert_intermediate_size=48, norm_topk_prob=True)
-    full = AutoModelForCausalLM.from_pretrained(folder)
-    hidden = ms.Tensor(rng.standard_normal((2, 5, 64)).astype(np.float32))
-    position_ids = ms.Tensor(np.arange(5, dtype=np.int32).reshape(1, 5))
-    cos, sin = full.model.rotary_emb(hidden, position_ids)
-    mask = full.model.causal_masks(None, 2, 5, 0)["full_attention"]
-    layer = full.model.layers[0]
-    want_attn, want_mlp = layer.self_attn(hidden, cos, sin, mask).asnumpy(), layer.mlp(hidden).asnumpy()
-    attn_sum = mlp_sum = 0
-    for model in _shards(folder):
-        shard = model.model.layers[0]
-        assert (shard.self_attn.num_heads, shard.self_attn.num_key_value_heads) == (2, 1)
-        attn_sum = attn_sum + shard.self_attn(hidden, cos, sin, mask).asnumpy()
-        mlp_sum = mlp_sum + shard.mlp(hidden).asnumpy()
-        stats = model.tp_load_stats
-        assert 0 < stats["sharded_bytes_read"] <= 0.55 * stats["sharded_bytes_in_file"]
-    np.testing.assert_allclose(attn_sum, want_attn, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(mlp_sum, want_mlp, rtol=1e-5, atol=1e-5)
 
 
 def _rewrite(folder, key, fn):
