@@ -122,6 +122,48 @@ class StackedSource:
         return array if dtype is None else array.astype(dtype)
 
 
+class RowPermuted:
+    """source rows in the order `perm` (out row i = source row perm[i]), read lazily: a slice of rows reads only
+    those rows of the source, one read per contiguous run (InternLM2's grouped wqkv -> our q, k, v blocks)."""
+
+    def __init__(self, source, perm):
+        self.source, self.perm = source, np.asarray(perm)
+        self.shape, self.is_bf16_bits = tuple(source.shape), source.is_bf16_bits
+
+    dtype = property(lambda self: self.source.dtype)
+    nbytes = property(lambda self: self.source.nbytes)
+    bytes_read = property(lambda self: self.source.bytes_read)
+
+    def read(self, dim, start, stop):
+        if dim != 0:
+            index = [slice(None)] * len(self.shape)
+            index[dim] = slice(start, stop)
+            return np.asarray(self)[tuple(index)]
+        rows, pieces, i = self.perm[start:stop], [], 0
+        while i < len(rows):  # runs of consecutive source rows
+            j = i + 1
+            while j < len(rows) and rows[j] == rows[j - 1] + 1:
+                j += 1
+            pieces.append(self.source.read(0, int(rows[i]), int(rows[j - 1]) + 1))
+            i = j
+        return np.concatenate(pieces, 0) if pieces else np.asarray(self)[:0]
+
+    def __array__(self, dtype=None, copy=None):
+        array = np.asarray(self.source)[self.perm]
+        return array if dtype is None else array.astype(dtype)
+
+
+def row_permuted(source, reorder, config):
+    """`reorder(array, config)` (a WeightRule's load function, which reorders rows) applied lazily: the row order
+    comes from running it on row numbers; an order that is not a permutation is applied to the whole tensor."""
+    rows = source.shape[0]
+    perm = np.asarray(reorder(np.arange(rows).reshape((rows,) + (1,) * (len(source.shape) - 1)), config))
+    perm = perm.reshape(-1) if perm.size == rows else None
+    if perm is None or not np.array_equal(np.sort(perm), np.arange(rows)):
+        return ArraySource(reorder(np.asarray(source), config), source.is_bf16_bits)
+    return RowPermuted(source, perm)
+
+
 def as_source(value, is_bf16_bits=False):
     return value if hasattr(value, "read") else ArraySource(value, is_bf16_bits)
 

@@ -125,6 +125,12 @@ def test_internlm2_matches_llama_conversion(tmp_path):
     InternLM2 checkpoint into LlamaForCausalLM by splitting `wqkv`, laid out per KV group as
     [q_per_kv query heads, 1 key head, 1 value head] x head_dim rows, and renaming the rest; `bias` becomes
     `attention_bias`. We apply its inverse."""
+    folder, arrays, hf = internlm2_checkpoint(tmp_path / "internlm2")
+    assert_remote_parity(folder, arrays, "InternLM2ForCausalLM", _hf_reference(hf), tmp_path / "ours")
+
+
+def internlm2_checkpoint(folder):
+    """An InternLM2-format folder of a random LLaMA model: (folder, arrays, the HF LLaMA model)."""
     import torch
 
     hf = hf_native("LlamaConfig", "LlamaForCausalLM", attention_bias=True, num_attention_heads=4,
@@ -159,8 +165,8 @@ def test_internlm2_matches_llama_conversion(tmp_path):
               "rope_scaling": {"type": "linear", "factor": 2.0}, "attn_implementation": "eager",
               "tie_word_embeddings": False, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0,
               "torch_dtype": "float32"}
-    folder, arrays = write_remote(tmp_path / "internlm2", config, tensors)
-    assert_remote_parity(folder, arrays, "InternLM2ForCausalLM", _hf_reference(hf), tmp_path / "ours")
+    folder, arrays = write_remote(folder, config, tensors)
+    return folder, arrays, hf
 
 
 # ------------------------------------------------------------------------------------------------ InternLM v1

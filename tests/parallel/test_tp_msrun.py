@@ -1,7 +1,8 @@
 """tp=2 across two processes started by msrun: logits equal the single-process model's and HF's, each rank
 reads only its slices of the sharded tensors, greedy decoding matches and gradients are the slices of the
 single-process ones. Families: LLaMA, Qwen2 (tied, vocab-parallel embedding), Qwen2-MoE (stacked experts) and
-the ChatGLM remote format (renaming table, fused qkv and gate_up), all through the one loading pipeline."""
+the ChatGLM and InternLM2 remote formats (renaming tables, fused qkv and gate_up, a permuted wqkv), all through
+the one loading pipeline."""
 import json
 import os
 import shutil
@@ -45,11 +46,12 @@ def _run_tp2(folder, out_dir, plan):
 
 def _checkpoint(tmp_path, family):
     """(folder, HF oracle (ids, mask) -> logits) of a tiny random checkpoint of `family`."""
-    if family == "chatglm":  # a remote format: renaming table, fused qkv (multi-query groups) and gate_up
-        from tests.models.test_remote_formats import chatglm_checkpoint, hf_forward as hf_model_forward
+    if family in ("chatglm", "internlm2"):  # remote formats: renaming tables, fused qkv with 2 KV groups; ChatGLM
+        # also fused gate_up, InternLM2 a grouped wqkv (rows permuted at load) and an o_proj bias (added once)
+        from tests.models import test_remote_formats as remote
 
-        folder, _, hf = chatglm_checkpoint(tmp_path / family)
-        return folder, lambda ids, mask: hf_model_forward(hf, ids, mask).logits.numpy()
+        folder, _, hf = getattr(remote, f"{family}_checkpoint")(tmp_path / family)
+        return folder, lambda ids, mask: remote.hf_forward(hf, ids, mask).logits.numpy()
     config, cls, extra = {
         "llama": ("LlamaConfig", "LlamaForCausalLM", {}),
         # tied embeddings, so the vocab-parallel embedding also serves as the parallel LM head
@@ -64,7 +66,7 @@ def _checkpoint(tmp_path, family):
 
 
 @pytest.mark.parametrize("family,plan", [("llama", "auto"), ("qwen2", "auto+vocab"), ("qwen2_moe", "auto"),
-                                         ("chatglm", "auto")])
+                                         ("chatglm", "auto"), ("internlm2", "auto")])
 def test_tp2_matches_single_process_and_hf(tmp_path, family, plan):
     folder, hf_logits = _checkpoint(tmp_path, family)
     rng = np.random.default_rng(0)
