@@ -21,10 +21,11 @@ from .safetensors_io import (
     SafetensorsFile,
     bf16_bits_to_float32,
     atomic_write_text,
-    float32_to_bf16_bits,
     safetensors_dtype,
     write_safetensors,
 )
+from .weight_loading import fill_parameters, iter_safetensors
+from .weight_loading import to_parameter_data as _to_parameter_data  # noqa: F401  (peft/save_and_load.py)
 from .utils import (UnsupportedDtypeError, canonical_dtype_name, compute_dtype_name, device_target, logger,
                     ms_dtype, warn_once)
 
@@ -48,21 +49,6 @@ def parse_size(size) -> int:
     scale = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
              "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}[unit]
     return int(number * scale)
-
-
-def _to_parameter_data(array: np.ndarray, is_bf16_bits: bool, target: ms.Type) -> ms.Tensor:
-    """A numpy array from a checkpoint as a MindSpore tensor of the parameter's dtype, copying at most once."""
-    if target == ms.bfloat16:
-        bits = array if is_bf16_bits else float32_to_bf16_bits(array.astype(np.float32))
-        return ms.from_numpy(np.ascontiguousarray(bits)).view(ms.bfloat16)
-    if is_bf16_bits:
-        array = (array.astype(np.uint32) << 16).view(np.float32)
-    np_target = {ms.float32: np.float32, ms.float16: np.float16, ms.float64: np.float64}.get(target)
-    if np_target is not None and array.dtype != np_target:
-        array = array.astype(np_target)
-    if not array.flags.writeable:  # a view of a read-only file mapping: in-place updates would crash
-        array = array.copy()
-    return ms.from_numpy(np.ascontiguousarray(array))
 
 
 class PreTrainedModel(GenerationMixin, nn.Cell):
@@ -361,7 +347,7 @@ class PreTrainedModel(GenerationMixin, nn.Cell):
         elif gguf_file:
             model.load_gguf(files[0])
         else:
-            model.load_weights(_iter_safetensors(files))
+            model.load_weights(iter_safetensors(files))
         gen_path = os.path.join(folder, "generation_config.json")
         if os.path.isfile(gen_path) and model.can_generate():
             from transformers import GenerationConfig
@@ -424,7 +410,7 @@ class PreTrainedModel(GenerationMixin, nn.Cell):
         files = CheckpointLocation(folder, folder, variant=variant, gguf_file=gguf_file).weight_files()
         if gguf_file:
             return self.load_gguf(files[0])
-        return self.load_weights(_iter_safetensors(files))
+        return self.load_weights(iter_safetensors(files))
 
     def load_gguf(self, path):
         from .gguf_io import iter_gguf_tensors
@@ -432,37 +418,15 @@ class PreTrainedModel(GenerationMixin, nn.Cell):
         return self.load_weights((name, path, array, False) for name, array in iter_gguf_tensors(path, self.config))
 
     def load_weights(self, source):
-        """Stream (key, file, numpy array, is_bf16_bits) into the parameters; every parameter must be filled.
+        """Stream (key, file, tensor, is_bf16_bits) into the parameters; every parameter must be filled. The one
+        loading pipeline (weight_loading.py): subclasses' overrides transform the stream (renaming tables, expert
+        stacking) and call this; each parameter is filled by its cell's `weight_loader` (tensor-parallel layers
+        read their slice) or copied whole. Byte counts land in `self.load_stats`.
 
         Returns the set of loaded parameter names.
         """
         params = dict(self.parameters_and_names())
-        loaded = set()
-        from tqdm.auto import tqdm
-
-        progress = tqdm(total=len(params), desc="Loading weights", unit="tensor", leave=False,
-                        disable=len(params) < 64)
-        for key, path, array, is_bits in source:
-            name = self.checkpoint_key_to_name(key)
-            if name is None:
-                continue
-            if name not in params:
-                if self._skip_key(name) or (self._new_head_prefixes and self._is_head_key(name)):
-                    continue  # (a task-head model skips another head's tensors, as transformers does)
-                raise CheckpointError(
-                    f"Unexpected key {key!r} in {path}: {type(self).__name__} has no parameter of that name "
-                    f"(shape in file {tuple(array.shape)})"
-                )
-            param = params[name]
-            if tuple(array.shape) != tuple(param.shape):
-                raise CheckpointError(
-                    f"Shape mismatch for {key!r} in {path}: checkpoint has {tuple(array.shape)}, "
-                    f"{type(self).__name__} expects {tuple(param.shape)}"
-                )
-            param.set_data(_to_parameter_data(np.asarray(array), is_bits, param.dtype))
-            loaded.add(name)
-            progress.update(1)
-        progress.close()
+        loaded, self.load_stats = fill_parameters(self, source)
         missing = sorted(set(params) - loaded)
         new_head = [n for n in missing if self._new_head_prefixes and n.startswith(self._new_head_prefixes)]
         if new_head:  # a task head fine-tuned from a checkpoint without it (transformers' warning)
@@ -586,14 +550,6 @@ def _split_shards(entries, max_bytes):
 def find_checkpoint_files(folder, variant=None):
     """The safetensors files of a local checkpoint folder (checkpoint_files.py has the rules)."""
     return local_weight_files(folder, variant)
-
-
-def _iter_safetensors(files):
-    for path in files:
-        reader = SafetensorsFile(path)
-        for key in reader.keys():
-            yield key, path, reader.get(key), reader.dtype(key) == "BF16"
-        reader.close()
 
 
 def _checkpoint_tensors_equal(files, key_a, key_b):

@@ -11,14 +11,15 @@ save has the tensor names and layouts of the format it came from.
 import re
 from dataclasses import dataclass
 
-import numpy as np
+from .weight_loading import as_source, row_permuted
 
 
 @dataclass(frozen=True)
 class WeightRule:
     """One checkpoint key template and our parameter template. `{i}` stands for a layer number and `{kind}`
-    for `weight` or `bias`. `load` / `save` (array, config) -> array reorder a tensor without changing its
-    shape (None: the tensor is copied as is)."""
+    for `weight` or `bias`. `load` / `save` (array, config) -> array reorder a tensor's rows without changing
+    its shape (None: the tensor is copied as is); at load the order is applied lazily (weight_loading.py
+    row_permuted), so a tensor-parallel rank reads only the rows of its slice."""
     checkpoint: str
     ours: str
     load: object = None
@@ -91,7 +92,7 @@ class CheckpointFormatMixin:
             if name is None:
                 continue
             if load is not None:
-                array = load(np.asarray(array), self.config)
+                array = row_permuted(as_source(array, is_bits), load, self.config)
             yield name, path, array, is_bits
 
     def save_pretrained(self, save_directory, *args, state_dict=None, **kwargs):

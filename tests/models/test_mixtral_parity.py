@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from mindformers_hf import AutoModelForCausalLM
-from mindformers_hf.modeling_utils import _iter_safetensors, find_checkpoint_files
+from mindformers_hf.modeling_utils import find_checkpoint_files
+from mindformers_hf.weight_loading import iter_safetensors as _iter_safetensors
 from mindformers_hf.safetensors_io import CheckpointError
 from tests.conftest import batch, make_hf_checkpoint
 from tests.models.family_parity import assert_family_parity, hf_call, hf_model

@@ -125,6 +125,12 @@ def test_internlm2_matches_llama_conversion(tmp_path):
     InternLM2 checkpoint into LlamaForCausalLM by splitting `wqkv`, laid out per KV group as
     [q_per_kv query heads, 1 key head, 1 value head] x head_dim rows, and renaming the rest; `bias` becomes
     `attention_bias`. We apply its inverse."""
+    folder, arrays, hf = internlm2_checkpoint(tmp_path / "internlm2")
+    assert_remote_parity(folder, arrays, "InternLM2ForCausalLM", _hf_reference(hf), tmp_path / "ours")
+
+
+def internlm2_checkpoint(folder):
+    """An InternLM2-format folder of a random LLaMA model: (folder, arrays, the HF LLaMA model)."""
     import torch
 
     hf = hf_native("LlamaConfig", "LlamaForCausalLM", attention_bias=True, num_attention_heads=4,
@@ -159,8 +165,8 @@ def test_internlm2_matches_llama_conversion(tmp_path):
               "rope_scaling": {"type": "linear", "factor": 2.0}, "attn_implementation": "eager",
               "tie_word_embeddings": False, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0,
               "torch_dtype": "float32"}
-    folder, arrays = write_remote(tmp_path / "internlm2", config, tensors)
-    assert_remote_parity(folder, arrays, "InternLM2ForCausalLM", _hf_reference(hf), tmp_path / "ours")
+    folder, arrays = write_remote(folder, config, tensors)
+    return folder, arrays, hf
 
 
 # ------------------------------------------------------------------------------------------------ InternLM v1
@@ -307,6 +313,13 @@ def test_chatglm_matches_glm_conversion(tmp_path):
     and convert_config (padded_vocab_size, ffn_hidden_size, num_layers, multi_query_group_num, seq_length,
     layernorm_epsilon, rope_theta = 10000 * rope_ratio, kv_channels, add_qkv_bias). We apply the inverse,
     plus the rotary inv_freq buffer ChatGLM2 checkpoints carry."""
+    folder, arrays, hf = chatglm_checkpoint(tmp_path / "chatglm")
+    assert_remote_parity(folder, arrays, "ChatGLMForConditionalGeneration", _hf_reference(hf), tmp_path / "ours",
+                         skipped=("transformer.rotary_pos_emb.inv_freq",))
+
+
+def chatglm_checkpoint(folder):
+    """A ChatGLM-format folder of a random GLM model: (folder, arrays, the HF GLM model)."""
     import torch
 
     hf = hf_native("GlmConfig", "GlmForCausalLM", head_dim=16, num_key_value_heads=2, attention_bias=True,
@@ -339,9 +352,8 @@ def test_chatglm_matches_glm_conversion(tmp_path):
               "apply_residual_connection_post_layernorm": False, "post_layer_norm": True, "add_qkv_bias": True,
               "add_bias_linear": False, "original_rope": True, "hidden_dropout": 0.0, "attention_dropout": 0.0,
               "tie_word_embeddings": False, "eos_token_id": 2, "pad_token_id": 0, "torch_dtype": "float32"}
-    folder, arrays = write_remote(tmp_path / "chatglm", config, tensors)
-    assert_remote_parity(folder, arrays, "ChatGLMForConditionalGeneration", _hf_reference(hf), tmp_path / "ours",
-                         skipped=("transformer.rotary_pos_emb.inv_freq",))
+    folder, arrays = write_remote(folder, config, tensors)
+    return folder, arrays, hf
 
 
 def test_chatglm_v1_and_unsupported_options_raise(tmp_path):

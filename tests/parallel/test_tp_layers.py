@@ -94,13 +94,27 @@ def _shards(folder, size):
     return models
 
 
-@pytest.mark.parametrize("family,size", [("llama", 2), ("llama", 4), ("qwen2", 2), ("phi3", 2)])
-def test_sharded_attention_and_mlp_sum_to_full(tmp_path, family, size):
-    """tp=4 with 2 KV heads replicates each KV head on two ranks; Phi3 splits fused qkv/gate_up per block."""
+def _one_layer_checkpoint(tmp_path, family):
+    if family in ("chatglm", "internlm2"):  # remote formats: renaming tables, fused qkv (2 KV groups), q/k/v bias;
+        # ChatGLM also a fused gate_up, InternLM2's wqkv grouped per KV head (rows permuted lazily at load)
+        from tests.models import test_remote_formats
+
+        return getattr(test_remote_formats, f"{family}_checkpoint")(tmp_path / family)[0]
     config, cls = {"llama": ("LlamaConfig", "LlamaForCausalLM"), "qwen2": ("Qwen2Config", "Qwen2ForCausalLM"),
-                   "phi3": ("Phi3Config", "Phi3ForCausalLM")}[family]
+                   "phi3": ("Phi3Config", "Phi3ForCausalLM"), "qwen2_moe": ("Qwen2MoeConfig", "Qwen2MoeForCausalLM")}[family]
     extra = {"pad_token_id": 0} if family != "phi3" else {"pad_token_id": 0, "num_key_value_heads": 2}
-    folder = make_hf_checkpoint(tmp_path / family, config, cls, num_hidden_layers=1, **extra)
+    if family == "qwen2_moe":  # per-expert keys stacked at load, experts split by width, gated shared expert
+        extra.update(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, shared_expert_intermediate_size=48,
+                     norm_topk_prob=True)
+    return make_hf_checkpoint(tmp_path / family, config, cls, num_hidden_layers=1, **extra)
+
+
+@pytest.mark.parametrize("family,size", [("llama", 2), ("llama", 4), ("qwen2", 2), ("phi3", 2), ("qwen2_moe", 2),
+                                         ("chatglm", 2), ("internlm2", 2)])
+def test_sharded_attention_and_mlp_sum_to_full(tmp_path, family, size):
+    """tp=4 with 2 KV heads replicates each KV head on two ranks; Phi3 splits fused qkv/gate_up per block;
+    Qwen2-MoE and the ChatGLM format load through the shared pipeline (stacking, renaming) by slices."""
+    folder = _one_layer_checkpoint(tmp_path, family)
     full = AutoModelForCausalLM.from_pretrained(folder)
     hidden = ms.Tensor(rng.standard_normal((2, 5, 64)).astype(np.float32))
     position_ids = ms.Tensor(np.arange(5, dtype=np.int32).reshape(1, 5))
@@ -119,6 +133,8 @@ def test_sharded_attention_and_mlp_sum_to_full(tmp_path, family, size):
         assert stats["sharded_bytes_read"] <= stats["sharded_bytes_in_file"] * (0.6 if size == 2 else 0.35)
     with pytest.raises(NotImplementedError, match="tensor-parallel model"):
         model.save_pretrained(tmp_path / "saved")
+    if layer.self_attn.o_proj.bias is not None:  # (InternLM2) each rank adds it after its reduce: count it once
+        attn_sum = attn_sum - (size - 1) * layer.self_attn.o_proj.bias.asnumpy()
     np.testing.assert_allclose(attn_sum, want_attn, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(mlp_sum, want_mlp, rtol=1e-5, atol=1e-5)
 

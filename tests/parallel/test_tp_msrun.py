@@ -1,5 +1,8 @@
 """tp=2 across two processes started by msrun: logits equal the single-process model's and HF's, each rank
-reads only its slices of the sharded tensors, and greedy decoding matches."""
+reads only its slices of the sharded tensors, greedy decoding matches and gradients are the slices of the
+single-process ones. Families: LLaMA, Qwen2 (tied, vocab-parallel embedding), Qwen2-MoE (stacked experts) and
+the ChatGLM and InternLM2 remote formats (renaming tables, fused qkv and gate_up, a permuted wqkv), all through
+the one loading pipeline."""
 import json
 import os
 import shutil
@@ -41,12 +44,31 @@ def _run_tp2(folder, out_dir, plan):
         pytest.fail(f"msrun failed ({result.returncode}):\n{result.stdout[-2000:]}\n{logs}")
 
 
-@pytest.mark.parametrize("family,plan", [("llama", "auto"), ("qwen2", "auto+vocab")])
-def test_tp2_matches_single_process_and_hf(tmp_path, family, plan):
-    config, cls = {"llama": ("LlamaConfig", "LlamaForCausalLM"), "qwen2": ("Qwen2Config", "Qwen2ForCausalLM")}[family]
-    # Qwen2 run: tied embeddings, so the vocab-parallel embedding also serves as the parallel LM head
-    extra = {"tie_word_embeddings": True} if family == "qwen2" else {}
+def _checkpoint(tmp_path, family):
+    """(folder, HF oracle (ids, mask) -> logits) of a tiny random checkpoint of `family`."""
+    if family in ("chatglm", "internlm2"):  # remote formats: renaming tables, fused qkv with 2 KV groups; ChatGLM
+        # also fused gate_up, InternLM2 a grouped wqkv (rows permuted at load) and an o_proj bias (added once)
+        from tests.models import test_remote_formats as remote
+
+        folder, _, hf = getattr(remote, f"{family}_checkpoint")(tmp_path / family)
+        return folder, lambda ids, mask: remote.hf_forward(hf, ids, mask).logits.numpy()
+    config, cls, extra = {
+        "llama": ("LlamaConfig", "LlamaForCausalLM", {}),
+        # tied embeddings, so the vocab-parallel embedding also serves as the parallel LM head
+        "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", {"tie_word_embeddings": True}),
+        # experts stacked at load (per-expert keys in the file), gated shared expert, one dense layer
+        "qwen2_moe": ("Qwen2MoeConfig", "Qwen2MoeForCausalLM",
+                      dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
+                           shared_expert_intermediate_size=48, norm_topk_prob=True, mlp_only_layers=[0])),
+    }[family]
     folder = make_hf_checkpoint(tmp_path / family, config, cls, **extra)
+    return folder, lambda ids, mask: hf_forward(folder, ids, mask).logits.numpy()
+
+
+@pytest.mark.parametrize("family,plan", [("llama", "auto"), ("qwen2", "auto+vocab"), ("qwen2_moe", "auto"),
+                                         ("chatglm", "auto"), ("internlm2", "auto")])
+def test_tp2_matches_single_process_and_hf(tmp_path, family, plan):
+    folder, hf_logits = _checkpoint(tmp_path, family)
     rng = np.random.default_rng(0)
     input_ids = rng.integers(3, 128, size=(2, 7)).astype(np.int64)
     attention_mask = np.ones_like(input_ids)
@@ -58,7 +80,7 @@ def test_tp2_matches_single_process_and_hf(tmp_path, family, plan):
 
     single = AutoModelForCausalLM.from_pretrained(folder)
     ours = np.asarray(single(input_ids=input_ids, attention_mask=attention_mask).logits)
-    hf = hf_forward(folder, input_ids, attention_mask).logits.numpy()
+    hf = hf_logits(input_ids, attention_mask)
     keep = attention_mask.astype(bool)  # padded positions are not compared (HF fills them differently)
     tokens = np.asarray(single.generate(input_ids[:1], max_new_tokens=4, do_sample=False))
     full_grads = loss_grads(single, {"input_ids": input_ids, "attention_mask": attention_mask})
@@ -91,6 +113,10 @@ def _assert_grads_are_slices(folder, plan, rank, got, full_grads):
                 want = _read(ArraySource(want), 0, layer.row_ranges)
             elif hasattr(layer, "col_range"):
                 want = want if name.endswith("bias") else _read(ArraySource(want), 1, [layer.col_range])
+            elif hasattr(layer, "inter_range"):  # stacked experts: each expert's gate/up rows, down columns
+                (a, b), inter = layer.inter_range, layer.full_inter
+                want = (_read(ArraySource(want), 1, [(a, b), (inter + a, inter + b)]) if name.endswith("gate_up_proj")
+                        else _read(ArraySource(want), 2, [(a, b)]))
             else:
                 want = _read(ArraySource(want), 0, [(layer.vocab_start, layer.vocab_end)])
         np.testing.assert_allclose(got[name], want, rtol=1e-4, atol=1e-6, err_msg=f"rank {rank} grad of {name}")

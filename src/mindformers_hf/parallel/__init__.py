@@ -1,5 +1,6 @@
 """Tensor parallelism: a mesh over mindspore.communication, Megatron-style parallel layers with HF parameter
-names, and a plan applier that swaps them into a built model from the config's `base_model_tp_plan`."""
+names, a registry of parallel styles, and a plan applier that swaps them into a built model from the layouts
+its modules declare (`_tp_plan`); loading is the shared pipeline of weight_loading.py. Imports no model family."""
 from .loading import load_tensor_parallel
 from .mesh import TPMesh, init_tensor_parallel
 from .plan import apply_tensor_parallel, resolve_tp_plan

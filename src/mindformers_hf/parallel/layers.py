@@ -11,8 +11,9 @@ import numpy as np
 import mindspore as ms
 from mindspore import nn, ops
 
+from .. import ops as fused
 from ..layers import check_indices, new_parameter
-from .loading import ArraySource, to_parameter_data
+from ..weight_loading import ArraySource, to_parameter_data
 
 
 class _AllReduce(nn.Cell):
@@ -77,7 +78,7 @@ def even_range(full, rank, size, pad=False):
 
 
 def _read(source, dim, ranges):
-    """The rows (dim 0) or columns (dim 1) of `ranges`, concatenated; past the tensor's end: zeros."""
+    """The indices `ranges` along `dim`, concatenated; past the tensor's end: zeros."""
     pieces = []
     for start, stop in ranges:
         end = min(stop, source.shape[dim])
@@ -98,6 +99,10 @@ class _ParallelBase(nn.Cell):
         self.reduce = _AllReduce(mesh.group) if grouped else _identity
         self.copy_in = _CopyToGroup(mesh.group) if grouped else _identity
         self.gather = _GatherLastDim(mesh.group, mesh.rank, mesh.size) if grouped else _identity
+
+    def full_shape(self, param):
+        """The shape of the whole checkpoint tensor this parameter is a slice of (the loader checks it)."""
+        raise NotImplementedError
 
     def _load(self, param, source, dim, ranges):
         if not hasattr(source, "read"):
@@ -146,6 +151,9 @@ class ColumnParallelLinear(_ParallelBase):
                                       "plan it 'colwise_gather_output'")
         return self(hidden_states)
 
+    def full_shape(self, param):
+        return (self.full_out_features,) + tuple(param.shape[1:])
+
     def weight_loader(self, param, source):
         self._load(param, source, 0, self.row_ranges)
 
@@ -171,6 +179,9 @@ class RowParallelLinear(_ParallelBase):
     def construct(self, x):
         y = self.reduce(self.partial(x))
         return y + self.bias if self.bias is not None else y
+
+    def full_shape(self, param):
+        return (self.out_features, self.full_in_features) if param is self.weight else (self.out_features,)
 
     def weight_loader(self, param, source):
         if self.bias is not None and param is self.bias:
@@ -213,5 +224,43 @@ class VocabParallelEmbedding(_ParallelBase):
         full = self.gather(y.reshape(-1, self.local_rows))[:, :self.num_embeddings]
         return full.reshape(shape[:-1] + (self.num_embeddings,))
 
+    def full_shape(self, param):
+        return (self.num_embeddings, self.embedding_dim)
+
     def weight_loader(self, param, source):
         self._load(param, source, 0, [(self.vocab_start, self.vocab_end)])
+
+
+class ParallelExperts(_ParallelBase):
+    """Stacked SwiGLU experts (HF 5's `experts.gate_up_proj` [E, 2 * I, H], `experts.down_proj` [E, H, I]) split
+    over the expert width I, Megatron's MLP split for every expert at once: this rank holds gate and up rows
+    [start, stop) of each expert and the same down columns, so its output is a partial sum. Routing stays
+    replicated (the router reads the full hidden state on every rank)."""
+
+    def __init__(self, num_experts, hidden, inter, inter_range, mesh, dtype=ms.float32, std=0.02):
+        super().__init__(mesh)
+        self.num_experts, self.hidden, self.full_inter = num_experts, hidden, inter
+        self.inter_range = tuple(inter_range)
+        self.copy_weights = _CopyToGroup(mesh.group) if mesh.group is not None else _identity
+        local = self.inter_range[1] - self.inter_range[0]
+        self.gate_up_proj = new_parameter((num_experts, 2 * local, hidden), dtype, "normal", std)
+        self.down_proj = new_parameter((num_experts, hidden, local), dtype, "normal", std)
+
+    def partial(self, x, indices, weights):
+        return fused.moe_experts(x, indices, weights, self.gate_up_proj, self.down_proj)
+
+    def construct(self, x, indices, weights):
+        # the routing weights, like x, reach this rank's partial output only: their gradient is summed too
+        return self.reduce(self.partial(self.copy_in(x), indices, self.copy_weights(weights)))
+
+    def full_shape(self, param):
+        if param is self.gate_up_proj:
+            return (self.num_experts, 2 * self.full_inter, self.hidden)
+        return (self.num_experts, self.hidden, self.full_inter)
+
+    def weight_loader(self, param, source):
+        start, stop = self.inter_range
+        if param is self.gate_up_proj:  # gate rows, then up rows: this rank's block of each
+            self._load(param, source, 1, [(start, stop), (self.full_inter + start, self.full_inter + stop)])
+        else:
+            self._load(param, source, 2, [(start, stop)])

@@ -41,6 +41,7 @@ class BaichuanAttention(LlamaAttention):
         self.alibi = config.position_embedding == "alibi"
         if self.alibi:
             self.slopes = ms.Tensor(alibi_slopes(self.num_heads).reshape(1, self.num_heads, 1, 1))
+            self._tp_plan = None  # the slopes are per head and not split: tensor parallelism leaves it whole
 
     def construct(self, hidden_states, cos, sin, attention_mask=None, past_key_values=None):
         if not self.alibi:

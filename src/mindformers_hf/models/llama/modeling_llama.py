@@ -112,12 +112,17 @@ class LlamaRotaryEmbedding(nn.Cell):
 
 
 class LlamaMLP(nn.Cell):
+    # tensor-parallel layout (parallel/plan.py): gate/up rows and down columns split by channel
+    _tp_plan = {"gate_proj": ("colwise", "intermediate_size"), "up_proj": ("colwise", "intermediate_size"),
+                "gate_up_proj": ("colwise", "intermediate_size", "intermediate_size"),
+                "down_proj": ("rowwise", "intermediate_size")}
+
     def __init__(self, config, dtype=ms.float32, intermediate_size=None):
         super().__init__()
         hidden, bias = config.hidden_size, getattr(config, "mlp_bias", False)
         inter = intermediate_size or config.intermediate_size  # MoE shared experts are narrower or wider
         std = config.initializer_range
-        self.intermediate_size = inter
+        self.tp_units = {"intermediate_size": (inter, 1, False)}
         self.fused_gate_up = decoder_variant(config).fused_gate_up
         if self.fused_gate_up:
             self.gate_up_proj = Linear(hidden, 2 * inter, bias, dtype, std=std)
@@ -136,14 +141,28 @@ class LlamaMLP(nn.Cell):
             gate, up = self.gate_proj(x), self.up_proj(x)
         return self.down_proj(fused.silu_mul(gate, up))
 
+    @property
+    def intermediate_size(self):
+        """This module's width, read from its weight (a tensor-parallel rank's share after the split)."""
+        return self.down_proj.weight.shape[1]
+
 
 class LlamaAttention(nn.Cell):
+    # tensor-parallel layout (parallel/plan.py): q/k/v rows and o_proj columns split by whole heads; a fused
+    # qkv_proj per block (all q heads, then k, then v); KV heads shared by ranks when fewer than ranks
+    _tp_plan = {"q_proj": ("colwise", "num_attention_heads"), "k_proj": ("colwise", "num_key_value_heads"),
+                "v_proj": ("colwise", "num_key_value_heads"),
+                "qkv_proj": ("colwise", "num_attention_heads", "num_key_value_heads", "num_key_value_heads"),
+                "o_proj": ("rowwise", "num_attention_heads")}
+
     def __init__(self, config, layer_idx, dtype=ms.float32):
         super().__init__()
         self.layer_idx = layer_idx
-        self.num_heads = config.num_attention_heads
-        self.num_key_value_heads = getattr(config, "num_key_value_heads", None) or self.num_heads
-        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.num_heads
+        heads = config.num_attention_heads
+        kv_heads = getattr(config, "num_key_value_heads", None) or heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+        self.tp_units = {"num_attention_heads": (heads, self.head_dim, False),
+                         "num_key_value_heads": (kv_heads, self.head_dim, True)}
         self.scaling = self.head_dim ** -0.5
         # HF's field, set by from_pretrained(attn_implementation=...); the ops registry maps it to a kernel
         self.attn_implementation = getattr(config, "_attn_implementation", None)
@@ -151,7 +170,7 @@ class LlamaAttention(nn.Cell):
         bias, std = getattr(config, "attention_bias", False), config.initializer_range
         qkv_bias = getattr(config, "qkv_bias", bias) if variant.qkv_bias is None else variant.qkv_bias
         o_bias = bias if variant.o_bias is None else variant.o_bias
-        q_size, kv_size = self.num_heads * self.head_dim, self.num_key_value_heads * self.head_dim
+        q_size, kv_size = heads * self.head_dim, kv_heads * self.head_dim
         self.fused_qkv = variant.fused_qkv
         if self.fused_qkv:
             self.qkv_proj = Linear(config.hidden_size, q_size + 2 * kv_size, qkv_bias, dtype, std=std)
@@ -165,6 +184,17 @@ class LlamaAttention(nn.Cell):
             self.q_norm = LlamaRMSNorm(self.head_dim, config.rms_norm_eps, dtype)
             self.k_norm = LlamaRMSNorm(self.head_dim, config.rms_norm_eps, dtype)
         self.interleaved_rotary = variant.interleaved_rotary
+
+    @property
+    def num_heads(self):
+        """Query heads, read from o_proj's input width (a tensor-parallel rank's share after the split)."""
+        return self.o_proj.weight.shape[1] // self.head_dim
+
+    @property
+    def num_key_value_heads(self):
+        if self.fused_qkv:
+            return (self.qkv_proj.weight.shape[0] // self.head_dim - self.num_heads) // 2
+        return self.k_proj.weight.shape[0] // self.head_dim
 
     def project_qkv(self, hidden_states):
         """[B, S, hidden] -> q [B, H, S, D], k and v [B, KV, S, D] (q and k normed per head when qk_norm)."""
@@ -325,6 +355,7 @@ class LlamaModel(LlamaPreTrainedModel):
 
 class LlamaForCausalLM(LlamaPreTrainedModel):
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+    _tp_plan = {"lm_head": "colwise_gather_output"}  # HF's: vocab rows split, logits gathered
 
     def __init__(self, config, dtype=ms.float32):
         super().__init__(config)

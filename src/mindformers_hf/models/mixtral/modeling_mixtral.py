@@ -13,7 +13,6 @@ them at load and `save_pretrained` writes the per-expert names again.
 import re
 from dataclasses import dataclass
 
-import numpy as np
 import mindspore as ms
 from mindspore import nn, ops
 
@@ -23,6 +22,7 @@ from ...modeling_heads import GenericForSequenceClassification, GenericForTokenC
 from ...modeling_outputs import MoeCausalLMOutputWithPast, MoeModelOutputWithPast
 from ...ops import moe as moe_ops
 from ...safetensors_io import CheckpointError
+from ...weight_loading import StackedSource, as_source
 from ..llama.modeling_llama import LlamaForCausalLM, LlamaMLP, LlamaModel, LlamaPreTrainedModel
 
 
@@ -135,6 +135,9 @@ class MixtralExperts(nn.Cell):
 
 class MixtralSparseMoeBlock(nn.Cell):
     """Router + routed experts (+ the always-on shared expert(s) of Qwen2-MoE and DeepSeek)."""
+    # tensor-parallel layout (parallel/plan.py): every expert's width split, the router replicated; a shared
+    # expert is a LlamaMLP and declares its own
+    _tp_plan = {"experts": "experts"}
 
     def __init__(self, config, dtype=ms.float32):
         super().__init__()
@@ -203,14 +206,15 @@ class MoeCheckpointMixin:
         return super().load_weights(self._stack_experts(source))
 
     def _stack_experts(self, source):
-        """Stream (key, file, array, is_bf16_bits), collecting each layer's experts into one stacked array.
+        """Stream (key, file, tensor, is_bf16_bits), collecting each layer's per-expert tensors into one lazy
+        stacked tensor (weight_loading.StackedSource: a tensor-parallel rank then reads only its share).
 
         Keys already in the stacked form (HF's save_original_format=False) pass through untouched.
         """
         block, names = self._checkpoint_names()
         where = {names[part]: (stacked, block_index) for stacked, part, block_index in EXPERT_STACKING}
         experts_count = num_experts(self.config)
-        pending = {}  # stacked key -> [array, parts filled, is_bits, file, row blocks]
+        pending = {}  # stacked key -> [{(expert, block): source}, is_bits, file, blocks, first key]
         for key, path, array, is_bits in source:
             if block != "mlp":  # Mixtral: block_sparse_moe.gate / .experts -> mlp.gate / .experts
                 key = key.replace(f".{block}.", ".mlp.")
@@ -224,22 +228,21 @@ class MoeCheckpointMixin:
                 raise CheckpointError(f"Unexpected key {key!r} in {path}: expert {expert} but the config has "
                                       f"num_experts={experts_count}")
             target = f"{match['layer']}mlp.experts.{stacked}"
-            rows = array.shape[0]
+            array = as_source(array, is_bits)
             blocks = 2 if stacked == "gate_up_proj" else 1
-            if target not in pending:
-                buffer = np.empty((experts_count, blocks * rows) + tuple(array.shape[1:]), array.dtype)
-                pending[target] = [buffer, set(), is_bits, path, blocks]
-            entry = pending[target]
-            if array.shape != (entry[0].shape[1] // blocks,) + entry[0].shape[2:] or array.dtype != entry[0].dtype:
+            entry = pending.setdefault(target, [{}, is_bits, path, blocks, array])
+            first = entry[4]
+            if tuple(array.shape) != tuple(first.shape) or array.dtype != first.dtype:
                 raise CheckpointError(f"Shape mismatch for {key!r} in {path}: {tuple(array.shape)} {array.dtype}, "
-                                      f"other experts of this layer are {(entry[0].shape[1] // blocks,) + entry[0].shape[2:]} "
-                                      f"{entry[0].dtype}")
-            entry[0][expert, block_index * rows:(block_index + 1) * rows] = array
-            entry[1].add((expert, block_index))
-            if len(entry[1]) == experts_count * blocks:
-                yield target, entry[3], pending.pop(target)[0], entry[2]
+                                      f"other experts of this layer are {tuple(first.shape)} {first.dtype}")
+            entry[0][(expert, block_index)] = array
+            if len(entry[0]) == experts_count * blocks:
+                parts = pending.pop(target)[0]
+                stacked_source = StackedSource([[parts[(e, b)] for b in range(blocks)] for e in range(experts_count)],
+                                               is_bits)
+                yield target, entry[2], stacked_source, entry[1]
         for target, entry in pending.items():
-            missing = sorted({e for e in range(experts_count) for b in range(entry[4]) if (e, b) not in entry[1]})
+            missing = sorted({e for e in range(experts_count) for b in range(entry[3]) if (e, b) not in entry[0]})
             raise CheckpointError(f"Missing keys: the checkpoint has only part of {target!r} (experts {missing} "
                                   f"are incomplete)")
 
