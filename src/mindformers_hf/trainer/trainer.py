@@ -56,7 +56,7 @@ from .callbacks import (
 )
 from .evaluation import EvaluationMixin
 from .hub_push import HubPushMixin
-from .optimization import AdamW
+from .optimizers import check_optim, optimizer_from_args
 from .precision import MixedPrecision, compute_dtype, loss_scaler
 from .saving import SavingMixin
 from .schedules import get_scheduler
@@ -65,7 +65,6 @@ from .training_args import TrainingArguments
 
 # transformers' name patterns for parameters without weight decay (Trainer.get_decay_parameter_names)
 _NO_DECAY_PATTERNS = (r"bias", r"layernorm", r"rmsnorm", r"(?:^|\.)norm(?:$|\.)", r"_norm(?:$|\.)")
-_ADAMW_OPTIMS = ("adamw_torch", "adamw_torch_fused", "adamw_torch_xla", "adamw_torch_npu_fused", "adamw_apex_fused")
 
 
 class _CompiledLayers:
@@ -224,10 +223,7 @@ class Trainer(TrainingStepMixin, EvaluationMixin, SavingMixin, HubPushMixin, Bat
             if value:
                 raise NotImplementedError(f"TrainingArguments.{name}={value!r} is not supported by mindformers_hf's "
                                           "Trainer")
-        optim = getattr(args.optim, "value", args.optim)
-        if optim not in _ADAMW_OPTIMS:
-            raise NotImplementedError(f"optim={optim!r} is not supported: the Trainer implements AdamW "
-                                      f"(torch semantics) for {_ADAMW_OPTIMS}")
+        check_optim(args)
         ignored = {"use_liger_kernel": args.use_liger_kernel, "dataloader_num_workers": args.dataloader_num_workers,
                    "report_to": args.report_to, "fp16_full_eval": args.fp16_full_eval,
                    "bf16_full_eval": args.bf16_full_eval}
@@ -290,9 +286,7 @@ class Trainer(TrainingStepMixin, EvaluationMixin, SavingMixin, HubPushMixin, Bat
             other_names = [n for n, _ in named if n not in decay]
             groups = [{"params": [targets[n] for n in decay_names], "weight_decay": self.args.weight_decay},
                       {"params": [targets[n] for n in other_names], "weight_decay": 0.0}]
-            self.optimizer = AdamW(groups, lr=self.args.learning_rate,
-                                   betas=(self.args.adam_beta1, self.args.adam_beta2), eps=self.args.adam_epsilon,
-                                   names=decay_names + other_names)
+            self.optimizer = optimizer_from_args(self.args, groups, decay_names + other_names)
             self._created_optimizer = True
         return self.optimizer
 
