@@ -6,13 +6,15 @@ Reads from the Trainer: args, model, data_collator, train_dataset, eval_dataset,
 model_accepts_loss_kwargs, compute_loss_func, _loss_shifts_labels, _train_batch_size.
 """
 import inspect
+from collections.abc import Mapping
 
 import numpy as np
 
 from .. import tensor_io
 from ..loss_utils import IGNORE_INDEX
 from . import distributed as dist
-from .data_loader import DataLoader
+from ..utils import warn_once
+from .data_loader import DataLoader, has_length
 
 
 def unwrap(model):
@@ -50,18 +52,40 @@ class BatchesMixin:
             features = [{k: v for k, v in f.items() if k in self._signature_columns} for f in features]
         return self.data_collator(features)
 
-    def _loader(self, dataset, batch_size, shuffle, description, sharded=False):
+    def _lengths(self, dataset):
+        """Example lengths for train_sampling_strategy="group_by_length" (None otherwise), where transformers
+        takes them: the `length_column_name` column of a `datasets.Dataset`, else the length of each
+        example's first model input (`processing_class.model_input_names[0]`, default input_ids)."""
+        if self.args.train_sampling_strategy != "group_by_length":
+            return None
+        if not has_length(dataset) or not hasattr(dataset, "__getitem__"):
+            warn_once("`train_sampling_strategy='group_by_length'` is ignored because the dataset does not implement "
+                      "`__len__` (e.g. an `IterableDataset`). Examples will be consumed in the dataset's own order.")
+            return None
+        column = self.args.length_column_name
+        if column in (getattr(dataset, "column_names", None) or []):
+            return [int(n) for n in dataset[column]]
+        names = getattr(self.processing_class, "model_input_names", None) or ["input_ids"]
+        if len(dataset) and (not isinstance(dataset[0], Mapping) or names[0] not in dataset[0]):
+            raise ValueError("Can only automatically infer lengths for datasets whose items are dictionaries with an "
+                             f"'{names[0]}' key.")
+        return [len(feature[names[0]]) for feature in dataset]
+
+    def _loader(self, dataset, batch_size, shuffle, description, sharded=False, group_batch_size=None):
         if dataset is None:
             raise ValueError(f"Trainer: {description} requires a {description} dataset.")
         dataset = self._remove_unused_columns(dataset, description)
         seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
         shards = {"num_shards": self.args.world_size, "shard_index": self.args.process_index} if sharded else {}
         return DataLoader(dataset, batch_size, self._collate_without_unused, shuffle=shuffle, seed=seed,
-                          drop_last=self.args.dataloader_drop_last, **shards)
+                          drop_last=self.args.dataloader_drop_last, group_lengths=self._lengths(dataset),
+                          group_batch_size=group_batch_size, **shards)
 
     def get_train_dataloader(self):
         shuffle = self.args.train_sampling_strategy != "sequential"
-        return self._loader(self.train_dataset, self._train_batch_size, shuffle, "training", sharded=True)
+        # transformers groups mega-batches of one optimizer step's examples on each rank
+        return self._loader(self.train_dataset, self._train_batch_size, shuffle, "training", sharded=True,
+                            group_batch_size=self._train_batch_size * self.args.gradient_accumulation_steps)
 
     def get_eval_dataloader(self, eval_dataset=None):
         if isinstance(eval_dataset, str):

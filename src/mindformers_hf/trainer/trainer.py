@@ -212,7 +212,7 @@ class Trainer(TrainingStepMixin, EvaluationMixin, SavingMixin, HubPushMixin, Bat
         args = self.args
         unsupported = {
             "deepspeed": args.deepspeed, "fsdp": args.fsdp,
-            "train_sampling_strategy": args.train_sampling_strategy not in ("random", "sequential")
+            "train_sampling_strategy": args.train_sampling_strategy not in ("random", "sequential", "group_by_length")
             and args.train_sampling_strategy,
             "label_smoothing_factor": args.label_smoothing_factor, "neftune_noise_alpha": args.neftune_noise_alpha,
             "auto_find_batch_size": args.auto_find_batch_size, "batch_eval_metrics": args.batch_eval_metrics,
