@@ -39,6 +39,7 @@ from transformers.trainer_utils import (
     sort_checkpoints,
     speed_metrics,
 )
+from transformers.utils import logging as hf_logging
 
 from .. import runtime
 from ..utils import logger, set_seed, warn_once
@@ -130,6 +131,9 @@ class Trainer(TrainingStepMixin, EvaluationMixin, SavingMixin, HubPushMixin, Bat
                  callbacks=None, optimizers=(None, None), optimizer_cls_and_kwargs=None,
                  preprocess_logits_for_metrics=None, tokenizer=None):
         self.args = self._our_args(args)
+        # As transformers: log_level (log_level_replica on other ranks) sets the library verbosity, which our
+        # log lines follow (utils.logger); "passive" keeps the current one.
+        hf_logging.set_verbosity(self.args.get_process_log_level())
         dist.ensure_initialized()
         set_seed(self.args.seed)
         if tokenizer is not None:
