@@ -62,6 +62,7 @@ from .precision import MixedPrecision, compute_dtype, loss_scaler
 from .saving import SavingMixin
 from .schedules import get_scheduler
 from .step import TrainingStepMixin
+from .tensorboard import TensorBoardCallback
 from .training_args import TrainingArguments
 
 # transformers' name patterns for parameters without weight decay (Trainer.get_decay_parameter_names)
@@ -184,7 +185,8 @@ class Trainer(TrainingStepMixin, EvaluationMixin, SavingMixin, HubPushMixin, Bat
         self._mixed = None
         self._compiled = None
 
-        callbacks = [DefaultFlowCallback] + list(callbacks or [])
+        reporting = [TensorBoardCallback] if "tensorboard" in (self.args.report_to or []) else []
+        callbacks = [DefaultFlowCallback] + reporting + list(callbacks or [])  # (transformers' order)
         self.callback_handler = CallbackHandler(callbacks, self.model, processing_class, self.optimizer,
                                                 self.lr_scheduler)
         self.add_callback(PrinterCallback if self.args.disable_tqdm else ProgressCallback)
@@ -199,6 +201,8 @@ class Trainer(TrainingStepMixin, EvaluationMixin, SavingMixin, HubPushMixin, Bat
         self._train_batch_size = self.args.train_batch_size
         self._num_non_embedding_params = None
         self.control = self.callback_handler.on_init_end(self.args, self.state, self.control)
+        if getattr(self.model, "config", None) is not None:  # as transformers (TrainingArguments.use_cache)
+            self.model.config.use_cache = self.args.use_cache
 
     # ------------------------------------------------------------------ setup
     @staticmethod
@@ -229,8 +233,8 @@ class Trainer(TrainingStepMixin, EvaluationMixin, SavingMixin, HubPushMixin, Bat
                                           "Trainer")
         check_optim(args)
         ignored = {"use_liger_kernel": args.use_liger_kernel, "dataloader_num_workers": args.dataloader_num_workers,
-                   "report_to": args.report_to, "fp16_full_eval": args.fp16_full_eval,
-                   "bf16_full_eval": args.bf16_full_eval}
+                   "report_to": [r for r in args.report_to or [] if r != "tensorboard"],  # (tensorboard.py)
+                   "fp16_full_eval": args.fp16_full_eval, "bf16_full_eval": args.bf16_full_eval}
         for name, value in ignored.items():
             if value:
                 warn_once(f"TrainingArguments.{name}={value!r} is accepted for compatibility and ignored "
