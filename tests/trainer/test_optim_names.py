@@ -35,6 +35,8 @@ def _torch_optimizer(name, params, hyper):
     (RMSprop, dict(lr=0.01, alpha=0.9)),
     (Adafactor, dict(lr=0.01, scale_parameter=False, relative_step=False)),
     (Adafactor, dict(lr=0.01, scale_parameter=True, relative_step=False, beta1=0.9, clip_threshold=0.5)),
+    (Adafactor, dict()),  # transformers' defaults: relative step, parameter scaling
+    (Adafactor, dict(warmup_init=True, beta1=0.5)),
 ])
 def test_update_rule_matches_torch_elementwise(cls, hyper):
     import torch

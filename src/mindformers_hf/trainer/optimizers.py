@@ -102,16 +102,16 @@ class RMSprop(Optimizer):
 
 
 class Adafactor(Optimizer):
-    """transformers.optimization.Adafactor with an external learning rate (relative_step=False), the form
-    the Trainer uses: factored second moments for matrices, update clipping, optional first moment."""
+    """transformers.optimization.Adafactor: factored second moments for matrices, update clipping, optional
+    first moment, a relative step size (default) or an external learning rate (relative_step=False, the form
+    TrainingArguments(optim="adafactor") uses)."""
 
     def __init__(self, params, lr=None, eps=(1e-30, 1e-3), clip_threshold=1.0, decay_rate=-0.8, beta1=None,
                  weight_decay=0.0, scale_parameter=True, relative_step=True, warmup_init=False, names=None):
         if lr is not None and relative_step:
             raise ValueError("Cannot combine manual `lr` and `relative_step=True` options")
-        if relative_step or warmup_init:
-            raise NotImplementedError("Adafactor(relative_step=True / warmup_init=True) is not supported: pass lr= "
-                                      "with relative_step=False (what TrainingArguments(optim='adafactor') uses)")
+        if warmup_init and not relative_step:
+            raise ValueError("`warmup_init=True` requires `relative_step=True`")
         super().__init__(params, dict(lr=lr, eps=tuple(eps), clip_threshold=clip_threshold, decay_rate=decay_rate,
                                       beta1=beta1, weight_decay=weight_decay, scale_parameter=scale_parameter,
                                       relative_step=relative_step, warmup_init=warmup_init), names)
@@ -131,7 +131,10 @@ class Adafactor(Optimizer):
 
     def _update(self, index, param, grad, group, step):
         state = self.state[index]
-        lr = float(group["lr"])
+        if group["relative_step"]:  # the step size schedules itself: min(1e-2 (or 1e-6 t), 1/sqrt(t))
+            lr = min(1e-6 * step if group["warmup_init"] else 1e-2, 1.0 / math.sqrt(step))
+        else:
+            lr = float(group["lr"])
         if group["scale_parameter"]:
             lr *= max(float(group["eps"][1]), float(self._rms(param).asnumpy()))
         beta2t = 1.0 - math.pow(step, group["decay_rate"])
