@@ -6,13 +6,18 @@ hyper-parameters from `optim_args`, e.g. "momentum=0.9,nesterov=True"), and tran
 (with `scale_parameter=False, relative_step=False`, the Trainer's learning rate and schedule) for
 "adafactor". Here the same names build optimizers with the same update, written with MindSpore ops on
 float32 parameters. Every other name (8-bit, paged, GaLore, LOMO, schedule-free, ...) raises, naming it.
+`OptimizerSetupMixin` is the Trainer's part that builds them (create_optimizer / create_scheduler).
 """
 import math
+import re
 
-from mindspore import ops
+from mindspore import nn, ops
 
 from .optimization import AdamW, Optimizer
+from .schedules import get_scheduler
 
+# transformers' name patterns for parameters without weight decay (Trainer.get_decay_parameter_names)
+_NO_DECAY_PATTERNS = (r"bias", r"layernorm", r"rmsnorm", r"(?:^|\.)norm(?:$|\.)", r"_norm(?:$|\.)")
 ADAMW_OPTIMS = ("adamw_torch", "adamw_torch_fused", "adamw_torch_xla", "adamw_torch_npu_fused")
 SUPPORTED_OPTIMS = ADAMW_OPTIMS + ("adafactor", "sgd", "adagrad", "rmsprop")
 
@@ -199,3 +204,56 @@ def optimizer_from_args(args, groups, names):
             kwargs["centered"] = _flag(optim_args["centered"])
         return RMSprop(groups, lr=args.learning_rate, names=names, **kwargs)
     raise AssertionError(optim)  # check_optim lets through only the names handled above
+
+
+class OptimizerSetupMixin:
+    """The Trainer's create_optimizer / create_scheduler, as transformers': decay and no-decay groups of the
+    trainable parameters (their float32 masters under mixed precision), the optimizer `args.optim` names and
+    the `lr_scheduler_type` schedule. Reads from the Trainer: args, model, optimizer, lr_scheduler, _mixed,
+    _masters."""
+
+    def get_decay_parameter_names(self, model):
+        """Names that get weight decay: not biases, not norms (transformers' patterns), not in nn.LayerNorm."""
+        patterns = [re.compile(p) for p in _NO_DECAY_PATTERNS]
+        in_layernorm = set()
+        for cell_name, cell in model.cells_and_names():
+            if isinstance(cell, nn.LayerNorm):
+                in_layernorm.update(f"{cell_name}.{n}" if cell_name else n for n, _ in cell.parameters_and_names())
+        return [name for name, _ in model.parameters_and_names()
+                if name not in in_layernorm and not any(p.search(name.lower()) for p in patterns)]
+
+    def _trainable(self):
+        named = [(n, p) for n, p in self.model.parameters_and_names() if p.requires_grad]
+        if not named:
+            raise ValueError("The model has no parameter with requires_grad=True: nothing to train")
+        return named
+
+    def create_optimizer(self, model=None):
+        if self.optimizer is None:
+            decay = set(self.get_decay_parameter_names(model or self.model))
+            named = self._trainable()
+            targets = dict(named) if self._mixed is None else self._masters
+            decay_names = [n for n, _ in named if n in decay]
+            other_names = [n for n, _ in named if n not in decay]
+            groups = [{"params": [targets[n] for n in decay_names], "weight_decay": self.args.weight_decay},
+                      {"params": [targets[n] for n in other_names], "weight_decay": 0.0}]
+            self.optimizer = optimizer_from_args(self.args, groups, decay_names + other_names)
+            self._created_optimizer = True
+        return self.optimizer
+
+    def create_scheduler(self, num_training_steps, optimizer=None):
+        if self.lr_scheduler is None:
+            self.lr_scheduler = get_scheduler(
+                self.args.lr_scheduler_type, optimizer or self.optimizer,
+                num_warmup_steps=self.args.get_warmup_steps(num_training_steps),
+                num_training_steps=num_training_steps, scheduler_specific_kwargs=self.args.lr_scheduler_kwargs)
+            self._created_lr_scheduler = True
+        return self.lr_scheduler
+
+    def create_optimizer_and_scheduler(self, num_training_steps):
+        self.create_optimizer()
+        self.create_scheduler(num_training_steps)
+
+    def _get_learning_rate(self):
+        return self.lr_scheduler.get_last_lr()[0]
+

@@ -5,7 +5,8 @@ TrainerState, the same gradient-accumulation loss normalisation (`num_items_in_b
 evaluation and checkpoint cadence, and the same `trainer_state.json`. What differs is underneath:
 - gradients come from `mindspore.value_and_grad` over `compute_loss` (PyNative: the model runs as written);
   only parameters with `requires_grad=True` are trained;
-- the optimizer is AdamW with torch's exact update (optimization.py), the schedules are transformers';
+- the optimizers are torch's / transformers' update rules (AdamW, SGD, Adafactor, ...: optimization.py,
+  optimizers.py), the schedules are transformers';
 - batches come from our DataLoader (numpy shuffling; data_loader.py);
 - checkpoints hold safetensors and JSON, never pickles (checkpointing.py);
 - data parallel under `mindformers-hf launch` / msrun (distributed.py): each rank trains on its slice of every
@@ -15,7 +16,8 @@ evaluation and checkpoint cadence, and the same `trainer_state.json`. What diffe
 
 This file holds the loop (setup, epochs, logging cadence, the end of training). Its parts, read in this
 order: step.py (one micro-batch's forward/backward, taken as an argument, and the optimizer update),
-precision.py (compute dtype, float32 masters, loss scaling), batches.py (loaders and batch counts),
+precision.py (compute dtype, float32 masters, loss scaling), optimizers.py (the optimizer `optim` names,
+its parameter groups, the schedule), batches.py (loaders and batch counts),
 evaluation.py (evaluate / predict), saving.py (checkpoints and resuming), hub_push.py (push_to_hub).
 They are mixins of `Trainer`, not separate objects, so that a subclass overrides `training_step`,
 `compute_loss`, `prediction_step` or `evaluate` exactly as it does on transformers' Trainer.
@@ -30,7 +32,6 @@ import time
 
 import numpy as np
 import mindspore as ms
-from mindspore import nn
 from transformers.trainer_utils import (
     SaveStrategy,
     TrainOutput,
@@ -57,16 +58,13 @@ from .callbacks import (
 )
 from .evaluation import EvaluationMixin
 from .hub_push import HubPushMixin
-from .optimizers import check_optim, optimizer_from_args
+from .optimizers import OptimizerSetupMixin, check_optim
 from .precision import MixedPrecision, compute_dtype, loss_scaler
 from .saving import SavingMixin
-from .schedules import get_scheduler
 from .step import TrainingStepMixin
 from .tensorboard import TensorBoardCallback
 from .training_args import TrainingArguments
 
-# transformers' name patterns for parameters without weight decay (Trainer.get_decay_parameter_names)
-_NO_DECAY_PATTERNS = (r"bias", r"layernorm", r"rmsnorm", r"(?:^|\.)norm(?:$|\.)", r"_norm(?:$|\.)")
 
 
 class _CompiledLayers:
@@ -124,7 +122,8 @@ class _SharedLayerGraph:
             self.base.compile_layers = False
 
 
-class Trainer(TrainingStepMixin, EvaluationMixin, SavingMixin, HubPushMixin, BatchesMixin):
+class Trainer(TrainingStepMixin, EvaluationMixin, SavingMixin, HubPushMixin, BatchesMixin,
+              OptimizerSetupMixin):
     """transformers.Trainer for MindSpore models (see the module docstring and docs/differences.md)."""
 
     def __init__(self, model=None, args=None, data_collator=None, train_dataset=None, eval_dataset=None,
@@ -265,54 +264,6 @@ class Trainer(TrainingStepMixin, EvaluationMixin, SavingMixin, HubPushMixin, Bat
     @property
     def tokenizer(self):
         return self.processing_class
-
-    # ------------------------------------------------------------------ optimizer and schedule
-    def get_decay_parameter_names(self, model):
-        """Names that get weight decay: not biases, not norms (transformers' patterns), not in nn.LayerNorm."""
-        import re
-
-        patterns = [re.compile(p) for p in _NO_DECAY_PATTERNS]
-        in_layernorm = set()
-        for cell_name, cell in model.cells_and_names():
-            if isinstance(cell, nn.LayerNorm):
-                in_layernorm.update(f"{cell_name}.{n}" if cell_name else n for n, _ in cell.parameters_and_names())
-        return [name for name, _ in model.parameters_and_names()
-                if name not in in_layernorm and not any(p.search(name.lower()) for p in patterns)]
-
-    def _trainable(self):
-        named = [(n, p) for n, p in self.model.parameters_and_names() if p.requires_grad]
-        if not named:
-            raise ValueError("The model has no parameter with requires_grad=True: nothing to train")
-        return named
-
-    def create_optimizer(self, model=None):
-        if self.optimizer is None:
-            decay = set(self.get_decay_parameter_names(model or self.model))
-            named = self._trainable()
-            targets = dict(named) if self._mixed is None else self._masters
-            decay_names = [n for n, _ in named if n in decay]
-            other_names = [n for n, _ in named if n not in decay]
-            groups = [{"params": [targets[n] for n in decay_names], "weight_decay": self.args.weight_decay},
-                      {"params": [targets[n] for n in other_names], "weight_decay": 0.0}]
-            self.optimizer = optimizer_from_args(self.args, groups, decay_names + other_names)
-            self._created_optimizer = True
-        return self.optimizer
-
-    def create_scheduler(self, num_training_steps, optimizer=None):
-        if self.lr_scheduler is None:
-            self.lr_scheduler = get_scheduler(
-                self.args.lr_scheduler_type, optimizer or self.optimizer,
-                num_warmup_steps=self.args.get_warmup_steps(num_training_steps),
-                num_training_steps=num_training_steps, scheduler_specific_kwargs=self.args.lr_scheduler_kwargs)
-            self._created_lr_scheduler = True
-        return self.lr_scheduler
-
-    def create_optimizer_and_scheduler(self, num_training_steps):
-        self.create_optimizer()
-        self.create_scheduler(num_training_steps)
-
-    def _get_learning_rate(self):
-        return self.lr_scheduler.get_last_lr()[0]
 
     @runtime.serialized  # creating optimizer state copies and zero-fills tensors: MindSpore work like a step's
     def _setup_optimization(self, max_steps):
