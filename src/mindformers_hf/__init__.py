@@ -148,6 +148,7 @@ _LAZY = {
     "IntervalStrategy": "mindformers_hf.trainer",
     "SchedulerType": "mindformers_hf.trainer",
     "get_scheduler": "mindformers_hf.trainer",
+    "Adafactor": "mindformers_hf.trainer",
     "get_constant_schedule": "mindformers_hf.trainer",
     "get_constant_schedule_with_warmup": "mindformers_hf.trainer",
     "get_cosine_schedule_with_warmup": "mindformers_hf.trainer",

@@ -5,12 +5,26 @@ import sys
 
 import numpy as np
 
+
+
+class _TransformersVerbosity(logging.Filter):
+    """Our log lines obey transformers' verbosity, as the library's own lines do: `transformers.logging.
+    set_verbosity_*`, `TRANSFORMERS_VERBOSITY`, and the Trainer's `log_level` / `log_level_replica` (which set
+    it, as in transformers). Its default is WARNING, so info lines show after `set_verbosity_info()`."""
+
+    def filter(self, record):
+        from transformers.utils import logging as hf_logging  # (read per record: the verbosity changes at run time)
+
+        return record.levelno >= hf_logging.get_verbosity()
+
+
 logger = logging.getLogger("mindformers_hf")
 if not logger.handlers:
     _handler = logging.StreamHandler(sys.stderr)
     _handler.setFormatter(logging.Formatter("[mindformers_hf] %(levelname)s: %(message)s"))
     logger.addHandler(_handler)
-    logger.setLevel(logging.INFO)
+    logger.setLevel(logging.DEBUG)  # the level is transformers' verbosity, checked by the filter
+    logger.addFilter(_TransformersVerbosity())
     logger.propagate = False
 
 _warned = set()

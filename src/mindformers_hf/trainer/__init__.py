@@ -15,6 +15,8 @@ from .callbacks import (
     TrainerState,
 )
 from .optimization import AdamW, GradScaler
+from .optimizers import SGD, Adafactor, Adagrad, RMSprop
+from .tensorboard import TensorBoardCallback
 from .schedules import (
     LambdaLR,
     get_constant_schedule,
@@ -32,7 +34,7 @@ from .schedules import (
 from .trainer import Trainer, set_seed
 from .training_args import TrainingArguments
 
-__all__ = ["AdamW", "DefaultFlowCallback", "EarlyStoppingCallback", "EvalPrediction", "GradScaler",
+__all__ = ["Adafactor", "Adagrad", "AdamW", "RMSprop", "SGD", "TensorBoardCallback", "DefaultFlowCallback", "EarlyStoppingCallback", "EvalPrediction", "GradScaler",
            "IntervalStrategy", "LambdaLR", "PrinterCallback", "ProgressCallback", "SchedulerType", "Trainer",
            "TrainerCallback", "TrainerControl", "TrainerState", "TrainingArguments", "get_last_checkpoint",
            "get_scheduler", "set_seed", "get_constant_schedule", "get_constant_schedule_with_warmup",

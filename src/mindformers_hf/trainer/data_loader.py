@@ -4,6 +4,10 @@ The shuffled order of epoch `e` is a permutation drawn from numpy's generator se
 depends on nothing else, so a resumed run recomputes it and skips the batches already trained on.
 (It is not torch's RandomSampler order: the same seed gives a different order than transformers.)
 
+`train_sampling_strategy="group_by_length"` (transformers' LengthGroupedSampler): `group_lengths` given,
+the epoch's permutation is cut into mega-batches sorted by length (`length_grouped_indices`, transformers'
+get_length_grouped_indices on our permutation instead of torch.randperm's).
+
 Data parallel (`num_shards` > 1): as accelerate's sharded batch sampler, step b of rank r is the r-th slice
 of the b-th global batch of `batch_size * num_shards` examples, so the ranks together see exactly what one
 process with the global batch would; a short last global batch is filled from the start of the order
@@ -19,9 +23,23 @@ def has_length(dataset):
         return False
 
 
+def length_grouped_indices(lengths, batch_size, permutation):
+    """transformers' get_length_grouped_indices, the random permutation given: mega-batches of
+    `mega_batch_mult * batch_size` consecutive indices, each sorted by decreasing length, and the longest
+    element of all moved to the very first place (so an out-of-memory shows at the first step)."""
+    mega_batch_mult = min(len(lengths) // (batch_size * 4), 50) or 1
+    size = mega_batch_mult * batch_size
+    permutation = [int(i) for i in permutation]
+    megabatches = [sorted(permutation[i:i + size], key=lambda i: lengths[i], reverse=True)  # (stable, as HF's)
+                   for i in range(0, len(lengths), size)]
+    max_idx = int(np.argmax([lengths[m[0]] for m in megabatches]))  # the first maximum, as torch.argmax
+    megabatches[0][0], megabatches[max_idx][0] = megabatches[max_idx][0], megabatches[0][0]
+    return [i for megabatch in megabatches for i in megabatch]
+
+
 class DataLoader:
     def __init__(self, dataset, batch_size, collate_fn, shuffle=False, seed=0, drop_last=False, num_shards=1,
-                 shard_index=0):
+                 shard_index=0, group_lengths=None, group_batch_size=None):
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         if not 0 <= shard_index < num_shards:
@@ -30,6 +48,7 @@ class DataLoader:
         self.dataset, self.batch_size, self.collate_fn = dataset, int(batch_size), collate_fn
         self.shuffle, self.seed, self.drop_last = shuffle, int(seed), drop_last
         self.epoch = 0
+        self.group_lengths, self.group_batch_size = group_lengths, group_batch_size or self.batch_size
         self.sized = has_length(dataset) and hasattr(dataset, "__getitem__")
         if not self.sized and not hasattr(dataset, "__iter__"):
             raise TypeError(f"A dataset must be indexable with a length, or iterable; got {type(dataset).__name__}")
@@ -47,6 +66,9 @@ class DataLoader:
 
     def _order(self):
         n = len(self.dataset)
+        if self.group_lengths is not None:  # (grouped orders are random, as transformers' sampler, even for eval)
+            permutation = np.random.default_rng([self.seed, self.epoch]).permutation(n)
+            return np.asarray(length_grouped_indices(self.group_lengths, self.group_batch_size, permutation))
         if self.shuffle:
             return np.random.default_rng([self.seed, self.epoch]).permutation(n)
         return np.arange(n)

@@ -17,52 +17,51 @@ from mindspore import Parameter, ops
 
 
 
-class AdamW:
-    """torch.optim.AdamW over MindSpore parameters, grouped like torch: [{"params": [...], "weight_decay": x}].
+class Optimizer:
+    """What our optimizers share: torch-style parameter groups, the names their state is saved under, and
+    per-parameter state tensors ("<kind>.<name>" in optimizer.safetensors, see checkpointing.py).
 
     `step(grads)` takes the gradients in the order of `self.params` (all groups, in order). Parameters
-    must be float32 (fp16 training keeps float32 master copies and hands those in).
+    must be float32 (fp16 training keeps float32 master copies and hands those in). A subclass defines
+    `_state_shapes(param)` ({kind: shape} of its state for one parameter, zeros at the start) and
+    `_update(index, param, grad, group, step)`.
     """
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, names=None):
+    def __init__(self, params, defaults, names=None):
         groups = list(params)
         if not groups or not isinstance(groups[0], dict):
             groups = [{"params": groups}]
-        self.defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
+        self.defaults = dict(defaults)
         self.param_groups = [{**self.defaults, **group, "params": list(group["params"])} for group in groups]
         self.params = [p for group in self.param_groups for p in group["params"]]
         # Optimizer state is saved under these names (the model's parameter names, given by the Trainer).
         self.names = list(names) if names is not None else [p.name for p in self.params]
         if len(set(self.names)) != len(self.names):
-            raise ValueError("AdamW: parameter names must be unique (they key the saved optimizer state)")
-        # The kernel updates parameters in place. A parameter loaded zero-copy from a read-only file mapping
-        # (GGUF float32 tensors) would crash it (SIGSEGV): give each one its own memory first.
+            raise ValueError(f"{type(self).__name__}: parameter names must be unique (they key the saved "
+                             "optimizer state)")
+        # Updates write parameters in place. A parameter loaded zero-copy from a read-only file mapping
+        # (GGUF float32 tensors) would crash the kernel (SIGSEGV): give each one its own memory first.
         for param in self.params:
             param.set_data(param.copy())
-        self.exp_avg = [_zeros_like(p, "exp_avg") for p in self.params]
-        self.exp_avg_sq = [_zeros_like(p, "exp_avg_sq") for p in self.params]
+        self.state = [{kind: _zeros(shape, f"{kind}.{param.name}") for kind, shape in self._state_shapes(param).items()}
+                      for param in self.params]
         self.step_count = 0
-        self._kernel = ops.AdamWeightDecay()
+
+    def _state_shapes(self, param):
+        return {}
 
     def step(self, grads):
         if len(grads) != len(self.params):
-            raise ValueError(f"AdamW.step got {len(grads)} gradients for {len(self.params)} parameters")
+            raise ValueError(f"{type(self).__name__}.step got {len(grads)} gradients for {len(self.params)} "
+                             "parameters")
         self.step_count += 1
-        t = self.step_count
         index = 0
         for group in self.param_groups:
-            beta1, beta2 = group["betas"]
-            bc1, bc2 = 1.0 - beta1 ** t, 1.0 - beta2 ** t
-            lr, eps, wd = float(group["lr"]), float(group["eps"]), float(group["weight_decay"])
-            kernel_lr = lr * math.sqrt(bc2) / bc1
-            kernel_eps = eps * math.sqrt(bc2)
-            kernel_wd = wd * bc1 / math.sqrt(bc2)
             for param in group["params"]:
                 grad = grads[index]
                 if grad.dtype != param.dtype:
                     grad = grad.astype(param.dtype)
-                self._kernel(param, self.exp_avg[index], self.exp_avg_sq[index], kernel_lr, beta1, beta2,
-                             kernel_eps, kernel_wd, grad)
+                self._update(index, param, grad, group, self.step_count)
                 index += 1
 
     def zero_grad(self, set_to_none=True):
@@ -70,12 +69,9 @@ class AdamW:
 
     # ------------------------------------------------------------------ state (see checkpointing.py)
     def state_tensors(self):
-        """{"exp_avg.<name>": Parameter, "exp_avg_sq.<name>": Parameter} for every optimized parameter."""
-        out = {}
-        for name, m, v in zip(self.names, self.exp_avg, self.exp_avg_sq):
-            out[f"exp_avg.{name}"] = m
-            out[f"exp_avg_sq.{name}"] = v
-        return out
+        """{"<kind>.<name>": Parameter} for every state tensor of every optimized parameter."""
+        return {f"{kind}.{name}": tensor for name, state in zip(self.names, self.state)
+                for kind, tensor in state.items()}
 
     def state_meta(self):
         groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items() if k != "params"}
@@ -87,10 +83,10 @@ class AdamW:
         if meta["group_sizes"] != [len(g["params"]) for g in self.param_groups]:
             raise ValueError(f"Optimizer state has parameter groups of sizes {meta['group_sizes']}, this optimizer "
                              f"has {[len(g['params']) for g in self.param_groups]}")
-        for key, value in arrays.items():
-            if key not in self.state_tensors():
-                raise ValueError(f"Optimizer state has {key!r}, which is not a parameter being trained")
         tensors = self.state_tensors()
+        for key in arrays:
+            if key not in tensors:
+                raise ValueError(f"Optimizer state has {key!r}, which is not a parameter being trained")
         missing = sorted(set(tensors) - set(arrays))
         if missing:
             raise ValueError(f"Optimizer state lacks {len(missing)} tensor(s), e.g. {missing[0]!r}")
@@ -102,11 +98,30 @@ class AdamW:
         self.step_count = int(meta["step"])
         for group, saved in zip(self.param_groups, meta["param_groups"]):
             for key, value in saved.items():
-                group[key] = tuple(value) if key == "betas" else value
+                group[key] = tuple(value) if isinstance(group.get(key), tuple) else value
 
 
-def _zeros_like(param, kind):
-    return Parameter(ops.zeros(param.shape, ms.float32), name=f"{kind}.{param.name}", requires_grad=False)
+class AdamW(Optimizer):
+    """torch.optim.AdamW over MindSpore parameters, grouped like torch: [{"params": [...], "weight_decay": x}]."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, names=None):
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay), names)
+        self._kernel = ops.AdamWeightDecay()
+
+    def _state_shapes(self, param):
+        return {"exp_avg": param.shape, "exp_avg_sq": param.shape}
+
+    def _update(self, index, param, grad, group, t):
+        beta1, beta2 = group["betas"]
+        bc1, bc2 = 1.0 - beta1 ** t, 1.0 - beta2 ** t
+        lr, eps, wd = float(group["lr"]), float(group["eps"]), float(group["weight_decay"])
+        state = self.state[index]
+        self._kernel(param, state["exp_avg"], state["exp_avg_sq"], lr * math.sqrt(bc2) / bc1, beta1, beta2,
+                     eps * math.sqrt(bc2), wd * bc1 / math.sqrt(bc2), grad)
+
+
+def _zeros(shape, name):
+    return Parameter(ops.zeros(tuple(shape), ms.float32), name=name, requires_grad=False)
 
 
 # ---------------------------------------------------------------------- global-norm clipping

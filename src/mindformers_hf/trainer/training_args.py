@@ -5,7 +5,8 @@ on a machine without a bf16 GPU. Ours answers the device questions from MindSpor
 leaves bf16 to the Trainer (which trains in float32 on the CPU backend, with a one-time warning).
 
 It also accepts `warmup_ratio`, the transformers 4.x field that 5.x folded into `warmup_steps` (a float
-below 1): HF's fine-tuning guides still pass it.
+below 1): HF's fine-tuning guides still pass it. Likewise `group_by_length=True`, the 4.x spelling of 5.x's
+`train_sampling_strategy="group_by_length"`.
 """
 import contextlib
 import math
@@ -24,7 +25,18 @@ class TrainingArguments(transformers.TrainingArguments):
                           "(used when warmup_steps is 0)."},
     )
 
+    group_by_length: bool = field(
+        default=False,
+        metadata={"help": "transformers 4.x: group examples of similar length into batches (5.x: "
+                          "train_sampling_strategy='group_by_length')."},
+    )
+
     def __post_init__(self):
+        if self.group_by_length:
+            if self.train_sampling_strategy not in ("random", "group_by_length"):
+                raise ValueError(f"group_by_length=True conflicts with train_sampling_strategy="
+                                 f"{self.train_sampling_strategy!r}")
+            self.train_sampling_strategy = "group_by_length"
         if self.warmup_ratio is not None and not 0.0 <= self.warmup_ratio <= 1.0:
             raise ValueError(f"warmup_ratio must lie in [0, 1], got {self.warmup_ratio}")
         super().__post_init__()
