@@ -7,12 +7,10 @@ model or tensor is touched).
 import importlib
 from fnmatch import fnmatch
 
-from .models.families import exports as _family_exports
-
 __version__ = "0.1.0"
 
 # public name -> module that defines it ("transformers" for tensor-free re-exports). The model families' classes
-# and config classes are added below from their declarations (models/<family>/__init__.py, models/families.py).
+# and config classes come from their declarations (models/<family>/__init__.py), read on first use: _exports().
 _LAZY = {
     "AutoModel": "mindformers_hf.models.auto",
     "AutoModelForCausalLM": "mindformers_hf.models.auto",
@@ -111,15 +109,24 @@ _LAZY = {
     "get_values": "transformers",
 }
 
-_LAZY.update(_family_exports())
-
 # Whole transformers modules (relative to `transformers`, fnmatch patterns) whose public names need no tensors
 # and are re-exported as they are: constants, `is_*_available`, docstring helpers, `logging`, every family's
 # config class. Family tokenizer classes come through tokenization.py, which adds `return_tensors="ms"`.
 _TRANSFORMERS_MODULES = ("utils", "integrations", "models.*.configuration_*")
 _TOKENIZER_MODULES = ("models.*.tokenization_*",)
 
-__all__ = sorted(_LAZY)
+
+def _exports():
+    """_LAZY and every family's names: {public name: defining module}."""
+    global _EXPORTS
+    if _EXPORTS is None:
+        from .models.families import exports
+
+        _EXPORTS = {**exports(), **_LAZY}
+    return _EXPORTS
+
+
+_EXPORTS = None
 
 
 def _transformers_module_of(name):
@@ -135,9 +142,9 @@ def _transformers_module_of(name):
 def _source(name):
     """Where an exported name comes from: a module of ours, "transformers", "tokenizer" (a transformers
     tokenizer class with our mixin), or None when mindformers_hf does not export it. Imports nothing but
-    transformers' lazy table."""
-    if name in _LAZY:
-        return _LAZY[name]
+    transformers' lazy table and the families' (tensor-free) declarations."""
+    if name in _exports():
+        return _exports()[name]
     module = _transformers_module_of(name)
     if module is not None and any(fnmatch(module, p) for p in _TRANSFORMERS_MODULES):
         return "transformers"
@@ -158,10 +165,13 @@ def _resolve(name):
 
 
 def __getattr__(name):
+    if name == "__all__":  # computed on first use, as the family names are (`from mindformers_hf import *`)
+        value = globals()["__all__"] = sorted(_exports())
+        return value
     value = _resolve(name)
     globals()[name] = value
     return value
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_exports()))
