@@ -91,17 +91,34 @@ def test_classes_keep_their_lineage():
         mro = [c.__name__ for c in cls.__mro__ if c.__module__.startswith("mindformers_hf")]
         base = getattr(cls, "_base_model_class", None)
         assert mro + ([f"base={base.__name__}"] if base is not None else []) == lineage, name
-        assert cls.__module__.startswith("mindformers_hf.models.") and cls.__qualname__ == name
+        # each class lived in models/<family>/modeling_<family>.py, as in transformers: built ones claim it still
+        package = frozen.EXPORTS[name]
+        assert (cls.__module__, cls.__qualname__) == (f"{package}.modeling_{package.rpartition('.')[2]}", name)
+        modeling = importlib.import_module(cls.__module__)
+        assert getattr(modeling, name) is cls
 
 
-def test_built_classes_pickle_by_name():
-    """A built class is found again by its module and name (pickle, copy, multiprocessing)."""
+def test_built_classes_import_from_transformers_path_and_pickle_by_name():
+    """A built class is found again by its module and name (pickle, copy, multiprocessing), and imports from
+    the path transformers uses for it."""
     import pickle
 
     from mindformers_hf import Qwen2ForCausalLM, Qwen3MoeModel
+    from mindformers_hf.models.qwen2.modeling_qwen2 import Qwen2ForCausalLM as by_path
 
+    assert by_path is Qwen2ForCausalLM
     assert pickle.loads(pickle.dumps(Qwen2ForCausalLM)) is Qwen2ForCausalLM
     assert pickle.loads(pickle.dumps(Qwen3MoeModel)) is Qwen3MoeModel
+
+
+def test_the_docs_example_is_the_real_file():
+    """docs/models.md's "Adding a family" shows models/qwen3/__init__.py whole."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    docs = (root / "docs" / "models.md").read_text(encoding="utf-8")
+    example = docs.split("### Adding a family", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    assert example == (root / "src" / "mindformers_hf" / "models" / "qwen3" / "__init__.py").read_text(encoding="utf-8")
 
 
 def test_a_new_family_is_one_declaration(tmp_path):
@@ -133,7 +150,7 @@ print(type(model).__name__, type(model).__module__, MODEL_FOR_CAUSAL_LM_MAPPING_
 '''
     result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["TinyFamForCausalLM", "mindformers_hf.models.tinyfam",
+    assert result.stdout.split() == ["TinyFamForCausalLM", "mindformers_hf.models.tinyfam.modeling_tinyfam",
                                      "mindformers_hf.models.tinyfam:TinyFamForCausalLM", "True", "True", "True"]
 
 

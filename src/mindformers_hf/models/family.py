@@ -6,6 +6,8 @@ the package's lazy exports from them.
 Tensor-free and import-free (no MindSpore, no transformers): the package __init__ reads these at import.
 """
 import importlib
+import sys
+import types
 from dataclasses import dataclass, field
 
 
@@ -114,6 +116,8 @@ def family_package(namespace, *families):
         sources.update(fam.exports)
 
     def __getattr__(name):
+        if name in namespace:  # asked through the modeling module below after the package resolved it
+            return namespace[name]
         source = sources.get(name)
         if source is None:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
@@ -121,7 +125,7 @@ def family_package(namespace, *families):
             if source.module:
                 value = import_object(f"{source.module}:{name}", package)
             else:
-                namespace.update(_build_classes(source, package))
+                namespace.update(_build_classes(source, package, modeling.__name__))
                 value = namespace[name]
         else:
             value = import_object(f"{source}:{name}", package)
@@ -131,10 +135,18 @@ def family_package(namespace, *families):
     def __dir__():
         return sorted(set(namespace) | set(sources))
 
+    if any(not fam.module for fam in families):
+        # built classes live in the module transformers' path names (models.qwen2.modeling_qwen2), which holds
+        # nothing else: `from mindformers_hf.models.qwen2.modeling_qwen2 import Qwen2ForCausalLM` and pickle work
+        tail = "modeling_" + package.rpartition(".")[2]
+        modeling = types.ModuleType(f"{package}.{tail}", f"The classes of {package}, built from its declaration.")
+        modeling.__getattr__ = __getattr__
+        modeling.__dir__ = lambda: sorted(n for n, s in sources.items() if isinstance(s, Family) and not s.module)
+        sys.modules[modeling.__name__] = namespace[tail] = modeling
     return sorted(sources), __getattr__, __dir__
 
 
-def _build_classes(fam, package):
+def _build_classes(fam, package, module):
     """The classes of a family that differs from its parent only by configuration (its variant rows):
     subclasses named as transformers names them, so config.json `architectures` and imports find them."""
     from ..modeling_heads import GenericForSequenceClassification, GenericForTokenClassification
@@ -143,7 +155,7 @@ def _build_classes(fam, package):
     parent_family = parent.FAMILY
 
     def subclass(name, *bases, **attrs):
-        return type(name, bases, {"__module__": package, "__qualname__": name, **attrs})
+        return type(name, bases, {"__module__": module, "__qualname__": name, **attrs})
 
     pretrained = subclass(fam.pretrained_model, getattr(parent, parent_family.pretrained_model))
     model = subclass(fam.model, getattr(parent, parent_family.model))

@@ -5,7 +5,7 @@ code from the repo runs.
 ChatGLM is transformers' GLM (GLM-4-9B-chat-hf is its conversion, transformers'
 convert_glm_weights_to_hf.py): RMSNorm, multi-query groups, rotary on the first half of each head with
 adjacent pairs (0, 1), (2, 3), ..., q/k/v bias, and a fused SwiGLU `dense_h_to_4h` (gate rows, then up
-rows). We keep q/k/v fused as `qkv_proj` (the "chatglm" row of DECODER_VARIANTS); the table maps the
+rows). We keep q/k/v fused as `qkv_proj` (the variant declared in models/chatglm/__init__.py); the table maps the
 other names, and save_pretrained writes ChatGLM's again.
 """
 from ...weights import CheckpointFormatMixin, WeightRule, WeightTable

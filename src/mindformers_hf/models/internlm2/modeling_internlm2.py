@@ -3,7 +3,7 @@ they are: no code from the repo runs.
 
 InternLM2 is LLaMA with other tensor names and q/k/v fused as `wqkv` in a grouped layout: for each of the
 KV heads, its q_per_kv query heads, then its key head, then its value head ([KV, q_per_kv + 2, D] rows).
-We hold them as one `qkv_proj` (all q rows, then k, then v: the "internlm2" row of DECODER_VARIANTS), so
+We hold them as one `qkv_proj` (all q rows, then k, then v: the variant declared in __init__.py), so
 the table below reorders wqkv at load and back at save_pretrained, which writes InternLM2's names.
 """
 import numpy as np
