@@ -84,3 +84,34 @@ def update_docs(section, path=DOCS):
     else:
         text = text.rstrip("\n") + "\n\n" + section
     atomic_write_text(path, text)
+
+
+def arguments(doc, quick_help="fewer repeats; do not touch docs/benchmarks.md", skip_model=True, extra=None):
+    """The flags every benchmark takes: --quick (and --skip-model for those with a whole-model table); `extra`
+    adds its own to the parser. Returns (parser, args)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    if skip_model:
+        parser.add_argument("--skip-model", action="store_true")
+    if extra:
+        extra(parser)
+    return parser, parser.parse_args()
+
+
+def require_cpu(message):
+    """Exit with `message` unless MindSpore runs on the CPU backend (the kernels and tables measured here)."""
+    import sys
+
+    import mindspore as ms
+
+    if ms.get_context("device_target") != "CPU":
+        sys.exit(message)
+
+
+def publish(section, quick):
+    """Print the section; a full run (not --quick) also writes it into docs/benchmarks.md."""
+    print(section)
+    if not quick:
+        update_docs(section)

@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 
-from _harness import current_rss_mb, peak_rss_mb, update_docs
+from _harness import arguments, current_rss_mb, peak_rss_mb, publish
 
 PROMPT_LEN, NEW_TOKENS, BATCHES = 512, 128, (1, 8)
 MEMORY_NEW_TOKENS, MEMORY_QUESTION = (256, 60_000), "What is the capital of France? Answer in one sentence."
@@ -201,13 +201,13 @@ def _hf_version():
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="one round per side; do not touch docs/benchmarks.md")
-    parser.add_argument("--side", choices=("ours", "hf"), help=argparse.SUPPRESS)
-    parser.add_argument("--memory", action="store_true", help="only the memory table; do not touch the docs")
-    parser.add_argument("--rounds", type=int, default=2, help=argparse.SUPPRESS)
-    parser.add_argument("--memory-run", type=int, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    def flags(parser):
+        parser.add_argument("--side", choices=("ours", "hf"), help=argparse.SUPPRESS)
+        parser.add_argument("--memory", action="store_true", help="only the memory table; do not touch the docs")
+        parser.add_argument("--rounds", type=int, default=2, help=argparse.SUPPRESS)
+        parser.add_argument("--memory-run", type=int, help=argparse.SUPPRESS)
+
+    _, args = arguments(__doc__, "one round per side; do not touch docs/benchmarks.md", skip_model=False, extra=flags)
     if args.side:
         result = run_memory(args.side, args.memory_run) if args.memory_run else run_side(args.side, args.rounds)
         print("RESULT " + json.dumps(result), flush=True)
@@ -221,9 +221,7 @@ def main():
         hf_runs.append(spawn("hf", rounds))
         ours_runs.append(spawn("ours", rounds))
     section = markdown(merge(ours_runs), merge(hf_runs)) + "\n" + memory_markdown()
-    print(section)
-    if not args.quick:
-        update_docs(section)
+    publish(section, args.quick)
 
 
 if __name__ == "__main__":

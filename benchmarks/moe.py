@@ -11,9 +11,7 @@ through our MixtralForCausalLM with each implementation, and HF's MixtralForCaus
 Times are the best of several rounds, implementations interleaved (other processes share the two cores).
 Ratios > 1 mean the grouped implementation is faster.
 """
-import argparse
 import os
-import sys
 import tempfile
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -23,7 +21,7 @@ import mindspore as ms
 
 from mindformers_hf import runtime  # noqa: F401  (synchronous CPU launch, as the models run)
 from mindformers_hf.ops import moe, registry
-from _harness import best_time, keep_best, machine, update_docs
+from _harness import arguments, best_time, keep_best, machine, publish, require_cpu
 
 CASES = [  # (experts, top_k, hidden, expert width)
     (8, 2, 256, 512),
@@ -138,19 +136,13 @@ def markdown(op_rows, hf_impl, model_times):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer repeats; do not touch docs/benchmarks.md")
-    parser.add_argument("--skip-model", action="store_true")
-    args = parser.parse_args()
-    if ms.get_context("device_target") != "CPU":
-        sys.exit("benchmarks/moe.py measures on the CPU backend")
+    _, args = arguments(__doc__)
+    require_cpu("benchmarks/moe.py measures on the CPU backend")
     rounds, inner = (2, 2) if args.quick else (3, 5)
     op_rows, hf_impl = bench_ops(rounds, inner)
     model_times = None if args.skip_model else bench_model(2 if args.quick else 3)
     section = markdown(op_rows, hf_impl, model_times)
-    print(section)
-    if not args.quick:
-        update_docs(section)
+    publish(section, args.quick)
 
 
 if __name__ == "__main__":

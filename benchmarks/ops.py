@@ -11,9 +11,7 @@ transformers on torch on the same weights.
 Each time is the best of several rounds, reference and kernel interleaved, because other processes share
 this machine's two cores. Ratios > 1 mean the kernel is faster.
 """
-import argparse
 import os
-import sys
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
@@ -25,7 +23,7 @@ from mindformers_hf import ops as fused
 from mindformers_hf import runtime  # noqa: F401  (synchronous CPU launch, as the models run)
 from mindformers_hf.masking_utils import create_causal_mask
 from mindformers_hf.ops import registry
-from _harness import best_time, keep_best, machine, sync as _sync, update_docs
+from _harness import arguments, best_time, keep_best, machine, publish, require_cpu, sync as _sync
 
 HIDDEN, HEADS, KV_HEADS, HEAD_DIM, INTER = 576, 9, 3, 64, 1536
 SCALE = HEAD_DIM ** -0.5
@@ -249,19 +247,13 @@ def markdown(op_rows, model_name, model_rows):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer repeats; do not touch docs/benchmarks.md")
-    parser.add_argument("--skip-model", action="store_true")
-    args = parser.parse_args()
-    if ms.get_context("device_target") != "CPU":
-        sys.exit("benchmarks/ops.py measures the CPU kernels; run it on the CPU backend")
+    _, args = arguments(__doc__)
+    require_cpu("benchmarks/ops.py measures the CPU kernels; run it on the CPU backend")
     rounds, inner = (2, 3) if args.quick else (5, 10)
     op_rows = bench_ops(rounds, inner)
     model_name, model_rows = ("", []) if args.skip_model else bench_model(2 if args.quick else 5)
     section = markdown(op_rows, model_name, model_rows)
-    print(section)
-    if not args.quick:
-        update_docs(section)
+    publish(section, args.quick)
 
 
 if __name__ == "__main__":
