@@ -125,7 +125,7 @@ def family_package(namespace, *families):
             if source.module:
                 value = import_object(f"{source.module}:{name}", package)
             else:
-                namespace.update(_build_classes(source, package, modeling.__name__))
+                namespace.update({cls.__name__: cls for cls in build_classes(source, modeling.__name__)})
                 value = namespace[name]
         else:
             value = import_object(f"{source}:{name}", package)
@@ -146,24 +146,25 @@ def family_package(namespace, *families):
     return sorted(sources), __getattr__, __dir__
 
 
-def _build_classes(fam, package, module):
-    """The classes of a family that differs from its parent only by configuration (its variant rows):
-    subclasses named as transformers names them, so config.json `architectures` and imports find them."""
+def build_classes(fam, module, *mixins, chat=None, **attrs):
+    """The classes of `fam` (in `class_names` order) as subclasses of its parent family's, named as transformers
+    names them (config.json `architectures` and imports find them) and placed in `module`. `mixins` go before
+    the parent class of the three model classes, with `attrs` (a checkpoint format's CheckpointFormatMixin and
+    weight_table); `chat` before those of the causal LM (the format's chat methods)."""
     from ..modeling_heads import GenericForSequenceClassification, GenericForTokenClassification
 
-    parent = importlib.import_module(f"..{fam.parent}", package)
+    parent = importlib.import_module(f"{__name__.rpartition('.')[0]}.{fam.parent}")
     parent_family = parent.FAMILY
 
-    def subclass(name, *bases, **attrs):
-        return type(name, bases, {"__module__": module, "__qualname__": name, **attrs})
+    def subclass(name, *bases, **extra):
+        return type(name, bases, {"__module__": module, "__qualname__": name, **extra})
 
-    pretrained = subclass(fam.pretrained_model, getattr(parent, parent_family.pretrained_model))
-    model = subclass(fam.model, getattr(parent, parent_family.model))
-    classes = {cls.__name__: cls for cls in (pretrained, model)}
-    classes[fam.for_causal_lm] = subclass(fam.for_causal_lm, getattr(parent, parent_family.for_causal_lm))
+    pretrained = subclass(fam.pretrained_model, *mixins, getattr(parent, parent_family.pretrained_model), **attrs)
+    model = subclass(fam.model, *mixins, getattr(parent, parent_family.model), **attrs)
+    causal_lm = subclass(fam.for_causal_lm, *((chat,) if chat else ()), *mixins,
+                         getattr(parent, parent_family.for_causal_lm), **attrs)
     generic = {"ForSequenceClassification": GenericForSequenceClassification,
                "ForTokenClassification": GenericForTokenClassification}
-    for suffix in fam.heads:
-        classes[fam.prefix + suffix] = subclass(fam.prefix + suffix, generic[suffix], pretrained,
-                                                _base_model_class=model)
-    return classes
+    heads = [subclass(fam.prefix + suffix, generic[suffix], pretrained, _base_model_class=model)
+             for suffix in fam.heads]
+    return (pretrained, model, causal_lm, *heads)

@@ -9,7 +9,8 @@ the table below reorders wqkv at load and back at save_pretrained, which writes 
 import numpy as np
 
 from ...weights import CheckpointFormatMixin, WeightRule, WeightTable
-from ..llama.modeling_llama import LlamaForCausalLM, LlamaModel, LlamaPreTrainedModel
+from ..family import build_classes
+from . import FAMILY
 from .chat_internlm2 import InternLM2ChatMixin
 
 
@@ -50,13 +51,6 @@ INTERNLM2_WEIGHTS = WeightTable(
 )
 
 
-class InternLM2PreTrainedModel(CheckpointFormatMixin, LlamaPreTrainedModel):
-    weight_table = INTERNLM2_WEIGHTS
-
-
-class InternLM2Model(CheckpointFormatMixin, LlamaModel):
-    weight_table = INTERNLM2_WEIGHTS
-
-
-class InternLM2ForCausalLM(InternLM2ChatMixin, CheckpointFormatMixin, LlamaForCausalLM):
-    weight_table = INTERNLM2_WEIGHTS
+# the three classes, LLaMA's with the renaming table (and the chat methods on the causal LM)
+InternLM2PreTrainedModel, InternLM2Model, InternLM2ForCausalLM = build_classes(
+    FAMILY, __name__, CheckpointFormatMixin, chat=InternLM2ChatMixin, weight_table=INTERNLM2_WEIGHTS)
