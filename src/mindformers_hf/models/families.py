@@ -22,7 +22,10 @@ def families():
         if not info.ispkg or info.name == "auto":
             continue
         package = importlib.import_module(f"{_MODELS}.{info.name}")
-        declared = getattr(package, "FAMILIES", None) or (package.FAMILY,)
+        declared = getattr(package, "FAMILIES", None) or ((package.FAMILY,) if hasattr(package, "FAMILY") else ())
+        if not declared:
+            raise TypeError(f"{package.__name__} declares no FAMILY (models/family.py): every package in models/ "
+                            "but auto is a model family")
         for fam in declared:
             if fam.model_type in table:
                 raise ValueError(f"model_type {fam.model_type!r} is declared by {table[fam.model_type][0]} and "
