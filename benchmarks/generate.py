@@ -20,24 +20,14 @@ max_new_tokens.
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import time
 
+from _harness import arguments, current_rss_mb, peak_rss_mb, publish
+
 PROMPT_LEN, NEW_TOKENS, BATCHES = 512, 128, (1, 8)
 MEMORY_NEW_TOKENS, MEMORY_QUESTION = (256, 60_000), "What is the capital of France? Answer in one sentence."
-
-
-def _peak_rss_mb():
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _current_rss_mb():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def _load(side):
@@ -79,7 +69,7 @@ def run_memory(side, max_new_tokens):
     del out
     gc.collect()
     return {"new_tokens": int(answer.shape[0]), "answer": tokenizer.decode(answer, skip_special_tokens=True),
-            "rss_peak_mb": _peak_rss_mb(), "rss_after_mb": _current_rss_mb()}
+            "rss_peak_mb": peak_rss_mb(), "rss_after_mb": current_rss_mb()}
 
 
 def run_side(side, rounds):
@@ -92,7 +82,7 @@ def run_side(side, rounds):
     import gc
 
     gc.collect()
-    rss_loaded = _current_rss_mb()
+    rss_loaded = current_rss_mb()
 
     rng = np.random.default_rng(0)
     long_ids = rng.integers(100, tokenizer.vocab_size - 100, size=(1, PROMPT_LEN)).astype(np.int64)
@@ -121,7 +111,7 @@ def run_side(side, rounds):
             decode = timed(ids, NEW_TOKENS) - timed(ids, 1)
             best[f"decode{batch}"] = min(best.get(f"decode{batch}", 1e9), decode)
     result = {"load_s": load_s, "warmup_s": warmup_s, "prefill_tok_s": PROMPT_LEN / best["prefill"],
-              "rss_mb": _peak_rss_mb(), "rss_loaded_mb": rss_loaded, "rss_end_mb": _current_rss_mb()}
+              "rss_mb": peak_rss_mb(), "rss_loaded_mb": rss_loaded, "rss_end_mb": current_rss_mb()}
     for batch in BATCHES:
         result[f"decode_b{batch}_tok_s"] = batch * (NEW_TOKENS - 1) / best[f"decode{batch}"]
     if side == "ours":
@@ -210,27 +200,14 @@ def _hf_version():
     return transformers.__version__
 
 
-def update_docs(section, path):
-    """Replace this benchmark's own section of docs/benchmarks.md, keeping every other section as it is."""
-    from mindformers_hf.safetensors_io import atomic_write_text
-
-    text = open(path).read() if os.path.isfile(path) else "# Benchmarks\n"
-    pattern = re.compile(r"^## Generation\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section + "\n", text)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    atomic_write_text(path, text)
-
-
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="one round per side; do not touch docs/benchmarks.md")
-    parser.add_argument("--side", choices=("ours", "hf"), help=argparse.SUPPRESS)
-    parser.add_argument("--memory", action="store_true", help="only the memory table; do not touch the docs")
-    parser.add_argument("--rounds", type=int, default=2, help=argparse.SUPPRESS)
-    parser.add_argument("--memory-run", type=int, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    def flags(parser):
+        parser.add_argument("--side", choices=("ours", "hf"), help=argparse.SUPPRESS)
+        parser.add_argument("--memory", action="store_true", help="only the memory table; do not touch the docs")
+        parser.add_argument("--rounds", type=int, default=2, help=argparse.SUPPRESS)
+        parser.add_argument("--memory-run", type=int, help=argparse.SUPPRESS)
+
+    _, args = arguments(__doc__, "one round per side; do not touch docs/benchmarks.md", skip_model=False, extra=flags)
     if args.side:
         result = run_memory(args.side, args.memory_run) if args.memory_run else run_side(args.side, args.rounds)
         print("RESULT " + json.dumps(result), flush=True)
@@ -244,9 +221,7 @@ def main():
         hf_runs.append(spawn("hf", rounds))
         ours_runs.append(spawn("ours", rounds))
     section = markdown(merge(ours_runs), merge(hf_runs)) + "\n" + memory_markdown()
-    print(section)
-    if not args.quick:
-        update_docs(section, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "benchmarks.md"))
+    publish(section, args.quick)
 
 
 if __name__ == "__main__":

@@ -11,12 +11,8 @@ through our MixtralForCausalLM with each implementation, and HF's MixtralForCaus
 Times are the best of several rounds, implementations interleaved (other processes share the two cores).
 Ratios > 1 mean the grouped implementation is faster.
 """
-import argparse
 import os
-import re
-import sys
 import tempfile
-import time
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
@@ -25,25 +21,13 @@ import mindspore as ms
 
 from mindformers_hf import runtime  # noqa: F401  (synchronous CPU launch, as the models run)
 from mindformers_hf.ops import moe, registry
+from _harness import arguments, best_time, keep_best, machine, publish, require_cpu
 
 CASES = [  # (experts, top_k, hidden, expert width)
     (8, 2, 256, 512),
     (64, 6, 256, 128),
 ]
 TOKENS = (1, 64, 512)
-
-
-def best_time(fn, rounds, inner):
-    fn()
-    best = float("inf")
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for _ in range(inner):
-            out = fn()
-        if isinstance(out, ms.Tensor):
-            out.asnumpy()
-        best = min(best, (time.perf_counter() - start) / inner)
-    return best
 
 
 def hf_experts(experts, hidden, inter, gate_up, down):
@@ -81,7 +65,7 @@ def bench_ops(rounds, inner):
                 for name, fn in (("reference", lambda: moe.moe_experts_reference(xm, indices, weights, gu, dn)),
                                  ("grouped", lambda: moe.moe_experts_grouped(xm, indices, weights, gu, dn)),
                                  ("hf", lambda: _torch_call(module, xt, it, wt))):
-                    times[name] = min(times.get(name, float("inf")), best_time(fn, rounds, inner))
+                    keep_best(times, name, best_time(fn, rounds, inner))
             rows.append((f"{experts} experts, top-{top_k}, H {hidden}, I {inter}", tokens, times))
             print(rows[-1], flush=True)
     return rows, hf_impl
@@ -127,13 +111,13 @@ def bench_model(rounds):
     times = {}
     for _ in range(2):
         for name, fn in (("reference", ours_with(False)), ("grouped", ours_with(True)), ("hf", hf)):
-            times[name] = min(times.get(name, float("inf")), best_time(fn, rounds, 1))
+            keep_best(times, name, best_time(fn, rounds, 1))
     return times
 
 
 def markdown(op_rows, hf_impl, model_times):
     lines = ["## MoE", "",
-             "`python benchmarks/moe.py` on this 2-core CPU (MindSpore PyNative, fp32; torch for HF). Routed-expert "
+             f"`python benchmarks/moe.py` on this {machine()} (MindSpore PyNative, fp32; torch for HF). Routed-expert "
              f"compute (`ops.moe_experts`); HF is transformers' MixtralExperts (`{hf_impl}` experts implementation) "
              "on the same weights and routing. Ratios > 1: grouped is faster.", "",
              "| experts | tokens | reference ms | grouped ms | HF ms | grouped vs reference | grouped vs HF |",
@@ -151,33 +135,14 @@ def markdown(op_rows, hf_impl, model_times):
     return "\n".join(lines) + "\n"
 
 
-def update_docs(section, path):
-    """Replace this benchmark's own section of docs/benchmarks.md, keeping every other section as it is."""
-    from mindformers_hf.safetensors_io import atomic_write_text
-
-    text = open(path).read() if os.path.isfile(path) else "# Benchmarks\n"
-    pattern = re.compile(r"^## MoE\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section + "\n", text)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    atomic_write_text(path, text)
-
-
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer repeats; do not touch docs/benchmarks.md")
-    parser.add_argument("--skip-model", action="store_true")
-    args = parser.parse_args()
-    if ms.get_context("device_target") != "CPU":
-        sys.exit("benchmarks/moe.py measures on the CPU backend")
+    _, args = arguments(__doc__)
+    require_cpu("benchmarks/moe.py measures on the CPU backend")
     rounds, inner = (2, 2) if args.quick else (3, 5)
     op_rows, hf_impl = bench_ops(rounds, inner)
     model_times = None if args.skip_model else bench_model(2 if args.quick else 3)
     section = markdown(op_rows, hf_impl, model_times)
-    print(section)
-    if not args.quick:
-        update_docs(section, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "benchmarks.md"))
+    publish(section, args.quick)
 
 
 if __name__ == "__main__":

@@ -11,11 +11,7 @@ transformers on torch on the same weights.
 Each time is the best of several rounds, reference and kernel interleaved, because other processes share
 this machine's two cores. Ratios > 1 mean the kernel is faster.
 """
-import argparse
 import os
-import re
-import sys
-import time
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
@@ -27,30 +23,9 @@ from mindformers_hf import ops as fused
 from mindformers_hf import runtime  # noqa: F401  (synchronous CPU launch, as the models run)
 from mindformers_hf.masking_utils import create_causal_mask
 from mindformers_hf.ops import registry
+from _harness import arguments, best_time, keep_best, machine, publish, require_cpu, sync as _sync
 
 HIDDEN, HEADS, KV_HEADS, HEAD_DIM, INTER = 576, 9, 3, 64, 1536
-
-
-def best_time(fn, rounds, inner):
-    """Best over `rounds` of the mean time of `inner` calls (seconds); the result is synced each call."""
-    fn()
-    best = float("inf")
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for _ in range(inner):
-            out = fn()
-        _sync(out)
-        best = min(best, (time.perf_counter() - start) / inner)
-    return best
-
-
-def _sync(out):
-    while isinstance(out, (tuple, list)):
-        out = out[0]
-    if isinstance(out, ms.Tensor):
-        out.asnumpy()
-
-
 SCALE = HEAD_DIM ** -0.5
 
 
@@ -155,7 +130,7 @@ def bench_ops(rounds, inner):
                     with registry.use_kernels(mode):
                         for kind, (call, per_call) in runs[mode].items():
                             t = best_time(call, 1, inner) / per_call
-                            times[mode, kind] = min(times.get((mode, kind), float("inf")), t)
+                            keep_best(times, (mode, kind), t)
             rows.append((op, label, impl, times))
             print(f"{op:22s} {label:32s} " + "  ".join(
                 f"{kind} {times['reference', kind] * 1e3:8.3f} / {times['all', kind] * 1e3:8.3f} ms "
@@ -226,7 +201,7 @@ def bench_model(rounds):
             for (mode, kind), fn in runs.items():
                 with registry.use_kernels("auto" if mode == "hf" else mode):
                     t = best_time(fn, 1, 1)
-                times[mode, kind] = min(times.get((mode, kind), float("inf")), t)
+                keep_best(times, (mode, kind), t)
         for kind in ("prefill", "train step"):
             ref, ker, hf = times["reference", kind], times["auto", kind], times["hf", kind]
             rows.append((f"{kind}, {seq} tokens", ref, ker, hf))
@@ -237,7 +212,7 @@ def bench_model(rounds):
 
 def markdown(op_rows, model_name, model_rows):
     lines = ["## Fused ops", "",
-             "`python benchmarks/ops.py` on this 2-core CPU (MindSpore 2.10, float32). Times in ms, best of several "
+             f"`python benchmarks/ops.py` on this {machine()} (MindSpore {ms.__version__}, float32). Times in ms, best of several "
              "interleaved rounds; ratio = reference / kernel (> 1: the kernel is faster). `eager` is one PyNative "
              "call, `jit` one call inside an `ms.jit` graph (ten chained calls per graph, divided by ten), `train` "
              "forward + backward in PyNative. Shapes are SmolLM2-135M's (hidden 576, 9 query / 3 KV heads of 64, "
@@ -271,33 +246,14 @@ def markdown(op_rows, model_name, model_rows):
     return "\n".join(lines) + "\n"
 
 
-def update_docs(section, path):
-    """Replace this benchmark's own section of docs/benchmarks.md, keeping every other section as it is."""
-    from mindformers_hf.safetensors_io import atomic_write_text
-
-    text = open(path).read() if os.path.isfile(path) else "# Benchmarks\n"
-    pattern = re.compile(r"^## Fused ops\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section + "\n", text)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    atomic_write_text(path, text)
-
-
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer repeats; do not touch docs/benchmarks.md")
-    parser.add_argument("--skip-model", action="store_true")
-    args = parser.parse_args()
-    if ms.get_context("device_target") != "CPU":
-        sys.exit("benchmarks/ops.py measures the CPU kernels; run it on the CPU backend")
+    _, args = arguments(__doc__)
+    require_cpu("benchmarks/ops.py measures the CPU kernels; run it on the CPU backend")
     rounds, inner = (2, 3) if args.quick else (5, 10)
     op_rows = bench_ops(rounds, inner)
     model_name, model_rows = ("", []) if args.skip_model else bench_model(2 if args.quick else 5)
     section = markdown(op_rows, model_name, model_rows)
-    print(section)
-    if not args.quick:
-        update_docs(section, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "benchmarks.md"))
+    publish(section, args.quick)
 
 
 if __name__ == "__main__":

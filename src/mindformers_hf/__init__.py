@@ -9,7 +9,8 @@ from fnmatch import fnmatch
 
 __version__ = "0.1.0"
 
-# public name -> module that defines it ("transformers" for tensor-free re-exports)
+# public name -> module that defines it ("transformers" for tensor-free re-exports). The model families' classes
+# and config classes come from their declarations (models/<family>/__init__.py), read on first use: _exports().
 _LAZY = {
     "AutoModel": "mindformers_hf.models.auto",
     "AutoModelForCausalLM": "mindformers_hf.models.auto",
@@ -17,91 +18,6 @@ _LAZY = {
     "AutoModelForTokenClassification": "mindformers_hf.models.auto",
     "AutoTokenizer": "mindformers_hf.tokenization",
     "PreTrainedModel": "mindformers_hf.modeling_utils",
-    "LlamaModel": "mindformers_hf.models.llama",
-    "LlamaForCausalLM": "mindformers_hf.models.llama",
-    "LlamaPreTrainedModel": "mindformers_hf.models.llama",
-    "LlamaForSequenceClassification": "mindformers_hf.models.llama",
-    "LlamaForTokenClassification": "mindformers_hf.models.llama",
-    "Qwen2Model": "mindformers_hf.models.qwen2",
-    "Qwen2ForCausalLM": "mindformers_hf.models.qwen2",
-    "Qwen2PreTrainedModel": "mindformers_hf.models.qwen2",
-    "Qwen2ForSequenceClassification": "mindformers_hf.models.qwen2",
-    "Qwen2ForTokenClassification": "mindformers_hf.models.qwen2",
-    "Qwen3Model": "mindformers_hf.models.qwen3",
-    "Qwen3ForCausalLM": "mindformers_hf.models.qwen3",
-    "Qwen3PreTrainedModel": "mindformers_hf.models.qwen3",
-    "Qwen3ForSequenceClassification": "mindformers_hf.models.qwen3",
-    "Qwen3ForTokenClassification": "mindformers_hf.models.qwen3",
-    "MistralModel": "mindformers_hf.models.mistral",
-    "MistralForCausalLM": "mindformers_hf.models.mistral",
-    "MistralPreTrainedModel": "mindformers_hf.models.mistral",
-    "MistralForSequenceClassification": "mindformers_hf.models.mistral",
-    "MistralForTokenClassification": "mindformers_hf.models.mistral",
-    "Phi3Model": "mindformers_hf.models.phi3",
-    "Phi3ForCausalLM": "mindformers_hf.models.phi3",
-    "Phi3PreTrainedModel": "mindformers_hf.models.phi3",
-    "Phi3ForSequenceClassification": "mindformers_hf.models.phi3",
-    "Phi3ForTokenClassification": "mindformers_hf.models.phi3",
-    "GlmModel": "mindformers_hf.models.glm",
-    "GlmForCausalLM": "mindformers_hf.models.glm",
-    "GlmPreTrainedModel": "mindformers_hf.models.glm",
-    "GlmForSequenceClassification": "mindformers_hf.models.glm",
-    "GlmForTokenClassification": "mindformers_hf.models.glm",
-    "Glm4Model": "mindformers_hf.models.glm4",
-    "Glm4ForCausalLM": "mindformers_hf.models.glm4",
-    "Glm4PreTrainedModel": "mindformers_hf.models.glm4",
-    "Glm4ForSequenceClassification": "mindformers_hf.models.glm4",
-    "Glm4ForTokenClassification": "mindformers_hf.models.glm4",
-    "GPT2Model": "mindformers_hf.models.gpt2",
-    "GPT2LMHeadModel": "mindformers_hf.models.gpt2",
-    "GPT2PreTrainedModel": "mindformers_hf.models.gpt2",
-    "GPT2ForSequenceClassification": "mindformers_hf.models.gpt2",
-    "GPT2ForTokenClassification": "mindformers_hf.models.gpt2",
-    "MixtralModel": "mindformers_hf.models.mixtral",
-    "MixtralForCausalLM": "mindformers_hf.models.mixtral",
-    "MixtralPreTrainedModel": "mindformers_hf.models.mixtral",
-    "MixtralForSequenceClassification": "mindformers_hf.models.mixtral",
-    "MixtralForTokenClassification": "mindformers_hf.models.mixtral",
-    "Qwen2MoeModel": "mindformers_hf.models.qwen2_moe",
-    "Qwen2MoeForCausalLM": "mindformers_hf.models.qwen2_moe",
-    "Qwen2MoePreTrainedModel": "mindformers_hf.models.qwen2_moe",
-    "Qwen2MoeForSequenceClassification": "mindformers_hf.models.qwen2_moe",
-    "Qwen2MoeForTokenClassification": "mindformers_hf.models.qwen2_moe",
-    "Qwen3MoeModel": "mindformers_hf.models.qwen2_moe",
-    "Qwen3MoeForCausalLM": "mindformers_hf.models.qwen2_moe",
-    "Qwen3MoePreTrainedModel": "mindformers_hf.models.qwen2_moe",
-    "Qwen3MoeForSequenceClassification": "mindformers_hf.models.qwen2_moe",
-    "Qwen3MoeForTokenClassification": "mindformers_hf.models.qwen2_moe",
-    "DeepseekV2Model": "mindformers_hf.models.deepseek_v2",
-    "DeepseekV2ForCausalLM": "mindformers_hf.models.deepseek_v2",
-    "DeepseekV2PreTrainedModel": "mindformers_hf.models.deepseek_v2",
-    "DeepseekV2ForSequenceClassification": "mindformers_hf.models.deepseek_v2",
-    "DeepseekV3Model": "mindformers_hf.models.deepseek_v2",
-    "DeepseekV3ForCausalLM": "mindformers_hf.models.deepseek_v2",
-    "DeepseekV3PreTrainedModel": "mindformers_hf.models.deepseek_v2",
-    "DeepseekV3ForSequenceClassification": "mindformers_hf.models.deepseek_v2",
-    "DeepseekV3ForTokenClassification": "mindformers_hf.models.deepseek_v2",
-    # checkpoint formats the Hub runs with trust_remote_code, read natively (docs/differences.md)
-    "InternLMForCausalLM": "mindformers_hf.models.internlm",
-    "InternLMModel": "mindformers_hf.models.internlm",
-    "InternLMPreTrainedModel": "mindformers_hf.models.internlm",
-    "InternLMConfig": "mindformers_hf.models.internlm",
-    "InternLM2ForCausalLM": "mindformers_hf.models.internlm2",
-    "InternLM2Model": "mindformers_hf.models.internlm2",
-    "InternLM2PreTrainedModel": "mindformers_hf.models.internlm2",
-    "InternLM2Config": "mindformers_hf.models.internlm2",
-    "BaichuanForCausalLM": "mindformers_hf.models.baichuan",
-    "BaichuanModel": "mindformers_hf.models.baichuan",
-    "BaichuanPreTrainedModel": "mindformers_hf.models.baichuan",
-    "BaichuanConfig": "mindformers_hf.models.baichuan",
-    "ChatGLMForConditionalGeneration": "mindformers_hf.models.chatglm",
-    "ChatGLMModel": "mindformers_hf.models.chatglm",
-    "ChatGLMPreTrainedModel": "mindformers_hf.models.chatglm",
-    "ChatGLMConfig": "mindformers_hf.models.chatglm",
-    "QWenLMHeadModel": "mindformers_hf.models.qwen",
-    "QWenModel": "mindformers_hf.models.qwen",
-    "QWenPreTrainedModel": "mindformers_hf.models.qwen",
-    "QWenConfig": "mindformers_hf.models.qwen",
     "DynamicCache": "mindformers_hf.cache_utils",
     "GenerationMixin": "mindformers_hf.generation",
     "LogitsProcessor": "mindformers_hf.generation",
@@ -174,19 +90,6 @@ _LAZY = {
     # tensor-free names from transformers
     "PretrainedConfig": "transformers",
     "PreTrainedConfig": "transformers",
-    "LlamaConfig": "transformers",
-    "Qwen2Config": "transformers",
-    "Qwen3Config": "transformers",
-    "MistralConfig": "transformers",
-    "Phi3Config": "transformers",
-    "GlmConfig": "transformers",
-    "Glm4Config": "transformers",
-    "GPT2Config": "transformers",
-    "MixtralConfig": "transformers",
-    "Qwen2MoeConfig": "transformers",
-    "Qwen3MoeConfig": "transformers",
-    "DeepseekV2Config": "transformers",
-    "DeepseekV3Config": "transformers",
     "GenerationConfig": "transformers",
     "PreTrainedTokenizerFast": "transformers",
     "PreTrainedTokenizerBase": "transformers",
@@ -213,7 +116,18 @@ _LAZY = {
 _TRANSFORMERS_MODULES = ("utils", "integrations", "models.*.configuration_*")
 _TOKENIZER_MODULES = ("models.*.tokenization_*",)
 
-__all__ = sorted(_LAZY)
+
+def _exports():
+    """_LAZY and every family's names: {public name: defining module}."""
+    global _EXPORTS
+    if _EXPORTS is None:
+        from .models.families import exports
+
+        _EXPORTS = {**exports(), **_LAZY}
+    return _EXPORTS
+
+
+_EXPORTS = None
 
 
 def _transformers_module_of(name):
@@ -229,9 +143,9 @@ def _transformers_module_of(name):
 def _source(name):
     """Where an exported name comes from: a module of ours, "transformers", "tokenizer" (a transformers
     tokenizer class with our mixin), or None when mindformers_hf does not export it. Imports nothing but
-    transformers' lazy table."""
-    if name in _LAZY:
-        return _LAZY[name]
+    transformers' lazy table and the families' (tensor-free) declarations."""
+    if name in _exports():
+        return _exports()[name]
     module = _transformers_module_of(name)
     if module is not None and any(fnmatch(module, p) for p in _TRANSFORMERS_MODULES):
         return "transformers"
@@ -252,10 +166,13 @@ def _resolve(name):
 
 
 def __getattr__(name):
+    if name == "__all__":  # computed on first use, as the family names are (`from mindformers_hf import *`)
+        value = globals()["__all__"] = sorted(_exports())
+        return value
     value = _resolve(name)
     globals()[name] = value
     return value
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_exports()))

@@ -28,6 +28,7 @@ import tempfile
 
 from .checkpoint_files import (SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, add_variant, local_weight_files,
                                missing_weights_message, weight_file_names)
+from .models.families import remote_format
 from .safetensors_io import CheckpointError
 from .utils import logger, warn_once
 
@@ -228,7 +229,7 @@ def _weight_files(hub, snapshot, subfolder, gguf_file, variant):
 def check_remote_code(folder, name):
     """Remote code is never executed. A config whose `auto_map` points at repo code loads with
     transformers' own config class when transformers knows its model_type, or with ours for the formats
-    we implement natively (models/auto REMOTE_FORMAT_*); otherwise we refuse, naming the architecture
+    we implement natively (families declaring a `config` class: models/families.py); otherwise we refuse, naming the architecture
     (whatever `trust_remote_code` says)."""
     path = os.path.join(folder, "config.json")
     if not os.path.isfile(path):
@@ -250,8 +251,6 @@ def check_remote_code(folder, name):
         warn_once(f"{name}: config.json points at remote code ({classes}); remote code is never executed here, "
                   f"transformers' '{model_type}' config and the native model class are used instead")
         return
-    from .models.auto.modeling_auto import remote_format
-
     native = remote_format(config)
     if native is not None:
         warn_once(f"{name}: config.json points at remote code ({classes}); remote code is never executed here: "

@@ -35,10 +35,10 @@ def build_server(args):
     from ..serving import LLMEngine
     from ..serving.api_server import build_app
     from ..serving.async_engine import AsyncEngine
-    from .cli import _resolve_model
+    from .model_path import resolve_model
 
     args.gguf_file = getattr(args, "gguf_file", None)
-    path, gguf_file = _resolve_model(args)
+    path, gguf_file = resolve_model(args)
     print(f"Loading {os.path.join(path, gguf_file) if gguf_file else path} ...", file=sys.stderr)
     engine = LLMEngine.from_pretrained(path, gguf_file=gguf_file, dtype=args.dtype, max_num_seqs=args.max_num_seqs,
                                        max_num_batched_tokens=args.max_num_batched_tokens, block_size=args.block_size,

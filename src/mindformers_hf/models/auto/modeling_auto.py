@@ -1,110 +1,24 @@
-"""Auto classes: `model_type` -> "module:Class" tables, imported only when a model is built.
-
-Aliases (checkpoints of another name that our class serves) are table rows, not copies.
-"""
-import importlib
+"""Auto classes: `model_type` -> "module:Class" tables, imported only when a model is built."""
 import os
 
+from ...hub import RemoteCodeError, locate, no_remote_code, resolve_folder
 from ...utils import logger
+from .. import families
+from ..families import remote_format
+from ..family import import_object as _import_class
 
-_LLAMA = "mindformers_hf.models.llama.modeling_llama"
-
-MODEL_MAPPING_NAMES = {
-    "llama": f"{_LLAMA}:LlamaModel",
-    "qwen2": "mindformers_hf.models.qwen2:Qwen2Model",
-    "qwen3": "mindformers_hf.models.qwen3:Qwen3Model",
-    "mistral": "mindformers_hf.models.mistral:MistralModel",
-    "phi3": "mindformers_hf.models.phi3:Phi3Model",
-    "glm": "mindformers_hf.models.glm:GlmModel",
-    "glm4": "mindformers_hf.models.glm4:Glm4Model",
-    "gpt2": "mindformers_hf.models.gpt2:GPT2Model",
-    "mixtral": "mindformers_hf.models.mixtral:MixtralModel",
-    "qwen2_moe": "mindformers_hf.models.qwen2_moe:Qwen2MoeModel",
-    "qwen3_moe": "mindformers_hf.models.qwen2_moe:Qwen3MoeModel",
-    "deepseek_v2": "mindformers_hf.models.deepseek_v2:DeepseekV2Model",
-    "deepseek_v3": "mindformers_hf.models.deepseek_v2:DeepseekV3Model",
-    "internlm": "mindformers_hf.models.internlm:InternLMModel",
-    "internlm2": "mindformers_hf.models.internlm2:InternLM2Model",
-    "baichuan": "mindformers_hf.models.baichuan:BaichuanModel",
-    "chatglm": "mindformers_hf.models.chatglm:ChatGLMForConditionalGeneration",  # the repos' AutoModel
-    "qwen": "mindformers_hf.models.qwen:QWenModel",
-}
-MODEL_FOR_CAUSAL_LM_MAPPING_NAMES = {
-    "llama": f"{_LLAMA}:LlamaForCausalLM",
-    "qwen2": "mindformers_hf.models.qwen2:Qwen2ForCausalLM",
-    "qwen3": "mindformers_hf.models.qwen3:Qwen3ForCausalLM",
-    "mistral": "mindformers_hf.models.mistral:MistralForCausalLM",
-    "phi3": "mindformers_hf.models.phi3:Phi3ForCausalLM",
-    "glm": "mindformers_hf.models.glm:GlmForCausalLM",
-    "glm4": "mindformers_hf.models.glm4:Glm4ForCausalLM",
-    "gpt2": "mindformers_hf.models.gpt2:GPT2LMHeadModel",
-    "mixtral": "mindformers_hf.models.mixtral:MixtralForCausalLM",
-    "qwen2_moe": "mindformers_hf.models.qwen2_moe:Qwen2MoeForCausalLM",
-    "qwen3_moe": "mindformers_hf.models.qwen2_moe:Qwen3MoeForCausalLM",
-    "deepseek_v2": "mindformers_hf.models.deepseek_v2:DeepseekV2ForCausalLM",
-    "deepseek_v3": "mindformers_hf.models.deepseek_v2:DeepseekV3ForCausalLM",
-    "internlm": "mindformers_hf.models.internlm:InternLMForCausalLM",
-    "internlm2": "mindformers_hf.models.internlm2:InternLM2ForCausalLM",
-    "baichuan": "mindformers_hf.models.baichuan:BaichuanForCausalLM",
-    "chatglm": "mindformers_hf.models.chatglm:ChatGLMForConditionalGeneration",
-    "qwen": "mindformers_hf.models.qwen:QWenLMHeadModel",
-}
-
-# Task heads (modeling_heads.py) of the LLaMA-shaped families and GPT-2
-_HEAD_FAMILIES = {"llama": f"{_LLAMA}:Llama", "qwen2": "mindformers_hf.models.qwen2:Qwen2",
-                  "qwen3": "mindformers_hf.models.qwen3:Qwen3", "mistral": "mindformers_hf.models.mistral:Mistral",
-                  "phi3": "mindformers_hf.models.phi3:Phi3", "glm": "mindformers_hf.models.glm:Glm",
-                  "glm4": "mindformers_hf.models.glm4:Glm4", "gpt2": "mindformers_hf.models.gpt2:GPT2",
-                  "mixtral": "mindformers_hf.models.mixtral:Mixtral",
-                  "qwen2_moe": "mindformers_hf.models.qwen2_moe:Qwen2Moe",
-                  "qwen3_moe": "mindformers_hf.models.qwen2_moe:Qwen3Moe",
-                  "deepseek_v2": "mindformers_hf.models.deepseek_v2:DeepseekV2",
-                  "deepseek_v3": "mindformers_hf.models.deepseek_v2:DeepseekV3"}
-MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES = {
-    model_type: f"{path}ForSequenceClassification" for model_type, path in _HEAD_FAMILIES.items()}
-MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES = {  # (transformers has no DeepseekV2ForTokenClassification)
-    model_type: f"{path}ForTokenClassification" for model_type, path in _HEAD_FAMILIES.items()
-    if model_type != "deepseek_v2"}
+# model_type -> "module:Class" for each auto class, derived from the families' declarations (models/families.py).
+# Aliases (checkpoints of another name that our class serves) are declarations, not copies. register() adds rows.
+MODEL_MAPPING_NAMES = families.auto_mapping("Model")
+MODEL_FOR_CAUSAL_LM_MAPPING_NAMES = families.auto_mapping("ForCausalLM")
+MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES = families.auto_mapping("ForSequenceClassification")
+MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES = families.auto_mapping("ForTokenClassification")
 
 # Formats whose Hub repos need trust_remote_code (transformers has no class for their model_type): our config
 # classes read their config.json with the repos' field names, and the native classes above run them. The
 # architecture a config names decides first (some InternLM2 repos kept model_type "internlm").
-REMOTE_FORMAT_CONFIG_NAMES = {
-    "internlm": "mindformers_hf.models.internlm:InternLMConfig",
-    "internlm2": "mindformers_hf.models.internlm2:InternLM2Config",
-    "baichuan": "mindformers_hf.models.baichuan:BaichuanConfig",
-    "chatglm": "mindformers_hf.models.chatglm:ChatGLMConfig",
-    "qwen": "mindformers_hf.models.qwen:QWenConfig",
-}
-REMOTE_FORMAT_ARCHITECTURES = {
-    "InternLMForCausalLM": "internlm",
-    "InternLM2ForCausalLM": "internlm2",
-    "BaichuanForCausalLM": "baichuan",
-    "BaiChuanForCausalLM": "baichuan",
-    "ChatGLMModel": "chatglm",
-    "ChatGLMForConditionalGeneration": "chatglm",
-    "QWenLMHeadModel": "qwen",
-}
-
-
-def _import_class(target):
-    if not isinstance(target, str):
-        return target
-    module, _, name = target.partition(":")
-    return getattr(importlib.import_module(module), name)
-
-
-def remote_format(config_dict):
-    """The model_type of our native class for a config.json only a repo's own code could read, else None."""
-    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
-
-    if not isinstance(config_dict, dict) or config_dict.get("model_type") in CONFIG_MAPPING_NAMES:
-        return None
-    for architecture in config_dict.get("architectures") or []:
-        if architecture in REMOTE_FORMAT_ARCHITECTURES:
-            return REMOTE_FORMAT_ARCHITECTURES[architecture]
-    model_type = config_dict.get("model_type")
-    return model_type if model_type in REMOTE_FORMAT_CONFIG_NAMES else None
+REMOTE_FORMAT_CONFIG_NAMES = families.remote_format_configs()
+REMOTE_FORMAT_ARCHITECTURES = families.remote_format_architectures()
 
 
 def remote_format_config(config_dict, **kwargs):
@@ -152,8 +66,6 @@ class AutoConfig:
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         from transformers import AutoConfig as HFAutoConfig
-
-        from ...hub import RemoteCodeError, no_remote_code, resolve_folder
 
         if kwargs.get("gguf_file"):  # read by our GGUF metadata reader: transformers' imports torch
             hub_kwargs = {k: kwargs.pop(k) for k in ("revision", "cache_dir", "local_files_only", "token",
@@ -215,8 +127,6 @@ class _BaseAutoModelClass:
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
-        from ...hub import locate
-
         config = kwargs.pop("config", None)
         if kwargs.get("trust_remote_code"):
             logger.info("trust_remote_code=True: remote code is never executed; native classes are used")

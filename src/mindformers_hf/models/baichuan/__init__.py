@@ -1,13 +1,11 @@
-"""Baichuan / Baichuan2: the config is tensor-free; the model classes (MindSpore) are imported on first use."""
-import importlib
+"""Baichuan / Baichuan2 (`BaichuanForCausalLM`, `BaiChuanForCausalLM`), read natively: LLaMA with q/k/v fused as
+`W_pack`, ALiBi instead of rotary on the 13B models and Baichuan2's NormHead (modeling_baichuan.py)."""
+from ..family import DecoderVariant, Family, family_package
 
-from .configuration_baichuan import BaichuanConfig
-
-_MODELS = ("BaichuanForCausalLM", "BaichuanModel", "BaichuanPreTrainedModel", "alibi_slopes")
-__all__ = ["BaichuanConfig", *_MODELS]
-
-
-def __getattr__(name):
-    if name in _MODELS:
-        return getattr(importlib.import_module(".modeling_baichuan", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+FAMILY = Family("baichuan", "Baichuan",
+                DecoderVariant(fused_qkv=True,
+                               attention="mindformers_hf.models.baichuan.modeling_baichuan:BaichuanAttention"),
+                module=".modeling_baichuan", heads=(), config=".configuration_baichuan:BaichuanConfig",
+                architectures=("BaichuanForCausalLM", "BaiChuanForCausalLM"),
+                exports={"alibi_slopes": ".modeling_baichuan"})
+__all__, __getattr__, __dir__ = family_package(globals(), FAMILY)

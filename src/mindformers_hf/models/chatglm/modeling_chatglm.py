@@ -5,11 +5,12 @@ code from the repo runs.
 ChatGLM is transformers' GLM (GLM-4-9B-chat-hf is its conversion, transformers'
 convert_glm_weights_to_hf.py): RMSNorm, multi-query groups, rotary on the first half of each head with
 adjacent pairs (0, 1), (2, 3), ..., q/k/v bias, and a fused SwiGLU `dense_h_to_4h` (gate rows, then up
-rows). We keep q/k/v fused as `qkv_proj` (the "chatglm" row of DECODER_VARIANTS); the table maps the
+rows). We keep q/k/v fused as `qkv_proj` (the variant declared in models/chatglm/__init__.py); the table maps the
 other names, and save_pretrained writes ChatGLM's again.
 """
 from ...weights import CheckpointFormatMixin, WeightRule, WeightTable
-from ..llama.modeling_llama import LlamaForCausalLM, LlamaModel, LlamaPreTrainedModel
+from ..family import build_classes
+from . import FAMILY
 from .chat_chatglm import ChatGLMChatMixin
 
 _LAYER, _OURS = "transformer.encoder.layers.{i}.", "model.layers.{i}."
@@ -27,15 +28,8 @@ CHATGLM_WEIGHTS = WeightTable(
 )
 
 
-class ChatGLMPreTrainedModel(CheckpointFormatMixin, LlamaPreTrainedModel):
-    weight_table = CHATGLM_WEIGHTS
-
-
-class ChatGLMModel(CheckpointFormatMixin, LlamaModel):
-    weight_table = CHATGLM_WEIGHTS
-
-
-class ChatGLMForConditionalGeneration(ChatGLMChatMixin, CheckpointFormatMixin, LlamaForCausalLM):
-    """The causal LM (ChatGLM's name for it); `AutoModelForCausalLM` and `AutoModel` on a ChatGLM repo build
-    this, as the repos' auto_map does. `chat` / `stream_chat` are ChatGLM3's (chat_chatglm.py)."""
-    weight_table = CHATGLM_WEIGHTS
+# the three classes, LLaMA's with the renaming table. The causal LM is ChatGLM's name for it; `AutoModelForCausalLM`
+# and `AutoModel` on a ChatGLM repo build it, as the repos' auto_map does. `chat` / `stream_chat` are ChatGLM3's
+# (chat_chatglm.py).
+ChatGLMPreTrainedModel, ChatGLMModel, ChatGLMForConditionalGeneration = build_classes(
+    FAMILY, __name__, CheckpointFormatMixin, chat=ChatGLMChatMixin, weight_table=CHATGLM_WEIGHTS)

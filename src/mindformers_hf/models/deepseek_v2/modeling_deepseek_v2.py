@@ -6,7 +6,7 @@ come straight from `q_proj`, or through a low-rank `q_a_proj` -> RMSNorm -> `q_b
 is set. As in transformers, the cache holds the compressed latent and the rotated shared key, not the
 expanded keys and values.
 
-Everything else is configuration: the "deepseek_v2" / "deepseek_v3" rows of LLaMA's DECODER_VARIANTS
+Everything else is configuration: the "deepseek_v2" / "deepseek_v3" declarations (__init__.py)
 point the decoder layer at `DeepseekV2Attention` and at the MoE MLP of models/mixtral (dense MLPs in the
 first `first_k_dense_replace` layers, shared experts, group-limited routing, `routed_scaling_factor`), and
 LLaMA's rotary module makes the cos/sin tables (yarn's mscale included) over `head_dim = qk_rope_head_dim`.

@@ -1,10 +1,5 @@
-from .modeling_gpt2 import (
-    GPT2ForSequenceClassification,
-    GPT2ForTokenClassification,
-    GPT2LMHeadModel,
-    GPT2Model,
-    GPT2PreTrainedModel,
-)
+"""GPT-2 (`GPT2LMHeadModel`): its own decoder (modeling_gpt2.py), not LLaMA-shaped."""
+from ..family import Family, family_package
 
-__all__ = ["GPT2ForSequenceClassification", "GPT2ForTokenClassification", "GPT2LMHeadModel", "GPT2Model",
-           "GPT2PreTrainedModel"]
+FAMILY = Family("gpt2", "GPT2", module=".modeling_gpt2", causal_lm="LMHeadModel")
+__all__, __getattr__, __dir__ = family_package(globals(), FAMILY)

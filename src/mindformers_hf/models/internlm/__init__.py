@@ -1,13 +1,8 @@
-"""InternLM v1: the config is tensor-free; the model classes (MindSpore) are imported on first use."""
-import importlib
+"""InternLM v1 (`InternLMForCausalLM`: internlm-7b, internlm-chat-7b, internlm-20b), a format the Hub runs with
+trust_remote_code, read natively: LLaMA's tensor names, a bias on q/k/v/o (`bias`, read as `attention_bias`
+by InternLMConfig) and as many kv heads as query heads. No code from the repo runs."""
+from ..family import Family, family_package
 
-from .configuration_internlm import InternLMConfig
-
-_MODELS = ("InternLMForCausalLM", "InternLMModel", "InternLMPreTrainedModel")
-__all__ = ["InternLMConfig", *_MODELS]
-
-
-def __getattr__(name):
-    if name in _MODELS:
-        return getattr(importlib.import_module(".modeling_internlm", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+FAMILY = Family("internlm", "InternLM", module=".modeling_internlm", heads=(), config=".configuration_internlm:InternLMConfig",
+                architectures=("InternLMForCausalLM",))
+__all__, __getattr__, __dir__ = family_package(globals(), FAMILY)

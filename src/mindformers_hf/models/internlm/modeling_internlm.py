@@ -1,20 +1,8 @@
-"""InternLM v1 (`InternLMForCausalLM`: internlm-7b, internlm-chat-7b, internlm-20b) on the LLaMA classes.
-
-Its checkpoints use LLaMA's tensor names; the model is LLaMA with a bias on q/k/v/o (`bias`, read as
-`attention_bias` by InternLMConfig) and as many kv heads as query heads. No code from the repo runs.
-`chat` / `stream_chat` / `build_inputs` are internlm-chat-7b's (chat_internlm.py).
-"""
-from ..llama.modeling_llama import LlamaForCausalLM, LlamaModel, LlamaPreTrainedModel
+"""InternLM v1 (`InternLMForCausalLM`): LLaMA's tensor names and classes (the declaration in __init__.py says the
+rest), with internlm-chat-7b's `chat` / `stream_chat` / `build_inputs` on the causal LM (chat_internlm.py)."""
+from ..family import build_classes
+from . import FAMILY
 from .chat_internlm import InternLMChatMixin
 
-
-class InternLMPreTrainedModel(LlamaPreTrainedModel):
-    pass
-
-
-class InternLMModel(LlamaModel):
-    pass
-
-
-class InternLMForCausalLM(InternLMChatMixin, LlamaForCausalLM):
-    pass
+InternLMPreTrainedModel, InternLMModel, InternLMForCausalLM = build_classes(FAMILY, __name__,
+                                                                            chat=InternLMChatMixin)

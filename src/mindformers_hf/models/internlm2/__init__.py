@@ -1,13 +1,7 @@
-"""InternLM2: the config is tensor-free; the model classes (MindSpore) are imported on first use."""
-import importlib
+"""InternLM2 / InternLM2.5 (`InternLM2ForCausalLM`), read natively: LLaMA with q/k/v fused as `wqkv` in a
+grouped layout, regrouped at load by modeling_internlm2.py's renaming table."""
+from ..family import DecoderVariant, Family, family_package
 
-from .configuration_internlm2 import InternLM2Config
-
-_MODELS = ("InternLM2ForCausalLM", "InternLM2Model", "InternLM2PreTrainedModel")
-__all__ = ["InternLM2Config", *_MODELS]
-
-
-def __getattr__(name):
-    if name in _MODELS:
-        return getattr(importlib.import_module(".modeling_internlm2", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+FAMILY = Family("internlm2", "InternLM2", DecoderVariant(fused_qkv=True), module=".modeling_internlm2", heads=(),
+                config=".configuration_internlm2:InternLM2Config", architectures=("InternLM2ForCausalLM",))
+__all__, __getattr__, __dir__ = family_package(globals(), FAMILY)

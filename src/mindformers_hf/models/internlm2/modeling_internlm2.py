@@ -3,13 +3,14 @@ they are: no code from the repo runs.
 
 InternLM2 is LLaMA with other tensor names and q/k/v fused as `wqkv` in a grouped layout: for each of the
 KV heads, its q_per_kv query heads, then its key head, then its value head ([KV, q_per_kv + 2, D] rows).
-We hold them as one `qkv_proj` (all q rows, then k, then v: the "internlm2" row of DECODER_VARIANTS), so
+We hold them as one `qkv_proj` (all q rows, then k, then v: the variant declared in __init__.py), so
 the table below reorders wqkv at load and back at save_pretrained, which writes InternLM2's names.
 """
 import numpy as np
 
 from ...weights import CheckpointFormatMixin, WeightRule, WeightTable
-from ..llama.modeling_llama import LlamaForCausalLM, LlamaModel, LlamaPreTrainedModel
+from ..family import build_classes
+from . import FAMILY
 from .chat_internlm2 import InternLM2ChatMixin
 
 
@@ -50,13 +51,6 @@ INTERNLM2_WEIGHTS = WeightTable(
 )
 
 
-class InternLM2PreTrainedModel(CheckpointFormatMixin, LlamaPreTrainedModel):
-    weight_table = INTERNLM2_WEIGHTS
-
-
-class InternLM2Model(CheckpointFormatMixin, LlamaModel):
-    weight_table = INTERNLM2_WEIGHTS
-
-
-class InternLM2ForCausalLM(InternLM2ChatMixin, CheckpointFormatMixin, LlamaForCausalLM):
-    weight_table = INTERNLM2_WEIGHTS
+# the three classes, LLaMA's with the renaming table (and the chat methods on the causal LM)
+InternLM2PreTrainedModel, InternLM2Model, InternLM2ForCausalLM = build_classes(
+    FAMILY, __name__, CheckpointFormatMixin, chat=InternLM2ChatMixin, weight_table=INTERNLM2_WEIGHTS)

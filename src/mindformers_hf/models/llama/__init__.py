@@ -1,10 +1,5 @@
-from .modeling_llama import (
-    LlamaForCausalLM,
-    LlamaForSequenceClassification,
-    LlamaForTokenClassification,
-    LlamaModel,
-    LlamaPreTrainedModel,
-)
+"""LLaMA (LLaMA 2/3/3.1, CodeLlama, Yi, DeepSeek-Coder, SmolLM): the decoder every LLaMA-shaped family builds on."""
+from ..family import Family, family_package
 
-__all__ = ["LlamaForCausalLM", "LlamaForSequenceClassification", "LlamaForTokenClassification", "LlamaModel",
-           "LlamaPreTrainedModel"]
+FAMILY = Family("llama", "Llama", module=".modeling_llama")
+__all__, __getattr__, __dir__ = family_package(globals(), FAMILY)

@@ -3,9 +3,6 @@
 Read top to bottom as transformers' modeling_llama.py: norm, rotary, MLP, attention, decoder layer,
 base model, causal-LM head. Fused kernels are reached only through `mindformers_hf.ops`.
 """
-import importlib
-from dataclasses import dataclass
-
 import numpy as np
 import mindspore as ms
 from mindspore import nn, ops
@@ -20,59 +17,15 @@ from ...modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from ...modeling_rope_utils import compute_inv_freq, rope_parameters
 from ...modeling_utils import PreTrainedModel
 from ...utils import warn_once
+from ..families import decoder_variant
+from ..family import DecoderVariant, import_object  # noqa: F401 (DecoderVariant: its historical home)
 from .compiled_layer import layer_graph, layer_spec, layer_weights
 
 
-@dataclass(frozen=True)
-class DecoderVariant:
-    """How a LLaMA-shaped family departs from LLaMA; each switch mirrors a line of that family's HF file."""
-    qkv_bias: bool = None             # None: config.attention_bias, as LLaMA and Qwen3
-    o_bias: bool = None               # None: config.attention_bias
-    qk_norm: bool = False             # Qwen3: RMSNorm over head_dim on q and k, before rotary
-    fused_qkv: bool = False           # Phi3: one `qkv_proj` [(H + 2*KV) * D, hidden], rows q then k then v
-    fused_gate_up: bool = False       # Phi3, GLM: one `gate_up_proj` [2 * inter, hidden], rows gate then up
-    interleaved_rotary: bool = False  # GLM: rotary pairs are adjacent dims (0, 1), (2, 3), ...
-    sandwich_norm: bool = False       # GLM4: RMSNorm on the attention and MLP outputs, before each residual add
-    attention: str = None             # "module:Class" replacing LlamaAttention (DeepSeek's latent attention)
-    mlp: str = None                   # "module:function(config, layer_idx, dtype)" building a layer's MLP (MoE)
-
-
-_MOE_MLP = "mindformers_hf.models.mixtral.modeling_mixtral:moe_mlp_for_layer"
-_MLA = "mindformers_hf.models.deepseek_v2.modeling_deepseek_v2:DeepseekV2Attention"
-_BAICHUAN_ATTENTION = "mindformers_hf.models.baichuan.modeling_baichuan:BaichuanAttention"
-_QWEN_MLP = "mindformers_hf.models.qwen.modeling_qwen:qwen_mlp"
-
-# config.model_type -> variant. Absent types (llama, mistral) are plain LLaMA; sliding windows,
-# partial rotary and rope scaling come from the config itself.
-DECODER_VARIANTS = {
-    "qwen2": DecoderVariant(qkv_bias=True, o_bias=False),
-    "qwen3": DecoderVariant(qk_norm=True),
-    "phi3": DecoderVariant(fused_qkv=True, fused_gate_up=True),
-    "glm": DecoderVariant(o_bias=False, fused_gate_up=True, interleaved_rotary=True),
-    "glm4": DecoderVariant(o_bias=False, fused_gate_up=True, interleaved_rotary=True, sandwich_norm=True),
-    # MoE families: LLaMA with sparse MLPs (models/mixtral), DeepSeek also with latent attention
-    "mixtral": DecoderVariant(mlp=_MOE_MLP),
-    "qwen2_moe": DecoderVariant(o_bias=False, mlp=_MOE_MLP),  # q/k/v bias from config.qkv_bias
-    "qwen3_moe": DecoderVariant(qk_norm=True, mlp=_MOE_MLP),
-    "deepseek_v2": DecoderVariant(attention=_MLA, mlp=_MOE_MLP),
-    "deepseek_v3": DecoderVariant(attention=_MLA, mlp=_MOE_MLP),
-    # formats the Hub runs with trust_remote_code, read natively: renaming tables in models/<family>/ map their
-    # tensors onto these names (InternLM v1 needs no row: LLaMA with attention_bias)
-    "internlm2": DecoderVariant(fused_qkv=True),                     # wqkv, regrouped at load
-    "baichuan": DecoderVariant(fused_qkv=True, attention=_BAICHUAN_ATTENTION),  # W_pack; ALiBi on 13B
-    "chatglm": DecoderVariant(fused_qkv=True, fused_gate_up=True, interleaved_rotary=True),  # GLM, fused qkv
-    "qwen": DecoderVariant(fused_qkv=True, qkv_bias=True, mlp=_QWEN_MLP),  # c_attn; w1/w2 half-width MLP
-}
-
-
-def decoder_variant(config):
-    return DECODER_VARIANTS.get(getattr(config, "model_type", None), DecoderVariant())
-
-
-def _resolve(target):
-    """A variant's "module:name" -> the object, imported on first use (the LLaMA file imports no family)."""
-    module, _, name = target.partition(":")
-    return getattr(importlib.import_module(module), name)
+# How each LLaMA-shaped family departs from LLaMA is declared by the family (models/<family>/__init__.py) and
+# looked up by config.model_type; attention / MLP replacements are "module:name" strings imported on first use,
+# so this file imports no family.
+_resolve = import_object
 
 
 class LlamaRMSNorm(nn.Cell):

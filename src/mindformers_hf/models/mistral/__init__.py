@@ -1,10 +1,6 @@
-from .modeling_mistral import (
-    MistralForCausalLM,
-    MistralForSequenceClassification,
-    MistralForTokenClassification,
-    MistralModel,
-    MistralPreTrainedModel,
-)
+"""Mistral: LLaMA whose attention sees only the last `sliding_window` keys (read from the config by
+LlamaModel.causal_masks); nothing else differs."""
+from ..family import Family, family_package
 
-__all__ = ["MistralForCausalLM", "MistralForSequenceClassification", "MistralForTokenClassification",
-           "MistralModel", "MistralPreTrainedModel"]
+FAMILY = Family("mistral", "Mistral")
+__all__, __getattr__, __dir__ = family_package(globals(), FAMILY)

@@ -1,9 +1,8 @@
 """Mixtral, and the sparse-MoE MLP that Qwen2-MoE, Qwen3-MoE and DeepSeek-V2/V3 share with it.
 
-A MoE family is LLaMA with a sparse MLP in some layers: the "mixtral", "qwen2_moe", ... rows of LLaMA's
-DECODER_VARIANTS point the decoder layer's MLP at `moe_mlp_for_layer` below, and MOE_VARIANTS says how each
-family's router, shared expert and checkpoint names depart from Mixtral's. Read top to bottom: variants,
-router (`gate`), experts, sparse block, checkpoint stacking, base model, causal-LM head.
+A MoE family is LLaMA with a sparse MLP in some layers: its declaration (models/<family>/__init__.py) points
+the decoder layer's MLP at `moe_mlp_for_layer` below, and its `moe` variant says how the family's router,
+shared expert and checkpoint names depart from Mixtral's. Read top to bottom: router (`gate`), experts, sparse block, checkpoint stacking, base model, causal-LM head.
 
 Parameter names are transformers 5's module paths: experts are stacked as `mlp.experts.gate_up_proj`
 [E, 2 * I, H] (gate rows, then up rows) and `mlp.experts.down_proj` [E, H, I]. Checkpoints on the Hub (and
@@ -11,7 +10,6 @@ what HF's save_pretrained writes) name each expert separately; EXPERT_STACKING i
 them at load and `save_pretrained` writes the per-expert names again.
 """
 import re
-from dataclasses import dataclass
 
 import mindspore as ms
 from mindspore import nn, ops
@@ -23,42 +21,9 @@ from ...modeling_outputs import MoeCausalLMOutputWithPast, MoeModelOutputWithPas
 from ...ops import moe as moe_ops
 from ...safetensors_io import CheckpointError
 from ...weight_loading import StackedSource, as_source
+from ..families import moe_variant
+from ..family import MoeVariant  # noqa: F401 (its historical home)
 from ..llama.modeling_llama import LlamaForCausalLM, LlamaMLP, LlamaModel, LlamaPreTrainedModel
-
-
-@dataclass(frozen=True)
-class MoeVariant:
-    """How a family's sparse MLP departs from Mixtral's; each switch mirrors a line of that family's HF file."""
-    checkpoint_block: str = "mlp"                 # Mixtral checkpoints call the block `block_sparse_moe`
-    checkpoint_experts: tuple = ("gate_proj", "up_proj", "down_proj")  # per-expert tensor names on the Hub
-    expert_size: str = "moe_intermediate_size"    # Mixtral's experts are `intermediate_size` wide
-    norm_topk_prob: object = "config"             # True (Mixtral), False (DeepSeek-V2 ignores the field)
-    scoring: str = "softmax"                      # DeepSeek-V3: "sigmoid"
-    topk_method: str = None                       # None: config.topk_method; DeepSeek-V3 always groups
-    correction_bias: bool = False                 # DeepSeek-V3: `gate.e_score_correction_bias`, for choice only
-    router_fp32: bool = False                     # DeepSeek keeps the router weight in float32
-    shared_expert: str = None                     # "shared_expert" (+ sigmoid gate, Qwen2-MoE) / "shared_experts"
-    sparse_layers: str = "all"                    # "sparse_step" (Qwen-MoE), "first_k_dense" (DeepSeek)
-
-
-MOE_VARIANTS = {
-    "mixtral": MoeVariant(checkpoint_block="block_sparse_moe", checkpoint_experts=("w1", "w3", "w2"),
-                          expert_size="intermediate_size", norm_topk_prob=True),
-    "qwen2_moe": MoeVariant(shared_expert="shared_expert", sparse_layers="sparse_step"),
-    "qwen3_moe": MoeVariant(sparse_layers="sparse_step"),
-    "deepseek_v2": MoeVariant(norm_topk_prob=False, router_fp32=True, shared_expert="shared_experts",
-                              sparse_layers="first_k_dense"),
-    "deepseek_v3": MoeVariant(scoring="sigmoid", topk_method="noaux_tc", correction_bias=True, router_fp32=True,
-                              shared_expert="shared_experts", sparse_layers="first_k_dense"),
-}
-
-
-def moe_variant(config):
-    model_type = getattr(config, "model_type", None)
-    if model_type not in MOE_VARIANTS:
-        raise NotImplementedError(f"no sparse-MoE layout is known for model_type {model_type!r} "
-                                  f"(known: {', '.join(sorted(MOE_VARIANTS))})")
-    return MOE_VARIANTS[model_type]
 
 
 def num_experts(config):

@@ -1,13 +1,9 @@
-"""Qwen v1: the config is tensor-free; the model classes (MindSpore) are imported on first use."""
-import importlib
+"""Qwen v1 (`QWenLMHeadModel`: Qwen-1.8B/7B/14B/72B and -Chat), read natively: Qwen2 under GPT-2-like names,
+`c_attn` fusing q/k/v with a bias and a half-width MLP (modeling_qwen.py)."""
+from ..family import DecoderVariant, Family, family_package
 
-from .configuration_qwen import QWenConfig
-
-_MODELS = ("QWenLMHeadModel", "QWenModel", "QWenPreTrainedModel")
-__all__ = ["QWenConfig", *_MODELS]
-
-
-def __getattr__(name):
-    if name in _MODELS:
-        return getattr(importlib.import_module(".modeling_qwen", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+FAMILY = Family("qwen", "QWen",
+                DecoderVariant(fused_qkv=True, qkv_bias=True, mlp="mindformers_hf.models.qwen.modeling_qwen:qwen_mlp"),
+                module=".modeling_qwen", causal_lm="LMHeadModel", heads=(), config=".configuration_qwen:QWenConfig",
+                architectures=("QWenLMHeadModel",))
+__all__, __getattr__, __dir__ = family_package(globals(), FAMILY)

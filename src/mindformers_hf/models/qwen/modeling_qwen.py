@@ -2,7 +2,7 @@
 checkpoints as they are: no code from the repo runs.
 
 Qwen v1 is Qwen2 under GPT-2-like names: `c_attn` fuses q/k/v with a bias (rows q, k, v: our `qkv_proj`,
-the "qwen" row of DECODER_VARIANTS), `attn.c_proj` is o_proj, and the MLP computes
+the variant declared in models/qwen/__init__.py), `attn.c_proj` is o_proj, and the MLP computes
 c_proj(w1(x) * silu(w2(x))): w2 is the gate, w1 the up projection, each `intermediate_size // 2` wide.
 `use_dynamic_ntk` and `use_logn_attn` change nothing while the sequence fits in `seq_length`; beyond
 it they rescale rotary and queries, which is not implemented here: such inputs raise.
