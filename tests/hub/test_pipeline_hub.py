@@ -1,0 +1,73 @@
+"""pipeline(task, model="org/name", revision=, token=, model_kwargs=) against the local hub on 127.0.0.1.
+
+The hub kwargs must reach both the model's and the tokenizer's loading. The oracle is transformers' own pipeline,
+pointed at the same local hub with the same arguments.
+"""
+import pytest
+
+from mindformers_hf import pipeline
+from tests.conftest import make_hf_checkpoint
+
+PROMPT = "w5 w9 w17 w3"
+
+
+def _with_tokenizer(folder, shift):
+    """A word-level tokenizer; `shift` rotates which id each word gets, so two revisions tokenize differently."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = [f"w{i}" for i in range(3, 128)]
+    words = words[shift:] + words[:shift]
+    vocab = {"[UNK]": 0, "<s>": 1, "</s>": 2, **{w: i for i, w in enumerate(words, start=3)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", bos_token="<s>", eos_token="</s>",
+                            pad_token="[UNK]").save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def revisions(tmp_path_factory):
+    """main: seed 0 weights and tokenizer; v2: seed 1 weights and a rotated vocabulary."""
+    return (_with_tokenizer(make_hf_checkpoint(tmp_path_factory.mktemp("main")), 0),
+            _with_tokenizer(make_hf_checkpoint(tmp_path_factory.mktemp("v2"), seed=1), 40))
+
+
+def _generate(pipe):
+    return pipe(PROMPT, max_new_tokens=6, do_sample=False)[0]["generated_text"]
+
+
+def test_pipeline_passes_revision_and_token_to_model_and_tokenizer(hub_env, revisions):
+    import transformers
+
+    main, v2 = revisions
+    server = hub_env.server
+    server.add_folder("org/private", main, private=True)
+    server.add_folder("org/private", v2, branch="v2", private=True)
+    token = "hf_test_token"
+    with pytest.raises(OSError, match="pass token="):  # so the token is what opens the private repo below
+        pipeline("text-generation", model="org/private")
+
+    ours_v2 = pipeline("text-generation", model="org/private", revision="v2", token=token)
+    theirs_v2 = transformers.pipeline("text-generation", model="org/private", revision="v2", token=token)
+    ours_main = pipeline("text-generation", model="org/private", token=token)
+    theirs_main = transformers.pipeline("text-generation", model="org/private", token=token)
+    assert ours_v2.tokenizer(PROMPT)["input_ids"] == theirs_v2.tokenizer(PROMPT)["input_ids"]
+    assert ours_v2.tokenizer(PROMPT)["input_ids"] != ours_main.tokenizer(PROMPT)["input_ids"]
+    assert _generate(ours_v2) == _generate(theirs_v2)
+    assert _generate(ours_main) == _generate(theirs_main)
+    assert _generate(ours_v2) != _generate(ours_main)  # the revision changed what was loaded
+
+
+def test_pipeline_model_kwargs_and_conflicts(hub_env, revisions):
+    import transformers
+
+    main, v2 = revisions
+    hub_env.server.add_folder("org/tiny", main)
+    hub_env.server.add_folder("org/tiny", v2, branch="v2")
+    ours = pipeline("text-generation", model="org/tiny", model_kwargs={"revision": "v2"})
+    theirs = transformers.pipeline("text-generation", model="org/tiny", revision="v2")
+    assert _generate(ours) == _generate(theirs)
+    assert ours.tokenizer(PROMPT)["input_ids"] == theirs.tokenizer(PROMPT)["input_ids"]
+    with pytest.raises(ValueError, match="'revision' both as an argument and in model_kwargs"):
+        pipeline("text-generation", model="org/tiny", revision="v2", model_kwargs={"revision": "main"})
