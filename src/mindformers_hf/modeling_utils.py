@@ -14,6 +14,8 @@ from .generation.utils import GenerationMixin
 from .hub import CheckpointLocation, locate
 from .modeling_outputs import ModelOutput
 from .resize_embeddings import check_resizable, padded_size, resize_rows
+from .peft.integration import PeftAdapterMixin
+from .tensor_io import to_parameter_data as _to_parameter_data
 from .checkpoint_files import (SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, add_variant, is_weights_file,
                                local_weight_files, shard_name)
 from .safetensors_io import (
@@ -21,7 +23,6 @@ from .safetensors_io import (
     SafetensorsFile,
     bf16_bits_to_float32,
     atomic_write_text,
-    float32_to_bf16_bits,
     safetensors_dtype,
     write_safetensors,
 )
@@ -50,22 +51,7 @@ def parse_size(size) -> int:
     return int(number * scale)
 
 
-def _to_parameter_data(array: np.ndarray, is_bf16_bits: bool, target: ms.Type) -> ms.Tensor:
-    """A numpy array from a checkpoint as a MindSpore tensor of the parameter's dtype, copying at most once."""
-    if target == ms.bfloat16:
-        bits = array if is_bf16_bits else float32_to_bf16_bits(array.astype(np.float32))
-        return ms.from_numpy(np.ascontiguousarray(bits)).view(ms.bfloat16)
-    if is_bf16_bits:
-        array = (array.astype(np.uint32) << 16).view(np.float32)
-    np_target = {ms.float32: np.float32, ms.float16: np.float16, ms.float64: np.float64}.get(target)
-    if np_target is not None and array.dtype != np_target:
-        array = array.astype(np_target)
-    if not array.flags.writeable:  # a view of a read-only file mapping: in-place updates would crash
-        array = array.copy()
-    return ms.from_numpy(np.ascontiguousarray(array))
-
-
-class PreTrainedModel(GenerationMixin, nn.Cell):
+class PreTrainedModel(PeftAdapterMixin, GenerationMixin, nn.Cell):
     config_class = None
     base_model_prefix = "model"
     _input_embed_layer = "embed_tokens"  # the token embedding's attribute on the base model (transformers' name)
@@ -491,6 +477,8 @@ class PreTrainedModel(GenerationMixin, nn.Cell):
         other variants; only files of the same variant from an earlier save are replaced."""
         if not safe_serialization:
             raise NotImplementedError("safe_serialization=False (pickle .bin files) is not supported: we write safetensors")
+        if self._hf_peft_config_loaded:  # transformers: a model with adapters saves its active adapter, PEFT's files
+            return self._save_adapter_pretrained(save_directory, is_main_process, state_dict, push_to_hub, **kwargs)
         # transformers' save_pretrained(push_to_hub=True, repo_id=..., token=...): save, then commit the folder.
         hub_kwargs = {k: kwargs.pop(k) for k in ("repo_id", "commit_message", "commit_description", "token",
                                                  "private", "revision", "create_pr") if push_to_hub and k in kwargs}

@@ -281,13 +281,16 @@ def _output_embedding_names(model):
     return {name for name, cell in model.cells_and_names() if head is not None and cell is head}
 
 
-class LoraModel(nn.Cell):
-    """Holds the base model as `.model` and injects, merges and removes LoRA layers in it (PEFT's LoraModel)."""
+class LoraTuner:
+    """Injects, activates, merges and removes LoRA layers in `.model` (PEFT's BaseTuner/LoraModel logic).
+
+    A plain object: `LoraModel` (below) is this plus a cell holding the model as its child, and the native adapter
+    API (integration.py) keeps one on the model itself, where a cell would make the model its own descendant.
+    """
 
     prefix = "lora_"
 
     def __init__(self, model, peft_config, adapter_name="default", autocast_adapter_dtype=True):
-        super().__init__()
         self.model = model
         self.peft_config = peft_config
         self.active_adapter = adapter_name
@@ -295,18 +298,6 @@ class LoraModel(nn.Cell):
         self.targeted_module_names = []
         self.targeted_parameter_names = []  # (LoRA on parameters, `target_parameters`, is not supported)
         self.inject_adapter(adapter_name, autocast_adapter_dtype)
-
-    def __getattr__(self, name):
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            cells = self.__dict__.get("_cells", {})
-            if "model" in cells:
-                return getattr(cells["model"], name)
-            raise
-
-    def construct(self, *args, **kwargs):
-        return self.model(*args, **kwargs)
 
     # ------------------------------------------------------------------ injection
     def _resolve_targets(self, config):
@@ -463,3 +454,23 @@ class LoraModel(nn.Cell):
 
     def unload(self):
         return self._unload_and_optionally_merge(False)
+
+
+class LoraModel(LoraTuner, nn.Cell):
+    """Holds the base model as its child `.model` and tunes it (PEFT's LoraModel)."""
+
+    def __init__(self, model, peft_config, adapter_name="default", autocast_adapter_dtype=True):
+        nn.Cell.__init__(self)
+        LoraTuner.__init__(self, model, peft_config, adapter_name, autocast_adapter_dtype)
+
+    def __getattr__(self, name):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            cells = self.__dict__.get("_cells", {})
+            if "model" in cells:
+                return getattr(cells["model"], name)
+            raise
+
+    def construct(self, *args, **kwargs):
+        return self.model(*args, **kwargs)

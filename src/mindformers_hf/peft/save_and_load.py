@@ -11,7 +11,7 @@ import os
 import numpy as np
 import mindspore as ms
 
-from ..modeling_utils import _to_parameter_data
+from ..tensor_io import to_parameter_data as _to_parameter_data
 from ..safetensors_io import CheckpointError, SafetensorsFile, safetensors_dtype, write_safetensors
 from .config import SAFETENSORS_WEIGHTS_NAME, _resolve_file
 from .lora import LoraLinear
@@ -51,13 +51,14 @@ def get_peft_model_state_dict(model, state_dict=None, adapter_name="default", **
 
 def set_peft_model_state_dict(model, peft_model_state_dict, adapter_name="default", source="state dict"):
     """Load {checkpoint key: array} into one adapter; returns the loaded keys. Every adapter tensor must be there."""
-    params = _adapter_parameters(model, adapter_name)
+    # A PeftModel's names start with PEFT_PREFIX, a model with native adapters' do not; files always have it.
+    params = {_with_prefix(key): param for key, param in _adapter_parameters(model, adapter_name).items()}
     loaded = set()
     for key, value in peft_model_state_dict.items():
         is_bits = False
         if isinstance(value, tuple):  # (array, is_bf16_bits) from our safetensors reader
             value, is_bits = value
-        full = key if key.startswith(PEFT_PREFIX) else PEFT_PREFIX + key
+        full = _with_prefix(key)
         if full not in params:
             raise CheckpointError(f"Unexpected key {key!r} in {source}: adapter {adapter_name!r} has no parameter "
                                   f"of that name (shape {tuple(np.shape(value))})")
@@ -77,6 +78,10 @@ def set_peft_model_state_dict(model, peft_model_state_dict, adapter_name="defaul
     return loaded
 
 
+def _with_prefix(key):
+    return key if key.startswith(PEFT_PREFIX) else PEFT_PREFIX + key
+
+
 def _to_numpy(value):
     if isinstance(value, np.ndarray):
         return value
@@ -91,6 +96,7 @@ def save_adapter_weights(peft_model, adapter_name, folder, state_dict=None):
     params = get_peft_model_state_dict(peft_model, state_dict=state_dict, adapter_name=adapter_name)
     entries = []
     for key, value in params.items():
+        key = _with_prefix(key)  # transformers' native adapters save in PEFT's format too
         if isinstance(value, ms.Tensor) and value.dtype == ms.bfloat16:
             def fetch(v=value):  # bf16 goes out as raw bits: numpy has no bfloat16
                 return v.view(ms.uint16).asnumpy()

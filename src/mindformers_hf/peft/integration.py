@@ -1,0 +1,210 @@
+"""transformers' native adapter API on every model (transformers' `PeftAdapterMixin`, integrations/peft.py).
+
+`model.add_adapter(LoraConfig(...))` / `model.load_adapter(path)` inject LoRA layers into the model itself, with no
+`PeftModel` around it: parameter names are the model's own plus PEFT's adapter parts
+(`model.layers.0.self_attn.q_proj.lora_A.default.weight`). `save_pretrained` then writes only the active adapter,
+in PEFT's files (adapter_config.json + adapter_model.safetensors with `base_model.model.` keys), as transformers
+does; such a folder loads in HF peft/transformers and the other way round.
+
+The model holds one `LoraTuner` (lora.py) doing the work; PeftModel's `LoraModel` is the same tuner as a cell.
+"""
+import os
+
+from ..hub import push_folder_to_hub
+from ..safetensors_io import atomic_write_text
+from ..utils import warn_once
+from .config import LoraConfig, PeftConfig
+from .lora import LoraTuner, sync_parameter_names
+from .save_and_load import (get_peft_model_state_dict, load_adapter_weights, save_adapter_weights,
+                            set_peft_model_state_dict)
+
+_HUB_KWARGS = ("revision", "cache_dir", "token", "local_files_only", "subfolder", "force_download")
+
+
+def _check_config(peft_config):
+    if not isinstance(peft_config, PeftConfig):
+        raise TypeError(f"adapter_config should be an instance of PeftConfig (mindformers_hf.peft). Got "
+                        f"{type(peft_config)} instead.")
+    if not isinstance(peft_config, LoraConfig):
+        raise NotImplementedError(f"{type(peft_config).__name__}: only LoRA (LoraConfig) is supported")
+
+
+class PeftAdapterMixin:
+    """`add_adapter`, `load_adapter`, `set_adapter`, `disable_adapters`/`enable_adapters`, `active_adapters()`,
+    `get_adapter_state_dict()`, `delete_adapter` as in transformers; LoRA only (our peft package)."""
+
+    _hf_peft_tuner = None  # the LoraTuner once an adapter was added or loaded
+
+    @property
+    def _hf_peft_config_loaded(self):
+        return self._hf_peft_tuner is not None
+
+    @property
+    def peft_config(self):
+        """{adapter name: LoraConfig}; absent (AttributeError) until an adapter is added, as in transformers."""
+        if self._hf_peft_tuner is None:
+            raise AttributeError(f"{type(self).__name__} has no adapters: no `peft_config` yet")
+        return self._hf_peft_tuner.peft_config
+
+    def _require_adapters(self):
+        if self._hf_peft_tuner is None:
+            raise ValueError("No adapter loaded. Please load an adapter first.")
+        return self._hf_peft_tuner
+
+    def _inject(self, peft_config, adapter_name):
+        _check_config(peft_config)
+        tuner = self._hf_peft_tuner
+        if tuner is None:
+            # the attribute is set on the instance without Cell registration: the tuner is no sub-cell
+            object.__setattr__(self, "_hf_peft_tuner", LoraTuner(self, {adapter_name: peft_config}, adapter_name))
+        else:
+            tuner.peft_config[adapter_name] = peft_config
+            try:
+                tuner.inject_adapter(adapter_name)
+            except Exception:
+                tuner.delete_adapter(adapter_name)
+                raise
+        sync_parameter_names(self)
+
+    def add_adapter(self, adapter_config, adapter_name=None):
+        """Add a new (trainable) adapter and make it the active one."""
+        adapter_name = adapter_name or "default"
+        if self._hf_peft_tuner is not None and adapter_name in self.peft_config:
+            raise ValueError(f"Adapter with name {adapter_name} already exists. Please use a different name.")
+        _check_config(adapter_config)
+        adapter_config.base_model_name_or_path = getattr(self.config, "name_or_path", None) or None
+        self._inject(adapter_config, adapter_name)
+        self.set_adapter(adapter_name)
+
+    def load_adapter(self, peft_model_id=None, adapter_name=None, peft_config=None, adapter_state_dict=None,
+                     low_cpu_mem_usage=False, is_trainable=False, hotswap="auto", local_files_only=False,
+                     adapter_kwargs=None, load_config=None, **kwargs):
+        """Load an adapter (ours or PEFT's files, a folder or hub repo, or `peft_config` + `adapter_state_dict`).
+
+        As in transformers, a second adapter is loaded beside the active one without activating it, and a
+        non-trainable adapter leaves the model in eval mode with every adapter layer frozen."""
+        if hotswap is True:
+            raise NotImplementedError("hotswap=True (replacing an adapter's weights in place) is not supported")
+        if load_config is not None:
+            raise NotImplementedError("load_config= (transformers' internal loading state) is not supported")
+        if low_cpu_mem_usage:
+            warn_once("load_adapter: low_cpu_mem_usage is accepted for compatibility and ignored")
+        adapter_name = adapter_name or "default"
+        hub_kwargs = {**(adapter_kwargs or {}), **kwargs}
+        if local_files_only:
+            hub_kwargs["local_files_only"] = True
+        for key in [k for k in hub_kwargs if k not in _HUB_KWARGS]:
+            warn_once(f"load_adapter: keyword {key!r} is accepted for compatibility and ignored")
+            hub_kwargs.pop(key)
+        if self._hf_peft_tuner is not None and adapter_name in self.peft_config:
+            raise ValueError(f"Adapter with name {adapter_name} already exists. Please use a different name.")
+        if peft_model_id is None and (adapter_state_dict is None or peft_config is None):
+            raise ValueError("You should either pass a `peft_model_id` or a `peft_config` and `adapter_state_dict` to "
+                             "load an adapter.")
+        path = None if peft_model_id is None else os.fspath(peft_model_id)
+        if peft_config is None:
+            peft_config = PeftConfig.from_pretrained(path, **hub_kwargs)
+        peft_config.inference_mode = not is_trainable
+        previous = None if self._hf_peft_tuner is None else self._hf_peft_tuner.active_adapter
+        self._inject(peft_config, adapter_name)
+        tuner = self._hf_peft_tuner
+        try:
+            if adapter_state_dict is None:
+                folder = os.path.join(path, hub_kwargs["subfolder"]) if hub_kwargs.get("subfolder") else path
+                adapter_state_dict, source = load_adapter_weights(folder, **hub_kwargs)
+            else:
+                source = "adapter_state_dict"
+            set_peft_model_state_dict(self, adapter_state_dict, adapter_name, source=source)
+        except Exception:
+            self.delete_adapter(adapter_name)
+            raise
+        if previous is not None:  # PEFT injects beside the active adapter without switching to the new one
+            tuner.set_adapter(previous, inference_mode=tuner.peft_config[previous].inference_mode)
+        if peft_config.inference_mode:
+            self.eval()
+            for _, layer in tuner.tuner_layers():
+                for _, param in layer.parameters_and_names():
+                    param.requires_grad = False
+
+    def set_adapter(self, adapter_name):
+        """Activate one adapter (trainable, as transformers' set_adapter makes it)."""
+        tuner = self._require_adapters()
+        if isinstance(adapter_name, (list, tuple)):
+            missing = set(adapter_name) - set(tuner.peft_config)
+            if missing:
+                raise ValueError(f"Following adapter(s) could not be found: {', '.join(sorted(missing))}. Make sure "
+                                 f"you are passing the correct adapter name(s). current loaded adapters are: "
+                                 f"{list(tuner.peft_config)}")
+            if len(adapter_name) != 1:
+                raise NotImplementedError("Several active adapters at once are not supported: one at a time")
+            adapter_name = adapter_name[0]
+        if adapter_name not in tuner.peft_config:
+            raise ValueError(f"Adapter with name {adapter_name} not found. Please pass the correct adapter name among "
+                             f"{list(tuner.peft_config)}")
+        tuner.set_adapter(adapter_name, inference_mode=False)
+
+    def disable_adapters(self):
+        """Run the base model alone (the adapter layers stay, frozen) until `enable_adapters()`."""
+        tuner = self._require_adapters()
+        tuner.set_adapter_layers(enabled=False)
+        for _, layer in tuner.tuner_layers():  # as PEFT: disabled adapter weights do not train
+            for _, param in layer.parameters_and_names():
+                param.requires_grad = False
+
+    def enable_adapters(self):
+        """Undo `disable_adapters()`: the active adapter runs and trains again (modules_to_save copies included;
+        transformers 5.25 re-enables only the LoRA layers, see docs/differences.md)."""
+        tuner = self._require_adapters()
+        tuner.set_adapter_layers(enabled=True)
+        tuner.set_adapter(tuner.active_adapter, inference_mode=False)
+
+    def active_adapters(self):
+        return [self._require_adapters().active_adapter]
+
+    def get_adapter_state_dict(self, adapter_name=None, state_dict=None):
+        """{key: Parameter} of one adapter (the active one by default), keys as PEFT's without `base_model.model.`."""
+        tuner = self._require_adapters()
+        return get_peft_model_state_dict(self, state_dict=state_dict, adapter_name=adapter_name or tuner.active_adapter)
+
+    def delete_adapter(self, adapter_names):
+        tuner = self._require_adapters()
+        names = [adapter_names] if isinstance(adapter_names, str) else list(adapter_names)
+        missing = [name for name in names if name not in tuner.peft_config]
+        if missing:
+            raise ValueError(f"The following adapter(s) are not present and cannot be deleted: {', '.join(missing)}")
+        for name in names:
+            tuner.delete_adapter(name)
+        if not tuner.peft_config:
+            object.__setattr__(self, "_hf_peft_tuner", None)
+        elif tuner.active_adapter not in tuner.peft_config:
+            tuner.set_adapter(next(iter(tuner.peft_config)))
+        sync_parameter_names(self)
+
+    def _save_adapter_pretrained(self, save_directory, is_main_process=True, state_dict=None, push_to_hub=False,
+                                 **kwargs):
+        """save_pretrained of a model with adapters, as transformers: adapter_config.json and
+        adapter_model.safetensors of the active adapter (plus generation_config.json), no base weights."""
+        hub_kwargs = {k: kwargs.pop(k) for k in ("repo_id", "commit_message", "commit_description", "token",
+                                                 "private", "revision", "create_pr") if push_to_hub and k in kwargs}
+        for key in kwargs:
+            warn_once(f"save_pretrained: keyword {key!r} is accepted for compatibility and ignored")
+        if not is_main_process:
+            return
+        if os.path.isfile(save_directory):
+            raise ValueError(f"save_pretrained needs a folder, {save_directory} is a file")
+        os.makedirs(save_directory, exist_ok=True)
+        if self.can_generate():
+            atomic_write_text(os.path.join(save_directory, "generation_config.json"),
+                              self.generation_config.to_json_string())
+        name = self._hf_peft_tuner.active_adapter
+        save_adapter_weights(self, name, save_directory, state_dict=state_dict)
+        config = self.peft_config[name]
+        inference_mode = config.inference_mode
+        config.inference_mode = True  # as PEFT writes it
+        try:
+            config.save_pretrained(save_directory)
+        finally:
+            config.inference_mode = inference_mode
+        if push_to_hub:
+            repo_id = hub_kwargs.pop("repo_id", os.path.basename(os.path.abspath(save_directory)))
+            push_folder_to_hub(save_directory, repo_id, **{"commit_message": "Upload model", **hub_kwargs})

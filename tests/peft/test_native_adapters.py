@@ -1,0 +1,143 @@
+"""transformers' native adapter API (`model.add_adapter`, `load_adapter`, `set_adapter`, ...) against transformers +
+HF peft on torch, on the same tiny LLaMA; adapter folders move both ways between the two."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from mindformers_hf import AutoModelForCausalLM
+from mindformers_hf.peft import LoraConfig
+from tests.conftest import batch
+from tests.peft.test_lora import assert_close, hf_base, hf_logits
+
+LORA = dict(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False)
+
+
+def _ours_logits(model, ids, mask):
+    return np.asarray(model(input_ids=ids, attention_mask=mask).logits)
+
+
+def _trainable(model):
+    """Names of trainable parameters, ours (MindSpore) or HF's (torch)."""
+    if hasattr(model, "parameters_and_names"):
+        return sorted(name for name, p in model.parameters_and_names() if p.requires_grad)
+    return sorted(name for name, p in model.named_parameters() if p.requires_grad)
+
+
+PREFIX = "base_model.model."
+
+
+def _strip(names):
+    return sorted(n[len(PREFIX):] if n.startswith(PREFIX) else n for n in names)
+
+
+def _file_keys(path):
+    from safetensors import safe_open
+
+    with safe_open(str(path), "np") as f:
+        return sorted(f.keys())
+
+
+# transformers 5.25's own native API (model.add_adapter) needs peft >= 0.22; the tests run peft 0.21, whose
+# PeftModel writes and reads the same files transformers does (adapter_config.json + adapter_model.safetensors,
+# keys "base_model.model.<name>"), and whose inject/set/disable/delete logic transformers' mixin calls.
+def test_adapter_added_here_loads_in_hf_peft(tiny_llama, tmp_path):
+    import peft
+
+    ids, mask = batch()
+    ours = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    base_logits = _ours_logits(ours, ids, mask)
+    ours.add_adapter(LoraConfig(**LORA))
+    theirs = peft.get_peft_model(hf_base(tiny_llama), peft.LoraConfig(**LORA))
+    assert ours.active_adapters() == theirs.active_adapters == ["default"]
+    assert _trainable(ours) == _strip(_trainable(theirs))
+    assert sorted(ours.get_adapter_state_dict()) == _strip(peft.get_peft_model_state_dict(theirs))
+
+    ours.save_pretrained(tmp_path / "ours")
+    theirs.save_pretrained(tmp_path / "theirs")
+    # transformers' save_pretrained of a model with adapters: the adapter's two files and the generation config
+    assert sorted(os.listdir(tmp_path / "ours")) == [
+        "adapter_config.json", "adapter_model.safetensors", "generation_config.json"]
+    assert _file_keys(tmp_path / "ours" / "adapter_model.safetensors") == _file_keys(
+        tmp_path / "theirs" / "adapter_model.safetensors")
+    with open(tmp_path / "ours" / "adapter_config.json") as f:
+        saved = json.load(f)
+    assert saved["inference_mode"] is True and saved["base_model_name_or_path"] == tiny_llama
+
+    loaded = peft.PeftModel.from_pretrained(hf_base(tiny_llama), str(tmp_path / "ours"))
+    got = _ours_logits(ours, ids, mask)
+    assert_close(got, hf_logits(loaded, ids, mask), mask)
+    assert np.abs(got - base_logits).max() > 1e-3  # the adapter changes the output
+
+
+def test_hf_peft_adapters_load_switch_disable_and_delete(tiny_llama, tmp_path):
+    import peft
+
+    ids, mask = batch()
+    for name, config in (("first", LORA), ("second", {**LORA, "r": 2, "target_modules": ["k_proj", "o_proj"]})):
+        peft.get_peft_model(hf_base(tiny_llama), peft.LoraConfig(**config)).save_pretrained(tmp_path / name)
+
+    ours = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    base = _ours_logits(ours, ids, mask)
+    theirs = peft.PeftModel.from_pretrained(hf_base(tiny_llama), str(tmp_path / "first"), adapter_name="first")
+    ours.load_adapter(str(tmp_path / "first"), adapter_name="first")
+    assert ours.active_adapters() == ["first"] and not _trainable(ours)
+    assert_close(_ours_logits(ours, ids, mask), hf_logits(theirs, ids, mask), mask)
+
+    theirs.load_adapter(str(tmp_path / "second"), adapter_name="second", is_trainable=True)
+    ours.load_adapter(str(tmp_path / "second"), adapter_name="second", is_trainable=True)
+    assert ours.active_adapters() == ["first"]  # loaded beside the active adapter, not activated
+    assert_close(_ours_logits(ours, ids, mask), hf_logits(theirs, ids, mask), mask)
+
+    theirs.set_adapter("second")
+    ours.set_adapter("second")
+    want = _strip(n for n, _ in theirs.named_parameters() if ".second." in n and "lora_" in n)
+    assert _trainable(ours) == want
+    second_logits = _ours_logits(ours, ids, mask)
+    assert_close(second_logits, hf_logits(theirs, ids, mask), mask)
+
+    ours.disable_adapters()
+    assert not _trainable(ours)
+    with theirs.disable_adapter():
+        assert_close(_ours_logits(ours, ids, mask), hf_logits(theirs, ids, mask), mask)
+    assert_close(_ours_logits(ours, ids, mask), base, mask)
+    ours.enable_adapters()
+    assert _trainable(ours) == want
+    assert_close(_ours_logits(ours, ids, mask), second_logits, mask)
+
+    sd = ours.get_adapter_state_dict("first")
+    assert sorted(sd) == _strip(peft.get_peft_model_state_dict(theirs, adapter_name="first"))
+    theirs.delete_adapter("first")
+    ours.delete_adapter("first")
+    assert list(ours.peft_config) == list(theirs.peft_config) == ["second"]
+    assert_close(_ours_logits(ours, ids, mask), hf_logits(theirs, ids, mask), mask)
+    ours.delete_adapter("second")
+    assert not hasattr(ours, "peft_config")
+    assert not ours._hf_peft_config_loaded
+    assert_close(_ours_logits(ours, ids, mask), base, mask)
+
+
+def test_load_adapter_from_state_dict_and_errors(tiny_llama, tmp_path):
+    ids, mask = batch()
+    source = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    source.add_adapter(LoraConfig(**LORA))
+    state = {key: value.asnumpy() for key, value in source.get_adapter_state_dict().items()}
+    target = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    with pytest.raises(ValueError, match="No adapter loaded"):
+        target.set_adapter("default")
+    target.load_adapter(peft_config=LoraConfig(**LORA), adapter_state_dict=state)
+    assert_close(_ours_logits(target, ids, mask), _ours_logits(source, ids, mask), mask)
+    with pytest.raises(ValueError, match="already exists"):
+        target.load_adapter(peft_config=LoraConfig(**LORA), adapter_state_dict=state)
+    with pytest.raises(ValueError, match="not found"):
+        target.set_adapter("nope")
+    with pytest.raises(TypeError, match="PeftConfig"):
+        target.add_adapter({"r": 4}, adapter_name="x")
+    # a state dict missing a tensor is refused and leaves no half-loaded adapter behind
+    broken = dict(state)
+    broken.pop(next(iter(broken)))
+    with pytest.raises(Exception, match="Missing keys"):
+        target.load_adapter(peft_config=LoraConfig(**LORA), adapter_state_dict=broken, adapter_name="broken")
+    assert list(target.peft_config) == ["default"]
+    assert target.active_adapters() == ["default"]
