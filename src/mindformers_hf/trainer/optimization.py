@@ -20,7 +20,8 @@ from mindspore import Parameter, ops
 class AdamW:
     """torch.optim.AdamW over MindSpore parameters, grouped like torch: [{"params": [...], "weight_decay": x}].
 
-    `step(grads)` takes the gradients in the order of `self.params` (all groups, in order). Parameters
+    `step(grads)` takes the gradients in the order of `self.params` (all groups, in order; None skips a
+    parameter, as torch skips one whose .grad is None). Parameters
     must be float32 (fp16 training keeps float32 master copies and hands those in).
     """
 
@@ -59,6 +60,9 @@ class AdamW:
             kernel_wd = wd * bc1 / math.sqrt(bc2)
             for param in group["params"]:
                 grad = grads[index]
+                if grad is None:  # as torch: a parameter without a gradient (frozen) is not updated
+                    index += 1
+                    continue
                 if grad.dtype != param.dtype:
                     grad = grad.astype(param.dtype)
                 self._kernel(param, self.exp_avg[index], self.exp_avg_sq[index], kernel_lr, beta1, beta2,
