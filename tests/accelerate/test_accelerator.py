@@ -5,6 +5,9 @@ Tolerance: gradients agree to ~1e-6 (fp32 rounding in two frameworks); AdamW's f
 which amplifies that rounding where |g| is near eps, so eps=1e-6 (as in tests/trainer/test_trainer_parity.py) and
 weights are compared at 1e-5 after four steps of lr 3e-3 (measured: losses 3e-6, weights 3e-6).
 """
+import glob
+import os
+
 import numpy as np
 import pytest
 
@@ -110,7 +113,6 @@ def test_training_loop_matches_accelerate_on_torch(folder, custom_loss):
 
 def test_process_api_save_model_and_errors(folder, tmp_path, capsys):
     import json
-    import os
 
     from mindformers_hf import AutoModelForCausalLM
     from mindformers_hf.accelerate import Accelerator
@@ -140,3 +142,50 @@ def test_process_api_save_model_and_errors(folder, tmp_path, capsys):
         np.testing.assert_array_equal(a.asnumpy(), b.asnumpy(), err_msg=name)
     with pytest.raises(NotImplementedError, match="mixed_precision"):
         Accelerator(mixed_precision="bf16")
+
+
+def test_two_processes_equal_one_process_on_the_global_batch(folder, tmp_path):
+    """Under `mindformers-hf launch --num_processes 2` each process takes every other batch of 2, gradients are
+    averaged at the step: the same weights as one process on the global batches of 4."""
+    import re
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.trainer.test_data_parallel import _env, _weights
+
+    if shutil.which("msrun") is None:
+        pytest.skip("msrun (MindSpore's launcher) is not on PATH")
+    script = os.path.join(os.path.dirname(__file__), "dp_accelerate_script.py")
+    single = subprocess.run([sys.executable, script, folder, str(tmp_path / "single")], env=_env(),
+                            capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr[-3000:]
+    logs = tmp_path / "logs"
+    launched = subprocess.run(
+        [sys.executable, "-m", "mindformers_hf.commands.cli", "launch", "--num_processes", "2", "--log_dir", str(logs),
+         "--main_process_port", str(_free_port()), script, folder, str(tmp_path / "dp")], env=_env(),
+        capture_output=True, text=True, timeout=600)
+    worker = {int(re.search(r"(\d+)\.log$", p).group(1)): open(p).read() for p in glob.glob(str(logs / "worker_*.log"))}
+    assert launched.returncode == 0, launched.stderr[-3000:] + "\n".join(worker.values())[-3000:]
+    single_steps = re.findall(r"STEP loss=(\S+) gathered=\((\d+), 12\)", single.stdout)
+    dp_steps = re.findall(r"STEP loss=(\S+) gathered=\((\d+), 12\)", worker[0])
+    assert len(single_steps) == len(dp_steps) == 4
+    assert not re.findall(r"STEP", worker[1])  # accelerator.print: the main process only
+    for (loss_1, rows_1), (loss_2, rows_2) in zip(single_steps, dp_steps):
+        assert rows_1 == rows_2 == "4"  # gather: both processes' rows
+        assert float(loss_1) == pytest.approx(float(loss_2), abs=1e-5)
+    ours, reference = _weights(tmp_path / "dp"), _weights(tmp_path / "single")
+    assert ours.keys() == reference.keys()
+    worst = max(float(np.abs(ours[k] - reference[k]).max()) for k in reference)
+    assert worst < 1e-5, worst
+    digests = {m.group(1): float(m.group(2)) for text in worker.values()
+               for m in [re.search(r"WEIGHTS_DIGEST rank=(\d) world=2 value=(\S+)", text)] if m}
+    assert len(digests) == 2 and digests["0"] == pytest.approx(digests["1"], rel=1e-9)
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
