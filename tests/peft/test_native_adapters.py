@@ -141,3 +141,43 @@ def test_load_adapter_from_state_dict_and_errors(tiny_llama, tmp_path):
         target.load_adapter(peft_config=LoraConfig(**LORA), adapter_state_dict=broken, adapter_name="broken")
     assert list(target.peft_config) == ["default"]
     assert target.active_adapters() == ["default"]
+
+
+def test_generate_follows_adapter_changes(tiny_llama, tmp_path):
+    """generate() after adding, disabling and re-enabling adapters (native API and PeftModel) gives HF peft's
+    greedy tokens: a decode step compiled before the change is not replayed."""
+    import peft
+    import torch
+
+    from mindformers_hf.peft import get_peft_model
+
+    ids = np.array([[5, 6, 7, 8, 9]])
+    strong = {**LORA, "lora_alpha": 400}  # an adapter that changes the greedy tokens
+
+    def ours_gen(model):
+        return np.asarray(model.generate(input_ids=ids, max_new_tokens=6, do_sample=False)).tolist()
+
+    def hf_gen(model):
+        with torch.no_grad():
+            return model.generate(input_ids=torch.tensor(ids), max_new_tokens=6, do_sample=False).tolist()
+
+    ours = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    base_tokens = ours_gen(ours)  # compiles and pools a decode step
+    ours.add_adapter(LoraConfig(**strong))
+    ours.save_pretrained(tmp_path / "strong")
+    theirs = peft.PeftModel.from_pretrained(hf_base(tiny_llama), str(tmp_path / "strong"))
+    adapted = hf_gen(theirs)
+    assert adapted != base_tokens
+    assert ours_gen(ours) == adapted
+    ours.disable_adapters()
+    assert ours_gen(ours) == base_tokens
+    ours.enable_adapters()
+    assert ours_gen(ours) == adapted
+
+    wrapped = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_llama), LoraConfig(**strong))
+    wrapped.save_pretrained(tmp_path / "wrapped")
+    theirs = peft.PeftModel.from_pretrained(hf_base(tiny_llama), str(tmp_path / "wrapped"))
+    assert ours_gen(wrapped) == hf_gen(theirs)
+    with wrapped.disable_adapter():
+        assert ours_gen(wrapped) == base_tokens
+    assert ours_gen(wrapped) == hf_gen(theirs)

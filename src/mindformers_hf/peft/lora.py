@@ -19,6 +19,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import nn, ops
 
+from ..generation.runner import drop_decode_graphs
 from ..layers import Linear
 from ..utils import warn_once
 from .config import DEFAULT_TARGET_MODULES, INCLUDE_LINEAR_LAYERS_SHORTHAND
@@ -354,7 +355,7 @@ class LoraTuner:
                              "target modules and try again.")
         self.targeted_module_names.extend(k for k in targeted if k not in self.targeted_module_names)
         self._set_modules_to_save(config, adapter_name)
-        self.set_adapter(adapter_name, inference_mode=config.inference_mode)
+        self.set_adapter(adapter_name, inference_mode=config.inference_mode)  # (drops the decode graphs)
 
     def _set_modules_to_save(self, config, adapter_name):
         if not config.modules_to_save:
@@ -410,6 +411,7 @@ class LoraTuner:
                 if name == "bias" or name.endswith(".bias"):
                     param.requires_grad = True
         self.active_adapter = adapter_name
+        drop_decode_graphs(self.model)
 
     def set_adapter_layers(self, enabled):
         for _, layer in self.tuner_layers():
@@ -417,6 +419,7 @@ class LoraTuner:
                 warn_once("Unmerge the adapters before disabling them: unmerging now")
                 layer.unmerge()
             layer.disable_adapters = not enabled
+        drop_decode_graphs(self.model)
 
     def delete_adapter(self, adapter_name):
         if adapter_name not in self.peft_config:
@@ -424,17 +427,20 @@ class LoraTuner:
         del self.peft_config[adapter_name]
         for _, layer in self.tuner_layers():
             layer.delete_adapter(adapter_name)
+        drop_decode_graphs(self.model)
 
     # ------------------------------------------------------------------ merge / unload
     def merge_adapter(self, adapter_names=None, safe_merge=False):
         for _, layer in self.tuner_layers():
             if isinstance(layer, LoraLinear):
                 layer.merge(safe_merge=safe_merge, adapter_names=adapter_names)
+        drop_decode_graphs(self.model)
 
     def unmerge_adapter(self):
         for _, layer in self.tuner_layers():
             if isinstance(layer, LoraLinear):
                 layer.unmerge()
+        drop_decode_graphs(self.model)
 
     def _unload_and_optionally_merge(self, merge, safe_merge=False, adapter_names=None):
         for key, layer in self.tuner_layers():
@@ -447,6 +453,7 @@ class LoraTuner:
                 replacement = layer.active_module() if not layer.disable_adapters else layer.original_module
             _replace_child(parent, name, replacement)
         sync_parameter_names(self.model)
+        drop_decode_graphs(self.model)
         return self.model
 
     def merge_and_unload(self, progressbar=False, safe_merge=False, adapter_names=None):
