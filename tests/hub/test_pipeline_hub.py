@@ -71,3 +71,25 @@ def test_pipeline_model_kwargs_and_conflicts(hub_env, revisions):
     assert ours.tokenizer(PROMPT)["input_ids"] == theirs.tokenizer(PROMPT)["input_ids"]
     with pytest.raises(ValueError, match="'revision' both as an argument and in model_kwargs"):
         pipeline("text-generation", model="org/tiny", revision="v2", model_kwargs={"revision": "main"})
+
+
+def test_pipeline_of_an_adapter_repo_loads_its_base_and_the_adapter(hub_env, revisions, tmp_path):
+    import peft
+    import torch
+    import transformers
+
+    main, _ = revisions
+    hub_env.server.add_folder("org/base", main)
+    base = transformers.AutoModelForCausalLM.from_pretrained(main, dtype=torch.float32)
+    config = peft.LoraConfig(r=4, lora_alpha=400, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    adapted = peft.get_peft_model(base, config)
+    adapted.peft_config["default"].base_model_name_or_path = "org/base"
+    adapted.save_pretrained(tmp_path / "adapter")
+    hub_env.server.add_folder("org/adapter", tmp_path / "adapter")
+
+    ours = pipeline("text-generation", model="org/adapter")
+    theirs = transformers.pipeline("text-generation", model="org/adapter")
+    plain = pipeline("text-generation", model="org/base")
+    assert ours.model.active_adapters() == ["default"]
+    assert _generate(ours) == _generate(theirs)
+    assert _generate(ours) != _generate(plain)  # the adapter is applied

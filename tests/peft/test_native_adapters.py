@@ -118,6 +118,25 @@ def test_hf_peft_adapters_load_switch_disable_and_delete(tiny_llama, tmp_path):
     assert_close(_ours_logits(ours, ids, mask), base, mask)
 
 
+def test_from_pretrained_of_an_adapter_folder_matches_transformers(tiny_llama, tmp_path):
+    """transformers' AutoModelForCausalLM.from_pretrained(adapter folder): the base named in adapter_config.json,
+    with the adapter loaded (this part of transformers' API runs with peft 0.21)."""
+    import peft
+    import torch
+    import transformers
+
+    ids, mask = batch()
+    peft.get_peft_model(hf_base(tiny_llama), peft.LoraConfig(**LORA)).save_pretrained(tmp_path / "adapter")
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "adapter"), dtype=torch.float32)
+    ours = AutoModelForCausalLM.from_pretrained(tmp_path / "adapter", adapter_name="mine")
+    assert ours.active_adapters() == ["mine"] and list(theirs.peft_config) == ["default"]
+    assert _trainable(ours) == _trainable(theirs) == []
+    base = _ours_logits(AutoModelForCausalLM.from_pretrained(tiny_llama), ids, mask)
+    got = _ours_logits(ours, ids, mask)
+    assert_close(got, hf_logits(theirs.eval(), ids, mask), mask)
+    assert np.abs(got - base).max() > 1e-3
+
+
 def test_load_adapter_from_state_dict_and_errors(tiny_llama, tmp_path):
     ids, mask = batch()
     source = AutoModelForCausalLM.from_pretrained(tiny_llama)

@@ -13,7 +13,7 @@ import os
 from ..hub import push_folder_to_hub
 from ..safetensors_io import atomic_write_text
 from ..utils import warn_once
-from .config import LoraConfig, PeftConfig
+from .config import CONFIG_NAME, LoraConfig, PeftConfig
 from .lora import LoraTuner, sync_parameter_names
 from .save_and_load import (get_peft_model_state_dict, load_adapter_weights, save_adapter_weights,
                             set_peft_model_state_dict)
@@ -208,3 +208,29 @@ class PeftAdapterMixin:
         if push_to_hub:
             repo_id = hub_kwargs.pop("repo_id", os.path.basename(os.path.abspath(save_directory)))
             push_folder_to_hub(save_directory, repo_id, **{"commit_message": "Upload model", **hub_kwargs})
+
+
+def has_adapter(folder):
+    return os.path.isfile(os.path.join(folder, CONFIG_NAME))
+
+
+def load_base_and_adapter(auto_cls, location, model_args, kwargs, load_config):
+    """transformers' from_pretrained of an adapter folder or repo: the base model named in adapter_config.json (or
+    the model in the same folder, when it has its own config.json), then `load_adapter` of the adapter."""
+    kwargs = dict(kwargs)
+    adapter_name = kwargs.pop("adapter_name", None) or "default"
+    adapter_kwargs = {k: kwargs[k] for k in _HUB_KWARGS if k in kwargs}
+    adapter_kwargs.update(kwargs.pop("adapter_kwargs", None) or {})
+    folder = location.folder
+    if os.path.isfile(os.path.join(folder, "config.json")):  # a complete model with an adapter beside it
+        model = auto_cls.from_pretrained(location, *model_args, config=load_config(folder), **kwargs)
+    else:
+        base = PeftConfig.from_pretrained(folder).base_model_name_or_path
+        if not base:
+            raise ValueError(f"{location.name}: adapter_config.json names no base_model_name_or_path and there is no "
+                             "config.json: load the base model and call model.load_adapter(path)")
+        kwargs.pop("subfolder", None)  # the subfolder was the adapter's
+        model = auto_cls.from_pretrained(base, *model_args, **kwargs)
+    source = location.name if location.hub is not None else location.root
+    model.load_adapter(source, adapter_name=adapter_name, **adapter_kwargs)
+    return model

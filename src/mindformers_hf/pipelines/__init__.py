@@ -52,8 +52,8 @@ def pipeline(task=None, model=None, tokenizer=None, revision=None, use_fast=True
             model_kwargs.setdefault("dtype", dtype)
         name_or_path = model
         model = getattr(auto, SUPPORTED_TASKS[task][1]).from_pretrained(name_or_path, **hub_kwargs, **model_kwargs)
-        if tokenizer is None:
-            tokenizer = name_or_path
+        if tokenizer is None:  # (an adapter repo's model is its base model, whose repo holds the tokenizer)
+            tokenizer = getattr(model.config, "name_or_path", None) or name_or_path
     if tokenizer is None:
         tokenizer = getattr(model.config, "name_or_path", None)
     if isinstance(tokenizer, (str, tuple)):
