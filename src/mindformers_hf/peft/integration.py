@@ -15,8 +15,7 @@ from ..safetensors_io import atomic_write_text
 from ..utils import warn_once
 from .config import CONFIG_NAME, LoraConfig, PeftConfig
 from .lora import LoraTuner, sync_parameter_names
-from .save_and_load import (get_peft_model_state_dict, load_adapter_weights, save_adapter_weights,
-                            set_peft_model_state_dict)
+from .save_and_load import get_peft_model_state_dict, load_adapter_weights, save_adapter, set_peft_model_state_dict
 
 _HUB_KWARGS = ("revision", "cache_dir", "token", "local_files_only", "subfolder", "force_download")
 
@@ -196,15 +195,7 @@ class PeftAdapterMixin:
         if self.can_generate():
             atomic_write_text(os.path.join(save_directory, "generation_config.json"),
                               self.generation_config.to_json_string())
-        name = self._hf_peft_tuner.active_adapter
-        save_adapter_weights(self, name, save_directory, state_dict=state_dict)
-        config = self.peft_config[name]
-        inference_mode = config.inference_mode
-        config.inference_mode = True  # as PEFT writes it
-        try:
-            config.save_pretrained(save_directory)
-        finally:
-            config.inference_mode = inference_mode
+        save_adapter(self, self._hf_peft_tuner.active_adapter, save_directory, state_dict=state_dict)
         if push_to_hub:
             repo_id = hub_kwargs.pop("repo_id", os.path.basename(os.path.abspath(save_directory)))
             push_folder_to_hub(save_directory, repo_id, **{"commit_message": "Upload model", **hub_kwargs})
