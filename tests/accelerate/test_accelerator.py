@@ -189,3 +189,46 @@ def _free_port():
     with socket.socket() as s:
         s.bind(("", 0))
         return s.getsockname()[1]
+
+
+def test_save_state_and_load_state_resume_exactly(folder, tmp_path):
+    """Two steps, save_state, two more; a fresh run that load_state()s the checkpoint repeats the last two."""
+    from mindformers_hf import AutoModelForCausalLM, get_linear_schedule_with_warmup
+    from mindformers_hf.accelerate import Accelerator
+    from mindformers_hf.trainer import AdamW
+
+    def setup():
+        accelerator = Accelerator()
+        model = AutoModelForCausalLM.from_pretrained(folder)
+        optimizer = AdamW(model.parameters(), lr=LR, weight_decay=WD, eps=EPS)
+        scheduler = get_linear_schedule_with_warmup(optimizer, 1, 4)
+        model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+        model.train()
+        return accelerator, model, optimizer, scheduler
+
+    def steps(accelerator, model, optimizer, scheduler, batches):
+        losses = []
+        for batch in accelerator.prepare(batches):
+            outputs = model(**batch)
+            accelerator.backward(outputs.loss)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+            losses.append(outputs.loss.item())
+        return losses
+
+    data = _batches()
+    first = setup()
+    steps(*first, data[:2])
+    first[0].save_state(tmp_path / "ckpt")
+    want = steps(*first, data[2:])
+    want_weights = {n: p.asnumpy() for n, p in first[1].module.parameters_and_names()}
+    assert sorted(os.listdir(tmp_path / "ckpt")) == ["accelerator_state.json", "model", "optimizer",
+                                                     "rng_state.json", "scheduler.json"]
+
+    second = setup()
+    second[0].load_state(tmp_path / "ckpt")
+    got = steps(*second, data[2:])
+    assert got == want
+    for name, param in second[1].module.parameters_and_names():
+        np.testing.assert_array_equal(param.asnumpy(), want_weights[name], err_msg=name)

@@ -16,11 +16,14 @@ summed over micro-batches, averaged over processes at the optimizer step, and cl
 The prepared optimizer is ours (`mindformers_hf.trainer.AdamW`): its `step()` takes them from here.
 """
 import contextlib
+import os
 
 import mindspore as ms
 from mindspore import nn
 
 from .. import tensor_io
+from ..modeling_utils import PreTrainedModel
+from ..trainer import checkpointing as ckpt
 from ..trainer import distributed as dist
 from ..trainer.optimization import clip_by_global_norm, global_norm
 from ..utils import warn_once
@@ -47,7 +50,7 @@ class Accelerator:
         self.sync_gradients = True
         self.step = 0
         self.end_of_dataloader = False
-        self._models, self._optimizers = [], []
+        self._models, self._optimizers, self._schedulers = [], [], []
         self._grads = {}  # id(Parameter) -> accumulated gradient
         self._pending = None  # (loss tensor, params, grads) of the last training forward with labels
         self._reduced = False
@@ -135,7 +138,9 @@ class Accelerator:
             self._optimizers.append(prepared)
             return prepared
         if hasattr(obj, "get_last_lr") and hasattr(obj, "step"):
-            return _PreparedScheduler(obj, self)
+            prepared = _PreparedScheduler(obj, self)
+            self._schedulers.append(prepared)
+            return prepared
         if hasattr(obj, "__iter__") and not isinstance(obj, (str, bytes, dict)):
             return _PreparedDataLoader(obj, self)
         return obj
@@ -265,15 +270,54 @@ class Accelerator:
     def save(self, obj, f, safe_serialization=False):
         raise NotImplementedError("Accelerator.save (torch.save of any object) is not supported: use save_model")
 
-    def save_state(self, output_dir=None, **kwargs):
-        raise NotImplementedError("Accelerator.save_state is not supported yet: save the model with save_model and "
-                                  "resume training with the Trainer's checkpoints")
+    def save_state(self, output_dir=None, safe_serialization=True, **kwargs):
+        """Everything needed to resume, written atomically into `output_dir` (our files, not accelerate's pickles):
+        model/ (save_pretrained), optimizer/ (trainer checkpoint format), scheduler.json, rng_state.json (this
+        process's generators) and accelerator_state.json; further models/optimizers/schedulers get a `_<i>` suffix."""
+        if output_dir is None:
+            raise ValueError("save_state needs output_dir (accelerate's automatic checkpoint naming is not supported)")
+        if any(not isinstance(m.module, PreTrainedModel) or m.module._hf_peft_config_loaded for m in self._models):
+            raise NotImplementedError("save_state of a model with adapters (or not a PreTrainedModel) is not "
+                                      "supported: save the adapter with save_model, or train it with the Trainer")
+        if self.is_main_process:
+            with ckpt.atomic_folder(os.fspath(output_dir)) as tmp:
+                for i, model in enumerate(self._models):
+                    model.module.save_pretrained(os.path.join(tmp, _suffixed("model", i)))
+                for i, optimizer in enumerate(self._optimizers):
+                    folder = os.path.join(tmp, _suffixed("optimizer", i))
+                    os.makedirs(folder)
+                    ckpt.save_optimizer(optimizer.optimizer, folder)
+                for i, scheduler in enumerate(self._schedulers):
+                    ckpt.write_json(os.path.join(tmp, _suffixed("scheduler", i) + ".json"),
+                                    scheduler.scheduler.state_dict())
+                ckpt.write_json(os.path.join(tmp, ckpt.RNG_STATE_NAME), ckpt.rng_state())
+                ckpt.write_json(os.path.join(tmp, "accelerator_state.json"), {"step": self.step})
+        self.wait_for_everyone()
+        return os.fspath(output_dir)
 
     def load_state(self, input_dir=None, **kwargs):
-        raise NotImplementedError("Accelerator.load_state is not supported yet (see save_state)")
+        """Restore what save_state wrote into the objects prepare() returned, in the same order."""
+        if input_dir is None:
+            raise ValueError("load_state needs input_dir")
+        input_dir = os.fspath(input_dir)
+        for i, model in enumerate(self._models):
+            model.module.load_checkpoint_folder(os.path.join(input_dir, _suffixed("model", i)))
+        for i, optimizer in enumerate(self._optimizers):
+            ckpt.load_optimizer(optimizer.optimizer, os.path.join(input_dir, _suffixed("optimizer", i)))
+        for i, scheduler in enumerate(self._schedulers):
+            scheduler.scheduler.load_state_dict(ckpt.read_json(os.path.join(input_dir, _suffixed("scheduler", i)
+                                                                            + ".json")))
+        ckpt.set_rng_state(ckpt.read_json(os.path.join(input_dir, ckpt.RNG_STATE_NAME)))
+        self.step = int(ckpt.read_json(os.path.join(input_dir, "accelerator_state.json"))["step"])
+        self._grads.clear()
+        self._pending = None
 
     def end_training(self):
         pass
+
+
+def _suffixed(name, index):
+    return name if index == 0 else f"{name}_{index}"
 
 
 def _loss_of(outputs):
