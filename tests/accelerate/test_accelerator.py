@@ -47,9 +47,10 @@ def _run_torch(folder, custom_loss):
         for batch in data:
             with accelerator.accumulate(model):
                 if custom_loss:  # the quicktour's loop: a loss computed outside the model
-                    outputs = model(batch["input_ids"])
-                    loss = torch.nn.functional.cross_entropy(outputs.logits.reshape(-1, VOCAB),
-                                                             batch["labels"].reshape(-1))
+                    inputs = batch["input_ids"].to(accelerator.device)
+                    targets = batch["labels"].to(accelerator.device)
+                    outputs = model(inputs)
+                    loss = torch.nn.functional.cross_entropy(outputs.logits.reshape(-1, VOCAB), targets.reshape(-1))
                     accelerator.backward(loss)
                 else:
                     outputs = model(**batch)
@@ -82,9 +83,11 @@ def _run_ours(folder, custom_loss, tmp_path=None):
     for _ in range(EPOCHS):
         for batch in data:
             with accelerator.accumulate(model):
-                if custom_loss:  # the one changed line: the loss is computed inside a function
+                if custom_loss:  # the changed lines: the loss is computed inside a function, in MindSpore ops
+                    inputs = batch["input_ids"].to(accelerator.device)
+                    targets = batch["labels"].to(accelerator.device)
                     loss = accelerator.backward(lambda: ops.cross_entropy(
-                        model(batch["input_ids"]).logits.reshape(-1, VOCAB), batch["labels"].reshape(-1)))
+                        model(inputs).logits.reshape(-1, VOCAB), targets.reshape(-1)))
                 else:
                     outputs = model(**batch)
                     loss = outputs.loss
