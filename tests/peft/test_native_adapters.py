@@ -160,6 +160,7 @@ def test_load_adapter_from_state_dict_and_errors(tiny_llama, tmp_path):
         target.load_adapter(peft_config=LoraConfig(**LORA), adapter_state_dict=broken, adapter_name="broken")
     assert list(target.peft_config) == ["default"]
     assert target.active_adapters() == ["default"]
+    assert _trainable(target) == []  # still loaded for inference, as before the failed load
 
 
 def test_generate_follows_adapter_changes(tiny_llama, tmp_path):

@@ -114,8 +114,10 @@ class PeftAdapterMixin:
             else:
                 source = "adapter_state_dict"
             set_peft_model_state_dict(self, adapter_state_dict, adapter_name, source=source)
-        except Exception:
+        except Exception:  # nothing of the failed adapter stays; the active one is as it was
             self.delete_adapter(adapter_name)
+            if previous is not None:
+                tuner.set_adapter(previous, inference_mode=tuner.peft_config[previous].inference_mode)
             raise
         if previous is not None:  # PEFT injects beside the active adapter without switching to the new one
             tuner.set_adapter(previous, inference_mode=tuner.peft_config[previous].inference_mode)
