@@ -201,3 +201,27 @@ def test_generate_follows_adapter_changes(tiny_llama, tmp_path):
     with wrapped.disable_adapter():
         assert ours_gen(wrapped) == base_tokens
     assert ours_gen(wrapped) == hf_gen(theirs)
+
+
+def test_trainer_trains_a_native_adapter_and_the_saved_folder_reloads(tiny_llama, tmp_path):
+    """transformers' "train a PEFT adapter" recipe: add_adapter, Trainer, save_pretrained, from_pretrained(folder)."""
+    from mindformers_hf import Trainer, TrainingArguments
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    model.add_adapter(LoraConfig(lora_alpha=16, lora_dropout=0.1, r=8, bias="none", task_type="CAUSAL_LM"))
+    rng = np.random.default_rng(0)
+    data = [{"input_ids": ids, "attention_mask": [1] * 12, "labels": ids}
+            for ids in (rng.integers(3, 128, 12).tolist() for _ in range(8))]
+    before = {n: p.asnumpy().copy() for n, p in model.parameters_and_names()}
+    args = TrainingArguments(str(tmp_path / "out"), per_device_train_batch_size=4, max_steps=2, learning_rate=1e-2,
+                             report_to="none", save_strategy="no", disable_tqdm=True)
+    Trainer(model=model, args=args, train_dataset=data).train()
+    changed = {n for n, p in model.parameters_and_names() if np.abs(p.asnumpy() - before[n]).max() > 0}
+    assert changed == {n for n in before if ".lora_" in n}  # q_proj / v_proj (PEFT's llama default), A and B
+    model.save_pretrained(tmp_path / "adapter")
+    assert sorted(os.listdir(tmp_path / "adapter")) == [
+        "adapter_config.json", "adapter_model.safetensors", "generation_config.json"]
+    again = AutoModelForCausalLM.from_pretrained(tmp_path / "adapter")
+    ids, mask = batch()
+    model.eval()
+    np.testing.assert_array_equal(_ours_logits(again, ids, mask), _ours_logits(model, ids, mask))
