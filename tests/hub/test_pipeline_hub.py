@@ -93,3 +93,31 @@ def test_pipeline_of_an_adapter_repo_loads_its_base_and_the_adapter(hub_env, rev
     assert ours.model.active_adapters() == ["default"]
     assert _generate(ours) == _generate(theirs)
     assert _generate(ours) != _generate(plain)  # the adapter is applied
+
+
+def test_pipeline_forwards_every_hub_kwarg_as_transformers_does(monkeypatch):
+    """What reaches from_pretrained (transformers' pipeline: hub kwargs + model_kwargs to the model, the same minus
+    dtype to the tokenizer)."""
+    from types import SimpleNamespace
+
+    from mindformers_hf.models import auto
+    from mindformers_hf.tokenization import AutoTokenizer
+
+    calls = {}
+
+    def fake_model(name, **kwargs):
+        calls["model"] = (name, kwargs)
+        return SimpleNamespace(config=SimpleNamespace(name_or_path=name))
+
+    def fake_tokenizer(name, **kwargs):
+        calls["tokenizer"] = (name, kwargs)
+        return SimpleNamespace()
+
+    monkeypatch.setattr(auto.AutoModelForCausalLM, "from_pretrained", staticmethod(fake_model))
+    monkeypatch.setattr(AutoTokenizer, "from_pretrained", staticmethod(fake_tokenizer))
+    pipeline("text-generation", model="org/x", revision="v1", token="t", trust_remote_code=True, dtype="bfloat16",
+             model_kwargs={"cache_dir": "/c", "attn_implementation": "eager"})
+    hub = {"revision": "v1", "token": "t", "trust_remote_code": True}
+    assert calls["model"] == ("org/x", {**hub, "cache_dir": "/c", "attn_implementation": "eager",
+                                        "dtype": "bfloat16"})
+    assert calls["tokenizer"] == ("org/x", {**hub, "cache_dir": "/c", "attn_implementation": "eager"})
