@@ -225,3 +225,53 @@ def test_trainer_trains_a_native_adapter_and_the_saved_folder_reloads(tiny_llama
     ids, mask = batch()
     model.eval()
     np.testing.assert_array_equal(_ours_logits(again, ids, mask), _ours_logits(model, ids, mask))
+
+
+def test_hotswap_replaces_an_adapters_weights_in_place(tiny_llama):
+    ids, mask = batch()
+
+    def adapter_state(seed):
+        np.random.seed(seed)
+        source = AutoModelForCausalLM.from_pretrained(tiny_llama)
+        source.add_adapter(LoraConfig(**LORA))
+        return {k: v.asnumpy() for k, v in source.get_adapter_state_dict().items()}, _ours_logits(source, ids, mask)
+
+    (first, _), (second, second_logits) = adapter_state(1), adapter_state(2)
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    with pytest.raises(ValueError, match="there must already be an existing adapter"):
+        model.load_adapter(peft_config=LoraConfig(**LORA), adapter_state_dict=first, hotswap=True)
+    model.load_adapter(peft_config=LoraConfig(**LORA), adapter_state_dict=first)
+    model.load_adapter(peft_config=LoraConfig(**LORA), adapter_state_dict=second, hotswap=True)
+    assert list(model.peft_config) == ["default"]
+    assert_close(_ours_logits(model, ids, mask), second_logits, mask)
+    last = list(first)[-1]
+    broken = {k: (v[:1] if k == last else v) for k, v in first.items()}  # the last tensor has a wrong shape
+    with pytest.raises(Exception, match="Shape mismatch"):
+        model.load_adapter(peft_config=LoraConfig(**LORA), adapter_state_dict=broken, hotswap=True)
+    assert_close(_ours_logits(model, ids, mask), second_logits, mask)  # nothing was half-written
+    with pytest.raises(NotImplementedError, match="hotswap of an adapter with another"):
+        model.load_adapter(peft_config=LoraConfig(**{**LORA, "lora_alpha": 3}), adapter_state_dict=first, hotswap=True)
+
+
+def test_trainer_resumes_a_native_adapter_run(tiny_llama, tmp_path):
+    """Four steps in one go equal two steps, a checkpoint, and a resumed run of a fresh model with the adapter."""
+    from mindformers_hf import Trainer, TrainingArguments
+
+    rng = np.random.default_rng(1)
+    data = [{"input_ids": ids, "attention_mask": [1] * 12, "labels": ids}
+            for ids in (rng.integers(3, 128, 12).tolist() for _ in range(16))]
+
+    def run(out, resume=None, seed=0):
+        np.random.seed(seed)  # the adapter's initial weights
+        model = AutoModelForCausalLM.from_pretrained(tiny_llama)
+        model.add_adapter(LoraConfig(**LORA), adapter_name="mine")
+        args = TrainingArguments(str(out), per_device_train_batch_size=4, max_steps=4, learning_rate=1e-2,
+                                 report_to="none", save_strategy="steps", save_steps=2, disable_tqdm=True, seed=3)
+        Trainer(model=model, args=args, train_dataset=data).train(resume_from_checkpoint=resume)
+        return {k: v.asnumpy() for k, v in model.get_adapter_state_dict().items()}
+
+    want = run(tmp_path / "once")
+    got = run(tmp_path / "resumed", resume=str(tmp_path / "once" / "checkpoint-2"), seed=9)
+    assert sorted(got) == sorted(want)
+    for key in want:
+        np.testing.assert_allclose(got[key], want[key], atol=1e-6, rtol=0, err_msg=key)

@@ -82,8 +82,6 @@ class PeftAdapterMixin:
 
         As in transformers, a second adapter is loaded beside the active one without activating it, and a
         non-trainable adapter leaves the model in eval mode with every adapter layer frozen."""
-        if hotswap is True:
-            raise NotImplementedError("hotswap=True (replacing an adapter's weights in place) is not supported")
         if load_config is not None:
             raise NotImplementedError("load_config= (transformers' internal loading state) is not supported")
         if low_cpu_mem_usage:
@@ -95,7 +93,11 @@ class PeftAdapterMixin:
         for key in [k for k in hub_kwargs if k not in _HUB_KWARGS]:
             warn_once(f"load_adapter: keyword {key!r} is accepted for compatibility and ignored")
             hub_kwargs.pop(key)
-        if self._hf_peft_tuner is not None and adapter_name in self.peft_config:
+        exists = self._hf_peft_tuner is not None and adapter_name in self.peft_config
+        if hotswap is True and not exists:
+            raise ValueError("To hotswap an adapter, there must already be an existing adapter with the same adapter "
+                             "name.")
+        if exists and hotswap is not True:
             raise ValueError(f"Adapter with name {adapter_name} already exists. Please use a different name.")
         if peft_model_id is None and (adapter_state_dict is None or peft_config is None):
             raise ValueError("You should either pass a `peft_model_id` or a `peft_config` and `adapter_state_dict` to "
@@ -104,6 +106,8 @@ class PeftAdapterMixin:
         if peft_config is None:
             peft_config = PeftConfig.from_pretrained(path, **hub_kwargs)
         peft_config.inference_mode = not is_trainable
+        if exists:
+            return self._hotswap(path, adapter_name, peft_config, adapter_state_dict, hub_kwargs)
         previous = None if self._hf_peft_tuner is None else self._hf_peft_tuner.active_adapter
         self._inject(peft_config, adapter_name)
         tuner = self._hf_peft_tuner
@@ -122,6 +126,30 @@ class PeftAdapterMixin:
         if previous is not None:  # PEFT injects beside the active adapter without switching to the new one
             tuner.set_adapter(previous, inference_mode=tuner.peft_config[previous].inference_mode)
         if peft_config.inference_mode:
+            self.eval()
+            for _, layer in tuner.tuner_layers():
+                for _, param in layer.parameters_and_names():
+                    param.requires_grad = False
+
+    def _hotswap(self, path, adapter_name, peft_config, adapter_state_dict, hub_kwargs):
+        """load_adapter(hotswap=True): new weights into an existing adapter of the same shape and scaling."""
+        _check_config(peft_config)
+        old = self.peft_config[adapter_name]
+        fields = ("r", "lora_alpha", "rank_pattern", "alpha_pattern", "use_rslora")
+        if any(getattr(old, f) != getattr(peft_config, f) for f in fields):
+            raise NotImplementedError(f"hotswap of an adapter with another {'/'.join(fields)} is not supported "
+                                      "(transformers' enable_peft_hotswap): load it under a new name")
+        if adapter_state_dict is None:
+            folder = os.path.join(path, hub_kwargs["subfolder"]) if hub_kwargs.get("subfolder") else path
+            adapter_state_dict, source = load_adapter_weights(folder, **hub_kwargs)
+        else:
+            source = "adapter_state_dict"
+        set_peft_model_state_dict(self, adapter_state_dict, adapter_name, source=source)  # checks all, then writes
+        old.inference_mode = peft_config.inference_mode
+        tuner = self._hf_peft_tuner
+        if tuner.active_adapter == adapter_name:
+            tuner.set_adapter(adapter_name, inference_mode=old.inference_mode)
+        if old.inference_mode:
             self.eval()
             for _, layer in tuner.tuner_layers():
                 for _, param in layer.parameters_and_names():

@@ -53,7 +53,7 @@ def set_peft_model_state_dict(model, peft_model_state_dict, adapter_name="defaul
     """Load {checkpoint key: array} into one adapter; returns the loaded keys. Every adapter tensor must be there."""
     # A PeftModel's names start with PEFT_PREFIX, a model with native adapters' do not; files always have it.
     params = {_with_prefix(key): param for key, param in _adapter_parameters(model, adapter_name).items()}
-    loaded = set()
+    staged = {}  # checked first, written after: a bad file changes no weight of an adapter already in use
     for key, value in peft_model_state_dict.items():
         is_bits = False
         if isinstance(value, tuple):  # (array, is_bf16_bits) from our safetensors reader
@@ -62,20 +62,20 @@ def set_peft_model_state_dict(model, peft_model_state_dict, adapter_name="defaul
         if full not in params:
             raise CheckpointError(f"Unexpected key {key!r} in {source}: adapter {adapter_name!r} has no parameter "
                                   f"of that name (shape {tuple(np.shape(value))})")
-        param = params[full]
         array = _to_numpy(value)
-        if tuple(array.shape) != tuple(param.shape):
+        if tuple(array.shape) != tuple(params[full].shape):
             raise CheckpointError(f"Shape mismatch for {key!r} in {source}: it has {tuple(array.shape)}, adapter "
-                                  f"{adapter_name!r} expects {tuple(param.shape)}")
-        param.set_data(_to_parameter_data(array, is_bits, param.dtype))
-        loaded.add(full)
-    missing = sorted(set(params) - loaded)
+                                  f"{adapter_name!r} expects {tuple(params[full].shape)}")
+        staged[full] = (array, is_bits)
+    missing = sorted(set(params) - set(staged))
     if missing:
         shown = ", ".join(missing[:6])
         raise CheckpointError(f"Missing keys: {source} has no tensor for {len(missing)} parameter(s) of adapter "
                               f"{adapter_name!r}: {shown}{' ...' if len(missing) > 6 else ''}. Was it saved with a "
                               "different LoraConfig (target_modules, modules_to_save, bias)?")
-    return loaded
+    for full, (array, is_bits) in staged.items():
+        params[full].set_data(_to_parameter_data(array, is_bits, params[full].dtype))
+    return set(staged)
 
 
 def _with_prefix(key):
