@@ -14,6 +14,7 @@ from .generation.utils import GenerationMixin
 from .hub import CheckpointLocation, locate
 from .modeling_outputs import ModelOutput
 from .resize_embeddings import check_resizable, padded_size, resize_rows
+from .peft.integration import PeftAdapterMixin
 from .checkpoint_files import (SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, add_variant, is_weights_file,
                                local_weight_files, shard_name)
 from .safetensors_io import (
@@ -25,7 +26,6 @@ from .safetensors_io import (
     write_safetensors,
 )
 from .weight_loading import fill_parameters, iter_safetensors
-from .weight_loading import to_parameter_data as _to_parameter_data  # noqa: F401  (peft/save_and_load.py)
 from .utils import (UnsupportedDtypeError, canonical_dtype_name, compute_dtype_name, device_target, logger,
                     ms_dtype, warn_once)
 
@@ -51,7 +51,7 @@ def parse_size(size) -> int:
     return int(number * scale)
 
 
-class PreTrainedModel(GenerationMixin, nn.Cell):
+class PreTrainedModel(PeftAdapterMixin, GenerationMixin, nn.Cell):
     config_class = None
     base_model_prefix = "model"
     _input_embed_layer = "embed_tokens"  # the token embedding's attribute on the base model (transformers' name)
@@ -455,6 +455,8 @@ class PreTrainedModel(GenerationMixin, nn.Cell):
         other variants; only files of the same variant from an earlier save are replaced."""
         if not safe_serialization:
             raise NotImplementedError("safe_serialization=False (pickle .bin files) is not supported: we write safetensors")
+        if self._hf_peft_config_loaded:  # transformers: a model with adapters saves its active adapter, PEFT's files
+            return self._save_adapter_pretrained(save_directory, is_main_process, state_dict, push_to_hub, **kwargs)
         # transformers' save_pretrained(push_to_hub=True, repo_id=..., token=...): save, then commit the folder.
         hub_kwargs = {k: kwargs.pop(k) for k in ("repo_id", "commit_message", "commit_description", "token",
                                                  "private", "revision", "create_pr") if push_to_hub and k in kwargs}

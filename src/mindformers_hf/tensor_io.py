@@ -7,6 +7,8 @@ caller handed us a torch tensor, so `import mindformers_hf` never imports it.
 import numpy as np
 import mindspore as ms
 
+from .safetensors_io import float32_to_bf16_bits
+
 NUMPY, MINDSPORE, TORCH = "np", "ms", "pt"
 
 
@@ -147,3 +149,18 @@ def _install_torch_idioms():
 
 
 _install_torch_idioms()
+
+
+def to_parameter_data(array: np.ndarray, is_bf16_bits: bool, target: ms.Type) -> ms.Tensor:
+    """A numpy array from a checkpoint as a MindSpore tensor of the parameter's dtype, copying at most once."""
+    if target == ms.bfloat16:
+        bits = array if is_bf16_bits else float32_to_bf16_bits(array.astype(np.float32))
+        return ms.from_numpy(np.ascontiguousarray(bits)).view(ms.bfloat16)
+    if is_bf16_bits:
+        array = (array.astype(np.uint32) << 16).view(np.float32)
+    np_target = {ms.float32: np.float32, ms.float16: np.float16, ms.float64: np.float64}.get(target)
+    if np_target is not None and array.dtype != np_target:
+        array = array.astype(np_target)
+    if not array.flags.writeable:  # a view of a read-only file mapping: in-place updates would crash
+        array = array.copy()
+    return ms.from_numpy(np.ascontiguousarray(array))

@@ -147,6 +147,13 @@ class _Graph:
             else decode_step
 
 
+def drop_decode_graphs(model):
+    """Forget `model`'s pooled decode steps. A traced step replays the Python it saw when traced, so a change of
+    the model's structure or of its Python-level switches (LoRA adapters added, switched, disabled, merged) must
+    drop them; the next generate builds fresh ones."""
+    model.__dict__.pop("_mindformers_decode_graphs", None)
+
+
 class StaticRunner:
     def __init__(self, model, compile_step=True):
         self.model = model

@@ -13,7 +13,8 @@ from mindspore import nn, ops
 
 from .. import ops as fused
 from ..layers import check_indices, new_parameter
-from ..weight_loading import ArraySource, to_parameter_data
+from ..tensor_io import to_parameter_data
+from ..weight_loading import ArraySource
 
 
 class _AllReduce(nn.Cell):

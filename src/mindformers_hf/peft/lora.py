@@ -19,6 +19,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import nn, ops
 
+from ..generation.runner import drop_decode_graphs
 from ..layers import Linear
 from ..utils import warn_once
 from .config import DEFAULT_TARGET_MODULES, INCLUDE_LINEAR_LAYERS_SHORTHAND
@@ -281,13 +282,16 @@ def _output_embedding_names(model):
     return {name for name, cell in model.cells_and_names() if head is not None and cell is head}
 
 
-class LoraModel(nn.Cell):
-    """Holds the base model as `.model` and injects, merges and removes LoRA layers in it (PEFT's LoraModel)."""
+class LoraTuner:
+    """Injects, activates, merges and removes LoRA layers in `.model` (PEFT's BaseTuner/LoraModel logic).
+
+    A plain object: `LoraModel` (below) is this plus a cell holding the model as its child, and the native adapter
+    API (integration.py) keeps one on the model itself, where a cell would make the model its own descendant.
+    """
 
     prefix = "lora_"
 
     def __init__(self, model, peft_config, adapter_name="default", autocast_adapter_dtype=True):
-        super().__init__()
         self.model = model
         self.peft_config = peft_config
         self.active_adapter = adapter_name
@@ -295,18 +299,6 @@ class LoraModel(nn.Cell):
         self.targeted_module_names = []
         self.targeted_parameter_names = []  # (LoRA on parameters, `target_parameters`, is not supported)
         self.inject_adapter(adapter_name, autocast_adapter_dtype)
-
-    def __getattr__(self, name):
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            cells = self.__dict__.get("_cells", {})
-            if "model" in cells:
-                return getattr(cells["model"], name)
-            raise
-
-    def construct(self, *args, **kwargs):
-        return self.model(*args, **kwargs)
 
     # ------------------------------------------------------------------ injection
     def _resolve_targets(self, config):
@@ -363,7 +355,7 @@ class LoraModel(nn.Cell):
                              "target modules and try again.")
         self.targeted_module_names.extend(k for k in targeted if k not in self.targeted_module_names)
         self._set_modules_to_save(config, adapter_name)
-        self.set_adapter(adapter_name, inference_mode=config.inference_mode)
+        self.set_adapter(adapter_name, inference_mode=config.inference_mode)  # (drops the decode graphs)
 
     def _set_modules_to_save(self, config, adapter_name):
         if not config.modules_to_save:
@@ -419,6 +411,7 @@ class LoraModel(nn.Cell):
                 if name == "bias" or name.endswith(".bias"):
                     param.requires_grad = True
         self.active_adapter = adapter_name
+        drop_decode_graphs(self.model)
 
     def set_adapter_layers(self, enabled):
         for _, layer in self.tuner_layers():
@@ -426,6 +419,7 @@ class LoraModel(nn.Cell):
                 warn_once("Unmerge the adapters before disabling them: unmerging now")
                 layer.unmerge()
             layer.disable_adapters = not enabled
+        drop_decode_graphs(self.model)
 
     def delete_adapter(self, adapter_name):
         if adapter_name not in self.peft_config:
@@ -433,17 +427,20 @@ class LoraModel(nn.Cell):
         del self.peft_config[adapter_name]
         for _, layer in self.tuner_layers():
             layer.delete_adapter(adapter_name)
+        drop_decode_graphs(self.model)
 
     # ------------------------------------------------------------------ merge / unload
     def merge_adapter(self, adapter_names=None, safe_merge=False):
         for _, layer in self.tuner_layers():
             if isinstance(layer, LoraLinear):
                 layer.merge(safe_merge=safe_merge, adapter_names=adapter_names)
+        drop_decode_graphs(self.model)
 
     def unmerge_adapter(self):
         for _, layer in self.tuner_layers():
             if isinstance(layer, LoraLinear):
                 layer.unmerge()
+        drop_decode_graphs(self.model)
 
     def _unload_and_optionally_merge(self, merge, safe_merge=False, adapter_names=None):
         for key, layer in self.tuner_layers():
@@ -456,6 +453,7 @@ class LoraModel(nn.Cell):
                 replacement = layer.active_module() if not layer.disable_adapters else layer.original_module
             _replace_child(parent, name, replacement)
         sync_parameter_names(self.model)
+        drop_decode_graphs(self.model)
         return self.model
 
     def merge_and_unload(self, progressbar=False, safe_merge=False, adapter_names=None):
@@ -463,3 +461,23 @@ class LoraModel(nn.Cell):
 
     def unload(self):
         return self._unload_and_optionally_merge(False)
+
+
+class LoraModel(LoraTuner, nn.Cell):
+    """Holds the base model as its child `.model` and tunes it (PEFT's LoraModel)."""
+
+    def __init__(self, model, peft_config, adapter_name="default", autocast_adapter_dtype=True):
+        nn.Cell.__init__(self)
+        LoraTuner.__init__(self, model, peft_config, adapter_name, autocast_adapter_dtype)
+
+    def __getattr__(self, name):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            cells = self.__dict__.get("_cells", {})
+            if "model" in cells:
+                return getattr(cells["model"], name)
+            raise
+
+    def construct(self, *args, **kwargs):
+        return self.model(*args, **kwargs)

@@ -13,7 +13,7 @@ from mindspore import nn
 from ..utils import warn_once
 from .config import LoraConfig, PeftConfig, TaskType
 from .lora import LoraModel, sync_parameter_names
-from .save_and_load import load_adapter_weights, save_adapter_weights, set_peft_model_state_dict
+from .save_and_load import load_adapter_weights, save_adapter, set_peft_model_state_dict
 
 _HUB_KWARGS = ("revision", "cache_dir", "token", "local_files_only", "subfolder")
 
@@ -199,16 +199,9 @@ class PeftModel(nn.Cell):
         for adapter_name in selected_adapters:
             config = self.peft_config[adapter_name]
             folder = save_directory if adapter_name == "default" else os.path.join(save_directory, adapter_name)
-            os.makedirs(folder, exist_ok=True)
-            save_adapter_weights(self, adapter_name, folder, state_dict=state_dict)
             if config.base_model_name_or_path is None:
                 config.base_model_name_or_path = getattr(self.config, "name_or_path", None) or None
-            inference_mode = config.inference_mode
-            config.inference_mode = True  # as PEFT: a saved adapter loads for inference by default
-            try:
-                config.save_pretrained(folder)
-            finally:
-                config.inference_mode = inference_mode
+            save_adapter(self, adapter_name, folder, state_dict=state_dict)
 
     @classmethod
     def from_pretrained(cls, model, model_id, adapter_name="default", is_trainable=False, config=None,

@@ -11,7 +11,7 @@ import os
 import numpy as np
 import mindspore as ms
 
-from ..modeling_utils import _to_parameter_data
+from ..tensor_io import to_parameter_data as _to_parameter_data
 from ..safetensors_io import CheckpointError, SafetensorsFile, safetensors_dtype, write_safetensors
 from .config import SAFETENSORS_WEIGHTS_NAME, _resolve_file
 from .lora import LoraLinear
@@ -51,30 +51,35 @@ def get_peft_model_state_dict(model, state_dict=None, adapter_name="default", **
 
 def set_peft_model_state_dict(model, peft_model_state_dict, adapter_name="default", source="state dict"):
     """Load {checkpoint key: array} into one adapter; returns the loaded keys. Every adapter tensor must be there."""
-    params = _adapter_parameters(model, adapter_name)
-    loaded = set()
+    # A PeftModel's names start with PEFT_PREFIX, a model with native adapters' do not; files always have it.
+    params = {_with_prefix(key): param for key, param in _adapter_parameters(model, adapter_name).items()}
+    staged = {}  # checked first, written after: a bad file changes no weight of an adapter already in use
     for key, value in peft_model_state_dict.items():
         is_bits = False
         if isinstance(value, tuple):  # (array, is_bf16_bits) from our safetensors reader
             value, is_bits = value
-        full = key if key.startswith(PEFT_PREFIX) else PEFT_PREFIX + key
+        full = _with_prefix(key)
         if full not in params:
             raise CheckpointError(f"Unexpected key {key!r} in {source}: adapter {adapter_name!r} has no parameter "
                                   f"of that name (shape {tuple(np.shape(value))})")
-        param = params[full]
         array = _to_numpy(value)
-        if tuple(array.shape) != tuple(param.shape):
+        if tuple(array.shape) != tuple(params[full].shape):
             raise CheckpointError(f"Shape mismatch for {key!r} in {source}: it has {tuple(array.shape)}, adapter "
-                                  f"{adapter_name!r} expects {tuple(param.shape)}")
-        param.set_data(_to_parameter_data(array, is_bits, param.dtype))
-        loaded.add(full)
-    missing = sorted(set(params) - loaded)
+                                  f"{adapter_name!r} expects {tuple(params[full].shape)}")
+        staged[full] = (array, is_bits)
+    missing = sorted(set(params) - set(staged))
     if missing:
         shown = ", ".join(missing[:6])
         raise CheckpointError(f"Missing keys: {source} has no tensor for {len(missing)} parameter(s) of adapter "
                               f"{adapter_name!r}: {shown}{' ...' if len(missing) > 6 else ''}. Was it saved with a "
                               "different LoraConfig (target_modules, modules_to_save, bias)?")
-    return loaded
+    for full, (array, is_bits) in staged.items():
+        params[full].set_data(_to_parameter_data(array, is_bits, params[full].dtype))
+    return set(staged)
+
+
+def _with_prefix(key):
+    return key if key.startswith(PEFT_PREFIX) else PEFT_PREFIX + key
 
 
 def _to_numpy(value):
@@ -91,6 +96,7 @@ def save_adapter_weights(peft_model, adapter_name, folder, state_dict=None):
     params = get_peft_model_state_dict(peft_model, state_dict=state_dict, adapter_name=adapter_name)
     entries = []
     for key, value in params.items():
+        key = _with_prefix(key)  # transformers' native adapters save in PEFT's format too
         if isinstance(value, ms.Tensor) and value.dtype == ms.bfloat16:
             def fetch(v=value):  # bf16 goes out as raw bits: numpy has no bfloat16
                 return v.view(ms.uint16).asnumpy()
@@ -117,3 +123,16 @@ def load_adapter_weights(path, **hub_kwargs):
     finally:
         reader.close()
 
+
+def save_adapter(model, adapter_name, folder, state_dict=None):
+    """adapter_model.safetensors and adapter_config.json of one adapter (of a PeftModel, or a model with native
+    adapters), the config with `inference_mode: true` as PEFT writes it."""
+    os.makedirs(folder, exist_ok=True)
+    save_adapter_weights(model, adapter_name, folder, state_dict=state_dict)
+    config = model.peft_config[adapter_name]
+    inference_mode = config.inference_mode
+    config.inference_mode = True
+    try:
+        config.save_pretrained(folder)
+    finally:
+        config.inference_mode = inference_mode

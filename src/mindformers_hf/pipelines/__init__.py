@@ -12,9 +12,14 @@ SUPPORTED_TASKS = {"text-generation": (TextGenerationPipeline, "AutoModelForCaus
 TASK_ALIASES = {"sentiment-analysis": "text-classification", "ner": "token-classification"}
 
 
-def pipeline(task=None, model=None, tokenizer=None, dtype=None, torch_dtype=None, device=None, device_map=None,
-             model_kwargs=None, trust_remote_code=None, gguf_file=None, **kwargs):
-    """Build a pipeline as transformers does; `model` is a folder, a repo id or a loaded model."""
+def pipeline(task=None, model=None, tokenizer=None, revision=None, use_fast=True, token=None, dtype=None,
+             torch_dtype=None, device=None, device_map=None, trust_remote_code=None, model_kwargs=None,
+             gguf_file=None, **kwargs):
+    """Build a pipeline as transformers does; `model` is a folder, a repo id or a loaded model.
+
+    As in transformers, `revision`, `token` and `trust_remote_code` (the hub kwargs) reach both the model's and the
+    tokenizer's `from_pretrained`, and so do `model_kwargs` (the tokenizer without `dtype`).
+    """
     from ..utils import warn_once
 
     if task is None:
@@ -27,9 +32,18 @@ def pipeline(task=None, model=None, tokenizer=None, dtype=None, torch_dtype=None
     for name, value in (("device", device), ("device_map", device_map)):
         if value is not None:
             warn_once(f"pipeline: {name}={value!r} is accepted and ignored (MindSpore places tensors by context)")
+    hub_kwargs = {name: value for name, value in (("revision", revision), ("token", token),
+                                                  ("trust_remote_code", trust_remote_code),
+                                                  ("local_files_only", kwargs.pop("local_files_only", None)))
+                  if value is not None}
     model_kwargs = dict(model_kwargs or {})
+    for name in hub_kwargs:
+        if name in model_kwargs:  # transformers passes both to from_pretrained, which fails the same way
+            raise ValueError(f"pipeline() got {name!r} both as an argument and in model_kwargs; pass it once")
     if gguf_file is not None:
         model_kwargs["gguf_file"] = gguf_file
+    if hasattr(model, "__fspath__"):
+        model = str(model)
     if isinstance(model, str):
         from ..models import auto
 
@@ -37,16 +51,21 @@ def pipeline(task=None, model=None, tokenizer=None, dtype=None, torch_dtype=None
         if dtype is not None:
             model_kwargs.setdefault("dtype", dtype)
         name_or_path = model
-        model = getattr(auto, SUPPORTED_TASKS[task][1]).from_pretrained(name_or_path, **model_kwargs)
-        if tokenizer is None:
-            tokenizer = name_or_path
+        model = getattr(auto, SUPPORTED_TASKS[task][1]).from_pretrained(name_or_path, **hub_kwargs, **model_kwargs)
+        if tokenizer is None:  # (an adapter repo's model is its base model, whose repo holds the tokenizer)
+            tokenizer = getattr(model.config, "name_or_path", None) or name_or_path
     if tokenizer is None:
         tokenizer = getattr(model.config, "name_or_path", None)
-    if isinstance(tokenizer, str):
+    if isinstance(tokenizer, (str, tuple)):
         from ..tokenization import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer, **({"gguf_file": model_kwargs["gguf_file"]}
-                                                                  if "gguf_file" in model_kwargs else {}))
+        if isinstance(tokenizer, tuple):  # transformers' (identifier, tokenizer kwargs) form
+            tokenizer, tokenizer_kwargs = tokenizer[0], dict(tokenizer[1])
+        else:
+            tokenizer_kwargs = {k: v for k, v in model_kwargs.items() if k not in ("dtype", "torch_dtype")}
+        if not use_fast:  # the default stays out of the kwargs: the GGUF tokenizer would keep it as an init kwarg
+            tokenizer_kwargs.setdefault("use_fast", False)
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer, **hub_kwargs, **tokenizer_kwargs)
     return SUPPORTED_TASKS[task][0](model=model, tokenizer=tokenizer, **kwargs)
 
 

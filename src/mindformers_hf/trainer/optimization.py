@@ -21,10 +21,10 @@ class Optimizer:
     """What our optimizers share: torch-style parameter groups, the names their state is saved under, and
     per-parameter state tensors ("<kind>.<name>" in optimizer.safetensors, see checkpointing.py).
 
-    `step(grads)` takes the gradients in the order of `self.params` (all groups, in order). Parameters
-    must be float32 (fp16 training keeps float32 master copies and hands those in). A subclass defines
-    `_state_shapes(param)` ({kind: shape} of its state for one parameter, zeros at the start) and
-    `_update(index, param, grad, group, step)`.
+    `step(grads)` takes the gradients in the order of `self.params` (all groups, in order; None skips a
+    parameter, as torch skips one whose .grad is None). Parameters must be float32 (fp16 training keeps
+    float32 master copies and hands those in). A subclass defines `_state_shapes(param)` ({kind: shape} of its
+    state for one parameter, zeros at the start) and `_update(index, param, grad, group, step)`.
     """
 
     def __init__(self, params, defaults, names=None):
@@ -59,6 +59,9 @@ class Optimizer:
         for group in self.param_groups:
             for param in group["params"]:
                 grad = grads[index]
+                if grad is None:  # as torch: a parameter without a gradient (frozen) is not updated
+                    index += 1
+                    continue
                 if grad.dtype != param.dtype:
                     grad = grad.astype(param.dtype)
                 self._update(index, param, grad, group, self.step_count)

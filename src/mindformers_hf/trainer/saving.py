@@ -77,7 +77,10 @@ class SavingMixin:
     def _load_from_checkpoint(self, checkpoint):
         """Model weights from a checkpoint folder: the full model, or a PEFT model's adapter."""
         adapter = os.path.join(checkpoint, "adapter_model.safetensors")
-        if os.path.isfile(adapter) and hasattr(self.model, "load_adapter"):
+        if os.path.isfile(adapter) and getattr(self.model, "_hf_peft_config_loaded", False):
+            # a model with native adapters (model.add_adapter): the checkpoint's weights into its active adapter
+            self.model.load_adapter(checkpoint, self.model.active_adapters()[0], is_trainable=True, hotswap=True)
+        elif os.path.isfile(adapter) and hasattr(self.model, "load_adapter"):
             adapter_name = getattr(self.model, "active_adapter", "default")
             self.model.load_adapter(checkpoint, adapter_name, is_trainable=True)
         elif hasattr(self.model, "load_checkpoint_folder"):

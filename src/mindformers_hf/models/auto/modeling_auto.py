@@ -2,6 +2,7 @@
 import os
 
 from ...hub import RemoteCodeError, locate, no_remote_code, resolve_folder
+from ...peft.integration import has_adapter, load_base_and_adapter
 from ...utils import logger
 from .. import families
 from ..families import remote_format
@@ -135,6 +136,8 @@ class _BaseAutoModelClass:
             hub_kwargs = {k: kwargs[k] for k in ("revision", "cache_dir", "local_files_only", "token", "gguf_file",
                                                  "force_download", "subfolder", "variant") if k in kwargs}
             pretrained_model_name_or_path = locate(pretrained_model_name_or_path, **hub_kwargs)
+            if has_adapter(pretrained_model_name_or_path.folder):  # transformers: load the base, then the adapter
+                return load_base_and_adapter(cls, pretrained_model_name_or_path, model_args, kwargs, load_config)
             config = load_config(pretrained_model_name_or_path.folder, gguf_file=kwargs.get("gguf_file"))
         model_class = cls._class_for(config)
         return model_class.from_pretrained(pretrained_model_name_or_path, *model_args, config=config, **kwargs)
