@@ -35,26 +35,20 @@ BeamSearchDecoderOnlyOutput = GenerateBeamDecoderOnlyOutput
 
 # GenerationConfig fields we do not implement: a non-default value raises, naming the feature.
 _UNSUPPORTED = {
+    # transformers 5 runs these four from hub repos (transformers-community/*) as remote code, which we never run
     "penalty_alpha": "contrastive search (penalty_alpha)",
     "num_beam_groups": "group beam search (num_beam_groups > 1)",
     "constraints": "constrained beam search (constraints)",
     "force_words_ids": "constrained beam search (force_words_ids)",
+    "dola_layers": "DoLa decoding (dola_layers)",
     "guidance_scale": "classifier-free guidance (guidance_scale)",
     "prompt_lookup_num_tokens": "prompt lookup decoding",
     "watermarking_config": "watermarking",
-    "bad_words_ids": "bad_words_ids",
-    "sequence_bias": "sequence_bias",
-    "exponential_decay_length_penalty": "exponential_decay_length_penalty",
-    "typical_p": "typical_p sampling",
-    "epsilon_cutoff": "epsilon_cutoff sampling",
-    "eta_cutoff": "eta_cutoff sampling",
-    "top_h": "top_h sampling",
-    "begin_suppress_tokens": "begin_suppress_tokens",
     "low_memory": "low_memory beam search",
     "output_attentions": "output_attentions in generate",
     "output_hidden_states": "output_hidden_states in generate",
 }
-_NEUTRAL = {"num_beam_groups": 1, "typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0, "guidance_scale": 1.0,
+_NEUTRAL = {"num_beam_groups": 1, "guidance_scale": 1.0,
             "low_memory": False, "output_attentions": False, "output_hidden_states": False}
 
 
@@ -111,8 +105,7 @@ class GenerationMixin:
                  prefix_allowed_tokens_fn=None, synced_gpus=None, assistant_model=None, streamer=None,
                  negative_prompt_ids=None, negative_prompt_attention_mask=None, use_model_defaults=None,
                  custom_generate=None, **kwargs):
-        for name, value in (("assistant_model", assistant_model), ("prefix_allowed_tokens_fn", prefix_allowed_tokens_fn),
-                            ("negative_prompt_ids", negative_prompt_ids), ("custom_generate", custom_generate)):
+        for name, value in (("assistant_model", assistant_model), ("negative_prompt_ids", negative_prompt_ids), ("custom_generate", custom_generate)):
             if value is not None:
                 raise NotImplementedError(f"generate: {name} is not supported")
         if synced_gpus:
@@ -179,7 +172,8 @@ class GenerationMixin:
         if config.num_beams > 1 and config.num_return_sequences > config.num_beams:
             raise ValueError("num_return_sequences has to be smaller or equal to num_beams")
 
-        processors = self._logits_processors(config, prompt_len, eos, logits_processor, attention_mask)
+        processors = self._logits_processors(config, prompt_len, eos, logits_processor, attention_mask,
+                                             prefix_allowed_tokens_fn, kind)
         criteria = self._stopping_criteria(config, eos, tokenizer, stopping_criteria)
         runner = self._make_runner(config)
 
@@ -207,37 +201,63 @@ class GenerationMixin:
             return DynamicRunner(self)
         return StaticRunner(self, compile_step=not getattr(config, "disable_compile", False))
 
-    def _logits_processors(self, config, prompt_len, eos, custom, attention_mask):
-        """transformers' `_get_logits_processor`: processors, then the caller's list, then sampling warpers."""
+    def _logits_processors(self, config, prompt_len, eos, custom, attention_mask, prefix_allowed_tokens_fn=None,
+                           kind=tensor_io.NUMPY):
+        """transformers' `_get_logits_processor`, in its order: processors, then the caller's list, then sampling
+        warpers, then renormalisation."""
         processors = lp.LogitsProcessorList()
+        if config.sequence_bias is not None:
+            processors.append(lp.SequenceBiasLogitsProcessor(config.sequence_bias))
         if config.repetition_penalty is not None and config.repetition_penalty != 1.0:
             padding = (attention_mask != 0).argmax(1)  # transformers 5 leaves left padding out of the penalty
+            # one length per row the processors see: transformers expands rows (beams, returned sequences) first
+            padding = np.repeat(padding, config.num_beams if config.num_beams > 1 else config.num_return_sequences or 1)
             processors.append(lp.RepetitionPenaltyLogitsProcessor(float(config.repetition_penalty), padding))
         if config.no_repeat_ngram_size:
             processors.append(lp.NoRepeatNGramLogitsProcessor(config.no_repeat_ngram_size))
+        if config.bad_words_ids is not None:
+            processors.append(lp.NoBadWordsLogitsProcessor(config.bad_words_ids, eos))
         if eos and config.min_length:
             processors.append(lp.MinLengthLogitsProcessor(config.min_length, eos))
         if eos and config.min_new_tokens:
             processors.append(lp.MinNewTokensLengthLogitsProcessor(prompt_len, config.min_new_tokens, eos))
+        if prefix_allowed_tokens_fn is not None:  # the function gets each row as the caller's kind of tensor
+            processors.append(lp.PrefixConstrainedLogitsProcessor(
+                prefix_allowed_tokens_fn, max(config.num_beams, config.num_return_sequences or 1),
+                row_type=lambda row: _as_kind(row, kind)))
         if config.forced_bos_token_id is not None:
             processors.append(lp.ForcedBOSTokenLogitsProcessor(config.forced_bos_token_id))
         if config.forced_eos_token_id is not None:
             processors.append(lp.ForcedEOSTokenLogitsProcessor(config.max_length, config.forced_eos_token_id))
         if config.remove_invalid_values:
             processors.append(lp.InfNanRemoveLogitsProcessor())
-        if config.suppress_tokens:
+        if config.exponential_decay_length_penalty is not None:
+            processors.append(lp.ExponentialDecayLengthPenalty(config.exponential_decay_length_penalty, eos,
+                                                               prompt_len))
+        if config.suppress_tokens is not None:
             processors.append(lp.SuppressTokensLogitsProcessor(config.suppress_tokens))
+        if config.begin_suppress_tokens is not None:
+            begin = prompt_len if prompt_len > 1 or config.forced_bos_token_id is None else prompt_len + 1
+            processors.append(lp.SuppressTokensAtBeginLogitsProcessor(config.begin_suppress_tokens, begin))
         processors.extend(custom or [])
         if config.do_sample:
             keep = 1
             if config.temperature is not None and config.temperature != 1.0:
                 processors.append(lp.TemperatureLogitsWarper(config.temperature))
+            if getattr(config, "top_h", None) is not None:
+                processors.append(lp.TopHLogitsWarper(top_h=config.top_h))
             if config.top_k is not None and config.top_k != 0:
                 processors.append(lp.TopKLogitsWarper(top_k=config.top_k, min_tokens_to_keep=keep))
             if config.top_p is not None and config.top_p < 1.0:
                 processors.append(lp.TopPLogitsWarper(top_p=config.top_p, min_tokens_to_keep=keep))
             if config.min_p is not None:
                 processors.append(lp.MinPLogitsWarper(min_p=config.min_p, min_tokens_to_keep=keep))
+            if config.typical_p is not None and config.typical_p < 1.0:
+                processors.append(lp.TypicalLogitsWarper(mass=config.typical_p, min_tokens_to_keep=keep))
+            if config.epsilon_cutoff is not None and 0.0 < config.epsilon_cutoff < 1.0:
+                processors.append(lp.EpsilonLogitsWarper(epsilon=config.epsilon_cutoff, min_tokens_to_keep=keep))
+            if config.eta_cutoff is not None and 0.0 < config.eta_cutoff < 1.0:
+                processors.append(lp.EtaLogitsWarper(epsilon=config.eta_cutoff, min_tokens_to_keep=keep))
         if config.renormalize_logits:
             processors.append(lp.LogitNormalization())
         return processors
