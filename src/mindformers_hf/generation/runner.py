@@ -92,24 +92,31 @@ def _host_last(logits):
 
 
 class DynamicRunner:
+    """Op by op; `cache`: the caller's cache (`generate(past_key_values=...)`), extended in place -- the prefill
+    feeds only the prompt tokens it does not hold yet, so a prefilled prefix or an earlier turn is reused."""
     compiled = False
 
-    def __init__(self, model):
+    def __init__(self, model, cache=None):
         self.model = model
-        self.cache = None
+        self.cache = cache
         self.extra = _forward_kwargs(model)
 
     @runtime.serialized
     def prefill(self, input_ids, attention_mask):
-        self.cache = DynamicCache()
-        out = self.model(input_ids=ms.Tensor(input_ids), attention_mask=ms.Tensor(attention_mask),
-                         position_ids=ms.Tensor(position_ids_from_mask(attention_mask)),
+        if self.cache is None:
+            self.cache = DynamicCache(config=self.model.config)
+        past = self.cache.get_seq_length()
+        if past >= input_ids.shape[1]:
+            raise ValueError(f"generate: past_key_values already holds {past} positions, but input_ids have "
+                             f"{input_ids.shape[1]}: pass the whole sequence (cached tokens and the new ones)")
+        out = self.model(input_ids=ms.Tensor(input_ids[:, past:]), attention_mask=ms.Tensor(attention_mask),
+                         position_ids=ms.Tensor(position_ids_from_mask(attention_mask)[:, past:]),
                          past_key_values=self.cache, use_cache=True, **self.extra)
         return _last_logits(out)
 
     def expand(self, repeats):
         if repeats > 1:
-            self.reorder(np.repeat(np.arange(self.cache.key_cache[0].shape[0]), repeats))
+            self.cache.batch_repeat_interleave(repeats)
 
     @runtime.serialized
     def step(self, tokens, attention_mask):

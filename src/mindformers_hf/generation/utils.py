@@ -131,8 +131,9 @@ class GenerationMixin:
         if ids.ndim == 1:
             ids = ids[None, :]
         attention_mask = model_kwargs.pop("attention_mask", None)
-        for key in ("token_type_ids", "position_ids", "use_cache", "past_key_values", "cache_position",
-                    "logits_to_keep", "return_dict"):
+        cache = model_kwargs.pop("past_key_values", None)  # transformers 5.25 also names it `cache`
+        cache = model_kwargs.pop("cache", None) if cache is None else cache
+        for key in ("token_type_ids", "position_ids", "use_cache", "cache_position", "logits_to_keep", "return_dict"):
             model_kwargs.pop(key, None)
         for key in model_kwargs:
             warn_once(f"generate: keyword {key!r} is accepted for compatibility and ignored")
@@ -175,7 +176,7 @@ class GenerationMixin:
         processors = self._logits_processors(config, prompt_len, eos, logits_processor, attention_mask,
                                              prefix_allowed_tokens_fn, kind)
         criteria = self._stopping_criteria(config, eos, tokenizer, stopping_criteria)
-        runner = self._make_runner(config)
+        runner = self._make_runner(config, cache)
 
         if streamer is not None:
             if config.num_beams > 1:
@@ -195,10 +196,12 @@ class GenerationMixin:
                 streamer.end()
         return self._finish(result, config, kind, runner)
 
-    def _make_runner(self, config):
+    def _make_runner(self, config, cache=None):
         implementation = getattr(config, "cache_implementation", None)
-        if implementation == "dynamic" or not StaticRunner.supports(self):
-            return DynamicRunner(self)
+        if cache is not None and not hasattr(cache, "get_seq_length"):
+            raise TypeError(f"generate: past_key_values must be a DynamicCache or StaticCache, got {type(cache).__name__}")
+        if cache is not None or implementation == "dynamic" or not StaticRunner.supports(self):
+            return DynamicRunner(self, cache)
         return StaticRunner(self, compile_step=not getattr(config, "disable_compile", False))
 
     def _logits_processors(self, config, prompt_len, eos, custom, attention_mask, prefix_allowed_tokens_fn=None,
