@@ -121,3 +121,37 @@ def test_repetition_penalty_with_expanded_rows_matches_hf(models, prompts, kwarg
     kwargs = dict(max_new_tokens=8, do_sample=False, repetition_penalty=1.5, **kwargs)
     want = _hf(hf, ids, mask, **kwargs).numpy()
     np.testing.assert_array_equal(ours.generate(input_ids=ids, attention_mask=mask, **kwargs), want)
+
+
+@pytest.mark.parametrize("beams", [1, 2], ids=["greedy", "beam2"])
+def test_output_hidden_states_scores_and_logits_match_hf(models, prompts, beams):
+    """return_dict_in_generate with output_hidden_states / output_scores / output_logits: one entry per generated
+    token, each a tuple over embeddings + layers of [rows, tokens fed, hidden] (the whole prompt first, then one
+    token), the values HF gives (padded prompt positions left out: neither side's values there mean anything)."""
+    ours, hf = models
+    ids, mask, _ = prompts
+    kwargs = dict(max_new_tokens=5, do_sample=False, num_beams=beams, return_dict_in_generate=True,
+                  output_hidden_states=True, output_scores=True, output_logits=True)
+    want = _hf(hf, ids, mask, **kwargs)
+    got = ours.generate(input_ids=ids, attention_mask=mask, **kwargs)
+    np.testing.assert_array_equal(got.sequences, want.sequences.numpy())
+    assert len(got.hidden_states) == len(want.hidden_states) == len(got.scores) > 1
+    keep = np.repeat(mask.astype(bool), beams, 0)
+    for step, (mine, theirs) in enumerate(zip(got.hidden_states, want.hidden_states)):
+        assert len(mine) == len(theirs) == hf.config.num_hidden_layers + 1
+        for layer_mine, layer_theirs in zip(mine, theirs):
+            assert layer_mine.shape == tuple(layer_theirs.shape)
+            layer_theirs = layer_theirs.numpy()
+            if step == 0:
+                layer_mine, layer_theirs = layer_mine[keep], layer_theirs[keep]
+            np.testing.assert_allclose(layer_mine, layer_theirs, rtol=1e-4, atol=1e-4)
+    for mine, theirs in zip(got.scores + got.logits, want.scores + want.logits):
+        np.testing.assert_allclose(mine, theirs.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_output_attentions_raises_by_name(models, prompts):
+    ours, _ = models
+    ids, mask, _ = prompts
+    with pytest.raises(NotImplementedError, match="output_attentions"):
+        ours.generate(input_ids=ids, attention_mask=mask, max_new_tokens=2, return_dict_in_generate=True,
+                      output_attentions=True)

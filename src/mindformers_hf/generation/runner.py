@@ -96,10 +96,19 @@ class DynamicRunner:
     feeds only the prompt tokens it does not hold yet, so a prefilled prefix or an earlier turn is reused."""
     compiled = False
 
-    def __init__(self, model, cache=None):
+    def __init__(self, model, cache=None, output_hidden_states=False):
         self.model = model
         self.cache = cache
         self.extra = _forward_kwargs(model)
+        # generate(output_hidden_states=True): each forward's hidden states, float32 numpy [B, S, hidden] per layer
+        self.hidden_states = None
+        if output_hidden_states:
+            self.extra["output_hidden_states"] = True
+
+    def _logits(self, out):
+        if self.extra.get("output_hidden_states"):
+            self.hidden_states = tuple(h.astype(ms.float32).asnumpy() for h in out.hidden_states)
+        return _last_logits(out)
 
     @runtime.serialized
     def prefill(self, input_ids, attention_mask):
@@ -112,7 +121,7 @@ class DynamicRunner:
         out = self.model(input_ids=ms.Tensor(input_ids[:, past:]), attention_mask=ms.Tensor(attention_mask),
                          position_ids=ms.Tensor(position_ids_from_mask(attention_mask)[:, past:]),
                          past_key_values=self.cache, use_cache=True, **self.extra)
-        return _last_logits(out)
+        return self._logits(out)
 
     def expand(self, repeats):
         if repeats > 1:
@@ -124,7 +133,7 @@ class DynamicRunner:
         out = self.model(input_ids=ms.Tensor(tokens.reshape(-1, 1).astype(np.int64)),
                          attention_mask=ms.Tensor(attention_mask), position_ids=ms.Tensor(positions),
                          past_key_values=self.cache, use_cache=True, **self.extra)
-        return _last_logits(out)
+        return self._logits(out)
 
     @runtime.serialized
     def reorder(self, rows):

@@ -46,10 +46,9 @@ _UNSUPPORTED = {
     "watermarking_config": "watermarking",
     "low_memory": "low_memory beam search",
     "output_attentions": "output_attentions in generate",
-    "output_hidden_states": "output_hidden_states in generate",
 }
 _NEUTRAL = {"num_beam_groups": 1, "guidance_scale": 1.0,
-            "low_memory": False, "output_attentions": False, "output_hidden_states": False}
+            "low_memory": False, "output_attentions": False}
 
 
 def _as_list(token_ids):
@@ -200,6 +199,8 @@ class GenerationMixin:
         implementation = getattr(config, "cache_implementation", None)
         if cache is not None and not hasattr(cache, "get_seq_length"):
             raise TypeError(f"generate: past_key_values must be a DynamicCache or StaticCache, got {type(cache).__name__}")
+        if config.output_hidden_states:  # the compiled decode step returns logits only
+            return DynamicRunner(self, cache, output_hidden_states=True)
         if cache is not None or implementation == "dynamic" or not StaticRunner.supports(self):
             return DynamicRunner(self, cache)
         return StaticRunner(self, compile_step=not getattr(config, "disable_compile", False))
@@ -290,7 +291,9 @@ class GenerationMixin:
             ids, attention_mask = np.repeat(ids, repeats, 0), np.repeat(attention_mask, repeats, 0)
             logits = np.repeat(logits, repeats, 0)
         runner.expand(repeats)
-        scores, raw = [], []
+        scores, raw, hidden = [], [], []
+        if config.output_hidden_states:
+            hidden.append(tuple(np.repeat(h, repeats, 0) for h in runner.hidden_states))
         unfinished = np.ones(ids.shape[0], bool)
         while True:
             next_scores = processors(ids, logits.copy())
@@ -312,7 +315,9 @@ class GenerationMixin:
             if not unfinished.any():
                 break
             logits = runner.step(tokens, attention_mask)
-        return {"sequences": ids, "scores": scores, "logits": raw}
+            if config.output_hidden_states:
+                hidden.append(runner.hidden_states)
+        return {"sequences": ids, "scores": scores, "logits": raw, "hidden_states": hidden}
 
     def _prefill(self, runner, ids, attention_mask, config):
         if isinstance(runner, StaticRunner):
@@ -344,6 +349,7 @@ class GenerationMixin:
         scores, raw = [], []
 
         logits = self._prefill(runner, ids, attention_mask, config)
+        hidden = [tuple(np.repeat(h, num_beams, 0) for h in runner.hidden_states)] if config.output_hidden_states else []
         logits = np.repeat(logits, num_beams, 0)
         attention_mask = np.repeat(attention_mask, num_beams, 0)
         runner.expand(num_beams)
@@ -405,6 +411,8 @@ class GenerationMixin:
             runner.reorder(running_beam_indices[:, :, cur_len - 1 - prompt_len].reshape(-1))
             attention_mask = np.concatenate([attention_mask, np.ones((attention_mask.shape[0], 1), np.int64)], 1)
             logits = runner.step(flat_running[:, -1], attention_mask)
+            if config.output_hidden_states:
+                hidden.append(runner.hidden_states)
 
         n = config.num_return_sequences or 1
         sequences = sequences[:, :n].reshape(batch * n, -1)
@@ -412,7 +420,7 @@ class GenerationMixin:
         beam_indices = beam_indices[:, :n].reshape(batch * n, -1)
         generated = int((beam_indices + 1).astype(bool).sum(1).max())
         return {"sequences": sequences[:, :prompt_len + generated], "sequences_scores": beam_scores,
-                "beam_indices": beam_indices[:, :generated], "scores": scores, "logits": raw}
+                "beam_indices": beam_indices[:, :generated], "scores": scores, "logits": raw, "hidden_states": hidden}
 
     # ------------------------------------------------------------------ outputs
     @runtime.serialized
@@ -423,12 +431,17 @@ class GenerationMixin:
             return sequences
         scores = tuple(to(s) for s in result["scores"]) if config.output_scores else None
         logits = tuple(to(s) for s in result["logits"]) if config.output_logits else None
-        cache = getattr(runner, "cache", None) or getattr(getattr(runner, "graph", None), "cache", None)
+        hidden = tuple(tuple(to(h) for h in step) for step in result["hidden_states"]) \
+            if config.output_hidden_states else None
+        cache = getattr(runner, "cache", None)
+        cache = cache if cache is not None else getattr(getattr(runner, "graph", None), "cache", None)
         if "beam_indices" in result:
             return GenerateBeamDecoderOnlyOutput(
                 sequences=sequences, sequences_scores=to(result["sequences_scores"]) if config.output_scores else None,
-                scores=scores, logits=logits, beam_indices=to(result["beam_indices"]), past_key_values=cache)
-        return GenerateDecoderOnlyOutput(sequences=sequences, scores=scores, logits=logits, past_key_values=cache)
+                scores=scores, logits=logits, beam_indices=to(result["beam_indices"]), hidden_states=hidden,
+                past_key_values=cache)
+        return GenerateDecoderOnlyOutput(sequences=sequences, scores=scores, logits=logits, hidden_states=hidden,
+                                         past_key_values=cache)
 
     def compute_transition_scores(self, sequences, scores, beam_indices=None, normalize_logits=False):
         """transformers' compute_transition_scores: the score of each generated token, [B, generated]."""
