@@ -14,6 +14,7 @@ from ..layers import IndexDtypeError
 from ..modeling_outputs import ModelOutput, _CacheAlias
 from ..utils import set_seed, warn_once  # noqa: F401 (set_seed: re-exported by generation)
 from . import logits_process as lp
+from .assisted import assisted_decoding
 from .runner import DynamicRunner, StaticRunner
 from .stopping_criteria import (EosTokenCriteria, MaxLengthCriteria, MaxTimeCriteria, StoppingCriteriaList,
                                 StopStringCriteria)
@@ -42,7 +43,6 @@ _UNSUPPORTED = {
     "force_words_ids": "constrained beam search (force_words_ids)",
     "dola_layers": "DoLa decoding (dola_layers)",
     "guidance_scale": "classifier-free guidance (guidance_scale)",
-    "prompt_lookup_num_tokens": "prompt lookup decoding",
     "watermarking_config": "watermarking",
     "low_memory": "low_memory beam search",
     "output_attentions": "output_attentions in generate",
@@ -104,7 +104,10 @@ class GenerationMixin:
                  prefix_allowed_tokens_fn=None, synced_gpus=None, assistant_model=None, streamer=None,
                  negative_prompt_ids=None, negative_prompt_attention_mask=None, use_model_defaults=None,
                  custom_generate=None, **kwargs):
-        for name, value in (("assistant_model", assistant_model), ("negative_prompt_ids", negative_prompt_ids), ("custom_generate", custom_generate)):
+        if kwargs.pop("assistant_tokenizer", None) is not None:
+            raise NotImplementedError("generate: assistant_tokenizer (assisted decoding across tokenizers) is not "
+                                      "supported")
+        for name, value in (("negative_prompt_ids", negative_prompt_ids), ("custom_generate", custom_generate)):
             if value is not None:
                 raise NotImplementedError(f"generate: {name} is not supported")
         if synced_gpus:
@@ -175,6 +178,22 @@ class GenerationMixin:
         processors = self._logits_processors(config, prompt_len, eos, logits_processor, attention_mask,
                                              prefix_allowed_tokens_fn, kind)
         criteria = self._stopping_criteria(config, eos, tokenizer, stopping_criteria)
+        if (assistant_model is not None or config.prompt_lookup_num_tokens is not None) and config.num_beams > 1:
+            warn_once("generate: assisted / prompt lookup decoding works with greedy search; with num_beams > 1 the "
+                      "assistant is ignored (as in transformers)")
+        elif assistant_model is not None or config.prompt_lookup_num_tokens is not None:
+            if cache is not None:
+                raise NotImplementedError("generate: past_key_values with assisted / prompt lookup decoding is not "
+                                          "supported")
+            if streamer is not None:
+                streamer.put(ids.copy())
+            try:
+                result = assisted_decoding(self, ids, attention_mask, config, processors, criteria, eos, pad,
+                                           streamer, assistant_model)
+            finally:
+                if streamer is not None:
+                    streamer.end()
+            return self._finish(result, config, kind, None)
         runner = self._make_runner(config, cache)
 
         if streamer is not None:
@@ -433,7 +452,7 @@ class GenerationMixin:
         logits = tuple(to(s) for s in result["logits"]) if config.output_logits else None
         hidden = tuple(tuple(to(h) for h in step) for step in result["hidden_states"]) \
             if config.output_hidden_states else None
-        cache = getattr(runner, "cache", None)
+        cache = result.get("cache", getattr(runner, "cache", None))
         cache = cache if cache is not None else getattr(getattr(runner, "graph", None), "cache", None)
         if "beam_indices" in result:
             return GenerateBeamDecoderOnlyOutput(
