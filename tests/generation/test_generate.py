@@ -174,6 +174,12 @@ def test_unsupported_features_raise(models):
         ours.generate(input_ids=ids, num_beams=2, do_sample=True, max_new_tokens=3)
     with pytest.raises(ValueError, match="tokenizer"):
         ours.generate(input_ids=ids, stop_strings=["x"], max_new_tokens=3)
+    with pytest.raises(NotImplementedError, match="quantized"):
+        ours.generate(input_ids=ids, cache_implementation="quantized", max_new_tokens=3)
+    with pytest.raises(NotImplementedError, match="DoLa"):
+        ours.generate(input_ids=ids, dola_layers="high", max_new_tokens=3)
+    with pytest.raises(NotImplementedError, match="constrained beam search"):
+        ours.generate(input_ids=ids, force_words_ids=[[5]], num_beams=2, max_new_tokens=3)
 
 
 def test_other_families_generate_like_hf(tmp_path):

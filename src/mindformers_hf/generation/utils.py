@@ -216,6 +216,12 @@ class GenerationMixin:
 
     def _make_runner(self, config, cache=None):
         implementation = getattr(config, "cache_implementation", None)
+        if implementation == "quantized":  # changes the tokens: not something to ignore
+            raise NotImplementedError("generate: cache_implementation='quantized' (a quantized KV cache) is not "
+                                      "supported")
+        if implementation is not None and implementation.startswith("offloaded"):
+            warn_once(f"generate: cache_implementation={implementation!r} is accepted and the cache is not offloaded "
+                      "(the tokens are the same)")
         if cache is not None and not hasattr(cache, "get_seq_length"):
             raise TypeError(f"generate: past_key_values must be a DynamicCache or StaticCache, got {type(cache).__name__}")
         if config.output_hidden_states:  # the compiled decode step returns logits only
