@@ -17,6 +17,7 @@ import inspect
 
 import numpy as np
 import mindspore as ms
+from mindspore import ops
 
 from .. import runtime
 from ..cache_utils import DynamicCache, StaticCache
@@ -233,6 +234,21 @@ class StaticRunner:
             if compiled:
                 self.base.compile_layers = False
         return _last_logits(out)
+
+    @runtime.serialized
+    def detached_cache(self):
+        """What generation cached, as transformers' returned cache holds it -- a new DynamicCache of the real
+        positions (the prefill's pad columns left out), copied out of the buffers the model's pool of decode graphs
+        reuses, so that later generate calls cannot overwrite it."""
+        source = self.graph.cache if self.graph is not None else self.dynamic
+        length = source.get_seq_length()
+        rows = None if self.graph is not None or self.repeats == 1 else \
+            ms.Tensor(np.repeat(np.arange(self.batch), self.repeats).astype(np.int32))
+        layers = []
+        for keys, values in zip(source.key_cache, source.value_cache):
+            keys, values = ops.deepcopy(keys[:, :, self.pad:length]), ops.deepcopy(values[:, :, self.pad:length])
+            layers.append((keys, values) if rows is None else (ops.gather(keys, rows, 0), ops.gather(values, rows, 0)))
+        return DynamicCache(layers)
 
     def _padded(self, columns):
         """[B, T] prompt ids or mask with the prefill's pad columns (zeros: masked) prepended."""

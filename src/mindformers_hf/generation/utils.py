@@ -208,6 +208,8 @@ class GenerationMixin:
             else:
                 result = self._sample_loop(runner, ids, attention_mask, config, processors, criteria, pad,
                                            eos, streamer)
+            if config.return_dict_in_generate and isinstance(runner, StaticRunner):
+                result["cache"] = runner.detached_cache()  # before close() gives the buffers back to the pool
         finally:
             runner.close()
             if streamer is not None:  # also on errors: a TextIteratorStreamer's reader would wait forever
@@ -430,10 +432,12 @@ class GenerationMixin:
             worst_finished = np.where(is_sent_finished, beam_scores.min(1, keepdims=True), np.float32(-1e9))
             heuristic_unsatisfied = heuristic_unsatisfied & (best_running > worst_finished).any(-1, keepdims=True)
             open_beam = not (is_sent_finished.all() and early_stopping is True)
-            if not (heuristic_unsatisfied.any() and open_beam and not hits.all()):
+            done = not (heuristic_unsatisfied.any() and open_beam and not hits.all())
+            if not done or config.return_dict_in_generate:  # transformers' returned cache is reordered at the end too
+                runner.reorder(running_beam_indices[:, :, cur_len - 1 - prompt_len].reshape(-1))
+            if done:
                 break
             flat_running = running_sequences[:, :, :cur_len].reshape(batch * num_beams, cur_len)
-            runner.reorder(running_beam_indices[:, :, cur_len - 1 - prompt_len].reshape(-1))
             attention_mask = np.concatenate([attention_mask, np.ones((attention_mask.shape[0], 1), np.int64)], 1)
             logits = runner.step(flat_running[:, -1], attention_mask)
             if config.output_hidden_states:
