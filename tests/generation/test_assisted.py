@@ -6,7 +6,7 @@ import pytest
 torch = pytest.importorskip("torch")
 import transformers  # noqa: E402
 
-from mindformers_hf import AutoModelForCausalLM  # noqa: E402
+from mindformers_hf import AutoModelForCausalLM, set_seed  # noqa: E402
 from mindformers_hf.generation import assisted  # noqa: E402
 from tests.conftest import make_hf_checkpoint  # noqa: E402
 
@@ -79,7 +79,31 @@ def test_assisted_limits_raise(models):
     ids = _prompt()
     with pytest.raises(ValueError, match="batch_size = 1"):
         ours.generate(input_ids=np.repeat(ids, 2, 0), prompt_lookup_num_tokens=3, max_new_tokens=4)
-    with pytest.raises(NotImplementedError, match="do_sample"):
-        ours.generate(input_ids=ids, prompt_lookup_num_tokens=3, max_new_tokens=4, do_sample=True)
     with pytest.raises(TypeError, match="assistant_model"):
         ours.generate(input_ids=ids, assistant_model=hf_draft, max_new_tokens=4)
+
+
+@pytest.mark.parametrize("helper", ["lookup", "self_draft", "small_draft"])
+def test_sampling_with_candidates(models, helper):
+    """do_sample=True: with top_k=1 the warped distributions are one-hot, so prompt lookup's per-position sampling
+    and speculative sampling (accept while u < p/q, else resample from max(p - q, 0)) must give greedy's tokens,
+    as HF's do; with a real distribution a seed repeats the draw."""
+    (ours, hf), (draft, hf_draft) = models
+    ids = _prompt()
+    options = {"lookup": (dict(prompt_lookup_num_tokens=4), dict(prompt_lookup_num_tokens=4)),
+               "self_draft": (dict(assistant_model=ours), dict(assistant_model=hf)),
+               "small_draft": (dict(assistant_model=draft), dict(assistant_model=hf_draft))}[helper]
+    greedy = ours.generate(input_ids=ids, max_new_tokens=12, do_sample=False)
+    got = ours.generate(input_ids=ids, max_new_tokens=12, do_sample=True, top_k=1, **options[0])
+    with torch.no_grad():
+        want = hf.generate(input_ids=torch.tensor(ids), max_new_tokens=12, do_sample=True, top_k=1,
+                           **options[1]).numpy()
+    np.testing.assert_array_equal(got, greedy)
+    np.testing.assert_array_equal(got, want)
+    draws = []
+    for _ in range(2):
+        set_seed(3)
+        draws.append(ours.generate(input_ids=ids, max_new_tokens=12, min_new_tokens=12, do_sample=True,
+                                   temperature=1.5, **options[0]))
+    np.testing.assert_array_equal(draws[0], draws[1])
+    assert draws[0].shape == (1, ids.shape[1] + 12) and (draws[0] < 128).all()

@@ -2,14 +2,19 @@
 transformers' `_assisted_decoding`: candidate tokens are proposed cheaply (by a smaller model, or by copying what
 followed the last n-gram earlier in the sequence), the model scores them all in one forward, and the longest
 prefix that greedy decoding would have chosen is kept, plus the model's own next token. The tokens are therefore
-exactly plain greedy search's; only the number of forwards changes. Rejected positions are cropped from the
-cache (`DynamicCache.crop(-n)`).
+exactly plain greedy search's; only the number of forwards changes. With do_sample=True each position is sampled
+from the model's warped distribution (prompt lookup) or candidates are accepted by speculative sampling against the
+assistant's distribution (the speculative decoding paper's algorithm 1, as transformers), so the tokens follow the
+model's own sampling distribution. Rejected positions are cropped from the cache (`DynamicCache.crop(-n)`).
 """
+import copy
+
 import numpy as np
 import mindspore as ms
 
 from .. import runtime
 from ..cache_utils import DynamicCache
+from .logits_process import softmax
 from .runner import _forward_kwargs, position_ids_from_mask
 
 
@@ -35,45 +40,63 @@ def prompt_lookup_candidates(ids, num_output_tokens, max_matching_ngram_size, ma
 
 
 class _Drafter:
-    """Candidate tokens from an assistant model that keeps its own cache across iterations."""
+    """Candidate tokens (and, when sampling, the assistant's warped scores for them) from an assistant model that
+    keeps its own cache across iterations; it decodes with the main call's generation config, as in transformers."""
 
-    def __init__(self, assistant, config, eos, pad):
+    def __init__(self, assistant, config, custom_processors):
         if not hasattr(assistant, "generate") or not hasattr(assistant, "_prepare_generation_config") or \
                 type(assistant).__module__.startswith("transformers."):
             raise TypeError("generate: assistant_model must be a mindformers_hf model (it drafts with our generate)")
-        self.assistant, self.eos, self.pad = assistant, eos, pad
+        self.assistant, self.custom = assistant, custom_processors
+        self.config = copy.deepcopy(config)
+        self.config.return_dict_in_generate, self.config.output_scores = True, True
+        self.config.output_logits = self.config.output_hidden_states = False
         self.count = int(config.num_assistant_tokens or 20)
         self.cache = DynamicCache(config=assistant.config)
 
     def candidates(self, ids, max_length):
         new = min(self.count, max_length - len(ids) - 1)
         if new <= 0:
-            return []
+            return [], None
         self.cache.crop(-max(self.cache.get_seq_length() - (len(ids) - 1), 0))  # what it holds past the accepted part
-        out = self.assistant.generate(input_ids=ids[None, :], past_key_values=self.cache, max_new_tokens=new,
-                                      do_sample=False, eos_token_id=self.eos or None, pad_token_id=self.pad)
-        return [int(t) for t in np.asarray(out)[0, len(ids):]]
+        self.config.max_new_tokens, self.config.min_new_tokens = new, 0
+        out = self.assistant.generate(input_ids=ids[None, :], past_key_values=self.cache, generation_config=self.config,
+                                      logits_processor=self.custom)
+        tokens = [int(t) for t in np.asarray(out.sequences)[0, len(ids):]]
+        return tokens, np.concatenate([np.asarray(s, np.float32) for s in out.scores], 0)  # [k, V]
 
 
-def assisted_decoding(model, ids, attention_mask, config, processors, criteria, eos, pad, streamer, assistant):
-    """Greedy decoding of one row checked against candidate tokens; returns generate's result dict."""
+def _speculative(candidates, candidate_scores, processed, sample):
+    """transformers' `_speculative_sampling`: accept candidate i while u < p_i / q_i, then sample the next token
+    from max(p - q, 0) renormalised after a rejection, or from p after accepting all."""
+    k = len(candidates)
+    q, p = softmax(candidate_scores), softmax(processed)                    # [k, V], [k + 1, V]
+    rows = np.arange(k)
+    ratio = p[rows, candidates] / q[rows, candidates]
+    n = int(np.cumprod(np.random.random_sample(k) < ratio).sum())
+    residual = p[n] if n == k else np.maximum(p[n] - q[n], 0)
+    return np.asarray(candidates[:n] + [int(sample(residual[None] / residual.sum())[0])], np.int64)
+
+
+def assisted_decoding(model, ids, attention_mask, config, processors, criteria, eos, streamer, assistant,
+                      custom_processors, sample):
+    """Decoding of one row checked against candidate tokens; returns generate's result dict. `sample` draws one
+    token per row from [B, V] probabilities (generate's sampler, so set_seed governs it)."""
     if ids.shape[0] != 1:
         raise ValueError("assisted generate is only supported for batch_size = 1")
-    if config.do_sample:
-        raise NotImplementedError("generate: assisted / prompt lookup decoding with do_sample=True is not supported "
-                                  "(greedy only)")
     if config.output_hidden_states:
         raise NotImplementedError("generate: output_hidden_states with assisted / prompt lookup decoding is not "
                                   "supported")
-    drafter = _Drafter(assistant, config, eos, pad) if assistant is not None else None
+    drafter = _Drafter(assistant, config, custom_processors) if assistant is not None else None
     ngram = int(getattr(config, "max_matching_ngram_size", None) or 2)
     cache = DynamicCache(config=model.config)
     extra = _forward_kwargs(model)
     scores, raw = [], []
     while True:
         cur_len = ids.shape[1]
+        candidate_scores = None
         if drafter is not None:
-            candidates = drafter.candidates(ids[0], config.max_length)
+            candidates, candidate_scores = drafter.candidates(ids[0], config.max_length)
         else:
             candidates = prompt_lookup_candidates(ids[0], config.prompt_lookup_num_tokens, ngram, config.max_length,
                                                   eos)
@@ -83,9 +106,13 @@ def assisted_decoding(model, ids, attention_mask, config, processors, criteria, 
         logits = _forward(model, cache, candidate_ids, mask, extra, k + 1)            # [k + 1, V] float32
         processed = np.stack([processors(candidate_ids[:, :cur_len + i], logits[i:i + 1].copy())[0]
                               for i in range(k + 1)])
-        selected = processed.argmax(-1)
-        n_matches = int(np.cumprod(selected[:k] == np.asarray(candidates, np.int64)).sum()) if k else 0
-        valid = selected[:n_matches + 1][:config.max_length - cur_len]
+        if config.do_sample and candidate_scores is not None and k:
+            valid = _speculative(candidates, candidate_scores, processed, sample)
+        else:
+            selected = sample(softmax(processed)) if config.do_sample else processed.argmax(-1)
+            n_matches = int(np.cumprod(selected[:k] == np.asarray(candidates, np.int64)).sum()) if k else 0
+            valid = selected[:n_matches + 1]
+        valid = valid[:config.max_length - cur_len]
         if eos:
             hits = np.flatnonzero(np.isin(valid, eos))
             if len(hits):

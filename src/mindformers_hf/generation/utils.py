@@ -188,8 +188,8 @@ class GenerationMixin:
             if streamer is not None:
                 streamer.put(ids.copy())
             try:
-                result = assisted_decoding(self, ids, attention_mask, config, processors, criteria, eos, pad,
-                                           streamer, assistant_model)
+                result = assisted_decoding(self, ids, attention_mask, config, processors, criteria, eos, streamer,
+                                           assistant_model, logits_processor, _sample)
             finally:
                 if streamer is not None:
                     streamer.end()
