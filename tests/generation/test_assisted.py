@@ -79,6 +79,8 @@ def test_assisted_limits_raise(models):
     ids = _prompt()
     with pytest.raises(ValueError, match="batch_size = 1"):
         ours.generate(input_ids=np.repeat(ids, 2, 0), prompt_lookup_num_tokens=3, max_new_tokens=4)
+    with pytest.raises(NotImplementedError, match="assistant_ensemble_weight"):
+        ours.generate(input_ids=ids, assistant_model=draft, assistant_ensemble_weight=0.5, max_new_tokens=4)
     with pytest.raises(TypeError, match="assistant_model"):
         ours.generate(input_ids=ids, assistant_model=hf_draft, max_new_tokens=4)
 

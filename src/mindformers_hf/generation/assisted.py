@@ -87,6 +87,8 @@ def assisted_decoding(model, ids, attention_mask, config, processors, criteria, 
     if config.output_hidden_states:
         raise NotImplementedError("generate: output_hidden_states with assisted / prompt lookup decoding is not "
                                   "supported")
+    if getattr(config, "assistant_ensemble_weight", None) is not None:  # it changes the tokens: not to be ignored
+        raise NotImplementedError("generate: assistant_ensemble_weight (ensemble verification) is not supported")
     drafter = _Drafter(assistant, config, custom_processors) if assistant is not None else None
     ngram = int(getattr(config, "max_matching_ngram_size", None) or 2)
     cache = DynamicCache(config=model.config)
