@@ -211,7 +211,8 @@ class StaticCache(_CacheBase):
             import numpy as np
 
             rows, cols = np.meshgrid(np.arange(self._batch), np.arange(heads), indexing="ij")
-            self._grids[heads] = ms.Tensor(np.stack((rows, cols), -1).astype(np.int32).reshape(self._batch, heads, 1, 2))
+            grid = np.stack((rows, cols), -1).astype(np.int32).reshape(self._batch, heads, 1, 2)
+            self._grids[heads] = ms.Tensor(grid)
         return self._grids[heads]
 
     def fill_from(self, cache):
@@ -263,7 +264,8 @@ class StaticCache(_CacheBase):
             raise ValueError(f"StaticCache holds max_cache_len={self.max_cache_len} positions; {end} are needed (make "
                              "the cache longer)")
         if key_states.shape[0] != self._batch:
-            raise ValueError(f"StaticCache was allocated for batch size {self._batch}, got keys for {key_states.shape[0]}")
+            raise ValueError(f"StaticCache was allocated for batch size {self._batch}, got keys for "
+                             f"{key_states.shape[0]}")
         positions = ops.arange(start, end, dtype=ms.int32)
         keys, values = self.key_cache[layer_idx], self.value_cache[layer_idx]
         ops.scatter_nd_update(keys, self._scatter_indices(key_states.shape[1], positions), key_states)

@@ -36,7 +36,9 @@ def models(folder):
 
 
 def _np(x):
-    return x.detach().numpy() if isinstance(x, torch.Tensor) else np.asarray(x.asnumpy() if hasattr(x, "asnumpy") else x)
+    if isinstance(x, torch.Tensor):
+        return x.detach().numpy()
+    return np.asarray(x.asnumpy() if hasattr(x, "asnumpy") else x)
 
 
 def _assert_same_cache(ours, hf):

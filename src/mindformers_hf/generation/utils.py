@@ -225,7 +225,8 @@ class GenerationMixin:
             warn_once(f"generate: cache_implementation={implementation!r} is accepted and the cache is not offloaded "
                       "(the tokens are the same)")
         if cache is not None and not hasattr(cache, "get_seq_length"):
-            raise TypeError(f"generate: past_key_values must be a DynamicCache or StaticCache, got {type(cache).__name__}")
+            raise TypeError(f"generate: past_key_values must be a DynamicCache or StaticCache, got "
+                            f"{type(cache).__name__}")
         if config.output_hidden_states:  # the compiled decode step returns logits only
             return DynamicRunner(self, cache, output_hidden_states=True)
         if cache is not None or implementation == "dynamic" or not StaticRunner.supports(self):
@@ -376,7 +377,9 @@ class GenerationMixin:
         scores, raw = [], []
 
         logits = self._prefill(runner, ids, attention_mask, config)
-        hidden = [tuple(np.repeat(h, num_beams, 0) for h in runner.hidden_states)] if config.output_hidden_states else []
+        hidden = []
+        if config.output_hidden_states:
+            hidden.append(tuple(np.repeat(h, num_beams, 0) for h in runner.hidden_states))
         logits = np.repeat(logits, num_beams, 0)
         attention_mask = np.repeat(attention_mask, num_beams, 0)
         runner.expand(num_beams)
