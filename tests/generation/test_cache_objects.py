@@ -233,3 +233,5 @@ def test_generate_fills_a_prefilled_cache_without_recomputing_it(models, monkeyp
     assert cache.get_seq_length() == 12 + 5 - 1
     with pytest.raises(ValueError, match="already holds"):
         ours.generate(input_ids=ids, past_key_values=cache, max_new_tokens=2)
+    with pytest.raises(TypeError, match="mindformers_hf's DynamicCache"):
+        ours.generate(input_ids=ids, past_key_values=transformers.DynamicCache(), max_new_tokens=2)

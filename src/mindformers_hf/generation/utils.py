@@ -224,9 +224,10 @@ class GenerationMixin:
         if implementation is not None and implementation.startswith("offloaded"):
             warn_once(f"generate: cache_implementation={implementation!r} is accepted and the cache is not offloaded "
                       "(the tokens are the same)")
-        if cache is not None and not hasattr(cache, "get_seq_length"):
-            raise TypeError(f"generate: past_key_values must be a DynamicCache or StaticCache, got "
-                            f"{type(cache).__name__}")
+        if cache is not None and (not hasattr(cache, "get_seq_length") or
+                                  type(cache).__module__.startswith("transformers.")):  # torch tensors inside
+            raise TypeError(f"generate: past_key_values must be mindformers_hf's DynamicCache or StaticCache, got "
+                            f"{type(cache).__module__}.{type(cache).__name__}")
         if config.output_hidden_states:  # the compiled decode step returns logits only
             return DynamicRunner(self, cache, output_hidden_states=True)
         if cache is not None or implementation == "dynamic" or not StaticRunner.supports(self):
