@@ -174,6 +174,12 @@ def test_unsupported_features_raise(models):
         ours.generate(input_ids=ids, num_beams=2, do_sample=True, max_new_tokens=3)
     with pytest.raises(ValueError, match="tokenizer"):
         ours.generate(input_ids=ids, stop_strings=["x"], max_new_tokens=3)
+    with pytest.raises(NotImplementedError, match="quantized"):
+        ours.generate(input_ids=ids, cache_implementation="quantized", max_new_tokens=3)
+    with pytest.raises(NotImplementedError, match="DoLa"):
+        ours.generate(input_ids=ids, dola_layers="high", max_new_tokens=3)
+    with pytest.raises(NotImplementedError, match="constrained beam search"):
+        ours.generate(input_ids=ids, force_words_ids=[[5]], num_beams=2, max_new_tokens=3)
 
 
 def test_other_families_generate_like_hf(tmp_path):
@@ -242,13 +248,50 @@ def test_cache_follows_generated_tokens_not_max_new_tokens(long_context, monkeyp
     ids, mask = _prompts(rows=2, pads=(0, 3))
     free = ours.generate(input_ids=ids, attention_mask=mask, max_new_tokens=6, do_sample=False)
     eos = [int(t) for t in free[:, ids.shape[1] + 4]]
+    ours.__dict__["_mindformers_decode_graphs"].clear()
     outs = [ours.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new, do_sample=False, eos_token_id=eos,
                           pad_token_id=0, return_dict_in_generate=True) for new in (256, 60_000)]
     np.testing.assert_array_equal(outs[0].sequences, outs[1].sequences)
     assert outs[0].sequences.shape[1] <= ids.shape[1] + 5
-    assert [o.past_key_values.get_max_cache_shape() for o in outs] == [128, 128]
+    assert [graph.key[1] for graph in ours.__dict__["_mindformers_decode_graphs"]] == [128]  # both used 128
 
     monkeypatch.setattr(runner, "KEEP_CACHED_LENGTH", 128)
     ours.__dict__["_mindformers_decode_graphs"].clear()
     ours.generate(input_ids=ids, attention_mask=mask, max_new_tokens=150, min_new_tokens=150, do_sample=False)
     assert [graph.key[1] for graph in ours.__dict__["_mindformers_decode_graphs"]] == [128]  # 256: dropped
+
+
+@pytest.mark.parametrize("kwargs", [dict(), dict(num_beams=2), dict(max_new_tokens=1)], ids=["greedy", "beams", "one"])
+def test_returned_cache_is_hfs_and_continues(models, kwargs):
+    """return_dict_in_generate's past_key_values holds what HF's does (prompt + generated - 1 positions, none of the
+    compiled prefill's pad columns), is not overwritten by later generate calls, and a generate continuing from it
+    gives HF's tokens."""
+    ours, hf = models
+    ids, mask = _prompts()
+    kwargs = {"max_new_tokens": 6, "do_sample": False, "return_dict_in_generate": True, **kwargs}
+    got = ours.generate(input_ids=ids, attention_mask=mask, **kwargs)
+    want = _hf_generate(hf, ids, mask, **kwargs)
+    np.testing.assert_array_equal(got.sequences, want.sequences.numpy())
+    cache, hf_cache = got.past_key_values, want.past_key_values
+    assert cache.get_seq_length() == hf_cache.get_seq_length() == got.sequences.shape[1] - 1
+    real = np.repeat(mask, kwargs.get("num_beams", 1), 0)[:, None, :, None].astype(bool)  # pad columns: any value
+    before = [layer.keys.asnumpy().copy() for layer in cache.layers]
+    ours.generate(input_ids=ids[::-1].copy(), attention_mask=mask[::-1].copy(), max_new_tokens=6)  # reuses graphs
+    for mine, theirs, kept in zip(cache.layers, hf_cache.layers, before):
+        np.testing.assert_array_equal(mine.keys.asnumpy(), kept)
+        length = ids.shape[1]
+        for a, b in ((mine.keys, theirs.keys), (mine.values, theirs.values)):
+            a, b = a.asnumpy(), b.numpy()
+            np.testing.assert_allclose(np.where(real, a[:, :, :length], 0), np.where(real, b[:, :, :length], 0),
+                                       atol=1e-4)
+            # beam search: the running beams of a batch entry that already finished hold whatever ties gave (both
+            # sides); compare the generated positions of the entries still running
+            running = np.ones(len(a), bool) if "beam_indices" not in got else \
+                np.repeat(got.beam_indices[:, -1] >= 0, kwargs["num_beams"])
+            np.testing.assert_allclose(a[running, :, length:], b[running, :, length:], atol=1e-4)
+    if kwargs.get("num_beams", 1) == 1:
+        extended = np.concatenate([got.sequences, np.full((3, 2), 7)], 1)
+        more = np.concatenate([mask, np.ones((3, extended.shape[1] - mask.shape[1]), np.int64)], 1)
+        cont = ours.generate(input_ids=extended, attention_mask=more, past_key_values=cache, max_new_tokens=4)
+        hf_cont = _hf_generate(hf, extended, more, past_key_values=hf_cache, max_new_tokens=4).numpy()
+        np.testing.assert_array_equal(cont, hf_cont)

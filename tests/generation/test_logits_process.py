@@ -26,6 +26,23 @@ CASES = [
     ("SuppressTokensLogitsProcessor", dict(suppress_tokens=[1, 4, 9])),
     ("ForcedEOSTokenLogitsProcessor", dict(max_length=13, eos_token_id=[2, 5])),
     ("LogitNormalization", dict()),
+    ("TypicalLogitsWarper", dict(mass=0.9)),
+    ("TypicalLogitsWarper", dict(mass=0.4, min_tokens_to_keep=3)),
+    ("EpsilonLogitsWarper", dict(epsilon=0.02)),
+    ("EpsilonLogitsWarper", dict(epsilon=0.3, min_tokens_to_keep=2)),
+    ("EtaLogitsWarper", dict(epsilon=0.05)),
+    ("EtaLogitsWarper", dict(epsilon=0.5, min_tokens_to_keep=3)),
+    ("TopHLogitsWarper", dict(top_h=0.4)),
+    ("TopHLogitsWarper", dict(top_h=0.8)),
+    ("ExponentialDecayLengthPenalty", dict(exponential_decay_length_penalty=(2, 1.5), eos_token_id=[2, 5],
+                                           input_ids_seq_length=8)),
+    ("ExponentialDecayLengthPenalty", dict(exponential_decay_length_penalty=(4, 1.5), eos_token_id=2,
+                                           input_ids_seq_length=8)),
+    ("SuppressTokensAtBeginLogitsProcessor", dict(begin_suppress_tokens=[1, 4, 50], begin_index=12)),
+    ("SuppressTokensAtBeginLogitsProcessor", dict(begin_suppress_tokens=[1, 4], begin_index=11)),
+    ("SequenceBiasLogitsProcessor", dict(sequence_bias={(7,): 2.5, (3, 9): -1.5})),
+    ("SequenceBiasLogitsProcessor", dict(sequence_bias=[[[7], 2.5], [[1, 2, 3], 4.0]])),
+    ("NoBadWordsLogitsProcessor", dict(bad_words_ids=[[3], [2], [6, 6, 1]], eos_token_id=2)),
 ]
 
 
@@ -56,6 +73,33 @@ def test_processor_matches_transformers(name, kwargs):
                                atol=1e-6)
     finite = np.isfinite(want)
     np.testing.assert_allclose(got[finite], want[finite], rtol=1e-5, atol=1e-5)
+
+
+def test_context_dependent_processors_match_transformers():
+    """Multi-token sequence biases / bad words that the rows do end with, and prefix constraints (also over beams,
+    with a row whose allowed tokens are all -inf already): same scores as transformers."""
+    ids, scores = _inputs(4)
+    scores[2, [5, 6]] = -np.inf
+    ends = [tuple(int(t) for t in ids[r, -k:]) for r, k in ((0, 1), (1, 2), (2, 3))]
+    allowed = lambda batch_id, sent: [int(sent[-1]), batch_id + 5, 6]  # noqa: E731
+    cases = [
+        ("SequenceBiasLogitsProcessor", dict(sequence_bias={ends[0] + (4,): 3.0, ends[1] + (9,): -2.0,
+                                                            ends[2] + (11,): 1.25, (9,): 0.5})),
+        ("NoBadWordsLogitsProcessor", dict(bad_words_ids=[list(ends[0]) + [4], list(ends[2]) + [11], [9]],
+                                           eos_token_id=[9, 2])),
+        ("PrefixConstrainedLogitsProcessor", dict(prefix_allowed_tokens_fn=allowed, num_beams=1)),
+        ("PrefixConstrainedLogitsProcessor", dict(prefix_allowed_tokens_fn=allowed, num_beams=3)),
+    ]
+    for name, kwargs in cases:
+        want = _hf(name, dict(kwargs))(torch.tensor(ids), torch.tensor(scores)).numpy()
+        got = getattr(lp, name)(**kwargs)(ids, scores.copy())
+        np.testing.assert_array_equal(np.isfinite(got), np.isfinite(want), err_msg=name)
+        np.testing.assert_allclose(got[np.isfinite(want)], want[np.isfinite(want)], rtol=1e-6, err_msg=name)
+        assert not np.array_equal(got, scores), f"{name}: the case changes nothing"
+    with pytest.raises(ValueError, match="bad_words_ids"):
+        lp.NoBadWordsLogitsProcessor([3])
+    with pytest.raises(ValueError, match="empty list"):
+        lp.PrefixConstrainedLogitsProcessor(lambda b, s: [], 1)(ids, scores.copy())
 
 
 def test_processor_list_and_kinds():

@@ -3,12 +3,15 @@
 Streamers are transformers' own (`TextStreamer`, `TextIteratorStreamer`): they only decode token ids,
 which we hand them as numpy arrays.
 """
-from .logits_process import (ForcedBOSTokenLogitsProcessor, ForcedEOSTokenLogitsProcessor,
+from .logits_process import (EpsilonLogitsWarper, EtaLogitsWarper, ExponentialDecayLengthPenalty,
+                             ForcedBOSTokenLogitsProcessor, ForcedEOSTokenLogitsProcessor,
                              InfNanRemoveLogitsProcessor, LogitNormalization, LogitsProcessor, LogitsProcessorList,
                              LogitsWarper, MinLengthLogitsProcessor, MinNewTokensLengthLogitsProcessor,
-                             MinPLogitsWarper, NoRepeatNGramLogitsProcessor, RepetitionPenaltyLogitsProcessor,
-                             SuppressTokensLogitsProcessor, TemperatureLogitsWarper, TopKLogitsWarper,
-                             TopPLogitsWarper)
+                             MinPLogitsWarper, NoBadWordsLogitsProcessor, NoRepeatNGramLogitsProcessor,
+                             PrefixConstrainedLogitsProcessor, RepetitionPenaltyLogitsProcessor,
+                             SequenceBiasLogitsProcessor, SuppressTokensAtBeginLogitsProcessor,
+                             SuppressTokensLogitsProcessor, TemperatureLogitsWarper, TopHLogitsWarper,
+                             TopKLogitsWarper, TopPLogitsWarper, TypicalLogitsWarper)
 from .stopping_criteria import (EosTokenCriteria, MaxLengthCriteria, MaxTimeCriteria, StoppingCriteria,
                                 StoppingCriteriaList, StopStringCriteria)
 from .utils import (BeamSearchDecoderOnlyOutput, GenerateBeamDecoderOnlyOutput, GenerateDecoderOnlyOutput,

@@ -270,8 +270,231 @@ class LogitNormalization(LogitsProcessor):
         return _log_softmax(scores.astype(np.float64)).astype(np.float32)
 
 
+def _keep_top(scores, remove, min_tokens_to_keep):
+    """`remove` with the min_tokens_to_keep highest scores of each row kept (transformers' topk rule: every score
+    not below the k-th highest stays)."""
+    k = min(min_tokens_to_keep, scores.shape[-1])
+    kth = np.partition(scores, -k, axis=-1)[:, -k][:, None]
+    return remove & (scores < kth)
+
+
+def _entropy(log_probs):
+    """Row entropy of log-probabilities, with 0 * log 0 = 0 (as torch's Categorical)."""
+    probs = np.exp(log_probs)
+    return -np.where(probs > 0, probs * np.where(np.isfinite(log_probs), log_probs, 0.0), 0.0).sum(-1)
+
+
+class TypicalLogitsWarper(LogitsProcessor):
+    """Locally typical sampling: keep the tokens whose surprise is closest to the entropy, up to `mass`."""
+
+    def __init__(self, mass=0.9, filter_value=-float("inf"), min_tokens_to_keep=1):
+        mass = float(mass)
+        if not 0 < mass < 1:
+            raise ValueError(f"`typical_p` has to be a float > 0 and < 1, but is {mass}")
+        if not isinstance(min_tokens_to_keep, int) or min_tokens_to_keep < 1:
+            raise ValueError(f"`min_tokens_to_keep` has to be a positive integer, but is {min_tokens_to_keep}")
+        self.mass, self.filter_value, self.min_tokens_to_keep = mass, filter_value, min_tokens_to_keep
+
+    def process(self, input_ids, scores):
+        normalized = _log_softmax(scores.astype(np.float32)).astype(np.float32)
+        shifted = np.abs(-normalized - _entropy(normalized)[:, None]).astype(np.float32)
+        order = np.argsort(shifted, -1, kind="stable")
+        sorted_shifted = np.take_along_axis(shifted, order, -1)
+        cumulative = np.cumsum(softmax(np.take_along_axis(scores, order, -1)).astype(np.float32), -1)
+        last = np.minimum((cumulative < self.mass).sum(-1), scores.shape[-1] - 1)
+        remove_sorted = sorted_shifted > np.take_along_axis(sorted_shifted, last[:, None], -1)
+        remove_sorted[:, :self.min_tokens_to_keep] = False
+        remove = np.zeros_like(remove_sorted)
+        np.put_along_axis(remove, order, remove_sorted, -1)
+        return np.where(remove, np.float32(self.filter_value), scores)
+
+
+class EpsilonLogitsWarper(LogitsProcessor):
+    """Truncation sampling: drop tokens whose probability is below `epsilon`."""
+
+    def __init__(self, epsilon, filter_value=-float("inf"), min_tokens_to_keep=1):
+        epsilon = float(epsilon)
+        if epsilon <= 0 or epsilon >= 1:
+            raise ValueError(f"`epsilon_cutoff` has to be a float > 0 and < 1, but is {epsilon}")
+        if int(min_tokens_to_keep) < 1:
+            raise ValueError(f"`min_tokens_to_keep` has to be a strictly positive integer, but is {min_tokens_to_keep}")
+        self.epsilon, self.filter_value, self.min_tokens_to_keep = epsilon, filter_value, int(min_tokens_to_keep)
+
+    def process(self, input_ids, scores):
+        remove = _keep_top(scores, softmax(scores) < self.epsilon, self.min_tokens_to_keep)
+        return np.where(remove, np.float32(self.filter_value), scores)
+
+
+class EtaLogitsWarper(LogitsProcessor):
+    """Eta sampling: drop tokens below min(eta, sqrt(eta) * exp(-entropy))."""
+
+    def __init__(self, epsilon, filter_value=-float("inf"), min_tokens_to_keep=1, device=None):
+        epsilon = float(epsilon)
+        if epsilon <= 0 or epsilon >= 1:
+            raise ValueError(f"`eta_cutoff` has to be a float > 0 and < 1, but is {epsilon}")
+        if int(min_tokens_to_keep) < 1:
+            raise ValueError(f"`min_tokens_to_keep` has to be a strictly positive integer, but is {min_tokens_to_keep}")
+        self.epsilon, self.filter_value, self.min_tokens_to_keep = epsilon, filter_value, int(min_tokens_to_keep)
+
+    def process(self, input_ids, scores):
+        log_probs = _log_softmax(scores.astype(np.float64))
+        eta = np.minimum(self.epsilon, np.sqrt(self.epsilon) * np.exp(-_entropy(log_probs)))[:, None]
+        remove = _keep_top(scores, np.exp(log_probs) < eta, self.min_tokens_to_keep)
+        return np.where(remove, np.float32(self.filter_value), scores)
+
+
+class TopHLogitsWarper(LogitsProcessor):
+    """Entropy-bounded top-h: among the 100 most likely tokens, keep the most likely ones until their summed
+    entropy terms pass top_h times the entropy of those 100."""
+
+    def __init__(self, top_h, filter_value=-float("inf")):
+        if not 0 < top_h <= 1:
+            raise ValueError("`top_h` must be in the range (0, 1].")
+        self.top_n, self.top_h, self.filter_value = 100, top_h, filter_value
+
+    def process(self, input_ids, scores):
+        n = min(self.top_n, scores.shape[-1])
+        top = np.argsort(-scores, -1, kind="stable")[:, :n]
+        log_probs = _log_softmax(np.take_along_axis(scores, top, -1).astype(np.float32)).astype(np.float32)
+        terms = -np.exp(log_probs) * log_probs
+        select = np.cumsum(terms, -1) <= (terms.sum(-1) * self.top_h)[:, None]
+        select[:, 0] = True
+        keep = np.zeros(scores.shape, bool)
+        np.put_along_axis(keep, top, select, -1)
+        return np.where(keep, scores, np.float32(self.filter_value))
+
+
+class SequenceBiasLogitsProcessor(LogitsProcessor):
+    """Add a bias to the last token of each listed sequence when the row ends with the rest of it.
+    `sequence_bias`: {(ids...): bias} or [[[ids...], bias], ...], as transformers takes it."""
+
+    def __init__(self, sequence_bias):
+        if isinstance(sequence_bias, list) and sequence_bias and all(
+                isinstance(item, (list, tuple)) and len(item) == 2 and isinstance(item[0], list)
+                and isinstance(item[1], float) for item in sequence_bias):
+            sequence_bias = {tuple(ids): bias for ids, bias in sequence_bias}
+        if not isinstance(sequence_bias, dict) or not sequence_bias:
+            raise ValueError(f"`sequence_bias` has to be a non-empty dictionary, or non-empty list of lists but is "
+                             f"{sequence_bias}.")
+        for ids, bias in sequence_bias.items():
+            if not isinstance(ids, tuple) or not ids or any(
+                    not isinstance(t, (int, np.integer)) or t < 0 for t in ids):
+                raise ValueError(f"Each key in `sequence_bias` has to be a non-empty tuple of positive integers, but "
+                                 f"is {sequence_bias}.")
+            if not isinstance(bias, float):
+                raise ValueError(f"`sequence_bias` has to be a dict with floats as values, but is {sequence_bias}.")
+        self.sequence_bias = sequence_bias
+
+    def process(self, input_ids, scores):
+        vocab = scores.shape[-1]
+        invalid = [t for ids in self.sequence_bias for t in ids if t >= vocab]
+        if invalid:
+            raise ValueError(f"The model vocabulary size is {vocab}, but the following tokens were being biased: "
+                             f"{invalid}")
+        bias = np.zeros_like(scores)
+        for ids, value in self.sequence_bias.items():
+            prefix = np.asarray(ids[:-1], np.int64)
+            if len(prefix) > input_ids.shape[1]:  # longer than the context: cannot match
+                continue
+            rows = (input_ids[:, input_ids.shape[1] - len(prefix):] == prefix).all(-1) if len(prefix) else \
+                np.ones(scores.shape[0], bool)
+            bias[:, ids[-1]] += np.where(rows, np.float32(value), np.float32(0.0))
+        return scores + bias
+
+
+class NoBadWordsLogitsProcessor(SequenceBiasLogitsProcessor):
+    """Ban the last token of each bad word when the row ends with the rest of it (single-token eos entries are
+    left out, as in transformers)."""
+
+    def __init__(self, bad_words_ids, eos_token_id=None):
+        if not isinstance(bad_words_ids, list) or not bad_words_ids:
+            raise ValueError(f"`bad_words_ids` has to be a non-empty list, but is {bad_words_ids}.")
+        if any(not isinstance(ids, list) for ids in bad_words_ids):
+            raise ValueError(f"`bad_words_ids` has to be a list of lists, but is {bad_words_ids}.")
+        if any(not isinstance(t, (int, np.integer)) or t < 0 for ids in bad_words_ids for t in ids):
+            raise ValueError(f"Each list in `bad_words_ids` has to be a list of positive integers, but is "
+                             f"{bad_words_ids}.")
+        eos = set(_token_ids(eos_token_id).tolist())
+        self.bad_word_ids = bad_words_ids
+        super().__init__({tuple(ids): float("-inf") for ids in bad_words_ids
+                          if not (len(ids) == 1 and ids[0] in eos)})
+
+
+class PrefixConstrainedLogitsProcessor(LogitsProcessor):
+    """Only the tokens `prefix_allowed_tokens_fn(batch_id, row_ids)` returns are allowed. `row_type` turns the
+    numpy row into the kind of tensor the function expects (generate passes the caller's kind)."""
+
+    def __init__(self, prefix_allowed_tokens_fn, num_beams, row_type=None):
+        self._prefix_allowed_tokens_fn, self._num_beams = prefix_allowed_tokens_fn, num_beams
+        self._row_type = row_type
+
+    def process(self, input_ids, scores):
+        mask = np.full_like(scores, -np.inf)
+        batch = input_ids.shape[0] // self._num_beams
+        for row in range(input_ids.shape[0]):
+            sent = input_ids[row] if self._row_type is None else self._row_type(input_ids[row])
+            allowed = self._prefix_allowed_tokens_fn(row // self._num_beams, sent)
+            allowed = tensor_io.to_numpy(allowed).tolist() if tensor_io.kind_of(allowed) else list(allowed)
+            if len(allowed) == 0:
+                raise ValueError(f"`prefix_allowed_tokens_fn` returned an empty list for batch ID "
+                                 f"{row // self._num_beams}.This means that the constraint is unsatisfiable. Please "
+                                 f"check your implementationof `prefix_allowed_tokens_fn` ")
+            mask[row, allowed] = 0
+        out = scores + mask
+        # every beam of a batch entry has only -inf left: force the allowed tokens (score 0) so the constraint holds
+        stuck = np.isneginf(out.max(-1)).reshape(batch, -1).all(-1)
+        return np.where(np.repeat(stuck, self._num_beams)[:, None], mask, out)
+
+
+class ExponentialDecayLengthPenalty(LogitsProcessor):
+    """After `start` generated tokens, raise the eos scores by |score| * (factor ** (tokens past start) - 1)."""
+
+    def __init__(self, exponential_decay_length_penalty, eos_token_id, input_ids_seq_length):
+        self.regulation_start = exponential_decay_length_penalty[0] + input_ids_seq_length
+        self.regulation_factor = exponential_decay_length_penalty[1]
+        eos = np.asarray(_as_id_list(eos_token_id))
+        if not np.issubdtype(eos.dtype, np.integer) or (eos < 0).any():
+            raise ValueError(f"`eos_token_id` has to be a list of positive integers, but is {eos_token_id}")
+        self.eos_token_id = eos.astype(np.int64)
+
+    def process(self, input_ids, scores):
+        cur_len = input_ids.shape[-1]
+        if cur_len <= self.regulation_start:
+            return scores
+        eos_scores = scores[:, self.eos_token_id]
+        penalty = np.abs(eos_scores) * np.float32(pow(self.regulation_factor, cur_len - self.regulation_start) - 1)
+        penalties = np.zeros_like(scores)
+        penalties[:, self.eos_token_id] = np.where(np.isfinite(eos_scores), penalty, np.float32(0.0))
+        return scores + penalties
+
+
+class SuppressTokensAtBeginLogitsProcessor(LogitsProcessor):
+    """Suppress the listed tokens at the first generated position only (`begin_index` = the prompt length)."""
+
+    def __init__(self, begin_suppress_tokens, begin_index, device=None):
+        self.begin_suppress_tokens, self.begin_index = _token_ids(list(begin_suppress_tokens)), begin_index
+
+    def set_begin_index(self, begin_index):
+        self.begin_index = begin_index
+
+    def process(self, input_ids, scores):
+        if input_ids.shape[-1] == self.begin_index:
+            tokens = self.begin_suppress_tokens[self.begin_suppress_tokens < scores.shape[-1]]
+            scores[:, tokens] = -np.inf
+        return scores
+
+
+def _as_id_list(value):
+    if tensor_io.kind_of(value):
+        value = tensor_io.to_numpy(value).tolist()
+    return [value] if isinstance(value, (int, np.integer)) else list(value)
+
+
 __all__ = ["LogitsProcessor", "LogitsWarper", "LogitsProcessorList", "TemperatureLogitsWarper",
            "TopKLogitsWarper", "TopPLogitsWarper", "MinPLogitsWarper", "RepetitionPenaltyLogitsProcessor",
            "NoRepeatNGramLogitsProcessor", "MinLengthLogitsProcessor", "MinNewTokensLengthLogitsProcessor",
            "SuppressTokensLogitsProcessor", "ForcedBOSTokenLogitsProcessor", "ForcedEOSTokenLogitsProcessor",
-           "InfNanRemoveLogitsProcessor", "LogitNormalization", "softmax"]
+           "InfNanRemoveLogitsProcessor", "LogitNormalization", "TypicalLogitsWarper", "EpsilonLogitsWarper",
+           "EtaLogitsWarper", "TopHLogitsWarper", "SequenceBiasLogitsProcessor", "NoBadWordsLogitsProcessor",
+           "PrefixConstrainedLogitsProcessor", "ExponentialDecayLengthPenalty", "SuppressTokensAtBeginLogitsProcessor",
+           "softmax"]

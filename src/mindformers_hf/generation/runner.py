@@ -17,6 +17,7 @@ import inspect
 
 import numpy as np
 import mindspore as ms
+from mindspore import ops
 
 from .. import runtime
 from ..cache_utils import DynamicCache, StaticCache
@@ -92,24 +93,40 @@ def _host_last(logits):
 
 
 class DynamicRunner:
+    """Op by op; `cache`: the caller's cache (`generate(past_key_values=...)`), extended in place -- the prefill
+    feeds only the prompt tokens it does not hold yet, so a prefilled prefix or an earlier turn is reused."""
     compiled = False
 
-    def __init__(self, model):
+    def __init__(self, model, cache=None, output_hidden_states=False):
         self.model = model
-        self.cache = None
+        self.cache = cache
         self.extra = _forward_kwargs(model)
+        # generate(output_hidden_states=True): each forward's hidden states, float32 numpy [B, S, hidden] per layer
+        self.hidden_states = None
+        if output_hidden_states:
+            self.extra["output_hidden_states"] = True
+
+    def _logits(self, out):
+        if self.extra.get("output_hidden_states"):
+            self.hidden_states = tuple(h.astype(ms.float32).asnumpy() for h in out.hidden_states)
+        return _last_logits(out)
 
     @runtime.serialized
     def prefill(self, input_ids, attention_mask):
-        self.cache = DynamicCache()
-        out = self.model(input_ids=ms.Tensor(input_ids), attention_mask=ms.Tensor(attention_mask),
-                         position_ids=ms.Tensor(position_ids_from_mask(attention_mask)),
+        if self.cache is None:
+            self.cache = DynamicCache(config=self.model.config)
+        past = self.cache.get_seq_length()
+        if past >= input_ids.shape[1]:
+            raise ValueError(f"generate: past_key_values already holds {past} positions, but input_ids have "
+                             f"{input_ids.shape[1]}: pass the whole sequence (cached tokens and the new ones)")
+        out = self.model(input_ids=ms.Tensor(input_ids[:, past:]), attention_mask=ms.Tensor(attention_mask),
+                         position_ids=ms.Tensor(position_ids_from_mask(attention_mask)[:, past:]),
                          past_key_values=self.cache, use_cache=True, **self.extra)
-        return _last_logits(out)
+        return self._logits(out)
 
     def expand(self, repeats):
         if repeats > 1:
-            self.reorder(np.repeat(np.arange(self.cache.key_cache[0].shape[0]), repeats))
+            self.cache.batch_repeat_interleave(repeats)
 
     @runtime.serialized
     def step(self, tokens, attention_mask):
@@ -117,7 +134,7 @@ class DynamicRunner:
         out = self.model(input_ids=ms.Tensor(tokens.reshape(-1, 1).astype(np.int64)),
                          attention_mask=ms.Tensor(attention_mask), position_ids=ms.Tensor(positions),
                          past_key_values=self.cache, use_cache=True, **self.extra)
-        return _last_logits(out)
+        return self._logits(out)
 
     @runtime.serialized
     def reorder(self, rows):
@@ -224,6 +241,21 @@ class StaticRunner:
             if compiled:
                 self.base.compile_layers = False
         return _last_logits(out)
+
+    @runtime.serialized
+    def detached_cache(self):
+        """What generation cached, as transformers' returned cache holds it -- a new DynamicCache of the real
+        positions (the prefill's pad columns left out), copied out of the buffers the model's pool of decode graphs
+        reuses, so that later generate calls cannot overwrite it."""
+        source = self.graph.cache if self.graph is not None else self.dynamic
+        length = source.get_seq_length()
+        rows = None if self.graph is not None or self.repeats == 1 else \
+            ms.Tensor(np.repeat(np.arange(self.batch), self.repeats).astype(np.int32))
+        layers = []
+        for keys, values in zip(source.key_cache, source.value_cache):
+            keys, values = ops.deepcopy(keys[:, :, self.pad:length]), ops.deepcopy(values[:, :, self.pad:length])
+            layers.append((keys, values) if rows is None else (ops.gather(keys, rows, 0), ops.gather(values, rows, 0)))
+        return DynamicCache(layers)
 
     def _padded(self, columns):
         """[B, T] prompt ids or mask with the prefill's pad columns (zeros: masked) prepended."""

@@ -14,6 +14,7 @@ from ..layers import IndexDtypeError
 from ..modeling_outputs import ModelOutput, _CacheAlias
 from ..utils import set_seed, warn_once  # noqa: F401 (set_seed: re-exported by generation)
 from . import logits_process as lp
+from .assisted import assisted_decoding
 from .runner import DynamicRunner, StaticRunner
 from .stopping_criteria import (EosTokenCriteria, MaxLengthCriteria, MaxTimeCriteria, StoppingCriteriaList,
                                 StopStringCriteria)
@@ -35,27 +36,19 @@ BeamSearchDecoderOnlyOutput = GenerateBeamDecoderOnlyOutput
 
 # GenerationConfig fields we do not implement: a non-default value raises, naming the feature.
 _UNSUPPORTED = {
+    # transformers 5 runs these four from hub repos (transformers-community/*) as remote code, which we never run
     "penalty_alpha": "contrastive search (penalty_alpha)",
     "num_beam_groups": "group beam search (num_beam_groups > 1)",
     "constraints": "constrained beam search (constraints)",
     "force_words_ids": "constrained beam search (force_words_ids)",
+    "dola_layers": "DoLa decoding (dola_layers)",
     "guidance_scale": "classifier-free guidance (guidance_scale)",
-    "prompt_lookup_num_tokens": "prompt lookup decoding",
     "watermarking_config": "watermarking",
-    "bad_words_ids": "bad_words_ids",
-    "sequence_bias": "sequence_bias",
-    "exponential_decay_length_penalty": "exponential_decay_length_penalty",
-    "typical_p": "typical_p sampling",
-    "epsilon_cutoff": "epsilon_cutoff sampling",
-    "eta_cutoff": "eta_cutoff sampling",
-    "top_h": "top_h sampling",
-    "begin_suppress_tokens": "begin_suppress_tokens",
     "low_memory": "low_memory beam search",
     "output_attentions": "output_attentions in generate",
-    "output_hidden_states": "output_hidden_states in generate",
 }
-_NEUTRAL = {"num_beam_groups": 1, "typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0, "guidance_scale": 1.0,
-            "low_memory": False, "output_attentions": False, "output_hidden_states": False}
+_NEUTRAL = {"num_beam_groups": 1, "guidance_scale": 1.0,
+            "low_memory": False, "output_attentions": False}
 
 
 def _as_list(token_ids):
@@ -111,8 +104,10 @@ class GenerationMixin:
                  prefix_allowed_tokens_fn=None, synced_gpus=None, assistant_model=None, streamer=None,
                  negative_prompt_ids=None, negative_prompt_attention_mask=None, use_model_defaults=None,
                  custom_generate=None, **kwargs):
-        for name, value in (("assistant_model", assistant_model), ("prefix_allowed_tokens_fn", prefix_allowed_tokens_fn),
-                            ("negative_prompt_ids", negative_prompt_ids), ("custom_generate", custom_generate)):
+        if kwargs.pop("assistant_tokenizer", None) is not None:
+            raise NotImplementedError("generate: assistant_tokenizer (assisted decoding across tokenizers) is not "
+                                      "supported")
+        for name, value in (("negative_prompt_ids", negative_prompt_ids), ("custom_generate", custom_generate)):
             if value is not None:
                 raise NotImplementedError(f"generate: {name} is not supported")
         if synced_gpus:
@@ -138,8 +133,9 @@ class GenerationMixin:
         if ids.ndim == 1:
             ids = ids[None, :]
         attention_mask = model_kwargs.pop("attention_mask", None)
-        for key in ("token_type_ids", "position_ids", "use_cache", "past_key_values", "cache_position",
-                    "logits_to_keep", "return_dict"):
+        cache = model_kwargs.pop("past_key_values", None)  # transformers 5.25 also names it `cache`
+        cache = model_kwargs.pop("cache", None) if cache is None else cache
+        for key in ("token_type_ids", "position_ids", "use_cache", "cache_position", "logits_to_keep", "return_dict"):
             model_kwargs.pop(key, None)
         for key in model_kwargs:
             warn_once(f"generate: keyword {key!r} is accepted for compatibility and ignored")
@@ -179,9 +175,26 @@ class GenerationMixin:
         if config.num_beams > 1 and config.num_return_sequences > config.num_beams:
             raise ValueError("num_return_sequences has to be smaller or equal to num_beams")
 
-        processors = self._logits_processors(config, prompt_len, eos, logits_processor, attention_mask)
+        processors = self._logits_processors(config, prompt_len, eos, logits_processor, attention_mask,
+                                             prefix_allowed_tokens_fn, kind)
         criteria = self._stopping_criteria(config, eos, tokenizer, stopping_criteria)
-        runner = self._make_runner(config)
+        if (assistant_model is not None or config.prompt_lookup_num_tokens is not None) and config.num_beams > 1:
+            warn_once("generate: assisted / prompt lookup decoding works with greedy search; with num_beams > 1 the "
+                      "assistant is ignored (as in transformers)")
+        elif assistant_model is not None or config.prompt_lookup_num_tokens is not None:
+            if cache is not None:
+                raise NotImplementedError("generate: past_key_values with assisted / prompt lookup decoding is not "
+                                          "supported")
+            if streamer is not None:
+                streamer.put(ids.copy())
+            try:
+                result = assisted_decoding(self, ids, attention_mask, config, processors, criteria, eos, streamer,
+                                           assistant_model, logits_processor, _sample)
+            finally:
+                if streamer is not None:
+                    streamer.end()
+            return self._finish(result, config, kind, None)
+        runner = self._make_runner(config, cache)
 
         if streamer is not None:
             if config.num_beams > 1:
@@ -195,49 +208,89 @@ class GenerationMixin:
             else:
                 result = self._sample_loop(runner, ids, attention_mask, config, processors, criteria, pad,
                                            eos, streamer)
+            if config.return_dict_in_generate and isinstance(runner, StaticRunner):
+                result["cache"] = runner.detached_cache()  # before close() gives the buffers back to the pool
         finally:
             runner.close()
             if streamer is not None:  # also on errors: a TextIteratorStreamer's reader would wait forever
                 streamer.end()
         return self._finish(result, config, kind, runner)
 
-    def _make_runner(self, config):
+    def _make_runner(self, config, cache=None):
         implementation = getattr(config, "cache_implementation", None)
-        if implementation == "dynamic" or not StaticRunner.supports(self):
-            return DynamicRunner(self)
+        if implementation == "quantized":  # changes the tokens: not something to ignore
+            raise NotImplementedError("generate: cache_implementation='quantized' (a quantized KV cache) is not "
+                                      "supported")
+        if implementation is not None and implementation.startswith("offloaded"):
+            warn_once(f"generate: cache_implementation={implementation!r} is accepted and the cache is not offloaded "
+                      "(the tokens are the same)")
+        if cache is not None and (not hasattr(cache, "get_seq_length") or
+                                  type(cache).__module__.startswith("transformers.")):  # torch tensors inside
+            raise TypeError(f"generate: past_key_values must be mindformers_hf's DynamicCache or StaticCache, got "
+                            f"{type(cache).__module__}.{type(cache).__name__}")
+        if config.output_hidden_states:  # the compiled decode step returns logits only
+            return DynamicRunner(self, cache, output_hidden_states=True)
+        if cache is not None or implementation == "dynamic" or not StaticRunner.supports(self):
+            return DynamicRunner(self, cache)
         return StaticRunner(self, compile_step=not getattr(config, "disable_compile", False))
 
-    def _logits_processors(self, config, prompt_len, eos, custom, attention_mask):
-        """transformers' `_get_logits_processor`: processors, then the caller's list, then sampling warpers."""
+    def _logits_processors(self, config, prompt_len, eos, custom, attention_mask, prefix_allowed_tokens_fn=None,
+                           kind=tensor_io.NUMPY):
+        """transformers' `_get_logits_processor`, in its order: processors, then the caller's list, then sampling
+        warpers, then renormalisation."""
         processors = lp.LogitsProcessorList()
+        if config.sequence_bias is not None:
+            processors.append(lp.SequenceBiasLogitsProcessor(config.sequence_bias))
         if config.repetition_penalty is not None and config.repetition_penalty != 1.0:
             padding = (attention_mask != 0).argmax(1)  # transformers 5 leaves left padding out of the penalty
+            # one length per row the processors see: transformers expands rows (beams, returned sequences) first
+            padding = np.repeat(padding, config.num_beams if config.num_beams > 1 else config.num_return_sequences or 1)
             processors.append(lp.RepetitionPenaltyLogitsProcessor(float(config.repetition_penalty), padding))
         if config.no_repeat_ngram_size:
             processors.append(lp.NoRepeatNGramLogitsProcessor(config.no_repeat_ngram_size))
+        if config.bad_words_ids is not None:
+            processors.append(lp.NoBadWordsLogitsProcessor(config.bad_words_ids, eos))
         if eos and config.min_length:
             processors.append(lp.MinLengthLogitsProcessor(config.min_length, eos))
         if eos and config.min_new_tokens:
             processors.append(lp.MinNewTokensLengthLogitsProcessor(prompt_len, config.min_new_tokens, eos))
+        if prefix_allowed_tokens_fn is not None:  # the function gets each row as the caller's kind of tensor
+            processors.append(lp.PrefixConstrainedLogitsProcessor(
+                prefix_allowed_tokens_fn, max(config.num_beams, config.num_return_sequences or 1),
+                row_type=lambda row: _as_kind(row, kind)))
         if config.forced_bos_token_id is not None:
             processors.append(lp.ForcedBOSTokenLogitsProcessor(config.forced_bos_token_id))
         if config.forced_eos_token_id is not None:
             processors.append(lp.ForcedEOSTokenLogitsProcessor(config.max_length, config.forced_eos_token_id))
         if config.remove_invalid_values:
             processors.append(lp.InfNanRemoveLogitsProcessor())
-        if config.suppress_tokens:
+        if config.exponential_decay_length_penalty is not None:
+            processors.append(lp.ExponentialDecayLengthPenalty(config.exponential_decay_length_penalty, eos,
+                                                               prompt_len))
+        if config.suppress_tokens is not None:
             processors.append(lp.SuppressTokensLogitsProcessor(config.suppress_tokens))
+        if config.begin_suppress_tokens is not None:
+            begin = prompt_len if prompt_len > 1 or config.forced_bos_token_id is None else prompt_len + 1
+            processors.append(lp.SuppressTokensAtBeginLogitsProcessor(config.begin_suppress_tokens, begin))
         processors.extend(custom or [])
         if config.do_sample:
             keep = 1
             if config.temperature is not None and config.temperature != 1.0:
                 processors.append(lp.TemperatureLogitsWarper(config.temperature))
+            if getattr(config, "top_h", None) is not None:
+                processors.append(lp.TopHLogitsWarper(top_h=config.top_h))
             if config.top_k is not None and config.top_k != 0:
                 processors.append(lp.TopKLogitsWarper(top_k=config.top_k, min_tokens_to_keep=keep))
             if config.top_p is not None and config.top_p < 1.0:
                 processors.append(lp.TopPLogitsWarper(top_p=config.top_p, min_tokens_to_keep=keep))
             if config.min_p is not None:
                 processors.append(lp.MinPLogitsWarper(min_p=config.min_p, min_tokens_to_keep=keep))
+            if config.typical_p is not None and config.typical_p < 1.0:
+                processors.append(lp.TypicalLogitsWarper(mass=config.typical_p, min_tokens_to_keep=keep))
+            if config.epsilon_cutoff is not None and 0.0 < config.epsilon_cutoff < 1.0:
+                processors.append(lp.EpsilonLogitsWarper(epsilon=config.epsilon_cutoff, min_tokens_to_keep=keep))
+            if config.eta_cutoff is not None and 0.0 < config.eta_cutoff < 1.0:
+                processors.append(lp.EtaLogitsWarper(epsilon=config.eta_cutoff, min_tokens_to_keep=keep))
         if config.renormalize_logits:
             processors.append(lp.LogitNormalization())
         return processors
@@ -267,7 +320,9 @@ class GenerationMixin:
             ids, attention_mask = np.repeat(ids, repeats, 0), np.repeat(attention_mask, repeats, 0)
             logits = np.repeat(logits, repeats, 0)
         runner.expand(repeats)
-        scores, raw = [], []
+        scores, raw, hidden = [], [], []
+        if config.output_hidden_states:
+            hidden.append(tuple(np.repeat(h, repeats, 0) for h in runner.hidden_states))
         unfinished = np.ones(ids.shape[0], bool)
         while True:
             next_scores = processors(ids, logits.copy())
@@ -289,7 +344,9 @@ class GenerationMixin:
             if not unfinished.any():
                 break
             logits = runner.step(tokens, attention_mask)
-        return {"sequences": ids, "scores": scores, "logits": raw}
+            if config.output_hidden_states:
+                hidden.append(runner.hidden_states)
+        return {"sequences": ids, "scores": scores, "logits": raw, "hidden_states": hidden}
 
     def _prefill(self, runner, ids, attention_mask, config):
         if isinstance(runner, StaticRunner):
@@ -321,6 +378,9 @@ class GenerationMixin:
         scores, raw = [], []
 
         logits = self._prefill(runner, ids, attention_mask, config)
+        hidden = []
+        if config.output_hidden_states:
+            hidden.append(tuple(np.repeat(h, num_beams, 0) for h in runner.hidden_states))
         logits = np.repeat(logits, num_beams, 0)
         attention_mask = np.repeat(attention_mask, num_beams, 0)
         runner.expand(num_beams)
@@ -376,12 +436,16 @@ class GenerationMixin:
             worst_finished = np.where(is_sent_finished, beam_scores.min(1, keepdims=True), np.float32(-1e9))
             heuristic_unsatisfied = heuristic_unsatisfied & (best_running > worst_finished).any(-1, keepdims=True)
             open_beam = not (is_sent_finished.all() and early_stopping is True)
-            if not (heuristic_unsatisfied.any() and open_beam and not hits.all()):
+            done = not (heuristic_unsatisfied.any() and open_beam and not hits.all())
+            if not done or config.return_dict_in_generate:  # transformers' returned cache is reordered at the end too
+                runner.reorder(running_beam_indices[:, :, cur_len - 1 - prompt_len].reshape(-1))
+            if done:
                 break
             flat_running = running_sequences[:, :, :cur_len].reshape(batch * num_beams, cur_len)
-            runner.reorder(running_beam_indices[:, :, cur_len - 1 - prompt_len].reshape(-1))
             attention_mask = np.concatenate([attention_mask, np.ones((attention_mask.shape[0], 1), np.int64)], 1)
             logits = runner.step(flat_running[:, -1], attention_mask)
+            if config.output_hidden_states:
+                hidden.append(runner.hidden_states)
 
         n = config.num_return_sequences or 1
         sequences = sequences[:, :n].reshape(batch * n, -1)
@@ -389,7 +453,7 @@ class GenerationMixin:
         beam_indices = beam_indices[:, :n].reshape(batch * n, -1)
         generated = int((beam_indices + 1).astype(bool).sum(1).max())
         return {"sequences": sequences[:, :prompt_len + generated], "sequences_scores": beam_scores,
-                "beam_indices": beam_indices[:, :generated], "scores": scores, "logits": raw}
+                "beam_indices": beam_indices[:, :generated], "scores": scores, "logits": raw, "hidden_states": hidden}
 
     # ------------------------------------------------------------------ outputs
     @runtime.serialized
@@ -400,12 +464,17 @@ class GenerationMixin:
             return sequences
         scores = tuple(to(s) for s in result["scores"]) if config.output_scores else None
         logits = tuple(to(s) for s in result["logits"]) if config.output_logits else None
-        cache = getattr(runner, "cache", None) or getattr(getattr(runner, "graph", None), "cache", None)
+        hidden = tuple(tuple(to(h) for h in step) for step in result["hidden_states"]) \
+            if config.output_hidden_states else None
+        cache = result.get("cache", getattr(runner, "cache", None))
+        cache = cache if cache is not None else getattr(getattr(runner, "graph", None), "cache", None)
         if "beam_indices" in result:
             return GenerateBeamDecoderOnlyOutput(
                 sequences=sequences, sequences_scores=to(result["sequences_scores"]) if config.output_scores else None,
-                scores=scores, logits=logits, beam_indices=to(result["beam_indices"]), past_key_values=cache)
-        return GenerateDecoderOnlyOutput(sequences=sequences, scores=scores, logits=logits, past_key_values=cache)
+                scores=scores, logits=logits, beam_indices=to(result["beam_indices"]), hidden_states=hidden,
+                past_key_values=cache)
+        return GenerateDecoderOnlyOutput(sequences=sequences, scores=scores, logits=logits, hidden_states=hidden,
+                                         past_key_values=cache)
 
     def compute_transition_scores(self, sequences, scores, beam_indices=None, normalize_logits=False):
         """transformers' compute_transition_scores: the score of each generated token, [B, generated]."""

@@ -9,7 +9,7 @@ import mindspore as ms
 from mindspore import nn, ops
 
 from ... import ops as fused
-from ...cache_utils import DynamicCache
+from ...cache_utils import DynamicCache, default_use_cache
 from ...layers import Embedding, Linear, call_layer, new_parameter
 from ...loss_utils import causal_lm_loss
 from ...masking_utils import create_causal_mask, packed_sequence_ids
@@ -169,8 +169,9 @@ class GPT2Model(GPT2PreTrainedModel):
         if inputs_embeds is None:
             inputs_embeds = self.wte(input_ids)
         packed = packed_sequence_ids(position_ids, attention_mask, use_cache, past_key_values, self.config)
+        use_cache = default_use_cache(self, use_cache)
         if use_cache and past_key_values is None:
-            past_key_values = DynamicCache()
+            past_key_values = DynamicCache(config=self.config)
         bsz, q_len = inputs_embeds.shape[0], inputs_embeds.shape[1]
         past_len = past_key_values.get_seq_length() if past_key_values is not None else 0
         if position_ids is None:  # as HF: positions count from 0 even over left padding
@@ -190,7 +191,7 @@ class GPT2Model(GPT2PreTrainedModel):
         if output_hidden_states:  # as in HF, the last entry is the normed final state
             all_hidden_states = all_hidden_states[:-1] + (hidden_states,)
         out = BaseModelOutputWithPast(last_hidden_state=hidden_states,
-                                      past_key_values=past_key_values if use_cache else None,
+                                      past_key_values=past_key_values,
                                       hidden_states=all_hidden_states)
         return out.to_tuple() if return_dict is False else out
 
