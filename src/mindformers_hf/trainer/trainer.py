@@ -13,7 +13,6 @@ evaluation and checkpoint cadence, and the same `trainer_state.json`. What diffe
 - fp16 is mixed precision with float32 master weights and dynamic loss scaling; bf16 on the CPU backend
   trains in float32 (its kernels cannot compute in bf16), with a one-time warning.
 """
-import contextlib
 import dataclasses
 import inspect
 import math
@@ -53,6 +52,7 @@ from .callbacks import (
     TrainerState,
 )
 from .data_loader import DataLoader, has_length
+from .layer_compilation import layer_compilation
 from .optimization import AdamW, GradScaler, clip_by_global_norm, global_norm
 from .schedules import get_scheduler
 from .training_args import TrainingArguments
@@ -145,61 +145,6 @@ class _MixedPrecision:
     def copy_back(params, masters):
         for p, master in zip(params, masters):
             ops.assign(p, master.astype(p.dtype))
-
-
-class _CompiledLayers:
-    """`torch_compile=True`: each decoder layer (the model's `_no_split_modules` classes) runs under `ms.jit`
-    while gradients are taken; the rest of the model stays PyNative. The whole forward cannot be compiled as
-    written (its output classes become interpreted nodes that stop gradients). Each layer compiles once per
-    input shape; evaluation and generation are not affected."""
-
-    def __init__(self, model):
-        names = set(getattr(_unwrap(model), "_no_split_modules", None) or [])
-        self.layers = [cell for _, cell in _unwrap(model).cells_and_names() if type(cell).__name__ in names]
-        self.compiled = [ms.jit(layer.construct) for layer in self.layers]
-
-    def __enter__(self):
-        for layer, compiled in zip(self.layers, self.compiled):
-            layer.construct = compiled
-
-    def __exit__(self, *exc):
-        for layer in self.layers:
-            del layer.construct
-
-
-class _SharedLayerGraph:
-    """By default, train steps run the model's plain LLaMA decoder layers as one compiled graph shared by all
-    layers (models/llama/compiled_layer.py; ~12% faster per step on SmolLM2 here), compiled once per batch
-    shape (~1.5 s). Batches of ever new shapes (dynamic padding) would recompile each time, so after
-    MAX_SHAPES distinct shapes the steps stay in PyNative. MINDFORMERS_HF_COMPILE_LAYERS=0 turns it off."""
-
-    MAX_SHAPES = 8
-
-    def __init__(self, model):
-        model = _unwrap(model)
-        self.base = getattr(model, getattr(model, "base_model_prefix", ""), None)
-        compiles = getattr(self.base, "compiles_layers", None)
-        self.enabled = os.environ.get("MINDFORMERS_HF_COMPILE_LAYERS") != "0" and callable(compiles) and compiles()
-        self.shapes = set()
-
-    @contextlib.contextmanager
-    def step(self, inputs):
-        items = sorted(inputs.items()) if isinstance(inputs, dict) else enumerate(inputs)
-        shape = tuple((k, tuple(v.shape)) for k, v in items if hasattr(v, "shape"))
-        new_past_limit = shape not in self.shapes and len(self.shapes) >= self.MAX_SHAPES
-        if not self.enabled or new_past_limit:
-            if self.enabled:
-                warn_once(f"Trainer: batches came in more than {self.MAX_SHAPES} shapes; the decoder layers run in "
-                          "PyNative for new shapes from now on (pad batches to a few lengths, e.g. "
-                          "pad_to_multiple_of, to keep them compiled)")
-            yield
-            return
-        self.shapes.add(shape)
-        self.base.compile_layers = "train"
-        try:
-            yield
-        finally:
-            self.base.compile_layers = False
 
 
 class Trainer:
@@ -530,15 +475,7 @@ class Trainer:
             master_to_param = {id(self._masters[n]): p for n, p in named}
             self._grad_params = [master_to_param[id(m)] for m in self.optimizer.params]
         self._grad_fn = ms.value_and_grad(self._loss_for_grad, None, weights=self._grad_params)
-        self._compiled = None
-        self._shared_graph = _SharedLayerGraph(self.model)
-        if self.args.torch_compile:
-            self._shared_graph.enabled = False
-            self._compiled = _CompiledLayers(self.model)
-            if not self._compiled.layers:
-                warn_once("torch_compile=True: the model names no decoder-layer class (_no_split_modules) to "
-                          "compile; training runs in PyNative")
-                self._compiled = None
+        self._layer_compilation = layer_compilation(self.model, self.args.torch_compile)
         for attr in ("model", "optimizer", "lr_scheduler"):
             setattr(self.callback_handler, attr, getattr(self, attr))
 
@@ -743,7 +680,7 @@ class Trainer:
         return (self.model_accepts_loss_kwargs and num_items_in_batch is not None) or \
             self.compute_loss_func is not None
 
-    @runtime.serialized  # forward, backward and the model's compile_layers flag: one thread's step at a time
+    @runtime.serialized  # forward and backward: one thread's step at a time
     def training_step(self, model, inputs, num_items_in_batch=None):
         """Forward and backward on one micro-batch; gradients accumulate until the optimizer step.
         Returns the (accumulation-scaled) loss as a Python float."""
@@ -751,12 +688,8 @@ class Trainer:
         if not hasattr(self, "current_gradient_accumulation_steps"):
             self.current_gradient_accumulation_steps = 1
         self._step_inputs = (self._prepare_inputs(inputs), num_items_in_batch)
-        if self._compiled is not None:
-            with self._compiled:
-                loss, grads = self._grad_fn()
-        else:
-            with self._shared_graph.step(self._step_inputs[0]):
-                loss, grads = self._grad_fn()
+        with self._layer_compilation.step(self._step_inputs[0]):
+            loss, grads = self._grad_fn()
         self._step_inputs = None
         self._grad_accum = list(grads) if self._grad_accum is None else [
             a + g for a, g in zip(self._grad_accum, grads)]
