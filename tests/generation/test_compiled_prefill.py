@@ -34,7 +34,8 @@ VARIANTS = {
 @pytest.mark.parametrize("family", list(VARIANTS))
 def test_compiled_forward_equals_eager_and_fills_the_cache(tmp_path, family, layer_graph_shapes):
     """"prefill" (generate's mode: only the last position is read, so the last layer computes only that
-    one after its keys and values) and "train" (every position) against the eager forward."""
+    one after its keys and values) and "train" (every position; LLaMA and Qwen2 only, to keep compilations few)
+    against the eager forward, which runs the same decoder-layer function over the modules."""
     model = AutoModelForCausalLM.from_pretrained(make_hf_checkpoint(tmp_path / family, **VARIANTS[family]))
     ids, mask = batch(rows=2, length=13, pad_left=(0, 4), seed=1)
 
@@ -54,6 +55,8 @@ def test_compiled_forward_equals_eager_and_fills_the_cache(tmp_path, family, lay
     np.testing.assert_allclose(prefill_logits[:, 0], eager_logits[:, -1], atol=1e-5)
     for got, want in zip(prefill_kv, eager_kv):
         np.testing.assert_allclose(got, want, atol=1e-5)
+    if family not in ("llama", "qwen2"):
+        return
     train_logits, _ = forward("train", False)
     valid = mask.astype(bool)
     np.testing.assert_allclose(train_logits[valid], eager_logits[valid], atol=1e-5)
