@@ -22,7 +22,7 @@ from ...modeling_rope_utils import compute_inv_freq, rope_parameters
 from ...modeling_utils import PreTrainedModel
 from ...utils import warn_once
 from .decoder_layer import (AttentionSpec, LayerSpec, MLPSpec, attention, decoder_layer, graph_weights, layer_graph,
-                            mlp, project_qkv)
+                            mlp, modules, project_qkv)
 
 
 @dataclass(frozen=True)
@@ -134,7 +134,7 @@ class LlamaMLP(nn.Cell):
         return MLPSpec(self.intermediate_size, self.fused_gate_up)
 
     def construct(self, x):  # decoder_layer.py's `mlp`, over this module's own projections
-        return mlp(self.spec(), dict(self.cells_and_names(name_prefix="mlp")), x)
+        return mlp(self.spec(), modules(self, "mlp."), x)
 
 
 class LlamaAttention(nn.Cell):
@@ -167,18 +167,17 @@ class LlamaAttention(nn.Cell):
         self.interleaved_rotary = variant.interleaved_rotary
 
     def spec(self):
-        q_norm = getattr(self, "q_norm", None)
         return AttentionSpec(self.num_heads, self.num_key_value_heads, self.head_dim, float(self.scaling),
                              self.attn_implementation, self.fused_qkv, self.qk_norm,
-                             float(q_norm.variance_epsilon) if q_norm is not None else 0.0, self.interleaved_rotary)
+                             float(self.q_norm.variance_epsilon) if self.qk_norm else 0.0, self.interleaved_rotary)
 
     def project_qkv(self, hidden_states):
         """[B, S, hidden] -> q [B, H, S, D], k and v [B, KV, S, D] (q and k normed per head when qk_norm)."""
-        return project_qkv(self.spec(), dict(self.cells_and_names(name_prefix="self_attn")), hidden_states)
+        return project_qkv(self.spec(), modules(self, "self_attn."), hidden_states)
 
     def construct(self, hidden_states, cos, sin, attention_mask=None, past_key_values=None):
         # decoder_layer.py's `attention`, over this module's own projections
-        weights = dict(self.cells_and_names(name_prefix="self_attn"))
+        weights = modules(self, "self_attn.")
         return attention(self.spec(), weights, hidden_states, cos, sin, attention_mask, past_key_values,
                          self.layer_idx)[0]
 
@@ -229,7 +228,7 @@ class LlamaDecoderLayer(nn.Cell):
 
     def construct(self, hidden_states, cos, sin, attention_mask=None, past_key_values=None):
         # decoder_layer.py's `decoder_layer` over the modules (the compiled path runs it over the weights)
-        return decoder_layer(self.spec(), dict(self.cells_and_names()), hidden_states, cos, sin, attention_mask,
+        return decoder_layer(self.spec(), modules(self), hidden_states, cos, sin, attention_mask,
                              past_key_values, self.layer_idx)[0]
 
 
