@@ -162,7 +162,7 @@ def markdown(ours, hf):
               "between runs; each figure is the best of several alternating rounds. Under heavy contention from "
               "other jobs our decode loses more than torch's (runs have shown batch-1 decode anywhere from 0.8x to "
               "1.6x). Prefill: our decoder layers run as one compiled graph shared by all 30 layers "
-              "(models/llama/compiled_layer.py), lm_head on the last position only. It is bound by the matmuls "
+              "(models/llama/decoder_layer.py), lm_head on the last position only. It is bound by the matmuls "
               "(about three quarters of a 512-token forward), which run at the same speed on both sides (155-175 "
               "GFLOP/s for 512x576x1536 on a quiet machine); what the compiled graph removes is MindSpore's "
               "per-op dispatch (~0.1 ms per op in PyNative, ~25 ops per layer). HF's prefill is the side most "

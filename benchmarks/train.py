@@ -125,14 +125,16 @@ def run_hf(folder, gguf, data, steps):
 
 
 def compare_jit(folder, gguf, data, repeats):
-    """Loss + gradients of one batch: PyNative as the Trainer runs it, vs each decoder layer under ms.jit.
+    """Loss + gradients of one batch: PyNative, vs the decoder layers compiled as `torch_compile=True` runs
+    them (`compiled_layers(model, "jit")`: SmolLM2's layers as one graph shared by all of them).
 
     (The whole forward cannot be compiled as written: `ms.jit` turns the model's output classes into
-    interpreted nodes that stop gradients; layer by layer it compiles, one graph per layer.)
+    interpreted nodes that stop gradients; layer by layer it compiles.)
     """
     import mindspore as ms
 
     from mindformers_hf import AutoModelForCausalLM
+    from mindformers_hf.compiled_layers import compiled_layers
 
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf)
     model.set_train(True)
@@ -150,14 +152,8 @@ def compare_jit(folder, gguf, data, repeats):
         return times, [g.asnumpy() for g in grads]
 
     eager_times, eager_grads = timed()
-    layers = model.model.layers
-    for layer in layers:
-        layer.construct = ms.jit(layer.construct)
-    try:
+    with compiled_layers(model, "jit"):
         jit_times, jit_grads = timed()
-    finally:
-        for layer in layers:
-            del layer.construct
     diff = max(float(np.abs(a - b).max() / (np.abs(b).max() + 1e-30)) for a, b in zip(jit_grads, eager_grads))
     print(f"\nloss + gradients, batch {BATCH} x {BLOCK}: PyNative {np.median(eager_times[1:]):.2f} s, "
           f"decoder layers under ms.jit {np.median(jit_times[1:]):.2f} s (first call {jit_times[0]:.1f} s with "

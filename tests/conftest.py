@@ -131,7 +131,7 @@ def smollm2(smollm2_gguf):
 @pytest.fixture
 def layer_graph_shapes(monkeypatch):
     """The hidden-state shape of every call of the shared compiled decoder-layer graph
-    (models/llama/compiled_layer.py): whether that path ran, how often, and for which shapes."""
+    (models/llama/decoder_layer.py): whether that path ran, how often, and for which shapes."""
     from mindformers_hf.models.llama import modeling_llama
 
     shapes = []

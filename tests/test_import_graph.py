@@ -134,16 +134,6 @@ def test_no_import_cycles_between_hub_and_the_auto_classes(graph):
     assert not loops, [_describe(graph, c) for c in loops]
 
 
-def test_no_import_cycles_but_those_other_helpers_break(graph):
-    """Every loop left goes through parallel/ (load18's part) or models/llama/compiled_layer.py (layer18's);
-    test_no_import_cycles below asserts none at all once they merge."""
-    pending = (f"{PACKAGE}.parallel", f"{PACKAGE}.models.llama.compiled_layer")
-    other = [c for c in cycles(graph) if not any(m == p or m.startswith(p + ".") for m in c for p in pending)]
-    assert not other, [_describe(graph, c) for c in other]
-
-
-@pytest.mark.xfail(strict=True, reason="until load18 and layer18 merge (modeling_utils <-> parallel, parallel.plan -> modeling_llama; "
-                   "modeling_llama <-> compiled_layer)")
 def test_no_import_cycles(graph):
     found = cycles(graph)
     assert not found, "\n".join(_describe(graph, c) for c in found)

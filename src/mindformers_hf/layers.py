@@ -12,6 +12,7 @@ from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common import dtype as mstype
 from mindspore.common.initializer import Zero
 
+from .compiled_layers import compile_mode, jitted
 from .ops.registry import eager
 from .utils import warn_once
 
@@ -53,15 +54,28 @@ def recomputes(layer):
     return bool(getattr(layer, "gradient_checkpointing", False)) and layer.training
 
 
+class _Jitted(nn.Cell):
+    """A layer's construct under `ms.jit` (compiled_layers.py's "jit" mode) as a Cell, for `ms.recompute`."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def construct(self, *args):
+        return self.fn(*args)
+
+
 def call_layer(layer, *args, past_key_values=None):
-    """layer(*args, past_key_values), through `mindspore.recompute` when the layer recomputes. A recomputed
-    layer writes no cache (it would write twice), as transformers' checkpointed layers drop theirs."""
+    """layer(*args, past_key_values), through `mindspore.recompute` when the layer recomputes, and under
+    `ms.jit` inside a `compiled_layers(model, "jit")` block. A recomputed layer writes no cache (it would write
+    twice), as transformers' checkpointed layers drop theirs."""
+    run = jitted(layer) if compile_mode(layer) == "jit" else layer
     if not recomputes(layer):
-        return layer(*args, past_key_values)
+        return run(*args, past_key_values)
     if past_key_values is not None:
         warn_once("`past_key_values` / use_cache=True is incompatible with gradient checkpointing in training: "
                   "the checkpointed layers do not fill the cache")
-    return ms.recompute(layer, *args, None)
+    return ms.recompute(layer if run is layer else _Jitted(run), *args, None)
 
 
 class Linear(nn.Cell):

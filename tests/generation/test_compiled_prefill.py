@@ -1,5 +1,6 @@
-"""generate()'s compiled prefill (models/llama/compiled_layer.py): one graph shared by all plain decoder layers,
-on prompts left-padded to `prefill_length`. Expected values come from HF transformers on torch."""
+"""generate()'s compiled prefill (models/llama/decoder_layer.py under `compiled_layers`): one graph shared by all
+LLaMA-shaped decoder layers, on prompts left-padded to `prefill_length`. Expected values come from HF transformers on
+torch; the compiled forward is checked against the eager one (the same decoder-layer function)."""
 import numpy as np
 import pytest
 
@@ -9,8 +10,8 @@ import mindspore as ms  # noqa: E402
 
 from mindformers_hf import AutoModelForCausalLM  # noqa: E402
 from mindformers_hf.cache_utils import DynamicCache  # noqa: E402
+from mindformers_hf.compiled_layers import compiled_layers, supports_compiled_layers  # noqa: E402
 from mindformers_hf.generation.runner import prefill_length  # noqa: E402
-from mindformers_hf.models.llama import compiled_layer  # noqa: E402
 from tests.conftest import batch, make_hf_checkpoint  # noqa: E402
 
 
@@ -18,22 +19,31 @@ def test_prefill_length_buckets():
     assert [prefill_length(n) for n in (1, 32, 33, 500, 512, 513, 1000)] == [32, 32, 64, 512, 512, 640, 1024]
 
 
-@pytest.mark.parametrize("family", ["llama", "qwen2"])
+# the decoder-layer variants: biased q/k/v (Qwen2), q/k norm (Qwen3), fused qkv and gate/up (Phi3), interleaved
+# partial rotary (GLM), sandwich norms (GLM4)
+VARIANTS = {
+    "llama": {},
+    "qwen2": dict(config_class="Qwen2Config", model_class="Qwen2ForCausalLM"),
+    "qwen3": dict(config_class="Qwen3Config", model_class="Qwen3ForCausalLM"),
+    "phi3": dict(config_class="Phi3Config", model_class="Phi3ForCausalLM"),
+    "glm": dict(config_class="GlmConfig", model_class="GlmForCausalLM"),
+    "glm4": dict(config_class="Glm4Config", model_class="Glm4ForCausalLM"),
+}
+
+
+@pytest.mark.parametrize("family", list(VARIANTS))
 def test_compiled_forward_equals_eager_and_fills_the_cache(tmp_path, family, layer_graph_shapes):
     """"prefill" (generate's mode: only the last position is read, so the last layer computes only that
-    one after its keys and values) and "train" (every position) against the eager forward."""
-    kwargs = dict(config_class="Qwen2Config", model_class="Qwen2ForCausalLM") if family == "qwen2" else {}
-    model = AutoModelForCausalLM.from_pretrained(make_hf_checkpoint(tmp_path / family, **kwargs))
+    one after its keys and values) and "train" (every position; LLaMA and Qwen2 only, to keep compilations few)
+    against the eager forward, which runs the same decoder-layer function over the modules."""
+    model = AutoModelForCausalLM.from_pretrained(make_hf_checkpoint(tmp_path / family, **VARIANTS[family]))
     ids, mask = batch(rows=2, length=13, pad_left=(0, 4), seed=1)
 
     def forward(mode, cache):
         cache = DynamicCache() if cache else None
-        model.model.compile_layers = mode
-        try:
+        with compiled_layers(model, mode or None):
             out = model(input_ids=ms.Tensor(ids), attention_mask=ms.Tensor(mask), past_key_values=cache,
                         use_cache=cache is not None)
-        finally:
-            model.model.compile_layers = False
         kv = [t.asnumpy() for t in cache.key_cache + cache.value_cache] if cache is not None else []
         return out.logits.asnumpy(), kv
 
@@ -45,6 +55,8 @@ def test_compiled_forward_equals_eager_and_fills_the_cache(tmp_path, family, lay
     np.testing.assert_allclose(prefill_logits[:, 0], eager_logits[:, -1], atol=1e-5)
     for got, want in zip(prefill_kv, eager_kv):
         np.testing.assert_allclose(got, want, atol=1e-5)
+    if family not in ("llama", "qwen2"):
+        return
     train_logits, _ = forward("train", False)
     valid = mask.astype(bool)
     np.testing.assert_allclose(train_logits[valid], eager_logits[valid], atol=1e-5)
@@ -68,8 +80,9 @@ def test_disable_compile_and_other_layers_stay_eager(tmp_path, tiny_llama, layer
     ids, mask = batch(rows=1, length=7, pad_left=(0,), seed=2)
     ours.generate(input_ids=ids, attention_mask=mask, max_new_tokens=2, do_sample=False, disable_compile=True)
     assert not layer_graph_shapes
-    phi3 = AutoModelForCausalLM.from_pretrained(make_hf_checkpoint(tmp_path / "phi3", config_class="Phi3Config",
-                                                                   model_class="Phi3ForCausalLM"))
-    assert compiled_layer.layer_spec(phi3.model.layers[0]) is None and not phi3.model.compiles_layers()
-    phi3.generate(input_ids=ids, attention_mask=mask, max_new_tokens=2, do_sample=False)
+    mixtral = AutoModelForCausalLM.from_pretrained(make_hf_checkpoint(
+        tmp_path / "mixtral", config_class="MixtralConfig", model_class="MixtralForCausalLM", num_local_experts=4,
+        num_experts_per_tok=2))  # MoE layers run eagerly (their MLP is a module of its own)
+    assert mixtral.model.layers[0].graph_spec() is None and not supports_compiled_layers(mixtral)
+    mixtral.generate(input_ids=ids, attention_mask=mask, max_new_tokens=2, do_sample=False)
     assert not layer_graph_shapes

@@ -1,10 +1,10 @@
-"""Train steps run plain decoder layers as one shared compiled graph (models/llama/compiled_layer.py) by default:
+"""Train steps run plain decoder layers as one shared compiled graph (trainer/layer_compilation.py) by default:
 same losses and weights as PyNative, one graph shape per batch shape, and PyNative past MAX_SHAPES shapes."""
 import numpy as np
 
 from mindformers_hf import AutoModelForCausalLM
 from mindformers_hf.trainer import Trainer, TrainingArguments
-from mindformers_hf.trainer import trainer as trainer_module
+from mindformers_hf.trainer import layer_compilation
 
 ARGS = dict(learning_rate=3e-3, per_device_train_batch_size=2, num_train_epochs=1, max_grad_norm=1.0,
             logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True, seed=3)
@@ -42,9 +42,9 @@ def test_compiled_steps_equal_pynative(tiny_llama, tmp_path, monkeypatch, layer_
 
 
 def test_new_shapes_past_the_limit_run_in_pynative(tiny_llama, tmp_path, monkeypatch, layer_graph_shapes):
-    monkeypatch.setattr(trainer_module._SharedLayerGraph, "MAX_SHAPES", 1)
+    monkeypatch.setattr(layer_compilation.SharedLayerGraph, "MAX_SHAPES", 1)
     warnings = []
-    monkeypatch.setattr(trainer_module, "warn_once", warnings.append)
+    monkeypatch.setattr(layer_compilation, "warn_once", warnings.append)
     data = _data([12, 12, 9, 9])  # sequential batches of two: lengths 12, then 9 (no collator padding across)
     model = AutoModelForCausalLM.from_pretrained(tiny_llama)
     args = TrainingArguments(str(tmp_path), train_sampling_strategy="sequential", **ARGS)

@@ -15,7 +15,7 @@ import mindspore as ms
 from .. import runtime
 from ..cache_utils import DynamicCache
 from .logits_process import softmax
-from .runner import _forward_kwargs, position_ids_from_mask
+from .runner import forward_kwargs, position_ids_from_mask
 
 
 def prompt_lookup_candidates(ids, num_output_tokens, max_matching_ngram_size, max_length, eos):
@@ -92,7 +92,7 @@ def assisted_decoding(model, ids, attention_mask, config, processors, criteria, 
     drafter = _Drafter(assistant, config, custom_processors) if assistant is not None else None
     ngram = int(getattr(config, "max_matching_ngram_size", None) or 2)
     cache = DynamicCache(config=model.config)
-    extra = _forward_kwargs(model)
+    extra = forward_kwargs(model)
     scores, raw = [], []
     while True:
         cur_len = ids.shape[1]

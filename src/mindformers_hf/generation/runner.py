@@ -12,6 +12,10 @@ Two runners share one interface:
     with cache_implementation="dynamic".
 Every method that runs MindSpore holds the process-wide model lock (runtime.py) for its own duration only, so
 the host work between tokens (logits processors, streamers, stopping criteria) runs without it.
+
+The serving engine (serving/engine.py) shares the model-side rules through this module's public names:
+`bucket_length`, `prefill_length`, `position_ids_from_mask`, `layer_windows`, `forward_kwargs` and
+`host_last_logits`; compiled prefills go through `compiled_layers` (compiled_layers.py) in both.
 """
 import inspect
 
@@ -21,6 +25,7 @@ from mindspore import ops
 
 from .. import runtime
 from ..cache_utils import DynamicCache, StaticCache
+from ..compiled_layers import compiled_layers, supports_compiled_layers
 from ..masking_utils import MASK_VALUE
 from .compile import CompiledStep
 
@@ -75,16 +80,18 @@ def layer_windows(config):
     return windows
 
 
-def _forward_kwargs(model):
+def forward_kwargs(model):
+    """Keyword arguments every generation forward passes: logits_to_keep=1 when the model takes it (only the last
+    position's logits are read)."""
     params = inspect.signature(model.construct).parameters
     return {"logits_to_keep": 1} if "logits_to_keep" in params else {}
 
 
 def _last_logits(outputs):
-    return _host_last(outputs.logits if hasattr(outputs, "logits") else outputs[0])
+    return host_last_logits(outputs.logits if hasattr(outputs, "logits") else outputs[0])
 
 
-def _host_last(logits):
+def host_last_logits(logits):
     """[B, S, V] MindSpore logits -> the last position's [B, V] float32 numpy (sliced in numpy: a MindSpore
     slice costs milliseconds per token)."""
     if logits.dtype != ms.float32:
@@ -100,7 +107,7 @@ class DynamicRunner:
     def __init__(self, model, cache=None, output_hidden_states=False):
         self.model = model
         self.cache = cache
-        self.extra = _forward_kwargs(model)
+        self.extra = forward_kwargs(model)
         # generate(output_hidden_states=True): each forward's hidden states, float32 numpy [B, S, hidden] per layer
         self.hidden_states = None
         if output_hidden_states:
@@ -151,7 +158,7 @@ class _Graph:
         self.key = (batch, length, compile_step)
         self.cache = StaticCache(max_batch_size=batch, max_cache_len=length)
         self.mask_keys = None
-        extra = _forward_kwargs(model)
+        extra = forward_kwargs(model)
         cache = self.cache
 
         def decode_step(input_ids, position_ids, cache_position, *masks):
@@ -174,9 +181,8 @@ def drop_decode_graphs(model):
 class StaticRunner:
     def __init__(self, model, compile_step=True):
         self.model = model
-        self.base = getattr(model, model.base_model_prefix, model)
         self.compile_step = compile_step
-        self.extra = _forward_kwargs(model)
+        self.extra = forward_kwargs(model)
         self.graph, self.repeats, self.pad = None, 1, 0
         self.windows = layer_windows(model.config)
 
@@ -222,24 +228,19 @@ class StaticRunner:
     # ------------------------------------------------------------------ generation
     @runtime.serialized
     def prefill(self, input_ids, attention_mask, max_length):
-        """With compilation on, the decoder layers run as one compiled graph (models/llama/compiled_layer.py)
+        """With compilation on, the decoder layers run as one compiled graph (`compiled_layers(model, "prefill")`)
         on the prompt left-padded to `prefill_length`; the pad columns stay masked in every later step."""
         self.batch, prompt_len = input_ids.shape
-        compiled = self.compile_step and getattr(self.base, "compiles_layers", lambda: False)()
+        compiled = self.compile_step and supports_compiled_layers(self.model)
         self.pad = prefill_length(prompt_len) - prompt_len if compiled else 0
         input_ids, attention_mask = self._padded(input_ids), self._padded(attention_mask)
         self.max_length = bucket_length(max_length + self.pad)
         self.length = grown_length(prompt_len + self.pad + INITIAL_NEW_TOKENS, self.max_length)
         self.dynamic = DynamicCache()
-        if compiled:
-            self.base.compile_layers = "prefill"
-        try:
+        with compiled_layers(self.model, "prefill" if compiled else None):
             out = self.model(input_ids=ms.Tensor(input_ids), attention_mask=ms.Tensor(attention_mask),
                              position_ids=ms.Tensor(position_ids_from_mask(attention_mask)),
                              past_key_values=self.dynamic, use_cache=True, **self.extra)
-        finally:
-            if compiled:
-                self.base.compile_layers = False
         return _last_logits(out)
 
     @runtime.serialized
@@ -312,7 +313,7 @@ class StaticRunner:
                                  ms.Tensor(np.array([total - 1], np.int32)),
                                  *(ms.Tensor(m) for m in masks.values()))
         self.graph.cache._seq_length = total
-        return _host_last(logits)
+        return host_last_logits(logits)
 
     @runtime.serialized
     def reorder(self, rows):

@@ -18,7 +18,8 @@ import mindspore as ms
 from .. import runtime
 from ..generation import logits_process as lp
 from ..generation.compile import CompiledStep
-from ..generation.runner import (_forward_kwargs, _host_last, bucket_length, layer_windows, position_ids_from_mask,
+from ..compiled_layers import compiled_layers, supports_compiled_layers
+from ..generation.runner import (bucket_length, forward_kwargs, host_last_logits, layer_windows, position_ids_from_mask,
                                  prefill_length)
 from ..masking_utils import MASK_VALUE
 from .kv_cache import BlockAllocator, PagedCache
@@ -55,8 +56,7 @@ class LLMEngine:
             raise NotImplementedError(f"serving: {type(model).__name__} is not supported by the engine yet "
                                       "(it needs per-layer prebuilt masks: LLaMA-shaped models only so far)")
         self.model, self.tokenizer = model, tokenizer
-        self.base = base
-        self.compile_prefill = compile_decode and getattr(base, "compiles_layers", lambda: False)()
+        self.compile_prefill = compile_decode and supports_compiled_layers(model)
         self.max_model_len = int(max_model_len or getattr(model.config, "max_position_embeddings", 2048))
         if num_blocks is None:
             num_blocks = -(-max(DEFAULT_KV_TOKENS, self.max_model_len) // block_size) + 1
@@ -67,7 +67,7 @@ class LLMEngine:
         self.scheduler = Scheduler(self.allocator, max_num_seqs, max_num_batched_tokens)
         self.cache = PagedCache(self.allocator)
         self.windows = layer_windows(model.config)
-        self.extra = _forward_kwargs(model)
+        self.extra = forward_kwargs(model)
         self.eos_ids = _eos_ids(model, tokenizer)
         self.requests = {}                        # request id -> [Sequence] (its choices)
         self.stats = {"prompt_tokens": 0, "generation_tokens": 0, "requests_finished": 0}
@@ -197,11 +197,11 @@ class LLMEngine:
             return _host_float32(self._make_step(logits_to_keep=0)(*args))[:len(seqs)]
         # the pools are created by the first forward (shaped after its keys): that one runs eagerly
         step = self.decode_step if compiled and len(self.cache) else self._eager_step
-        return _host_last(step(*args))[:len(seqs)]
+        return host_last_logits(step(*args))[:len(seqs)]
 
     def _first_chunk(self, seq, length):
         """[1, V] logits of a sequence's first chunk through the decoder layers' compiled graph (the one
-        generate's prefill uses; models/llama/compiled_layer.py), which attends within the chunk only -- right
+        generate's prefill uses; `compiled_layers(model, "prefill")`), which attends within the chunk only -- right
         for a first chunk. The chunk is left-padded to `prefill_length` (few compilations); pad columns write
         the scratch slot 0 and are masked."""
         bs, total = self.block_size, prefill_length(length)
@@ -221,13 +221,10 @@ class LLMEngine:
             allowed = allowed_all if window is None else allowed_all & (key > query - window)
             masks[name] = ms.Tensor(np.where(allowed, np.float32(0.0), np.float32(MASK_VALUE))[None, None])
         self.cache.set_step(ms.Tensor(slots), ms.Tensor(slots))
-        self.base.compile_layers = "prefill"
-        try:
+        with compiled_layers(self.model, "prefill"):
             out = self.model(input_ids=ms.Tensor(ids), position_ids=ms.Tensor(position_ids_from_mask(present)),
                              past_key_values=self.cache, use_cache=True, attention_mask=masks, **self.extra)
-        finally:
-            self.base.compile_layers = False
-        return _host_last(out.logits if hasattr(out, "logits") else out[0])
+        return host_last_logits(out.logits if hasattr(out, "logits") else out[0])
 
     def _make_step(self, **overrides):
         # a plain function (not a bound method): what mindspore.jit traces

@@ -7,7 +7,7 @@ Gradients accumulate in `_grad_accum` until `_optimizer_step` averages them over
 measures and clips their norm and steps the optimizer, as transformers' inner loop does.
 
 Reads from the Trainer: args, model, optimizer, scaler, _mixed (precision.MixedPrecision or None),
-_grad_params, _compiled / _shared_graph (layer compilation), callback_handler, state, control.
+_grad_params, _layer_compilation (layer_compilation.py), callback_handler, state, control.
 """
 import math
 
@@ -43,7 +43,7 @@ class TrainingStepMixin:
         return (self.model_accepts_loss_kwargs and num_items_in_batch is not None) or \
             self.compute_loss_func is not None
 
-    @runtime.serialized  # forward, backward and the model's compile_layers flag: one thread's step at a time
+    @runtime.serialized  # forward and backward: one thread's step at a time
     def training_step(self, model, inputs, num_items_in_batch=None):
         """Forward and backward on one micro-batch; gradients accumulate until the optimizer step.
         Returns the (accumulation-scaled) loss as a Python float."""
@@ -51,12 +51,8 @@ class TrainingStepMixin:
         if not hasattr(self, "current_gradient_accumulation_steps"):
             self.current_gradient_accumulation_steps = 1
         inputs = self._prepare_inputs(inputs)
-        if self._compiled is not None:
-            with self._compiled:
-                loss, grads = self._grad_fn(inputs, num_items_in_batch)
-        else:
-            with self._shared_graph.step(inputs):
-                loss, grads = self._grad_fn(inputs, num_items_in_batch)
+        with self._layer_compilation.step(inputs):
+            loss, grads = self._grad_fn(inputs, num_items_in_batch)
         self._grad_accum = list(grads) if self._grad_accum is None else [
             a + g for a, g in zip(self._grad_accum, grads)]
         loss = float(loss.asnumpy())

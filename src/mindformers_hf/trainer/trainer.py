@@ -22,7 +22,6 @@ evaluation.py (evaluate / predict), saving.py (checkpoints and resuming), hub_pu
 They are mixins of `Trainer`, not separate objects, so that a subclass overrides `training_step`,
 `compute_loss`, `prediction_step` or `evaluate` exactly as it does on transformers' Trainer.
 """
-import contextlib
 import dataclasses
 import inspect
 import math
@@ -62,64 +61,10 @@ from .optimizers import OptimizerSetupMixin, check_optim
 from .precision import MixedPrecision, compute_dtype, loss_scaler
 from .saving import SavingMixin
 from .step import TrainingStepMixin
+from .layer_compilation import layer_compilation
 from .tensorboard import TensorBoardCallback
 from .training_args import TrainingArguments
 
-
-
-class _CompiledLayers:
-    """`torch_compile=True`: each decoder layer (the model's `_no_split_modules` classes) runs under `ms.jit`
-    while gradients are taken; the rest of the model stays PyNative. The whole forward cannot be compiled as
-    written (its output classes become interpreted nodes that stop gradients). Each layer compiles once per
-    input shape; evaluation and generation are not affected."""
-
-    def __init__(self, model):
-        names = set(getattr(_unwrap(model), "_no_split_modules", None) or [])
-        self.layers = [cell for _, cell in _unwrap(model).cells_and_names() if type(cell).__name__ in names]
-        self.compiled = [ms.jit(layer.construct) for layer in self.layers]
-
-    def __enter__(self):
-        for layer, compiled in zip(self.layers, self.compiled):
-            layer.construct = compiled
-
-    def __exit__(self, *exc):
-        for layer in self.layers:
-            del layer.construct
-
-
-class _SharedLayerGraph:
-    """By default, train steps run the model's plain LLaMA decoder layers as one compiled graph shared by all
-    layers (models/llama/compiled_layer.py; ~12% faster per step on SmolLM2 here), compiled once per batch
-    shape (~1.5 s). Batches of ever new shapes (dynamic padding) would recompile each time, so after
-    MAX_SHAPES distinct shapes the steps stay in PyNative. MINDFORMERS_HF_COMPILE_LAYERS=0 turns it off."""
-
-    MAX_SHAPES = 8
-
-    def __init__(self, model):
-        model = _unwrap(model)
-        self.base = getattr(model, getattr(model, "base_model_prefix", ""), None)
-        compiles = getattr(self.base, "compiles_layers", None)
-        self.enabled = os.environ.get("MINDFORMERS_HF_COMPILE_LAYERS") != "0" and callable(compiles) and compiles()
-        self.shapes = set()
-
-    @contextlib.contextmanager
-    def step(self, inputs):
-        items = sorted(inputs.items()) if isinstance(inputs, dict) else enumerate(inputs)
-        shape = tuple((k, tuple(v.shape)) for k, v in items if hasattr(v, "shape"))
-        new_past_limit = shape not in self.shapes and len(self.shapes) >= self.MAX_SHAPES
-        if not self.enabled or new_past_limit:
-            if self.enabled:
-                warn_once(f"Trainer: batches came in more than {self.MAX_SHAPES} shapes; the decoder layers run in "
-                          "PyNative for new shapes from now on (pad batches to a few lengths, e.g. "
-                          "pad_to_multiple_of, to keep them compiled)")
-            yield
-            return
-        self.shapes.add(shape)
-        self.base.compile_layers = "train"
-        try:
-            yield
-        finally:
-            self.base.compile_layers = False
 
 
 class Trainer(TrainingStepMixin, EvaluationMixin, SavingMixin, HubPushMixin, BatchesMixin,
@@ -182,7 +127,7 @@ class Trainer(TrainingStepMixin, EvaluationMixin, SavingMixin, HubPushMixin, Bat
         self._masters = {}  # parameter name -> float32 master weight (fp16/bf16 training)
         self.scaler = None
         self._mixed = None
-        self._compiled = None
+        self._layer_compilation = None
 
         reporting = [TensorBoardCallback] if "tensorboard" in (self.args.report_to or []) else []
         callbacks = [DefaultFlowCallback] + reporting + list(callbacks or [])  # (transformers' order)
@@ -293,15 +238,7 @@ class Trainer(TrainingStepMixin, EvaluationMixin, SavingMixin, HubPushMixin, Bat
             master_to_param = {id(self._masters[n]): p for n, p in named}
             self._grad_params = [master_to_param[id(m)] for m in self.optimizer.params]
         self._grad_fn = self._make_grad_fn()
-        self._compiled = None
-        self._shared_graph = _SharedLayerGraph(self.model)
-        if self.args.torch_compile:
-            self._shared_graph.enabled = False
-            self._compiled = _CompiledLayers(self.model)
-            if not self._compiled.layers:
-                warn_once("torch_compile=True: the model names no decoder-layer class (_no_split_modules) to "
-                          "compile; training runs in PyNative")
-                self._compiled = None
+        self._layer_compilation = layer_compilation(self.model, self.args.torch_compile)
         for attr in ("model", "optimizer", "lr_scheduler"):
             setattr(self.callback_handler, attr, getattr(self, attr))
 

@@ -3,12 +3,12 @@
 Read top to bottom as transformers' modeling_llama.py: norm, rotary, MLP, attention, decoder layer,
 base model, causal-LM head. Fused kernels are reached only through `mindformers_hf.ops`.
 """
-import numpy as np
 import mindspore as ms
 from mindspore import nn, ops
 
 from ... import ops as fused
 from ...cache_utils import DynamicCache, default_use_cache
+from ...compiled_layers import compile_mode
 from ...layers import Embedding, Linear, call_layer, new_parameter, recomputes
 from ...loss_utils import causal_lm_loss
 from ...masking_utils import create_causal_mask, packed_sequence_ids
@@ -19,7 +19,8 @@ from ...modeling_utils import PreTrainedModel
 from ...utils import warn_once
 from ..families import decoder_variant
 from ..family import DecoderVariant, import_object  # noqa: F401 (DecoderVariant: its historical home)
-from .compiled_layer import layer_graph, layer_spec, layer_weights
+from .decoder_layer import (AttentionSpec, LayerSpec, MLPSpec, attention, decoder_layer, graph_weights, layer_graph,
+                            mlp, modules, project_qkv)
 
 
 # How each LLaMA-shaped family departs from LLaMA is declared by the family (models/<family>/__init__.py) and
@@ -86,13 +87,11 @@ class LlamaMLP(nn.Cell):
         if config.hidden_act not in ("silu", "swish"):
             raise NotImplementedError(f"LLaMA MLP activation {config.hidden_act!r} is not supported (only silu)")
 
-    def construct(self, x):
-        if self.fused_gate_up:
-            gate_up = self.gate_up_proj(x)                                           # [B, S, 2 * I]
-            gate, up = gate_up[..., :self.intermediate_size], gate_up[..., self.intermediate_size:]
-        else:
-            gate, up = self.gate_proj(x), self.up_proj(x)
-        return self.down_proj(fused.silu_mul(gate, up))
+    def spec(self):
+        return MLPSpec(self.intermediate_size, self.fused_gate_up)
+
+    def construct(self, x):  # decoder_layer.py's `mlp`, over this module's own projections
+        return mlp(self.spec(), modules(self, "mlp."), x)
 
     @property
     def intermediate_size(self):
@@ -149,39 +148,27 @@ class LlamaAttention(nn.Cell):
             return (self.qkv_proj.weight.shape[0] // self.head_dim - self.num_heads) // 2
         return self.k_proj.weight.shape[0] // self.head_dim
 
+    def spec(self):
+        return AttentionSpec(self.num_heads, self.num_key_value_heads, self.head_dim, float(self.scaling),
+                             self.attn_implementation, self.fused_qkv, self.qk_norm,
+                             float(self.q_norm.variance_epsilon) if self.qk_norm else 0.0, self.interleaved_rotary)
+
     def project_qkv(self, hidden_states):
         """[B, S, hidden] -> q [B, H, S, D], k and v [B, KV, S, D] (q and k normed per head when qk_norm)."""
-        bsz, q_len, _ = hidden_states.shape
-        if self.fused_qkv:
-            qkv = self.qkv_proj(hidden_states)                                      # [B, S, (H + 2*KV) * D]
-            q_size, kv_size = self.num_heads * self.head_dim, self.num_key_value_heads * self.head_dim
-            q, k, v = qkv[..., :q_size], qkv[..., q_size:q_size + kv_size], qkv[..., q_size + kv_size:]
-        else:
-            q, k, v = self.q_proj(hidden_states), self.k_proj(hidden_states), self.v_proj(hidden_states)
-        q = q.reshape(bsz, q_len, self.num_heads, self.head_dim)
-        k = k.reshape(bsz, q_len, self.num_key_value_heads, self.head_dim)
-        v = v.reshape(bsz, q_len, self.num_key_value_heads, self.head_dim)
-        if self.qk_norm:
-            q, k = self.q_norm(q), self.k_norm(k)
-        return q.swapaxes(1, 2), k.swapaxes(1, 2), v.swapaxes(1, 2)
-
-    def rotate(self, q, k, cos, sin):
-        """Rotary on the first cos.shape[-1] channels of each head (all unless partial_rotary_factor < 1)."""
-        return fused.apply_rotary_pos_emb(q, k, cos, sin, interleaved=self.interleaved_rotary)
+        return project_qkv(self.spec(), modules(self, "self_attn."), hidden_states)
 
     def construct(self, hidden_states, cos, sin, attention_mask=None, past_key_values=None):
-        bsz, q_len, _ = hidden_states.shape
-        q, k, v = self.project_qkv(hidden_states)                                    # [B, H or KV, S, D]
-        q, k = self.rotate(q, k, cos, sin)
-        if past_key_values is not None:
-            k, v = past_key_values.update(k, v, self.layer_idx)
-        out = fused.causal_attention(q, k, v, attention_mask, self.scaling,
-                                     attn_implementation=self.attn_implementation)  # [B, H, S, D]
-        out = out.swapaxes(1, 2).reshape(bsz, q_len, self.num_heads * self.head_dim)
-        return self.o_proj(out)
+        # decoder_layer.py's `attention`, over this module's own projections
+        weights = modules(self, "self_attn.")
+        return attention(self.spec(), weights, hidden_states, cos, sin, attention_mask, past_key_values,
+                         self.layer_idx)[0]
 
 
 class LlamaDecoderLayer(nn.Cell):
+    # its construct reads modules by name (decoder_layer.py), which `ms.jit` cannot parse: compiled, the layer runs
+    # as LlamaModel's shared graph instead (compiled_layers.py)
+    jit_construct = False
+
     def __init__(self, config, layer_idx, dtype=ms.float32):
         super().__init__()
         variant = decoder_variant(config)
@@ -191,6 +178,7 @@ class LlamaDecoderLayer(nn.Cell):
         self.input_layernorm = LlamaRMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
         self.post_attention_layernorm = LlamaRMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
         self.sandwich_norm = decoder_variant(config).sandwich_norm
+        self.layer_idx = layer_idx  # the cache slot decoder_layer writes (an own attention module keeps its own)
         if self.sandwich_norm:
             self.post_self_attn_layernorm = LlamaRMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
             self.post_mlp_layernorm = LlamaRMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
@@ -198,17 +186,32 @@ class LlamaDecoderLayer(nn.Cell):
         layer_types = getattr(config, "layer_types", None)
         self.attention_type = layer_types[layer_idx] if layer_types else "full_attention"
 
+    def spec(self):
+        """The layer's static description for decoder_layer.py; an attention or MLP module of a family's own
+        (DeepSeek's latent attention, Baichuan's ALiBi, MoE) is left to run as itself."""
+        attn, mlp_module = self.self_attn, self.mlp
+        return LayerSpec(attn.spec() if type(attn) is LlamaAttention else None,
+                         mlp_module.spec() if type(mlp_module) is LlamaMLP else None,
+                         float(self.input_layernorm.variance_epsilon), self.sandwich_norm)
+
+    def graph_spec(self):
+        """The spec when LlamaModel may run this layer as the shared compiled graph (its parameters as graph
+        inputs), else None: the attention and MLP are LLaMA's, its projections plain `Linear`s (LoRA,
+        tensor-parallel and other wrappers stay eager) and its norms share one eps."""
+        spec = self.spec()
+        if spec.attention is None or spec.mlp is None:
+            return None
+        for _, cell in self.cells_and_names():
+            if type(cell) is LlamaRMSNorm and cell.variance_epsilon != spec.eps:
+                return None
+            if type(cell) not in (LlamaDecoderLayer, LlamaAttention, LlamaMLP, LlamaRMSNorm, Linear):
+                return None
+        return spec
+
     def construct(self, hidden_states, cos, sin, attention_mask=None, past_key_values=None):
-        residual = hidden_states
-        hidden_states = self.self_attn(self.input_layernorm(hidden_states), cos, sin, attention_mask, past_key_values)
-        if self.sandwich_norm:
-            hidden_states = self.post_self_attn_layernorm(hidden_states)
-        hidden_states = residual + hidden_states
-        residual = hidden_states
-        hidden_states = self.mlp(self.post_attention_layernorm(hidden_states))
-        if self.sandwich_norm:
-            hidden_states = self.post_mlp_layernorm(hidden_states)
-        return residual + hidden_states
+        # decoder_layer.py's `decoder_layer` over the modules (the compiled path runs it over the weights)
+        return decoder_layer(self.spec(), modules(self), hidden_states, cos, sin, attention_mask,
+                             past_key_values, self.layer_idx)[0]
 
 
 class LlamaPreTrainedModel(PreTrainedModel):
@@ -225,9 +228,6 @@ class LlamaModel(LlamaPreTrainedModel):
         self.layers = nn.CellList([LlamaDecoderLayer(config, i, dtype) for i in range(config.num_hidden_layers)])
         self.norm = LlamaRMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
         self.rotary_emb = LlamaRotaryEmbedding(config)
-        # "prefill" (generation/runner.py, which reads only the last position's logits: the last layer then
-        # returns only that position) or "train" (the Trainer) around those calls: see compiled_layer.py
-        self.compile_layers = False
 
     def construct(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
                   inputs_embeds=None, use_cache=None, output_hidden_states=None, output_attentions=None,
@@ -257,24 +257,24 @@ class LlamaModel(LlamaPreTrainedModel):
         hidden_states = inputs_embeds
         cos, sin = self.rotary_emb(hidden_states, position_ids)
         all_hidden_states = (hidden_states,) if output_hidden_states else None
-        # compile_layers (generate's prefill, Trainer steps): plain layers run as one shared compiled graph
-        # (compiled_layer.py); in a prefill each writes its keys and values into the (empty) cache itself
-        compiled = self.compile_layers and past_len == 0 and q_len > 1
+        # inside `compiled_layers(model, mode)` (generate's prefill, the serving engine's first chunks, Trainer
+        # steps) layers with a graph_spec run as one shared compiled graph (decoder_layer.py); in a prefill each
+        # writes its keys and values into the (empty) cache itself
+        mode = compile_mode(self)
+        compiled = mode is not None and past_len == 0 and q_len > 1
         for index, layer in enumerate(self.layers):
             mask = masks[layer.attention_type]
             # a recomputing layer (activation checkpointing) runs eagerly: ms.recompute takes a Cell
-            spec = layer_spec(layer) if compiled and mask is not None and not recomputes(layer) else None
+            spec = layer.graph_spec() if compiled and mask is not None and not recomputes(layer) else None
             if spec is None:
                 hidden_states = call_layer(layer, hidden_states, cos, sin, mask, past_key_values=past_key_values)
             else:
-                last_only = self.compile_layers == "prefill" and index == len(self.layers) - 1 \
-                    and not output_hidden_states
+                last_only = mode == "prefill" and index == len(self.layers) - 1 and not output_hidden_states
                 graph = layer_graph(spec, past_key_values is not None, last_only)
-                weights = layer_weights(layer, spec, differentiable=self.compile_layers == "train")
-                hidden_states = graph(hidden_states, cos, sin, mask, *weights)
+                hidden_states = graph(hidden_states, cos, sin, mask, graph_weights(layer, mode != "prefill"))
                 if past_key_values is not None:
                     hidden_states, keys, values = hidden_states
-                    past_key_values.update(keys, values, layer.self_attn.layer_idx)
+                    past_key_values.update(keys, values, layer.layer_idx)
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
         hidden_states = self.norm(hidden_states)
@@ -286,8 +286,8 @@ class LlamaModel(LlamaPreTrainedModel):
         return out.to_tuple() if return_dict is False else out
 
     def compiles_layers(self):
-        """True when compile_layers would compile these layers (plain LLaMA ones: compiled_layer.py)."""
-        return any(layer_spec(layer) is not None for layer in self.layers)
+        """Whether `compiled_layers(model, "prefill" | "train")` would compile any of these layers."""
+        return any(layer.graph_spec() is not None for layer in self.layers)
 
     def causal_masks(self, attention_mask, bsz, q_len, past_len, packed=None):
         """{layer type: additive mask}. Without `layer_types` (LLaMA, Mistral, Phi3) one mask serves every

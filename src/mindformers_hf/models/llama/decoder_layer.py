@@ -1,0 +1,184 @@
+"""The LLaMA decoder layer as one function, run eagerly by LlamaDecoderLayer and compiled by LlamaModel.
+
+`decoder_layer(spec, w, ...)` is the layer's math: `spec` (a `LayerSpec`) holds what is static -- head counts,
+eps, the family's switches (q/k norm, fused qkv or gate/up, interleaved rotary, sandwich norms) -- and `w` the
+layer's weights by their HF names relative to the layer:
+  - eager (LlamaDecoderLayer.construct): `w` maps module paths to the modules ("self_attn.q_proj" -> the Linear),
+    so LoRA, tensor-parallel and other wrapped projections apply themselves, and an attention or MLP of a family's
+    own (DeepSeek's latent attention, MoE) runs as its module (`spec.attention` / `spec.mlp` None);
+  - compiled (LlamaModel under `compiled_layers(model, "prefill" | "train")`): `w` maps parameter names to
+    tensors ("self_attn.q_proj.weight", "self_attn.q_proj.bias") and the function runs under `ms.jit`.
+A projection or norm is read by name (`_linear`, `_norm`): the module when `w` holds it, else its weight.
+
+Why a dict, not a NamedTuple: the graph takes the weights as one `ms.mutable` dict input. Tensors inside a tuple
+input are constants (one compilation per layer), and a NamedTuple built inside the graph is an interpreted node
+that stops gradients; a dict is neither.
+
+Why compiled: in PyNative each MindSpore op costs ~0.1 ms of dispatch on this CPU, and a decoder layer is ~25
+ops; under `ms.jit` a layer is one graph launch. The graph takes the layer's weights as inputs, so all layers of
+a model share one compilation per input shape instead of one per layer -- passing the Parameters themselves
+would compile again for each layer, and `p.value()` copies. A prefill passes `ms.Tensor(p)` (the same memory, no
+autograd); a train step passes reshape views, which carry gradients back to the Parameters (but made a
+512-token prefill ~50% slower than plain tensors). The generate runner pads prompts to a few lengths
+(generation/runner.py `prefill_length`) and the Trainer stops compiling after a few batch shapes, so
+compilations stay few. For a prefill the graph also returns this layer's rotated keys and the values for the
+KV cache, which the caller writes.
+"""
+import functools
+from dataclasses import dataclass
+from typing import Optional
+
+import mindspore as ms
+from mindspore import ops
+
+from ... import ops as fused
+
+_MATMUL = ops.MatMul(transpose_b=True)  # x2d [N, in] @ weight [out, in]^T, as layers.Linear
+
+
+@dataclass(frozen=True)
+class AttentionSpec:
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    scaling: float
+    attn_implementation: Optional[str]
+    fused_qkv: bool = False           # one `qkv_proj` [(H + 2*KV) * D, hidden], rows q then k then v
+    qk_norm: bool = False             # RMSNorm over head_dim on q and k, before rotary
+    qk_norm_eps: float = 0.0
+    interleaved_rotary: bool = False  # rotary pairs are adjacent dims (0, 1), (2, 3), ...
+
+
+@dataclass(frozen=True)
+class MLPSpec:
+    intermediate_size: int
+    fused_gate_up: bool = False       # one `gate_up_proj` [2 * inter, hidden], rows gate then up
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    attention: Optional[AttentionSpec]  # None: the layer's `self_attn` module runs as itself (eager only)
+    mlp: Optional[MLPSpec]              # None: the layer's `mlp` module runs as itself (MoE; eager only)
+    eps: float                          # the layer's RMSNorms (the compiled path; modules carry their own)
+    sandwich_norm: bool = False         # RMSNorm on the attention and MLP outputs, before each residual add
+
+
+def modules(cell, prefix="", out=None):
+    """{path: module} for the eager `w`: every submodule of `cell` by its HF path under `prefix` ("self_attn.q_proj").
+    Read from `Cell._cells` (where MindSpore keeps a cell's children; `cells_and_names` walks the same) on every call,
+    so modules swapped in later (LoRA, tensor parallel) are the ones used: ~20 us a layer, 3x less than
+    `cells_and_names`."""
+    out = {} if out is None else out
+    for name, child in cell._cells.items():
+        if child is not None:
+            out[prefix + name] = child
+            modules(child, prefix + name + ".", out)
+    return out
+
+
+def _norm(w, name, x, eps):
+    if name in w:
+        return w[name](x)
+    return fused.rms_norm(x, w[name + ".weight"], eps)
+
+
+def _linear(w, name, x):
+    """x [..., in] -> [..., out] through the projection `name`: its module, or its weight and optional bias."""
+    if name in w:
+        return w[name](x)
+    shape = x.shape
+    weight = w[name + ".weight"]
+    y = _MATMUL(x.reshape(-1, shape[-1]), weight)
+    if name + ".bias" in w:
+        y = y + w[name + ".bias"]
+    return y.reshape(shape[:-1] + (weight.shape[0],))
+
+
+def project_qkv(spec, w, x, prefix="self_attn."):
+    """[B, S, hidden] -> q [B, H, S, D], k and v [B, KV, S, D] (q and k normed per head when qk_norm)."""
+    bsz, q_len, _ = x.shape
+    heads, kv_heads, head_dim = spec.num_heads, spec.num_kv_heads, spec.head_dim
+    if spec.fused_qkv:
+        qkv = _linear(w, prefix + "qkv_proj", x)                                   # [B, S, (H + 2*KV) * D]
+        q_size, kv_size = heads * head_dim, kv_heads * head_dim
+        q, k, v = qkv[..., :q_size], qkv[..., q_size:q_size + kv_size], qkv[..., q_size + kv_size:]
+    else:
+        q, k, v = _linear(w, prefix + "q_proj", x), _linear(w, prefix + "k_proj", x), _linear(w, prefix + "v_proj", x)
+    q = q.reshape(bsz, q_len, heads, head_dim)
+    k = k.reshape(bsz, q_len, kv_heads, head_dim)
+    v = v.reshape(bsz, q_len, kv_heads, head_dim)
+    if spec.qk_norm:
+        q, k = _norm(w, prefix + "q_norm", q, spec.qk_norm_eps), _norm(w, prefix + "k_norm", k, spec.qk_norm_eps)
+    return q.swapaxes(1, 2), k.swapaxes(1, 2), v.swapaxes(1, 2)
+
+
+def attention(spec, w, x, cos, sin, mask, cache=None, layer_idx=None, last_only=False, prefix="self_attn."):
+    """Self-attention of x [B, S, hidden] -> (out [B, S, hidden], this call's rotated keys and its values
+    [B, KV, S, D]). With a cache, attends over the cache's keys too (and writes these into it). last_only: the
+    output for the last position only ([B, 1, hidden]), from keys and values of every position."""
+    bsz, q_len, _ = x.shape
+    q, k, v = project_qkv(spec, w, x, prefix)                                      # [B, H or KV, S, D]
+    q, k = fused.apply_rotary_pos_emb(q, k, cos, sin, interleaved=spec.interleaved_rotary)
+    new_k, new_v = k, v
+    if cache is not None:
+        k, v = cache.update(k, v, layer_idx)
+    if last_only:
+        q, mask, q_len = q[:, :, -1:, :], mask[:, :, -1:, :], 1
+    out = fused.causal_attention(q, k, v, mask, spec.scaling, attn_implementation=spec.attn_implementation)
+    out = out.swapaxes(1, 2).reshape(bsz, q_len, spec.num_heads * spec.head_dim)  # [B, S, H * D]
+    return _linear(w, prefix + "o_proj", out), new_k, new_v
+
+
+def mlp(spec, w, x, prefix="mlp."):
+    """SwiGLU MLP: down(silu(gate(x)) * up(x))."""
+    if spec.fused_gate_up:
+        gate_up = _linear(w, prefix + "gate_up_proj", x)                           # [B, S, 2 * I]
+        gate, up = gate_up[..., :spec.intermediate_size], gate_up[..., spec.intermediate_size:]
+    else:
+        gate, up = _linear(w, prefix + "gate_proj", x), _linear(w, prefix + "up_proj", x)
+    return _linear(w, prefix + "down_proj", fused.silu_mul(gate, up))
+
+
+def decoder_layer(spec, w, hidden, cos, sin, mask, cache=None, layer_idx=None, last_only=False):
+    """hidden [B, S, hidden] -> (hidden, keys, values): pre-norm attention and MLP, each added to the residual
+    stream (normed first when sandwich_norm). keys and values: this call's [B, KV, S, D] (None when the layer's
+    own attention module ran). last_only: see `attention`."""
+    residual = hidden
+    x = _norm(w, "input_layernorm", hidden, spec.eps)
+    if spec.attention is None:
+        out, keys, values = w["self_attn"](x, cos, sin, mask, cache), None, None
+    else:
+        out, keys, values = attention(spec.attention, w, x, cos, sin, mask, cache, layer_idx, last_only)
+    if last_only:
+        residual = residual[:, -1:, :]
+    if spec.sandwich_norm:
+        out = _norm(w, "post_self_attn_layernorm", out, spec.eps)
+    hidden = residual + out
+    x = _norm(w, "post_attention_layernorm", hidden, spec.eps)
+    out = w["mlp"](x) if spec.mlp is None else mlp(spec.mlp, w, x)
+    if spec.sandwich_norm:
+        out = _norm(w, "post_mlp_layernorm", out, spec.eps)
+    return hidden + out, keys, values
+
+
+@functools.lru_cache(maxsize=None)
+def layer_graph(spec, with_cache, last_only=False):
+    """`decoder_layer` compiled: (hidden, cos, sin, mask, weights) -> hidden, and with_cache also keys and
+    values for the cache. One graph per spec serves every layer; it compiles once per input shape."""
+
+    def compiled_decoder_layer(hidden, cos, sin, mask, weights):
+        hidden, keys, values = decoder_layer(spec, weights, hidden, cos, sin, mask, last_only=last_only)
+        if with_cache:
+            return hidden, keys, values
+        return hidden
+
+    return ms.jit(compiled_decoder_layer)
+
+
+def graph_weights(layer, differentiable):
+    """The graph's weight input: {parameter name relative to the layer: tensor} (see the module docstring)."""
+    if differentiable:
+        tensors = {name: p.reshape(p.shape) for name, p in layer.parameters_and_names()}
+    else:
+        tensors = {name: ms.Tensor(p) for name, p in layer.parameters_and_names()}
+    return ms.mutable(tensors)
