@@ -49,7 +49,7 @@ class RequestOutput:
 
 class LLMEngine:
     def __init__(self, model, tokenizer, max_num_seqs=32, max_num_batched_tokens=2048, block_size=16,
-                 num_blocks=None, max_model_len=None, compile_decode=True):
+                 num_blocks=None, max_model_len=None, compile_decode=True, enable_prefix_caching=True):
         base = getattr(model, getattr(model, "base_model_prefix", ""), model)
         if not hasattr(base, "causal_masks"):
             raise NotImplementedError(f"serving: {type(model).__name__} is not supported by the engine yet "
@@ -61,7 +61,7 @@ class LLMEngine:
         if num_blocks is None:
             num_blocks = -(-max(DEFAULT_KV_TOKENS, self.max_model_len) // block_size) + 1
         self.block_size = block_size
-        self.allocator = BlockAllocator(num_blocks, block_size)
+        self.allocator = BlockAllocator(num_blocks, block_size, enable_prefix_caching=enable_prefix_caching)
         if max_num_batched_tokens < 1 or max_num_seqs < 1:
             raise ValueError("max_num_seqs and max_num_batched_tokens must be >= 1")
         self.scheduler = Scheduler(self.allocator, max_num_seqs, max_num_batched_tokens)
@@ -154,6 +154,7 @@ class LLMEngine:
                 self._record_prompt_logprobs(seq, rows[seq.seq_id])
             rows[seq.seq_id] = rows[seq.seq_id][-1]
             seq.num_computed += count
+            self.scheduler.computed(seq)
             if seq.num_computed == seq.num_tokens:      # reached the end: this step's logits give a token
                 if not seq.output_ids:
                     self.stats["prompt_tokens"] += len(seq.prompt_ids)

@@ -11,6 +11,10 @@ PagedAttention reading the pool through the block tables directly is the Ascend 
 
 Block 0 is never handed out: padded rows and padded context entries point at it.
 """
+import hashlib
+from collections import OrderedDict
+
+import numpy as np
 import mindspore as ms
 from mindspore import ops
 
@@ -20,30 +24,102 @@ class OutOfBlocks(RuntimeError):
 
 
 class BlockAllocator:
-    def __init__(self, num_blocks, block_size):
+    """Hands out blocks and takes them back, with vLLM's automatic prefix caching when enabled: a block that a
+    sequence has filled is registered under a hash of its tokens chained with the hash of the block before it
+    (so equal hashes mean equal whole prefixes); blocks are reference-counted, and a later sequence whose
+    prompt starts with the same full blocks takes them instead of computing them again. A block whose count
+    drops to 0 stays cached but counts as free: it is reused (and forgotten) only when no never-cached free
+    block is left, least recently freed first."""
+
+    def __init__(self, num_blocks, block_size, enable_prefix_caching=False):
         if num_blocks < 2:
             raise ValueError(f"num_blocks must be >= 2 (block 0 is reserved), got {num_blocks}")
         self.num_blocks, self.block_size = num_blocks, block_size
+        self.enable_prefix_caching = enable_prefix_caching
         self._free = list(range(num_blocks - 1, 0, -1))  # pop() hands out low block numbers first
+        self._evictable = OrderedDict()                   # cached blocks nobody holds, least recently freed first
+        self._refs = [0] * num_blocks
+        self._by_hash, self._hash_of = {}, {}             # block hash -> block, block -> its hash
+        self.queries = self.hits = 0                      # prefix-cache lookups, in prompt tokens
 
     @property
     def num_free(self):
-        return len(self._free)
+        return len(self._free) + len(self._evictable)
 
     @property
     def num_usable(self):
         return self.num_blocks - 1
 
+    @property
+    def num_cached(self):
+        return len(self._by_hash)
+
     def allocate(self, count):
-        if count > len(self._free):
-            raise OutOfBlocks(f"{count} KV blocks needed, {len(self._free)} free")
-        return [self._free.pop() for _ in range(count)]
+        if count > self.num_free:
+            raise OutOfBlocks(f"{count} KV blocks needed, {self.num_free} free")
+        out = []
+        for _ in range(count):
+            if self._free:
+                block = self._free.pop()
+            else:                                          # evict the least recently freed cached block
+                block, _ = self._evictable.popitem(last=False)
+                del self._by_hash[self._hash_of.pop(block)]
+            self._refs[block] = 1
+            out.append(block)
+        return out
 
     def free(self, blocks):
-        self._free.extend(reversed(blocks))
+        # last blocks first: a prefix's tail is evicted before its head, which more sequences share
+        for block in reversed(blocks):
+            self._refs[block] -= 1
+            if self._refs[block] == 0:
+                if block in self._hash_of:
+                    self._evictable[block] = None
+                else:
+                    self._free.append(block)
 
     def blocks_for(self, num_tokens):
         return -(-num_tokens // self.block_size)
+
+    # ------------------------------------------------------------------ prefix caching
+    def block_hashes(self, tokens, hashes):
+        """Extend `hashes` (a sequence's chain so far) to cover every full block of `tokens`; return it."""
+        size = self.block_size
+        for i in range(len(hashes), len(tokens) // size):
+            digest = hashlib.sha256(hashes[-1] if hashes else b"mindformers_hf prefix")
+            digest.update(np.asarray(tokens[i * size:(i + 1) * size], np.int64).tobytes())
+            hashes.append(digest.digest())
+        return hashes
+
+    def lookup(self, hashes, max_blocks):
+        """The cached blocks holding the longest prefix of `hashes` (at most `max_blocks`), not yet taken."""
+        found = []
+        for digest in hashes[:max_blocks]:
+            block = self._by_hash.get(digest) if self.enable_prefix_caching else None
+            if block is None:
+                break
+            found.append(block)
+        return found
+
+    def num_idle(self, blocks):
+        """How many of these cached blocks are counted as free now (taking them uses up free blocks)."""
+        return sum(1 for block in blocks if self._refs[block] == 0)
+
+    def take(self, blocks):
+        """Hold cached blocks found by `lookup`."""
+        for block in blocks:
+            if self._refs[block] == 0:
+                del self._evictable[block]
+            self._refs[block] += 1
+
+    def register(self, blocks, hashes):
+        """Cache the full, computed blocks of a sequence (`blocks[i]` holds the tokens hashed as `hashes[i]`).
+        A block whose prefix another block already caches (two sequences computed it at once) stays private."""
+        if not self.enable_prefix_caching:
+            return
+        for block, digest in zip(blocks, hashes):
+            if block not in self._hash_of and digest not in self._by_hash:
+                self._by_hash[digest], self._hash_of[block] = block, digest
 
 
 class PagedCache:
