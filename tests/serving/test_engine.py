@@ -126,3 +126,29 @@ def test_first_chunks_run_through_the_compiled_layer_graph(llm_and_hf, layer_gra
     want = oracle.hf.generate(torch.tensor([ids]), max_new_tokens=3, min_new_tokens=3, do_sample=False,
                               pad_token_id=0)[0, len(ids):].tolist()
     assert out.outputs[0].token_ids == want
+
+
+@pytest.mark.parametrize("mode", ["auto", "reference"])
+def test_attention_reads_the_pool_through_ops_paged_attention(llm_and_hf, monkeypatch, mode):
+    """Every forward's attention (compiled decode, later prompt chunks) goes through ops.paged_attention: the
+    CPU kernel by default, the gather reference in "reference" mode; the tokens are HF's either way."""
+    import torch
+
+    from mindformers_hf import ops as fused
+    from mindformers_hf.ops import registry
+
+    llm, oracle = llm_and_hf
+    calls = []
+    for name, impl in registry._TABLE["paged_attention"].items():
+        monkeypatch.setattr(impl, "fn", lambda *a, _f=impl.fn, _n=name: calls.append(_n) or _f(*a))
+    fresh = LLM(llm.engine.model, oracle.tokenizer, max_num_seqs=4, max_num_batched_tokens=8, block_size=4,
+                num_blocks=24)   # a new engine: its decode step is traced (selected) under this mode
+    ids = [oracle.tokenizer(p)["input_ids"] for p in PROMPTS[:2]]
+    with fused.use_kernels(mode):
+        outs = fresh.generate(ids, SamplingParams(max_tokens=6, temperature=0, ignore_eos=True))
+    expected = "reference" if mode == "reference" else registry.implementation_name("paged_attention")
+    assert calls and set(calls) == {expected}
+    for prompt, out in zip(ids, outs):
+        want = oracle.hf.generate(torch.tensor([prompt]), max_new_tokens=6, min_new_tokens=6, do_sample=False,
+                                  pad_token_id=0)[0, len(prompt):].tolist()
+        assert out.outputs[0].token_ids == want

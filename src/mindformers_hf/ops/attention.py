@@ -86,5 +86,5 @@ registry.register("causal_attention", "cpu", causal_attention_cpu, "CPU", defaul
                   available=_attention_fwd.available)
 registry.register("causal_attention", "ascend", causal_attention_ascend, "Ascend", default=True)
 registry.register("paged_attention", registry.REFERENCE, reference.paged_attention)
-registry.register("paged_attention", "cpu", paged_attention_cpu, "CPU", default=False,
+registry.register("paged_attention", "cpu", paged_attention_cpu, "CPU", default=True,
                   available=_paged_attention_fwd.available)

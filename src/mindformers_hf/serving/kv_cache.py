@@ -2,12 +2,13 @@
 sequences; each sequence owns a block table (the blocks holding its positions, in order).
 
 `PagedCache` is what the model receives as `past_key_values` for one forward. Before the forward the engine
-sets, on the host, where this step's new tokens go (`slot_mapping`, one pool slot per token) and which slots
-each row reads (`context_slots`, the row's block table expanded to slots, padded with the scratch slot 0).
-`update()` scatters the new keys/values into the pool and returns the rows' contexts gathered back into the
-[B, heads, T, D] layout the model's attention reads, so the model code is unchanged; the step's attention
-mask (built by the engine) hides the padded slots. This is the gather-based reference: a fused
-PagedAttention reading the pool through the block tables directly is the Ascend path (not written yet).
+sets, on the host, where this step's new tokens go (`slot_mapping`, one pool slot per token), each row's
+block table (`block_tables`, padded with the scratch block 0) and the same expanded to the slots each row reads
+(`context_slots`). Attention that knows the cache is paged (LlamaAttention) calls `attend()`: the new
+keys/values are scattered into the pool (reshape-and-cache) and `ops.paged_attention` reads each row's context
+through its block table (a C++ kernel on CPU; the reference gathers). Other callers use `update()`, which
+scatters and returns the rows' contexts gathered back into the [B, heads, T, D] layout. Either way the
+step's attention mask (built by the engine) hides the padded positions.
 
 Block 0 is never handed out: padded rows and padded context entries point at it.
 """
@@ -17,6 +18,8 @@ from collections import OrderedDict
 import numpy as np
 import mindspore as ms
 from mindspore import ops
+
+from .. import ops as fused
 
 
 class OutOfBlocks(RuntimeError):
@@ -127,6 +130,7 @@ class PagedCache:
     values written, so layers caching other shapes -- latent attention -- work too) and this step's slots."""
 
     is_static = True
+    is_paged = True     # attention modules call attend() (ops.paged_attention) instead of update()
 
     def __init__(self, allocator):
         self.allocator = allocator
@@ -134,12 +138,14 @@ class PagedCache:
         self.key_cache, self.value_cache = [], []
         self.slot_mapping = None    # [N] int32: pool slot of each new token, row-major over [B, S]
         self.context_slots = None   # [B * T] int32: the slots each row attends to, in position order
+        self.block_tables = None    # [B, M] int32: each row's blocks (M * block_size >= T), or None
         self._uid = PagedCache._count = getattr(PagedCache, "_count", 0) + 1
 
-    def set_step(self, slot_mapping, context_slots):
-        """This step's [N] write slots and [B * T] read slots (T comes from the shapes, so a compiled step's
-        trace holds for every call of the same shapes)."""
-        self.slot_mapping, self.context_slots = slot_mapping, context_slots
+    def set_step(self, slot_mapping, context_slots, block_tables=None):
+        """This step's [N] write slots, [B * T] read slots and [B, M] block tables (T comes from the shapes, so a
+        compiled step's trace holds for every call of the same shapes). Without block tables (a first chunk
+        left-padded inside its block), attend() gathers."""
+        self.slot_mapping, self.context_slots, self.block_tables = slot_mapping, context_slots, block_tables
 
     def _allocate(self, layer_idx, key_states, value_states):
         while len(self.key_cache) <= layer_idx:
@@ -150,20 +156,37 @@ class PagedCache:
             store[layer_idx] = ms.Parameter(ops.zeros(shape, states.dtype), name=f"paged_cache{self._uid}.{kind}"
                                             f"{layer_idx}", requires_grad=False)
 
-    def update(self, key_states, value_states, layer_idx):
-        """Write this step's [B, heads, S, D] keys/values at `slot_mapping`; return [B, heads, T, D] contexts."""
+    def _write(self, key_states, value_states, layer_idx):
+        """Scatter this step's [B, heads, S, D] keys/values into the layer's pools at `slot_mapping`."""
         if layer_idx >= len(self.key_cache) or self.key_cache[layer_idx] is None:
             self._allocate(layer_idx, key_states, value_states)
+        for pool, states in ((self.key_cache[layer_idx], key_states), (self.value_cache[layer_idx], value_states)):
+            rows = states.swapaxes(1, 2).reshape(-1, states.shape[1], states.shape[3])     # [B * S, heads, D]
+            ops.scatter_update(pool, self.slot_mapping, rows.astype(pool.dtype))
+
+    def update(self, key_states, value_states, layer_idx):
+        """Write this step's [B, heads, S, D] keys/values at `slot_mapping`; return [B, heads, T, D] contexts."""
+        self._write(key_states, value_states, layer_idx)
         bsz = key_states.shape[0]
         length = self.context_slots.shape[0] // bsz
         out = []
-        for pool, states in ((self.key_cache[layer_idx], key_states), (self.value_cache[layer_idx], value_states)):
-            heads, dim = states.shape[1], states.shape[3]
-            rows = states.swapaxes(1, 2).reshape(-1, heads, dim)                      # [B * S, heads, D]
-            ops.scatter_update(pool, self.slot_mapping, rows.astype(pool.dtype))
+        for pool in (self.key_cache[layer_idx], self.value_cache[layer_idx]):
             context = ops.gather(pool, self.context_slots, 0)                         # [B * T, heads, D]
-            out.append(context.reshape(bsz, length, heads, dim).swapaxes(1, 2))
+            out.append(context.reshape(bsz, length, pool.shape[1], pool.shape[2]).swapaxes(1, 2))
         return out[0], out[1]
+
+    def attend(self, query, key_states, value_states, layer_idx, mask, scale, attn_implementation=None):
+        """Write this step's keys/values, then attention of `query` [B, H, S, D] over each row's context read
+        from the pools through the block tables: [B, H, S, Dv]."""
+        if self.block_tables is None:
+            keys, values = self.update(key_states, value_states, layer_idx)
+            return fused.causal_attention(query, keys, values, mask, scale, attn_implementation=attn_implementation)
+        self._write(key_states, value_states, layer_idx)
+        blocks, size = self.allocator.num_blocks, self.allocator.block_size
+        key_cache, value_cache = (pool.reshape(blocks, size, pool.shape[1], pool.shape[2])
+                                  for pool in (self.key_cache[layer_idx], self.value_cache[layer_idx]))
+        return fused.paged_attention(query, key_cache, value_cache, self.block_tables, mask, scale,
+                                     attn_implementation=attn_implementation)
 
     def get_seq_length(self, layer_idx=0):
         # the model reads this only for default position ids and masks; the engine passes both explicitly

@@ -190,10 +190,14 @@ class LlamaAttention(nn.Cell):
         bsz, q_len, _ = hidden_states.shape
         q, k, v = self.project_qkv(hidden_states)                                    # [B, H or KV, S, D]
         q, k = self.rotate(q, k, cos, sin)
-        if past_key_values is not None:
-            k, v = past_key_values.update(k, v, self.layer_idx)
-        out = fused.causal_attention(q, k, v, attention_mask, self.scaling,
-                                     attn_implementation=self.attn_implementation)  # [B, H, S, D]
+        if getattr(past_key_values, "is_paged", False):   # serving's block pool: attention reads it in place
+            out = past_key_values.attend(q, k, v, self.layer_idx, attention_mask, self.scaling,
+                                         attn_implementation=self.attn_implementation)
+        else:
+            if past_key_values is not None:
+                k, v = past_key_values.update(k, v, self.layer_idx)
+            out = fused.causal_attention(q, k, v, attention_mask, self.scaling,
+                                         attn_implementation=self.attn_implementation)  # [B, H, S, D]
         out = out.swapaxes(1, 2).reshape(bsz, q_len, self.num_heads * self.head_dim)
         return self.o_proj(out)
 
