@@ -1,6 +1,7 @@
 """The OpenAI-compatible server against the official `openai` client; greedy output equals HF transformers'."""
 import http.client
 import json
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -200,10 +201,14 @@ def test_client_disconnects_free_their_blocks(served):
     assert _metric(served, "time_to_first_token_seconds_count") > 0
 
 
+# the issue's 1000: MINDFORMERS_HF_SERVE_DISCONNECTS=1000 (about ten times the suite's run)
+DISCONNECTS = int(os.environ.get("MINDFORMERS_HF_SERVE_DISCONNECTS", "100"))
+
+
 def test_many_random_disconnects_leave_every_block_free(served):
-    """100 requests, 16 at a time, streaming or not, each hung up after a random delay (some before the
+    """DISCONNECTS requests, 16 at a time, streaming or not, each hung up after a random delay (some before the
     server saw them, some mid-prefill, some mid-decode, some after the end): every KV block is free again
-    and the server still answers."""
+    (prefix-cached blocks count as free: nobody holds them) and the server still answers."""
     import random
 
     rng = random.Random(0)
@@ -219,7 +224,7 @@ def test_many_random_disconnects_leave_every_block_free(served):
         conn.close()
 
     with ThreadPoolExecutor(16) as pool:
-        list(pool.map(one, range(100)))
+        list(pool.map(one, range(DISCONNECTS)))
     deadline = time.monotonic() + 60
     busy = lambda: _metric(served, "kv_blocks_used") or _metric(served, "num_requests_running")  # noqa: E731
     while time.monotonic() < deadline and (busy() or _metric(served, "num_requests_waiting")):
