@@ -152,6 +152,25 @@ def test_queue_full_gets_503_with_retry_after(served):
     assert status == 503 and resp.getheader("retry-after") == "1" and payload["error"]["code"] == 503
 
 
+def test_queue_filling_after_the_check_still_gets_503(served, monkeypatch):
+    """Concurrent requests can fill the queue between the handler's capacity check and the engine's; that
+    second check's refusal is a 503 too, not a 500."""
+    from mindformers_hf.serving.async_engine import QueueFull
+
+    calls = []
+
+    def check(count=1):
+        calls.append(count)
+        if len(calls) > 1:
+            raise QueueFull("the waiting queue is full (test); retry later")
+
+    monkeypatch.setattr(served.async_engine, "check_capacity", check)
+    with pytest.raises(openai.APIStatusError) as info:
+        served.client().completions.create(model=MODEL_NAME, prompt="hi", max_tokens=2)
+    assert info.value.status_code == 503 and len(calls) == 2
+    assert info.value.response.headers.get("retry-after") == "1"
+
+
 @pytest.mark.parametrize("key", [None, "wrong-key"])
 def test_wrong_or_missing_api_key_gets_401(served, key):
     status, payload, _ = _post(served, "/v1/completions", {"prompt": "hi", "max_tokens": 2}, api_key=key)

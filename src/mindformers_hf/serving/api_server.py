@@ -148,7 +148,10 @@ def build_app(async_engine, served_model_name, api_key=None, max_body_bytes=MAX_
         if not task.done():
             task.cancel()
             raise asyncio.CancelledError("client disconnected")
-        task.result()
+        try:
+            task.result()
+        except QueueFull as error:   # the queue filled up between the handler's check and this request's turn
+            raise APIError(503, str(error), "service_unavailable", headers={"Retry-After": "1"}) from None
         return [final[i] for i in range(len(prompts))]
 
     def usage(prompts, outs):
