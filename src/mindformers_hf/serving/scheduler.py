@@ -9,6 +9,10 @@ Each step serves the running sequences first, in arrival order, then admits wait
 `max_num_seqs`, the token budget and free KV blocks allow. When a running sequence needs a block and none
 is free, the most recently admitted running sequence is preempted by recompute: its blocks are freed and it
 goes back to the front of the waiting queue, to be prefilled again (prompt and output so far) later.
+
+With prefix caching (kv_cache.BlockAllocator), a sequence being admitted first takes the cached blocks that
+hold the longest prefix of its tokens and starts with those tokens computed; `computed()` registers the
+blocks a step has filled.
 """
 import itertools
 from collections import deque
