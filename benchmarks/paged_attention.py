@@ -16,7 +16,7 @@ import mindspore as ms
 from mindspore import ops
 
 from mindformers_hf import ops as fused
-from mindformers_hf import runtime  # noqa: F401  (synchronous CPU launch, as the models run)
+from mindformers_hf import runtime  # noqa: F401,E402  (synchronous CPU launch, as the models run)
 from mindformers_hf.masking_utils import MASK_VALUE
 from mindformers_hf.ops import reference, registry
 

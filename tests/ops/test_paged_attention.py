@@ -65,7 +65,8 @@ def test_paged_attention(impl, case, dtype):
     args, _ = paged_inputs(case, dtype, np.random.default_rng(1))
     out = registry.get("paged_attention", impl)(*args)
     assert out.dtype == args[0].dtype and out.shape == args[0].shape[:3] + args[2].shape[3:]
-    f32 = [a.astype(ms.float32) if isinstance(a, ms.Tensor) and a.dtype == ms.bfloat16 else a for a in args]  # CPU: no bf16 matmul
+    # the float32 reference on the same (bf16-rounded) values: CPU MindSpore has no bf16 matmul
+    f32 = [a.astype(ms.float32) if isinstance(a, ms.Tensor) and a.dtype == ms.bfloat16 else a for a in args]
     assert_close(out, reference.paged_attention(*f32), dtype, case)
 
 

@@ -51,7 +51,9 @@ MFH_KERNEL paged_attention_fwd(MFH_ARGS) {
     const int64_t b = task / KV, kvh = task % KV;
     const int32_t *table = tables + b * M;
     float *scores = scratch[thread].data();
-    auto key_row = [&](int64_t j) { return kc + ((table[j / block_size] * block_size + j % block_size) * KV + kvh) * D; };
+    auto key_row = [&](int64_t j) {
+      return kc + ((table[j / block_size] * block_size + j % block_size) * KV + kvh) * D;
+    };
     auto value_row = [&](int64_t j) {
       return vc + ((table[j / block_size] * block_size + j % block_size) * KV + kvh) * Dv;
     };
