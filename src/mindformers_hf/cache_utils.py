@@ -48,6 +48,7 @@ class _Layer:
 
 class _CacheBase:
     """What both caches share: the layer views and the HF properties derived from the stored states."""
+    is_paged = False  # serving's PagedCache says True: attention then reads its block pool in place
 
     def _layer_states(self, layer_idx):
         if layer_idx >= len(self.key_cache) or self.key_cache[layer_idx] is None:

@@ -1,7 +1,8 @@
 """The family tables as they were before issue 18 made them derived from one declaration per family
 (models/<family>/__init__.py): frozen by printing the old hand-written tables, so tests/models/test_family_tables.py
 can check that every name, mapping and variant survived the change. Do not regenerate from the new code. One later edit by hand: InternLMForCausalLM gained the chat mixins (issue 15), and
-PreTrainedModel the native adapter API's PeftAdapterMixin (issue 23)."""
+PreTrainedModel the native adapter API's PeftAdapterMixin (issue 23), and QWenLMHeadModel's
+transformer became its QWenModel (so that a padded compiled prefill is not taken for a long prompt)."""
 
 EXPORTS = {'AddedToken': 'transformers',
  'AsyncTextIteratorStreamer': 'transformers',
@@ -465,7 +466,8 @@ CLASS_LINEAGE = {'BaichuanConfig': ['BaichuanConfig', 'PreTrainedConfig'],
  'Phi3PreTrainedModel': ['Phi3PreTrainedModel', 'LlamaPreTrainedModel', 'PreTrainedModel', 'PeftAdapterMixin', 'GenerationMixin'],
  'QWenConfig': ['QWenConfig', 'PreTrainedConfig'],
  'QWenLMHeadModel': ['QWenLMHeadModel', 'QWenChatMixin', 'CheckpointFormatMixin', 'LlamaForCausalLM',
-                     'LlamaPreTrainedModel', 'PreTrainedModel', 'PeftAdapterMixin', 'GenerationMixin'],
+                     'LlamaPreTrainedModel', 'PreTrainedModel', 'PeftAdapterMixin', 'GenerationMixin',
+                     'base=QWenModel'],
  'QWenModel': ['QWenModel', 'CheckpointFormatMixin', 'LlamaModel', 'LlamaPreTrainedModel', 'PreTrainedModel',
                'PeftAdapterMixin', 'GenerationMixin'],
  'QWenPreTrainedModel': ['QWenPreTrainedModel', 'CheckpointFormatMixin', 'LlamaPreTrainedModel', 'PreTrainedModel',

@@ -1,6 +1,7 @@
 """The OpenAI-compatible server against the official `openai` client; greedy output equals HF transformers'."""
 import http.client
 import json
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -151,6 +152,25 @@ def test_queue_full_gets_503_with_retry_after(served):
     assert status == 503 and resp.getheader("retry-after") == "1" and payload["error"]["code"] == 503
 
 
+def test_queue_filling_after_the_check_still_gets_503(served, monkeypatch):
+    """Concurrent requests can fill the queue between the handler's capacity check and the engine's; that
+    second check's refusal is a 503 too, not a 500."""
+    from mindformers_hf.serving.async_engine import QueueFull
+
+    calls = []
+
+    def check(count=1):
+        calls.append(count)
+        if len(calls) > 1:
+            raise QueueFull("the waiting queue is full (test); retry later")
+
+    monkeypatch.setattr(served.async_engine, "check_capacity", check)
+    with pytest.raises(openai.APIStatusError) as info:
+        served.client().completions.create(model=MODEL_NAME, prompt="hi", max_tokens=2)
+    assert info.value.status_code == 503 and len(calls) == 2
+    assert info.value.response.headers.get("retry-after") == "1"
+
+
 @pytest.mark.parametrize("key", [None, "wrong-key"])
 def test_wrong_or_missing_api_key_gets_401(served, key):
     status, payload, _ = _post(served, "/v1/completions", {"prompt": "hi", "max_tokens": 2}, api_key=key)
@@ -200,10 +220,34 @@ def test_client_disconnects_free_their_blocks(served):
     assert _metric(served, "time_to_first_token_seconds_count") > 0
 
 
+def test_non_streaming_client_that_hangs_up_is_aborted_at_once(served):
+    """A non-streaming request's disconnect used to go unseen (polled through Starlette's BaseHTTPMiddleware,
+    which never reported it): the request ran to max_tokens holding its blocks."""
+    conn = http.client.HTTPConnection("127.0.0.1", served.server.port, timeout=60)
+    generated = served.engine.stats["generation_tokens"]
+    conn.request("POST", "/v1/completions", json.dumps(
+        {"prompt": PROMPTS[0], "max_tokens": 150, "temperature": 0, "ignore_eos": True}),
+        {"Content-Type": "application/json", "Authorization": f"Bearer {API_KEY}"})
+    deadline = time.monotonic() + 60
+    while served.engine.stats["generation_tokens"] == generated and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert served.engine.stats["generation_tokens"] > generated      # decoding has started
+    conn.sock.close()
+    conn.close()
+    while time.monotonic() < deadline and _metric(served, "num_requests_running"):
+        time.sleep(0.05)
+    assert _metric(served, "num_requests_running") == 0 and _metric(served, "kv_blocks_used") == 0
+    assert served.engine.stats["generation_tokens"] - generated < 150   # not run to max_tokens
+
+
+# the issue's 1000: MINDFORMERS_HF_SERVE_DISCONNECTS=1000 (about ten times the suite's run)
+DISCONNECTS = int(os.environ.get("MINDFORMERS_HF_SERVE_DISCONNECTS", "100"))
+
+
 def test_many_random_disconnects_leave_every_block_free(served):
-    """100 requests, 16 at a time, streaming or not, each hung up after a random delay (some before the
+    """DISCONNECTS requests, 16 at a time, streaming or not, each hung up after a random delay (some before the
     server saw them, some mid-prefill, some mid-decode, some after the end): every KV block is free again
-    and the server still answers."""
+    (prefix-cached blocks count as free: nobody holds them) and the server still answers."""
     import random
 
     rng = random.Random(0)
@@ -219,7 +263,7 @@ def test_many_random_disconnects_leave_every_block_free(served):
         conn.close()
 
     with ThreadPoolExecutor(16) as pool:
-        list(pool.map(one, range(100)))
+        list(pool.map(one, range(DISCONNECTS)))
     deadline = time.monotonic() + 60
     busy = lambda: _metric(served, "kv_blocks_used") or _metric(served, "num_requests_running")  # noqa: E731
     while time.monotonic() < deadline and (busy() or _metric(served, "num_requests_waiting")):

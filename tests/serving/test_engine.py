@@ -126,3 +126,56 @@ def test_first_chunks_run_through_the_compiled_layer_graph(llm_and_hf, layer_gra
     want = oracle.hf.generate(torch.tensor([ids]), max_new_tokens=3, min_new_tokens=3, do_sample=False,
                               pad_token_id=0)[0, len(ids):].tolist()
     assert out.outputs[0].token_ids == want
+
+
+@pytest.mark.parametrize("mode", ["auto", "reference"])
+def test_attention_reads_the_pool_through_ops_paged_attention(llm_and_hf, monkeypatch, mode):
+    """Every forward's attention (compiled decode, later prompt chunks) goes through ops.paged_attention: the
+    CPU kernel by default, the gather reference in "reference" mode; the tokens are HF's either way."""
+    import torch
+
+    from mindformers_hf import ops as fused
+    from mindformers_hf.ops import registry
+
+    llm, oracle = llm_and_hf
+    calls = []
+    for name, impl in registry._TABLE["paged_attention"].items():
+        monkeypatch.setattr(impl, "fn", lambda *a, _f=impl.fn, _n=name: calls.append(_n) or _f(*a))
+    fresh = LLM(llm.engine.model, oracle.tokenizer, max_num_seqs=4, max_num_batched_tokens=8, block_size=4,
+                num_blocks=24)   # a new engine: its decode step is traced (selected) under this mode
+    ids = [oracle.tokenizer(p)["input_ids"] for p in PROMPTS[:2]]
+    with fused.use_kernels(mode):
+        outs = fresh.generate(ids, SamplingParams(max_tokens=6, temperature=0, ignore_eos=True))
+    expected = "reference" if mode == "reference" else registry.implementation_name("paged_attention")
+    assert calls and set(calls) == {expected}
+    for prompt, out in zip(ids, outs):
+        want = oracle.hf.generate(torch.tensor([prompt]), max_new_tokens=6, min_new_tokens=6, do_sample=False,
+                                  pad_token_id=0)[0, len(prompt):].tolist()
+        assert out.outputs[0].token_ids == want
+
+
+@pytest.mark.parametrize("kind, build", [
+    ("internlm", "test_internlm_matches_llama_with_attention_bias"),
+    ("internlm2", "test_internlm2_matches_llama_conversion"),
+    ("chatglm", "test_chatglm_matches_glm_conversion"),
+    ("qwen", "test_qwen_matches_qwen2_conversion"),
+])
+def test_remote_formats_through_the_engine_equal_generate(tmp_path, kind, build):
+    """The remote-code checkpoint formats read natively (tests/models/test_remote_formats.py builds each from an
+    HF-native model and checks generate's greedy tokens against transformers): the engine's greedy tokens,
+    through chunked prefill and the paged cache, equal generate's."""
+    import numpy as np
+
+    from mindformers_hf import AutoModelForCausalLM
+
+    from ..models import test_remote_formats
+
+    getattr(test_remote_formats, build)(tmp_path)          # writes tmp_path/<kind> (and checks it against HF)
+    model = AutoModelForCausalLM.from_pretrained(str(tmp_path / kind))
+    prompts = [np.random.default_rng(i).integers(3, 100, size=n).tolist() for i, n in enumerate((11, 3, 7))]
+    outs = LLM(model, _IdsTokenizer(), max_num_batched_tokens=5, block_size=4).generate(
+        prompts, SamplingParams(max_tokens=6, temperature=0, ignore_eos=True))
+    for prompt, out in zip(prompts, outs):
+        want = model.generate(np.array([prompt]), max_new_tokens=6, min_new_tokens=6, do_sample=False,
+                              pad_token_id=0)[0, len(prompt):].tolist()
+        assert out.outputs[0].token_ids == [int(t) for t in want]

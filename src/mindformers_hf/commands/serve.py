@@ -25,6 +25,8 @@ def add_serve_parser(sub):
     parser.add_argument("--max-model-len", type=int, default=None,
                         help="longest prompt + output (default: the config's max_position_embeddings)")
     parser.add_argument("--max-waiting-requests", type=int, default=256, help="beyond this, requests get 503")
+    parser.add_argument("--enable-prefix-caching", action=argparse.BooleanOptionalAction, default=True,
+                        help="reuse the KV blocks of prompt prefixes computed before (vLLM's automatic prefix caching)")
     parser.add_argument("--no-compile", action="store_true", help="run the decode step op by op")
     parser.set_defaults(func=cmd_serve)
     return parser
@@ -43,7 +45,8 @@ def build_server(args):
     engine = LLMEngine.from_pretrained(path, gguf_file=gguf_file, dtype=args.dtype, max_num_seqs=args.max_num_seqs,
                                        max_num_batched_tokens=args.max_num_batched_tokens, block_size=args.block_size,
                                        num_blocks=args.num_blocks, max_model_len=args.max_model_len,
-                                       compile_decode=not args.no_compile)
+                                       compile_decode=not args.no_compile,
+                                       enable_prefix_caching=args.enable_prefix_caching)
     async_engine = AsyncEngine(engine, max_waiting=args.max_waiting_requests)
     name = args.served_model_name or args.model or (gguf_file or path)
     api_key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV) or None

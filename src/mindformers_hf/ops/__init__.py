@@ -46,6 +46,15 @@ def causal_attention(q, k, v, mask, scale, attn_implementation=None):
     return _select("causal_attention", attn_implementation)(q, k, v, mask, scale)
 
 
+def paged_attention(q, key_cache, value_cache, block_tables, mask, scale, attn_implementation=None):
+    """causal_attention over keys/values in a paged pool (the serving engine's KV cache): q [B, H, S, D];
+    key_cache [num_blocks, block_size, KV, D], value_cache [num_blocks, block_size, KV, Dv]; block_tables [B, M]
+    int32, row b's context position j in block block_tables[b, j // block_size]; mask additive float32
+    [B or 1, 1, S, T] with T <= M * block_size (it also hides positions a row does not have). Returns
+    [B, H, S, Dv]. attn_implementation as for causal_attention."""
+    return _select("paged_attention", attn_implementation)(q, key_cache, value_cache, block_tables, mask, scale)
+
+
 def cross_entropy(logits, labels, ignore_index=-100):
     """Per-row cross-entropy of logits [N, V] against integer labels [N] (torch's reduction="none"): 0 on rows
     whose label is ignore_index; computed in float32."""
@@ -53,4 +62,4 @@ def cross_entropy(logits, labels, ignore_index=-100):
 
 
 __all__ = ["add_rms_norm", "apply_rotary_pos_emb", "causal_attention", "cross_entropy", "implementation_name",
-           "implementations", "rms_norm", "rotate_half", "silu_mul", "swiglu", "use_kernels"]
+           "implementations", "paged_attention", "rms_norm", "rotate_half", "silu_mul", "swiglu", "use_kernels"]

@@ -67,7 +67,24 @@ def causal_attention_ascend(q, k, v, mask, scale):
                                      input_layout="BNSD")
 
 
+_paged_attention_fwd = CustomKernel("paged_attention", "paged_attention_fwd",
+                                    lambda q, kc, vc, bt, m, s: q[:3] + [vc[3]], lambda q, kc, vc, bt, m, s: q)
+
+
+def paged_attention_cpu(q, key_cache, value_cache, block_tables, mask, scale):
+    """csrc/paged_attention.cc reads keys and values through the block tables. Float32 like every CPU kernel:
+    low-precision pools are cast whole (the CPU model computes in float32, so its pools are float32)."""
+    if mask.ndim != 4:
+        return reference.paged_attention(q, key_cache, value_cache, block_tables, mask, scale)
+    out = _paged_attention_fwd.op(_f32(q), _f32(key_cache), _f32(value_cache), block_tables.astype(ms.int32),
+                                  _f32(mask), ms.Tensor([scale], ms.float32))
+    return out if q.dtype == ms.float32 else out.astype(q.dtype)
+
+
 registry.register("causal_attention", registry.REFERENCE, reference.causal_attention)
 registry.register("causal_attention", "cpu", causal_attention_cpu, "CPU", default=True,
                   available=_attention_fwd.available)
 registry.register("causal_attention", "ascend", causal_attention_ascend, "Ascend", default=True)
+registry.register("paged_attention", registry.REFERENCE, reference.paged_attention)
+registry.register("paged_attention", "cpu", paged_attention_cpu, "CPU", default=True,
+                  available=_paged_attention_fwd.available)

@@ -94,6 +94,22 @@ def causal_attention(q, k, v, mask, scale):
     return out.reshape(bsz, n_heads, q_len, v.shape[-1])
 
 
+def paged_attention(q, key_cache, value_cache, block_tables, mask, scale):
+    """Attention over keys/values kept in a block pool: q [B, H, S, D]; key_cache [num_blocks, block_size, KV, D]
+    and value_cache [num_blocks, block_size, KV, Dv]; block_tables [B, M] int32 (row b's position j is in block
+    block_tables[b, j // block_size]); mask additive float32 [B or 1, 1, S, T], T <= M * block_size. Gathers
+    each row's T positions into [B, KV, T, D] and runs causal_attention. Returns [B, H, S, Dv]."""
+    bsz, length = q.shape[0], mask.shape[-1]
+    num_blocks, block_size, kv_heads = key_cache.shape[0], key_cache.shape[1], key_cache.shape[2]
+    offsets = ops.arange(block_size, dtype=ms.int32)
+    slots = (block_tables.expand_dims(-1) * block_size + offsets).reshape(bsz, -1)[:, :length].reshape(-1)
+    contexts = []
+    for cache in (key_cache, value_cache):
+        rows = ops.gather(cache.reshape(num_blocks * block_size, kv_heads, cache.shape[3]), slots, 0)
+        contexts.append(rows.reshape(bsz, length, kv_heads, cache.shape[3]).swapaxes(1, 2))   # [B, KV, T, D]
+    return causal_attention(q, contexts[0], contexts[1], mask, scale)
+
+
 def cross_entropy(logits, labels, ignore_index=-100):
     """torch's cross_entropy(reduction="none") over rows: logits [N, V] float32, labels [N] integers; the
     loss of each row, 0 where the label is ignore_index."""

@@ -19,7 +19,6 @@ from .async_engine import QueueFull
 from .protocol import APIError, bad, chat_prompt, completion_prompts, sampling_params
 
 MAX_BODY_BYTES = 4 << 20
-DISCONNECT_POLL_SECONDS = 0.25
 
 
 def build_app(async_engine, served_model_name, api_key=None, max_body_bytes=MAX_BODY_BYTES):
@@ -134,15 +133,26 @@ def build_app(async_engine, served_model_name, api_key=None, max_body_bytes=MAX_
                 if out.finished:
                     final[i] = out
 
-        task = asyncio.ensure_future(drain())
-        while True:
-            done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_SECONDS)
-            if done:
-                task.result()
-                return [final[i] for i in range(len(prompts))]
-            if await request.is_disconnected():
-                task.cancel()
-                raise asyncio.CancelledError("client disconnected")
+        async def hang_up():
+            # after the body, the only message a request can receive is http.disconnect. Waiting for it (rather
+            # than polling request.is_disconnected(), which behind Starlette's BaseHTTPMiddleware -- our _guard
+            # -- never saw the disconnect: requests ran to max_tokens) ends as soon as the client goes.
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+
+        task, watcher = asyncio.ensure_future(drain()), asyncio.ensure_future(hang_up())
+        try:
+            await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watcher.cancel()
+        if not task.done():
+            task.cancel()
+            raise asyncio.CancelledError("client disconnected")
+        try:
+            task.result()
+        except QueueFull as error:   # the queue filled up between the handler's check and this request's turn
+            raise APIError(503, str(error), "service_unavailable", headers={"Retry-After": "1"}) from None
+        return [final[i] for i in range(len(prompts))]
 
     def usage(prompts, outs):
         prompt_tokens = sum(len(ids) for ids in prompts)

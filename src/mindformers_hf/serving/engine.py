@@ -50,7 +50,7 @@ class RequestOutput:
 
 class LLMEngine:
     def __init__(self, model, tokenizer, max_num_seqs=32, max_num_batched_tokens=2048, block_size=16,
-                 num_blocks=None, max_model_len=None, compile_decode=True):
+                 num_blocks=None, max_model_len=None, compile_decode=True, enable_prefix_caching=True):
         base = getattr(model, getattr(model, "base_model_prefix", ""), model)
         if not hasattr(base, "causal_masks"):
             raise NotImplementedError(f"serving: {type(model).__name__} is not supported by the engine yet "
@@ -61,7 +61,7 @@ class LLMEngine:
         if num_blocks is None:
             num_blocks = -(-max(DEFAULT_KV_TOKENS, self.max_model_len) // block_size) + 1
         self.block_size = block_size
-        self.allocator = BlockAllocator(num_blocks, block_size)
+        self.allocator = BlockAllocator(num_blocks, block_size, enable_prefix_caching=enable_prefix_caching)
         if max_num_batched_tokens < 1 or max_num_seqs < 1:
             raise ValueError("max_num_seqs and max_num_batched_tokens must be >= 1")
         self.scheduler = Scheduler(self.allocator, max_num_seqs, max_num_batched_tokens)
@@ -154,6 +154,7 @@ class LLMEngine:
                 self._record_prompt_logprobs(seq, rows[seq.seq_id])
             rows[seq.seq_id] = rows[seq.seq_id][-1]
             seq.num_computed += count
+            self.scheduler.computed(seq)
             if seq.num_computed == seq.num_tokens:      # reached the end: this step's logits give a token
                 if not seq.output_ids:
                     self.stats["prompt_tokens"] += len(seq.prompt_ids)
@@ -174,6 +175,7 @@ class LLMEngine:
         positions = np.zeros((batch, length), np.int64)
         slots = np.zeros((batch, length), np.int32)
         context_slots = np.zeros((batch, context), np.int32)
+        block_tables = np.zeros((batch, -(-context // bs)), np.int32)
         ends = np.zeros((batch, length), np.int64)       # last position each query may see
         for row, seq in enumerate(seqs):
             start = seq.num_computed
@@ -185,6 +187,7 @@ class LLMEngine:
             known = np.arange(start + length)
             slots[row] = blocks[span // bs] * bs + span % bs
             context_slots[row, :start + length] = blocks[known // bs] * bs + known % bs
+            block_tables[row, :len(blocks)] = blocks
         key_pos = np.arange(context)[None, None, :]
         allowed_all = key_pos <= ends[:, :, None]                        # [B, S, T]
         masks = []
@@ -192,7 +195,7 @@ class LLMEngine:
             allowed = allowed_all if window is None else allowed_all & (key_pos > ends[:, :, None] - window)
             masks.append(np.where(allowed, np.float32(0.0), np.float32(MASK_VALUE))[:, None])
         args = [ms.Tensor(ids), ms.Tensor(positions), ms.Tensor(slots.reshape(-1)),
-                ms.Tensor(context_slots.reshape(-1))] + [ms.Tensor(m) for m in masks]
+                ms.Tensor(context_slots.reshape(-1)), ms.Tensor(block_tables)] + [ms.Tensor(m) for m in masks]
         if every_position:
             return _host_float32(self._make_step(logits_to_keep=0)(*args))[:len(seqs)]
         # the pools are created by the first forward (shaped after its keys): that one runs eagerly
@@ -230,8 +233,8 @@ class LLMEngine:
         # a plain function (not a bound method): what mindspore.jit traces
         model, cache, windows, extra = self.model, self.cache, tuple(self.windows), {**self.extra, **overrides}
 
-        def paged_step(input_ids, position_ids, slot_mapping, context_slots, *masks):
-            cache.set_step(slot_mapping, context_slots)
+        def paged_step(input_ids, position_ids, slot_mapping, context_slots, block_tables, *masks):
+            cache.set_step(slot_mapping, context_slots, block_tables)
             out = model(input_ids=input_ids, position_ids=position_ids, past_key_values=cache, use_cache=True,
                         attention_mask=dict(zip(windows, masks)), **extra)
             return out.logits if hasattr(out, "logits") else out[0]

@@ -57,11 +57,15 @@ class Metrics:
         used, free = engine.kv_blocks()
         gauges = {"num_requests_running": len(engine.scheduler.running),
                   "num_requests_waiting": len(engine.scheduler.waiting),
-                  "kv_blocks_used": used, "kv_blocks_free": free}
+                  "kv_blocks_used": used, "kv_blocks_free": free,
+                  "kv_blocks_cached": engine.allocator.num_cached}
         counters = {"prompt_tokens_total": engine.stats["prompt_tokens"],
                     "generation_tokens_total": engine.stats["generation_tokens"],
                     "request_success_total": engine.stats["requests_finished"],
-                    "num_preemptions_total": engine.scheduler.num_preemptions}
+                    "num_preemptions_total": engine.scheduler.num_preemptions,
+                    # vLLM's pair: prompt tokens looked up in the prefix cache, and those found there
+                    "prefix_cache_queries_total": engine.allocator.queries,
+                    "prefix_cache_hits_total": engine.allocator.hits}
         lines = []
         for kind, values in (("gauge", gauges), ("counter", counters)):
             for name, value in values.items():

@@ -9,6 +9,10 @@ Each step serves the running sequences first, in arrival order, then admits wait
 `max_num_seqs`, the token budget and free KV blocks allow. When a running sequence needs a block and none
 is free, the most recently admitted running sequence is preempted by recompute: its blocks are freed and it
 goes back to the front of the waiting queue, to be prefilled again (prompt and output so far) later.
+
+With prefix caching (kv_cache.BlockAllocator), a sequence being admitted first takes the cached blocks that
+hold the longest prefix of its tokens and starts with those tokens computed; `computed()` registers the
+blocks a step has filled.
 """
 import itertools
 from collections import deque
@@ -31,6 +35,8 @@ class Sequence:
         self.params, self.max_tokens = params, max_tokens
         self.num_computed = 0
         self.blocks = []
+        self.block_hashes = []                   # prefix-cache hash of each full block of tokens, in order
+        self.num_cached_blocks = 0               # leading blocks registered in (or taken from) the prefix cache
         self.status = WAITING
         self.finish_reason = None
         self.text, self.stable_len = "", 0       # detokenized output; the part safe to show so far
@@ -84,8 +90,8 @@ class Scheduler:
             i += 1
         while self.waiting and not preempted and budget > 0 and len(self.running) < self.max_num_seqs:
             seq = self.waiting[0]
-            count = min(seq.num_tokens - seq.num_computed, budget)
-            if not self._reserve(seq, count):
+            count = self._admit(seq, budget)
+            if not count:
                 break
             self.waiting.popleft()
             seq.status = RUNNING
@@ -93,6 +99,38 @@ class Scheduler:
             scheduled.append((seq, count))
             budget -= count
         return scheduled
+
+    def _admit(self, seq, budget):
+        """Give a waiting sequence its blocks -- the cached ones holding its longest cached prefix of full
+        blocks (never its last token: a step must compute something to give logits), then new ones for this
+        step's tokens; return that token count, or 0 when the blocks are not there."""
+        allocator, size = self.allocator, self.allocator.block_size
+        cached = []
+        if allocator.enable_prefix_caching and seq.params.prompt_logprobs is None:  # those need every position
+            tokens = seq.prompt_ids + seq.output_ids
+            cached = allocator.lookup(allocator.block_hashes(tokens, seq.block_hashes), (seq.num_tokens - 1) // size)
+        start = len(cached) * size
+        count = min(seq.num_tokens - start, budget)
+        needed = allocator.blocks_for(start + count) - len(cached)
+        if needed > allocator.num_free - allocator.num_idle(cached):
+            return 0
+        allocator.take(cached)
+        seq.blocks = cached + allocator.allocate(needed)
+        seq.num_computed, seq.num_cached_blocks = start, len(cached)
+        if allocator.enable_prefix_caching:
+            allocator.queries += seq.num_tokens
+            allocator.hits += start
+        return count
+
+    def computed(self, seq):
+        """After a step advanced `seq.num_computed`: register its newly filled blocks in the prefix cache."""
+        allocator = self.allocator
+        full = seq.num_computed // allocator.block_size
+        if allocator.enable_prefix_caching and full > seq.num_cached_blocks:
+            tokens = (seq.prompt_ids + seq.output_ids)[:full * allocator.block_size]
+            hashes = allocator.block_hashes(tokens, seq.block_hashes)
+            allocator.register(seq.blocks[seq.num_cached_blocks:full], hashes[seq.num_cached_blocks:full])
+            seq.num_cached_blocks = full
 
     def _reserve(self, seq, count):
         needed = self.allocator.blocks_for(seq.num_computed + count) - len(seq.blocks)
@@ -112,7 +150,7 @@ class Scheduler:
 
     def _release(self, seq):
         self.allocator.free(seq.blocks)
-        seq.blocks = []
+        seq.blocks, seq.num_cached_blocks = [], 0
 
     def finish(self, seq, reason):
         """Take a sequence out of the queues for good (done, or aborted) and free its blocks at once."""

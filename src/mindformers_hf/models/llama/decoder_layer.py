@@ -120,11 +120,14 @@ def attention(spec, w, x, cos, sin, mask, cache=None, layer_idx=None, last_only=
     q, k, v = project_qkv(spec, w, x, prefix)                                      # [B, H or KV, S, D]
     q, k = fused.apply_rotary_pos_emb(q, k, cos, sin, interleaved=spec.interleaved_rotary)
     new_k, new_v = k, v
-    if cache is not None:
-        k, v = cache.update(k, v, layer_idx)
-    if last_only:
-        q, mask, q_len = q[:, :, -1:, :], mask[:, :, -1:, :], 1
-    out = fused.causal_attention(q, k, v, mask, spec.scaling, attn_implementation=spec.attn_implementation)
+    if cache is not None and cache.is_paged:  # serving's block pool (eager only): the paged op reads it in place
+        out = cache.attend(q, k, v, layer_idx, mask, spec.scaling, attn_implementation=spec.attn_implementation)
+    else:
+        if cache is not None:
+            k, v = cache.update(k, v, layer_idx)
+        if last_only:
+            q, mask, q_len = q[:, :, -1:, :], mask[:, :, -1:, :], 1
+        out = fused.causal_attention(q, k, v, mask, spec.scaling, attn_implementation=spec.attn_implementation)
     out = out.swapaxes(1, 2).reshape(bsz, q_len, spec.num_heads * spec.head_dim)  # [B, S, H * D]
     return _linear(w, prefix + "o_proj", out), new_k, new_v
 

@@ -311,9 +311,11 @@ class LlamaForCausalLM(LlamaPreTrainedModel):
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
     _tp_plan = {"lm_head": "colwise_gather_output"}  # HF's: vocab rows split, logits gathered
 
+    _base_model_class = None  # the transformer under the head: LlamaModel unless a family's differs
+
     def __init__(self, config, dtype=ms.float32):
         super().__init__(config)
-        self.model = LlamaModel(config, dtype)
+        self.model = (self._base_model_class or LlamaModel)(config, dtype)
         self.vocab_size = config.vocab_size
         # Tied checkpoints store no lm_head.weight: the embedding matrix serves as the head.
         self.tied = bool(getattr(config, "tie_word_embeddings", False))

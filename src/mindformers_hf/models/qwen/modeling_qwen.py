@@ -57,10 +57,18 @@ class QWenModel(CheckpointFormatMixin, LlamaModel):
                       else kwargs.get("cache"))
         return super().construct(input_ids, attention_mask, position_ids, past_key_values, inputs_embeds, **kwargs)
 
+    def compiles_layers(self):
+        """Not with use_dynamic_ntk / use_logn_attn: a compiled prefill pads the prompt to a bucket length, and those
+        pad columns would count toward seq_length in `_check_length` (a spurious refusal for a short prompt)."""
+        if self.config.use_dynamic_ntk or self.config.use_logn_attn:
+            return False
+        return super().compiles_layers()
+
 
 class QWenLMHeadModel(QWenChatMixin, CheckpointFormatMixin, LlamaForCausalLM):
     """`chat` / `chat_stream` are the Chat models' (chat_qwen.py)."""
     weight_table = QWEN_WEIGHTS
+    _base_model_class = QWenModel  # (its compiles_layers)
 
     def construct(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
                   inputs_embeds=None, **kwargs):
