@@ -3,7 +3,7 @@
 Each layer holds this rank's rows (column parallel, vocab parallel) or columns (row parallel) of the HF
 tensor, listed as index ranges into the full tensor, so a fused tensor (qkv, gate_up) is sharded per
 sub-block and a replicated KV head is just a range that two ranks share. `weight_loader(param, source)`
-narrows the checkpoint tensor to those ranges; `source` reads slices lazily (parallel/loading.py) or wraps
+narrows the checkpoint tensor to those ranges; `source` reads slices lazily (weight_loading.py) or wraps
 a full numpy array. `partial(x)` is this rank's contribution before any collective, so one process can
 check the split against the unsharded layer without launching ranks.
 """

@@ -8,7 +8,6 @@ thread-safe: one thread drives it (the server's engine thread, or `LLM.generate`
 The decode forward is compiled per (batch bucket, context bucket) like generate's decode step
 (generation/compile.py); padded rows write and read the scratch slot 0 only.
 """
-import time
 from dataclasses import dataclass, field
 from typing import List, Optional
 

@@ -18,7 +18,7 @@ from ...modeling_rope_utils import compute_inv_freq, rope_parameters
 from ...modeling_utils import PreTrainedModel
 from ...utils import warn_once
 from ..families import decoder_variant
-from ..family import DecoderVariant, import_object  # noqa: F401 (DecoderVariant: its historical home)
+from ..family import import_object
 from .decoder_layer import (AttentionSpec, LayerSpec, MLPSpec, attention, decoder_layer, graph_weights, layer_graph,
                             mlp, modules, project_qkv)
 
@@ -26,7 +26,6 @@ from .decoder_layer import (AttentionSpec, LayerSpec, MLPSpec, attention, decode
 # How each LLaMA-shaped family departs from LLaMA is declared by the family (models/<family>/__init__.py) and
 # looked up by config.model_type; attention / MLP replacements are "module:name" strings imported on first use,
 # so this file imports no family.
-_resolve = import_object
 
 
 class LlamaRMSNorm(nn.Cell):
@@ -172,9 +171,9 @@ class LlamaDecoderLayer(nn.Cell):
     def __init__(self, config, layer_idx, dtype=ms.float32):
         super().__init__()
         variant = decoder_variant(config)
-        attention = _resolve(variant.attention) if variant.attention else LlamaAttention
+        attention = import_object(variant.attention) if variant.attention else LlamaAttention
         self.self_attn = attention(config, layer_idx, dtype)
-        self.mlp = _resolve(variant.mlp)(config, layer_idx, dtype) if variant.mlp else LlamaMLP(config, dtype)
+        self.mlp = import_object(variant.mlp)(config, layer_idx, dtype) if variant.mlp else LlamaMLP(config, dtype)
         self.input_layernorm = LlamaRMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
         self.post_attention_layernorm = LlamaRMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
         self.sandwich_norm = decoder_variant(config).sandwich_norm

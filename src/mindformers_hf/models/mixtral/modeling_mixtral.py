@@ -22,7 +22,6 @@ from ...ops import moe as moe_ops
 from ...safetensors_io import CheckpointError
 from ...weight_loading import StackedSource, as_source
 from ..families import moe_variant
-from ..family import MoeVariant  # noqa: F401 (its historical home)
 from ..llama.modeling_llama import LlamaForCausalLM, LlamaMLP, LlamaModel, LlamaPreTrainedModel
 
 
