@@ -107,3 +107,20 @@ def shuffled_texts(count=300, seed=0):
             pieces.append(text[start:start + rng.randint(1, 24)])
         out.append("".join(pieces))
     return out
+
+
+def record_forward_lengths(monkeypatch, model):
+    """The input length of every forward of `model` (its class's construct wrapped; the signature is kept, so
+    generation passes the same keywords), appended to the returned list."""
+    import functools
+
+    lengths, original = [], type(model).construct
+
+    @functools.wraps(original)
+    def construct(self, *args, **kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        lengths.append(int(ids.shape[1]))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(model), "construct", construct)
+    return lengths

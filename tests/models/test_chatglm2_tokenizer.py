@@ -163,10 +163,39 @@ def test_greedy_chat_equals_generate(model_folder, sp):
     assert all(isinstance(r, str) and h[-1] == ("写一首诗", r) for r, h in streamed)
 
 
-def test_stream_chat_past_key_values_raise(model_folder):
+def test_stream_chat_continues_from_the_cache(model_folder, sp, monkeypatch):
+    """chatglm2-6b's stream_chat with return_past_key_values / past_key_values: the first round whole, then only
+    "\n\n[Round n]\n\n问：...\n\n答：" without its first token (the repo's build_stream_inputs) after the cached
+    tokens; the reply equals generate on the whole token stream without a cache."""
+    from tests.models.remote_tokenizer_fixtures import record_forward_lengths
+
+    tok = AutoTokenizer.from_pretrained(model_folder, trust_remote_code=True)
+    model = AutoModelForCausalLM.from_pretrained(model_folder, trust_remote_code=True)
+    opts = {"do_sample": False, "max_new_tokens": 6}
+
+    def greedy(ids):
+        out = model.generate(input_ids=np.array([ids]), do_sample=False, max_new_tokens=6)
+        return [int(t) for t in out[0, len(ids):]]
+
+    *_, (response, history, cache) = model.stream_chat(tok, "你好", [], return_past_key_values=True, **opts)
+    prompt = [special_id(sp, "[gMASK]"), special_id(sp, "sop")] + sp.encode("[Round 1]\n\n问：你好\n\n答：")
+    reply = greedy(prompt)
+    assert (response, history) == (published_decode(sp, reply).strip(), [("你好", published_decode(sp, reply).strip())])
+    assert cache.get_seq_length() == len(prompt) + len(reply) - 1
+
+    held = prompt + reply[:-1]
+    turn = sp.encode("\n\n[Round 2]\n\n问：写一首诗\n\n答：")[1:]
+    want = published_decode(sp, greedy(held + turn)).strip()
+    lengths = record_forward_lengths(monkeypatch, model)
+    streamed = list(model.stream_chat(tok, "写一首诗", history, past_key_values=cache, return_past_key_values=True,
+                                      **opts))
+    assert want and streamed[-1] == (want, history + [("写一首诗", want)], cache)
+    assert lengths[0] == len(turn) and set(lengths[1:]) <= {1}
+    assert cache.get_seq_length() == len(held + turn) + len(lengths) - 1
+
+
+def test_stream_chat_refuses_a_tuple_cache(model_folder):
     tok = AutoTokenizer.from_pretrained(model_folder)
     model = AutoModelForCausalLM.from_pretrained(model_folder)
-    with pytest.raises(NotImplementedError, match="return_past_key_values"):
-        model.stream_chat(tok, "hi", [], return_past_key_values=True)
-    with pytest.raises(NotImplementedError, match="past_key_values"):
+    with pytest.raises(TypeError, match="past_key_values must be the cache"):
         model.stream_chat(tok, "hi", [], past_key_values=((np.zeros(1), np.zeros(1)),))

@@ -245,3 +245,107 @@ def test_pipeline_chat_mode(glm_model_folder, sp):
     tokens = generator.model.generate(input_ids=prompt, max_new_tokens=4, do_sample=False)[0, prompt.shape[1]:]
     reply = generator.tokenizer.decode(list(tokens), skip_special_tokens=True)
     assert out[0]["generated_text"] == messages + [{"role": "assistant", "content": reply}]
+
+
+def _greedy_reply(model, ids, stops, **kwargs):
+    out = model.generate(input_ids=np.array([ids]), do_sample=False, eos_token_id=stops, **kwargs)
+    return [int(t) for t in out[0, len(ids):]]
+
+
+def test_stream_chat_continues_from_the_cache(glm_model_folder, sp, monkeypatch):
+    """stream_chat(return_past_key_values=True) yields the cache; the next turn passed that cache feeds only its
+    own tokens -- build_chat_input(query, role) alone, as chatglm3-6b's stream_chat -- at the positions after the
+    cached ones, and its reply equals generate on the whole token stream without a cache (repetition_penalty
+    included: the logits processors see the earlier turns too)."""
+    from mindformers_hf.models.chatglm.chat_chatglm import process_response
+    from tests.models.remote_tokenizer_fixtures import record_forward_lengths
+
+    tok = AutoTokenizer.from_pretrained(glm_model_folder, trust_remote_code=True)
+    model = AutoModelForCausalLM.from_pretrained(glm_model_folder, trust_remote_code=True)
+    stops = [sp.eos_id(), special_id(sp, "<|user|>"), special_id(sp, "<|observation|>")]
+    opts = {"do_sample": False, "max_new_tokens": 7, "repetition_penalty": 1.5}
+
+    first = list(model.stream_chat(tok, "你好", history=[], return_past_key_values=True, **opts))
+    response, history, cache = first[-1]
+    prompt = expected_chat_ids(sp, [], "你好")
+    reply = _greedy_reply(model, prompt, stops, max_new_tokens=7, repetition_penalty=1.5)
+    said = reply[:-1] if reply[-1] in stops else reply
+    assert (response, history) == process_response(tok.decode(said), [{"role": "user", "content": "你好"}])
+    assert all(item[2] is cache for item in first)
+    assert cache.get_seq_length() == len(prompt) + len(reply) - 1  # the last token is never fed
+
+    held = prompt + reply[:-1]  # what the cache holds
+    turn = expected_chat_ids(sp, [], "写一首诗")  # the repo: [gMASK]sop again, no history
+    want_reply = _greedy_reply(model, held + turn, stops, max_new_tokens=7, repetition_penalty=1.5)
+    lengths = record_forward_lengths(monkeypatch, model)
+    second = list(model.stream_chat(tok, "写一首诗", history=history, past_key_values=cache,
+                                    return_past_key_values=True, **opts))
+    said = want_reply[:-1] if want_reply[-1] in stops else want_reply
+    turns = history + [{"role": "user", "content": "写一首诗"}]
+    assert second[-1] == (*process_response(tok.decode(said), turns), cache)
+    assert lengths == [len(turn)] + [1] * (len(want_reply) - 1)
+    assert cache.get_seq_length() == len(held + turn) + len(want_reply) - 1
+
+    # the cache holds what a fresh forward over the same tokens computes
+    monkeypatch.undo()
+    fresh = model(input_ids=np.array([held + turn + want_reply[:-1]])).past_key_values
+    for mine, theirs in zip(cache.key_cache + cache.value_cache, fresh.key_cache + fresh.value_cache):
+        np.testing.assert_allclose(mine.asnumpy(), theirs.asnumpy(), atol=1e-5)
+
+
+def test_stream_chat_cache_stops_with_the_caller(glm_model_folder, sp, monkeypatch):
+    """While the caller holds a yield, generation waits: the yielded cache holds the prompt and the tokens so far
+    but the last, and keeps that length when the caller stops iterating; the next turn continues from it."""
+    import time
+
+    from tests.models.remote_tokenizer_fixtures import record_forward_lengths
+
+    tok = AutoTokenizer.from_pretrained(glm_model_folder, trust_remote_code=True)
+    model = AutoModelForCausalLM.from_pretrained(glm_model_folder, trust_remote_code=True)
+    stream = model.stream_chat(tok, "你好", history=[], do_sample=False, max_new_tokens=30, eos_token_id=[],
+                               return_past_key_values=True)
+    _, history, cache = next(stream)
+    length = cache.get_seq_length()
+    time.sleep(0.5)  # a generation running ahead would have fed more tokens by now
+    assert cache.get_seq_length() == length
+    stream.close()
+    assert cache.get_seq_length() == length
+    lengths = record_forward_lengths(monkeypatch, model)
+    turn = expected_chat_ids(sp, [], "再见")
+    *_, last = model.stream_chat(tok, "再见", history=history, past_key_values=cache, do_sample=False,
+                                 max_new_tokens=3, return_past_key_values=True)
+    assert lengths[0] == len(turn) and last[2].get_seq_length() == length + len(turn) + 2
+
+
+def test_stream_chat_takes_a_cache_from_a_forward(glm_model_folder, sp, monkeypatch):
+    """A cache filled by a plain forward (a prefilled system prompt) is continued too; its token ids are unknown
+    to stream_chat, which says so once (they only matter to logits processors that read earlier tokens)."""
+    from mindformers_hf.models.chatglm.chat_chatglm import process_response
+    from mindformers_hf import utils
+    from tests.models.remote_tokenizer_fixtures import record_forward_lengths
+
+    tok = AutoTokenizer.from_pretrained(glm_model_folder, trust_remote_code=True)
+    model = AutoModelForCausalLM.from_pretrained(glm_model_folder, trust_remote_code=True)
+    stops = [sp.eos_id(), special_id(sp, "<|user|>"), special_id(sp, "<|observation|>")]
+    system = expected_chat_ids(sp, [{"role": "system", "content": "You are helpful."}], "x")[:-4]
+    cache = model(input_ids=np.array([system])).past_key_values
+    turn = expected_chat_ids(sp, [], "你好")
+    reply = _greedy_reply(model, system + turn, stops, max_new_tokens=5)
+    said = reply[:-1] if reply[-1] in stops else reply
+    warnings = []
+    monkeypatch.setattr(utils, "_warned", set())  # warn_once: once per process
+    monkeypatch.setattr(utils.logger, "warning", lambda message, *a: warnings.append(message))
+    lengths = record_forward_lengths(monkeypatch, model)
+    *_, last = model.stream_chat(tok, "你好", past_key_values=cache, do_sample=False, max_new_tokens=5)
+    assert last == process_response(tok.decode(said), [{"role": "user", "content": "你好"}])
+    assert lengths[0] == len(turn)
+    assert len(warnings) == 1 and "not filled by stream_chat" in warnings[0]
+
+
+def test_stream_chat_refuses_a_tuple_cache(glm_model_folder):
+    tok = AutoTokenizer.from_pretrained(glm_model_folder, trust_remote_code=True)
+    model = AutoModelForCausalLM.from_pretrained(glm_model_folder, trust_remote_code=True)
+    with pytest.raises(TypeError, match="past_key_values must be the cache"):
+        model.stream_chat(tok, "hi", [], past_key_values=((np.zeros(1), np.zeros(1)),))
+    with pytest.raises(NotImplementedError, match="chat: past_key_values"):
+        model.chat(tok, "hi", [], past_key_values=object())

@@ -151,6 +151,39 @@ def test_greedy_chat_equals_generate(model_folder, enc, ranks, name):
     assert list(model.stream_chat(tok, query, history, do_sample=False, max_new_tokens=10))[-1] == want
 
 
+def test_stream_chat_continues_from_the_cache(model_folder, enc, ranks, monkeypatch):
+    """glm-4-9b-chat's first revisions' stream_chat with a cache: the template on the query turn alone
+    ([gMASK]<sop> again) after the cached tokens; the reply equals generate on the whole token stream."""
+    from mindformers_hf import AutoModelForCausalLM
+    from mindformers_hf.models.chatglm.chat_chatglm import process_response
+    from tests.models.remote_tokenizer_fixtures import record_forward_lengths
+
+    tok = AutoTokenizer.from_pretrained(model_folder, trust_remote_code=True)
+    model = AutoModelForCausalLM.from_pretrained(model_folder, trust_remote_code=True)
+    stops = [len(ranks), len(ranks) + SPECIALS.index("<|user|>"), len(ranks) + SPECIALS.index("<|observation|>")]
+
+    def greedy(ids):
+        out = model.generate(input_ids=np.array([ids]), do_sample=False, max_new_tokens=6, eos_token_id=stops)
+        return [int(t) for t in out[0, len(ids):]]
+
+    def said(reply):
+        return enc.decode(reply[:-1] if reply[-1] in stops else reply, errors="replace")
+
+    *_, (_, history, cache) = model.stream_chat(tok, "你好", [], do_sample=False, max_new_tokens=6,
+                                                return_past_key_values=True)
+    prompt = expected_ids(enc, ranks, "[gMASK]<sop><|user|>\n你好<|assistant|>", prefix=False)
+    reply = greedy(prompt)
+    held = prompt + reply[:-1]
+    assert cache.get_seq_length() == len(held)
+    turn = expected_ids(enc, ranks, "[gMASK]<sop><|user|>\nhi<|assistant|>", prefix=False)
+    second = greedy(held + turn)
+    lengths = record_forward_lengths(monkeypatch, model)
+    *_, last = model.stream_chat(tok, "hi", history, past_key_values=cache, do_sample=False, max_new_tokens=6,
+                                 return_past_key_values=True)
+    assert last == (*process_response(said(second), history + [{"role": "user", "content": "hi"}]), cache)
+    assert lengths == [len(turn)] + [1] * (len(second) - 1)
+
+
 def test_glm4_tool_call_arguments_are_json():
     from mindformers_hf.models.chatglm.chat_chatglm import _json_arguments, process_response
 

@@ -18,16 +18,20 @@ def new_tokens(model, input_ids, attention_mask=None, **generate_kwargs):
 
 
 class _QueueStreamer:
-    """generate's streamer protocol, forwarding each step's token to a queue (the prompt is skipped)."""
+    """generate's streamer protocol, forwarding each step's token to a queue (the prompt is skipped). In lockstep,
+    generate waits after each token until the reader asks for the next one."""
 
-    def __init__(self):
+    def __init__(self, lockstep=False):
         self.queue, self._prompt_seen = queue.Queue(), False
+        self.resume = threading.Semaphore(0) if lockstep else None
 
     def put(self, value):
         if not self._prompt_seen:
             self._prompt_seen = True
             return
         self.queue.put(int(np.asarray(value).reshape(-1)[0]))
+        if self.resume is not None:
+            self.resume.acquire()
 
     def end(self):
         self.queue.put(None)
@@ -41,12 +45,15 @@ class _Cancelled(StoppingCriteria):
         return np.full(input_ids.shape[0], self.event.is_set())
 
 
-def stream_new_tokens(model, input_ids, attention_mask=None, **generate_kwargs):
+def stream_new_tokens(model, input_ids, attention_mask=None, lockstep=False, **generate_kwargs):
     """Yields the list of ids generated so far after every step; generate runs in a thread (as with
-    transformers' TextIteratorStreamer) and stops at the next step when the caller stops iterating."""
+    transformers' TextIteratorStreamer) and stops at the next step when the caller stops iterating.
+    `lockstep=True`: generate waits while the caller holds a yield, so a cache passed as `past_key_values` then
+    holds exactly the prompt and the ids yielded but the last (transformers' prompt + generated - 1), also after
+    the caller stops iterating -- the thread does not run ahead."""
     ids = np.asarray(input_ids).reshape(1, -1)
     mask = np.ones_like(ids) if attention_mask is None else np.asarray(attention_mask).reshape(1, -1)
-    streamer, cancel = _QueueStreamer(), _Cancelled()
+    streamer, cancel = _QueueStreamer(lockstep), _Cancelled()
     criteria = StoppingCriteriaList(list(generate_kwargs.pop("stopping_criteria", None) or []) + [cancel])
     failure = []
 
@@ -68,8 +75,12 @@ def stream_new_tokens(model, input_ids, attention_mask=None, **generate_kwargs):
                 break
             tokens.append(token)
             yield list(tokens)
+            if streamer.resume is not None:
+                streamer.resume.release()
     finally:
-        cancel.event.set()
+        cancel.event.set()  # before the release: the released step sees it and stops without another forward
+        if streamer.resume is not None:
+            streamer.resume.release()
         thread.join()
     if failure:
         raise failure[0]
