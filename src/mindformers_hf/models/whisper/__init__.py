@@ -1,0 +1,3 @@
+from .modeling_whisper import WhisperForConditionalGeneration, WhisperModel, WhisperPreTrainedModel
+
+__all__ = ["WhisperForConditionalGeneration", "WhisperModel", "WhisperPreTrainedModel"]
