@@ -275,3 +275,20 @@ __all__ = ["LogitsProcessor", "LogitsWarper", "LogitsProcessorList", "Temperatur
            "NoRepeatNGramLogitsProcessor", "MinLengthLogitsProcessor", "MinNewTokensLengthLogitsProcessor",
            "SuppressTokensLogitsProcessor", "ForcedBOSTokenLogitsProcessor", "ForcedEOSTokenLogitsProcessor",
            "InfNanRemoveLogitsProcessor", "LogitNormalization", "softmax"]
+
+
+class SuppressTokensAtBeginLogitsProcessor(LogitsProcessor):
+    """transformers' processor for `begin_suppress_tokens`: the tokens are banned at the first generated position
+    only (`begin_index`, the prompt length; Whisper sets it to the length of its decoder prompt)."""
+
+    def __init__(self, begin_suppress_tokens, begin_index, device=None):
+        self.begin_suppress_tokens = _token_ids(begin_suppress_tokens)
+        self.begin_index = begin_index
+
+    def set_begin_index(self, begin_index):
+        self.begin_index = begin_index
+
+    def process(self, input_ids, scores):
+        if input_ids.shape[-1] == self.begin_index:
+            scores[:, self.begin_suppress_tokens] = -np.inf
+        return scores

@@ -49,7 +49,6 @@ _UNSUPPORTED = {
     "epsilon_cutoff": "epsilon_cutoff sampling",
     "eta_cutoff": "eta_cutoff sampling",
     "top_h": "top_h sampling",
-    "begin_suppress_tokens": "begin_suppress_tokens",
     "low_memory": "low_memory beam search",
     "output_attentions": "output_attentions in generate",
     "output_hidden_states": "output_hidden_states in generate",
@@ -227,6 +226,9 @@ class GenerationMixin:
             processors.append(lp.InfNanRemoveLogitsProcessor())
         if config.suppress_tokens:
             processors.append(lp.SuppressTokensLogitsProcessor(config.suppress_tokens))
+        if config.begin_suppress_tokens:  # banned at the first generated position (transformers' begin_index)
+            begin = prompt_len if prompt_len > 1 or config.forced_bos_token_id is None else prompt_len + 1
+            processors.append(lp.SuppressTokensAtBeginLogitsProcessor(config.begin_suppress_tokens, begin))
         processors.extend(custom or [])
         if config.do_sample:
             keep = 1

@@ -19,6 +19,7 @@ from ...masking_utils import create_causal_mask
 from ...modeling_outputs import BaseModelOutput, BaseModelOutputWithPast, Seq2SeqLMOutput, Seq2SeqModelOutput
 from ...modeling_utils import PreTrainedModel
 from ...utils import warn_once
+from .generation_whisper import WhisperGenerationMixin
 
 _ACTIVATIONS = {  # transformers' ACT2FN names -> classic ops with CPU kernels
     "gelu": lambda x: ops.gelu(x, approximate="none"),
@@ -321,7 +322,7 @@ class WhisperModel(WhisperPreTrainedModel):
         return out.to_tuple() if return_dict is False else out
 
 
-class WhisperForConditionalGeneration(WhisperPreTrainedModel):
+class WhisperForConditionalGeneration(WhisperGenerationMixin, WhisperPreTrainedModel):
     _tied_weights_keys = {"proj_out.weight": "model.decoder.embed_tokens.weight"}
 
     def __init__(self, config, dtype=ms.float32):

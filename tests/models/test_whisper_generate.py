@@ -1,0 +1,83 @@
+"""Whisper's generate against HF's WhisperForConditionalGeneration.generate (torch, fp32) on a tiny checkpoint
+and a tiny multilingual generation config; input features from transformers' WhisperFeatureExtractor (numpy).
+Tokens must be equal: both sides run greedy decoding on logits that agree to ~1e-5."""
+import json
+
+import numpy as np
+import pytest
+
+from tests.models.test_whisper_parity import make_whisper_checkpoint
+
+# vocab 96: languages 80-82, tasks 83-84, <|notimestamps|> 95 (so no id is a timestamp token)
+GENERATION = dict(decoder_start_token_id=3, eos_token_id=2, pad_token_id=0, bos_token_id=1, max_length=24,
+                  lang_to_id={"<|en|>": 80, "<|zh|>": 81, "<|de|>": 82}, task_to_id={"translate": 83, "transcribe": 84},
+                  no_timestamps_token_id=95, is_multilingual=True, suppress_tokens=[10, 11, 12],
+                  begin_suppress_tokens=[2, 20], forced_decoder_ids=[[1, None], [2, 84]])
+
+
+@pytest.fixture(scope="module")
+def whisper_dir(tmp_path_factory):
+    # init_std 0.5: a random model with std 0.02 repeats one token; larger weights give varied sequences
+    folder = make_whisper_checkpoint(tmp_path_factory.mktemp("whisper_gen"), max_source_positions=1500,
+                                     init_std=0.5)
+    with open(f"{folder}/generation_config.json", "w") as f:
+        json.dump(GENERATION, f)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def input_features():
+    from transformers import WhisperFeatureExtractor
+
+    rng = np.random.default_rng(0)
+    audio = [rng.standard_normal(16000).astype(np.float32) * 0.1, np.sin(np.arange(24000) / 7.0).astype(np.float32)]
+    return WhisperFeatureExtractor(feature_size=8)(audio, sampling_rate=16000, return_tensors="np").input_features
+
+
+@pytest.fixture(scope="module")
+def models(whisper_dir):
+    import torch
+    import transformers
+    from mindformers_hf.models.whisper import WhisperForConditionalGeneration
+
+    hf = transformers.WhisperForConditionalGeneration.from_pretrained(whisper_dir, dtype=torch.float32).eval()
+    return hf, WhisperForConditionalGeneration.from_pretrained(whisper_dir)
+
+
+@pytest.mark.parametrize("kwargs", [
+    {},                                             # forced_decoder_ids: language detected, then transcribe
+    {"language": "german"},
+    {"language": ["en", "<|zh|>"], "task": "translate"},
+    {"max_new_tokens": 5},
+    {"language": "german", "eos_token_id": 17},     # rows end at different steps: end-of-text dropped, padding
+    {"language": "german", "eos_token_id": 49, "pad_token_id": 49},
+    {"suppress_tokens": [41, 44], "begin_suppress_tokens": [74, 80]},
+])
+def test_generate_matches_hf(models, input_features, kwargs):
+    import torch
+
+    hf, ours = models
+    with torch.no_grad():
+        expected = hf.generate(torch.tensor(input_features), **kwargs).numpy()
+    got = ours.generate(input_features, **kwargs)
+    assert isinstance(got, np.ndarray)
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_detect_language_matches_hf(models, input_features):
+    import torch
+
+    hf, ours = models
+    with torch.no_grad():
+        expected = hf.detect_language(torch.tensor(input_features)).numpy()
+    np.testing.assert_array_equal(ours.detect_language(input_features), expected)
+
+
+def test_unsupported_options_raise(models, input_features):
+    _, ours = models
+    with pytest.raises(NotImplementedError, match="return_timestamps"):
+        ours.generate(input_features, return_timestamps=True)
+    with pytest.raises(NotImplementedError, match="beam search"):
+        ours.generate(input_features, num_beams=2)
+    with pytest.raises(ValueError, match="Unsupported language: klingon"):
+        ours.generate(input_features, language="klingon")
