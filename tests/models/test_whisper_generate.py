@@ -81,3 +81,48 @@ def test_unsupported_options_raise(models, input_features):
         ours.generate(input_features, num_beams=2)
     with pytest.raises(ValueError, match="Unsupported language: klingon"):
         ours.generate(input_features, language="klingon")
+
+
+def test_auto_classes_build_whisper(whisper_dir):
+    from mindformers_hf import AutoModel, AutoModelForSpeechSeq2Seq, WhisperForConditionalGeneration, WhisperModel
+
+    assert type(AutoModelForSpeechSeq2Seq.from_pretrained(whisper_dir)) is WhisperForConditionalGeneration
+    assert type(AutoModel.from_pretrained(whisper_dir)) is WhisperModel
+
+
+def _write_processor(folder):
+    """A tiny WhisperProcessor (byte-level BPE over letters + Whisper's special tokens), saved by transformers."""
+    import transformers
+
+    vocab = {c: i for i, c in enumerate("abcdefghijklmnopqrstuvwxyz")}
+    vocab["\u0120"] = len(vocab)
+    for token in ("<|endoftext|>", "<|startoftranscript|>", "<|en|>", "<|transcribe|>", "<|notimestamps|>"):
+        vocab[token] = len(vocab)
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = transformers.WhisperTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"))
+    extractor = transformers.WhisperFeatureExtractor(feature_size=8)
+    transformers.WhisperProcessor(feature_extractor=extractor, tokenizer=tokenizer).save_pretrained(folder)
+
+
+def test_processor_reexports_run_without_torch(tmp_path):
+    """AutoProcessor / WhisperProcessor / WhisperFeatureExtractor are transformers' own and need no torch."""
+    import os
+    import subprocess
+    import sys
+
+    _write_processor(tmp_path)
+    code = (
+        "import sys\nsys.modules['torch'] = None\n"
+        "import numpy as np\n"
+        "from mindformers_hf import AutoProcessor, AutoFeatureExtractor, WhisperProcessor, WhisperFeatureExtractor\n"
+        f"p = AutoProcessor.from_pretrained({str(tmp_path)!r})\n"
+        "assert isinstance(p, WhisperProcessor), type(p)\n"
+        f"assert isinstance(AutoFeatureExtractor.from_pretrained({str(tmp_path)!r}), WhisperFeatureExtractor)\n"
+        "x = p(audio=np.zeros(16000, np.float32), sampling_rate=16000, return_tensors='np').input_features\n"
+        "print(x.shape, p.batch_decode([[1, 2, 3]]))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("(1, 8, 3000) ['bcd']"), result.stdout

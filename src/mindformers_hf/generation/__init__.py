@@ -7,7 +7,8 @@ from .logits_process import (ForcedBOSTokenLogitsProcessor, ForcedEOSTokenLogits
                              InfNanRemoveLogitsProcessor, LogitNormalization, LogitsProcessor, LogitsProcessorList,
                              LogitsWarper, MinLengthLogitsProcessor, MinNewTokensLengthLogitsProcessor,
                              MinPLogitsWarper, NoRepeatNGramLogitsProcessor, RepetitionPenaltyLogitsProcessor,
-                             SuppressTokensLogitsProcessor, TemperatureLogitsWarper, TopKLogitsWarper,
+                             SuppressTokensAtBeginLogitsProcessor, SuppressTokensLogitsProcessor,
+                             TemperatureLogitsWarper, TopKLogitsWarper,
                              TopPLogitsWarper)
 from .stopping_criteria import (EosTokenCriteria, MaxLengthCriteria, MaxTimeCriteria, StoppingCriteria,
                                 StoppingCriteriaList, StopStringCriteria)

@@ -28,6 +28,7 @@ MODEL_MAPPING_NAMES = {
     "baichuan": "mindformers_hf.models.baichuan:BaichuanModel",
     "chatglm": "mindformers_hf.models.chatglm:ChatGLMForConditionalGeneration",  # the repos' AutoModel
     "qwen": "mindformers_hf.models.qwen:QWenModel",
+    "whisper": "mindformers_hf.models.whisper:WhisperModel",
 }
 MODEL_FOR_CAUSAL_LM_MAPPING_NAMES = {
     "llama": f"{_LLAMA}:LlamaForCausalLM",
@@ -48,6 +49,10 @@ MODEL_FOR_CAUSAL_LM_MAPPING_NAMES = {
     "baichuan": "mindformers_hf.models.baichuan:BaichuanForCausalLM",
     "chatglm": "mindformers_hf.models.chatglm:ChatGLMForConditionalGeneration",
     "qwen": "mindformers_hf.models.qwen:QWenLMHeadModel",
+}
+
+MODEL_FOR_SPEECH_SEQ_2_SEQ_MAPPING_NAMES = {
+    "whisper": "mindformers_hf.models.whisper:WhisperForConditionalGeneration",
 }
 
 # Task heads (modeling_heads.py) of the LLaMA-shaped families and GPT-2
@@ -252,3 +257,7 @@ class AutoModelForSequenceClassification(_BaseAutoModelClass):
 
 class AutoModelForTokenClassification(_BaseAutoModelClass):
     _model_mapping = MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES
+
+
+class AutoModelForSpeechSeq2Seq(_BaseAutoModelClass):
+    _model_mapping = MODEL_FOR_SPEECH_SEQ_2_SEQ_MAPPING_NAMES
