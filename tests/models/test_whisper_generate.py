@@ -52,6 +52,9 @@ def models(whisper_dir):
     {"language": "german", "eos_token_id": 17},     # rows end at different steps: end-of-text dropped, padding
     {"language": "german", "eos_token_id": 49, "pad_token_id": 49},
     {"suppress_tokens": [41, 44], "begin_suppress_tokens": [74, 80]},
+    {"num_beams": 3},
+    {"language": "german", "num_beams": 2, "eos_token_id": 17, "length_penalty": 0.5},
+    {"do_sample": True},                            # transformers' Whisper samples only with temperature > 0
 ])
 def test_generate_matches_hf(models, input_features, kwargs):
     import torch
@@ -77,8 +80,8 @@ def test_unsupported_options_raise(models, input_features):
     _, ours = models
     with pytest.raises(NotImplementedError, match="return_timestamps"):
         ours.generate(input_features, return_timestamps=True)
-    with pytest.raises(NotImplementedError, match="beam search"):
-        ours.generate(input_features, num_beams=2)
+    with pytest.raises(NotImplementedError, match="temperature fallback"):
+        ours.generate(input_features, temperature=(0.0, 0.2))
     with pytest.raises(ValueError, match="Unsupported language: klingon"):
         ours.generate(input_features, language="klingon")
 

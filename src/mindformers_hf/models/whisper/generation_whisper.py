@@ -1,10 +1,11 @@
-"""Whisper's `generate` (transformers' WhisperGenerationMixin, short-form greedy decoding).
+"""Whisper's `generate` (transformers' WhisperGenerationMixin) for short-form audio (up to 30 s).
 
 The decoder prompt is built from `generation_config.json` as transformers builds it: decoder_start_token_id,
 then the language token (from `language=`, the old `forced_decoder_ids`, or detected from the audio), the task
 token (`task=`) and <|notimestamps|>. `suppress_tokens` apply at every step, `begin_suppress_tokens` at the first
-generated position. The encoder runs once; the decoder runs its prompt, then one token per step through the
-EncoderDecoderCache (cross-attention keys/values computed once). As in transformers 5, the returned sequences
+generated position. The encoder runs once; Seq2SeqRunner feeds the decoder to the shared greedy / sampling /
+beam-search loops of generation/utils.py (prompt first, then one token per step through the
+EncoderDecoderCache, whose cross-attention keys/values are computed once). As in transformers 5, the returned sequences
 hold the generated tokens only: the prompt and a final end-of-text are removed, rows are right-padded with
 pad_token_id.
 """
@@ -12,11 +13,48 @@ import copy
 
 import numpy as np
 import mindspore as ms
+from mindspore import ops
 
 from ... import tensor_io
 from ...generation import logits_process as lp
 from ...generation.utils import _as_kind, _as_list
 from ...utils import warn_once
+
+
+class Seq2SeqRunner:
+    """The runner interface generation/utils.py's loops drive (prefill, step, expand, reorder), for an
+    encoder-decoder model: the encoder output is computed once by the caller; the decoder prompt is prefilled,
+    then one token per step through the EncoderDecoderCache."""
+
+    compiled = False
+
+    def __init__(self, model, encoder_hidden):
+        self.model, self.hidden, self.cache = model, encoder_hidden, None
+
+    def _decode(self, ids):
+        out = self.model(encoder_outputs=(self.hidden,), decoder_input_ids=ms.Tensor(ids.astype(np.int64)),
+                         past_key_values=self.cache, use_cache=True)
+        self.cache = out.past_key_values
+        return out.logits[:, -1].astype(ms.float32).asnumpy()
+
+    def prefill(self, input_ids, attention_mask):
+        self.cache = None
+        return self._decode(input_ids)
+
+    def step(self, tokens, attention_mask):
+        return self._decode(tokens.reshape(-1, 1))
+
+    def expand(self, repeats):
+        if repeats > 1:
+            self.reorder(np.repeat(np.arange(self.hidden.shape[0]), repeats))
+
+    def reorder(self, rows):
+        rows = ms.Tensor(np.asarray(rows, np.int32))
+        self.cache.reorder_cache(rows)
+        self.hidden = ops.gather(self.hidden, rows, 0)
+
+    def close(self):
+        pass
 
 
 def _language_codes():
@@ -46,20 +84,25 @@ class WhisperGenerationMixin:
         for name, value in unsupported.items():
             if value is not None:
                 raise NotImplementedError(f"Whisper generate: {name} is not supported")
-        if isinstance(temperature, (list, tuple)) or (temperature is not None and temperature > 0):
-            raise NotImplementedError("Whisper generate: temperature sampling and the temperature fallback are not "
-                                      "supported (greedy decoding only)")
+        if isinstance(temperature, (list, tuple)):
+            raise NotImplementedError("Whisper generate: the temperature fallback (a list of temperatures) is not "
+                                      "supported")
         if synced_gpus:
             warn_once("Whisper generate: synced_gpus is accepted for compatibility and ignored")
         if input_features is None:
             input_features = kwargs.pop("inputs", None)
         encoder_outputs = kwargs.pop("encoder_outputs", None)
         config, model_kwargs, _ = self._prepare_generation_config(generation_config, kwargs)
-        for name in ("do_sample", "return_dict_in_generate", "output_scores", "output_logits"):
+        # transformers' Whisper samples only with a positive `temperature` argument (do_sample is overridden)
+        config.do_sample = temperature is not None and temperature > 0.0
+        config.temperature = temperature if config.do_sample else 1.0
+        if config.do_sample:
+            config.num_beams = 1
+        for name in ("return_dict_in_generate", "output_scores", "output_logits"):
             if getattr(config, name, False):
-                raise NotImplementedError(f"Whisper generate: {name}=True is not supported (greedy decoding only)")
-        if (config.num_beams or 1) > 1:
-            raise NotImplementedError("Whisper generate: beam search (num_beams > 1) is not supported")
+                raise NotImplementedError(f"Whisper generate: {name}=True is not supported")
+        if (config.num_return_sequences or 1) > 1:
+            raise NotImplementedError("Whisper generate: num_return_sequences > 1 is not supported")
         if getattr(config, "no_speech_threshold", None) is not None:
             raise NotImplementedError("Whisper generate: no_speech_threshold is not supported")
         for key in model_kwargs:
@@ -123,24 +166,12 @@ class WhisperGenerationMixin:
                                              ones)
         criteria = self._stopping_criteria(config, eos, None, stopping_criteria)
 
-        ids = self._greedy(hidden, init, processors, criteria, pad, eos)
-        return _as_kind(self._postprocess(ids[:, begin_index:], pad, eos, timestamp_begin), kind)
-
-    # ------------------------------------------------------------------ the decoding loop
-    def _greedy(self, hidden, ids, processors, criteria, pad, eos):
-        out = self(encoder_outputs=(hidden,), decoder_input_ids=ms.Tensor(ids), use_cache=True)
-        unfinished = np.ones(ids.shape[0], bool)
-        while True:
-            logits = out.logits[:, -1].asnumpy().astype(np.float32)
-            tokens = processors(ids, logits).argmax(-1).astype(np.int64)
-            if eos:
-                tokens = np.where(unfinished, tokens, pad)
-            ids = np.concatenate([ids, tokens[:, None]], 1)
-            unfinished &= ~criteria(ids, ())
-            if not unfinished.any():
-                return ids
-            out = self(encoder_outputs=(hidden,), decoder_input_ids=ms.Tensor(tokens[:, None]),
-                       past_key_values=out.past_key_values, use_cache=True)
+        runner = Seq2SeqRunner(self, hidden)
+        if config.num_beams > 1:
+            result = self._beam_search(runner, init, ones, config, processors, criteria, pad, eos)
+        else:
+            result = self._sample_loop(runner, init, ones, config, processors, criteria, pad, eos, None)
+        return _as_kind(self._postprocess(result["sequences"][:, begin_index:], pad, eos, timestamp_begin), kind)
 
     @staticmethod
     def _postprocess(generated, pad, eos, timestamp_begin):
