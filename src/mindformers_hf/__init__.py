@@ -142,6 +142,7 @@ _LAZY = {
     "CheckpointError": "mindformers_hf.safetensors_io",
     "pipeline": "mindformers_hf.pipelines",
     "TextGenerationPipeline": "mindformers_hf.pipelines",
+    "AutomaticSpeechRecognitionPipeline": "mindformers_hf.pipelines",
     "TextClassificationPipeline": "mindformers_hf.pipelines",
     "FeatureExtractionPipeline": "mindformers_hf.pipelines",
     "TokenClassificationPipeline": "mindformers_hf.pipelines",
