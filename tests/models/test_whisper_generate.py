@@ -78,8 +78,8 @@ def test_detect_language_matches_hf(models, input_features):
 
 def test_unsupported_options_raise(models, input_features):
     _, ours = models
-    with pytest.raises(NotImplementedError, match="return_timestamps"):
-        ours.generate(input_features, return_timestamps=True)
+    with pytest.raises(NotImplementedError, match="no_speech_threshold"):
+        ours.generate(input_features, no_speech_threshold=0.6)
     with pytest.raises(NotImplementedError, match="temperature fallback"):
         ours.generate(input_features, temperature=(0.0, 0.2))
     with pytest.raises(ValueError, match="Unsupported language: klingon"):
@@ -129,3 +129,54 @@ def test_processor_reexports_run_without_torch(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith("(1, 8, 3000) ['bcd']"), result.stdout
+
+
+# Timestamps: a vocabulary of 1600 with Whisper's layout at the end (<|notimestamps|> 98, then 1501 timestamps
+# <|0.00|> .. <|30.00|>), so a window's timestamps span its 3000 frames as in the published models.
+TIMESTAMPED = dict(GENERATION, no_timestamps_token_id=98, max_initial_timestamp_index=50)
+
+
+@pytest.fixture(scope="module")
+def timestamp_models(tmp_path_factory):
+    import torch
+    import transformers
+    from mindformers_hf.models.whisper import WhisperForConditionalGeneration
+
+    folder = make_whisper_checkpoint(tmp_path_factory.mktemp("whisper_ts"), max_source_positions=1500,
+                                     init_std=0.5, vocab_size=1600)
+    with open(f"{folder}/generation_config.json", "w") as f:
+        json.dump(TIMESTAMPED, f)
+    hf = transformers.WhisperForConditionalGeneration.from_pretrained(folder, dtype=torch.float32).eval()
+    return hf, WhisperForConditionalGeneration.from_pretrained(folder)
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"return_timestamps": True, "language": "german"},
+    {"return_timestamps": True, "num_beams": 2},
+    {"language": "en"},   # no timestamps asked: consecutive timestamp tokens still make transformers seek on
+])
+def test_timestamps_match_hf(timestamp_models, input_features, kwargs):
+    import torch
+
+    hf, ours = timestamp_models
+    with torch.no_grad():
+        expected = hf.generate(torch.tensor(input_features), **kwargs).numpy()
+    np.testing.assert_array_equal(ours.generate(input_features, **kwargs), expected)
+
+
+def test_long_form_matches_hf(timestamp_models):
+    """Audio over 30 s: transformers' seek loop over 30 s windows (greedy, no fallback), batched by attention_mask."""
+    import torch
+    from transformers import WhisperFeatureExtractor
+
+    hf, ours = timestamp_models
+    rng = np.random.default_rng(3)
+    audio = [rng.standard_normal(16000 * 40).astype(np.float32) * 0.1, np.sin(np.arange(16000 * 33) / 5.0)]
+    inputs = WhisperFeatureExtractor(feature_size=8)(audio, sampling_rate=16000, return_tensors="np",
+                                                     truncation=False, padding="longest", return_attention_mask=True)
+    assert inputs.input_features.shape[-1] > 3000
+    with torch.no_grad():
+        expected = hf.generate(torch.tensor(inputs.input_features), attention_mask=torch.tensor(inputs.attention_mask),
+                               language="en").numpy()
+    got = ours.generate(inputs.input_features, attention_mask=inputs.attention_mask, language="en")
+    np.testing.assert_array_equal(got, expected)
