@@ -14,20 +14,20 @@ SPECIAL = {0: "<|pad|>", 2: "<|endoftext|>", 3: "<|startoftranscript|>", 80: "<|
            83: "<|translate|>", 84: "<|transcribe|>", 85: "<|startofprev|>", 95: "<|notimestamps|>"}
 
 
-def _write_tokenizer_and_extractor(folder):
+def _write_tokenizer_and_extractor(folder, special=SPECIAL, size=96):
     import transformers
 
     letters = "abcdefghijklmnopqrstuvwxyz"
     plain = list(letters) + ["\u0120"] + [a + b for a in letters for b in "aeiou"]  # decodable byte-level strings
     vocab, words = {}, iter(plain)
-    for i in range(96):
-        vocab[SPECIAL.get(i) or next(words)] = i
+    for i in range(size):
+        vocab[special.get(i) or next(words)] = i
     (folder / "vocab.json").write_text(json.dumps(vocab))
     (folder / "merges.txt").write_text("#version: 0.2\n")
     tokenizer = transformers.WhisperTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"),
                                               pad_token="<|pad|>")
-    tokenizer.add_special_tokens({"additional_special_tokens": [t for i, t in SPECIAL.items() if i not in (0, 2)]})
-    assert tokenizer.convert_tokens_to_ids("<|notimestamps|>") == 95 and len(tokenizer) == 96
+    tokenizer.add_special_tokens({"additional_special_tokens": [t for i, t in special.items() if i not in (0, 2)]})
+    assert len(tokenizer) == size
     tokenizer.save_pretrained(folder)
     transformers.WhisperFeatureExtractor(feature_size=8).save_pretrained(folder)
 
@@ -75,5 +75,33 @@ def test_asr_pipeline_unsupported_inputs_raise(pipes):
         ours(_audio(1, 1.0), chunk_length_s=30)
     with pytest.raises(NotImplementedError, match="resampling"):
         ours({"array": _audio(1, 1.0), "sampling_rate": 8000})
-    with pytest.raises(NotImplementedError, match="long-form"):
-        ours(_audio(1, 31.0))
+    with pytest.raises(NotImplementedError, match="word"):
+        ours(_audio(1, 1.0), return_timestamps="word")
+
+
+@pytest.fixture(scope="module")
+def timestamp_pipes(tmp_path_factory):
+    """Timestamps need Whisper's layout: 1501 timestamp ids after <|notimestamps|> (vocabulary of 1600)."""
+    import transformers
+    from mindformers_hf import pipeline
+
+    folder = tmp_path_factory.mktemp("whisper_asr_ts")
+    make_whisper_checkpoint(folder, max_source_positions=1500, init_std=0.5, vocab_size=1600)
+    (folder / "generation_config.json").write_text(json.dumps(dict(GENERATION, no_timestamps_token_id=98)))
+    special = {**{i: t for i, t in SPECIAL.items() if i != 95}, 98: "<|notimestamps|>"}
+    special.update({99 + i: f"<|{i * 0.02:.2f}|>" for i in range(1501)})
+    _write_tokenizer_and_extractor(folder, special, 1600)
+    return pipeline("automatic-speech-recognition", model=str(folder)), transformers.pipeline(
+        "automatic-speech-recognition", model=str(folder))
+
+
+@pytest.mark.parametrize("seconds,call", [
+    (2.0, dict(return_timestamps=True, generate_kwargs={"language": "german", "num_beams": 1})),
+    (35.0, dict(generate_kwargs={"language": "en", "num_beams": 1})),   # long-form: generate's seek loop
+])
+def test_asr_pipeline_timestamps_and_long_form_match_transformers(timestamp_pipes, seconds, call):
+    ours, hf = timestamp_pipes
+    audio = _audio(2, seconds)
+    expected = hf(audio.copy(), **call)
+    assert expected["text"] and (expected["chunks"] if call.get("return_timestamps") else True)
+    assert ours(audio, **call) == expected

@@ -1,6 +1,7 @@
 """pipeline("automatic-speech-recognition") for Whisper, following transformers' pipeline: audio (a numpy array
 at the feature extractor's sampling rate, a `{"raw" or "array", "sampling_rate"}` dict, or a file path read
-with soundfile) -> transformers' WhisperFeatureExtractor (numpy) -> our `generate` -> the tokenizer's
+with soundfile) -> transformers' WhisperFeatureExtractor (numpy) -> our `generate` (audio over 30 s goes
+through its seek loop, as transformers' pipeline does without chunking) -> the tokenizer's
 `_decode_asr` (transformers' own Whisper text assembly) -> `{"text": ...}`.
 
 As in transformers, the pipeline's generation defaults (`max_new_tokens=256`, `num_beams=5`, the tokenizer's
@@ -48,7 +49,8 @@ class AutomaticSpeechRecognitionPipeline:
             raise ValueError("Whisper cannot return `char` timestamps, only word level or segment level timestamps. "
                              "Use `return_timestamps='word'` or `return_timestamps=True` respectively.")
         if return_timestamps == "word":
-            raise NotImplementedError("automatic-speech-recognition: return_timestamps='word' is not supported")
+            raise NotImplementedError("automatic-speech-recognition: return_timestamps='word' (token timestamps "
+                                      "from cross-attention) is not supported")
         if batch_size is not None:
             warn_once("automatic-speech-recognition: batch_size is accepted and ignored (one audio per generate)")
         call_kwargs = {**self._call_defaults, **(generate_kwargs or {}), **kwargs}
@@ -108,15 +110,15 @@ class AutomaticSpeechRecognitionPipeline:
 
     def _one(self, inputs, return_timestamps, kwargs):
         audio = self._audio(inputs)
-        if audio.shape[0] > self.feature_extractor.n_samples:
-            raise NotImplementedError("automatic-speech-recognition: audio longer than the feature extractor's "
-                                      f"{self.feature_extractor.chunk_length} s (long-form) is not supported")
-        features = self.feature_extractor(audio, sampling_rate=self.feature_extractor.sampling_rate,
-                                          return_tensors="np").input_features
+        longform = audio.shape[0] > self.feature_extractor.n_samples  # generate's seek loop over 30 s windows
+        processed = self.feature_extractor(audio, sampling_rate=self.feature_extractor.sampling_rate,
+                                           return_tensors="np", return_attention_mask=True,
+                                           **({"truncation": False, "padding": "longest"} if longform else {}))
         kwargs = self._generate_kwargs(kwargs)
         if return_timestamps:
             kwargs["return_timestamps"] = True
-        tokens = np.asarray(self.model.generate(features, **kwargs))
+        tokens = np.asarray(self.model.generate(processed.input_features, attention_mask=processed.attention_mask,
+                                                **kwargs))
         time_precision = self.feature_extractor.chunk_length / self.model.config.max_source_positions
         text, optional = self.tokenizer._decode_asr([{"tokens": tokens, "is_last": True}],
                                                     return_timestamps=return_timestamps, return_language=None,
