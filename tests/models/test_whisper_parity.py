@@ -112,3 +112,28 @@ def test_wrong_feature_length_is_a_clear_error(tiny_whisper):
     model = WhisperForConditionalGeneration.from_pretrained(tiny_whisper)
     with pytest.raises(ValueError, match="mel input features to be of length 32"):
         model(input_features=features(frames=30), decoder_input_ids=np.array([[3]], np.int64))
+
+
+def test_loss_gradients_match_hf(tiny_whisper):
+    """Every trainable parameter's gradient of the `labels` loss equals torch's (the fine-tuning building block).
+    The encoder's sinusoidal `embed_positions` stays frozen here, as transformers' constructor makes it; its
+    from_pretrained leaves it trainable (docs/differences.md)."""
+    import mindspore as ms
+    import torch
+    from mindformers_hf.models.whisper import WhisperForConditionalGeneration
+
+    feats = features()
+    labels = np.array([[5, 9, 17, 33, 2, -100], [7, 8, 90, 2, -100, -100]], np.int64)
+    hf = hf_model(tiny_whisper)
+    hf(input_features=torch.tensor(feats), labels=torch.tensor(labels)).loss.backward()
+    expected = {name: p.grad.numpy() for name, p in hf.named_parameters() if p.requires_grad}
+
+    model = WhisperForConditionalGeneration.from_pretrained(tiny_whisper)
+    params = model.trainable_params()
+    grad_fn = ms.value_and_grad(lambda x, y: model.construct(input_features=x, labels=y).loss, None, params)
+    _, grads = grad_fn(ms.Tensor(feats), ms.Tensor(labels))
+    got = {p.name: g.asnumpy() for p, g in zip(params, grads)}
+    frozen_here = {"model.encoder.embed_positions.weight"}
+    assert set(got) == set(expected) - {"proj_out.weight"} - frozen_here  # tied: the head is the decoder embedding
+    for name, grad in got.items():
+        np.testing.assert_allclose(grad, expected[name], atol=1e-5, rtol=1e-4, err_msg=name)
