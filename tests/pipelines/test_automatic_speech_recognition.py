@@ -105,3 +105,17 @@ def test_asr_pipeline_timestamps_and_long_form_match_transformers(timestamp_pipe
     expected = hf(audio.copy(), **call)
     assert expected["text"] and (expected["chunks"] if call.get("return_timestamps") else True)
     assert ours(audio, **call) == expected
+
+
+def test_asr_pipeline_reads_a_file_path_with_soundfile(pipes, tmp_path):
+    """A path is read with soundfile (transformers needs the ffmpeg binary for files); the text equals
+    transformers' pipeline on the same samples. A stereo file is averaged to mono as transformers does."""
+    soundfile = pytest.importorskip("soundfile")
+    ours, hf = pipes
+    audio = _audio(4, 1.2)
+    soundfile.write(tmp_path / "mono.wav", audio, 16000, subtype="FLOAT")  # float32 samples, read back exactly
+    soundfile.write(tmp_path / "stereo.wav", np.stack([audio, audio], 1), 16000, subtype="FLOAT")
+    call = dict(generate_kwargs={"language": "german", "num_beams": 1})
+    expected = hf(audio.copy(), **call)
+    assert ours(str(tmp_path / "mono.wav"), **call) == expected
+    assert ours(str(tmp_path / "stereo.wav"), **call) == expected

@@ -67,8 +67,8 @@ class AutomaticSpeechRecognitionPipeline:
             except ImportError:
                 raise ImportError("automatic-speech-recognition reads audio files with soundfile: "
                                   "`pip install soundfile`, or pass a numpy array") from None
-            data, file_rate = soundfile.read(inputs, dtype="float32")
-            inputs = {"array": data, "sampling_rate": file_rate}
+            data, file_rate = soundfile.read(inputs, dtype="float32")  # [samples] or [samples, channels]
+            inputs = {"array": data.T, "sampling_rate": file_rate}
         if isinstance(inputs, bytes):
             raise NotImplementedError("automatic-speech-recognition: audio bytes are not supported (transformers "
                                       "decodes them with ffmpeg); pass a numpy array or a file path")
@@ -85,11 +85,15 @@ class AutomaticSpeechRecognitionPipeline:
         from .. import tensor_io
 
         audio = np.asarray(tensor_io.to_numpy(inputs) if tensor_io.kind_of(inputs) else inputs)
-        if audio.ndim == 2:  # transformers' _to_mono: channels averaged
-            audio = audio.mean(axis=0 if audio.shape[0] < audio.shape[1] else 1)
+        if audio.ndim == 2:  # transformers' _to_mono: (channels, samples), at most 2 channels, averaged
+            if audio.shape[0] > 2:
+                raise ValueError(f"AutomaticSpeechRecognitionPipeline reads axis 0 as channels, and it has size "
+                                 f"{audio.shape[0]} in the input of shape {audio.shape}. If this array is "
+                                 "channels-last `(samples, channels)`, transpose it first.")
+            audio = audio.mean(axis=0)
         if audio.ndim != 1:
-            raise ValueError(f"We expect a single channel audio input for AutomaticSpeechRecognitionPipeline, got "
-                             f"shape {audio.shape}")
+            raise ValueError("AutomaticSpeechRecognitionPipeline expects mono audio shaped `(samples,)` or "
+                             f"multi-channel audio shaped `(channels, samples)`, got shape {audio.shape}")
         return audio
 
     def _generate_kwargs(self, kwargs):
