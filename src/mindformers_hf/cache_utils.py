@@ -320,3 +320,23 @@ class StaticCache(_CacheBase):
     def batch_select_indices(self, indices):
         if self.key_cache:
             self._reallocate_rows(_as_index_list(indices))
+
+class EncoderDecoderCache:
+    """transformers' EncoderDecoderCache: the decoder's self-attention cache grows each step; the
+    cross-attention keys/values come from the encoder output, are written once (at the first decoder call)
+    and read on every later step (`is_updated[layer]`)."""
+
+    def __init__(self, self_attention_cache=None, cross_attention_cache=None):
+        self.self_attention_cache = self_attention_cache if self_attention_cache is not None else DynamicCache()
+        self.cross_attention_cache = cross_attention_cache if cross_attention_cache is not None else DynamicCache()
+        self.is_updated = {}
+
+    def get_seq_length(self, layer_idx=0):
+        return self.self_attention_cache.get_seq_length(layer_idx)
+
+    def __len__(self):
+        return len(self.self_attention_cache)
+
+    def reorder_cache(self, beam_idx):
+        self.self_attention_cache.reorder_cache(beam_idx)
+        self.cross_attention_cache.reorder_cache(beam_idx)

@@ -139,3 +139,16 @@ class Embedding(nn.Cell):
     def construct(self, input_ids):
         check_indices(input_ids, self.num_embeddings, self.index_name)
         return ops.gather(self.weight, input_ids, 0)
+
+
+class LayerNorm(nn.Cell):
+    """torch.nn.LayerNorm over the last axis, with HF's `weight` / `bias` names."""
+
+    def __init__(self, hidden_size, eps=1e-5, dtype=ms.float32):
+        super().__init__()
+        self.weight = new_parameter((hidden_size,), dtype, "ones")
+        self.bias = new_parameter((hidden_size,), dtype, "zeros")
+        self._layer_norm = ops.LayerNorm(begin_norm_axis=-1, begin_params_axis=-1, epsilon=eps)
+
+    def construct(self, x):
+        return self._layer_norm(x, self.weight, self.bias)[0]

@@ -88,3 +88,17 @@ class SequenceClassifierOutputWithPast(_CacheAlias, ModelOutput):
 
 class TokenClassifierOutput(ModelOutput):
     _fields = ("loss", "logits", "hidden_states", "attentions")
+
+
+class BaseModelOutput(ModelOutput):
+    _fields = ("last_hidden_state", "hidden_states", "attentions")
+
+
+class Seq2SeqModelOutput(_CacheAlias, ModelOutput):
+    _fields = ("last_hidden_state", "past_key_values", "decoder_hidden_states", "decoder_attentions",
+               "cross_attentions", "encoder_last_hidden_state", "encoder_hidden_states", "encoder_attentions")
+
+
+class Seq2SeqLMOutput(_CacheAlias, ModelOutput):
+    _fields = ("loss", "logits", "past_key_values", "decoder_hidden_states", "decoder_attentions",
+               "cross_attentions", "encoder_last_hidden_state", "encoder_hidden_states", "encoder_attentions")

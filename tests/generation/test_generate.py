@@ -94,7 +94,8 @@ def test_scores_logits_and_transition_scores_match_hf(models):
     dict(repetition_penalty=1.5, no_repeat_ngram_size=2),
     dict(min_new_tokens=8, eos_token_id=[2, 5, 9, 17]),
     dict(max_length=15),
-], ids=["penalties", "min_new_tokens", "max_length"])
+    dict(begin_suppress_tokens=list(range(64))),  # half the vocabulary banned at the first new token only
+], ids=["penalties", "min_new_tokens", "max_length", "begin_suppress_tokens"])
 def test_processors_in_greedy_match_hf(models, kwargs):
     ours, hf = models
     ids, mask = _prompts()

@@ -24,6 +24,8 @@ CASES = [
     ("MinLengthLogitsProcessor", dict(min_length=5, eos_token_id=2)),
     ("MinNewTokensLengthLogitsProcessor", dict(prompt_length_to_skip=8, min_new_tokens=6, eos_token_id=[3])),
     ("SuppressTokensLogitsProcessor", dict(suppress_tokens=[1, 4, 9])),
+    ("SuppressTokensAtBeginLogitsProcessor", dict(begin_suppress_tokens=[0, 5], begin_index=12)),  # fires
+    ("SuppressTokensAtBeginLogitsProcessor", dict(begin_suppress_tokens=[0, 5], begin_index=11)),  # does not
     ("ForcedEOSTokenLogitsProcessor", dict(max_length=13, eos_token_id=[2, 5])),
     ("LogitNormalization", dict()),
     ("TypicalLogitsWarper", dict(mass=0.9)),
@@ -57,7 +59,7 @@ def _inputs(seed=0):
 
 def _hf(name, kwargs):
     if name in ("MinLengthLogitsProcessor", "MinNewTokensLengthLogitsProcessor", "ForcedEOSTokenLogitsProcessor",
-                "SuppressTokensLogitsProcessor"):
+                "SuppressTokensLogitsProcessor", "SuppressTokensAtBeginLogitsProcessor"):
         kwargs = {**kwargs, "device": "cpu"}
     return getattr(hf_lp, name)(**kwargs)
 

@@ -67,6 +67,7 @@ class Family:
     module: str = None                 # ".modeling_x" defining the classes; None: built from `parent`'s
     parent: str = "llama"              # the family package whose classes built ones subclass
     causal_lm: str = "ForCausalLM"     # GPT-2 and Qwen v1: "LMHeadModel"; ChatGLM: "ForConditionalGeneration"
+    lm_task: str = "ForCausalLM"       # the auto class `causal_lm` serves (Whisper: "ForSpeechSeq2Seq")
     heads: tuple = ("ForSequenceClassification", "ForTokenClassification")
     auto_model: str = "Model"          # what AutoModel builds (ChatGLM repos' AutoModel is the causal LM)
     # formats the Hub runs with trust_remote_code, read natively: our config class (".configuration_x:Name")

@@ -1,4 +1,5 @@
 """`pipeline(task, model=...)` with transformers' task names and output schema."""
+from .automatic_speech_recognition import AutomaticSpeechRecognitionPipeline
 from .feature_extraction import FeatureExtractionPipeline
 from .text_classification import TextClassificationPipeline
 from .text_generation import TextGenerationPipeline
@@ -8,7 +9,8 @@ from .token_classification import TokenClassificationPipeline
 SUPPORTED_TASKS = {"text-generation": (TextGenerationPipeline, "AutoModelForCausalLM"),
                    "text-classification": (TextClassificationPipeline, "AutoModelForSequenceClassification"),
                    "feature-extraction": (FeatureExtractionPipeline, "AutoModel"),
-                   "token-classification": (TokenClassificationPipeline, "AutoModelForTokenClassification")}
+                   "token-classification": (TokenClassificationPipeline, "AutoModelForTokenClassification"),
+                   "automatic-speech-recognition": (AutomaticSpeechRecognitionPipeline, "AutoModelForSpeechSeq2Seq")}
 TASK_ALIASES = {"sentiment-analysis": "text-classification", "ner": "token-classification"}
 
 
@@ -69,5 +71,5 @@ def pipeline(task=None, model=None, tokenizer=None, revision=None, use_fast=True
     return SUPPORTED_TASKS[task][0](model=model, tokenizer=tokenizer, **kwargs)
 
 
-__all__ = ["pipeline", "FeatureExtractionPipeline", "TextClassificationPipeline", "TextGenerationPipeline",
+__all__ = ["pipeline", "AutomaticSpeechRecognitionPipeline", "FeatureExtractionPipeline", "TextClassificationPipeline", "TextGenerationPipeline",
            "TokenClassificationPipeline", "SUPPORTED_TASKS"]

@@ -3,9 +3,10 @@ from .modeling_auto import (
     AutoModel,
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
+    AutoModelForSpeechSeq2Seq,
     AutoModelForTokenClassification,
     load_config,
 )
 
 __all__ = ["AutoConfig", "AutoModel", "AutoModelForCausalLM", "AutoModelForSequenceClassification",
-           "AutoModelForTokenClassification", "load_config"]
+           "AutoModelForSpeechSeq2Seq", "AutoModelForTokenClassification", "load_config"]

@@ -14,6 +14,7 @@ MODEL_MAPPING_NAMES = families.auto_mapping("Model")
 MODEL_FOR_CAUSAL_LM_MAPPING_NAMES = families.auto_mapping("ForCausalLM")
 MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES = families.auto_mapping("ForSequenceClassification")
 MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES = families.auto_mapping("ForTokenClassification")
+MODEL_FOR_SPEECH_SEQ_2_SEQ_MAPPING_NAMES = families.auto_mapping("ForSpeechSeq2Seq")
 
 # Formats whose Hub repos need trust_remote_code (transformers has no class for their model_type): our config
 # classes read their config.json with the repos' field names, and the native classes above run them. The
@@ -165,3 +166,7 @@ class AutoModelForSequenceClassification(_BaseAutoModelClass):
 
 class AutoModelForTokenClassification(_BaseAutoModelClass):
     _model_mapping = MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES
+
+
+class AutoModelForSpeechSeq2Seq(_BaseAutoModelClass):
+    _model_mapping = MODEL_FOR_SPEECH_SEQ_2_SEQ_MAPPING_NAMES

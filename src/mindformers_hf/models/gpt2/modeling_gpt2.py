@@ -10,7 +10,7 @@ from mindspore import nn, ops
 
 from ... import ops as fused
 from ...cache_utils import DynamicCache, default_use_cache
-from ...layers import Embedding, Linear, call_layer, new_parameter
+from ...layers import Embedding, LayerNorm, Linear, call_layer, new_parameter
 from ...loss_utils import causal_lm_loss
 from ...masking_utils import create_causal_mask, packed_sequence_ids
 from ...modeling_heads import GenericForSequenceClassification, GenericForTokenClassification
@@ -44,19 +44,6 @@ class Conv1D(nn.Cell):
         shape = x.shape
         y = self._matmul(x.reshape(-1, shape[-1]), self.weight) + self.bias
         return y.reshape(shape[:-1] + (self.out_features,))
-
-
-class LayerNorm(nn.Cell):
-    """torch.nn.LayerNorm over the last axis, with HF's `weight` / `bias` names."""
-
-    def __init__(self, hidden_size, eps=1e-5, dtype=ms.float32):
-        super().__init__()
-        self.weight = new_parameter((hidden_size,), dtype, "ones")
-        self.bias = new_parameter((hidden_size,), dtype, "zeros")
-        self._layer_norm = ops.LayerNorm(begin_norm_axis=-1, begin_params_axis=-1, epsilon=eps)
-
-    def construct(self, x):
-        return self._layer_norm(x, self.weight, self.bias)[0]
 
 
 class GPT2Attention(nn.Cell):

@@ -1,0 +1,424 @@
+"""Whisper's `generate` (transformers' WhisperGenerationMixin) for short-form audio (up to 30 s).
+
+The decoder prompt is built from `generation_config.json` as transformers builds it: decoder_start_token_id,
+then the language token (from `language=`, the old `forced_decoder_ids`, or detected from the audio), the task
+token (`task=`) and <|notimestamps|>. `suppress_tokens` apply at every step, `begin_suppress_tokens` at the first
+generated position. The encoder runs once; Seq2SeqRunner feeds the decoder to the shared greedy / sampling /
+beam-search loops of generation/utils.py (prompt first, then one token per step through the
+EncoderDecoderCache, whose cross-attention keys/values are computed once). As in transformers 5, the returned sequences
+hold the generated tokens only: the prompt and a final end-of-text are removed, rows are right-padded with
+pad_token_id.
+"""
+import copy
+
+import numpy as np
+import mindspore as ms
+from mindspore import ops
+
+from ... import tensor_io
+from ...generation import logits_process as lp
+from ...generation.utils import _as_kind, _as_list
+from ...utils import warn_once
+
+
+class Seq2SeqRunner:
+    """The runner interface generation/utils.py's loops drive (prefill, step, expand, reorder), for an
+    encoder-decoder model: the encoder output is computed once by the caller; the decoder prompt is prefilled,
+    then one token per step through the EncoderDecoderCache."""
+
+    compiled = False
+
+    def __init__(self, model, encoder_hidden):
+        self.model, self.hidden, self.cache = model, encoder_hidden, None
+
+    def _decode(self, ids):
+        out = self.model(encoder_outputs=(self.hidden,), decoder_input_ids=ms.Tensor(ids.astype(np.int64)),
+                         past_key_values=self.cache, use_cache=True)
+        self.cache = out.past_key_values
+        return out.logits[:, -1].astype(ms.float32).asnumpy()
+
+    def prefill(self, input_ids, attention_mask):
+        self.cache = None
+        return self._decode(input_ids)
+
+    def step(self, tokens, attention_mask):
+        return self._decode(tokens.reshape(-1, 1))
+
+    def expand(self, repeats):
+        if repeats > 1:
+            self.reorder(np.repeat(np.arange(self.hidden.shape[0]), repeats))
+
+    def reorder(self, rows):
+        rows = ms.Tensor(np.asarray(rows, np.int32))
+        self.cache.reorder_cache(rows)
+        self.hidden = ops.gather(self.hidden, rows, 0)
+
+    def close(self):
+        pass
+
+
+def _language_codes():
+    # transformers' tables (they import without torch)
+    from transformers.models.whisper.tokenization_whisper import TASK_IDS, TO_LANGUAGE_CODE
+
+    return TO_LANGUAGE_CODE, TASK_IDS
+
+
+def _split_segments(tokens, timestamp_begin, seek_frames, stride):
+    """transformers' _retrieve_segment, tokens only: a window's tokens split at each pair of consecutive
+    timestamps, and how many mel frames to seek. Without a single timestamp before the end, the text after the
+    last pair is dropped and the next window starts at that pair's time."""
+    stamps = tokens >= timestamp_begin
+    single_ending = len(tokens) >= 2 and not stamps[-2] and stamps[-1]
+    slices = [i + 1 for i in range(len(tokens) - 1) if stamps[i] and stamps[i + 1]]
+    if not slices:
+        return [tokens], seek_frames
+    if single_ending:
+        slices.append(len(tokens))
+    else:  # the last pair's second timestamp stays in the last segment
+        slices[-1] += 1
+    pieces = [tokens[start:end] for start, end in zip([0] + slices[:-1], slices)]
+    if single_ending:
+        return pieces, seek_frames
+    return pieces, int(tokens[slices[-1] - 2] - timestamp_begin) * stride
+
+
+def _pad_right(rows, pad):
+    width = max(len(r) for r in rows)
+    out = np.full((len(rows), width), pad if pad is not None else 0, np.int64)
+    for i, row in enumerate(rows):
+        out[i, :len(row)] = row
+    return out
+
+
+class WhisperTimeStampLogitsProcessor(lp.LogitsProcessor):
+    """transformers' WhisperTimeStampLogitsProcessor in numpy: timestamps come in pairs (except right before
+    the end of text) and never decrease; the first generated token is a timestamp (at most
+    `max_initial_timestamp_index`); a timestamp is forced when their total probability beats every text token."""
+
+    def __init__(self, generate_config, begin_index, _detect_timestamp_from_logprob=None):
+        self.no_timestamps_token_id = generate_config.no_timestamps_token_id
+        self.timestamp_begin = generate_config.no_timestamps_token_id + 1
+        eos = generate_config.eos_token_id or generate_config.bos_token_id
+        self.eos_token_id = eos[0] if isinstance(eos, (list, tuple)) else eos
+        self._detect_timestamp_from_logprob = (_detect_timestamp_from_logprob
+                                               if _detect_timestamp_from_logprob is not None
+                                               else getattr(generate_config, "_detect_timestamp_from_logprob", True))
+        self.begin_index = begin_index
+        self.max_initial_timestamp_index = getattr(generate_config, "max_initial_timestamp_index", None)
+
+    def set_begin_index(self, begin_index):
+        self.begin_index = begin_index
+
+    def process(self, input_ids, scores):
+        begin = self.timestamp_begin
+        scores[:, self.no_timestamps_token_id] = -np.inf
+        vocab = np.arange(scores.shape[-1])
+        for k, seq in enumerate(input_ids[:, self.begin_index:]):
+            last = len(seq) >= 1 and seq[-1] >= begin
+            penultimate = len(seq) < 2 or seq[-2] >= begin
+            if last:
+                if penultimate:  # has to be text
+                    scores[k, begin:] = -np.inf
+                else:  # cannot be text
+                    scores[k, :self.eos_token_id] = -np.inf
+            stamps = seq[seq >= begin]
+            lowest = begin if not len(stamps) else (stamps[-1] if last and not penultimate else stamps[-1] + 1)
+            scores[k, (vocab >= begin) & (vocab < lowest)] = -np.inf
+        if input_ids.shape[1] == self.begin_index:
+            scores[:, :begin] = -np.inf
+            if self.max_initial_timestamp_index is not None:
+                scores[:, begin + self.max_initial_timestamp_index + 1:] = -np.inf
+        if self._detect_timestamp_from_logprob:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                logprobs = scores - _logsumexp(scores)
+                stamp = _logsumexp(logprobs[:, begin:])[:, 0] > logprobs[:, :begin].max(-1)
+            scores[stamp, :begin] = -np.inf
+        return scores
+
+
+def _logsumexp(x):
+    """log(sum(exp(x))) over the last axis, keepdims; -inf rows stay -inf (as torch's logsumexp)."""
+    top = x.max(-1, keepdims=True)
+    safe = np.where(np.isfinite(top), top, 0.0)
+    return np.log(np.exp(x - safe).sum(-1, keepdims=True)) + safe
+
+
+class WhisperGenerationMixin:
+    def generate(self, input_features=None, generation_config=None, logits_processor=None, stopping_criteria=None,
+                 prefix_allowed_tokens_fn=None, synced_gpus=False, return_timestamps=None, task=None, language=None,
+                 is_multilingual=None, prompt_ids=None, prompt_condition_type=None, condition_on_prev_tokens=None,
+                 temperature=None, compression_ratio_threshold=None, logprob_threshold=None,
+                 no_speech_threshold=None, num_segment_frames=None, attention_mask=None, time_precision=0.02,
+                 time_precision_features=0.01, return_token_timestamps=None, return_segments=False,
+                 return_dict_in_generate=None, force_unique_generate_call=None, monitor_progress=None, **kwargs):
+        unsupported = {"prefix_allowed_tokens_fn": prefix_allowed_tokens_fn, "prompt_ids": prompt_ids,
+                       "condition_on_prev_tokens": condition_on_prev_tokens or None,
+                       "compression_ratio_threshold": compression_ratio_threshold,
+                       "logprob_threshold": logprob_threshold, "no_speech_threshold": no_speech_threshold,
+                       "return_token_timestamps": return_token_timestamps or None,
+                       "return_segments": return_segments or None,
+                       "return_dict_in_generate": return_dict_in_generate or None,
+                       "monitor_progress": monitor_progress, "assistant_model": kwargs.get("assistant_model"),
+                       "decoder_input_ids": kwargs.get("decoder_input_ids")}
+        for name, value in unsupported.items():
+            if value is not None:
+                raise NotImplementedError(f"Whisper generate: {name} is not supported")
+        if isinstance(temperature, (list, tuple)):
+            raise NotImplementedError("Whisper generate: the temperature fallback (a list of temperatures) is not "
+                                      "supported")
+        if synced_gpus:
+            warn_once("Whisper generate: synced_gpus is accepted for compatibility and ignored")
+        if input_features is None:
+            input_features = kwargs.pop("inputs", None)
+        if kwargs.pop("encoder_outputs", None) is not None:
+            raise NotImplementedError("Whisper generate: encoder_outputs is not supported; pass input_features")
+        config, model_kwargs, _ = self._prepare_generation_config(generation_config, kwargs)
+        # transformers' Whisper samples only with a positive `temperature` argument (do_sample is overridden)
+        config.do_sample = temperature is not None and temperature > 0.0
+        config.temperature = temperature if config.do_sample else 1.0
+        if config.do_sample:
+            config.num_beams = 1
+        for name in ("return_dict_in_generate", "output_scores", "output_logits"):
+            if getattr(config, name, False):
+                raise NotImplementedError(f"Whisper generate: {name}=True is not supported")
+        if (config.num_return_sequences or 1) > 1:
+            raise NotImplementedError("Whisper generate: num_return_sequences > 1 is not supported")
+        for name in ("no_speech_threshold", "compression_ratio_threshold", "logprob_threshold"):
+            if getattr(config, name, None) is not None:
+                raise NotImplementedError(f"Whisper generate: {name} is not supported")
+        if getattr(config, "condition_on_prev_tokens", None):
+            raise NotImplementedError("Whisper generate: condition_on_prev_tokens is not supported")
+        for key in model_kwargs:
+            warn_once(f"Whisper generate: keyword {key!r} is accepted for compatibility and ignored")
+        if input_features is None:
+            raise ValueError("Whisper generate needs input_features")
+        kind = tensor_io.kind_of(input_features) or tensor_io.MINDSPORE
+        feats = np.asarray(tensor_io.to_numpy(input_features), np.float32)
+        batch, frames = feats.shape[0], feats.shape[-1]
+
+        # -- one 30 s window (short-form) or the long-form seek over windows
+        stride = self.model.encoder.conv1.stride * self.model.encoder.conv2.stride
+        window = stride * self.config.max_source_positions
+        shortform = frames <= window
+        if batch > 1 and not shortform:
+            if attention_mask is None:
+                raise ValueError("When doing batched long-form audio transcription, make sure to pass an "
+                                 "`attention_mask`. You can retrieve the `attention_mask` by doing "
+                                 "`processor(audio, ..., return_attention_mask=True)` ")
+            max_frames = np.asarray(tensor_io.to_numpy(attention_mask)).sum(-1).astype(np.int64)
+        else:
+            max_frames = np.full(batch, frames, np.int64)
+        timestamp_begin = self._set_return_timestamps(return_timestamps, shortform, config)
+        self._set_language_and_task(language, task, is_multilingual, config)
+        init = self._retrieve_init_tokens(lambda: self._encode(feats[:, :, :window], window), batch, config)
+        begin_index = init.shape[1]
+
+        # -- processors: transformers prepends Whisper's (begin-suppress, suppress, timestamps) to the caller's
+        whisper_processors = []
+        if config.begin_suppress_tokens is not None:
+            whisper_processors.append(lp.SuppressTokensAtBeginLogitsProcessor(config.begin_suppress_tokens,
+                                                                              begin_index))
+        if config.suppress_tokens is not None:
+            whisper_processors.append(lp.SuppressTokensLogitsProcessor(config.suppress_tokens))
+        if config.return_timestamps:
+            whisper_processors.append(WhisperTimeStampLogitsProcessor(config, begin_index))
+        config.suppress_tokens = config.begin_suppress_tokens = None
+        custom = whisper_processors + list(logits_processor or [])
+        eos = _as_list(config.eos_token_id)
+        pad = config.pad_token_id
+        pad = int(_as_list(pad)[0]) if pad is not None else (eos[0] if eos else None)
+
+        seek = np.zeros(batch, np.int64)
+        segments = [[] for _ in range(batch)]
+        while (seek < max_frames).any():
+            rows = np.flatnonzero(seek < max_frames)
+            seek_frames = np.minimum(max_frames[rows] - seek[rows], window)
+            segment = np.zeros((len(rows), feats.shape[1], window), np.float32)  # padded to 30 s
+            for i, row in enumerate(rows):
+                segment[i, :, :seek_frames[i]] = feats[row, :, seek[row]:seek[row] + seek_frames[i]]
+            ids = init[rows]
+            self._set_max_length(config, begin_index)
+            ones = np.ones_like(ids)
+            processors = self._logits_processors(config, begin_index, eos, custom, ones)
+            criteria = self._stopping_criteria(config, eos, None, stopping_criteria)
+            runner = Seq2SeqRunner(self, self._encode(segment, window))
+            if config.num_beams > 1:
+                result = self._beam_search(runner, ids, ones, config, processors, criteria, pad, eos)
+            else:
+                result = self._sample_loop(runner, ids, ones, config, processors, criteria, pad, eos, None)
+            for i, row in enumerate(rows):
+                tokens = self._strip_row(result["sequences"][i, begin_index:], pad, eos)
+                pieces, offset = _split_segments(tokens, timestamp_begin, int(seek_frames[i]), stride)
+                segments[row] += pieces
+                seek[row] += offset
+        return _as_kind(_pad_right([np.concatenate(p) if p else np.zeros(0, np.int64) for p in segments], pad), kind)
+
+    def _encode(self, feats, window):
+        if feats.shape[-1] < window:  # transformers pads each window to 30 s
+            feats = np.pad(feats, ((0, 0), (0, 0), (0, window - feats.shape[-1])))
+        return self.model.encoder(ms.Tensor(feats)).last_hidden_state
+
+    def _set_max_length(self, config, prompt_len):
+        """transformers' _set_max_new_tokens_and_length, then the generic rule (run per window: as there, a
+        max_length without max_new_tokens grows by the prompt length each window, up to max_target_positions)."""
+        max_target = self.config.max_target_positions
+        if config.max_new_tokens is not None:
+            if config.max_new_tokens + prompt_len > max_target:
+                raise ValueError(f"The length of `decoder_input_ids`, including special start tokens, is "
+                                 f"{prompt_len}, and `max_new_tokens` is {config.max_new_tokens}: together they "
+                                 f"exceed the `max_target_positions` of the Whisper model: {max_target}.")
+            config.max_length = config.max_new_tokens + prompt_len
+        else:
+            config.max_length = min(config.max_length + min(max_target // 2 - 1, prompt_len), max_target)
+        if prompt_len >= config.max_length:
+            raise ValueError(f"Input length of decoder_input_ids is {prompt_len}, but `max_length` is set to "
+                             f"{config.max_length}. Set `max_new_tokens` or increase `max_length`.")
+
+    @staticmethod
+    def _strip_row(row, pad, eos):
+        """transformers' generate_with_fallback: drop the padding (every pad token, as it counts them) and a
+        final end-of-text."""
+        if pad is not None and len(row) and row[-1] == pad:
+            count = int((row == pad).sum()) - (1 if pad in eos else 0)
+            if count:
+                row = row[:-count]
+        if eos and len(row) and row[-1] in eos:
+            row = row[:-1]
+        return row
+
+    # ------------------------------------------------------------------ the decoder prompt
+    def _set_return_timestamps(self, return_timestamps, shortform, config):
+        if return_timestamps is None:
+            return_timestamps = getattr(config, "return_timestamps", None)
+        if not shortform:
+            if return_timestamps is False:
+                raise ValueError("You have passed more than 3000 mel input features (> 30 seconds) which "
+                                 "automatically enables long-form generation which requires the model to predict "
+                                 "timestamp tokens. Please either pass `return_timestamps=True` or make sure to pass "
+                                 "no more than 3000 mel input features.")
+            return_timestamps = True
+        if return_timestamps and not hasattr(config, "no_timestamps_token_id"):
+            raise ValueError("You are trying to return timestamps, but the generation config is not properly set. "
+                             "Make sure to initialize the generation config with the correct attributes that are "
+                             "needed such as `no_timestamps_token_id`.")
+        config.return_timestamps = return_timestamps
+        no_timestamps = getattr(config, "no_timestamps_token_id", None)
+        return no_timestamps + 1 if no_timestamps is not None else self.config.vocab_size + 1
+
+    @staticmethod
+    def _set_language_and_task(language, task, is_multilingual, config):
+        if is_multilingual is not None:
+            if not hasattr(config, "is_multilingual"):
+                raise ValueError("The generation config is outdated and is thus not compatible with the "
+                                 "`is_multilingual` argument to `generate`. Please update the generation config.")
+            config.is_multilingual = is_multilingual
+        if hasattr(config, "is_multilingual") and not config.is_multilingual and (task or language) is not None:
+            raise ValueError("Cannot specify `task` or `language` for an English-only model. If the model is "
+                             "intended to be multilingual, pass `is_multilingual=True` to generate, or update the "
+                             "generation config.")
+        for name, value, table in (("language", language, "lang_to_id"), ("task", task, "task_to_id")):
+            if value is not None:
+                if not hasattr(config, table):
+                    raise ValueError(f"The generation config is outdated and is thus not compatible with the "
+                                     f"`{name}` argument to `generate`: it has no `{table}`.")
+                setattr(config, name, value)
+
+    def _language_id(self, language, config):
+        to_code, _ = _language_codes()
+        language = language.lower()
+        if language in config.lang_to_id:
+            token = language
+        elif language in to_code:
+            token = f"<|{to_code[language]}|>"
+        elif language in to_code.values():
+            token = f"<|{language}|>"
+        else:
+            valid = list(to_code.values()) if len(language) == 2 else list(to_code.keys())
+            raise ValueError(f"Unsupported language: {language}. Language should be one of: {valid}.")
+        if token not in config.lang_to_id:
+            raise ValueError(f"{token} is not supported by this specific model as it is not in the "
+                             "`generation_config.lang_to_id`. (You should just add it to the generation config)")
+        return config.lang_to_id[token]
+
+    def detect_language(self, input_features=None, encoder_outputs=None, generation_config=None,
+                        num_segment_frames=3000):
+        """The most likely language token after decoder_start_token_id, among `lang_to_id`'s, per row."""
+        if (input_features is None) == (encoder_outputs is None):
+            raise ValueError("Make sure to specify exactly one of `input_features` or `encoder_outputs`")
+        config = generation_config or self.generation_config
+        if input_features is not None:
+            feats = np.asarray(tensor_io.to_numpy(input_features), np.float32)[:, :, :num_segment_frames]
+            hidden = self.model.encoder(ms.Tensor(feats)).last_hidden_state
+        else:
+            hidden = tensor_io.to_mindspore(encoder_outputs[0])
+        return self._detect_language(hidden, config)
+
+    def _detect_language(self, hidden, config):
+        start = np.full((hidden.shape[0], 1), config.decoder_start_token_id, np.int64)
+        logits = self(encoder_outputs=(hidden,), decoder_input_ids=ms.Tensor(start), use_cache=False)
+        logits = logits.logits[:, -1].asnumpy()
+        allowed = np.full(logits.shape[-1], -np.inf, np.float32)
+        allowed[list(config.lang_to_id.values())] = 0.0
+        return (logits + allowed).argmax(-1)
+
+    def _retrieve_init_tokens(self, encode_first_window, batch, config):
+        """transformers' _retrieve_init_tokens: [B, P] decoder prompt. The language is detected on the first
+        window's encoder output (`encode_first_window()`), only when needed."""
+        _, task_ids = _language_codes()
+        task, language = getattr(config, "task", None), getattr(config, "language", None)
+        init = [config.decoder_start_token_id]
+        if task is None and language is None:
+            forced = getattr(config, "forced_decoder_ids", None)
+            if forced is None:
+                forced = getattr(self.config, "forced_decoder_ids", None)
+            if forced is not None and forced[0][0] == 1:  # the deprecated form: [[1, lang], [2, task], ...]
+                forced = [list(pair) for pair in forced]
+                position = 1
+                while forced and forced[0][0] == position:
+                    init.append(forced.pop(0)[1])
+                    position += 1
+                if forced:
+                    raise ValueError(f"You are using token ids in `forced_decoder_ids` that do not seem to correctly "
+                                     f"follow the prompt pattern of Whisper: {forced}.")
+        lang_undefined = len(init) <= 1 or init[1] is None
+        if isinstance(language, (list, tuple)):
+            if any(item is None for item in language):
+                raise TypeError("Expected `language` to be `None`, a single string (e.g. `'en'`), or a list of "
+                                "strings with length equal to the batch size. Got a list containing `None`.")
+            if len(language) != batch:
+                raise ValueError(f"When passing a list of languages, the length of the list must match the batch "
+                                 f"size. Expected length of {batch}, but got {len(language)} languages.")
+            languages = list(language)
+        else:
+            languages = [language] * batch
+        rows = [copy.copy(init) for _ in range(batch)]
+        lang_ids = None
+        if language is not None:
+            lang_ids = [self._language_id(item, config) for item in languages]
+        elif hasattr(config, "lang_to_id") and lang_undefined:
+            lang_ids = self._detect_language(encode_first_window(), config).tolist()
+        for i, row in enumerate(rows):
+            if lang_ids is not None:
+                if len(row) > 1:
+                    row[1] = lang_ids[i]
+                else:
+                    row.append(lang_ids[i])
+            if task is not None:
+                if task not in task_ids:
+                    raise ValueError(f"The `{task}` task is not supported. The task should be one of `{task_ids}`")
+                task_id = config.task_to_id[task]
+                row.append(task_id)
+                # transformers' replace_or_add: its result is discarded, so the row keeps the appended id
+            elif language is not None and hasattr(config, "task_to_id"):
+                if not any(t in row for t in config.task_to_id.values()):
+                    row.append(config.task_to_id["transcribe"])
+            no_timestamps = getattr(config, "no_timestamps_token_id", None)
+            if not config.return_timestamps and no_timestamps is not None and row[-1] != no_timestamps:
+                row.append(no_timestamps)
+            elif config.return_timestamps and row[-1] == no_timestamps:
+                row.pop()
+            rows[i] = [t for t in row if t is not None]
+        if len({len(r) for r in rows}) > 1:
+            raise ValueError(f"Whisper generate: decoder prompts of different lengths in one batch: {rows}")
+        return np.asarray(rows, np.int64)

@@ -1,0 +1,130 @@
+"""pipeline("automatic-speech-recognition") for Whisper, following transformers' pipeline: audio (a numpy array
+at the feature extractor's sampling rate, a `{"raw" or "array", "sampling_rate"}` dict, or a file path read
+with soundfile) -> transformers' WhisperFeatureExtractor (numpy) -> our `generate` (audio over 30 s goes
+through its seek loop, as transformers' pipeline does without chunking) -> the tokenizer's
+`_decode_asr` (transformers' own Whisper text assembly) -> `{"text": ...}`.
+
+As in transformers, the pipeline's generation defaults (`max_new_tokens=256`, `num_beams=5`, the tokenizer's
+pad id) apply to what neither the call nor the model's generation config sets.
+"""
+import copy
+
+import numpy as np
+
+from ..utils import warn_once
+
+# transformers' AutomaticSpeechRecognitionPipeline._default_generation_config
+_GENERATION_DEFAULTS = {"max_new_tokens": 256, "num_beams": 5}
+
+
+class AutomaticSpeechRecognitionPipeline:
+    task = "automatic-speech-recognition"
+
+    def __init__(self, model, tokenizer, feature_extractor=None, **kwargs):
+        if getattr(model.config, "model_type", None) != "whisper":
+            raise NotImplementedError(f"automatic-speech-recognition: only Whisper models are supported, got "
+                                      f"model_type {model.config.model_type!r}")
+        if feature_extractor is None or isinstance(feature_extractor, str):
+            from transformers import AutoFeatureExtractor
+
+            feature_extractor = AutoFeatureExtractor.from_pretrained(
+                feature_extractor or model.config.name_or_path)
+        self.model, self.tokenizer, self.feature_extractor = model, tokenizer, feature_extractor
+        self._defaults = {k: v for k, v in _GENERATION_DEFAULTS.items()}
+        if tokenizer is not None and tokenizer.pad_token_id is not None:
+            self._defaults["pad_token_id"] = tokenizer.pad_token_id
+        self._call_defaults = kwargs
+
+    def __call__(self, inputs, return_timestamps=None, return_language=None, chunk_length_s=None,
+                 stride_length_s=None, generate_kwargs=None, batch_size=None, ignore_warning=None, **kwargs):
+        for name, value in (("chunk_length_s", chunk_length_s), ("stride_length_s", stride_length_s)):
+            if value:
+                raise NotImplementedError(f"automatic-speech-recognition: {name} (chunked long-form audio) is "
+                                          "not supported")
+        if return_language:
+            raise NotImplementedError("automatic-speech-recognition: return_language is not supported")
+        if getattr(self.model.generation_config, "return_timestamps", False):
+            return_timestamps = return_timestamps or self.model.generation_config.return_timestamps
+        if return_timestamps == "char":
+            raise ValueError("Whisper cannot return `char` timestamps, only word level or segment level timestamps. "
+                             "Use `return_timestamps='word'` or `return_timestamps=True` respectively.")
+        if return_timestamps == "word":
+            raise NotImplementedError("automatic-speech-recognition: return_timestamps='word' (token timestamps "
+                                      "from cross-attention) is not supported")
+        if batch_size is not None:
+            warn_once("automatic-speech-recognition: batch_size is accepted and ignored (one audio per generate)")
+        call_kwargs = {**self._call_defaults, **(generate_kwargs or {}), **kwargs}
+        if isinstance(inputs, (list, tuple)):
+            return [self._one(item, return_timestamps, call_kwargs) for item in inputs]
+        return self._one(inputs, return_timestamps, call_kwargs)
+
+    # ------------------------------------------------------------------ one audio
+    def _audio(self, inputs):
+        rate = self.feature_extractor.sampling_rate
+        if isinstance(inputs, str):
+            try:
+                import soundfile
+            except ImportError:
+                raise ImportError("automatic-speech-recognition reads audio files with soundfile: "
+                                  "`pip install soundfile`, or pass a numpy array") from None
+            data, file_rate = soundfile.read(inputs, dtype="float32")  # [samples] or [samples, channels]
+            inputs = {"array": data.T, "sampling_rate": file_rate}
+        if isinstance(inputs, bytes):
+            raise NotImplementedError("automatic-speech-recognition: audio bytes are not supported (transformers "
+                                      "decodes them with ffmpeg); pass a numpy array or a file path")
+        if isinstance(inputs, dict):
+            if not ("sampling_rate" in inputs and ("raw" in inputs or "array" in inputs)):
+                raise ValueError("When passing a dictionary to AutomaticSpeechRecognitionPipeline, the dict needs to "
+                                 "contain a \"raw\" key containing the numpy array representing the audio and a "
+                                 "\"sampling_rate\" key, containing the sampling_rate associated with that array")
+            array = inputs.get("raw") if inputs.get("raw") is not None else inputs.get("array")
+            if inputs["sampling_rate"] != rate:
+                raise NotImplementedError(f"automatic-speech-recognition: resampling ({inputs['sampling_rate']} Hz "
+                                          f"to {rate} Hz) is not supported; resample the audio first")
+            inputs = array
+        from .. import tensor_io
+
+        audio = np.asarray(tensor_io.to_numpy(inputs) if tensor_io.kind_of(inputs) else inputs)
+        if audio.ndim == 2:  # transformers' _to_mono: (channels, samples), at most 2 channels, averaged
+            if audio.shape[0] > 2:
+                raise ValueError(f"AutomaticSpeechRecognitionPipeline reads axis 0 as channels, and it has size "
+                                 f"{audio.shape[0]} in the input of shape {audio.shape}. If this array is "
+                                 "channels-last `(samples, channels)`, transpose it first.")
+            audio = audio.mean(axis=0)
+        if audio.ndim != 1:
+            raise ValueError("AutomaticSpeechRecognitionPipeline expects mono audio shaped `(samples,)` or "
+                             f"multi-channel audio shaped `(channels, samples)`, got shape {audio.shape}")
+        return audio
+
+    def _generate_kwargs(self, kwargs):
+        """transformers' Pipeline._prepare_generate_kwargs: the defaults fill what is not set by the call or the
+        model's generation config (max_new_tokens not when max_length is set)."""
+        if "generation_config" in kwargs:
+            set_params = {**self.model.generation_config.to_diff_dict(),
+                          **kwargs["generation_config"].to_diff_dict(), **kwargs}
+        else:
+            set_params = {**self.model.generation_config.to_diff_dict(), **kwargs}
+        added = {k: v for k, v in self._defaults.items()
+                 if k not in set_params and not (k == "max_new_tokens" and "max_length" in set_params)}
+        if "generation_config" in kwargs:
+            config = copy.deepcopy(kwargs["generation_config"])
+            config.update(**added)
+            return {**kwargs, "generation_config": config}
+        return {**kwargs, **added}
+
+    def _one(self, inputs, return_timestamps, kwargs):
+        audio = self._audio(inputs)
+        longform = audio.shape[0] > self.feature_extractor.n_samples  # generate's seek loop over 30 s windows
+        processed = self.feature_extractor(audio, sampling_rate=self.feature_extractor.sampling_rate,
+                                           return_tensors="np", return_attention_mask=True,
+                                           **({"truncation": False, "padding": "longest"} if longform else {}))
+        kwargs = self._generate_kwargs(kwargs)
+        if return_timestamps:
+            kwargs["return_timestamps"] = True
+        tokens = np.asarray(self.model.generate(processed.input_features, attention_mask=processed.attention_mask,
+                                                **kwargs))
+        time_precision = self.feature_extractor.chunk_length / self.model.config.max_source_positions
+        text, optional = self.tokenizer._decode_asr([{"tokens": tokens, "is_last": True}],
+                                                    return_timestamps=return_timestamps, return_language=None,
+                                                    time_precision=time_precision)
+        return {"text": text, **optional}

@@ -1,0 +1,182 @@
+"""Whisper's generate against HF's WhisperForConditionalGeneration.generate (torch, fp32) on a tiny checkpoint
+and a tiny multilingual generation config; input features from transformers' WhisperFeatureExtractor (numpy).
+Tokens must be equal: both sides run greedy decoding on logits that agree to ~1e-5."""
+import json
+
+import numpy as np
+import pytest
+
+from tests.models.test_whisper_parity import make_whisper_checkpoint
+
+# vocab 96: languages 80-82, tasks 83-84, <|notimestamps|> 95 (so no id is a timestamp token)
+GENERATION = dict(decoder_start_token_id=3, eos_token_id=2, pad_token_id=0, bos_token_id=1, max_length=24,
+                  lang_to_id={"<|en|>": 80, "<|zh|>": 81, "<|de|>": 82}, task_to_id={"translate": 83, "transcribe": 84},
+                  no_timestamps_token_id=95, is_multilingual=True, suppress_tokens=[10, 11, 12],
+                  begin_suppress_tokens=[2, 20], forced_decoder_ids=[[1, None], [2, 84]])
+
+
+@pytest.fixture(scope="module")
+def whisper_dir(tmp_path_factory):
+    # init_std 0.5: a random model with std 0.02 repeats one token; larger weights give varied sequences
+    folder = make_whisper_checkpoint(tmp_path_factory.mktemp("whisper_gen"), max_source_positions=1500,
+                                     init_std=0.5)
+    with open(f"{folder}/generation_config.json", "w") as f:
+        json.dump(GENERATION, f)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def input_features():
+    from transformers import WhisperFeatureExtractor
+
+    rng = np.random.default_rng(0)
+    audio = [rng.standard_normal(16000).astype(np.float32) * 0.1, np.sin(np.arange(24000) / 7.0).astype(np.float32)]
+    return WhisperFeatureExtractor(feature_size=8)(audio, sampling_rate=16000, return_tensors="np").input_features
+
+
+@pytest.fixture(scope="module")
+def models(whisper_dir):
+    import torch
+    import transformers
+    from mindformers_hf.models.whisper import WhisperForConditionalGeneration
+
+    hf = transformers.WhisperForConditionalGeneration.from_pretrained(whisper_dir, dtype=torch.float32).eval()
+    return hf, WhisperForConditionalGeneration.from_pretrained(whisper_dir)
+
+
+@pytest.mark.parametrize("kwargs", [
+    {},                                             # forced_decoder_ids: language detected, then transcribe
+    {"language": "german"},
+    {"language": ["en", "<|zh|>"], "task": "translate"},
+    {"max_new_tokens": 5},
+    {"language": "german", "eos_token_id": 17},     # rows end at different steps: end-of-text dropped, padding
+    {"language": "german", "eos_token_id": 49, "pad_token_id": 49},
+    {"suppress_tokens": [41, 44], "begin_suppress_tokens": [74, 80]},
+    {"num_beams": 3},
+    {"language": "german", "num_beams": 2, "eos_token_id": 17, "length_penalty": 0.5},
+    {"do_sample": True},                            # transformers' Whisper samples only with temperature > 0
+])
+def test_generate_matches_hf(models, input_features, kwargs):
+    import torch
+
+    hf, ours = models
+    with torch.no_grad():
+        expected = hf.generate(torch.tensor(input_features), **kwargs).numpy()
+    got = ours.generate(input_features, **kwargs)
+    assert isinstance(got, np.ndarray)
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_detect_language_matches_hf(models, input_features):
+    import torch
+
+    hf, ours = models
+    with torch.no_grad():
+        expected = hf.detect_language(torch.tensor(input_features)).numpy()
+    np.testing.assert_array_equal(ours.detect_language(input_features), expected)
+
+
+def test_unsupported_options_raise(models, input_features):
+    _, ours = models
+    with pytest.raises(NotImplementedError, match="no_speech_threshold"):
+        ours.generate(input_features, no_speech_threshold=0.6)
+    with pytest.raises(NotImplementedError, match="temperature fallback"):
+        ours.generate(input_features, temperature=(0.0, 0.2))
+    with pytest.raises(ValueError, match="Unsupported language: klingon"):
+        ours.generate(input_features, language="klingon")
+
+
+def test_auto_classes_build_whisper(whisper_dir):
+    from mindformers_hf import AutoModel, AutoModelForSpeechSeq2Seq, WhisperForConditionalGeneration, WhisperModel
+
+    assert type(AutoModelForSpeechSeq2Seq.from_pretrained(whisper_dir)) is WhisperForConditionalGeneration
+    assert type(AutoModel.from_pretrained(whisper_dir)) is WhisperModel
+
+
+def _write_processor(folder):
+    """A tiny WhisperProcessor (byte-level BPE over letters + Whisper's special tokens), saved by transformers."""
+    import transformers
+
+    vocab = {c: i for i, c in enumerate("abcdefghijklmnopqrstuvwxyz")}
+    vocab["\u0120"] = len(vocab)
+    for token in ("<|endoftext|>", "<|startoftranscript|>", "<|en|>", "<|transcribe|>", "<|notimestamps|>"):
+        vocab[token] = len(vocab)
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = transformers.WhisperTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"))
+    extractor = transformers.WhisperFeatureExtractor(feature_size=8)
+    transformers.WhisperProcessor(feature_extractor=extractor, tokenizer=tokenizer).save_pretrained(folder)
+
+
+def test_processor_reexports_run_without_torch(tmp_path):
+    """AutoProcessor / WhisperProcessor / WhisperFeatureExtractor are transformers' own and need no torch."""
+    import os
+    import subprocess
+    import sys
+
+    _write_processor(tmp_path)
+    code = (
+        "import sys\nsys.modules['torch'] = None\n"
+        "import numpy as np\n"
+        "from mindformers_hf import AutoProcessor, AutoFeatureExtractor, WhisperProcessor, WhisperFeatureExtractor\n"
+        f"p = AutoProcessor.from_pretrained({str(tmp_path)!r})\n"
+        "assert isinstance(p, WhisperProcessor), type(p)\n"
+        f"assert isinstance(AutoFeatureExtractor.from_pretrained({str(tmp_path)!r}), WhisperFeatureExtractor)\n"
+        "x = p(audio=np.zeros(16000, np.float32), sampling_rate=16000, return_tensors='np').input_features\n"
+        "print(x.shape, p.batch_decode([[1, 2, 3]]))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("(1, 8, 3000) ['bcd']"), result.stdout
+
+
+# Timestamps: a vocabulary of 1600 with Whisper's layout at the end (<|notimestamps|> 98, then 1501 timestamps
+# <|0.00|> .. <|30.00|>), so a window's timestamps span its 3000 frames as in the published models.
+TIMESTAMPED = dict(GENERATION, no_timestamps_token_id=98, max_initial_timestamp_index=50)
+
+
+@pytest.fixture(scope="module")
+def timestamp_models(tmp_path_factory):
+    import torch
+    import transformers
+    from mindformers_hf.models.whisper import WhisperForConditionalGeneration
+
+    folder = make_whisper_checkpoint(tmp_path_factory.mktemp("whisper_ts"), max_source_positions=1500,
+                                     init_std=0.5, vocab_size=1600)
+    with open(f"{folder}/generation_config.json", "w") as f:
+        json.dump(TIMESTAMPED, f)
+    hf = transformers.WhisperForConditionalGeneration.from_pretrained(folder, dtype=torch.float32).eval()
+    return hf, WhisperForConditionalGeneration.from_pretrained(folder)
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"return_timestamps": True, "language": "german"},
+    {"return_timestamps": True, "num_beams": 2},
+    {"language": "en"},   # no timestamps asked: consecutive timestamp tokens still make transformers seek on
+])
+def test_timestamps_match_hf(timestamp_models, input_features, kwargs):
+    import torch
+
+    hf, ours = timestamp_models
+    with torch.no_grad():
+        expected = hf.generate(torch.tensor(input_features), **kwargs).numpy()
+    np.testing.assert_array_equal(ours.generate(input_features, **kwargs), expected)
+
+
+def test_long_form_matches_hf(timestamp_models):
+    """Audio over 30 s: transformers' seek loop over 30 s windows (greedy, no fallback), batched by attention_mask."""
+    import torch
+    from transformers import WhisperFeatureExtractor
+
+    hf, ours = timestamp_models
+    rng = np.random.default_rng(3)
+    audio = [rng.standard_normal(16000 * 40).astype(np.float32) * 0.1, np.sin(np.arange(16000 * 33) / 5.0)]
+    inputs = WhisperFeatureExtractor(feature_size=8)(audio, sampling_rate=16000, return_tensors="np",
+                                                     truncation=False, padding="longest", return_attention_mask=True)
+    assert inputs.input_features.shape[-1] > 3000
+    with torch.no_grad():
+        expected = hf.generate(torch.tensor(inputs.input_features), attention_mask=torch.tensor(inputs.attention_mask),
+                               language="en").numpy()
+    got = ours.generate(inputs.input_features, attention_mask=inputs.attention_mask, language="en")
+    np.testing.assert_array_equal(got, expected)
