@@ -2,7 +2,8 @@
 (models/<family>/__init__.py): frozen by printing the old hand-written tables, so tests/models/test_family_tables.py
 can check that every name, mapping and variant survived the change. Do not regenerate from the new code. One later edit by hand: InternLMForCausalLM gained the chat mixins (issue 15), and
 PreTrainedModel the native adapter API's PeftAdapterMixin (issue 23), and QWenLMHeadModel's
-transformer became its QWenModel (so that a padded compiled prefill is not taken for a long prompt)."""
+transformer became its QWenModel (so that a padded compiled prefill is not taken for a long prompt); the InternLM configs share
+InternLMConfigFields."""
 
 # Families declared after the freeze (new model types, not changes to the old ones): the tests leave them out.
 ADDED_MODEL_TYPES = {"whisper"}
@@ -413,14 +414,14 @@ CLASS_LINEAGE = {'BaichuanConfig': ['BaichuanConfig', 'PreTrainedConfig'],
                                'base=GlmModel'],
  'GlmModel': ['GlmModel', 'LlamaModel', 'LlamaPreTrainedModel', 'PreTrainedModel', 'PeftAdapterMixin', 'GenerationMixin'],
  'GlmPreTrainedModel': ['GlmPreTrainedModel', 'LlamaPreTrainedModel', 'PreTrainedModel', 'PeftAdapterMixin', 'GenerationMixin'],
- 'InternLM2Config': ['InternLM2Config', 'PreTrainedConfig'],
+ 'InternLM2Config': ['InternLM2Config', 'InternLMConfigFields'],
  'InternLM2ForCausalLM': ['InternLM2ForCausalLM', 'InternLM2ChatMixin', 'CheckpointFormatMixin',
                           'LlamaForCausalLM', 'LlamaPreTrainedModel', 'PreTrainedModel', 'PeftAdapterMixin', 'GenerationMixin'],
  'InternLM2Model': ['InternLM2Model', 'CheckpointFormatMixin', 'LlamaModel', 'LlamaPreTrainedModel',
                     'PreTrainedModel', 'PeftAdapterMixin', 'GenerationMixin'],
  'InternLM2PreTrainedModel': ['InternLM2PreTrainedModel', 'CheckpointFormatMixin', 'LlamaPreTrainedModel',
                               'PreTrainedModel', 'PeftAdapterMixin', 'GenerationMixin'],
- 'InternLMConfig': ['InternLMConfig', 'PreTrainedConfig'],
+ 'InternLMConfig': ['InternLMConfig', 'InternLMConfigFields'],
  'InternLMForCausalLM': ['InternLMForCausalLM', 'InternLMChatMixin', 'InternLM2ChatMixin', 'LlamaForCausalLM', 'LlamaPreTrainedModel', 'PreTrainedModel',
                          'PeftAdapterMixin', 'GenerationMixin'],
  'InternLMModel': ['InternLMModel', 'LlamaModel', 'LlamaPreTrainedModel', 'PreTrainedModel', 'PeftAdapterMixin', 'GenerationMixin'],

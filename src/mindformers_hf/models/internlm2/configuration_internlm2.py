@@ -3,9 +3,9 @@ defaults of the repos' configuration_internlm2.py, read without running it. Tens
 from transformers import PretrainedConfig
 
 
-class InternLM2Config(PretrainedConfig):
-    model_type = "internlm2"
-    # the LLaMA classes read `attention_bias`; InternLM2 calls it `bias` (on wqkv and wo)
+class InternLMConfigFields(PretrainedConfig):
+    """The fields and defaults InternLM v1's and InternLM2's configuration files share (one place for both)."""
+    # the LLaMA classes read `attention_bias`; InternLM calls it `bias` (on q/k/v/o, InternLM2's wqkv and wo)
     attribute_map = {"attention_bias": "bias"}
 
     vocab_size: int = 103168
@@ -26,6 +26,10 @@ class InternLM2Config(PretrainedConfig):
     bias: bool = True
     # v4 `rope_theta` / `rope_scaling` ({"type": "dynamic" | "linear", "factor": f}) land here
     rope_parameters: dict | None = None
+
+
+class InternLM2Config(InternLMConfigFields):
+    model_type = "internlm2"
 
     def __post_init__(self, **kwargs):
         if self.num_key_value_heads is None:
