@@ -13,9 +13,10 @@ from lm_eval.models.utils import (Collator, _add_special_kwargs, handle_stop_seq
                                   normalize_gen_kwargs, postprocess_generated_text, resolve_max_length)
 from tqdm import tqdm
 
-from ..generation.runner import position_ids_from_mask
+from ..generation.runner import layer_windows, position_ids_from_mask
 from ..generation.stopping_criteria import StoppingCriteria
 from ..utils import warn_once
+from .packing import chunk_masks, pack_requests, shares_contexts
 
 # HFLM arguments that only steer torch/accelerate (devices, sharding, quantization): accepted, ignored.
 _IGNORED_ARGS = ("backend", "subfolder", "use_fast_tokenizer", "parallelize", "max_memory_per_gpu",
@@ -178,14 +179,12 @@ class MindFormersLM(TemplateLM):
             return self.tokenizer.apply_chat_template([m for m in chat_history if m["role"] != "system"], **kwargs)
 
     # ------------------------------------------------------------------ scoring
-    def _score_rows(self, rows, keep):
-        """Log-softmax over the last `keep` positions of each token row ([B, keep, vocab], a MindSpore tensor:
-        only the picked entries leave it) and the greedy tokens there ([B, keep], numpy).
-
-        Rows are left-padded (masked; positions counted from each row's first real token), so every row's
-        scored positions line up at the end and the head and softmax run on `keep` positions only."""
+    def _score_rows(self, rows, keep, masks=None, positions=None):
+        """Forward `rows` (token lists, left-padded and masked: positions count from each row's first real
+        token) and return the logits of the last `keep` columns, [B, keep, vocab] float32 (a MindSpore
+        tensor: only the picked entries leave it). `masks` ({layer type: [B, 1, W, W]}) and `positions`
+        ([B, W]) of rows packed by packing.py replace the padding mask's causal rule and positions."""
         import mindspore as ms
-        from mindspore import ops
 
         width = max(len(r) for r in rows)
         ids = np.full((len(rows), width), self.tokenizer.pad_token_id, np.int64)
@@ -193,46 +192,54 @@ class MindFormersLM(TemplateLM):
         for i, row in enumerate(rows):
             ids[i, width - len(row):] = row
             mask[i, width - len(row):] = 1
-        out = self._model(input_ids=ms.Tensor(ids), attention_mask=ms.Tensor(mask),
-                          position_ids=ms.Tensor(position_ids_from_mask(mask)), logits_to_keep=min(keep, width))
-        logprobs = ops.log_softmax(out.logits.astype(ms.float32), -1)
-        return logprobs, logprobs.argmax(-1).asnumpy()
+        if masks is None:
+            attention, positions = ms.Tensor(mask), position_ids_from_mask(mask)
+        else:
+            attention = {key: ms.Tensor(m) for key, m in masks.items()}
+        return self._model(input_ids=ms.Tensor(ids), attention_mask=attention, position_ids=ms.Tensor(positions),
+                           logits_to_keep=keep).logits.astype(ms.float32)
 
     def _loglikelihood_tokens(self, requests, disable_tqdm=False, override_bs=None):
-        # One forward per distinct input row (context + continuation minus its last token): the answers of a
-        # multiple-choice question that differ only in their last token read the same row (HFLM's logits cache).
+        # One column per distinct input row (context + continuation minus its last token): the answers that
+        # differ only in their last token read the same row (HFLM's logits cache); and rows that share their
+        # context are packed into one row, the context once (packing.py): a multiple-choice question is one
+        # row, not one per choice.
         import mindspore as ms
         from mindspore import ops
 
-        rows = {}
-        for index, (_, context, continuation) in enumerate(requests):
+        for _, context, continuation in requests:
             if not context or not continuation:
                 raise ValueError("mindformers_hf: empty context or continuation tokens")
             if len(continuation) > self.max_length:
                 raise ValueError(f"mindformers_hf: a continuation of {len(continuation)} tokens exceeds the "
                                  f"model's max_length {self.max_length}")
-            whole = (context + continuation)[-(self.max_length + 1):]
-            rows.setdefault(tuple(whole[:-1]), []).append(index)
-        order = sorted(rows, key=lambda row: (-len(row), row))  # longest first, as HFLM's Collator
+        packed = pack_requests([(c, n) for _, c, n in requests], self.max_length, shares_contexts(self._model))
         results = [None] * len(requests)
         size = override_bs or self.batch_size
         bar = tqdm(total=len(requests), disable=disable_tqdm, desc="Running loglikelihood requests")
-        for start in range(0, len(order), size):
-            chunk = order[start:start + size]
-            keep = max(len(requests[i][2]) for row in chunk for i in rows[row])
-            keep = min(keep, len(chunk[0]))
-            logprobs, greedy = self._score_rows(chunk, keep)
-            # every (row, position, token) any request of the chunk needs, gathered in one call
-            members = [(b, index) for b, row in enumerate(chunk) for index in rows[row]]
-            picks = np.array([(b, keep - len(requests[i][2]) + p, t) for b, i in members
-                              for p, t in enumerate(requests[i][2])], np.int32)
+        for start in range(0, len(packed), size):
+            chunk = packed[start:start + size]
+            width = max(len(p.tokens) for p in chunk)
+            # every request reads its columns of its packed row, right-aligned (left padding)
+            reads = [(b, index, [width - len(p.tokens) + c for c in columns])
+                     for b, p in enumerate(chunk) for index, columns in p.reads]
+            keep = width - min(c for _, _, columns in reads for c in columns)
+            masks = positions = None
+            if any(p.shared for p in chunk):
+                masks, positions = chunk_masks(chunk, width, layer_windows(self._model.config))
+            logits = self._score_rows([p.tokens for p in chunk], keep, masks, positions)
+            greedy = logits.argmax(-1).asnumpy()
+            logprobs = ops.log_softmax(logits, -1)
+            first = width - keep
+            picks = np.array([(b, c - first, t) for b, index, columns in reads
+                              for c, t in zip(columns, requests[index][2])], np.int32)
             values = ops.gather_nd(logprobs, ms.Tensor(picks)).asnumpy()
             offset = 0
-            for b, index in members:
+            for b, index, columns in reads:
                 key, _, continuation = requests[index]
                 n = len(continuation)
                 answer = (float(values[offset:offset + n].sum()),
-                          bool((greedy[b, keep - n:] == np.asarray(continuation)).all()))
+                          bool((greedy[b, np.asarray(columns) - first] == np.asarray(continuation)).all()))
                 offset += n
                 results[index] = answer
                 if key is not None:
