@@ -16,6 +16,7 @@ from tqdm import tqdm
 from ..generation.runner import layer_windows, position_ids_from_mask
 from ..generation.stopping_criteria import StoppingCriteria
 from ..utils import warn_once
+from .batch_size import BatchScheduler, row_bytes
 from .packing import chunk_masks, pack_requests, shares_contexts
 
 # HFLM arguments that only steer torch/accelerate (devices, sharding, quantization): accepted, ignored.
@@ -65,8 +66,10 @@ class MindFormersLM(TemplateLM):
             raise TypeError(f"mindformers_hf: unknown model_args {sorted(kwargs)}")
         if device not in (None, "cpu") and not str(device).startswith(("npu", "ascend")):
             warn_once(f"mindformers_hf: device={device!r} is ignored; MindSpore runs on its configured device")
-        if str(batch_size).startswith("auto"):
-            raise NotImplementedError("mindformers_hf: batch_size=auto is not supported; pass an integer")
+        self.batch_schedule, self.max_batch_size = 1.0, int(max_batch_size or 64)  # HFLM's default bound
+        if str(batch_size).startswith("auto"):  # HFLM's "auto" / "auto:N" (the rule: batch_size.py)
+            batch_size, _, schedule = str(batch_size).partition(":")
+            self.batch_schedule = float(schedule) if schedule else 1.0
         extra = {"gguf_file": gguf_file} if gguf_file else {}
         if isinstance(pretrained, str):
             self._model = AutoModelForCausalLM.from_pretrained(pretrained, dtype=dtype, revision=revision, **extra)
@@ -83,7 +86,7 @@ class MindFormersLM(TemplateLM):
             self.tokenizer.pad_token_id = (self.tokenizer.unk_token_id if self.tokenizer.unk_token_id is not None
                                            else self.tokenizer.eos_token_id)
         self.revision = revision
-        self.batch_size_per_gpu = int(batch_size)
+        self.batch_size_per_gpu = batch_size if batch_size == "auto" else int(batch_size)
         self._max_length = int(max_length) if max_length else None
         self._max_gen_toks = int(max_gen_toks)
         self.truncation = bool(truncation)
@@ -215,10 +218,13 @@ class MindFormersLM(TemplateLM):
                                  f"model's max_length {self.max_length}")
         packed = pack_requests([(c, n) for _, c, n in requests], self.max_length, shares_contexts(self._model))
         results = [None] * len(requests)
-        size = override_bs or self.batch_size
+        sizes = self._batch_sizes(lambda p: (len(p.tokens), len(p.tokens) - min(min(c) for _, c in p.reads)),
+                                  override_bs)
         bar = tqdm(total=len(requests), disable=disable_tqdm, desc="Running loglikelihood requests")
-        for start in range(0, len(packed), size):
-            chunk = packed[start:start + size]
+        start = 0
+        while start < len(packed):
+            chunk = packed[start:start + sizes(start, packed)]
+            start += len(chunk)
             width = max(len(p.tokens) for p in chunk)
             # every request reads its columns of its packed row, right-aligned (left padding)
             reads = [(b, index, [width - len(p.tokens) + c for c in columns])
@@ -248,6 +254,17 @@ class MindFormersLM(TemplateLM):
         bar.close()
         return results
 
+    def _batch_sizes(self, shape, override_bs=None, cache=False):
+        """The batch-size function of a call: (position, sorted items) -> size. A fixed size, or with
+        batch_size=auto the largest that fits in memory for the item there (batch_size.py); `shape(item)` gives
+        its (width, positions whose logits are kept)."""
+        if override_bs or self.batch_size != "auto":
+            size = override_bs or self.batch_size
+            return lambda position, items: size
+        dtype_bytes = 2 if "16" in str(self._model.dtype) else 4
+        estimate = lambda item: row_bytes(self.config, *shape(item), cache=cache, dtype_bytes=dtype_bytes)  # noqa
+        return BatchScheduler(self.batch_schedule, self.max_batch_size, estimate)
+
     def loglikelihood_rolling(self, requests, disable_tqdm=False):
         windows, owners = [], []
         for index, (string,) in enumerate(tqdm([r.args for r in requests], disable=disable_tqdm)):
@@ -266,13 +283,20 @@ class MindFormersLM(TemplateLM):
         return totals
 
     # ------------------------------------------------------------------ generation
+    def _generation_shape(self, args):
+        """(width, kept logits) of a generate_until request for batch_size=auto: its prompt and budget."""
+        context, gen_kwargs = args
+        budget = gen_kwargs.get("max_gen_toks", self.max_gen_toks) if isinstance(gen_kwargs, dict) else 0
+        return min(self.max_length, len(self.tok_encode(context)) + int(budget or self.max_gen_toks)), 1
+
     def generate_until(self, requests, disable_tqdm=False):
         batches = Collator([r.args for r in requests], sort_fn=lambda r: (-len(self.tok_encode(r[0])), r[0]),
                            group_by="gen_kwargs", group_fn=lambda r: r[1])
         eos = self.tok_decode(self.eot_token_id, skip_special_tokens=False)
         results = []
         bar = tqdm(total=len(requests), disable=disable_tqdm, desc="Running generate_until requests")
-        for chunk in batches.get_batched(n=self.batch_size):
+        sizes = self._batch_sizes(self._generation_shape, cache=True)
+        for chunk in batches.get_batched(n=0, batch_fn=sizes):
             contexts, all_kwargs = zip(*chunk)
             if not isinstance(all_kwargs[0], dict):
                 raise TypeError(f"generation kwargs must be a dict, not {type(all_kwargs[0]).__name__}")
