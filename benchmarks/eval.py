@@ -4,7 +4,7 @@
     python benchmarks/eval.py --quick      # one round
 
 Both backends get the same requests, built as lm_eval builds a 2-shot multiple-choice task (context, " choice")
-and rolling-perplexity documents, and the same batch size; each side's `loglikelihood` /
+and rolling-perplexity documents, and the same batch size (ours counts packed rows: a question with its choices); each side's `loglikelihood` /
 `loglikelihood_rolling` call is timed after a warm-up call, best of the rounds, sides alternating (other processes
 share the cores). Prints requests/s per side, the ratio (> 1: ours faster) and the largest log-likelihood
 difference between the sides.

@@ -80,8 +80,8 @@ def test_model_args_are_checked(char_llama_dir):
         MindFormersLM(pretrained=char_llama_dir, no_such_arg=1)
     with pytest.raises(NotImplementedError, match="peft"):
         MindFormersLM(pretrained=char_llama_dir, peft="adapter")
-    with pytest.raises(NotImplementedError, match="batch_size=auto"):
-        MindFormersLM(pretrained=char_llama_dir, batch_size="auto")
+    with pytest.raises(ValueError):
+        MindFormersLM(pretrained=char_llama_dir, batch_size="eight")
 
 
 def test_imports_stay_lazy():

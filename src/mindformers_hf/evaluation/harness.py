@@ -13,9 +13,11 @@ from lm_eval.models.utils import (Collator, _add_special_kwargs, handle_stop_seq
                                   normalize_gen_kwargs, postprocess_generated_text, resolve_max_length)
 from tqdm import tqdm
 
-from ..generation.runner import position_ids_from_mask
+from ..generation.runner import layer_windows, position_ids_from_mask
 from ..generation.stopping_criteria import StoppingCriteria
 from ..utils import warn_once
+from .batch_size import BatchScheduler, row_bytes
+from .packing import chunk_masks, pack_requests, shares_contexts
 
 # HFLM arguments that only steer torch/accelerate (devices, sharding, quantization): accepted, ignored.
 _IGNORED_ARGS = ("backend", "subfolder", "use_fast_tokenizer", "parallelize", "max_memory_per_gpu",
@@ -64,8 +66,10 @@ class MindFormersLM(TemplateLM):
             raise TypeError(f"mindformers_hf: unknown model_args {sorted(kwargs)}")
         if device not in (None, "cpu") and not str(device).startswith(("npu", "ascend")):
             warn_once(f"mindformers_hf: device={device!r} is ignored; MindSpore runs on its configured device")
-        if str(batch_size).startswith("auto"):
-            raise NotImplementedError("mindformers_hf: batch_size=auto is not supported; pass an integer")
+        self.batch_schedule, self.max_batch_size = 1.0, int(max_batch_size or 64)  # HFLM's default bound
+        if str(batch_size).startswith("auto"):  # HFLM's "auto" / "auto:N" (the rule: batch_size.py)
+            batch_size, _, schedule = str(batch_size).partition(":")
+            self.batch_schedule = float(schedule) if schedule else 1.0
         extra = {"gguf_file": gguf_file} if gguf_file else {}
         if isinstance(pretrained, str):
             self._model = AutoModelForCausalLM.from_pretrained(pretrained, dtype=dtype, revision=revision, **extra)
@@ -82,7 +86,7 @@ class MindFormersLM(TemplateLM):
             self.tokenizer.pad_token_id = (self.tokenizer.unk_token_id if self.tokenizer.unk_token_id is not None
                                            else self.tokenizer.eos_token_id)
         self.revision = revision
-        self.batch_size_per_gpu = int(batch_size)
+        self.batch_size_per_gpu = batch_size if batch_size == "auto" else int(batch_size)
         self._max_length = int(max_length) if max_length else None
         self._max_gen_toks = int(max_gen_toks)
         self.truncation = bool(truncation)
@@ -178,14 +182,12 @@ class MindFormersLM(TemplateLM):
             return self.tokenizer.apply_chat_template([m for m in chat_history if m["role"] != "system"], **kwargs)
 
     # ------------------------------------------------------------------ scoring
-    def _score_rows(self, rows, keep):
-        """Log-softmax over the last `keep` positions of each token row ([B, keep, vocab], a MindSpore tensor:
-        only the picked entries leave it) and the greedy tokens there ([B, keep], numpy).
-
-        Rows are left-padded (masked; positions counted from each row's first real token), so every row's
-        scored positions line up at the end and the head and softmax run on `keep` positions only."""
+    def _score_rows(self, rows, keep, masks=None, positions=None):
+        """Forward `rows` (token lists, left-padded and masked: positions count from each row's first real
+        token) and return the logits of the last `keep` columns, [B, keep, vocab] float32 (a MindSpore
+        tensor: only the picked entries leave it). `masks` ({layer type: [B, 1, W, W]}) and `positions`
+        ([B, W]) of rows packed by packing.py replace the padding mask's causal rule and positions."""
         import mindspore as ms
-        from mindspore import ops
 
         width = max(len(r) for r in rows)
         ids = np.full((len(rows), width), self.tokenizer.pad_token_id, np.int64)
@@ -193,46 +195,57 @@ class MindFormersLM(TemplateLM):
         for i, row in enumerate(rows):
             ids[i, width - len(row):] = row
             mask[i, width - len(row):] = 1
-        out = self._model(input_ids=ms.Tensor(ids), attention_mask=ms.Tensor(mask),
-                          position_ids=ms.Tensor(position_ids_from_mask(mask)), logits_to_keep=min(keep, width))
-        logprobs = ops.log_softmax(out.logits.astype(ms.float32), -1)
-        return logprobs, logprobs.argmax(-1).asnumpy()
+        if masks is None:
+            attention, positions = ms.Tensor(mask), position_ids_from_mask(mask)
+        else:
+            attention = {key: ms.Tensor(m) for key, m in masks.items()}
+        return self._model(input_ids=ms.Tensor(ids), attention_mask=attention, position_ids=ms.Tensor(positions),
+                           logits_to_keep=keep).logits.astype(ms.float32)
 
     def _loglikelihood_tokens(self, requests, disable_tqdm=False, override_bs=None):
-        # One forward per distinct input row (context + continuation minus its last token): the answers of a
-        # multiple-choice question that differ only in their last token read the same row (HFLM's logits cache).
+        # One column per distinct input row (context + continuation minus its last token): the answers that
+        # differ only in their last token read the same row (HFLM's logits cache); and rows that share their
+        # context are packed into one row, the context once (packing.py): a multiple-choice question is one
+        # row, not one per choice.
         import mindspore as ms
         from mindspore import ops
 
-        rows = {}
-        for index, (_, context, continuation) in enumerate(requests):
+        for _, context, continuation in requests:
             if not context or not continuation:
                 raise ValueError("mindformers_hf: empty context or continuation tokens")
             if len(continuation) > self.max_length:
                 raise ValueError(f"mindformers_hf: a continuation of {len(continuation)} tokens exceeds the "
                                  f"model's max_length {self.max_length}")
-            whole = (context + continuation)[-(self.max_length + 1):]
-            rows.setdefault(tuple(whole[:-1]), []).append(index)
-        order = sorted(rows, key=lambda row: (-len(row), row))  # longest first, as HFLM's Collator
+        packed = pack_requests([(c, n) for _, c, n in requests], self.max_length, shares_contexts(self._model))
         results = [None] * len(requests)
-        size = override_bs or self.batch_size
+        sizes = self._batch_sizes(lambda p: (len(p.tokens), len(p.tokens) - min(min(c) for _, c in p.reads)),
+                                  override_bs)
         bar = tqdm(total=len(requests), disable=disable_tqdm, desc="Running loglikelihood requests")
-        for start in range(0, len(order), size):
-            chunk = order[start:start + size]
-            keep = max(len(requests[i][2]) for row in chunk for i in rows[row])
-            keep = min(keep, len(chunk[0]))
-            logprobs, greedy = self._score_rows(chunk, keep)
-            # every (row, position, token) any request of the chunk needs, gathered in one call
-            members = [(b, index) for b, row in enumerate(chunk) for index in rows[row]]
-            picks = np.array([(b, keep - len(requests[i][2]) + p, t) for b, i in members
-                              for p, t in enumerate(requests[i][2])], np.int32)
+        start = 0
+        while start < len(packed):
+            chunk = packed[start:start + sizes(start, packed)]
+            start += len(chunk)
+            width = max(len(p.tokens) for p in chunk)
+            # every request reads its columns of its packed row, right-aligned (left padding)
+            reads = [(b, index, [width - len(p.tokens) + c for c in columns])
+                     for b, p in enumerate(chunk) for index, columns in p.reads]
+            keep = width - min(c for _, _, columns in reads for c in columns)
+            masks = positions = None
+            if any(p.shared for p in chunk):
+                masks, positions = chunk_masks(chunk, width, layer_windows(self._model.config))
+            logits = self._score_rows([p.tokens for p in chunk], keep, masks, positions)
+            greedy = logits.argmax(-1).asnumpy()
+            logprobs = ops.log_softmax(logits, -1)
+            first = width - keep
+            picks = np.array([(b, c - first, t) for b, index, columns in reads
+                              for c, t in zip(columns, requests[index][2])], np.int32)
             values = ops.gather_nd(logprobs, ms.Tensor(picks)).asnumpy()
             offset = 0
-            for b, index in members:
+            for b, index, columns in reads:
                 key, _, continuation = requests[index]
                 n = len(continuation)
                 answer = (float(values[offset:offset + n].sum()),
-                          bool((greedy[b, keep - n:] == np.asarray(continuation)).all()))
+                          bool((greedy[b, np.asarray(columns) - first] == np.asarray(continuation)).all()))
                 offset += n
                 results[index] = answer
                 if key is not None:
@@ -240,6 +253,17 @@ class MindFormersLM(TemplateLM):
                 bar.update(1)
         bar.close()
         return results
+
+    def _batch_sizes(self, shape, override_bs=None, cache=False):
+        """The batch-size function of a call: (position, sorted items) -> size. A fixed size, or with
+        batch_size=auto the largest that fits in memory for the item there (batch_size.py); `shape(item)` gives
+        its (width, positions whose logits are kept)."""
+        if override_bs or self.batch_size != "auto":
+            size = override_bs or self.batch_size
+            return lambda position, items: size
+        dtype_bytes = 2 if "16" in str(self._model.dtype) else 4
+        estimate = lambda item: row_bytes(self.config, *shape(item), cache=cache, dtype_bytes=dtype_bytes)  # noqa
+        return BatchScheduler(self.batch_schedule, self.max_batch_size, estimate)
 
     def loglikelihood_rolling(self, requests, disable_tqdm=False):
         windows, owners = [], []
@@ -259,13 +283,20 @@ class MindFormersLM(TemplateLM):
         return totals
 
     # ------------------------------------------------------------------ generation
+    def _generation_shape(self, args):
+        """(width, kept logits) of a generate_until request for batch_size=auto: its prompt and budget."""
+        context, gen_kwargs = args
+        budget = gen_kwargs.get("max_gen_toks", self.max_gen_toks) if isinstance(gen_kwargs, dict) else 0
+        return min(self.max_length, len(self.tok_encode(context)) + int(budget or self.max_gen_toks)), 1
+
     def generate_until(self, requests, disable_tqdm=False):
         batches = Collator([r.args for r in requests], sort_fn=lambda r: (-len(self.tok_encode(r[0])), r[0]),
                            group_by="gen_kwargs", group_fn=lambda r: r[1])
         eos = self.tok_decode(self.eot_token_id, skip_special_tokens=False)
         results = []
         bar = tqdm(total=len(requests), disable=disable_tqdm, desc="Running generate_until requests")
-        for chunk in batches.get_batched(n=self.batch_size):
+        sizes = self._batch_sizes(self._generation_shape, cache=True)
+        for chunk in batches.get_batched(n=0, batch_fn=sizes):
             contexts, all_kwargs = zip(*chunk)
             if not isinstance(all_kwargs[0], dict):
                 raise TypeError(f"generation kwargs must be a dict, not {type(all_kwargs[0]).__name__}")
