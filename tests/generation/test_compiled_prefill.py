@@ -20,7 +20,7 @@ def test_prefill_length_buckets():
 
 
 # the decoder-layer variants: biased q/k/v (Qwen2), q/k norm (Qwen3), fused qkv and gate/up (Phi3), interleaved
-# partial rotary (GLM), sandwich norms (GLM4)
+# partial rotary (GLM), sandwich norms (GLM4), (1 + w) norms, scaled embeddings and GeGLU (Gemma)
 VARIANTS = {
     "llama": {},
     "qwen2": dict(config_class="Qwen2Config", model_class="Qwen2ForCausalLM"),
@@ -28,6 +28,7 @@ VARIANTS = {
     "phi3": dict(config_class="Phi3Config", model_class="Phi3ForCausalLM"),
     "glm": dict(config_class="GlmConfig", model_class="GlmForCausalLM"),
     "glm4": dict(config_class="Glm4Config", model_class="Glm4ForCausalLM"),
+    "gemma": dict(config_class="GemmaConfig", model_class="GemmaForCausalLM", head_dim=16),
 }
 
 

@@ -31,6 +31,15 @@ class DecoderVariant:
     fused_gate_up: bool = False       # Phi3, GLM: one `gate_up_proj` [2 * inter, hidden], rows gate then up
     interleaved_rotary: bool = False  # GLM: rotary pairs are adjacent dims (0, 1), (2, 3), ...
     sandwich_norm: bool = False       # GLM4: RMSNorm on the attention and MLP outputs, before each residual add
+    # the layer's norms: before attention, after it (sandwich_norm), before the MLP, after it (sandwich_norm);
+    # Gemma 2/3 name them input_layernorm, post_attention_layernorm, pre_/post_feedforward_layernorm
+    norm_names: tuple = ("input_layernorm", "post_self_attn_layernorm", "post_attention_layernorm",
+                         "post_mlp_layernorm")
+    norm_offset: bool = False         # Gemma: every RMSNorm scales by (1 + weight) in float32, weights start at 0
+    embed_scale: bool = False         # Gemma: embeddings times sqrt(hidden_size), rounded to the weights' dtype
+    activation: str = "hidden_act"    # the config field naming the gated MLP's activation (Gemma 2/3's
+                                      # hidden_activation); attention soft-capping, query_pre_attn_scalar and
+                                      # final logit soft-capping are read from the config fields of those names
     attention: str = None             # "module:Class" replacing LlamaAttention (DeepSeek's latent attention)
     mlp: str = None                   # "module:function(config, layer_idx, dtype)" building a layer's MLP (MoE)
 
