@@ -38,7 +38,7 @@ def auto_mapping(task):
     """{model_type: "package:Class"} for an auto class: task "Model", "ForCausalLM" or a head's suffix."""
     mapping = {}
     for model_type, (package, fam) in families().items():
-        name = {"Model": fam.prefix + fam.auto_model, "ForCausalLM": fam.for_causal_lm}.get(task) or fam.head(task)
+        name = {"Model": fam.auto_model_class, "ForCausalLM": fam.for_causal_lm}.get(task) or fam.head(task)
         if name:
             mapping[model_type] = f"{package}:{name}"
     return mapping

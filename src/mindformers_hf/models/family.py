@@ -37,6 +37,7 @@ class DecoderVariant:
                          "post_mlp_layernorm")
     norm_offset: bool = False         # Gemma: every RMSNorm scales by (1 + weight) in float32, weights start at 0
     embed_scale: bool = False         # Gemma: embeddings times sqrt(hidden_size), rounded to the weights' dtype
+    attn_softcap: bool = True         # Gemma 3: False -- HF's file keeps attn_logit_softcapping but never applies it
     activation: str = "hidden_act"    # the config field naming the gated MLP's activation (Gemma 2/3's
                                       # hidden_activation); attention soft-capping, query_pre_attn_scalar and
                                       # final logit soft-capping are read from the config fields of those names
@@ -84,6 +85,10 @@ class Family:
     config: str = None
     architectures: tuple = ()
     exports: dict = field(default_factory=dict)  # further package names: name -> ".module" defining it
+    # the prefix of the base model, the heads and the config class when it differs from `prefix`: Gemma 3's
+    # text-only model type has Gemma3ForCausalLM and Gemma3PreTrainedModel but Gemma3TextModel,
+    # Gemma3TextForSequenceClassification and Gemma3TextConfig (Gemma3Model is the multimodal model)
+    text_prefix: str = None
 
     @property
     def pretrained_model(self):
@@ -91,7 +96,12 @@ class Family:
 
     @property
     def model(self):
-        return self.prefix + "Model"
+        return (self.text_prefix or self.prefix) + "Model"
+
+    @property
+    def auto_model_class(self):
+        """What AutoModel builds."""
+        return self.model if self.auto_model == "Model" else self.prefix + self.auto_model
 
     @property
     def for_causal_lm(self):
@@ -99,16 +109,16 @@ class Family:
 
     def head(self, suffix):
         """The class name of a task head ("ForSequenceClassification"), or None when the family has none."""
-        return self.prefix + suffix if suffix in self.heads else None
+        return (self.text_prefix or self.prefix) + suffix if suffix in self.heads else None
 
     @property
     def config_class(self):
         """The config class's name: ours for remote formats, else transformers' (re-exported)."""
-        return self.config.rpartition(":")[2] if self.config else self.prefix + "Config"
+        return self.config.rpartition(":")[2] if self.config else (self.text_prefix or self.prefix) + "Config"
 
     @property
     def class_names(self):
-        return (self.pretrained_model, self.model, self.for_causal_lm, *(self.prefix + h for h in self.heads))
+        return (self.pretrained_model, self.model, self.for_causal_lm, *(self.head(h) for h in self.heads))
 
 
 def family_package(namespace, *families):
@@ -174,6 +184,6 @@ def build_classes(fam, module, *mixins, chat=None, **attrs):
                          getattr(parent, parent_family.for_causal_lm), **attrs)
     generic = {"ForSequenceClassification": GenericForSequenceClassification,
                "ForTokenClassification": GenericForTokenClassification}
-    heads = [subclass(fam.prefix + suffix, generic[suffix], pretrained, _base_model_class=model)
+    heads = [subclass(fam.head(suffix), generic[suffix], pretrained, _base_model_class=model)
              for suffix in fam.heads]
     return (pretrained, model, causal_lm, *heads)

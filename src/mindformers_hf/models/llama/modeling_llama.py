@@ -126,9 +126,13 @@ class LlamaAttention(nn.Cell):
         # Gemma 2/3 scale queries by query_pre_attn_scalar ** -0.5 and soft-cap the scores
         self.scaling = (getattr(config, "query_pre_attn_scalar", None) or self.head_dim) ** -0.5
         self.softcap = getattr(config, "attn_logit_softcapping", None)
+        variant = decoder_variant(config)
+        if self.softcap is not None and not variant.attn_softcap:
+            warn_once(f"{config.model_type}: attn_logit_softcapping={self.softcap} is ignored, as transformers' "
+                      "modeling file for it ignores it")
+            self.softcap = None
         # HF's field, set by from_pretrained(attn_implementation=...); the ops registry maps it to a kernel
         self.attn_implementation = getattr(config, "_attn_implementation", None)
-        variant = decoder_variant(config)
         bias, std = getattr(config, "attention_bias", False), config.initializer_range
         qkv_bias = getattr(config, "qkv_bias", bias) if variant.qkv_bias is None else variant.qkv_bias
         o_bias = bias if variant.o_bias is None else variant.o_bias
@@ -239,6 +243,9 @@ class LlamaModel(LlamaPreTrainedModel):
         self.vocab_size = config.vocab_size
         self.embed_tokens = Embedding(config.vocab_size, config.hidden_size, dtype, std=config.initializer_range)
         self.layers = nn.CellList([LlamaDecoderLayer(config, i, dtype) for i in range(config.num_hidden_layers)])
+        if getattr(config, "use_bidirectional_attention", False):  # EmbeddingGemma
+            raise NotImplementedError(f"{config.model_type}: use_bidirectional_attention=True (bidirectional "
+                                      "attention) is not supported")
         variant = decoder_variant(config)
         self.norm = LlamaRMSNorm(config.hidden_size, config.rms_norm_eps, dtype, variant.norm_offset)
         # Gemma: HF's embedding module multiplies by sqrt(hidden_size) rounded to the weights' dtype (only
