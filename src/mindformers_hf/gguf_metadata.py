@@ -17,7 +17,13 @@ _ARCHITECTURES = {
     "llama": ("llama", {"rope.dimension_count": "head_dim"}),
     "mistral": ("mistral", {"rope.dimension_count": "head_dim"}),
     "qwen2": ("qwen2", {}),
+    # key_length is Gemma's head_dim; HF reads no other Gemma key (query_pre_attn_scalar, layer_types, the
+    # sliding layers' rope base and the soft-caps keep their config defaults there, so here too)
+    "gemma2": ("gemma2", {"attention.key_length": "head_dim", "attention.sliding_window": "sliding_window"}),
+    "gemma3": ("gemma3_text", {"attention.key_length": "head_dim", "attention.sliding_window": "sliding_window"}),
 }
+# architectures whose GGUF vocabulary needs Gemma's SentencePiece fixes (HF's gemma_tokenizer), not built here
+_NO_TOKENIZER = ("gemma2", "gemma3")
 _CONFIG_KEYS = {  # "<architecture>.<key>" -> HF config field, common to the architectures above
     "context_length": "max_position_embeddings",
     "block_count": "num_hidden_layers",
@@ -110,6 +116,9 @@ def _unusable_metadata(path, what):
 def _build_tokenizer(path, metadata, kwargs):
     from transformers import PreTrainedTokenizerFast
 
+    if metadata.get("general.architecture") in _NO_TOKENIZER:
+        raise CheckpointError(f"{path}: the tokenizer of a {metadata['general.architecture']!r} GGUF file is not "
+                              "supported (only its model loads); load the tokenizer from the model's HF folder")
     tokens = metadata.get("tokenizer.ggml.tokens")
     if not tokens:
         raise CheckpointError(f"{path}: the GGUF file has no tokenizer (no tokenizer.ggml.tokens)")
