@@ -2,7 +2,7 @@
 import pytest
 
 from tests.conftest import make_hf_checkpoint
-from tests.models.family_parity import assert_family_parity
+from tests.models.family_parity import assert_family_parity, assert_generate_matches_hf
 
 # small soft-caps so that capping changes the logits; a window of 4 under an 11-token prompt and the decode
 # after it; layer_types alternate sliding / global (HF's default)
@@ -20,3 +20,5 @@ def test_gemma2_matches_hf(tmp_path, variant):
     folder = make_hf_checkpoint(tmp_path / "hf", "Gemma2Config", "Gemma2ForCausalLM", **VARIANTS[variant])
     ours = assert_family_parity(folder, tmp_path / "ours", "Gemma2ForCausalLM")
     assert [layer.attention_type for layer in ours.model.layers] == ours.config.layer_types
+    if variant == "default":  # generate() itself, once per family
+        assert_generate_matches_hf(folder, ours)

@@ -5,7 +5,7 @@ import pytest
 from mindformers_hf import AutoModel, AutoModelForCausalLM
 
 from tests.conftest import make_hf_checkpoint
-from tests.models.family_parity import assert_family_parity
+from tests.models.family_parity import assert_family_parity, assert_generate_matches_hf
 
 # a sliding layer (window 4 under an 11-token prompt and the decode after it) and a global one, each with its
 # own rotary base. Soft-capping is off in the released configs; when set, HF's file applies the final one and
@@ -39,3 +39,5 @@ def test_gemma3_text_matches_hf(tmp_path, variant):
     assert type(AutoModel.from_pretrained(folder)).__name__ == "Gemma3TextModel"  # as HF's AutoModel builds
     attn = ours.model.layers[0].self_attn
     assert tuple(attn.q_norm.weight.shape) == (attn.head_dim,)
+    if variant == "linear_global_rope_softcap":  # generate() itself, once per family
+        assert_generate_matches_hf(folder, ours)

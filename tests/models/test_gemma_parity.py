@@ -2,7 +2,7 @@
 import pytest
 
 from tests.conftest import make_hf_checkpoint
-from tests.models.family_parity import assert_family_parity
+from tests.models.family_parity import assert_family_parity, assert_generate_matches_hf
 
 VARIANTS = {
     "default": dict(head_dim=16, tie_word_embeddings=True),  # as the Hub checkpoints: tied head
@@ -13,4 +13,6 @@ VARIANTS = {
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_gemma_matches_hf(tmp_path, variant):
     folder = make_hf_checkpoint(tmp_path / "hf", "GemmaConfig", "GemmaForCausalLM", **VARIANTS[variant])
-    assert_family_parity(folder, tmp_path / "ours", "GemmaForCausalLM")
+    ours = assert_family_parity(folder, tmp_path / "ours", "GemmaForCausalLM")
+    if variant == "default":  # generate() itself, once per family
+        assert_generate_matches_hf(folder, ours)
