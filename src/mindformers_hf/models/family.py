@@ -67,7 +67,8 @@ MOE_MLP = "mindformers_hf.models.mixtral.modeling_mixtral:moe_mlp_for_layer"  # 
 class Family:
     """One model type: its class names, where they come from, and how it departs from LLaMA.
 
-    Class names are `prefix` + "PreTrainedModel", "Model", `causal_lm` and each of `heads`. With `module`
+    Class names are `prefix` + "PreTrainedModel", "Model", `causal_lm` and each of `heads` (the base model,
+    heads and config under `text_prefix` when set). With `module`
     unset they are built on first use as subclasses of the `parent` family's classes (the LLaMA-shaped
     families whose difference is all in `variant`); otherwise `module` (".modeling_x") defines them."""
     model_type: str
