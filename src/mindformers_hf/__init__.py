@@ -5,6 +5,7 @@ resolved lazily, so `import mindformers_hf` is fast and never imports torch (nor
 model or tensor is touched).
 """
 import importlib
+import os
 from fnmatch import fnmatch
 
 __version__ = "0.1.0"
@@ -182,10 +183,17 @@ def _resolve(name):
     return getattr(importlib.import_module(source), name)
 
 
+def _is_submodule(name):
+    here = os.path.dirname(__file__)
+    return os.path.isfile(os.path.join(here, name + ".py")) or os.path.isfile(os.path.join(here, name, "__init__.py"))
+
+
 def __getattr__(name):
     if name == "__all__":  # computed on first use, as the family names are (`from mindformers_hf import *`)
         value = globals()["__all__"] = sorted(_exports())
         return value
+    if _is_submodule(name):  # `from .. import ops` asks here first: let the import system load the module,
+        raise AttributeError(name)  # without building the family table (it imports every family package)
     value = _resolve(name)
     globals()[name] = value
     return value

@@ -34,6 +34,13 @@ _GGUF_LAYER_NAMES = {
     "ffn_up": "mlp.up_proj",
     "ffn_down": "mlp.down_proj",
 }
+# Gemma 2/3 files name the four norms a layer and the q/k norms their own way; ffn_norm is the pre-MLP norm
+_GEMMA_LAYER_NAMES = {**_GGUF_LAYER_NAMES, "post_attention_norm": "post_attention_layernorm",
+                      "ffn_norm": "pre_feedforward_layernorm", "post_ffw_norm": "post_feedforward_layernorm",
+                      "attn_q_norm": "self_attn.q_norm", "attn_k_norm": "self_attn.k_norm"}
+_LAYER_NAMES = {"gemma2": _GEMMA_LAYER_NAMES, "gemma3": _GEMMA_LAYER_NAMES}
+# llama.cpp stores Gemma's RMSNorm weights as 1 + w (its norm multiplies by the stored weight); HF subtracts 1
+_NORM_PLUS_ONE_ARCHS = {"gemma2", "gemma3"}
 _GGUF_TOP_NAMES = {
     "token_embd": "model.embed_tokens",
     "output_norm": "model.norm",
@@ -44,12 +51,13 @@ _PERMUTED_ARCHS = {"llama", "mistral"}
 _LAYER_RE = re.compile(r"^blk\.(\d+)\.(\w+)\.(weight|bias)$")
 
 
-def gguf_to_hf_name(name: str):
+def gguf_to_hf_name(name: str, arch: str = None):
     match = _LAYER_RE.match(name)
     if match:
         layer, stem, kind = match.groups()
-        if stem in _GGUF_LAYER_NAMES:
-            return f"model.layers.{layer}.{_GGUF_LAYER_NAMES[stem]}.{kind}"
+        layer_names = _LAYER_NAMES.get(arch, _GGUF_LAYER_NAMES)
+        if stem in layer_names:
+            return f"model.layers.{layer}.{layer_names[stem]}.{kind}"
         return None
     stem, _, kind = name.rpartition(".")
     if stem in _GGUF_TOP_NAMES:
@@ -257,10 +265,12 @@ def iter_gguf_tensors(path, config):
     arch = header.metadata.get("general.architecture", "")
     permute = arch in _PERMUTED_ARCHS
     for name, dims, ggml_type, offset in header.tensors:
-        hf_name = gguf_to_hf_name(name)
+        hf_name = gguf_to_hf_name(name, arch)
         if hf_name is None:
             raise CheckpointError(f"{path}: GGUF tensor {name!r} has no HF name in our table for {arch!r}")
         weights = header.dequantized(name, dims, ggml_type, offset)
+        if arch in _NORM_PLUS_ONE_ARCHS and hf_name.endswith("norm.weight"):
+            weights = weights - np.float32(1)
         heads = None
         if permute and ".self_attn.q_proj." in hf_name:
             heads = config.num_attention_heads

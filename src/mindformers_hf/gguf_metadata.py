@@ -17,7 +17,16 @@ _ARCHITECTURES = {
     "llama": ("llama", {"rope.dimension_count": "head_dim"}),
     "mistral": ("mistral", {"rope.dimension_count": "head_dim"}),
     "qwen2": ("qwen2", {}),
+    # key_length is Gemma's head_dim; HF reads no other Gemma key (query_pre_attn_scalar, layer_types, the
+    # sliding layers' rope base and the soft-caps keep their config defaults there, so here too)
+    "gemma2": ("gemma2", {"attention.key_length": "head_dim", "attention.sliding_window": "sliding_window"}),
+    "gemma3": ("gemma3_text", {"attention.key_length": "head_dim", "attention.sliding_window": "sliding_window"}),
 }
+# architectures whose SentencePiece vocabulary (tokenizer model "llama") is Gemma's: built as HF's GemmaTokenizer
+_GEMMA_VOCAB = ("gemma", "gemma2", "gemma3")
+# GemmaTokenizer's special tokens, which the file's ids override
+_GEMMA_SPECIAL = {"unk_token": "<unk>", "bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>",
+                  "mask_token": "<mask>"}
 _CONFIG_KEYS = {  # "<architecture>.<key>" -> HF config field, common to the architectures above
     "context_length": "max_position_embeddings",
     "block_count": "num_hidden_layers",
@@ -118,11 +127,13 @@ def _build_tokenizer(path, metadata, kwargs):
     if kind not in builders:
         raise CheckpointError(f"{path}: GGUF tokenizer model {kind!r} is not supported "
                               f"(supported: {', '.join(sorted(builders))})")
-    backend = builders[kind](metadata)
+    gemma = kind == "llama" and metadata.get("general.architecture") in _GEMMA_VOCAB
+    backend = _gemma_bpe(metadata) if gemma else builders[kind](metadata)
     _add_marked_tokens(backend, metadata, byte_level=kind == "gpt2")
 
-    config = {name: tokens[metadata[f"tokenizer.ggml.{key}"]]
-              for name, key in _SPECIAL_TOKEN_IDS.items() if f"tokenizer.ggml.{key}" in metadata}
+    config = dict(_GEMMA_SPECIAL, padding_side="left") if gemma else {}  # GemmaTokenizer's defaults
+    config.update({name: tokens[metadata[f"tokenizer.ggml.{key}"]]
+                   for name, key in _SPECIAL_TOKEN_IDS.items() if f"tokenizer.ggml.{key}" in metadata})
     if "tokenizer.chat_template" in metadata:
         config["chat_template"] = metadata["tokenizer.chat_template"]
     for flag in ("add_bos_token", "add_eos_token"):
@@ -182,6 +193,24 @@ def _sentencepiece_bpe(metadata):
     backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first", split=False)
     backend.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(),
                                          decoders.Strip(" ", 1, 0)])
+    return backend
+
+
+def _gemma_bpe(metadata):
+    """Gemma's SentencePiece BPE as HF's GemmaTokenizer: spaces normalised to '▁' (no prefix space), byte
+    fallback. Two fixes its GGUF files need (as HF's GGUF loader): runs of spaces are stored as real spaces and
+    are looked up as '▁' runs, and the merges, absent from the file, rank by the tokens' order in the file (Gemma's
+    scores do not follow its merge order)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
+
+    tokens = ["\u2581" * len(t) if " " in t and not t.strip() else t for t in metadata["tokenizer.ggml.tokens"]]
+    vocab = {token: index for index, token in enumerate(tokens)}
+    order = {token: -index for index, token in enumerate(tokens)}
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=_merges(metadata, vocab, order), dropout=None,
+                                   fuse_unk=True, unk_token=_GEMMA_SPECIAL["unk_token"], byte_fallback=True))
+    backend.pre_tokenizer = pre_tokenizers.Split(pattern=" ", behavior="merged_with_previous", invert=False)
+    backend.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()])
+    backend.normalizer = normalizers.Replace(" ", "\u2581")
     return backend
 
 

@@ -10,9 +10,22 @@ import numpy as np
 SUPPORTED_ROPE_TYPES = ("default", "linear", "dynamic", "yarn", "llama3", "longrope")
 
 
-def rope_parameters(config) -> dict:
-    """The rope settings as one dict with at least `rope_type` and `rope_theta`."""
+def rope_per_layer_type(config) -> tuple:
+    """The layer types of a `rope_parameters` keyed by layer type (Gemma 3: "sliding_attention" and
+    "full_attention" with their own bases), else ()."""
     params = getattr(config, "rope_parameters", None)
+    layer_types = set(getattr(config, "layer_types", None) or ())
+    if isinstance(params, dict) and params and set(params) <= layer_types | {"full_attention", "sliding_attention"}:
+        return tuple(sorted(params))
+    return ()
+
+
+def rope_parameters(config, layer_type=None) -> dict:
+    """The rope settings as one dict with at least `rope_type` and `rope_theta` (those of `layer_type` when
+    they are keyed by layer type)."""
+    params = getattr(config, "rope_parameters", None)
+    if layer_type is not None:
+        params = params[layer_type]
     params = dict(params) if isinstance(params, dict) else {}
     if not params:
         params = dict(getattr(config, "rope_scaling", None) or {})
@@ -32,12 +45,12 @@ def _base_inv_freq(base, dim):
     return (np.float32(1.0) / (np.float32(base) ** exponent)).astype(np.float32)
 
 
-def compute_inv_freq(config, seq_len=None):
+def compute_inv_freq(config, seq_len=None, layer_type=None):
     """(inv_freq [dim/2] float32, attention_scaling) for the config's rope type.
 
     `seq_len` matters only for "dynamic" and "longrope": the current max position + 1.
     """
-    params = rope_parameters(config)
+    params = rope_parameters(config, layer_type)
     rope_type = params["rope_type"]
     base = params["rope_theta"]
     dim = rotary_dim(config, params)

@@ -20,7 +20,8 @@ def test_prefill_length_buckets():
 
 
 # the decoder-layer variants: biased q/k/v (Qwen2), q/k norm (Qwen3), fused qkv and gate/up (Phi3), interleaved
-# partial rotary (GLM), sandwich norms (GLM4)
+# partial rotary (GLM), sandwich norms (GLM4), (1 + w) norms, scaled embeddings and GeGLU (Gemma),
+# four norms, soft-capping and sliding layers (Gemma 2), rope per layer type and (1 + w) q/k norms (Gemma 3)
 VARIANTS = {
     "llama": {},
     "qwen2": dict(config_class="Qwen2Config", model_class="Qwen2ForCausalLM"),
@@ -28,6 +29,11 @@ VARIANTS = {
     "phi3": dict(config_class="Phi3Config", model_class="Phi3ForCausalLM"),
     "glm": dict(config_class="GlmConfig", model_class="GlmForCausalLM"),
     "glm4": dict(config_class="Glm4Config", model_class="Glm4ForCausalLM"),
+    "gemma": dict(config_class="GemmaConfig", model_class="GemmaForCausalLM", head_dim=16),
+    "gemma2": dict(config_class="Gemma2Config", model_class="Gemma2ForCausalLM", head_dim=16, sliding_window=4,
+                   attn_logit_softcapping=1.5, final_logit_softcapping=2.0),
+    "gemma3_text": dict(config_class="Gemma3TextConfig", model_class="Gemma3ForCausalLM", head_dim=16,
+                        sliding_window=4, layer_types=["sliding_attention", "full_attention"]),
 }
 
 

@@ -112,3 +112,18 @@ def assert_family_parity(folder, save_to, architecture, vocab=128, length=11, ne
     # differ by ~3e-8 between two loads of the same file, so the logits get float32 rounding room
     np.testing.assert_allclose(hf_call(reloaded, ids, mask).logits.numpy(), want, rtol=0, atol=1e-6)
     return ours
+
+
+def assert_generate_matches_hf(folder, ours, vocab=128, length=9, new_tokens=5):
+    """`model.generate()` itself (the runner: compiled prefill, cache, masks per layer type) on a left-padded batch
+    of two: greedy and beam search (3 beams) tokens equal HF's `generate`."""
+    import torch
+
+    theirs = hf_model(folder)
+    ids, mask = batch(vocab, length=length, pad_left=(0, 3), seed=3)
+    for options in (dict(do_sample=False), dict(do_sample=False, num_beams=3)):
+        with torch.no_grad():
+            want = theirs.generate(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
+                                   max_new_tokens=new_tokens, pad_token_id=0, **options).numpy()
+        got = ours.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new_tokens, pad_token_id=0, **options)
+        np.testing.assert_array_equal(np.asarray(got), want, err_msg=str(options))

@@ -5,10 +5,6 @@ PreTrainedModel the native adapter API's PeftAdapterMixin (issue 23), and QWenLM
 transformer became its QWenModel (so that a padded compiled prefill is not taken for a long prompt); the InternLM configs share
 InternLMConfigFields."""
 
-# Families declared after the freeze (new model types, not changes to the old ones): the tests leave them out.
-ADDED_MODEL_TYPES = {"whisper"}
-
-
 EXPORTS = {'AddedToken': 'transformers',
  'AsyncTextIteratorStreamer': 'transformers',
  'AutoConfig': 'mindformers_hf.models.auto',

@@ -17,6 +17,9 @@ FAMILIES = {  # (config class, family prefix, config overrides)
     "phi3": ("Phi3Config", "Phi3", {}),
     "glm4": ("Glm4Config", "Glm4", dict(head_dim=16)),
     "gpt2": ("GPT2Config", "GPT2", dict(n_embd=64, n_layer=2, n_head=4, n_positions=64)),
+    "gemma": ("GemmaConfig", "Gemma", dict(head_dim=16)),
+    "gemma2": ("Gemma2Config", "Gemma2", dict(head_dim=16, sliding_window=4)),
+    "gemma3_text": ("Gemma3TextConfig", "Gemma3Text", dict(head_dim=16, sliding_window=4)),
     "mixtral": ("MixtralConfig", "Mixtral", dict(num_local_experts=4, num_experts_per_tok=2)),
     "qwen2_moe": ("Qwen2MoeConfig", "Qwen2Moe", dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
                                                     shared_expert_intermediate_size=48)),
@@ -143,7 +146,7 @@ def test_classifier_from_a_causal_lm_checkpoint(tiny_llama, caplog):
     assert model(input_ids=ids, attention_mask=mask).logits.shape == (3, 5)
 
 
-@pytest.mark.parametrize("name", ["llama", "qwen2", "gpt2"])
+@pytest.mark.parametrize("name", ["llama", "qwen2", "gpt2", "gemma2"])
 def test_token_classification_matches_transformers(name, tmp_path):
     import transformers
 

@@ -39,7 +39,7 @@ def auto_mapping(task):
     head's suffix."""
     mapping = {}
     for model_type, (package, fam) in families().items():
-        name = {"Model": fam.prefix + fam.auto_model, fam.lm_task: fam.for_causal_lm}.get(task) or fam.head(task)
+        name = {"Model": fam.auto_model_class, fam.lm_task: fam.for_causal_lm}.get(task) or fam.head(task)
         if name:
             mapping[model_type] = f"{package}:{name}"
     return mapping

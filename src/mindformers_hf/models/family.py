@@ -31,6 +31,16 @@ class DecoderVariant:
     fused_gate_up: bool = False       # Phi3, GLM: one `gate_up_proj` [2 * inter, hidden], rows gate then up
     interleaved_rotary: bool = False  # GLM: rotary pairs are adjacent dims (0, 1), (2, 3), ...
     sandwich_norm: bool = False       # GLM4: RMSNorm on the attention and MLP outputs, before each residual add
+    # the layer's norms: before attention, after it (sandwich_norm), before the MLP, after it (sandwich_norm);
+    # Gemma 2/3 name them input_layernorm, post_attention_layernorm, pre_/post_feedforward_layernorm
+    norm_names: tuple = ("input_layernorm", "post_self_attn_layernorm", "post_attention_layernorm",
+                         "post_mlp_layernorm")
+    norm_offset: bool = False         # Gemma: every RMSNorm scales by (1 + weight) in float32, weights start at 0
+    embed_scale: bool = False         # Gemma: embeddings times sqrt(hidden_size), rounded to the weights' dtype
+    attn_softcap: bool = True         # Gemma 3: False -- HF's file keeps attn_logit_softcapping but never applies it
+    activation: str = "hidden_act"    # the config field naming the gated MLP's activation (Gemma 2/3's
+                                      # hidden_activation); attention soft-capping, query_pre_attn_scalar and
+                                      # final logit soft-capping are read from the config fields of those names
     attention: str = None             # "module:Class" replacing LlamaAttention (DeepSeek's latent attention)
     mlp: str = None                   # "module:function(config, layer_idx, dtype)" building a layer's MLP (MoE)
 
@@ -57,7 +67,8 @@ MOE_MLP = "mindformers_hf.models.mixtral.modeling_mixtral:moe_mlp_for_layer"  # 
 class Family:
     """One model type: its class names, where they come from, and how it departs from LLaMA.
 
-    Class names are `prefix` + "PreTrainedModel", "Model", `causal_lm` and each of `heads`. With `module`
+    Class names are `prefix` + "PreTrainedModel", "Model", `causal_lm` and each of `heads` (the base model,
+    heads and config under `text_prefix` when set). With `module`
     unset they are built on first use as subclasses of the `parent` family's classes (the LLaMA-shaped
     families whose difference is all in `variant`); otherwise `module` (".modeling_x") defines them."""
     model_type: str
@@ -76,6 +87,10 @@ class Family:
     config: str = None
     architectures: tuple = ()
     exports: dict = field(default_factory=dict)  # further package names: name -> ".module" defining it
+    # the prefix of the base model, the heads and the config class when it differs from `prefix`: Gemma 3's
+    # text-only model type has Gemma3ForCausalLM and Gemma3PreTrainedModel but Gemma3TextModel,
+    # Gemma3TextForSequenceClassification and Gemma3TextConfig (Gemma3Model is the multimodal model)
+    text_prefix: str = None
 
     @property
     def pretrained_model(self):
@@ -83,7 +98,12 @@ class Family:
 
     @property
     def model(self):
-        return self.prefix + "Model"
+        return (self.text_prefix or self.prefix) + "Model"
+
+    @property
+    def auto_model_class(self):
+        """What AutoModel builds."""
+        return self.model if self.auto_model == "Model" else self.prefix + self.auto_model
 
     @property
     def for_causal_lm(self):
@@ -91,16 +111,16 @@ class Family:
 
     def head(self, suffix):
         """The class name of a task head ("ForSequenceClassification"), or None when the family has none."""
-        return self.prefix + suffix if suffix in self.heads else None
+        return (self.text_prefix or self.prefix) + suffix if suffix in self.heads else None
 
     @property
     def config_class(self):
         """The config class's name: ours for remote formats, else transformers' (re-exported)."""
-        return self.config.rpartition(":")[2] if self.config else self.prefix + "Config"
+        return self.config.rpartition(":")[2] if self.config else (self.text_prefix or self.prefix) + "Config"
 
     @property
     def class_names(self):
-        return (self.pretrained_model, self.model, self.for_causal_lm, *(self.prefix + h for h in self.heads))
+        return (self.pretrained_model, self.model, self.for_causal_lm, *(self.head(h) for h in self.heads))
 
 
 def family_package(namespace, *families):
@@ -166,6 +186,6 @@ def build_classes(fam, module, *mixins, chat=None, **attrs):
                          getattr(parent, parent_family.for_causal_lm), **attrs)
     generic = {"ForSequenceClassification": GenericForSequenceClassification,
                "ForTokenClassification": GenericForTokenClassification}
-    heads = [subclass(fam.prefix + suffix, generic[suffix], pretrained, _base_model_class=model)
+    heads = [subclass(fam.head(suffix), generic[suffix], pretrained, _base_model_class=model)
              for suffix in fam.heads]
     return (pretrained, model, causal_lm, *heads)

@@ -7,6 +7,7 @@ Model files only ever call these names. docs/adding_a_fused_op.md explains how t
 """
 from . import activation, attention, loss, norm, rotary  # noqa: F401  (each registers its implementations)
 from .moe import moe_experts  # noqa: F401  (MoE routing, experts and router loss: ops/moe.py)
+from . import reference
 from .reference import rotate_half
 from .registry import implementation_name, implementations, use_kernels
 from .registry import select as _select
@@ -38,11 +39,15 @@ def apply_rotary_pos_emb(q, k, cos, sin, interleaved=False):
     return _select("apply_rotary_pos_emb")(q, k, cos, sin, interleaved)
 
 
-def causal_attention(q, k, v, mask, scale, attn_implementation=None):
+def causal_attention(q, k, v, mask, scale, attn_implementation=None, softcap=None):
     """softmax(q k^T * scale + mask) v with grouped KV heads: q [B, H, S, D], k [B, KV, T, D], v [B, KV, T, Dv]
     (Dv may differ from D, as in DeepSeek's latent attention), mask an additive float32 [B or 1, 1, S, T] or
     None (no masking). Returns [B, H, S, Dv].
-    attn_implementation: HF's name ("eager", "sdpa", "flash_attention_2"); None behaves as "sdpa"."""
+    attn_implementation: HF's name ("eager", "sdpa", "flash_attention_2"); None behaves as "sdpa".
+    softcap (Gemma 2): scores -> tanh(scores / softcap) * softcap before the mask; only the reference has it
+    (as in HF, where only eager attention soft-caps)."""
+    if softcap is not None:
+        return reference.causal_attention(q, k, v, mask, scale, softcap)
     return _select("causal_attention", attn_implementation)(q, k, v, mask, scale)
 
 

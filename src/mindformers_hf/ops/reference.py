@@ -74,7 +74,7 @@ def apply_rotary_pos_emb(q, k, cos, sin, interleaved=False):
     return apply(q), apply(k)
 
 
-def causal_attention(q, k, v, mask, scale):
+def causal_attention(q, k, v, mask, scale, softcap=None):
     """Grouped-query attention without copying k/v per query head.
 
     q: [B, H, S, D]; k: [B, KV, T, D]; v: [B, KV, T, Dv]; mask: additive float32 [B or 1, 1, S, T] or None.
@@ -86,6 +86,8 @@ def causal_attention(q, k, v, mask, scale):
     groups = n_heads // n_kv
     qg = q.reshape(bsz, n_kv, groups * q_len, head_dim)
     scores = _bmm_t(qg, k).astype(ms.float32) * scale          # [B, KV, G*S, T]
+    if softcap is not None:                                       # Gemma 2's attention logit soft-capping
+        scores = ops.tanh(scores / softcap) * softcap
     if mask is not None:
         scores = scores.reshape(bsz, n_kv, groups, q_len, kv_len) + mask.expand_dims(1)
         scores = scores.reshape(bsz, n_kv, groups * q_len, kv_len)

@@ -9,6 +9,7 @@ import mindspore as ms
 from mindspore import nn, ops
 
 from ... import ops as fused
+from ...activations import get_activation
 from ...cache_utils import DynamicCache, default_use_cache
 from ...layers import Embedding, LayerNorm, Linear, call_layer, new_parameter
 from ...loss_utils import causal_lm_loss
@@ -17,17 +18,6 @@ from ...modeling_heads import GenericForSequenceClassification, GenericForTokenC
 from ...modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from ...modeling_utils import PreTrainedModel
 from ...utils import warn_once
-
-# transformers' ACT2FN names -> MindSpore ops with CPU kernels
-_ACTIVATIONS = {
-    "gelu_new": lambda x: ops.gelu(x, approximate="tanh"),
-    "gelu_pytorch_tanh": lambda x: ops.gelu(x, approximate="tanh"),
-    "gelu_fast": lambda x: ops.gelu(x, approximate="tanh"),  # same formula, HF computes it in another order
-    "gelu": lambda x: ops.gelu(x, approximate="none"),
-    "relu": ops.relu,
-    "silu": ops.silu,
-    "swish": ops.silu,
-}
 
 
 class Conv1D(nn.Cell):
@@ -87,11 +77,7 @@ class GPT2Attention(nn.Cell):
 class GPT2MLP(nn.Cell):
     def __init__(self, intermediate_size, config, dtype=ms.float32):
         super().__init__()
-        act = config.activation_function
-        if act not in _ACTIVATIONS:
-            raise NotImplementedError(f"GPT2 activation_function {act!r} is not supported "
-                                      f"(supported: {', '.join(sorted(_ACTIVATIONS))})")
-        self.act = _ACTIVATIONS[act]
+        self.act = get_activation(config.activation_function, "GPT2 activation_function")
         self.c_fc = Conv1D(intermediate_size, config.hidden_size, dtype, config.initializer_range)
         self.c_proj = Conv1D(config.hidden_size, intermediate_size, dtype, config.initializer_range)
         self.dropout = nn.Dropout(p=config.resid_pdrop)

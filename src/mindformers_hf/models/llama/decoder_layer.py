@@ -1,7 +1,8 @@
 """The LLaMA decoder layer as one function, run eagerly by LlamaDecoderLayer and compiled by LlamaModel.
 
 `decoder_layer(spec, w, ...)` is the layer's math: `spec` (a `LayerSpec`) holds what is static -- head counts,
-eps, the family's switches (q/k norm, fused qkv or gate/up, interleaved rotary, sandwich norms) -- and `w` the
+eps, the family's switches (q/k norm, fused qkv or gate/up, interleaved rotary, sandwich norms, Gemma's
+(1 + weight) norms, GeGLU and attention soft-capping) -- and `w` the
 layer's weights by their HF names relative to the layer:
   - eager (LlamaDecoderLayer.construct): `w` maps module paths to the modules ("self_attn.q_proj" -> the Linear),
     so LoRA, tensor-parallel and other wrapped projections apply themselves, and an attention or MLP of a family's
@@ -32,6 +33,7 @@ import mindspore as ms
 from mindspore import ops
 
 from ... import ops as fused
+from ...activations import activation
 
 _MATMUL = ops.MatMul(transpose_b=True)  # x2d [N, in] @ weight [out, in]^T, as layers.Linear
 
@@ -47,12 +49,15 @@ class AttentionSpec:
     qk_norm: bool = False             # RMSNorm over head_dim on q and k, before rotary
     qk_norm_eps: float = 0.0
     interleaved_rotary: bool = False  # rotary pairs are adjacent dims (0, 1), (2, 3), ...
+    softcap: Optional[float] = None   # Gemma 2: scores -> tanh(scores / softcap) * softcap, before the mask
+    norm_offset: bool = False         # Gemma 3: the q/k norms scale by (1 + weight)
 
 
 @dataclass(frozen=True)
 class MLPSpec:
     intermediate_size: int
     fused_gate_up: bool = False       # one `gate_up_proj` [2 * inter, hidden], rows gate then up
+    activation: str = "silu"          # HF's ACT2FN name applied to gate (Gemma: "gelu_pytorch_tanh")
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,9 @@ class LayerSpec:
     mlp: Optional[MLPSpec]              # None: the layer's `mlp` module runs as itself (MoE; eager only)
     eps: float                          # the layer's RMSNorms (the compiled path; modules carry their own)
     sandwich_norm: bool = False         # RMSNorm on the attention and MLP outputs, before each residual add
+    norm_names: tuple = ("input_layernorm", "post_self_attn_layernorm", "post_attention_layernorm",
+                         "post_mlp_layernorm")  # before / after attention, before / after the MLP
+    norm_offset: bool = False           # Gemma: the norms scale by (1 + weight)
 
 
 def modules(cell, prefix="", out=None):
@@ -76,10 +84,12 @@ def modules(cell, prefix="", out=None):
     return out
 
 
-def _norm(w, name, x, eps):
+def _norm(w, name, x, eps, offset=False):
+    """RMSNorm `name`: its module, or its weight (scaling by 1 + weight, in float32, when `offset`: Gemma)."""
     if name in w:
         return w[name](x)
-    return fused.rms_norm(x, w[name + ".weight"], eps)
+    weight = w[name + ".weight"]
+    return fused.rms_norm(x, weight.astype(ms.float32) + 1.0 if offset else weight, eps)
 
 
 def _linear(w, name, x):
@@ -108,7 +118,8 @@ def project_qkv(spec, w, x, prefix="self_attn."):
     k = k.reshape(bsz, q_len, kv_heads, head_dim)
     v = v.reshape(bsz, q_len, kv_heads, head_dim)
     if spec.qk_norm:
-        q, k = _norm(w, prefix + "q_norm", q, spec.qk_norm_eps), _norm(w, prefix + "k_norm", k, spec.qk_norm_eps)
+        eps, offset = spec.qk_norm_eps, spec.norm_offset
+        q, k = _norm(w, prefix + "q_norm", q, eps, offset), _norm(w, prefix + "k_norm", k, eps, offset)
     return q.swapaxes(1, 2), k.swapaxes(1, 2), v.swapaxes(1, 2)
 
 
@@ -121,33 +132,39 @@ def attention(spec, w, x, cos, sin, mask, cache=None, layer_idx=None, last_only=
     q, k = fused.apply_rotary_pos_emb(q, k, cos, sin, interleaved=spec.interleaved_rotary)
     new_k, new_v = k, v
     if cache is not None and cache.is_paged:  # serving's block pool (eager only): the paged op reads it in place
+        if spec.softcap:
+            raise NotImplementedError("attention logit soft-capping (Gemma 2) with serving's paged KV cache")
         out = cache.attend(q, k, v, layer_idx, mask, spec.scaling, attn_implementation=spec.attn_implementation)
     else:
         if cache is not None:
             k, v = cache.update(k, v, layer_idx)
         if last_only:
             q, mask, q_len = q[:, :, -1:, :], mask[:, :, -1:, :], 1
-        out = fused.causal_attention(q, k, v, mask, spec.scaling, attn_implementation=spec.attn_implementation)
+        out = fused.causal_attention(q, k, v, mask, spec.scaling, attn_implementation=spec.attn_implementation,
+                                     softcap=spec.softcap)
     out = out.swapaxes(1, 2).reshape(bsz, q_len, spec.num_heads * spec.head_dim)  # [B, S, H * D]
     return _linear(w, prefix + "o_proj", out), new_k, new_v
 
 
 def mlp(spec, w, x, prefix="mlp."):
-    """SwiGLU MLP: down(silu(gate(x)) * up(x))."""
+    """Gated MLP: down(act(gate(x)) * up(x)), SwiGLU (the fused silu_mul) unless the family names another act."""
     if spec.fused_gate_up:
         gate_up = _linear(w, prefix + "gate_up_proj", x)                           # [B, S, 2 * I]
         gate, up = gate_up[..., :spec.intermediate_size], gate_up[..., spec.intermediate_size:]
     else:
         gate, up = _linear(w, prefix + "gate_proj", x), _linear(w, prefix + "up_proj", x)
-    return _linear(w, prefix + "down_proj", fused.silu_mul(gate, up))
+    if spec.activation in ("silu", "swish"):
+        return _linear(w, prefix + "down_proj", fused.silu_mul(gate, up))
+    return _linear(w, prefix + "down_proj", activation(spec.activation, gate) * up)
 
 
 def decoder_layer(spec, w, hidden, cos, sin, mask, cache=None, layer_idx=None, last_only=False):
     """hidden [B, S, hidden] -> (hidden, keys, values): pre-norm attention and MLP, each added to the residual
     stream (normed first when sandwich_norm). keys and values: this call's [B, KV, S, D] (None when the layer's
     own attention module ran). last_only: see `attention`."""
+    pre_attn, post_attn, pre_mlp, post_mlp = spec.norm_names
     residual = hidden
-    x = _norm(w, "input_layernorm", hidden, spec.eps)
+    x = _norm(w, pre_attn, hidden, spec.eps, spec.norm_offset)
     if spec.attention is None:
         out, keys, values = w["self_attn"](x, cos, sin, mask, cache), None, None
     else:
@@ -155,12 +172,12 @@ def decoder_layer(spec, w, hidden, cos, sin, mask, cache=None, layer_idx=None, l
     if last_only:
         residual = residual[:, -1:, :]
     if spec.sandwich_norm:
-        out = _norm(w, "post_self_attn_layernorm", out, spec.eps)
+        out = _norm(w, post_attn, out, spec.eps, spec.norm_offset)
     hidden = residual + out
-    x = _norm(w, "post_attention_layernorm", hidden, spec.eps)
+    x = _norm(w, pre_mlp, hidden, spec.eps, spec.norm_offset)
     out = w["mlp"](x) if spec.mlp is None else mlp(spec.mlp, w, x)
     if spec.sandwich_norm:
-        out = _norm(w, "post_mlp_layernorm", out, spec.eps)
+        out = _norm(w, post_mlp, out, spec.eps, spec.norm_offset)
     return hidden + out, keys, values
 
 

@@ -7,6 +7,7 @@ import mindspore as ms
 from mindspore import nn, ops
 
 from ... import ops as fused
+from ...activations import get_activation
 from ...cache_utils import DynamicCache, default_use_cache
 from ...compiled_layers import compile_mode
 from ...layers import Embedding, Linear, call_layer, new_parameter, recomputes
@@ -14,7 +15,7 @@ from ...loss_utils import causal_lm_loss
 from ...masking_utils import create_causal_mask, packed_sequence_ids
 from ...modeling_heads import GenericForSequenceClassification, GenericForTokenClassification
 from ...modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
-from ...modeling_rope_utils import compute_inv_freq, rope_parameters
+from ...modeling_rope_utils import compute_inv_freq, rope_parameters, rope_per_layer_type
 from ...modeling_utils import PreTrainedModel
 from ...utils import warn_once
 from ..families import decoder_variant
@@ -29,23 +30,29 @@ from .decoder_layer import (AttentionSpec, LayerSpec, MLPSpec, attention, decode
 
 
 class LlamaRMSNorm(nn.Cell):
-    def __init__(self, hidden_size, eps=1e-6, dtype=ms.float32):
+    """offset (Gemma): scales by (1 + weight), computed in float32; its weights start at 0."""
+
+    def __init__(self, hidden_size, eps=1e-6, dtype=ms.float32, offset=False):
         super().__init__()
-        self.weight = new_parameter((hidden_size,), dtype, "ones")
+        self.weight = new_parameter((hidden_size,), dtype, "zeros" if offset else "ones")
         self.variance_epsilon = eps
+        self.offset = offset
 
     def construct(self, hidden_states):
-        return fused.rms_norm(hidden_states, self.weight, self.variance_epsilon)
+        weight = self.weight.astype(ms.float32) + 1.0 if self.offset else self.weight
+        return fused.rms_norm(hidden_states, weight, self.variance_epsilon)
 
 
 class LlamaRotaryEmbedding(nn.Cell):
-    """cos/sin tables [B, S, head_dim] for the given positions; "dynamic" rope rescales past max positions."""
+    """cos/sin tables [B, S, head_dim] for the given positions; "dynamic" rope rescales past max positions.
+    layer_type: the entry of a `rope_parameters` keyed by layer type (Gemma 3: its sliding layers' own base)."""
 
-    def __init__(self, config):
+    def __init__(self, config, layer_type=None):
         super().__init__()
         self.config = config
-        self.rope_type = rope_parameters(config)["rope_type"]
-        inv_freq, self.attention_scaling = compute_inv_freq(config)
+        self.layer_type = layer_type
+        self.rope_type = rope_parameters(config, layer_type)["rope_type"]
+        inv_freq, self.attention_scaling = compute_inv_freq(config, layer_type=layer_type)
         self.inv_freq = ms.Tensor(inv_freq)
 
     def construct(self, x, position_ids):
@@ -53,10 +60,10 @@ class LlamaRotaryEmbedding(nn.Cell):
         if self.rope_type == "dynamic":
             seq_len = int(position_ids.max().asnumpy()) + 1
             if seq_len > self.config.max_position_embeddings:
-                inv_freq = ms.Tensor(compute_inv_freq(self.config, seq_len)[0])
+                inv_freq = ms.Tensor(compute_inv_freq(self.config, seq_len, self.layer_type)[0])
         elif self.rope_type == "longrope":  # Phi3: long factors once positions outgrow the pretraining length
             seq_len = int(position_ids.max().asnumpy()) + 1
-            inv_freq = ms.Tensor(compute_inv_freq(self.config, seq_len)[0])
+            inv_freq = ms.Tensor(compute_inv_freq(self.config, seq_len, self.layer_type)[0])
         freqs = position_ids.astype(ms.float32).expand_dims(-1) * inv_freq          # [B, S, D/2]
         emb = ops.cat((freqs, freqs), -1)                                            # [B, S, D]
         cos = ops.cos(emb) * self.attention_scaling
@@ -76,18 +83,19 @@ class LlamaMLP(nn.Cell):
         inter = intermediate_size or config.intermediate_size  # MoE shared experts are narrower or wider
         std = config.initializer_range
         self.tp_units = {"intermediate_size": (inter, 1, False)}
-        self.fused_gate_up = decoder_variant(config).fused_gate_up
+        variant = decoder_variant(config)
+        self.fused_gate_up = variant.fused_gate_up
         if self.fused_gate_up:
             self.gate_up_proj = Linear(hidden, 2 * inter, bias, dtype, std=std)
         else:
             self.gate_proj = Linear(hidden, inter, bias, dtype, std=std)
             self.up_proj = Linear(hidden, inter, bias, dtype, std=std)
         self.down_proj = Linear(inter, hidden, bias, dtype, std=std)
-        if config.hidden_act not in ("silu", "swish"):
-            raise NotImplementedError(f"LLaMA MLP activation {config.hidden_act!r} is not supported (only silu)")
+        self.activation = getattr(config, variant.activation)
+        get_activation(self.activation, f"MLP {variant.activation}")  # a clear error now, not at the first call
 
     def spec(self):
-        return MLPSpec(self.intermediate_size, self.fused_gate_up)
+        return MLPSpec(self.intermediate_size, self.fused_gate_up, self.activation)
 
     def construct(self, x):  # decoder_layer.py's `mlp`, over this module's own projections
         return mlp(self.spec(), modules(self, "mlp."), x)
@@ -114,10 +122,16 @@ class LlamaAttention(nn.Cell):
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
         self.tp_units = {"num_attention_heads": (heads, self.head_dim, False),
                          "num_key_value_heads": (kv_heads, self.head_dim, True)}
-        self.scaling = self.head_dim ** -0.5
+        # Gemma 2/3 scale queries by query_pre_attn_scalar ** -0.5 and soft-cap the scores
+        self.scaling = (getattr(config, "query_pre_attn_scalar", None) or self.head_dim) ** -0.5
+        self.softcap = getattr(config, "attn_logit_softcapping", None)
+        variant = decoder_variant(config)
+        if self.softcap is not None and not variant.attn_softcap:
+            warn_once(f"{config.model_type}: attn_logit_softcapping={self.softcap} is ignored, as transformers' "
+                      "modeling file for it ignores it")
+            self.softcap = None
         # HF's field, set by from_pretrained(attn_implementation=...); the ops registry maps it to a kernel
         self.attn_implementation = getattr(config, "_attn_implementation", None)
-        variant = decoder_variant(config)
         bias, std = getattr(config, "attention_bias", False), config.initializer_range
         qkv_bias = getattr(config, "qkv_bias", bias) if variant.qkv_bias is None else variant.qkv_bias
         o_bias = bias if variant.o_bias is None else variant.o_bias
@@ -131,9 +145,10 @@ class LlamaAttention(nn.Cell):
             self.v_proj = Linear(config.hidden_size, kv_size, qkv_bias, dtype, std=std)
         self.o_proj = Linear(q_size, config.hidden_size, o_bias, dtype, std=std)
         self.qk_norm = variant.qk_norm
+        self.norm_offset = variant.norm_offset
         if self.qk_norm:
-            self.q_norm = LlamaRMSNorm(self.head_dim, config.rms_norm_eps, dtype)
-            self.k_norm = LlamaRMSNorm(self.head_dim, config.rms_norm_eps, dtype)
+            self.q_norm = LlamaRMSNorm(self.head_dim, config.rms_norm_eps, dtype, self.norm_offset)
+            self.k_norm = LlamaRMSNorm(self.head_dim, config.rms_norm_eps, dtype, self.norm_offset)
         self.interleaved_rotary = variant.interleaved_rotary
 
     @property
@@ -150,7 +165,8 @@ class LlamaAttention(nn.Cell):
     def spec(self):
         return AttentionSpec(self.num_heads, self.num_key_value_heads, self.head_dim, float(self.scaling),
                              self.attn_implementation, self.fused_qkv, self.qk_norm,
-                             float(self.q_norm.variance_epsilon) if self.qk_norm else 0.0, self.interleaved_rotary)
+                             float(self.q_norm.variance_epsilon) if self.qk_norm else 0.0, self.interleaved_rotary,
+                             None if self.softcap is None else float(self.softcap), self.norm_offset)
 
     def project_qkv(self, hidden_states):
         """[B, S, hidden] -> q [B, H, S, D], k and v [B, KV, S, D] (q and k normed per head when qk_norm)."""
@@ -174,13 +190,13 @@ class LlamaDecoderLayer(nn.Cell):
         attention = import_object(variant.attention) if variant.attention else LlamaAttention
         self.self_attn = attention(config, layer_idx, dtype)
         self.mlp = import_object(variant.mlp)(config, layer_idx, dtype) if variant.mlp else LlamaMLP(config, dtype)
-        self.input_layernorm = LlamaRMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
-        self.post_attention_layernorm = LlamaRMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
-        self.sandwich_norm = decoder_variant(config).sandwich_norm
+        self.sandwich_norm, self.norm_names = variant.sandwich_norm, variant.norm_names
+        self.norm_offset = variant.norm_offset
+        pre_attn, post_attn, pre_mlp, post_mlp = self.norm_names
+        names = (pre_attn, post_attn, pre_mlp, post_mlp) if self.sandwich_norm else (pre_attn, pre_mlp)
+        for name in names:  # in HF's order, as the modules are listed in HF's layer
+            setattr(self, name, LlamaRMSNorm(config.hidden_size, config.rms_norm_eps, dtype, self.norm_offset))
         self.layer_idx = layer_idx  # the cache slot decoder_layer writes (an own attention module keeps its own)
-        if self.sandwich_norm:
-            self.post_self_attn_layernorm = LlamaRMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
-            self.post_mlp_layernorm = LlamaRMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
         # the mask this layer reads: Qwen2/3 name full or sliding-window attention per layer in `layer_types`
         layer_types = getattr(config, "layer_types", None)
         self.attention_type = layer_types[layer_idx] if layer_types else "full_attention"
@@ -191,7 +207,8 @@ class LlamaDecoderLayer(nn.Cell):
         attn, mlp_module = self.self_attn, self.mlp
         return LayerSpec(attn.spec() if type(attn) is LlamaAttention else None,
                          mlp_module.spec() if type(mlp_module) is LlamaMLP else None,
-                         float(self.input_layernorm.variance_epsilon), self.sandwich_norm)
+                         float(getattr(self, self.norm_names[0]).variance_epsilon), self.sandwich_norm,
+                         self.norm_names, self.norm_offset)
 
     def graph_spec(self):
         """The spec when LlamaModel may run this layer as the shared compiled graph (its parameters as graph
@@ -225,8 +242,20 @@ class LlamaModel(LlamaPreTrainedModel):
         self.vocab_size = config.vocab_size
         self.embed_tokens = Embedding(config.vocab_size, config.hidden_size, dtype, std=config.initializer_range)
         self.layers = nn.CellList([LlamaDecoderLayer(config, i, dtype) for i in range(config.num_hidden_layers)])
-        self.norm = LlamaRMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
-        self.rotary_emb = LlamaRotaryEmbedding(config)
+        if getattr(config, "use_bidirectional_attention", False):  # EmbeddingGemma
+            raise NotImplementedError(f"{config.model_type}: use_bidirectional_attention=True (bidirectional "
+                                      "attention) is not supported")
+        variant = decoder_variant(config)
+        self.norm = LlamaRMSNorm(config.hidden_size, config.rms_norm_eps, dtype, variant.norm_offset)
+        # Gemma: HF's embedding module multiplies by sqrt(hidden_size) rounded to the weights' dtype (only
+        # embeddings it looks up: inputs_embeds given by the caller are used as they are)
+        self.embed_scale = config.hidden_size ** 0.5 if variant.embed_scale else None
+        # Gemma 3: `rope_parameters` keyed by layer type, one table per type
+        self.rotary_per_type = rope_per_layer_type(config)
+        if self.rotary_per_type:
+            self.rotary_emb = nn.CellDict({t: LlamaRotaryEmbedding(config, t) for t in self.rotary_per_type})
+        else:
+            self.rotary_emb = LlamaRotaryEmbedding(config)
 
     def construct(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
                   inputs_embeds=None, use_cache=None, output_hidden_states=None, output_attentions=None,
@@ -243,6 +272,8 @@ class LlamaModel(LlamaPreTrainedModel):
             output_hidden_states = getattr(self.config, "output_hidden_states", False)
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
+            if self.embed_scale is not None:
+                inputs_embeds = inputs_embeds * ms.Tensor(self.embed_scale, ms.float32).astype(inputs_embeds.dtype)
         packed = packed_sequence_ids(position_ids, attention_mask, use_cache, past_key_values, self.config)
         use_cache = default_use_cache(self, use_cache)
         if use_cache and past_key_values is None:
@@ -254,7 +285,10 @@ class LlamaModel(LlamaPreTrainedModel):
         masks = self.causal_masks(attention_mask, bsz, q_len, past_len, packed)
 
         hidden_states = inputs_embeds
-        cos, sin = self.rotary_emb(hidden_states, position_ids)
+        if self.rotary_per_type:
+            rope = {t: self.rotary_emb[t](hidden_states, position_ids) for t in self.rotary_per_type}
+        else:
+            rope = dict.fromkeys(("full_attention", "sliding_attention"), self.rotary_emb(hidden_states, position_ids))
         all_hidden_states = (hidden_states,) if output_hidden_states else None
         # inside `compiled_layers(model, mode)` (generate's prefill, the serving engine's first chunks, Trainer
         # steps) layers with a graph_spec run as one shared compiled graph (decoder_layer.py); in a prefill each
@@ -263,6 +297,7 @@ class LlamaModel(LlamaPreTrainedModel):
         compiled = mode is not None and past_len == 0 and q_len > 1
         for index, layer in enumerate(self.layers):
             mask = masks[layer.attention_type]
+            cos, sin = rope[layer.attention_type]
             # a recomputing layer (activation checkpointing) runs eagerly: ms.recompute takes a Cell
             spec = layer.graph_spec() if compiled and mask is not None and not recomputes(layer) else None
             if spec is None:
@@ -328,11 +363,14 @@ class LlamaForCausalLM(LlamaPreTrainedModel):
     def lm_logits(self, hidden_states):
         head = self.get_output_embeddings()
         if hasattr(head, "parallel_logits"):  # tensor parallel (parallel/plan.py): each rank holds a vocab slice
-            return head.parallel_logits(hidden_states)
-        weight = self.model.embed_tokens.weight if self.tied else self.lm_head.weight
-        shape = hidden_states.shape
-        logits = self._logits_matmul(hidden_states.reshape(-1, shape[-1]), weight)
-        return logits.reshape(shape[:-1] + (weight.shape[0],))
+            logits = head.parallel_logits(hidden_states)
+        else:
+            weight = self.model.embed_tokens.weight if self.tied else self.lm_head.weight
+            shape = hidden_states.shape
+            logits = self._logits_matmul(hidden_states.reshape(-1, shape[-1]), weight)
+            logits = logits.reshape(shape[:-1] + (weight.shape[0],))
+        cap = getattr(self.config, "final_logit_softcapping", None)  # Gemma 2/3
+        return logits if cap is None else ops.tanh(logits / cap) * cap
 
     def construct(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
                   inputs_embeds=None, labels=None, use_cache=None, output_hidden_states=None,
