@@ -212,13 +212,15 @@ def test_input_kinds_and_output_access(tiny_llama):
     out_np = model(input_ids=ids, labels=ids)
     assert isinstance(out_np.logits, np.ndarray)
     assert out_np[0] is out_np.loss and out_np["logits"] is out_np.logits and out_np[1] is out_np.logits
-    assert list(out_np.keys()) == ["loss", "logits"]
+    # as transformers 5.25: loss, logits and the cache the forward built (use_cache defaults to the config's);
+    # HF's key for it is `cache`, ours `past_key_values` with `cache` as an alias (docs/differences.md)
+    assert list(out_np.keys()) == ["loss", "logits", "past_key_values"] and out_np.cache is out_np.past_key_values
     out_pt = model(input_ids=torch.tensor(ids))
     assert isinstance(out_pt.logits, torch.Tensor) and out_pt[0] is out_pt.logits
     out_ms = model(input_ids=ms.Tensor(ids))
     assert isinstance(out_ms.logits, ms.Tensor)
     assert np.array_equal(out_ms.logits.asnumpy(), out_np.logits)
-    loss, logits = model(input_ids=ids, labels=ids, return_dict=False)
+    loss, logits, _ = model(input_ids=ids, labels=ids, return_dict=False)  # (HF's tuple has 3 items too)
     assert np.array_equal(logits, out_np.logits)
 
 

@@ -58,6 +58,12 @@ def cmd_serve(args):
         import uvicorn
     except ImportError:
         raise SystemExit('error: serving needs FastAPI and uvicorn: pip install "mindformers_hf[serve]"') from None
+    if not os.environ.get("TRANSFORMERS_VERBOSITY"):
+        # a server logs each request, as vLLM's and uvicorn's do (our lines follow transformers' verbosity,
+        # whose library default, WARNING, would hide them)
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_info()
     async_engine, app = build_server(args)
     async_engine.start()
     try:
