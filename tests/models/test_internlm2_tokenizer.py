@@ -72,8 +72,9 @@ def clean_up(text):
     return text
 
 
-def expected_text(sp, ids, skip_special=False):
-    special_ids = {sp.piece_to_id(t) for t in SPECIALS}
+def expected_text(sp, ids, skip_special=False, specials=SPECIALS):
+    """The published convert_tokens_to_string (InternLM v1's too, with its own specials)."""
+    special_ids = {sp.piece_to_id(t) for t in specials}
     text, run, previous = "", [], False
     for i in ids:
         if i in special_ids:

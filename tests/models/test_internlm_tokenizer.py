@@ -16,7 +16,7 @@ import pytest
 
 from mindformers_hf import AutoModelForCausalLM, AutoTokenizer
 from tests.models.remote_tokenizer_fixtures import CORPUS, shuffled_texts, train_sentencepiece, write_tokenizer_folder
-from tests.models.test_internlm2_tokenizer import clean_up
+from tests.models.test_internlm2_tokenizer import expected_text as internlm2_text
 
 ADDED = ["<eoh>", "<eoa>"]
 SPECIALS = ["<s>", "</s>", "<unk>"]
@@ -61,18 +61,8 @@ def expected_ids(sp, text):
 
 
 def run_text(sp, ids, skip_special):
-    """The published convert_tokens_to_string on one run."""
-    special_ids = {sp.piece_to_id(t) for t in SPECIALS}
-    text, run, previous = "", [], False
-    for i in ids:
-        if i in special_ids:
-            if not skip_special:
-                text += ("" if previous else " ") + sp.decode(run) + sp.id_to_piece(i)
-                run, previous = [], True
-        else:
-            run.append(i)
-            previous = False
-    return clean_up(text + sp.decode(run))
+    """The published convert_tokens_to_string on one run (InternLM2's rule, v1's specials)."""
+    return internlm2_text(sp, ids, skip_special, specials=SPECIALS)
 
 
 def expected_text(sp, ids, skip_special=False):
