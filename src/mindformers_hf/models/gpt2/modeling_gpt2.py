@@ -66,10 +66,14 @@ class GPT2Attention(nn.Cell):
         q = q.reshape(bsz, q_len, self.num_heads, self.head_dim).swapaxes(1, 2)
         k = k.reshape(bsz, q_len, self.num_heads, self.head_dim).swapaxes(1, 2)
         v = v.reshape(bsz, q_len, self.num_heads, self.head_dim).swapaxes(1, 2)
-        if past_key_values is not None:
-            k, v = past_key_values.update(k, v, self.layer_idx)
-        out = fused.causal_attention(q, k, v, attention_mask, self.scaling,
-                                     attn_implementation=self.attn_implementation)  # [B, H, S, D]
+        if past_key_values is not None and past_key_values.is_paged:  # serving's block pool
+            out = past_key_values.attend(q, k, v, self.layer_idx, attention_mask, self.scaling,
+                                         attn_implementation=self.attn_implementation)
+        else:
+            if past_key_values is not None:
+                k, v = past_key_values.update(k, v, self.layer_idx)
+            out = fused.causal_attention(q, k, v, attention_mask, self.scaling,
+                                         attn_implementation=self.attn_implementation)  # [B, H, S, D]
         out = out.swapaxes(1, 2).reshape(bsz, q_len, self.embed_dim)
         return self.resid_dropout(self.c_proj(out))
 
@@ -141,7 +145,9 @@ class GPT2Model(GPT2PreTrainedModel):
             output_hidden_states = getattr(self.config, "output_hidden_states", False)
         if inputs_embeds is None:
             inputs_embeds = self.wte(input_ids)
-        packed = packed_sequence_ids(position_ids, attention_mask, use_cache, past_key_values, self.config)
+        prebuilt = isinstance(attention_mask, dict)  # {layer type: mask} from the static cache / serving engine
+        packed = None if prebuilt else packed_sequence_ids(position_ids, attention_mask, use_cache, past_key_values,
+                                                           self.config)
         use_cache = default_use_cache(self, use_cache)
         if use_cache and past_key_values is None:
             past_key_values = DynamicCache(config=self.config)
@@ -153,7 +159,7 @@ class GPT2Model(GPT2PreTrainedModel):
         if token_type_ids is not None:
             hidden_states = hidden_states + self.wte(token_type_ids)
         hidden_states = self.drop(hidden_states)
-        mask = create_causal_mask(attention_mask, bsz, q_len, past_len, packed=packed)
+        mask = self.causal_masks(attention_mask, bsz, q_len, past_len, packed)["full_attention"]
 
         all_hidden_states = (hidden_states,) if output_hidden_states else None
         for block in self.h:
@@ -167,6 +173,14 @@ class GPT2Model(GPT2PreTrainedModel):
                                       past_key_values=past_key_values,
                                       hidden_states=all_hidden_states)
         return out.to_tuple() if return_dict is False else out
+
+
+    def causal_masks(self, attention_mask, bsz, q_len, past_len, packed=None):
+        """{layer type: additive mask}: GPT-2 has full attention only (prebuilt masks pass through)."""
+        if isinstance(attention_mask, dict):
+            return attention_mask
+        mask = create_causal_mask(attention_mask, bsz, q_len, past_len, packed=packed)
+        return {"full_attention": mask}
 
 
 class GPT2LMHeadModel(GPT2PreTrainedModel):
