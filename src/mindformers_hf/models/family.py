@@ -53,6 +53,7 @@ class DecoderVariant:
     parallel_residual: bool = False   # Phi: x + attn(norm(x)) + mlp(norm(x)), one norm a layer
     final_norm: str = "norm"          # the base model's last norm (Phi: final_layernorm)
     lm_head_bias: bool = False        # Phi: the LM head has a bias
+    sinks: bool = False               # gpt-oss: a learned per-head logit `self_attn.sinks` joins the softmax
     attention: str = None             # "module:Class" replacing LlamaAttention (DeepSeek's latent attention)
     mlp: str = None                   # "module:function(config, layer_idx, dtype)" building a layer's MLP (MoE)
 
@@ -62,6 +63,7 @@ class MoeVariant:
     """How a family's sparse MLP departs from Mixtral's; each switch mirrors a line of that family's HF file."""
     checkpoint_block: str = "mlp"                 # Mixtral checkpoints call the block `block_sparse_moe`
     checkpoint_experts: tuple = ("gate_proj", "up_proj", "down_proj")  # per-expert tensor names on the Hub
+                                                  # (None: the Hub's files hold the stacked tensors, gpt-oss)
     expert_size: str = "moe_intermediate_size"    # Mixtral's experts are `intermediate_size` wide
     norm_topk_prob: object = "config"             # True (Mixtral), False (DeepSeek-V2 ignores the field)
     scoring: str = "softmax"                      # DeepSeek-V3: "sigmoid"

@@ -54,6 +54,7 @@ class AttentionSpec:
     qk_norm_whole: bool = False       # OLMo 2: the q/k norms span the whole projection (H * D), before the head split
     rope: bool = True                 # SmolLM3: False on its NoPE layers (no rotary at all)
     o_name: str = "o_proj"            # the output projection's name (Phi: dense)
+    sinks: bool = False               # gpt-oss: a learned logit per head (`self_attn.sinks`) joins the softmax
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,14 @@ def _layer_norm(x, weight, bias, eps):
     return (normed * weight.astype(ms.float32) + bias.astype(ms.float32)).astype(x.dtype)
 
 
+def _param(w, name):
+    """A parameter by its path: the tensor (compiled `w`), or the attribute of its module (eager `w`)."""
+    if name in w:
+        return w[name]
+    module, _, attr = name.rpartition(".")
+    return getattr(w[module], attr)
+
+
 def _linear(w, name, x):
     """x [..., in] -> [..., out] through the projection `name`: its module, or its weight and optional bias."""
     if name in w:
@@ -156,6 +165,8 @@ def attention(spec, w, x, cos, sin, mask, cache=None, layer_idx=None, last_only=
     if cache is not None and cache.is_paged:  # serving's block pool (eager only): the paged op reads it in place
         if spec.softcap:
             raise NotImplementedError("attention logit soft-capping (Gemma 2) with serving's paged KV cache")
+        if spec.sinks:
+            raise NotImplementedError("attention sinks (gpt-oss) with serving's paged KV cache")
         out = cache.attend(q, k, v, layer_idx, mask, spec.scaling, attn_implementation=spec.attn_implementation)
     else:
         if cache is not None:
@@ -163,7 +174,7 @@ def attention(spec, w, x, cos, sin, mask, cache=None, layer_idx=None, last_only=
         if last_only:
             q, mask, q_len = q[:, :, -1:, :], mask[:, :, -1:, :], 1
         out = fused.causal_attention(q, k, v, mask, spec.scaling, attn_implementation=spec.attn_implementation,
-                                     softcap=spec.softcap)
+                                     softcap=spec.softcap, sinks=_param(w, prefix + "sinks") if spec.sinks else None)
     out = out.swapaxes(1, 2).reshape(bsz, q_len, spec.num_heads * spec.head_dim)  # [B, S, H * D]
     return _linear(w, prefix + spec.o_name, out), new_k, new_v
 

@@ -177,6 +177,9 @@ class LlamaAttention(nn.Cell):
         if getattr(config, "qk_layernorm", False):
             raise NotImplementedError(f"{config.model_type}: qk_layernorm=True (LayerNorm on queries and keys)")
         self.interleaved_rotary = variant.interleaved_rotary
+        self.has_sinks = variant.sinks  # gpt-oss
+        if self.has_sinks:
+            self.sinks = new_parameter((heads,), dtype, "normal", std)
         # SmolLM3: `no_rope_layers[i]` is 0 on the layers without rotary (NoPE), 1 on the others
         no_rope_layers = getattr(config, "no_rope_layers", None)
         self.rope = bool(no_rope_layers[layer_idx]) if no_rope_layers else True
@@ -197,15 +200,15 @@ class LlamaAttention(nn.Cell):
                              self.attn_implementation, self.fused_qkv, self.qk_norm,
                              float(norm_eps(self.q_norm)) if self.qk_norm else 0.0, self.interleaved_rotary,
                              None if self.softcap is None else float(self.softcap), self.norm_offset,
-                             self.qk_norm_whole, self.rope, self.o_name)
+                             self.qk_norm_whole, self.rope, self.o_name, self.has_sinks)
 
     def project_qkv(self, hidden_states):
         """[B, S, hidden] -> q [B, H, S, D], k and v [B, KV, S, D] (q and k normed per head when qk_norm)."""
-        return project_qkv(self.spec(), modules(self, "self_attn."), hidden_states)
+        return project_qkv(self.spec(), {"self_attn": self, **modules(self, "self_attn.")}, hidden_states)
 
     def construct(self, hidden_states, cos, sin, attention_mask=None, past_key_values=None):
         # decoder_layer.py's `attention`, over this module's own projections
-        weights = modules(self, "self_attn.")
+        weights = {"self_attn": self, **modules(self, "self_attn.")}
         return attention(self.spec(), weights, hidden_states, cos, sin, attention_mask, past_key_values,
                          self.layer_idx)[0]
 
