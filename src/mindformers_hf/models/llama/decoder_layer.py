@@ -1,8 +1,9 @@
 """The LLaMA decoder layer as one function, run eagerly by LlamaDecoderLayer and compiled by LlamaModel.
 
 `decoder_layer(spec, w, ...)` is the layer's math: `spec` (a `LayerSpec`) holds what is static -- head counts,
-eps, the family's switches (q/k norm, fused qkv or gate/up, interleaved rotary, sandwich norms, Gemma's
-(1 + weight) norms, GeGLU and attention soft-capping) -- and `w` the
+eps, the family's switches (q/k norm, fused qkv or gate/up, interleaved rotary, sandwich or post-only norms, Gemma's
+(1 + weight) norms, LayerNorms, GeGLU or plain MLPs, parallel residual, NoPE layers, attention soft-capping and
+sinks) -- and `w` the
 layer's weights by their HF names relative to the layer:
   - eager (LlamaDecoderLayer.construct): `w` maps module paths to the modules ("self_attn.q_proj" -> the Linear),
     so LoRA, tensor-parallel and other wrapped projections apply themselves, and an attention or MLP of a family's
