@@ -105,10 +105,21 @@ class _ParallelBase(nn.Cell):
         """The shape of the whole checkpoint tensor this parameter is a slice of (the loader checks it)."""
         raise NotImplementedError
 
-    def _load(self, param, source, dim, ranges):
+    def slice_of(self, param):
+        """(dim, [(start, stop), ...]): where `param` lies in the full checkpoint tensor; None: the whole tensor."""
+        raise NotImplementedError
+
+    def narrow(self, param, source):
+        """This rank's share of the full tensor `source` (a source or an array) for `param`, as an array."""
         if not hasattr(source, "read"):
             source = ArraySource(np.asarray(source))
-        array = _read(source, dim, ranges)
+        spec = self.slice_of(param)
+        return np.asarray(source) if spec is None else _read(source, *spec)
+
+    def weight_loader(self, param, source):
+        if not hasattr(source, "read"):
+            source = ArraySource(np.asarray(source))
+        array = self.narrow(param, source)
         if tuple(array.shape) != tuple(param.shape):
             raise ValueError(f"{type(self).__name__}: slice {array.shape} of a {tuple(source.shape)} tensor does not "
                              f"fit parameter {tuple(param.shape)}")
@@ -155,8 +166,8 @@ class ColumnParallelLinear(_ParallelBase):
     def full_shape(self, param):
         return (self.full_out_features,) + tuple(param.shape[1:])
 
-    def weight_loader(self, param, source):
-        self._load(param, source, 0, self.row_ranges)
+    def slice_of(self, param):
+        return 0, self.row_ranges
 
 
 class RowParallelLinear(_ParallelBase):
@@ -184,11 +195,8 @@ class RowParallelLinear(_ParallelBase):
     def full_shape(self, param):
         return (self.out_features, self.full_in_features) if param is self.weight else (self.out_features,)
 
-    def weight_loader(self, param, source):
-        if self.bias is not None and param is self.bias:
-            self._load(param, source, 0, [(0, self.out_features)])
-        else:
-            self._load(param, source, 1, [self.col_range])
+    def slice_of(self, param):
+        return None if self.bias is not None and param is self.bias else (1, [self.col_range])
 
 
 class VocabParallelEmbedding(_ParallelBase):
@@ -228,8 +236,8 @@ class VocabParallelEmbedding(_ParallelBase):
     def full_shape(self, param):
         return (self.num_embeddings, self.embedding_dim)
 
-    def weight_loader(self, param, source):
-        self._load(param, source, 0, [(self.vocab_start, self.vocab_end)])
+    def slice_of(self, param):
+        return 0, [(self.vocab_start, self.vocab_end)]
 
 
 class ParallelExperts(_ParallelBase):
@@ -259,9 +267,8 @@ class ParallelExperts(_ParallelBase):
             return (self.num_experts, 2 * self.full_inter, self.hidden)
         return (self.num_experts, self.hidden, self.full_inter)
 
-    def weight_loader(self, param, source):
+    def slice_of(self, param):
         start, stop = self.inter_range
         if param is self.gate_up_proj:  # gate rows, then up rows: this rank's block of each
-            self._load(param, source, 1, [(start, stop), (self.full_inter + start, self.full_inter + stop)])
-        else:
-            self._load(param, source, 2, [(start, stop)])
+            return 1, [(start, stop), (self.full_inter + start, self.full_inter + stop)]
+        return 2, [(start, stop)]
