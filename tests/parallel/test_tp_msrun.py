@@ -12,16 +12,48 @@ from tests.conftest import make_hf_checkpoint
 from tests.parallel.tp_matrix import check_tp_row, run_tp_matrix
 
 _MOE = dict(num_experts_per_tok=2, moe_intermediate_size=32)
+# multi-head latent attention: q through a LoRA rank, v_head_dim != the q/k head size; a dense first layer
+_MLA = dict(num_key_value_heads=4, kv_lora_rank=16, q_lora_rank=24, qk_rope_head_dim=8, qk_nope_head_dim=16,
+            v_head_dim=12, n_routed_experts=4, n_shared_experts=1, first_k_dense_replace=1, **_MOE)
+_GEMMA2 = dict(head_dim=16, query_pre_attn_scalar=24, sliding_window=4, attn_logit_softcapping=1.5,
+               final_logit_softcapping=2.0)
+_GEMMA3 = dict(head_dim=16, query_pre_attn_scalar=24, sliding_window=4,
+               layer_types=["sliding_attention", "full_attention"],
+               rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10.0},
+                                "full_attention": {"rope_type": "default", "rope_theta": 10000.0}})
 # family: (config class, model class, overrides, plan); vocab 128, hidden 64, 2 layers, 4 heads, 2 KV heads
 HF_ROWS = {
     "llama": ("LlamaConfig", "LlamaForCausalLM", {}, "auto"),
     # tied embeddings, so the vocab-parallel embedding also serves as the parallel LM head
     "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", {"tie_word_embeddings": True}, "auto+vocab"),
+    "mistral": ("MistralConfig", "MistralForCausalLM", {}, "auto"),
+    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", {"head_dim": 16}, "auto"),  # per-head q/k norms: replicated
+    "phi3": ("Phi3Config", "Phi3ForCausalLM", {}, "auto"),  # fused qkv_proj and gate_up_proj, split per block
+    "glm": ("GlmConfig", "GlmForCausalLM", {"head_dim": 16}, "auto"),  # fused gate_up_proj, partial rotary
+    "glm4": ("Glm4Config", "Glm4ForCausalLM", {"head_dim": 16}, "auto"),
+    # Gemma ties the head to the scaled embedding: vocab-parallel for both
+    "gemma": ("GemmaConfig", "GemmaForCausalLM", {"head_dim": 16, "tie_word_embeddings": True}, "auto+vocab"),
+    "gemma2": ("Gemma2Config", "Gemma2ForCausalLM", dict(_GEMMA2, tie_word_embeddings=True), "auto+vocab"),
+    "gemma3_text": ("Gemma3TextConfig", "Gemma3ForCausalLM", _GEMMA3, "auto"),
+    "mixtral": ("MixtralConfig", "MixtralForCausalLM", dict(num_local_experts=4, num_experts_per_tok=2), "auto"),
     # experts stacked at load (per-expert keys in the file), gated shared expert, one dense layer
     "qwen2_moe": ("Qwen2MoeConfig", "Qwen2MoeForCausalLM",
                   dict(_MOE, num_experts=4, shared_expert_intermediate_size=48, norm_topk_prob=True,
                        mlp_only_layers=[0]), "auto"),
+    "qwen3_moe": ("Qwen3MoeConfig", "Qwen3MoeForCausalLM", dict(_MOE, num_experts=4, norm_topk_prob=True,
+                                                                head_dim=16), "auto"),
+    "deepseek_v2": ("DeepseekV2Config", "DeepseekV2ForCausalLM", _MLA, "auto"),
+    "deepseek_v3": ("DeepseekV3Config", "DeepseekV3ForCausalLM", dict(_MLA, n_group=2, topk_group=1), "auto"),
 }
+
+
+# transformers has no tp plan for GPT-2: ours, as a dict plan (the modules' declarations give the q/k/v blocks of
+# the fused Conv1D c_attn, stored [in, out]), with the tied wte vocab-parallel as embedding and head
+GPT2_PLAN = {"transformer.wte": "embedding_rowwise", "transformer.h.*.attn.c_attn": "colwise",
+             "transformer.h.*.attn.c_proj": "rowwise", "transformer.h.*.mlp.c_fc": "colwise",
+             "transformer.h.*.mlp.c_proj": "rowwise"}
+HF_ROWS["gpt2"] = ("GPT2Config", "GPT2LMHeadModel", dict(n_embd=64, n_layer=2, n_head=4, n_positions=64,
+                                                          n_inner=96, tie_word_embeddings=True), GPT2_PLAN)
 
 
 def _hf_row(root, name):
@@ -34,11 +66,15 @@ def _remote_row(root, name):
     """The remote-format folder, with its HF-native twin as the oracle."""
     from tests.models import test_remote_formats as remote
 
+    if name == "baichuan_alibi":  # the twin runs ALiBi as its attention mask
+        folder, _, reference = remote.baichuan_alibi_checkpoint(root / name)
+        return folder, lambda ids, mask: reference(ids, mask, None).logits.numpy(), "auto"
     folder, _, hf = getattr(remote, f"{name}_checkpoint")(root / name)
     return folder, lambda ids, mask: remote.hf_forward(hf, ids, mask).logits.numpy(), "auto"
 
 
-REMOTE_ROWS = ("chatglm", "internlm2")
+# InternLM v1, Baichuan (W_pack, NormHead) and Qwen v1 (c_attn) have no GQA: 4 KV heads
+REMOTE_ROWS = ("chatglm", "internlm", "internlm2", "baichuan", "baichuan_alibi", "qwen")
 ROWS = sorted(HF_ROWS) + list(REMOTE_ROWS)
 
 

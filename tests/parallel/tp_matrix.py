@@ -131,4 +131,4 @@ def check_tp_row(result, single_atol=1e-5, hf_atol=1e-4):
             spec = stats["slices"].get(name)
             if spec is not None:  # the rows / columns of the full tensor this rank's parameter holds
                 want = _read(ArraySource(want), spec[0], [tuple(r) for r in spec[1]])
-            np.testing.assert_allclose(got[name], want, rtol=1e-4, atol=1e-6, err_msg=f"rank {rank} grad of {name}")
+            np.testing.assert_allclose(got[name], want, rtol=1e-4, atol=1e-5, err_msg=f"rank {rank} grad of {name}")
