@@ -51,17 +51,27 @@ def shard_slices(model):
 
 
 def run_row(folder, plan, batch, out):
-    start = time.perf_counter()
+    seconds, start = {}, time.perf_counter()
+
+    def lap(phase):
+        nonlocal start
+        now = time.perf_counter()
+        seconds[phase], start = round(now - start, 3), now
+
     model = AutoModelForCausalLM.from_pretrained(folder, tp_plan=resolve_plan(folder, plan))
     rank = model.tp_mesh.rank
+    lap("load")
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     np.save(os.path.join(out, f"logits_rank{rank}.npy"), np.asarray(logits))
+    lap("forward")
     tokens = model.generate(batch["input_ids"][:1], max_new_tokens=4, do_sample=False)
     np.save(os.path.join(out, f"tokens_rank{rank}.npy"), np.asarray(tokens))
+    lap("generate")
     np.savez(os.path.join(out, f"grads_rank{rank}.npz"), **loss_grads(model, batch))
+    lap("grads")
     with open(os.path.join(out, f"stats_rank{rank}.json"), "w") as f:
         json.dump({**model.tp_load_stats, "world": model.tp_mesh.size, "slices": shard_slices(model),
-                   "seconds": time.perf_counter() - start}, f)
+                   "seconds": seconds}, f)
 
 
 def main(out_dir):
