@@ -82,8 +82,18 @@ ROWS = sorted(HF_ROWS) + list(REMOTE_ROWS)
 def tp_results(tmp_path_factory):
     root = tmp_path_factory.mktemp("tp_matrix")
     rows = {name: _hf_row(root, name) for name in HF_ROWS}
+    # a row that fails in the workers (a style no registry has), between others that must still run
+    rows["refused_style"] = (rows["llama"][0], rows["llama"][1], {"model.norm": "sequence_parallel"})
     rows.update({name: _remote_row(root, name) for name in REMOTE_ROWS})
     return run_tp_matrix(rows, root / "out")
+
+
+def test_a_row_failing_in_the_workers_fails_alone(tp_results):
+    result = tp_results["refused_style"]
+    assert "NotImplementedError" in result["error"] and "sequence_parallel" in result["error"]
+    with pytest.raises(pytest.fail.Exception, match="'refused_style' failed in the workers"):
+        check_tp_row(result)
+    print(f"one msrun launch, {len(tp_results)} rows: {result['launch_seconds']:.1f} s")
 
 
 @pytest.mark.parametrize("family", ROWS)

@@ -108,13 +108,12 @@ def check_tp_row(result, single_atol=1e-5, hf_atol=1e-4):
         pytest.fail(f"tensor parallel row {result['name']!r} failed in the workers:\n{result['error']}")
     input_ids, attention_mask = tp_batch()
     single = AutoModelForCausalLM.from_pretrained(result["folder"])
-    ours = np.asarray(single(input_ids=input_ids, attention_mask=attention_mask).logits)
+    ours, full_grads = loss_grads(single, {"input_ids": input_ids, "attention_mask": attention_mask}, True)
     hf = _hf_logits(result["oracle"], input_ids, attention_mask)
     keep = attention_mask.astype(bool)  # padded positions are not compared (HF fills them differently)
     # op by op, as the tensor-parallel model decodes (compiling the decode step costs ~8 s a family; compiled and
     # eager decoding are compared in tests/generation)
     tokens = np.asarray(single.generate(input_ids[:1], max_new_tokens=4, do_sample=False, disable_compile=True))
-    full_grads = loss_grads(single, {"input_ids": input_ids, "attention_mask": attention_mask})
     row = result["dir"]
     for rank in range(2):
         tp = np.load(os.path.join(row, f"logits_rank{rank}.npy"))

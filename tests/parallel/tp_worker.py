@@ -21,17 +21,20 @@ from mindformers_hf.parallel import init_tensor_parallel
 from mindformers_hf.weight_loading import weight_loaders
 
 
-def loss_grads(model, batch):
-    """{parameter name: gradient of the causal-LM loss} for this rank's parameters (labels = ids, pads -100)."""
+def loss_grads(model, batch, with_logits=False):
+    """{parameter name: gradient of the causal-LM loss} for this rank's parameters (labels = ids, pads -100);
+    with_logits: (the forward's logits, that dict), from the one forward."""
     names, params = zip(*model.parameters_and_names())
     ids, mask = ms.Tensor(batch["input_ids"]), ms.Tensor(batch["attention_mask"])
     labels = ms.Tensor(np.where(batch["attention_mask"] == 1, batch["input_ids"], -100))
 
     def loss_fn(ids, mask, labels):
-        return model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        out = model(input_ids=ids, attention_mask=mask, labels=labels)
+        return out.loss, out.logits
 
-    grads = ms.value_and_grad(loss_fn, None, list(params))(ids, mask, labels)[1]
-    return {name: grad.asnumpy() for name, grad in zip(names, grads)}
+    (_, logits), grads = ms.value_and_grad(loss_fn, None, list(params), has_aux=True)(ids, mask, labels)
+    grads = {name: grad.asnumpy() for name, grad in zip(names, grads)}
+    return (logits.asnumpy(), grads) if with_logits else grads
 
 
 def resolve_plan(folder, plan):
@@ -61,14 +64,13 @@ def run_row(folder, plan, batch, out):
     model = AutoModelForCausalLM.from_pretrained(folder, tp_plan=resolve_plan(folder, plan))
     rank = model.tp_mesh.rank
     lap("load")
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    np.save(os.path.join(out, f"logits_rank{rank}.npy"), np.asarray(logits))
-    lap("forward")
+    logits, grads = loss_grads(model, batch, with_logits=True)  # logits and gradients from one forward
+    np.save(os.path.join(out, f"logits_rank{rank}.npy"), logits)
+    np.savez(os.path.join(out, f"grads_rank{rank}.npz"), **grads)
+    lap("forward_backward")
     tokens = model.generate(batch["input_ids"][:1], max_new_tokens=4, do_sample=False)
     np.save(os.path.join(out, f"tokens_rank{rank}.npy"), np.asarray(tokens))
     lap("generate")
-    np.savez(os.path.join(out, f"grads_rank{rank}.npz"), **loss_grads(model, batch))
-    lap("grads")
     with open(os.path.join(out, f"stats_rank{rank}.json"), "w") as f:
         json.dump({**model.tp_load_stats, "world": model.tp_mesh.size, "slices": shard_slices(model),
                    "seconds": seconds}, f)
