@@ -3,10 +3,10 @@
     results = run_tp_matrix({"llama": (folder, hf_oracle, "auto"), ...}, out_dir)   # name -> result
     check_tp_row(results["llama"])                                                # asserts, per row
 
-A row is (our folder, the HF oracle, plan): the oracle is a folder transformers loads with AutoModelForCausalLM
+A row is (our folder, the HF oracle[, plan]): the oracle is a folder transformers loads with AutoModelForCausalLM
 (torch, fp32), or a callable (input_ids, attention_mask) -> logits for references that are not a plain folder
-(the remote formats' HF-native twin with an ALiBi mask); plan is "auto", "auto+vocab" (the config's plan plus a
-vocab-parallel embedding) or a dict plan. The workers (tp_worker.py) loop over the rows; a row that raises in a
+(the remote formats' HF-native twin with an ALiBi mask); plan is "auto" (the default), "auto+vocab" (the config's
+plan plus a vocab-parallel embedding) or a dict plan. The workers (tp_worker.py) loop over the rows; a row that raises in a
 worker is that row's failure (check_tp_row fails with its traceback), the other rows still run.
 
 check_tp_row asserts, for both ranks: logits on a left-padded batch equal the single-process model's (1e-5) and
@@ -51,7 +51,7 @@ def _logs(log_dir):
 
 
 def run_tp_matrix(rows, out_dir):
-    """One msrun launch (2 workers) over every row of `rows` ({name: (our folder, HF oracle, plan)}).
+    """One msrun launch (2 workers) over every row of `rows` ({name: (our folder, HF oracle[, plan])}).
 
     Returns {name: result}: a dict with the row's folder, oracle, plan, output directory and "error" (None, or the
     reason this row has no results: a worker's traceback, or the launch's failure with the workers' logs).
@@ -62,6 +62,7 @@ def run_tp_matrix(rows, out_dir):
     os.makedirs(out_dir, exist_ok=True)
     input_ids, attention_mask = tp_batch()
     np.savez(os.path.join(out_dir, "batch.npz"), input_ids=input_ids, attention_mask=attention_mask)
+    rows = {name: (row[0], row[1], row[2] if len(row) > 2 else "auto") for name, row in rows.items()}
     with open(os.path.join(out_dir, "rows.json"), "w") as f:
         json.dump({name: {"folder": str(folder), "plan": plan} for name, (folder, _, plan) in rows.items()}, f)
     log_dir = os.path.join(out_dir, "logs")
@@ -94,7 +95,7 @@ def _hf_logits(oracle, input_ids, attention_mask):
         return np.asarray(oracle(input_ids, attention_mask))
     from tests.conftest import hf_forward
 
-    return hf_forward(oracle, input_ids, attention_mask).logits.numpy()
+    return hf_forward(str(oracle), input_ids, attention_mask).logits.numpy()
 
 
 def check_tp_row(result, single_atol=1e-5, hf_atol=1e-4):
