@@ -39,7 +39,11 @@ class LlamaRMSNorm(nn.Cell):
         self.offset = offset
 
     def construct(self, hidden_states):
-        weight = self.weight.astype(ms.float32) + 1.0 if self.offset else self.weight
+        return self.construct_with({"weight": self.weight}, hidden_states)
+
+    def construct_with(self, params, hidden_states):
+        """The norm with `params["weight"]` (tensor parallelism hands in the weight whose gradient it sums)."""
+        weight = params["weight"].astype(ms.float32) + 1.0 if self.offset else params["weight"]
         return fused.rms_norm(hidden_states, weight, self.variance_epsilon)
 
 
@@ -135,7 +139,10 @@ class LlamaAttention(nn.Cell):
     _tp_plan = {"q_proj": ("colwise", "num_attention_heads"), "k_proj": ("colwise", "num_key_value_heads"),
                 "v_proj": ("colwise", "num_key_value_heads"),
                 "qkv_proj": ("colwise", "num_attention_heads", "num_key_value_heads", "num_key_value_heads"),
-                "o_proj": ("rowwise", "num_attention_heads")}
+                "o_proj": ("rowwise", "num_attention_heads"),
+                # per-head norms (Qwen3, Gemma 3): whole on every rank, applied to its heads only, so the
+                # gradient of their weight is summed over the ranks (HF's plan names the same style)
+                "q_norm": "replicated_with_grad_allreduce", "k_norm": "replicated_with_grad_allreduce"}
 
     def __init__(self, config, layer_idx, dtype=ms.float32):
         super().__init__()
