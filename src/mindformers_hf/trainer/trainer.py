@@ -484,7 +484,8 @@ class Trainer(TrainingStepMixin, EvaluationMixin, SavingMixin, HubPushMixin, Bat
         return False
 
     def _mean_over_ranks(self, value):
-        return dist.sum_scalar(value) / self.args.world_size if self.args.world_size > 1 else value
+        n = dist.data_parallel_size()
+        return dist.sum_scalar(value) / n if n > 1 else value
 
     def _finalize_training(self, num_train_samples, start_time):
         self._total_loss_scalar += self._mean_over_ranks(self._tr_loss)
