@@ -17,13 +17,17 @@ import pytest
 
 from mindformers_hf.safetensors_io import SafetensorsFile
 
+from mindformers_hf import TrainingArguments
+from mindformers_hf.commands import launch as L
+
 from ..conftest import make_hf_checkpoint
 from .test_data_parallel import _env, free_port
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "mesh_train_script.py")
 pytestmark = pytest.mark.skipif(shutil.which("msrun") is None, reason="msrun (MindSpore's launcher) is not on PATH")
-MESH_ENV = {"ACCELERATE_USE_PARALLELISM_CONFIG": "true", "PARALLELISM_CONFIG_TP_SIZE": "2"}
-ZERO_ENV = {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "1"}
+# accelerate launch's flags for a dp x tp mesh and DeepSpeed ZeRO stage 1
+MESH = ["--use_parallelism_config", "--parallelism_config_tp_size", "2"]
+ZERO = ["--use_deepspeed", "--zero_stage", "1"]
 
 
 def _tensors(path):
@@ -38,11 +42,11 @@ def _single(model_dir, output_dir, *extra):
     return run.stdout
 
 
-def _launch(logs, n, env, model_dir, output_dir, *extra):
+def _launch(logs, n, flags, model_dir, output_dir, *extra):
     launched = subprocess.run(
-        [sys.executable, "-m", "mindformers_hf.commands.cli", "launch", "--num_processes", str(n),
+        [sys.executable, "-m", "mindformers_hf.commands.cli", "launch", "--num_processes", str(n), *flags,
          "--main_process_port", str(free_port()), "--log_dir", str(logs), SCRIPT, model_dir, str(output_dir), "2",
-         *extra], env={**_env(), **env}, capture_output=True, text=True, timeout=900)
+         *extra], env=_env(), capture_output=True, text=True, timeout=900)
     worker_logs = {int(re.search(r"(\d+)\.log$", p).group(1)): open(p).read()
                    for p in glob.glob(str(logs / "worker_*.log"))}
     assert launched.returncode == 0, launched.stderr[-3000:] + "\n".join(worker_logs.values())[-3000:]
@@ -70,7 +74,7 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("mesh")
     model_dir = make_hf_checkpoint(str(root / "tiny"))
     single = _single(model_dir, root / "single")
-    mesh_logs = _launch(root / "logs", 4, {**MESH_ENV, **ZERO_ENV}, model_dir, root / "mesh")
+    mesh_logs = _launch(root / "logs", 4, MESH + ZERO, model_dir, root / "mesh")
     return root, single, mesh_logs
 
 
@@ -119,10 +123,35 @@ def test_mesh_checkpoint_resumes_in_one_process(runs):
 def test_one_process_checkpoint_resumes_into_zero1_on_two_ranks(runs):
     root, single, _ = runs
     shutil.copytree(root / "single" / "checkpoint-2", root / "dp_resumed" / "checkpoint-2")
-    logs = _launch(root / "logs_resumed", 2, ZERO_ENV, str(root / "tiny"), root / "dp_resumed", "resume")
+    logs = _launch(root / "logs_resumed", 2, ZERO, str(root / "tiny"), root / "dp_resumed", "resume")
     assert len(_losses(logs[0])) == 1
     np.testing.assert_allclose(_losses(logs[0]), _losses(single)[2:], rtol=1e-4)
     report = _reports(logs[1])[1]
     assert abs(report["moments"] / (2 * report["params"]) - 0.5) < 0.01, report  # sharded over 2 ranks
     _assert_same_weights(_tensors(root / "dp_resumed" / "model.safetensors"),
                          _tensors(root / "single" / "model.safetensors"))
+
+
+def test_zero_and_mesh_settings_are_accelerates_and_deepspeeds(tmp_path, monkeypatch):
+    # the launcher exports what `accelerate launch` exports; stages other than 0/1 and meshes that do not fill
+    # the processes are refused by name
+    from mindformers_hf.commands.cli import build_parser
+
+    def resolve(*argv):
+        return L.resolve_launch(build_parser().parse_args(["launch", *argv, "train.py"]))
+
+    env = L.worker_env(resolve("--num_processes", "4", *MESH, *ZERO))
+    assert {k: env[k] for k in ("ACCELERATE_USE_PARALLELISM_CONFIG", "PARALLELISM_CONFIG_TP_SIZE",
+                                "ACCELERATE_USE_DEEPSPEED", "ACCELERATE_DEEPSPEED_ZERO_STAGE")} == {
+        "ACCELERATE_USE_PARALLELISM_CONFIG": "true", "PARALLELISM_CONFIG_TP_SIZE": "2",
+        "ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "1"}
+    with pytest.raises(SystemExit, match="ZeRO stage 2"):
+        resolve("--num_processes", "2", "--use_deepspeed")  # accelerate's default stage
+    with pytest.raises(SystemExit, match="does not fit num_processes 4"):
+        resolve("--num_processes", "4", "--parallelism_config_tp_size", "3")
+    # TrainingArguments: DeepSpeed's config dict (or JSON file), as transformers takes it
+    monkeypatch.delenv("ACCELERATE_USE_DEEPSPEED", raising=False)
+    assert TrainingArguments(str(tmp_path), deepspeed={"zero_optimization": {"stage": 1}}).zero_stage == 1
+    assert TrainingArguments(str(tmp_path)).zero_stage == 0
+    with pytest.raises(NotImplementedError, match="ZeRO stage 3"):
+        TrainingArguments(str(tmp_path), deepspeed={"zero_optimization": {"stage": 3}})

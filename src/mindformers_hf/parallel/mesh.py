@@ -70,8 +70,13 @@ def launcher_tp_size():
     N` sets ACCELERATE_USE_PARALLELISM_CONFIG=true and PARALLELISM_CONFIG_TP_SIZE=N), or None."""
     if os.environ.get("ACCELERATE_USE_PARALLELISM_CONFIG", "").lower() not in ("1", "true", "yes"):
         return None
-    size = int(os.environ.get("PARALLELISM_CONFIG_TP_SIZE", "1"))
+    size = _env_size("PARALLELISM_CONFIG_TP_SIZE")
     return size if size > 1 else None
+
+
+def _env_size(name):
+    value = os.environ.get(name, "")
+    return int(value) if value.isdigit() else 1  # (accelerate writes "None" for a size not given)
 
 
 def _check_launcher_sizes(world, tp_size):
@@ -80,7 +85,7 @@ def _check_launcher_sizes(world, tp_size):
         return
     dp = 1
     for name in ("PARALLELISM_CONFIG_DP_REPLICATE_SIZE", "PARALLELISM_CONFIG_DP_SHARD_SIZE"):
-        dp *= int(os.environ.get(name, "1"))
+        dp *= _env_size(name)
     if dp > 1 and dp * tp_size != world:
         raise ValueError(f"parallelism config: dp_replicate_size x dp_shard_size ({dp}) x tp_size ({tp_size}) must "
                          f"equal the number of processes ({world})")

@@ -163,7 +163,7 @@ class Trainer(TrainingStepMixin, EvaluationMixin, SavingMixin, HubPushMixin, Bat
     def _check_args(self):
         args = self.args
         unsupported = {
-            "deepspeed": args.deepspeed, "fsdp": args.fsdp,
+            "fsdp": args.fsdp,  # (deepspeed: TrainingArguments refuses every ZeRO stage but 1, which runs natively)
             "train_sampling_strategy": args.train_sampling_strategy not in ("random", "sequential", "group_by_length")
             and args.train_sampling_strategy,
             "label_smoothing_factor": args.label_smoothing_factor, "neftune_noise_alpha": args.neftune_noise_alpha,
