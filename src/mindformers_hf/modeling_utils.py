@@ -466,10 +466,10 @@ class PreTrainedModel(PeftAdapterMixin, GenerationMixin, nn.Cell):
                                                  "private", "revision", "create_pr") if push_to_hub and k in kwargs}
         for key in kwargs:
             warn_once(f"save_pretrained: keyword {key!r} is accepted for compatibility and ignored")
-        if getattr(getattr(self, "tp_mesh", None), "size", 1) > 1 and state_dict is None:
+        if getattr(getattr(self, "tp_mesh", None), "size", 1) > 1 and not getattr(state_dict, "whole_tensors", False):
             raise NotImplementedError("save_pretrained of a tensor-parallel model is not supported: each rank holds "
-                                      "only its slices; save the unsharded model (loaded without tp_plan), or pass the gathered "
-                                      "state_dict (the Trainer's save_model does)")
+                                      "only its slices; save the unsharded model (loaded without tp_plan), or let the Trainer's "
+                                      "save_model gather the whole tensors")
         if not is_main_process:
             return
         if os.path.isfile(save_directory):

@@ -120,9 +120,15 @@ def sharded_global_norm(grads, names, tp_layout):
     return math.sqrt(max(float(total), 0.0))
 
 
+class WholeStateDict(dict):
+    """A tensor-parallel model's state gathered into whole tensors: save_pretrained writes it (it refuses a
+    sharded model's own slices)."""
+    whole_tensors = True
+
+
 def gathered_state_dict(model, tp_layout):
     """{name: whole tensor} of a tensor-parallel model, in each parameter's dtype (every rank calls it)."""
-    state = {}
+    state = WholeStateDict()
     for name, param in model.parameters_and_names():
         value = tp_layout.gather(name, param.astype(ms.float32).asnumpy())
         state[name] = ms.Tensor(value).astype(param.dtype)

@@ -214,7 +214,7 @@ class MoeCheckpointMixin:
         """Writes HF's per-expert names (what transformers' own save_pretrained writes by default)."""
         params = state_dict if state_dict is not None else dict(self.parameters_and_names())
         block, names = self._checkpoint_names()
-        out = {}
+        out = type(params)() if isinstance(params, dict) else {}  # (keeps a gathered state's WholeStateDict type)
         for name, param in params.items():
             stacked = name.rsplit(".", 1)[-1]
             if ".mlp.experts." in name and stacked in ("gate_up_proj", "down_proj"):
