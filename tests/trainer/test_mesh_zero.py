@@ -4,7 +4,7 @@ script ends with the weights of the one-process run when run as dp=2 x tp=2 with
 rank reads only its slices and holds half the moments; checkpoints resume into another data-parallel size.
 
 Four runs in all (two launches): one process; dp=2 x tp=2 + ZeRO-1 on 4 processes; the one-process run resumed
-from the mesh's checkpoint; dp=2 + ZeRO-1 on 2 processes resumed from the one-process run's checkpoint."""
+from the mesh's checkpoint; dp=2 x tp=2 + ZeRO-1 resumed from the one-process run's checkpoint."""
 import glob
 import os
 import re
@@ -120,14 +120,16 @@ def test_mesh_checkpoint_resumes_in_one_process(runs):
                          _tensors(root / "single" / "model.safetensors"))
 
 
-def test_one_process_checkpoint_resumes_into_zero1_on_two_ranks(runs):
+def test_one_process_checkpoint_resumes_into_the_mesh_with_zero1(runs):
+    # the unsharded step-2 checkpoint resumed by dp=2 x tp=2 with ZeRO-1: each rank takes its tensor slices of
+    # the weights and moments, then its ZeRO part of those
     root, single, _ = runs
     shutil.copytree(root / "single" / "checkpoint-2", root / "dp_resumed" / "checkpoint-2")
-    logs = _launch(root / "logs_resumed", 2, ZERO, str(root / "tiny"), root / "dp_resumed", "resume")
+    logs = _launch(root / "logs_resumed", 4, MESH + ZERO, str(root / "tiny"), root / "dp_resumed", "resume")
     assert len(_losses(logs[0])) == 1
     np.testing.assert_allclose(_losses(logs[0]), _losses(single)[2:], rtol=1e-4)
     report = _reports(logs[1])[1]
-    assert abs(report["moments"] / (2 * report["params"]) - 0.5) < 0.01, report  # sharded over 2 ranks
+    assert abs(report["moments"] / (2 * report["params"]) - 0.5) < 0.01, report  # sharded over dp=2
     _assert_same_weights(_tensors(root / "dp_resumed" / "model.safetensors"),
                          _tensors(root / "single" / "model.safetensors"))
 
