@@ -52,11 +52,19 @@ class _GatherLastDim(nn.Cell):
 
     def __init__(self, group, rank, size):
         super().__init__()
-        self.op = ops.AllGather(group)
+        from .mesh import is_world_group
+
+        # CPU's AllGather runs over the world group only: over a dp x tp mesh's sub-group, gather by summing
+        # zero-padded buffers (each rank fills its own block)
+        self.by_sum = not is_world_group(group) and ms.get_context("device_target") == "CPU"
+        self.op = ops.AllReduce(ops.ReduceOp.SUM, group) if self.by_sum else ops.AllGather(group)
         self.rank, self.size = rank, size
 
     def construct(self, x):
         n, c = x.shape
+        if self.by_sum:
+            blocks = [x if i == self.rank else ops.zeros_like(x) for i in range(self.size)]
+            return self.op(ops.cat(blocks, 1))                                  # [N, size * C]
         gathered = self.op(x)                                                   # [size * N, C], rank-major
         return gathered.reshape(self.size, n, c).permute(1, 0, 2).reshape(n, self.size * c)
 

@@ -219,7 +219,7 @@ class MoeCheckpointMixin:
         if names is None:
             return super().save_pretrained(save_directory, *args, state_dict=state_dict, **kwargs)
         params = state_dict if state_dict is not None else dict(self.parameters_and_names())
-        out = {}
+        out = type(params)() if isinstance(params, dict) else {}  # (keeps a gathered state's WholeStateDict type)
         for name, param in params.items():
             stacked = name.rsplit(".", 1)[-1]
             if ".mlp.experts." in name and stacked in ("gate_up_proj", "down_proj"):
