@@ -17,6 +17,7 @@ _LAZY = {
     "AutoModelForCausalLM": "mindformers_hf.models.auto",
     "AutoModelForSequenceClassification": "mindformers_hf.models.auto",
     "AutoModelForTokenClassification": "mindformers_hf.models.auto",
+    "AutoModelForImageTextToText": "mindformers_hf.models.auto",
     "AutoModelForSpeechSeq2Seq": "mindformers_hf.models.auto",
     # audio preprocessing needs no tensors: transformers' own (numpy; return_tensors="np")
     "AutoProcessor": "transformers",
