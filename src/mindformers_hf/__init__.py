@@ -20,7 +20,7 @@ _LAZY = {
     "AutoModelForImageTextToText": "mindformers_hf.models.auto",
     "AutoModelForSpeechSeq2Seq": "mindformers_hf.models.auto",
     # audio preprocessing needs no tensors: transformers' own (numpy; return_tensors="np")
-    "AutoProcessor": "transformers",
+    "AutoProcessor": "mindformers_hf.processing",  # transformers', loading vision-language ones without torch
     "AutoFeatureExtractor": "transformers",
     "WhisperProcessor": "transformers",
     "WhisperFeatureExtractor": "transformers",

@@ -1,5 +1,8 @@
 """Tiny Qwen2-VL / Qwen2.5-VL checkpoints written by HF transformers' own save_pretrained, and prompts with image
 and video placeholders, shared by the Qwen2-VL tests."""
+import contextlib
+import json
+
 import numpy as np
 
 IMAGE, VIDEO, START, END = 151, 152, 150, 153
@@ -17,7 +20,7 @@ CLASSES = {"qwen2_vl": ("Qwen2VLConfig", "Qwen2VLForConditionalGeneration"),
            "qwen2_5_vl": ("Qwen2_5_VLConfig", "Qwen2_5_VLForConditionalGeneration")}
 
 
-def make_qwen2_vl_checkpoint(folder, model_type="qwen2_vl", seed=0, **overrides):
+def make_qwen2_vl_checkpoint(folder, model_type="qwen2_vl", seed=0, text=None, **overrides):
     """A random tiny model of `model_type` saved by HF. Norms and biases are randomised, and the vision qkv
     weights scaled up so that attention is far from uniform (a wrong window or frame mask shows in the output)."""
     import torch
@@ -26,9 +29,9 @@ def make_qwen2_vl_checkpoint(folder, model_type="qwen2_vl", seed=0, **overrides)
     torch.manual_seed(seed)
     config_class, model_class = CLASSES[model_type]
     vision = dict(VISION[model_type], patch_size=4, spatial_merge_size=2, temporal_patch_size=2, in_channels=3)
-    config = getattr(transformers, config_class)(text_config=dict(TEXT), vision_config=vision, image_token_id=IMAGE,
-                                                 video_token_id=VIDEO, vision_start_token_id=START,
-                                                 vision_end_token_id=END, **overrides)
+    ids = dict(image_token_id=IMAGE, video_token_id=VIDEO, vision_start_token_id=START, vision_end_token_id=END)
+    config = getattr(transformers, config_class)(text_config={**TEXT, **(text or {})}, vision_config=vision,
+                                                 **{**ids, **overrides})
     model = getattr(transformers, model_class)(config).eval()
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -86,3 +89,85 @@ def torch_inputs(inputs):
     import torch
 
     return {k: torch.tensor(v) for k, v in inputs.items()}
+
+
+# ---------------------------------------------------------------------------------------------- processor
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+                  "<|image_pad|>", "<|video_pad|>"]  # ids 256.. after the 256 byte tokens
+PROCESSOR_IDS = dict(image_token_id=261, video_token_id=262, vision_start_token_id=259, vision_end_token_id=260)
+PROCESSOR_TEXT = dict(vocab_size=264, bos_token_id=256, eos_token_id=258, pad_token_id=256)  # <|im_end|> ends
+# Qwen2-VL-Instruct's chat template (Qwen/Qwen2-VL-7B-Instruct, chat_template.json)
+CHAT_TEMPLATE = (
+    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+    "{% endif %}<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}{{ message['content'] }}"
+    "<|im_end|>\n{% else %}{% for content in message['content'] %}{% if content['type'] == 'image' or 'image' in "
+    "content or 'image_url' in content %}{% set image_count.value = image_count.value + 1 %}{% if add_vision_id %}"
+    "Picture {{ image_count.value }}: {% endif %}<|vision_start|><|image_pad|><|vision_end|>{% elif content['type'] "
+    "== 'video' or 'video' in content %}{% set video_count.value = video_count.value + 1 %}{% if add_vision_id %}"
+    "Video {{ video_count.value }}: {% endif %}<|vision_start|><|video_pad|><|vision_end|>{% elif 'text' in content "
+    "%}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endif %}{% endfor %}{% if add_generation_prompt %}"
+    "<|im_start|>assistant\n{% endif %}")
+
+
+@contextlib.contextmanager
+def tolerant_processor_class_check():
+    """transformers 5.25 cannot build any processor with a tokenizer when torchvision is missing: its class check
+    looks the tokenizer's alternative base class (MistralCommonBackend) up in VIDEO_PROCESSOR_MAPPING, a placeholder
+    without `_extra_content` then. Inside this block a sub-processor's class check accepts it when it is an
+    instance of the classes that do import (what the check means)."""
+    from transformers import processing_utils
+
+    original = processing_utils.ProcessorMixin.get_possibly_dynamic_module
+
+    def lookup(name):
+        try:
+            return original(name)
+        except AttributeError:
+            return type(None)  # an alternative class that is not installed: nothing is an instance of it
+
+    processing_utils.ProcessorMixin.get_possibly_dynamic_module = staticmethod(lookup)
+    try:
+        yield
+    finally:
+        processing_utils.ProcessorMixin.get_possibly_dynamic_module = staticmethod(original)
+
+
+def write_processor(folder):
+    """A byte-level BPE tokenizer (256 byte tokens, no merges, Qwen's special tokens) and Qwen2VLProcessor's
+    files, written by transformers."""
+    import transformers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    vocab = {char: i for i, char in enumerate(bytes_to_unicode().values())}
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=backend)
+    tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS})
+    tokenizer.eos_token, tokenizer.pad_token = "<|im_end|>", "<|endoftext|>"
+    assert tokenizer.convert_tokens_to_ids("<|image_pad|>") == PROCESSOR_IDS["image_token_id"]
+    sizes = dict(min_pixels=16 * 16, max_pixels=32 * 32, patch_size=4, merge_size=2, temporal_patch_size=2)
+    # the files of a Hub repo (Qwen/Qwen2-VL-2B-Instruct): tokenizer, preprocessor_config.json, chat_template.json;
+    # no video processor (transformers' needs torchvision)
+    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.save_pretrained(folder)
+    image_processor = transformers.Qwen2VLImageProcessorPil(**sizes)
+    image_processor.processor_class = "Qwen2VLProcessor"
+    image_processor.save_pretrained(folder)
+    (folder / "chat_template.json").write_text(json.dumps({"chat_template": CHAT_TEMPLATE}))
+    return str(folder)
+
+
+def make_processor_checkpoint(folder, model_type="qwen2_vl"):
+    """A tiny model whose vocabulary and special ids are the tokenizer's, with the processor's files beside it."""
+    make_qwen2_vl_checkpoint(folder, model_type, text=PROCESSOR_TEXT, **PROCESSOR_IDS)
+    return write_processor(folder)
+
+
+def image(seed=0, size=(28, 40)):
+    from PIL import Image
+
+    pixels = (np.random.default_rng(seed).random(size + (3,)) * 255).astype(np.uint8)
+    return Image.fromarray(pixels)
