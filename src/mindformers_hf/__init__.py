@@ -67,6 +67,7 @@ _LAZY = {
     "pipeline": "mindformers_hf.pipelines",
     "TextGenerationPipeline": "mindformers_hf.pipelines",
     "AutomaticSpeechRecognitionPipeline": "mindformers_hf.pipelines",
+    "ImageTextToTextPipeline": "mindformers_hf.pipelines",
     "TextClassificationPipeline": "mindformers_hf.pipelines",
     "FeatureExtractionPipeline": "mindformers_hf.pipelines",
     "TokenClassificationPipeline": "mindformers_hf.pipelines",

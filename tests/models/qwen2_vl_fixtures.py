@@ -93,7 +93,7 @@ def torch_inputs(inputs):
 
 # ---------------------------------------------------------------------------------------------- processor
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
-                  "<|image_pad|>", "<|video_pad|>"]  # ids 256.. after the 256 byte tokens
+                  "<|image_pad|>", "<|video_pad|>"]  # ids 256..262, after the 256 byte tokens
 PROCESSOR_IDS = dict(image_token_id=261, video_token_id=262, vision_start_token_id=259, vision_end_token_id=260)
 PROCESSOR_TEXT = dict(vocab_size=264, bos_token_id=256, eos_token_id=258, pad_token_id=256)  # <|im_end|> ends
 # Qwen2-VL-Instruct's chat template (Qwen/Qwen2-VL-7B-Instruct, chat_template.json)
@@ -148,6 +148,8 @@ def write_processor(folder):
     tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS})
     tokenizer.eos_token, tokenizer.pad_token = "<|im_end|>", "<|endoftext|>"
     assert tokenizer.convert_tokens_to_ids("<|image_pad|>") == PROCESSOR_IDS["image_token_id"]
+    assert (tokenizer.eos_token_id, tokenizer.pad_token_id) == (PROCESSOR_TEXT["eos_token_id"],
+                                                                 PROCESSOR_TEXT["pad_token_id"])
     sizes = dict(min_pixels=16 * 16, max_pixels=32 * 32, patch_size=4, merge_size=2, temporal_patch_size=2)
     # the files of a Hub repo (Qwen/Qwen2-VL-2B-Instruct): tokenizer, preprocessor_config.json, chat_template.json;
     # no video processor (transformers' needs torchvision)
