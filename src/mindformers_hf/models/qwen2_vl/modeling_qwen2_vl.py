@@ -293,6 +293,8 @@ class Qwen2VLForConditionalGeneration(Qwen2VLPreTrainedModel):
     _tied_weights_keys = {"lm_head.weight": "model.language_model.embed_tokens.weight"}
     # the prompt's images and videos reach the prefill forward only (generation/utils.py)
     _prefill_inputs = _MM_INPUTS
+    # as transformers' class: the Trainer does not pass num_items_in_batch; the loss is each micro-batch's mean
+    accepts_loss_kwargs = False
 
     def __init__(self, config, dtype=ms.float32):
         super().__init__(config)
