@@ -21,12 +21,24 @@ def checkpoint(request, tmp_path_factory):
     return request.param, folder, hf_model(folder), AutoModelForImageTextToText.from_pretrained(folder)
 
 
-def test_auto_class_builds_the_family_class(checkpoint):
+def test_auto_classes_build_the_family_classes(checkpoint):
+    """AutoModelForImageTextToText and AutoModel build transformers' classes; the base model's states equal HF's."""
+    import torch
+    import transformers
+
     import mindformers_hf
 
-    model_type, _, hf, ours = checkpoint
+    _, folder, hf, ours = checkpoint
     assert type(ours).__name__ == type(hf).__name__
     assert type(ours) is getattr(mindformers_hf, type(hf).__name__)
+    hf_base = transformers.AutoModel.from_pretrained(folder).eval()
+    base = mindformers_hf.AutoModel.from_pretrained(folder)
+    assert type(base).__name__ == type(hf_base).__name__
+    inputs = image_batch()
+    with torch.no_grad():
+        ref = hf_base(**torch_inputs(inputs)).last_hidden_state.numpy()
+    keep = inputs["attention_mask"].astype(bool)
+    assert np.abs(base(**inputs).last_hidden_state[keep] - ref[keep]).max() <= 1e-4
 
 
 def test_image_features_logits_and_greedy_tokens_equal_hf(checkpoint):
