@@ -1,6 +1,7 @@
 """Qwen2-VL and Qwen2.5-VL against HF transformers (torch, fp32, CPU) on tiny checkpoints HF writes in the test:
-vision features, logits with images (and padding), greedy generate (M-RoPE positions and rope_deltas in decoding),
-videos, `get_rope_index`, and the two checkpoint layouts (published names and transformers 5's module paths).
+vision features, logits with images (and padding), greedy and beam generate (M-RoPE positions and rope_deltas in
+decoding), videos, `get_rope_index`, and the two checkpoint layouts (published names and transformers 5's module
+paths).
 
 Tolerances: 1e-5 on vision features, 1e-4 on logits (both fp32; different kernels, so not bit for bit).
 """
@@ -51,6 +52,7 @@ def test_image_features_logits_and_greedy_tokens_equal_hf(checkpoint):
                                                              torch.tensor(inputs["image_grid_thw"])).pooler_output)
         ref = hf(**torch_inputs(inputs)).logits.numpy()
         ref_tokens = hf.generate(**torch_inputs(inputs), max_new_tokens=6, do_sample=False).numpy()
+        ref_beams = hf.generate(**torch_inputs(inputs), max_new_tokens=4, num_beams=2, num_return_sequences=2).numpy()
     features = ours.get_image_features(inputs["pixel_values"], inputs["image_grid_thw"])
     features = np.concatenate([f.asnumpy() for f in features.pooler_output])
     np.testing.assert_allclose(features, ref_features.numpy(), atol=1e-5, rtol=0)
@@ -59,6 +61,9 @@ def test_image_features_logits_and_greedy_tokens_equal_hf(checkpoint):
     assert np.abs(logits[keep] - ref[keep]).max() <= 1e-4
     tokens = ours.generate(**inputs, max_new_tokens=6, do_sample=False)
     np.testing.assert_array_equal(np.asarray(tokens), ref_tokens)
+    # beams repeat and reorder each row's rope_deltas with its cache rows
+    beams = ours.generate(**inputs, max_new_tokens=4, num_beams=2, num_return_sequences=2)
+    np.testing.assert_array_equal(np.asarray(beams), ref_beams)
 
 
 def test_videos_and_rope_index_equal_hf(checkpoint):
