@@ -1,5 +1,4 @@
 """`mindformers-hf launch | config | env`: accelerate's flags and config file, mapped onto msrun."""
-import os
 import socket
 import textwrap
 

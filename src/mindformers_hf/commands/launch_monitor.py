@@ -157,14 +157,19 @@ def timeout_report(resolved, log_dir, timeout):
         by_machine = {}
         for rank in missing:
             by_machine.setdefault(rank // local, []).append(rank)
+        here = by_machine.pop(me, None)
         if by_machine:
             names = "; ".join(f"machine_rank {m} ({_ranks_text(r)})" for m, r in sorted(by_machine.items()))
-            return (f"{head}: {len(missing)} of {n} processes never joined: {names}. Start `mindformers-hf launch "
-                    f"--num_machines {machines} --machine_rank <rank> --main_process_ip "
-                    f"{resolved['main_process_ip']} --main_process_port {resolved['main_process_port']} "
-                    f"--num_processes {n} ...` on each of them (they must reach {address}), or wait longer with "
-                    "--join_timeout SECONDS.")
+            also = (f" (and this machine's {_ranks_text(here)} did not register in time either: a loaded machine "
+                    "or a too short timeout, see its log)" if here else "")
+            return (f"{head}: {names} never joined{also}. Start `mindformers-hf launch --num_machines {machines} "
+                    f"--machine_rank <rank> --main_process_ip {resolved['main_process_ip']} --main_process_port "
+                    f"{resolved['main_process_port']} --num_processes {n} ...` on each of them (they must reach "
+                    f"{address}), or wait longer with --join_timeout SECONDS.")
     mine = list(range(me * local, (me + 1) * local))
+    if machines == 1:
+        return (f"{head}: not all {n} processes registered with the scheduler at {address} in time (a loaded "
+                "machine or a too short timeout); see the worker logs, or wait longer with --join_timeout SECONDS.")
     return (f"{head}: this machine (machine_rank {me}, {_ranks_text(mine)}) waited for the main process at "
             f"{address} (machine_rank 0) and the other machines' {n - local} processes. Check that "
             "`mindformers-hf launch` runs on every machine with the same --num_processes/--num_machines and that "
