@@ -119,18 +119,24 @@ def test_a_killed_worker_stops_the_job_and_max_restarts_resumes_from_the_last_ch
     _assert_equal_weights(_weights(out), expected, start)
 
 
-def test_a_machine_that_never_joins_fails_the_job_with_a_timeout_naming_it(tmp_path):
+def test_a_machine_that_never_joins_fails_the_other_within_the_timeout_naming_it(tmp_path):
     # the cluster forms when the script joins it (the Trainer does, on its first collective; here init())
     script = tmp_path / "joins.py"
     script.write_text("from mindspore.communication import init\ninit()\nraise SystemExit('init() returned')\n")
     began = time.monotonic()
-    done = subprocess.run(_launch("--num_machines", 2, "--machine_rank", 0, "--num_processes", 2,
-                                  "--main_process_port", free_port(), "--rdzv_conf", "timeout=10",
-                                  "--log_dir", tmp_path / "logs", script),
-                          env=_env(), capture_output=True, text=True, timeout=300)
+    # machine 0 whose machine 1 never comes (accelerate's --rdzv_conf timeout=N), and, at the same time, a
+    # machine 1 whose machine 0 never comes (--join_timeout N)
+    alone = {rank: subprocess.Popen(
+        _launch("--num_machines", 2, "--machine_rank", rank, "--num_processes", 2, "--main_process_port",
+                free_port(), *(("--rdzv_conf", "timeout=10") if rank == 0 else ("--join_timeout", 10)),
+                "--log_dir", tmp_path / f"logs{rank}", script),
+        env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in (0, 1)}
+    errors = {rank: p.communicate(timeout=300)[1] for rank, p in alone.items()}
     elapsed = time.monotonic() - began
-    assert done.returncode != 0
+    assert alone[0].returncode != 0 and alone[1].returncode != 0
     assert ("the cluster did not form within 10 s (--join_timeout): machine_rank 1 (rank 1) never joined"
-            in done.stderr), done.stderr[-3000:]
-    assert "init() returned" not in done.stderr
-    assert elapsed < 120, elapsed  # the timeout plus msrun's startup, not the 600 s default
+            in errors[0]), errors[0][-3000:]
+    assert ("the cluster did not form within 10 s (--join_timeout): this machine (machine_rank 1, rank 1) "
+            "waited for the main process at 127.0.0.1:") in errors[1], errors[1][-3000:]
+    assert "init() returned" not in errors[0] + errors[1]
+    assert elapsed < 150, elapsed  # the timeout plus msrun's startup, not the 600 s default
