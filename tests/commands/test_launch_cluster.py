@@ -124,11 +124,12 @@ def test_a_machine_that_never_joins_fails_the_other_within_the_timeout_naming_it
     script = tmp_path / "joins.py"
     script.write_text("from mindspore.communication import init\ninit()\nraise SystemExit('init() returned')\n")
     began = time.monotonic()
-    # machine 0 whose machine 1 never comes (accelerate's --rdzv_conf timeout=N), and, at the same time, a
-    # machine 1 whose machine 0 never comes (--join_timeout N)
+    # machine 0 whose machine 1 never comes (accelerate's --rdzv_conf timeout=N; --max_restarts does not retry
+    # a timeout), and, at the same time, a machine 1 whose machine 0 never comes (--join_timeout N)
     alone = {rank: subprocess.Popen(
         _launch("--num_machines", 2, "--machine_rank", rank, "--num_processes", 2, "--main_process_port",
-                free_port(), *(("--rdzv_conf", "timeout=10") if rank == 0 else ("--join_timeout", 10)),
+                free_port(), *(("--rdzv_conf", "timeout=10", "--max_restarts", 1) if rank == 0 else
+                               ("--join_timeout", 10)),
                 "--log_dir", tmp_path / f"logs{rank}", script),
         env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in (0, 1)}
     errors = {rank: p.communicate(timeout=300)[1] for rank, p in alone.items()}
@@ -139,4 +140,5 @@ def test_a_machine_that_never_joins_fails_the_other_within_the_timeout_naming_it
     assert ("the cluster did not form within 10 s (--join_timeout): this machine (machine_rank 1, rank 1) "
             "waited for the main process at 127.0.0.1:") in errors[1], errors[1][-3000:]
     assert "init() returned" not in errors[0] + errors[1]
+    assert "restarting the job" not in errors[0]  # as torchrun: a cluster that did not form is not retried
     assert elapsed < 150, elapsed  # the timeout plus msrun's startup, not the 600 s default

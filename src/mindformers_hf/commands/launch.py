@@ -17,7 +17,7 @@ import subprocess
 import sys
 
 from ..utils import warn_once
-from .launch_monitor import MsrunRun, archive_logs, failure_report
+from .launch_monitor import MsrunRun, archive_logs, cluster_timed_out, failure_report
 
 # accelerate's default config location: $HF_HOME/accelerate, else $XDG_CACHE_HOME/huggingface/accelerate
 _HF_HOME = os.environ.get("HF_HOME") or os.path.join(
@@ -293,14 +293,16 @@ def launch_command(args):
         env["TORCHELASTIC_RESTART_COUNT"] = str(attempt)
         run = MsrunRun(command, env)
         code = run.run()
-        if code == 0:
-            return 0
-        last = attempt == restarts
+        if code == 0 or run.interrupted:
+            return 130 if run.interrupted else 0
+        # as torchrun, a cluster that did not form is not retried: the missing machine would be waited for again
+        last = attempt == restarts or cluster_timed_out(log_dir)
         logs = log_dir if last else archive_logs(log_dir, attempt)
         print("\n".join(failure_report(code, run, logs, resolved, resolved["join_timeout"])), file=sys.stderr)
-        if not last:
-            print(f"mindformers-hf launch: restarting the job ({attempt + 1} of {restarts} restarts); the "
-                  f"failed attempt's logs are in {logs}", file=sys.stderr)
+        if last:
+            break
+        print(f"mindformers-hf launch: restarting the job ({attempt + 1} of {restarts} restarts); the "
+              f"failed attempt's logs are in {logs}", file=sys.stderr)
     return code
 
 

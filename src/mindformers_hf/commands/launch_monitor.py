@@ -41,6 +41,7 @@ class MsrunRun:
     def __init__(self, command, env, poll_interval=0.5):
         self.command, self.env, self.poll_interval = command, env, poll_interval
         self.failures = []
+        self.interrupted = False
         self.ranks = {}  # worker pid -> rank
         self._stop_scheduler = threading.Event()
 
@@ -87,9 +88,9 @@ class MsrunRun:
                         pass
                     scheduler = None
                 time.sleep(self.poll_interval)
-        except KeyboardInterrupt:  # msrun got the SIGINT too and stops its workers
+        except KeyboardInterrupt:  # Ctrl+C reached msrun too: it stops its workers; no restart after this
+            self.interrupted = True
             proc.wait()
-            raise
         pump.join(timeout=5)
         self.failures = [(self.ranks.get(pid), pid, code) for pid, code in self.failures]
         return proc.returncode
@@ -176,10 +177,15 @@ def timeout_report(resolved, log_dir, timeout):
             f"{address} is reachable from here, or wait longer with --join_timeout SECONDS.")
 
 
+def cluster_timed_out(log_dir):
+    """Whether the run failed because the cluster did not form in time (then a restart would only wait again)."""
+    return _logs_mention(log_dir, CLUSTER_TIMEOUT)
+
+
 def failure_report(code, run, log_dir, resolved, timeout):
     """Lines telling what failed: the timed-out cluster, else each failed worker with its log's last lines."""
     lines = [f"mindformers-hf launch: the job failed (msrun exit code {code}); msrun stopped the other workers."]
-    if _logs_mention(log_dir, CLUSTER_TIMEOUT):
+    if cluster_timed_out(log_dir):
         lines.append(timeout_report(resolved, log_dir, timeout))
         return lines
     named = set()
