@@ -252,8 +252,9 @@ def torchrun_env(resolved):
 
 def msrun_command(resolved, log_dir, script, script_args):
     n, machines = int(resolved["num_processes"]), int(resolved["num_machines"])
-    msrun = shutil.which("msrun")
-    head = [msrun] if msrun else [sys.executable, "-m", "mindspore.parallel.cluster.run"]
+    # msrun's own entry point (the `msrun` console script calls the same main), run by this interpreter: no PATH
+    # lookup, no wrapper process (a pyenv shim) between the launcher and msrun
+    head = [sys.executable, "-m", "mindspore.parallel.cluster.run"]
     return head + [f"--worker_num={n}", f"--local_worker_num={n // machines}",
                    f"--master_addr={resolved['main_process_ip']}", f"--master_port={resolved['main_process_port']}",
                    f"--node_rank={resolved['machine_rank']}", f"--log_dir={log_dir}", "--join=True",

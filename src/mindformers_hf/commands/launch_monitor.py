@@ -19,6 +19,7 @@ import time
 # msrun's own lines (mindspore/parallel/cluster/process_entity/_api.py, MindSpore 2.x)
 _WORKER_EXIT = re.compile(r"Worker process (\d+) exit with exception\. Error code: (-?\d+)")
 _KILLING_OTHERS = "exits with exception, kill all other workers"
+_MSRUN_GAVE_UP = "RuntimeError: Distributed job exited with exception"
 # what a worker or the scheduler raises when the cluster did not form within msrun's --cluster_time_out
 CLUSTER_TIMEOUT = "Failed to initialize distributed job cluster"
 # the scheduler's line for every worker that joined
@@ -44,15 +45,28 @@ class MsrunRun:
         self.interrupted = False
         self.ranks = {}  # worker pid -> rank
         self._stop_scheduler = threading.Event()
+        self._killed_scheduler = None  # its pid: msrun's "Scheduler process <pid> exit with exception" is ours
 
     def _pump(self, stream):
+        held = []  # a Python traceback of msrun itself, held until we know it is msrun's "job exited" one
         for line in stream:
+            if held or line.startswith("Traceback (most recent call last):"):
+                held.append(line)
+                if _MSRUN_GAVE_UP in line:  # msrun's way to exit 1; the launcher's own report replaces it
+                    held = []
+                elif not line.startswith((" ", "Traceback")):
+                    sys.stderr.writelines(held)
+                    held = []
+                continue
+            if self._killed_scheduler and f"Scheduler process {self._killed_scheduler} exit" in line:
+                continue
             sys.stderr.write(line)
             match = _WORKER_EXIT.search(line)
             if match:
                 self.failures.append((int(match.group(1)), int(match.group(2))))
             if _KILLING_OTHERS in line:
                 self._stop_scheduler.set()
+        sys.stderr.writelines(held)
         sys.stderr.flush()
 
     def run(self):
@@ -83,6 +97,7 @@ class MsrunRun:
                     # moment, then end the scheduler, which would otherwise wait for their heartbeats to time out
                     time.sleep(self.poll_interval)
                     try:
+                        self._killed_scheduler = scheduler.pid
                         scheduler.send_signal(signal.SIGKILL)
                     except psutil.Error:
                         pass
