@@ -6,7 +6,6 @@ import glob
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -14,9 +13,8 @@ import time
 import numpy as np
 import pytest
 
-from mindformers_hf.safetensors_io import SafetensorsFile
-
 from ..conftest import make_hf_checkpoint
+from ..trainer.test_data_parallel import _env, _weights, free_port
 
 HERE = os.path.dirname(__file__)
 SCRIPT = os.path.join(HERE, "..", "trainer", "dp_train_script.py")
@@ -24,24 +22,8 @@ KILL = os.path.join(HERE, "kill_rank_script.py")
 pytestmark = pytest.mark.skipif(shutil.which("msrun") is None, reason="msrun (MindSpore's launcher) is not on PATH")
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("", 0))
-        return s.getsockname()[1]
-
-
-def _env():
-    src = os.path.abspath(os.path.join(HERE, "..", "..", "src"))
-    return {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
-
-
 def _launch(*argv):
     return [sys.executable, "-m", "mindformers_hf.commands.cli", "launch", *map(str, argv)]
-
-
-def _weights(folder):
-    reader = SafetensorsFile(os.path.join(folder, "model.safetensors"))
-    return {k: np.array(reader.get(k)) for k in reader.keys()}
 
 
 def _logs(folder):
