@@ -65,6 +65,17 @@ def _hf_model(folder):
     return transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
 
 
+def _weights(ours, hf):
+    """({name: array} of our parameters, of HF's state_dict: buffers too, as DeepSeek-V3's e_score_correction_bias,
+    a parameter here). A tied head is one tensor: HF's state_dict lists it under both names, our parameters once."""
+    got = {name: param.asnumpy() for name, param in ours.parameters_and_names()}
+    want = {k: v.detach().numpy() for k, v in hf.state_dict().items()}
+    for name in set(want) - set(got):
+        assert hf.config.tie_word_embeddings and name == "lm_head.weight", name
+        del want[name]
+    return got, want
+
+
 def _steps(history):
     return [h for h in history if "loss" in h]
 
@@ -97,12 +108,7 @@ def check_train(our_folder, hf_folder, tmp_path):
         got = conv.read_tensors(tmp_path / "saved")
         want = conv.to_format(fmt, hf, our_folder)
     else:
-        got = {name: param.asnumpy() for name, param in ours.parameters_and_names()}
-        want = {k: v.detach().numpy() for k, v in hf.state_dict().items()}
-        # a tied head is one tensor: HF's state_dict lists it under both names, our parameters once
-        for name in set(want) - set(got):
-            assert hf.config.tie_word_embeddings and name == "lm_head.weight", name
-            del want[name]
+        got, want = _weights(ours, hf)
     assert set(got) == set(want)
     for name, value in want.items():
         rel = np.linalg.norm(got[name] - value) / max(np.linalg.norm(value), 1e-12)
@@ -110,6 +116,7 @@ def check_train(our_folder, hf_folder, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ LoRA
+MOE_ARCHITECTURES = ("Mixtral", "Qwen2Moe", "Qwen3Moe", "DeepseekV2", "DeepseekV3")
 LORA = dict(r=4, lora_alpha=8, init_lora_weights=False, task_type="CAUSAL_LM")
 
 
@@ -162,21 +169,34 @@ def check_lora(our_folder, hf_folder, tmp_path):
     ids, mask = batch(vocab, length=11, pad_left=(0, 3))
     hf = _hf_model(hf_folder).eval()
 
-    # 1. default target modules: what peft picks for the model_type (or its refusal when it has none)
+    # 1. default target modules: peft's table for the model_type (TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING),
+    # or peft's refusal when it has no entry. (peft 0.21.2 on transformers 5 loses the table's entry for the
+    # MoE types it converts, Mixtral's: it then refuses; the table is what it means to apply.)
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as DEFAULTS
+
     reference = _peft_reference(fmt, our_folder, hf_folder)
-    try:
-        want = _peft_model(reference, task_type="CAUSAL_LM").targeted_module_names
-    except ValueError as error:
-        assert "target_modules" in str(error)
+    model_type = _read_config(our_folder)["model_type"]
+    if model_type not in DEFAULTS:
         with pytest.raises(ValueError, match="target_modules"):
+            _peft_model(reference, task_type="CAUSAL_LM")
+        with pytest.raises(ValueError, match="Please specify `target_modules`"):
             get_peft_model(AutoModelForCausalLM.from_pretrained(our_folder), LoraConfig(task_type="CAUSAL_LM"))
     else:
+        want = _peft_model(reference, target_modules=DEFAULTS[model_type]).targeted_module_names
         ours = get_peft_model(AutoModelForCausalLM.from_pretrained(our_folder), LoraConfig(task_type="CAUSAL_LM"))
         assert ours.targeted_module_names == want
+        assert ours.peft_config["default"].target_modules == set(DEFAULTS[model_type])
 
     # every linear layer but the head: "all-linear" for HF models; spelled out on a remote format's module tree,
-    # where peft (the tree is no PreTrainedModel) cannot tell the head apart
-    targets = conv.linear_targets(reference) if fmt else "all-linear"
+    # where peft (the tree is no PreTrainedModel) cannot tell the head apart. MoE models: the attention's layers
+    # (peft's "all-linear" also adapts the fused expert tensors there, as target_parameters: not supported here)
+    if fmt:
+        targets = conv.linear_targets(reference)
+    elif _read_config(hf_folder).get("architectures", [""])[0].startswith(MOE_ARCHITECTURES):
+        targets = sorted({name.rpartition(".")[2] for name, module in reference.named_modules()
+                          if ".self_attn." in name and type(module).__name__ == "Linear"})
+    else:
+        targets = "all-linear"
 
     # 2. our adapter -> HF peft: the keys peft writes for this model, equal logits
     ours = get_peft_model(AutoModelForCausalLM.from_pretrained(our_folder), LoraConfig(target_modules=targets, **LORA))
@@ -207,8 +227,7 @@ def check_lora(our_folder, hf_folder, tmp_path):
         want = conv.to_format(fmt, hf_merged, our_folder)
         want = {k: v for k, v in want.items() if k in got or not k.endswith("inv_freq")}
     else:
-        got = {name: param.asnumpy() for name, param in merged.parameters_and_names()}
-        want = {k: v.detach().numpy() for k, v in hf_merged.named_parameters()}
+        got, want = _weights(merged, hf_merged)
     assert set(got) == set(want)
     for name, value in want.items():
         assert np.abs(got[name] - value).max() <= MERGE_ATOL, name
