@@ -326,8 +326,10 @@ def to_format(fmt, hf, our_folder=None):
 
     with torch.no_grad():
         tensors = FORMATS[fmt][1](hf)
-        if fmt == "baichuan":
-            tensors["lm_head.weight"] = hf.lm_head.parametrizations.weight.original
+        if fmt == "baichuan":  # NormHead's own weight: trained (the parametrization's) or the format file's
+            parametrized = getattr(hf.lm_head, "parametrizations", None)
+            tensors["lm_head.weight"] = (parametrized.weight.original if parametrized is not None
+                                         else torch.tensor(read_tensors(our_folder)["lm_head.weight"]))
         return {k: v.detach().float().numpy().copy() for k, v in tensors.items()}
 
 

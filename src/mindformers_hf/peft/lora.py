@@ -276,6 +276,17 @@ def check_target_module_exists(config, key):
     return found
 
 
+def checkpoint_module_name(model):
+    """our module path -> the module path in the model's checkpoint format. Formats with their own tensor names
+    (weights.CheckpointFormatMixin's `weight_table`: InternLM2's `attention.wqkv`, Baichuan's `W_pack`, Qwen's
+    `attn.c_attn`, ChatGLM's `query_key_value`) are adapted under those names, as PEFT on the format's remote code
+    names them; an HF-named model keeps its paths."""
+    table = getattr(model, "weight_table", None)
+    if table is None:
+        return lambda key: key
+    return lambda key: table.to_checkpoint(key + ".weight")[0][:-len(".weight")]
+
+
 def _output_embedding_names(model):
     getter = getattr(model, "get_output_embeddings", None)
     head = getter() if getter is not None else None
@@ -313,7 +324,8 @@ class LoraTuner:
                       if isinstance(c, (Linear, LoraLinear))
                       and not any(n.startswith(p + ".") for p in tuner_prefixes)}
             # as PEFT: the output head is never an all-linear target
-            config.target_modules = linear - _output_embedding_names(self.model)
+            named = checkpoint_module_name(self.model)
+            config.target_modules = {named(n) for n in linear - _output_embedding_names(self.model)}
         if config.fan_in_fan_out:
             warn_once("fan_in_fan_out is set to True but the target module is a Linear with an [out, in] weight. "
                       "Setting fan_in_fan_out to False.")
@@ -324,6 +336,7 @@ class LoraTuner:
         config.check_supported()
         self._resolve_targets(config)
         heads = _output_embedding_names(self.model)
+        named = checkpoint_module_name(self.model)
         targeted = []
         tuner_prefixes = []
         for key, cell in list(self.model.cells_and_names()):
@@ -331,10 +344,10 @@ class LoraTuner:
                 continue
             if _is_tuner(cell):
                 tuner_prefixes.append(key)
-            if not check_target_module_exists(config, key):
+            if not check_target_module_exists(config, named(key)):
                 continue
-            targeted.append(key)
-            r, alpha = config.rank_and_alpha(key)
+            targeted.append(named(key))
+            r, alpha = config.rank_and_alpha(named(key))
             args = (adapter_name, r, alpha, config.lora_dropout, config.init_lora_weights, config.use_rslora,
                     config.lora_bias)
             if isinstance(cell, LoraLinear):
