@@ -21,11 +21,14 @@ from ...utils import warn_once
 
 
 class Conv1D(nn.Cell):
-    """OpenAI's "Conv1D", a linear layer whose weight is stored [in, out]: y = x @ W + b."""
+    """OpenAI's "Conv1D", a linear layer whose weight is stored [in, out]: y = x @ W + b. LoRA adapts it as PEFT
+    does transformers' Conv1D (`fan_in_fan_out`: the weight is the transpose of a Linear's)."""
+
+    fan_in_fan_out = True
 
     def __init__(self, out_features, in_features, dtype=ms.float32, std=0.02):
         super().__init__()
-        self.out_features = out_features
+        self.in_features, self.out_features = in_features, out_features
         self.weight = new_parameter((in_features, out_features), dtype, "normal", std)
         self.bias = new_parameter((out_features,), dtype, "zeros")
         self._matmul = ops.MatMul()
