@@ -150,6 +150,7 @@ def _adapter_config(folder):
         if isinstance(config.get(key), list):
             config[key] = sorted(config[key])
     config.pop("base_model_name_or_path")  # a path or None
+    config["target_parameters"] = config.get("target_parameters") or None  # peft's MoE conversion writes []
     return config
 
 

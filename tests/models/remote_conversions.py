@@ -17,13 +17,13 @@ TINY = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_l
             eos_token_id=2, pad_token_id=0)
 
 
-def hf_native(config_class, model_class, seed=0, **overrides):
+def hf_native(config_class, model_class, seed=0, base=TINY, **overrides):
     """A random HF-native model (random norms and biases, so a misplaced one cannot hide)."""
     import torch
     import transformers
 
     torch.manual_seed(seed)
-    config = getattr(transformers, config_class)(**{**TINY, **overrides})
+    config = getattr(transformers, config_class)(**{**base, **overrides})
     model = getattr(transformers, model_class)(config).eval()
     with torch.no_grad():
         for name, p in model.named_parameters():

@@ -2,11 +2,9 @@
 import pytest
 
 from tests.models import remote_conversions as conv
+from tests.models.remote_conversions import TINY
 from tests.models.matrix_train import check_lora, check_train
 
-TINY = dict(vocab_size=128, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=False, bos_token_id=1,
-            eos_token_id=2, pad_token_id=0)
 MOE = dict(router_aux_loss_coef=0.02, output_router_logits=True)  # the aux loss is part of the trained loss
 MLA = dict(num_key_value_heads=4, kv_lora_rank=8, q_lora_rank=12, qk_rope_head_dim=4, qk_nope_head_dim=8,
            v_head_dim=6, moe_intermediate_size=16, n_shared_experts=1, first_k_dense_replace=1, n_routed_experts=4,
