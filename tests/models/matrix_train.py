@@ -122,11 +122,16 @@ MOE_ARCHITECTURES = ("Mixtral", "Qwen2Moe", "Qwen3Moe", "DeepseekV2", "DeepseekV
 LORA = dict(r=4, lora_alpha=8, init_lora_weights=False, task_type="CAUSAL_LM")
 
 
-def _logits(model, ids, mask):
+def _logits(model, ids, mask, alibi_heads=None):
+    """A torch model's logits; with ALiBi's reference inputs for a Baichuan ALiBi checkpoint (remote_conversions)."""
     import torch
 
+    from tests.models import remote_conversions as conv
+
+    ids = torch.tensor(ids)
+    inputs = conv.alibi_inputs(mask, alibi_heads) if alibi_heads else {"attention_mask": torch.tensor(mask)}
     with torch.no_grad():
-        return model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask)).logits.numpy()
+        return model(input_ids=ids, **inputs).logits.numpy()
 
 
 def _assert_logits(got, want, mask):
@@ -181,6 +186,7 @@ def check_lora(our_folder, hf_folder, tmp_path):
     vocab = _read_config(hf_folder)["vocab_size"]
     ids, mask = batch(vocab, length=11, pad_left=(0, 3))
     hf = _hf_model(hf_folder).eval()
+    heads = conv.alibi_heads(our_folder) if fmt else None
 
     # 1. default target modules: peft's table for the model_type (TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING),
     # or peft's refusal when it has no entry. (peft 0.21.2 on transformers 5 loses the table's entry for the
@@ -219,9 +225,9 @@ def check_lora(our_folder, hf_folder, tmp_path):
     got = ours(input_ids=ids, attention_mask=mask).logits
     folder = conv.adapter_to_native(fmt, tmp_path / "ours", tmp_path / "ours_native", hf) if fmt else tmp_path / "ours"
     loaded = peft.PeftModel.from_pretrained(_hf_model(hf_folder), str(folder)).eval()
-    want = _logits(loaded, ids, mask)
+    want = _logits(loaded, ids, mask, heads)
     _assert_logits(got, want, mask)
-    assert np.abs(want - _logits(hf, ids, mask)).max() > 1e-3  # the adapter changes the output
+    assert np.abs(want - _logits(hf, ids, mask, heads)).max() > 1e-3  # the adapter changes the output
 
     # 3. a peft-written adapter -> ours, equal logits
     theirs.save_pretrained(tmp_path / "theirs")
@@ -231,7 +237,7 @@ def check_lora(our_folder, hf_folder, tmp_path):
     if fmt:
         folder = conv.adapter_to_native(fmt, tmp_path / "theirs", tmp_path / "theirs_native", hf)
         theirs = peft.PeftModel.from_pretrained(_hf_model(hf_folder), str(folder)).eval()
-    want = _logits(theirs, ids, mask)
+    want = _logits(theirs, ids, mask, heads)
     _assert_logits(ours(input_ids=ids, attention_mask=mask).logits, want, mask)
 
     # 4. merge_and_unload: the same weights as peft's merge
@@ -246,4 +252,4 @@ def check_lora(our_folder, hf_folder, tmp_path):
     assert set(got) == set(want)
     for name, value in want.items():
         assert np.abs(got[name] - value).max() <= MERGE_ATOL, name
-    _assert_logits(merged(input_ids=ids, attention_mask=mask).logits, _logits(hf_merged, ids, mask), mask)
+    _assert_logits(merged(input_ids=ids, attention_mask=mask).logits, _logits(hf_merged, ids, mask, heads), mask)

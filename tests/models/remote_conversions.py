@@ -288,17 +288,64 @@ FORMATS = {
 }
 
 
-def write_format(name, folder, hf):
+def write_format(name, folder, hf, **config_options):
     """Write `hf` (an HF-native model) as format `name` under folder/<name>, and `hf` itself under folder/hf."""
     tensors = FORMATS[name][1](hf)
     if name == "baichuan":
         tensors["lm_head.weight"] = normalise_head(hf)
-    out, _ = write_remote(os.path.join(folder, name), FORMATS[name][2](hf), tensors)
+    out, _ = write_remote(os.path.join(folder, name), FORMATS[name][2](hf, **config_options), tensors)
     hf.save_pretrained(os.path.join(folder, "hf"))
     return out, os.path.join(str(folder), "hf")
 
 
 WRITERS = {name: (lambda folder, n=name: write_format(n, folder, FORMATS[n][0]())) for name in FORMATS}
+# Baichuan2-13B: ALiBi instead of rotary; 6 heads, not a power of two, so the interleaved extra slopes are used
+WRITERS["baichuan_alibi"] = lambda folder: write_format(
+    "baichuan", folder, FORMATS["baichuan"][0](hidden_size=48, num_attention_heads=6, num_key_value_heads=6),
+    position_embedding="alibi")
+
+
+def alibi_heads(our_folder):
+    """The head count when `our_folder` is a Baichuan ALiBi checkpoint (its reference needs ALiBi), else None."""
+    with open(os.path.join(our_folder, "config.json")) as f:
+        config = json.load(f)
+    return config["num_attention_heads"] if config.get("position_embedding") == "alibi" else None
+
+
+def alibi_inputs(mask, heads):
+    """The ALiBi reference's inputs (no HF-native architecture has ALiBi with RMSNorm and SwiGLU): transformers'
+    LlamaForCausalLM with rotary switched off (position_ids all 0: cos 1, sin 0) and ALiBi in its 4D additive
+    attention mask: causal + padding mask plus transformers' Bloom `build_alibi_tensor` (the published slopes
+    times key position). Softmax is shift-invariant per row, so Bloom's slope * key position equals
+    Baichuan-13B's slope * (key - query position) on every allowed key."""
+    import torch
+    from transformers.models.bloom.modeling_bloom import build_alibi_tensor
+
+    m = torch.as_tensor(np.asarray(mask))
+    bsz, length = m.shape
+    alibi = build_alibi_tensor(m, heads, torch.float32).reshape(bsz, heads, 1, length)
+    allowed = torch.tril(torch.ones(length, length, dtype=torch.bool))[None, None] & m.bool()[:, None, None, :]
+    additive = torch.where(allowed, 0.0, torch.finfo(torch.float32).min) + alibi  # [B, H, S, T]
+    return {"attention_mask": additive, "position_ids": torch.zeros(bsz, length, dtype=torch.long)}
+
+
+def alibi_reference(model, heads):
+    """`model` (a LLaMA, or a peft model of one) called with ALiBi's inputs: a torch module transformers' Trainer
+    trains like any model (a causal LM: labels shifted)."""
+    import torch
+
+    class AlibiReference(torch.nn.Module):
+        loss_type = "ForCausalLM"
+
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids=None, attention_mask=None, labels=None, **kwargs):
+            mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
+            return self.model(input_ids=input_ids, labels=labels, **alibi_inputs(mask, heads), **kwargs)
+
+    return AlibiReference()
 
 
 # ------------------------------------------------------------------------------------------------ training
@@ -317,6 +364,8 @@ def hf_training_model(fmt, our_folder, hf):
         torch.nn.utils.parametrize.register_parametrization(hf.lm_head, "weight", Normalize())
         with torch.no_grad():
             hf.lm_head.parametrizations.weight.original.copy_(head)
+        if alibi_heads(our_folder):
+            return alibi_reference(hf, alibi_heads(our_folder))
     return hf
 
 
@@ -324,6 +373,7 @@ def to_format(fmt, hf, our_folder=None):
     """The format's tensors (numpy) of a trained HF-native model, as our save_pretrained writes them."""
     import torch
 
+    hf = getattr(hf, "model", hf) if type(hf).__name__ == "AlibiReference" else hf
     with torch.no_grad():
         tensors = FORMATS[fmt][1](hf)
         if fmt == "baichuan":  # NormHead's own weight: trained (the parametrization's) or the format file's

@@ -41,7 +41,7 @@ NATIVE = {
     "deepseek_v3": ("DeepseekV3Config", "DeepseekV3ForCausalLM", dict(routed_scaling_factor=2.5, norm_topk_prob=True,
                                                                       **MLA)),
 }
-REMOTE = sorted(conv.WRITERS)
+REMOTE = sorted(conv.WRITERS)  # (baichuan_alibi: Baichuan2-13B's ALiBi)
 
 
 

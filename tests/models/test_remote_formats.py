@@ -153,21 +153,14 @@ def test_baichuan2_13b_alibi_matches_llama_with_bloom_alibi(tmp_path):
     (the published ALiBi slopes and key positions). Softmax is shift-invariant per row, so Bloom's
     slope * key position equals Baichuan-13B's slope * (key - query position) on every allowed key.
     6 heads: not a power of two, so the interleaved extra slopes are exercised."""
-    import torch
-    from transformers.models.bloom.modeling_bloom import build_alibi_tensor
-
     hf = hf_native("LlamaConfig", "LlamaForCausalLM", hidden_size=96, num_attention_heads=6, num_key_value_heads=6,
                    attn_implementation="eager")
     folder, arrays = _baichuan_checkpoint(hf, tmp_path / "baichuan2_13b", "alibi")
     heads = hf.config.num_attention_heads
 
     def reference(ids, mask, labels):
-        m = torch.tensor(np.asarray(mask))
-        bsz, length = m.shape
-        alibi = build_alibi_tensor(m, heads, torch.float32).reshape(bsz, heads, 1, length)
-        allowed = torch.tril(torch.ones(length, length, dtype=torch.bool))[None, None] & m.bool()[:, None, None, :]
-        additive = torch.where(allowed, 0.0, torch.finfo(torch.float32).min) + alibi         # [B, H, S, T]
-        return hf_forward(hf, ids, additive, labels, position_ids=torch.zeros(bsz, length, dtype=torch.long))
+        alibi = remote_conversions.alibi_inputs(mask, heads)
+        return hf_forward(hf, ids, alibi["attention_mask"], labels, position_ids=alibi["position_ids"])
 
     assert_remote_parity(folder, arrays, "BaichuanForCausalLM", reference, tmp_path / "ours")
 
