@@ -188,12 +188,23 @@ def check_lora(our_folder, hf_folder, tmp_path):
     hf = _hf_model(hf_folder).eval()
     heads = conv.alibi_heads(our_folder) if fmt else None
 
+    reference = _peft_reference(fmt, our_folder, hf_folder)
+    # every linear layer but the head: "all-linear" for HF models; spelled out on a remote format's module tree,
+    # where peft (the tree is no PreTrainedModel) cannot tell the head apart. MoE models: the attention's layers
+    # (peft's "all-linear" also adapts the fused expert tensors there, as target_parameters: not supported here)
+    if fmt:
+        targets = conv.linear_targets(reference)
+    elif _read_config(hf_folder).get("architectures", [""])[0].startswith(MOE_ARCHITECTURES):
+        targets = sorted({name.rpartition(".")[2] for name, module in reference.named_modules()
+                          if ".self_attn." in name and type(module).__name__ == "Linear"})
+    else:
+        targets = "all-linear"
+
     # 1. default target modules: peft's table for the model_type (TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING),
     # or peft's refusal when it has no entry. (peft 0.21.2 on transformers 5 loses the table's entry for the
     # MoE types it converts, Mixtral's: it then refuses; the table is what it means to apply.)
     from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as DEFAULTS
 
-    reference = _peft_reference(fmt, our_folder, hf_folder)
     model_type = _read_config(our_folder)["model_type"]
     if model_type not in DEFAULTS:
         with pytest.raises(ValueError, match="target_modules"):
@@ -206,36 +217,27 @@ def check_lora(our_folder, hf_folder, tmp_path):
         assert ours.targeted_module_names == want
         assert ours.peft_config["default"].target_modules == set(DEFAULTS[model_type])
 
-    # every linear layer but the head: "all-linear" for HF models; spelled out on a remote format's module tree,
-    # where peft (the tree is no PreTrainedModel) cannot tell the head apart. MoE models: the attention's layers
-    # (peft's "all-linear" also adapts the fused expert tensors there, as target_parameters: not supported here)
-    if fmt:
-        targets = conv.linear_targets(reference)
-    elif _read_config(hf_folder).get("architectures", [""])[0].startswith(MOE_ARCHITECTURES):
-        targets = sorted({name.rpartition(".")[2] for name, module in reference.named_modules()
-                          if ".self_attn." in name and type(module).__name__ == "Linear"})
-    else:
-        targets = "all-linear"
-
     # 2. our adapter -> HF peft: the keys peft writes for this model, equal logits
     ours = get_peft_model(AutoModelForCausalLM.from_pretrained(our_folder), LoraConfig(target_modules=targets, **LORA))
-    ours.save_pretrained(tmp_path / "ours")
+    ours.save_pretrained(tmp_path / "lora_ours")
     theirs = _peft_model(_peft_reference(fmt, our_folder, hf_folder), target_modules=targets, **LORA)
-    assert _adapter_keys(tmp_path / "ours") == sorted(peft.get_peft_model_state_dict(theirs))
+    assert _adapter_keys(tmp_path / "lora_ours") == sorted(peft.get_peft_model_state_dict(theirs))
     got = ours(input_ids=ids, attention_mask=mask).logits
-    folder = conv.adapter_to_native(fmt, tmp_path / "ours", tmp_path / "ours_native", hf) if fmt else tmp_path / "ours"
+    folder = tmp_path / "lora_ours"
+    if fmt:
+        folder = conv.adapter_to_native(fmt, folder, tmp_path / "lora_ours_native", hf)
     loaded = peft.PeftModel.from_pretrained(_hf_model(hf_folder), str(folder)).eval()
     want = _logits(loaded, ids, mask, heads)
     _assert_logits(got, want, mask)
     assert np.abs(want - _logits(hf, ids, mask, heads)).max() > 1e-3  # the adapter changes the output
 
     # 3. a peft-written adapter -> ours, equal logits
-    theirs.save_pretrained(tmp_path / "theirs")
+    theirs.save_pretrained(tmp_path / "lora_theirs")
     # (the same adapter_config.json as peft writes: fan_in_fan_out follows GPT-2's Conv1D as in peft)
-    assert _adapter_config(tmp_path / "ours") == _adapter_config(tmp_path / "theirs")
-    ours = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(our_folder), str(tmp_path / "theirs"))
+    assert _adapter_config(tmp_path / "lora_ours") == _adapter_config(tmp_path / "lora_theirs")
+    ours = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(our_folder), str(tmp_path / "lora_theirs"))
     if fmt:
-        folder = conv.adapter_to_native(fmt, tmp_path / "theirs", tmp_path / "theirs_native", hf)
+        folder = conv.adapter_to_native(fmt, tmp_path / "lora_theirs", tmp_path / "lora_theirs_native", hf)
         theirs = peft.PeftModel.from_pretrained(_hf_model(hf_folder), str(folder)).eval()
     want = _logits(theirs, ids, mask, heads)
     _assert_logits(ours(input_ids=ids, attention_mask=mask).logits, want, mask)
@@ -243,10 +245,9 @@ def check_lora(our_folder, hf_folder, tmp_path):
     # 4. merge_and_unload: the same weights as peft's merge
     merged, hf_merged = ours.merge_and_unload(), theirs.merge_and_unload()
     if fmt:
-        merged.save_pretrained(tmp_path / "merged")
-        got = conv.read_tensors(tmp_path / "merged")
+        merged.save_pretrained(tmp_path / "lora_merged")
+        got = conv.read_tensors(tmp_path / "lora_merged")
         want = conv.to_format(fmt, hf_merged, our_folder)
-        want = {k: v for k, v in want.items() if k in got or not k.endswith("inv_freq")}
     else:
         got, want = _weights(merged, hf_merged)
     assert set(got) == set(want)
