@@ -3,7 +3,7 @@
 can check that every name, mapping and variant survived the change. Do not regenerate from the new code. One later edit by hand: InternLMForCausalLM gained the chat mixins (issue 15), and
 PreTrainedModel the native adapter API's PeftAdapterMixin (issue 23), and QWenLMHeadModel's
 transformer became its QWenModel (so that a padded compiled prefill is not taken for a long prompt); the InternLM configs share
-InternLMConfigFields."""
+InternLMConfigFields; DeepSeek-V2/V3's MoE variants gained aux_loss=False (issue 19: HF adds no router loss there)."""
 
 EXPORTS = {'AddedToken': 'transformers',
  'AsyncTextIteratorStreamer': 'transformers',
@@ -294,11 +294,13 @@ DECODER_VARIANTS = {'baichuan': {'attention': 'mindformers_hf.models.baichuan.mo
  'qwen3': {'qk_norm': True},
  'qwen3_moe': {'mlp': 'mindformers_hf.models.mixtral.modeling_mixtral:moe_mlp_for_layer', 'qk_norm': True}}
 
-MOE_VARIANTS = {'deepseek_v2': {'norm_topk_prob': False,
+MOE_VARIANTS = {'deepseek_v2': {'aux_loss': False,
+                 'norm_topk_prob': False,
                  'router_fp32': True,
                  'shared_expert': 'shared_experts',
                  'sparse_layers': 'first_k_dense'},
- 'deepseek_v3': {'correction_bias': True,
+ 'deepseek_v3': {'aux_loss': False,
+                 'correction_bias': True,
                  'router_fp32': True,
                  'scoring': 'sigmoid',
                  'shared_expert': 'shared_experts',

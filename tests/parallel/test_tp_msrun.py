@@ -4,9 +4,10 @@ and gradients are the slices of the single-process ones.
 
 Rows: the HF-native families whose transformers config has a `base_model_tp_plan`, each on the smallest shapes
 (hidden 64, 2 layers, 4 heads / 2 KV heads; gpt-oss's plan is HF's only for the head, ours splits its attention and
-experts too), and the remote formats written by tests/models/test_remote_formats.py
+experts too), and the remote formats written by tests/models/remote_conversions.py
 (renaming tables, fused qkv and gate_up, a permuted wqkv, ALiBi slopes per head rank). GPT-2 has no HF plan:
 its row checks the layout we declare (Conv1D weights, transposed). The launch runs once per session."""
+import numpy as np
 import pytest
 
 from tests.conftest import make_hf_checkpoint
@@ -76,14 +77,24 @@ def _hf_row(root, name):
 
 
 def _remote_row(root, name):
-    """The remote-format folder, with its HF-native twin as the oracle."""
-    from tests.models import test_remote_formats as remote
+    """The remote-format folder, with its HF-native twin as the oracle (tests/models/remote_conversions.py)."""
+    from tests.models import remote_conversions as remote
 
-    if name == "baichuan_alibi":  # the twin runs ALiBi as its attention mask
-        folder, _, reference = remote.baichuan_alibi_checkpoint(root / name)
-        return folder, lambda ids, mask: reference(ids, mask, None).logits.numpy(), "auto"
-    folder, _, hf = getattr(remote, f"{name}_checkpoint")(root / name)
-    return folder, lambda ids, mask: remote.hf_forward(hf, ids, mask).logits.numpy(), "auto"
+    folder, hf_folder = remote.WRITERS[name](root / name)
+    heads = remote.alibi_heads(folder)
+    if heads is None:
+        return folder, hf_folder, "auto"
+
+    def alibi_logits(ids, mask):  # the twin runs ALiBi as its attention mask
+        import torch
+        import transformers
+
+        hf = transformers.AutoModelForCausalLM.from_pretrained(hf_folder, dtype=torch.float32,
+                                                               attn_implementation="eager").eval()
+        with torch.no_grad():
+            return remote.alibi_reference(hf, heads)(input_ids=torch.as_tensor(np.asarray(ids)),
+                                                     attention_mask=torch.as_tensor(np.asarray(mask))).logits.numpy()
+    return folder, alibi_logits, "auto"
 
 
 # InternLM v1, Baichuan (W_pack, NormHead) and Qwen v1 (c_attn) have no GQA: 4 KV heads

@@ -72,6 +72,7 @@ class MoeVariant:
     router_fp32: bool = False                     # DeepSeek keeps the router weight in float32
     shared_expert: str = None                     # "shared_expert" (+ sigmoid gate, Qwen2-MoE) / "shared_experts"
     sparse_layers: str = "all"                    # "sparse_step" (Qwen-MoE), "first_k_dense" (DeepSeek)
+    aux_loss: bool = True                         # DeepSeek-V2/V3's HF files add no load-balancing loss
 
 
 MOE_MLP = "mindformers_hf.models.mixtral.modeling_mixtral:moe_mlp_for_layer"  # the sparse MLP of every MoE family

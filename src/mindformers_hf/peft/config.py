@@ -21,12 +21,13 @@ SAFETENSORS_WEIGHTS_NAME = "adapter_model.safetensors"
 PEFT_FORMAT_VERSION = "0.21.2"
 INCLUDE_LINEAR_LAYERS_SHORTHAND = "all-linear"
 
-# PEFT's defaults when `target_modules` is None (utils/constants.py), for the families we serve.
+# PEFT's defaults when `target_modules` is None (TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING in its
+# utils/constants.py), for the families we serve; a model_type without an entry has no default, as in PEFT.
 DEFAULT_TARGET_MODULES = {
     "llama": ["q_proj", "v_proj"], "mistral": ["q_proj", "v_proj"], "mixtral": ["q_proj", "v_proj"],
     "qwen2": ["q_proj", "v_proj"], "qwen3": ["q_proj", "v_proj"], "gemma": ["q_proj", "v_proj"],
-    "gemma2": ["q_proj", "v_proj"], "stablelm": ["q_proj", "v_proj"], "phi": ["q_proj", "v_proj", "fc1", "fc2"],
-    "phi3": ["qkv_proj"],
+    "gemma2": ["q_proj", "v_proj"], "gemma3_text": ["q_proj", "v_proj"], "stablelm": ["q_proj", "v_proj"],
+    "phi": ["q_proj", "v_proj", "fc1", "fc2"], "gpt2": ["c_attn"], "chatglm": ["query_key_value"],
 }
 
 

@@ -52,6 +52,7 @@ class LoraLinear(nn.Cell):
         super().__init__()
         self.base_layer = base_layer
         self.in_features, self.out_features = base_layer.in_features, base_layer.out_features
+        self.fan_in_fan_out = _is_conv1d(base_layer)  # weight stored [in, out] (GPT-2's Conv1D), as PEFT's flag
         self.lora_A = nn.CellDict()
         self.lora_B = nn.CellDict()
         self.lora_dropout = nn.CellDict()
@@ -131,7 +132,8 @@ class LoraLinear(nn.Cell):
         """scaling * B @ A in float32, shaped like the base weight [out, in]."""
         a = self.lora_A[adapter].weight.astype(ms.float32)
         b = self.lora_B[adapter].weight.astype(ms.float32)
-        return ops.matmul(b, a) * self.scaling[adapter]
+        delta = ops.matmul(b, a) * self.scaling[adapter]
+        return delta.T if self.fan_in_fan_out else delta
 
     def merge(self, safe_merge=False, adapter_names=None):
         for name in adapter_names or self.active_adapters:
@@ -276,6 +278,26 @@ def check_target_module_exists(config, key):
     return found
 
 
+def _is_conv1d(cell):
+    return bool(getattr(type(cell), "fan_in_fan_out", False))
+
+
+def _is_linear(cell):
+    """A layer LoRA adapts: our Linear, or a Conv1D (PEFT's linear classes are nn.Linear and Conv1D)."""
+    return isinstance(cell, Linear) or _is_conv1d(cell)
+
+
+def checkpoint_module_name(model):
+    """our module path -> the module path in the model's checkpoint format. Formats with their own tensor names
+    (weights.CheckpointFormatMixin's `weight_table`: InternLM2's `attention.wqkv`, Baichuan's `W_pack`, Qwen's
+    `attn.c_attn`, ChatGLM's `query_key_value`) are adapted under those names, as PEFT on the format's remote code
+    names them; an HF-named model keeps its paths."""
+    table = getattr(model, "weight_table", None)
+    if table is None:
+        return lambda key: key
+    return lambda key: table.to_checkpoint(key + ".weight")[0][:-len(".weight")]
+
+
 def _output_embedding_names(model):
     getter = getattr(model, "get_output_embeddings", None)
     head = getter() if getter is not None else None
@@ -310,20 +332,18 @@ class LoraTuner:
         if isinstance(config.target_modules, str) and config.target_modules.lower() == INCLUDE_LINEAR_LAYERS_SHORTHAND:
             tuner_prefixes = [n for n, c in self.model.cells_and_names() if _is_tuner(c)]
             linear = {n for n, c in self.model.cells_and_names()
-                      if isinstance(c, (Linear, LoraLinear))
+                      if (_is_linear(c) or isinstance(c, LoraLinear))
                       and not any(n.startswith(p + ".") for p in tuner_prefixes)}
             # as PEFT: the output head is never an all-linear target
-            config.target_modules = linear - _output_embedding_names(self.model)
-        if config.fan_in_fan_out:
-            warn_once("fan_in_fan_out is set to True but the target module is a Linear with an [out, in] weight. "
-                      "Setting fan_in_fan_out to False.")
-            config.fan_in_fan_out = False
+            named = checkpoint_module_name(self.model)
+            config.target_modules = {named(n) for n in linear - _output_embedding_names(self.model)}
 
     def inject_adapter(self, adapter_name, autocast_adapter_dtype=True):
         config = self.peft_config[adapter_name]
         config.check_supported()
         self._resolve_targets(config)
         heads = _output_embedding_names(self.model)
+        named = checkpoint_module_name(self.model)
         targeted = []
         tuner_prefixes = []
         for key, cell in list(self.model.cells_and_names()):
@@ -331,18 +351,27 @@ class LoraTuner:
                 continue
             if _is_tuner(cell):
                 tuner_prefixes.append(key)
-            if not check_target_module_exists(config, key):
+            if not check_target_module_exists(config, named(key)):
                 continue
-            targeted.append(key)
-            r, alpha = config.rank_and_alpha(key)
+            targeted.append(named(key))
+            r, alpha = config.rank_and_alpha(named(key))
             args = (adapter_name, r, alpha, config.lora_dropout, config.init_lora_weights, config.use_rslora,
                     config.lora_bias)
             if isinstance(cell, LoraLinear):
                 cell.update_layer(*args, autocast_adapter_dtype)
                 continue
-            if not isinstance(cell, Linear):
+            if not _is_linear(cell):
                 raise ValueError(f"Target module {key} ({type(cell).__name__}) is not supported. Currently, only "
-                                 "`Linear` layers are supported.")
+                                 "`Linear` and `Conv1D` layers are supported.")
+            # as PEFT's _create_new_module: the flag follows the layer (and is written so to adapter_config.json)
+            if _is_conv1d(cell) and not config.fan_in_fan_out:
+                warn_once("fan_in_fan_out is set to False but the target module is `Conv1D`. Setting fan_in_fan_out "
+                          "to True.")
+                config.fan_in_fan_out = True
+            elif not _is_conv1d(cell) and config.fan_in_fan_out:
+                warn_once("fan_in_fan_out is set to True but the target module is a Linear with an [out, in] "
+                          "weight. Setting fan_in_fan_out to False.")
+                config.fan_in_fan_out = False
             if key in heads:
                 # Our causal-LM heads read `lm_head.weight` directly instead of calling the cell.
                 raise NotImplementedError(f"LoRA on the output head {key!r} is not supported; train it in full "

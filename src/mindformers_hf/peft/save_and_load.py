@@ -14,13 +14,60 @@ import mindspore as ms
 from ..tensor_io import to_parameter_data as _to_parameter_data
 from ..safetensors_io import CheckpointError, SafetensorsFile, safetensors_dtype, write_safetensors
 from .config import SAFETENSORS_WEIGHTS_NAME, _resolve_file
+from ..weights import _Reordered
 from .lora import LoraLinear
 
 PEFT_PREFIX = "base_model.model."
 
 
-def _adapter_parameters(peft_model, adapter_name):
-    """{checkpoint key: Parameter} of one adapter: what PEFT's get_peft_model_state_dict returns."""
+def _format_table(peft_model):
+    """(the model's prefix in `peft_model`'s parameter names, its checkpoint format's WeightTable or None)."""
+    getter = getattr(peft_model, "get_base_model", None)
+    base = getter() if callable(getter) else peft_model
+    table = getattr(base, "weight_table", None)
+    return (PEFT_PREFIX if base is not peft_model else ""), table
+
+
+def _in_format(key, prefix, table, config):
+    """An adapter key with our module path rewritten to the checkpoint format's (weights.WeightTable): for a
+    `lora_B` (weight or bias), whose rows are the base weight's output rows, the format's row order too.
+    Returns (key, save order or None, load order or None)."""
+    if table is None or not key.startswith(prefix):
+        return key, None, None
+    rest = key[len(prefix):]
+    marker = next((m for m in (".lora_A.", ".lora_B.") if m in rest), None)
+    if marker is None:  # a modules_to_save copy or a bias: a tensor of the base model, under its own name
+        name, save = table.to_checkpoint(rest)
+        return prefix + name, save, table.to_ours(name)[1]
+    module, _, tail = rest.partition(marker)
+    name, save = table.to_checkpoint(module + ".weight")
+    load = table.to_ours(name)[1]
+    rows = marker == ".lora_B."
+    return prefix + name[:-len(".weight")] + marker + tail, save if rows else None, load if rows else None
+
+
+def _adapter_row_orders(peft_model, adapter_name):
+    """{checkpoint key: (save order, load order, config)} for the keys whose rows a format reorders."""
+    prefix, table = _format_table(peft_model)
+    if table is None:
+        return {}
+    config = peft_model.get_base_model().config if prefix else peft_model.config
+    out = {}
+    for key in _adapter_parameters(peft_model, adapter_name, translate=False):
+        name, save, load = _in_format(key, prefix, table, config)
+        if save is not None or load is not None:
+            out[name] = (save, load, config)
+    return out
+
+
+def _adapter_parameters(peft_model, adapter_name, translate=True):
+    """{checkpoint key: Parameter} of one adapter: what PEFT's get_peft_model_state_dict returns (under the
+    checkpoint format's module names for a model that has its own, see `_in_format`)."""
+    if translate:
+        prefix, table = _format_table(peft_model)
+        if table is not None:
+            return {_in_format(k, prefix, table, None)[0]: p
+                    for k, p in _adapter_parameters(peft_model, adapter_name, translate=False).items()}
     config = peft_model.peft_config[adapter_name]
     out = {}
     lora_marks = (f".lora_A.{adapter_name}.", f".lora_B.{adapter_name}.")
@@ -53,6 +100,7 @@ def set_peft_model_state_dict(model, peft_model_state_dict, adapter_name="defaul
     """Load {checkpoint key: array} into one adapter; returns the loaded keys. Every adapter tensor must be there."""
     # A PeftModel's names start with PEFT_PREFIX, a model with native adapters' do not; files always have it.
     params = {_with_prefix(key): param for key, param in _adapter_parameters(model, adapter_name).items()}
+    orders = {_with_prefix(key): value for key, value in _adapter_row_orders(model, adapter_name).items()}
     staged = {}  # checked first, written after: a bad file changes no weight of an adapter already in use
     for key, value in peft_model_state_dict.items():
         is_bits = False
@@ -63,6 +111,8 @@ def set_peft_model_state_dict(model, peft_model_state_dict, adapter_name="defaul
             raise CheckpointError(f"Unexpected key {key!r} in {source}: adapter {adapter_name!r} has no parameter "
                                   f"of that name (shape {tuple(np.shape(value))})")
         array = _to_numpy(value)
+        if full in orders and orders[full][1] is not None:  # the format's row order -> ours
+            array = np.asarray(orders[full][1](np.asarray(array), orders[full][2]))
         if tuple(array.shape) != tuple(params[full].shape):
             raise CheckpointError(f"Shape mismatch for {key!r} in {source}: it has {tuple(array.shape)}, adapter "
                                   f"{adapter_name!r} expects {tuple(params[full].shape)}")
@@ -87,6 +137,8 @@ def _to_numpy(value):
         return value
     if isinstance(value, ms.Tensor):
         return value.float().asnumpy() if value.dtype == ms.bfloat16 else value.asnumpy()
+    if isinstance(value, _Reordered):
+        return value.asnumpy()
     from ..tensor_io import to_numpy
 
     return to_numpy(value)
@@ -94,8 +146,11 @@ def _to_numpy(value):
 
 def save_adapter_weights(peft_model, adapter_name, folder, state_dict=None):
     params = get_peft_model_state_dict(peft_model, state_dict=state_dict, adapter_name=adapter_name)
+    orders = _adapter_row_orders(peft_model, adapter_name)
     entries = []
     for key, value in params.items():
+        if key in orders and orders[key][0] is not None:  # our row order -> the format's
+            value = _Reordered(value, orders[key][0], orders[key][2])
         key = _with_prefix(key)  # transformers' native adapters save in PEFT's format too
         if isinstance(value, ms.Tensor) and value.dtype == ms.bfloat16:
             def fetch(v=value):  # bf16 goes out as raw bits: numpy has no bfloat16

@@ -24,7 +24,18 @@ def unwrap(model):
 
 
 def forward_parameters(model):
-    return inspect.signature(model.construct).parameters
+    """The forward's parameters. A construct that forwards `*args` / `**kwargs` to its parent's (Baichuan's, Qwen's
+    wrappers) also takes the parent's named parameters: they are added, as the remote code's forward lists them."""
+    params = dict(inspect.signature(model.construct).parameters)
+    varying = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    for cls in type(model).__mro__[1:]:
+        if not any(p.kind in varying for p in params.values()):
+            break
+        if inspect.isfunction(cls.__dict__.get("construct")):
+            for name, param in inspect.signature(cls.__dict__["construct"]).parameters.items():
+                if name != "self" and param.kind not in varying:
+                    params.setdefault(name, param)
+    return params
 
 
 class BatchesMixin:

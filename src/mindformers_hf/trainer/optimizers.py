@@ -13,6 +13,7 @@ import re
 
 from mindspore import nn, ops
 
+from ..layers import LayerNorm
 from .optimization import AdamW, Optimizer
 from .schedules import get_scheduler
 
@@ -231,11 +232,12 @@ class OptimizerSetupMixin:
     _masters."""
 
     def get_decay_parameter_names(self, model):
-        """Names that get weight decay: not biases, not norms (transformers' patterns), not in nn.LayerNorm."""
+        """Names that get weight decay: not biases, not norms (transformers' patterns), not in a LayerNorm (ours
+        stands for torch's nn.LayerNorm, which transformers excludes by type: GPT-2's ln_1 / ln_2 / ln_f)."""
         patterns = [re.compile(p) for p in _NO_DECAY_PATTERNS]
         in_layernorm = set()
         for cell_name, cell in model.cells_and_names():
-            if isinstance(cell, nn.LayerNorm):
+            if isinstance(cell, (nn.LayerNorm, LayerNorm)):
                 in_layernorm.update(f"{cell_name}.{n}" if cell_name else n for n, _ in cell.parameters_and_names())
         return [name for name, _ in model.parameters_and_names()
                 if name not in in_layernorm and not any(p.search(name.lower()) for p in patterns)]

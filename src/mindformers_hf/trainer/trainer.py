@@ -65,6 +65,8 @@ from .layer_compilation import layer_compilation
 from .tensorboard import TensorBoardCallback
 from .training_args import TrainingArguments
 
+_SHIFTED_LOSS_TYPES = ("ForCausalLM", "ForConditionalGeneration")  # transformers' LOSS_MAPPING -> ForCausalLMLoss
+
 
 
 class Trainer(TrainingStepMixin, EvaluationMixin, SavingMixin, HubPushMixin, BatchesMixin,
@@ -107,8 +109,12 @@ class Trainer(TrainingStepMixin, EvaluationMixin, SavingMixin, HubPushMixin, Bat
         self.label_names = (self.args.label_names if self.args.label_names is not None
                             else [p for p in forward_parameters(inner) if "label" in p])
         self.can_return_loss = "return_loss" in forward_parameters(inner)
-        # Causal-LM losses shift labels: position 0 is never a target, so it is not counted.
-        self._loss_shifts_labels = type(inner).__name__.endswith("ForCausalLM")
+        # Causal-LM losses shift labels: position 0 is never a target, so it is not counted. transformers decides by
+        # the model's loss_type, by default the loss type its class name names (LOSS_MAPPING: ForCausalLM,
+        # ForConditionalGeneration), not for encoder-decoders; so GPT2LMHeadModel counts every label.
+        loss_type = getattr(inner, "loss_type", None) or type(inner).__name__
+        self._loss_shifts_labels = any(kind in loss_type for kind in _SHIFTED_LOSS_TYPES) and \
+            not getattr(getattr(inner, "config", None), "is_encoder_decoder", False)
 
         if data_collator is None:
             from ..data import DataCollatorWithPadding, default_data_collator

@@ -7,9 +7,9 @@ _MLA = DecoderVariant(attention="mindformers_hf.models.deepseek_v2.modeling_deep
 FAMILIES = (  # (transformers has no DeepseekV2ForTokenClassification)
     Family("deepseek_v2", "DeepseekV2", _MLA, module=".modeling_deepseek_v2", heads=("ForSequenceClassification",),
            moe=MoeVariant(norm_topk_prob=False, router_fp32=True, shared_expert="shared_experts",
-                          sparse_layers="first_k_dense")),
+                          sparse_layers="first_k_dense", aux_loss=False)),
     Family("deepseek_v3", "DeepseekV3", _MLA, module=".modeling_deepseek_v2",
            moe=MoeVariant(scoring="sigmoid", topk_method="noaux_tc", correction_bias=True, router_fp32=True,
-                          shared_expert="shared_experts", sparse_layers="first_k_dense")),
+                          shared_expert="shared_experts", sparse_layers="first_k_dense", aux_loss=False)),
 )
 __all__, __getattr__, __dir__ = family_package(globals(), *FAMILIES)

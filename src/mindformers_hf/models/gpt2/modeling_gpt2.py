@@ -21,7 +21,10 @@ from ...utils import warn_once
 
 
 class Conv1D(nn.Cell):
-    """OpenAI's "Conv1D", a linear layer whose weight is stored [in, out]: y = x @ W + b."""
+    """OpenAI's "Conv1D", a linear layer whose weight is stored [in, out]: y = x @ W + b. LoRA adapts it as PEFT
+    does transformers' Conv1D (`fan_in_fan_out`: the weight is the transpose of a Linear's)."""
+
+    fan_in_fan_out = True
     transposed = True  # (parallel/styles.py splits its weight's columns for "colwise", rows for "rowwise")
 
     def __init__(self, out_features, in_features, dtype=ms.float32, std=0.02):

@@ -292,7 +292,7 @@ class MixtralForCausalLM(MoeCheckpointMixin, LlamaForCausalLM):
                                     logits_to_keep=logits_to_keep, num_items_in_batch=num_items_in_batch, **kwargs)
         loss, aux_loss = out.loss, None
         coef = getattr(self.config, "router_aux_loss_coef", None)
-        if record and coef is not None:  # DeepSeek-V2/V3 in HF return router logits but no auxiliary loss
+        if record and coef is not None and moe_variant(self.config).aux_loss:  # (not DeepSeek-V2/V3, as in HF)
             aux_loss = moe_ops.load_balancing_loss(rec.logits, num_experts(self.config),
                                                    self.config.num_experts_per_tok, attention_mask)
             if labels is not None:

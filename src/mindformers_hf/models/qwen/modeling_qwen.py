@@ -69,6 +69,9 @@ class QWenLMHeadModel(QWenChatMixin, CheckpointFormatMixin, LlamaForCausalLM):
     """`chat` / `chat_stream` are the Chat models' (chat_qwen.py)."""
     weight_table = QWEN_WEIGHTS
     _base_model_class = QWenModel  # (its compiles_layers)
+    # A causal LM: the Trainer counts num_items_in_batch over the shifted labels (transformers would find no loss
+    # type in the remote class's name and count every label; docs/differences.md)
+    loss_type = "ForCausalLM"
 
     def construct(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
                   inputs_embeds=None, **kwargs):
