@@ -355,7 +355,6 @@ class LlamaForCausalLM(LlamaPreTrainedModel):
         self.tied = bool(getattr(config, "tie_word_embeddings", False))
         if not self.tied:
             self.lm_head = Linear(config.hidden_size, config.vocab_size, False, dtype, std=config.initializer_range)
-        self._logits_matmul = ops.MatMul(transpose_b=True)
 
     def get_output_embeddings(self):
         return self.model.embed_tokens if self.tied else self.lm_head
@@ -367,7 +366,7 @@ class LlamaForCausalLM(LlamaPreTrainedModel):
         else:
             weight = self.model.embed_tokens.weight if self.tied else self.lm_head.weight
             shape = hidden_states.shape
-            logits = self._logits_matmul(hidden_states.reshape(-1, shape[-1]), weight)
+            logits = fused.linear(hidden_states.reshape(-1, shape[-1]), weight)
             logits = logits.reshape(shape[:-1] + (weight.shape[0],))
         cap = getattr(self.config, "final_logit_softcapping", None)  # Gemma 2/3
         return logits if cap is None else ops.tanh(logits / cap) * cap
