@@ -4,7 +4,7 @@ from mindspore import ops
 
 from . import reference, registry
 from .cpu_build import CustomKernel
-from .linear import to_float32 as _f32, with_widen
+from .bf16 import to_float32 as _f32, with_widen
 
 
 def _rows(shape):

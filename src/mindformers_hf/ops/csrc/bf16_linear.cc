@@ -10,7 +10,7 @@
 //   - bf16_linear_fwd_portable: each block of weight rows is widened to float32 by a 16-bit shift (bf16 is the top
 //     half of a float32) into a small buffer, then float32 FMAs the compiler vectorises for the target (AVX2,
 //     AVX-512 or scalar): exact float32 products of the bf16 weights.
-// Inference kernels: the gradient is a composite in ops/linear.py.
+// Inference kernels: the gradient is a composite in ops/bf16.py.
 #include "common.h"
 
 #if defined(__AVX512BF16__) && defined(__AVX512F__) && defined(__AVX512BW__)
@@ -201,5 +201,5 @@ MFH_KERNEL bf16_embedding(MFH_ARGS) {
   return 0;
 }
 
-// 1 when bf16_linear_fwd runs on AVX-512 BF16 (read through ctypes by ops/linear.py for benchmarks and tests)
+// 1 when bf16_linear_fwd runs on AVX-512 BF16 (read through ctypes by ops/bf16.py for benchmarks and tests)
 extern "C" int bf16_linear_uses_avx512bf16() { return MFH_HAVE_AVX512BF16; }
