@@ -187,6 +187,7 @@ def run_llama_cpp(rounds):
 def spawn(side, rounds, memory=None):
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
     extra = ["--memory-run", str(memory)] if memory is not None else []
+    extra += ["--new-tokens", str(NEW_TOKENS)]
     proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--side", side, "--rounds", str(rounds), *extra],
                           env=env, capture_output=True, text=True)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
@@ -208,7 +209,7 @@ def markdown(results, bandwidth, llama_cpp):
     """The Generation table: fp32 and bf16 weights, ours and HF, and the batch-1 decode bound."""
     ours, hf, ours16, hf16 = (results[side] for side in ("ours", "hf", "ours_bf16", "hf_bf16"))
     rows = [("prefill, 512-token prompt (tokens/s)", "prefill_tok_s", True)]
-    rows += [(f"decode, batch {b}, 128 new tokens (tokens/s)", f"decode_b{b}_tok_s", True) for b in BATCHES]
+    rows += [(f"decode, batch {b}, {NEW_TOKENS} new tokens (tokens/s)", f"decode_b{b}_tok_s", True) for b in BATCHES]
     rows += [("peak RSS of the process (MB)", "rss_mb", False),
              ("RSS after loading the model (MB)", "rss_loaded_mb", False),
              ("RSS at the end, caches and graphs held (MB)", "rss_end_mb", False), ("model load (s)", "load_s", False),
@@ -293,11 +294,15 @@ def main():
     def flags(parser):
         parser.add_argument("--side", choices=SIDES + ("bandwidth", "llama_cpp"), help=argparse.SUPPRESS)
         parser.add_argument("--alternations", type=int, help="rounds of alternating sides (default 2; --quick: 1)")
+        parser.add_argument("--new-tokens", type=int, default=NEW_TOKENS, help="decode length (a loaded machine: fewer)")
+        parser.add_argument("--skip-memory", action="store_true", help="leave out the memory table")
         parser.add_argument("--memory", action="store_true", help="only the memory table; do not touch the docs")
         parser.add_argument("--rounds", type=int, default=2, help=argparse.SUPPRESS)
         parser.add_argument("--memory-run", type=int, help=argparse.SUPPRESS)
 
     _, args = arguments(__doc__, "one round per side; do not touch docs/benchmarks.md", skip_model=False, extra=flags)
+    global NEW_TOKENS
+    NEW_TOKENS = args.new_tokens
     if args.side:
         if args.side == "bandwidth":
             result = run_bandwidth()
@@ -321,7 +326,9 @@ def main():
             runs[side].append(spawn(side, rounds))
     llama_cpp = spawn("llama_cpp", rounds)
     results = {side: merge(r) for side, r in runs.items()}
-    section = markdown(results, merge(bandwidth), llama_cpp) + "\n" + memory_markdown()
+    section = markdown(results, merge(bandwidth), llama_cpp)
+    if not args.skip_memory:
+        section += "\n" + memory_markdown()
     publish(section, args.quick)
 
 
