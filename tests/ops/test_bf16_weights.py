@@ -96,11 +96,12 @@ def test_bf16_model_holds_bf16_and_matches_hf(bf16_checkpoint):
     assert {p.dtype for _, p in model.parameters_and_names()} == {ms.bfloat16}
     with registry.use_kernels("all"):  # every kernel, the portable linear excepted (selected after "cpu")
         out = model(input_ids=ids, labels=ids)
-    hf = {}
+    hf, hf_models = {}, {}
     for dtype in ("float32", "bfloat16"):
         torch_model = transformers.AutoModelForCausalLM.from_pretrained(bf16_checkpoint, dtype=getattr(torch, dtype))
+        hf_models[dtype] = torch_model.eval()
         with torch.no_grad():
-            hf[dtype] = torch_model.eval()(input_ids=torch.tensor(ids), labels=torch.tensor(ids))
+            hf[dtype] = torch_model(input_ids=torch.tensor(ids), labels=torch.tensor(ids))
     logits = np.asarray(out.logits)
     hf32, hf16 = hf["float32"].logits.numpy(), hf["bfloat16"].logits.float().numpy()
     assert np.abs(logits - hf32).max() <= 1e-4
@@ -109,6 +110,5 @@ def test_bf16_model_holds_bf16_and_matches_hf(bf16_checkpoint):
     # greedy decoding (the decode step runs the bf16_linear kernel on one row) equals HF's float32 on these weights
     prompt = ids[:1]
     ours = np.asarray(model.generate(prompt, max_new_tokens=6, do_sample=False))
-    want = transformers.AutoModelForCausalLM.from_pretrained(bf16_checkpoint, dtype=torch.float32).generate(
-        torch.tensor(prompt), max_new_tokens=6, do_sample=False).numpy()
+    want = hf_models["float32"].generate(torch.tensor(prompt), max_new_tokens=6, do_sample=False).numpy()
     np.testing.assert_array_equal(ours, want)
