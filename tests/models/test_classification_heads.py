@@ -8,6 +8,7 @@ import mindformers_hf
 from mindformers_hf import AutoModelForSequenceClassification, AutoModelForTokenClassification
 from tests.conftest import make_hf_checkpoint
 from tests.models.test_deepseek_v2_parity import DEEPSEEK_V2
+from tests.models.test_gpt_oss_parity import GPT_OSS
 
 FAMILIES = {  # (config class, family prefix, config overrides)
     "llama": ("LlamaConfig", "Llama", {}),
@@ -31,6 +32,12 @@ FAMILIES = {  # (config class, family prefix, config overrides)
                                                           topk_group=1, moe_intermediate_size=32,
                                                           first_k_dense_replace=1)),
     "deepseek_v2": ("DeepseekV2Config", "DeepseekV2", DEEPSEEK_V2),
+    "glm": ("GlmConfig", "Glm", dict(head_dim=16)),
+    "starcoder2": ("Starcoder2Config", "Starcoder2", dict(sliding_window=4)),
+    "phi": ("PhiConfig", "Phi", {}),
+    "olmo2": ("Olmo2Config", "Olmo2", {}),
+    "smollm3": ("SmolLM3Config", "SmolLM3", dict(no_rope_layers=[1, 0])),
+    "gpt_oss": ("GptOssConfig", "GptOss", GPT_OSS),
 }
 LOGITS_ATOL = 1e-4
 

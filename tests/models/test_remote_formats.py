@@ -174,6 +174,12 @@ def test_internlm_matches_llama_with_attention_bias(tmp_path):
     """Reference: LLaMA (transformers) with attention_bias=True — InternLM v1's modeling_internlm.py is
     LLaMA's with `bias=config.bias` on q/k/v/o and the same tensor names, so the conversion (as in
     InternLM's convert scripts) is the config field bias -> attention_bias only."""
+    folder, arrays, hf = internlm_checkpoint(tmp_path / "internlm")
+    assert_remote_parity(folder, arrays, "InternLMForCausalLM", _hf_reference(hf), tmp_path / "ours")
+
+
+def internlm_checkpoint(folder):
+    """An InternLM (v1)-format folder of a random LLaMA model: (folder, arrays, the HF LLaMA model)."""
     hf = hf_native("LlamaConfig", "LlamaForCausalLM", attention_bias=True, num_key_value_heads=4,
                    rope_parameters={"rope_type": "default", "rope_theta": 10000.0})
     c = hf.config
@@ -185,8 +191,8 @@ def test_internlm_matches_llama_with_attention_bias(tmp_path):
               "hidden_act": "silu", "max_position_embeddings": 64, "rms_norm_eps": c.rms_norm_eps,
               "bias": True, "rope_theta": 10000.0, "rope_scaling": None, "tie_word_embeddings": False,
               "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}
-    folder, arrays = write_remote(tmp_path / "internlm", config, dict(hf.named_parameters()))
-    assert_remote_parity(folder, arrays, "InternLMForCausalLM", _hf_reference(hf), tmp_path / "ours")
+    folder, arrays = write_remote(folder, config, dict(hf.named_parameters()))
+    return folder, arrays, hf
 
 
 # ------------------------------------------------------------------------------------------------ Baichuan2
@@ -224,12 +230,17 @@ def _baichuan_checkpoint(hf, folder, position_embedding):
     return write_remote(folder, config, tensors)
 
 
+def baichuan_checkpoint(folder):
+    """A Baichuan2-7B-format folder (rotary, NormHead) of a random LLaMA model: (folder, arrays, the HF model)."""
+    hf = hf_native("LlamaConfig", "LlamaForCausalLM", num_key_value_heads=4)
+    return _baichuan_checkpoint(hf, folder, "rope") + (hf,)
+
+
 def test_baichuan2_7b_matches_llama_conversion(tmp_path):
     """Reference: LLaMA (transformers) after llamafy_baichuan2's conversion (W_pack split, head normalised).
     Also Baichuan2's z-loss: its modeling file adds z_loss_weight * mean(max logit ** 2) over all shifted
     positions; the expected value is computed from the reference's logits."""
-    hf = hf_native("LlamaConfig", "LlamaForCausalLM", num_key_value_heads=4)
-    folder, arrays = _baichuan_checkpoint(hf, tmp_path / "baichuan2_7b", "rope")
+    folder, arrays, hf = baichuan_checkpoint(tmp_path / "baichuan2_7b")
     assert_remote_parity(folder, arrays, "BaichuanForCausalLM", _hf_reference(hf), tmp_path / "ours")
 
     ours = AutoModelForCausalLM.from_pretrained(folder, z_loss_weight=0.5)
@@ -249,13 +260,21 @@ def test_baichuan2_13b_alibi_matches_llama_with_bloom_alibi(tmp_path):
     (the published ALiBi slopes and key positions). Softmax is shift-invariant per row, so Bloom's
     slope * key position equals Baichuan-13B's slope * (key - query position) on every allowed key.
     6 heads: not a power of two, so the interleaved extra slopes are exercised."""
+    folder, arrays, reference = baichuan_alibi_checkpoint(tmp_path / "baichuan2_13b", hidden_size=96,
+                                                          num_attention_heads=6)
+    assert_remote_parity(folder, arrays, "BaichuanForCausalLM", reference, tmp_path / "ours")
+
+
+def baichuan_alibi_checkpoint(folder, **overrides):
+    """A Baichuan2-13B-format folder (ALiBi, NormHead) of a random LLaMA model: (folder, arrays,
+    reference(ids, mask, labels) -> the HF LLaMA model's output with rotary off and Bloom's ALiBi as its mask)."""
     import torch
     from transformers.models.bloom.modeling_bloom import build_alibi_tensor
 
-    hf = hf_native("LlamaConfig", "LlamaForCausalLM", hidden_size=96, num_attention_heads=6, num_key_value_heads=6,
+    heads = overrides.get("num_attention_heads", 4)
+    hf = hf_native("LlamaConfig", "LlamaForCausalLM", **{**overrides, "num_key_value_heads": heads},
                    attn_implementation="eager")
-    folder, arrays = _baichuan_checkpoint(hf, tmp_path / "baichuan2_13b", "alibi")
-    heads = hf.config.num_attention_heads
+    folder, arrays = _baichuan_checkpoint(hf, folder, "alibi")
 
     def reference(ids, mask, labels):
         m = torch.tensor(np.asarray(mask))
@@ -265,7 +284,7 @@ def test_baichuan2_13b_alibi_matches_llama_with_bloom_alibi(tmp_path):
         additive = torch.where(allowed, 0.0, torch.finfo(torch.float32).min) + alibi         # [B, H, S, T]
         return hf_forward(hf, ids, additive, labels, position_ids=torch.zeros(bsz, length, dtype=torch.long))
 
-    assert_remote_parity(folder, arrays, "BaichuanForCausalLM", reference, tmp_path / "ours")
+    return folder, arrays, reference
 
 
 def test_decode_step_that_cannot_be_traced_falls_back_without_crashing(tmp_path, tiny_llama):
@@ -373,6 +392,14 @@ def test_qwen_matches_qwen2_conversion(tmp_path):
     o_proj, mlp.w1 -> up_proj, mlp.w2 -> gate_proj, mlp.c_proj -> down_proj, ln_f -> norm, and halves
     `intermediate_size` (Qwen counts w1 and w2 together, modeling_qwen.py's QWenMLP); Qwen2 has exactly
     the q/k/v-only bias. We apply the inverse."""
+    folder, arrays, hf = qwen_checkpoint(tmp_path / "qwen")
+    ours = assert_remote_parity(folder, arrays, "QWenLMHeadModel", _hf_reference(hf), tmp_path / "ours")
+    with pytest.raises(NotImplementedError, match="use_dynamic_ntk / use_logn_attn beyond seq_length=16"):
+        ours(input_ids=np.ones((1, 17), np.int64))
+
+
+def qwen_checkpoint(folder):
+    """A Qwen (v1)-format folder of a random Qwen2 model: (folder, arrays, the HF Qwen2 model)."""
     import torch
 
     hf = hf_native("Qwen2Config", "Qwen2ForCausalLM", num_key_value_heads=4, rope_theta=10000.0)
@@ -397,10 +424,8 @@ def test_qwen_matches_qwen2_conversion(tmp_path):
               "no_bias": True, "use_dynamic_ntk": True, "use_logn_attn": True, "scale_attn_weights": True,
               "bf16": False, "fp16": False, "fp32": False, "use_flash_attn": "auto", "tie_word_embeddings": False,
               "emb_dropout_prob": 0.0, "attn_dropout_prob": 0.0}
-    folder, arrays = write_remote(tmp_path / "qwen", config, tensors)
-    ours = assert_remote_parity(folder, arrays, "QWenLMHeadModel", _hf_reference(hf), tmp_path / "ours")
-    with pytest.raises(NotImplementedError, match="use_dynamic_ntk / use_logn_attn beyond seq_length=16"):
-        ours(input_ids=np.ones((1, 17), np.int64))
+    folder, arrays = write_remote(folder, config, tensors)
+    return folder, arrays, hf
 
 
 # ------------------------------------------------------------------------------------------------ loading rules

@@ -39,9 +39,16 @@ class BaichuanAttention(LlamaAttention):
     def __init__(self, config, layer_idx, dtype=ms.float32):
         super().__init__(config, layer_idx, dtype)
         self.alibi = config.position_embedding == "alibi"
-        if self.alibi:
-            self.slopes = ms.Tensor(alibi_slopes(self.num_heads).reshape(1, self.num_heads, 1, 1))
-            self._tp_plan = None  # the slopes are per head and not split: tensor parallelism leaves it whole
+        if self.alibi:  # every head's slope; a tensor-parallel rank uses those of the heads it holds
+            heads = config.num_attention_heads
+            self.all_slopes = ms.Tensor(alibi_slopes(heads).reshape(1, heads, 1, 1))
+
+    @property
+    def slopes(self):
+        """[1, local heads, 1, 1]: the slopes of this module's heads, from the first head its o_proj holds
+        (`col_range` of a row-parallel o_proj: a tensor-parallel rank's share)."""
+        first = getattr(self.o_proj, "col_range", (0,))[0] // self.head_dim
+        return self.all_slopes[:, first:first + self.num_heads]
 
     def construct(self, hidden_states, cos, sin, attention_mask=None, past_key_values=None):
         if not self.alibi:
@@ -92,16 +99,19 @@ class BaichuanForCausalLM(BaichuanChatMixin, CheckpointFormatMixin, LlamaForCaus
     def lm_logits(self, hidden_states):
         """NormHead: logits against unit-norm head rows, i.e. each row's logit divided by that row's norm
         (torch's F.normalize, eps 1e-12). Training recomputes the norms every step, so gradients flow
-        through the normalisation as in Baichuan2's training mode."""
-        logits = super().lm_logits(hidden_states)
+        through the normalisation as in Baichuan2's training mode. A tensor-parallel head holds a vocab slice
+        of lm_head: the norms of its rows scale its logits before they are gathered."""
         if not self.config.norm_head:
-            return logits
+            return super().lm_logits(hidden_states)
         inverse = self._inverse_head_norms
         if inverse is None or self.training:
             weight = self.lm_head.weight.astype(ms.float32)
-            inverse = 1.0 / ops.clamp(ops.sqrt((weight * weight).sum(-1)), min=1e-12)    # [V]
+            inverse = 1.0 / ops.clamp(ops.sqrt((weight * weight).sum(-1)), min=1e-12)    # [V or this rank's rows]
             if not self.training:
                 self._inverse_head_norms = inverse
+        if hasattr(self.lm_head, "parallel_logits"):
+            return self.lm_head.parallel_logits(hidden_states, row_scale=inverse.astype(hidden_states.dtype))
+        logits = super().lm_logits(hidden_states)
         return logits * inverse.astype(logits.dtype)
 
     def construct(self, *args, labels=None, return_dict=None, **kwargs):
