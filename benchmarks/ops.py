@@ -50,6 +50,10 @@ def attention_case(q, k, v, mask):
     return fused.causal_attention(q, k, v, mask, SCALE)
 
 
+def bf16_linear_case(x, w):
+    return fused.linear(x, w)
+
+
 def op_cases(seq, past, filled=None):
     """op name -> (function, inputs, number of leading inputs to differentiate) at SmolLM2 shapes.
 
@@ -71,6 +75,8 @@ def op_cases(seq, past, filled=None):
         # up near 1 keeps chained calls (jit timing) away from denormals
         "silu_mul": (silu_mul_case, [t(1, seq, INTER), 1.0 + 0.1 * t(1, seq, INTER)], 2),
         "apply_rotary_pos_emb": (rotary_case, [t(1, HEADS, seq, HEAD_DIM), t(1, KV_HEADS, seq, HEAD_DIM), cos, sin], 2),
+        # a bf16 q_proj-shaped weight (square: chained jit calls feed the output back), float32 activations
+        "bf16_linear": (bf16_linear_case, [t(seq, HIDDEN), (t(HIDDEN, HIDDEN) * HIDDEN ** -0.5).astype(ms.bfloat16)], 1),
         "causal_attention": (attention_case, [t(1, HEADS, seq, HEAD_DIM), t(1, KV_HEADS, total, HEAD_DIM),
                                               t(1, KV_HEADS, total, HEAD_DIM), mask], 3),
     }
@@ -112,7 +118,7 @@ def bench_ops(rounds, inner):
     modes = ("reference", "all")
     for label, seq, past, filled in shapes:
         for op, (fn, inputs, n_grad) in op_cases(seq, past, filled).items():
-            if seq == 1 and op != "causal_attention" and (op != "rms_norm" or filled is not None):
+            if seq == 1 and op not in ("causal_attention", "bf16_linear") and (op != "rms_norm" or filled is not None):
                 continue  # decode shapes of the elementwise ops say nothing new
             grad = ms.grad(_loss(fn), grad_position=tuple(range(n_grad)))
             runs = {}

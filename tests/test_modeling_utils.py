@@ -59,8 +59,13 @@ def test_base_model_loads_from_causal_lm_checkpoint(tiny_llama):
 def test_fp16_and_bf16_files_keep_their_values(tmp_path):
     folder = make_hf_checkpoint(tmp_path / "bf16", hf_dtype="bfloat16")
     ours = AutoModelForCausalLM.from_pretrained(folder)
-    assert ours.dtype == ms.float32  # bf16 is storage-only on the CPU backend
-    ours.save_pretrained(tmp_path / "fp32")
+    assert ours.dtype == ms.bfloat16  # dtype "auto": held as the file's bf16, as transformers 5 does
+    ours.save_pretrained(tmp_path / "bf16_saved")
+    original, saved = SafetensorsFile(os.path.join(folder, "model.safetensors")), SafetensorsFile(
+        tmp_path / "bf16_saved" / "model.safetensors")
+    assert {saved.dtype(k) for k in saved.keys()} == {"BF16"}
+    for key in original.keys():  # bit for bit
+        assert np.array_equal(original._raw(key), saved._raw(key)), key
     ours = AutoModelForCausalLM.from_pretrained(folder, dtype="float16")
     assert ours.dtype == ms.float16
     ours.save_pretrained(tmp_path / "fp16")
@@ -73,7 +78,7 @@ def test_fp16_and_bf16_files_keep_their_values(tmp_path):
 @pytest.mark.parametrize("dtype", ["float32", "fp16", "bfloat16", "auto", ms.float16, None])
 def test_dtype_spellings(tiny_llama, dtype):
     model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=dtype)
-    expected = ms.float16 if dtype in ("fp16", ms.float16) else ms.float32
+    expected = {"fp16": ms.float16, ms.float16: ms.float16, "bfloat16": ms.bfloat16}.get(dtype, ms.float32)
     assert model.dtype == expected
 
 

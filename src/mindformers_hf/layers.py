@@ -12,9 +12,10 @@ from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common import dtype as mstype
 from mindspore.common.initializer import Zero
 
+from . import ops as fused
 from .compiled_layers import compile_mode, jitted
 from .ops.registry import eager
-from .utils import warn_once
+from .utils import activation_dtype, warn_once
 
 
 _SKIP_INIT = [False]
@@ -84,11 +85,10 @@ class Linear(nn.Cell):
         self.in_features, self.out_features = in_features, out_features
         self.weight = new_parameter((out_features, in_features), dtype, init, std)
         self.bias = new_parameter((out_features,), dtype, "zeros") if bias else None
-        self._matmul = ops.MatMul(transpose_b=True)
 
     def construct(self, x):
         shape = x.shape
-        y = self._matmul(x.reshape(-1, shape[-1]), self.weight)
+        y = fused.linear(x.reshape(-1, shape[-1]), self.weight)  # bf16 weights on CPU: float32 out
         if self.bias is not None:
             y = y + self.bias
         return y.reshape(shape[:-1] + (self.out_features,))
@@ -138,7 +138,8 @@ class Embedding(nn.Cell):
 
     def construct(self, input_ids):
         check_indices(input_ids, self.num_embeddings, self.index_name)
-        return ops.gather(self.weight, input_ids, 0)
+        # bf16 weights on CPU: the gathered rows widened to float32, the dtype the model computes in
+        return fused.embedding(self.weight, input_ids, activation_dtype(self.weight.dtype))
 
 
 class LayerNorm(nn.Cell):
@@ -152,4 +153,7 @@ class LayerNorm(nn.Cell):
         self._layer_norm = ops.LayerNorm(begin_norm_axis=-1, begin_params_axis=-1, epsilon=eps)
 
     def construct(self, x):
-        return self._layer_norm(x, self.weight, self.bias)[0]
+        weight, bias = self.weight, self.bias
+        if weight.dtype != x.dtype:  # bf16 weights on CPU, float32 activations
+            weight, bias = fused.widen(weight, x.dtype), fused.widen(bias, x.dtype)
+        return self._layer_norm(x, weight, bias)[0]

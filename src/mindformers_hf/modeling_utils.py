@@ -228,6 +228,16 @@ class PreTrainedModel(PeftAdapterMixin, GenerationMixin, nn.Cell):
         self.set_train(mode)
         return self
 
+    def set_train(self, mode=True):
+        """Training mode. bf16 parameters on the CPU backend are cast to float32 first (one-time warning): they
+        are held in bf16 for inference, but MindSpore's CPU kernels cannot sum or update bf16 gradients."""
+        if mode and device_target() == "CPU" and any(p.dtype == ms.bfloat16 for _, p in self.parameters_and_names()):
+            warn_once("Training a model whose parameters are held in bfloat16 on the CPU backend: MindSpore's CPU "
+                      "kernels cannot accumulate or apply bf16 gradients, so the parameters are cast to float32 "
+                      "(the model then trains, and stays, in float32; see docs/differences.md).")
+            self._cast_parameters(ms.float32)
+        return super().set_train(mode)
+
     def to(self, *args, **kwargs):
         """`model.to("cpu")` is a no-op (MindSpore places by context); `model.to(dtype)` casts parameters."""
         for value in list(args) + list(kwargs.values()):
@@ -342,6 +352,11 @@ class PreTrainedModel(PeftAdapterMixin, GenerationMixin, nn.Cell):
             cls._untie_if_checkpoint_differs(config, files)
         from .layers import no_init_weights
 
+        if (tp_plan is not None or tp_size is not None) and requested == "bfloat16" and device_target() == "CPU":
+            warn_once("bfloat16 with tensor parallelism on the CPU backend: the parallel layers compute in the "
+                      "parameters' dtype, which MindSpore's CPU kernels cannot do in bf16, so the parameters are held "
+                      "in float32")
+            requested = "float32"
         with no_init_weights():
             model = cls(config, *model_args, dtype=ms_dtype(compute_dtype_name(requested)))
         if tp_plan is not None or tp_size is not None:  # each rank builds its shard and reads only its slices

@@ -98,14 +98,20 @@ def device_target() -> str:
 
 
 def compute_dtype_name(requested: str) -> str:
-    """The dtype parameters are held in. CPU kernels have no bf16 matmul/softmax: bf16 becomes fp32 there."""
-    if requested == "bfloat16" and device_target() == "CPU":
-        warn_once(
-            "bfloat16 requested on the CPU backend: MindSpore's CPU kernels store bf16 but cannot compute in it, "
-            "so parameters are held and computed in float32 (Ascend keeps bfloat16)."
-        )
-        return "float32"
+    """The dtype parameters are held in: the one requested. (bfloat16 on the CPU backend stays bfloat16 too: the
+    weights are held in bf16 and the model computes in float32, see `activation_dtype`.)"""
     return requested
+
+
+def activation_dtype(param_dtype):
+    """The dtype a model computes in when its parameters are held in `param_dtype`: float32 for bfloat16 on the
+    CPU backend (MindSpore's CPU kernels cannot compute in bf16; projections read the bf16 weights through the
+    `bf16_linear` op, embeddings widen the rows they gather, norms scale in float32), else `param_dtype`."""
+    import mindspore as ms
+
+    if param_dtype == ms.bfloat16 and device_target() == "CPU":
+        return ms.float32
+    return param_dtype
 
 
 def set_seed(seed, deterministic=False):

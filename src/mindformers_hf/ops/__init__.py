@@ -5,12 +5,54 @@ Each name below runs one implementation chosen by `registry.select`: the plain M
 the `MINDFORMERS_HF_KERNELS` mode / `use_kernels()` block and, for attention, by `attn_implementation`.
 Model files only ever call these names. docs/adding_a_fused_op.md explains how to add one.
 """
-from . import activation, attention, loss, norm, rotary  # noqa: F401  (each registers its implementations)
+import functools
+
+import mindspore as _ms
+from mindspore import ops as _ms_ops
+
+from . import activation, attention, bf16, loss, norm, rotary  # noqa: F401  (each registers its implementations)
 from .moe import moe_experts  # noqa: F401  (MoE routing, experts and router loss: ops/moe.py)
 from . import reference
 from .reference import rotate_half
 from .registry import implementation_name, implementations, use_kernels
 from .registry import select as _select
+from ..utils import device_target
+
+
+_MATMUL_T = _ms_ops.MatMul(transpose_b=True)
+# run by the interpreter under ms.jit, as `select` (registry.py): whether MindSpore's CPU kernels do the work
+_cpu = functools.partial(lambda: device_target() == "CPU")
+
+
+def linear(x, weight):
+    """x [N, in] @ weight [out, in]^T (no bias). A bfloat16 weight with float32 activations (a bf16 model on CPU,
+    which holds its weights in bf16 and computes in float32) runs the `bf16_linear` op and returns float32;
+    weights in x's dtype run MatMul directly."""
+    if weight.dtype == x.dtype and (x.dtype != _ms.bfloat16 or not _cpu()):
+        return _MATMUL_T(x, weight)
+    if x.dtype == _ms.bfloat16:  # bf16 activations on CPU (an adapter casting to its bf16 weights): float32
+        x = widen(x, _ms.float32)
+    return _select("bf16_linear")(x, weight)
+
+
+def embedding(weight, ids, dtype):
+    """Rows `ids` (any shape) of weight [V, H] -> [*ids.shape, H] as `dtype`: a bf16 table read as float32 runs the
+    `bf16_embedding` op (gather and widen in one pass); otherwise a gather, then a cast if needed."""
+    if weight.dtype == _ms.bfloat16 and dtype == _ms.float32:
+        rows = _select("bf16_embedding")(weight, ids.reshape(-1))
+        return rows.reshape(tuple(ids.shape) + (weight.shape[1],))
+    rows = _ms_ops.gather(weight, ids, 0)
+    return rows if rows.dtype == dtype else rows.astype(dtype)
+
+
+def widen(x, dtype):
+    """x as `dtype` (float32 activations from bf16 weights: embedding rows, norm scales); bf16 -> float32 runs
+    the `bf16_widen` op, MindSpore's own cast of bf16 on CPU being much slower."""
+    if x.dtype == dtype:
+        return x
+    if x.dtype == _ms.bfloat16 and dtype == _ms.float32:
+        return _select("bf16_widen")(x)
+    return x.astype(dtype)
 
 
 def rms_norm(x, weight, eps):
@@ -67,5 +109,6 @@ def cross_entropy(logits, labels, ignore_index=-100):
     return _select("cross_entropy")(logits, labels, ignore_index)
 
 
-__all__ = ["add_rms_norm", "apply_rotary_pos_emb", "causal_attention", "cross_entropy", "implementation_name",
-           "implementations", "paged_attention", "rms_norm", "rotate_half", "silu_mul", "swiglu", "use_kernels"]
+__all__ = ["add_rms_norm", "apply_rotary_pos_emb", "causal_attention", "cross_entropy", "embedding", "implementation_name",
+           "implementations", "linear", "paged_attention", "rms_norm", "rotate_half", "silu_mul", "swiglu",
+           "use_kernels", "widen"]

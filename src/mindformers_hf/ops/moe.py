@@ -20,6 +20,13 @@ _mm_t = ops.MatMul(transpose_b=True)
 _NEG = -1e30  # masks a group's experts out of top-k; below any softmax or sigmoid score
 
 
+def _mm_weight(x, weight):
+    """x [N, in] @ weight [out, in]^T; a bf16 expert weight with float32 rows (CPU) through the bf16_linear op."""
+    if weight.dtype == x.dtype:
+        return _mm_t(x, weight)
+    return registry.select("bf16_linear")(x, weight)
+
+
 def _silu_mul(gate, up):
     return registry.select("silu_mul")(gate, up)
 
@@ -63,9 +70,9 @@ def route_tokens(router_logits, top_k, scoring="softmax", norm_topk_prob=False, 
 def _expert(x, gate_up, down, e):
     """SwiGLU expert `e` on rows x [N, H] -> [N, H]."""
     inter = down.shape[2]
-    h = _mm_t(x, gate_up[e])                                                     # [N, 2 * I]
+    h = _mm_weight(x, gate_up[e])                                                # [N, 2 * I]
     # ops.narrow: Tensor __getitem__ costs ~15x more per call in PyNative
-    return _mm_t(_silu_mul(ops.narrow(h, 1, 0, inter), ops.narrow(h, 1, inter, inter)), down[e])
+    return _mm_weight(_silu_mul(ops.narrow(h, 1, 0, inter), ops.narrow(h, 1, inter, inter)), down[e])
 
 
 def moe_experts_reference(x, indices, weights, gate_up, down):

@@ -4,10 +4,7 @@ from mindspore import ops
 
 from . import reference, registry
 from .cpu_build import CustomKernel
-
-
-def _f32(x):
-    return x if x.dtype == ms.float32 else x.astype(ms.float32)
+from .bf16 import to_float32 as _f32, with_widen
 
 
 def _rows(shape):
@@ -66,8 +63,8 @@ def add_rms_norm_ascend(x, residual, weight, eps):
 
 
 registry.register("rms_norm", registry.REFERENCE, reference.rms_norm)
-registry.register("rms_norm", "cpu", rms_norm_cpu, "CPU", default=True, available=_rms_norm_fwd.available)
+registry.register("rms_norm", "cpu", rms_norm_cpu, "CPU", default=True, available=with_widen(_rms_norm_fwd.available))
 registry.register("rms_norm", "ascend", rms_norm_ascend, "Ascend", default=True)
 registry.register("add_rms_norm", registry.REFERENCE, reference.add_rms_norm)
-registry.register("add_rms_norm", "cpu", add_rms_norm_cpu, "CPU", default=True, available=_add_rms_norm_fwd.available)
+registry.register("add_rms_norm", "cpu", add_rms_norm_cpu, "CPU", default=True, available=with_widen(_add_rms_norm_fwd.available))
 registry.register("add_rms_norm", "ascend", add_rms_norm_ascend, "Ascend", default=True)

@@ -36,7 +36,8 @@ class Conv1D(nn.Cell):
 
     def construct(self, x):
         shape = x.shape
-        y = self._matmul(x.reshape(-1, shape[-1]), self.weight) + self.bias
+        weight = fused.widen(self.weight, x.dtype)  # bf16 weights on CPU: float32 activations
+        y = self._matmul(x.reshape(-1, shape[-1]), weight) + self.bias
         return y.reshape(shape[:-1] + (self.out_features,))
 
 
@@ -212,7 +213,6 @@ class GPT2LMHeadModel(GPT2PreTrainedModel):
         self.tied = bool(getattr(config, "tie_word_embeddings", True))
         if not self.tied:
             self.lm_head = Linear(config.hidden_size, config.vocab_size, False, dtype, std=config.initializer_range)
-        self._logits_matmul = ops.MatMul(transpose_b=True)
 
     def can_generate(self):
         return True  # the base class looks for an `lm_head` cell or "CausalLM" in the name; a tied GPT-2 has neither
@@ -226,7 +226,7 @@ class GPT2LMHeadModel(GPT2PreTrainedModel):
             return head.parallel_logits(hidden_states)
         weight = self.transformer.wte.weight if self.tied else self.lm_head.weight
         shape = hidden_states.shape
-        logits = self._logits_matmul(hidden_states.reshape(-1, shape[-1]), weight)
+        logits = fused.linear(hidden_states.reshape(-1, shape[-1]), weight)
         return logits.reshape(shape[:-1] + (weight.shape[0],))
 
     def construct(self, input_ids=None, past_key_values=None, attention_mask=None, token_type_ids=None,

@@ -10,6 +10,7 @@ The router records its logits as Mixtral's does (models/mixtral/modeling_mixtral
 import mindspore as ms
 from mindspore import nn, ops
 
+from ... import ops as fused
 from ...layers import new_parameter
 from ...ops import moe as moe_ops
 from ..mixtral.modeling_mixtral import num_experts
@@ -26,14 +27,13 @@ class GptOssTopKRouter(nn.Cell):
         std = config.initializer_range
         self.weight = new_parameter((num_experts(config), config.hidden_size), dtype, "normal", std)
         self.bias = new_parameter((num_experts(config),), dtype, "normal", std)
-        self._matmul = ops.MatMul(transpose_b=True)
         self.recording = False
         self.router_logits = None
 
     def construct(self, x):
         """x [T, H] -> (weights [T, k] float32, indices [T, k] int32): softmax over the k largest logits (the same
         as the softmax over all experts renormalised over the chosen k)."""
-        logits = self._matmul(x, self.weight) + self.bias                               # [T, E]
+        logits = fused.linear(x, self.weight) + self.bias                               # [T, E]
         if self.recording:
             self.router_logits = logits
         return moe_ops.route_tokens(logits, self.top_k, "softmax", True)
@@ -56,12 +56,13 @@ class GptOssExperts(nn.Cell):
 
     def expert(self, params, rows, e):
         """Expert `e` on rows [N, H] -> [N, H], with `params` (this cell's, or a tensor-parallel rank's slices)."""
-        h = _MATMUL(rows, params["gate_up_proj"][e]) + params["gate_up_proj_bias"][e]  # [N, 2 * I]
+        # (bf16 weights on CPU: widened to the float32 rows)
+        h = _MATMUL(rows, fused.widen(params["gate_up_proj"][e], rows.dtype)) + params["gate_up_proj_bias"][e]
         h = h.reshape(h.shape[0], -1, 2)                                                # [N, I, (gate, up)]
         gate = ops.clamp(h[..., 0], max=self.limit)
         up = ops.clamp(h[..., 1], -self.limit, self.limit)
         glu = gate * ops.sigmoid(gate * self.alpha)
-        return _MATMUL((up + 1) * glu, params["down_proj"][e]) + params["down_proj_bias"][e]
+        return _MATMUL((up + 1) * glu, fused.widen(params["down_proj"][e], rows.dtype)) + params["down_proj_bias"][e]
 
     def construct(self, x, indices, weights):
         params = {"gate_up_proj": self.gate_up_proj, "gate_up_proj_bias": self.gate_up_proj_bias,

@@ -31,13 +31,9 @@ from dataclasses import dataclass
 from typing import Optional
 
 import mindspore as ms
-from mindspore import ops
 
 from ... import ops as fused
 from ...activations import activation
-
-_MATMUL = ops.MatMul(transpose_b=True)  # x2d [N, in] @ weight [out, in]^T, as layers.Linear
-
 
 @dataclass(frozen=True)
 class AttentionSpec:
@@ -127,7 +123,7 @@ def _linear(w, name, x):
         return w[name](x)
     shape = x.shape
     weight = w[name + ".weight"]
-    y = _MATMUL(x.reshape(-1, shape[-1]), weight)
+    y = fused.linear(x.reshape(-1, shape[-1]), weight)  # x2d [N, in] @ weight [out, in]^T, as layers.Linear
     if name + ".bias" in w:
         y = y + w[name + ".bias"]
     return y.reshape(shape[:-1] + (weight.shape[0],))

@@ -419,7 +419,6 @@ class LlamaForCausalLM(LlamaPreTrainedModel):
         if not self.tied:
             self.lm_head = Linear(config.hidden_size, config.vocab_size, self.head_bias, dtype,
                                   std=config.initializer_range)
-        self._logits_matmul = ops.MatMul(transpose_b=True)
 
     def get_output_embeddings(self):
         return self.model.embed_tokens if self.tied else self.lm_head
@@ -431,7 +430,7 @@ class LlamaForCausalLM(LlamaPreTrainedModel):
         else:
             weight = self.model.embed_tokens.weight if self.tied else self.lm_head.weight
             shape = hidden_states.shape
-            logits = self._logits_matmul(hidden_states.reshape(-1, shape[-1]), weight)
+            logits = fused.linear(hidden_states.reshape(-1, shape[-1]), weight)
             logits = logits.reshape(shape[:-1] + (weight.shape[0],))
             if self.head_bias:
                 logits = logits + self.lm_head.bias

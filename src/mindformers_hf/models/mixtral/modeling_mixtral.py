@@ -68,13 +68,14 @@ class MixtralTopKRouter(nn.Cell):
         self.correction_bias = variant.correction_bias
         if self.correction_bias:
             self.e_score_correction_bias = new_parameter((num_experts(config),), ms.float32, "zeros")
-        self._matmul = ops.MatMul(transpose_b=True)
         self.recording = False
         self.router_logits = None
 
     def construct(self, x):
         """x [T, H] -> (weights [T, k] float32, indices [T, k] int32)."""
-        logits = self._matmul(x.astype(self.weight.dtype), self.weight)                     # [T, E]
+        if x.dtype != ms.float32 or self.weight.dtype != ms.bfloat16:  # (bf16 weights, float32 activations: CPU)
+            x = x.astype(self.weight.dtype)
+        logits = fused.linear(x, self.weight)                                               # [T, E]
         if self.recording:
             self.router_logits = logits
         return moe_ops.route_tokens(

@@ -18,6 +18,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import nn, ops
 
+from ... import ops as fused
 from ...layers import Linear
 from ...loss_utils import causal_lm_loss
 from ...modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
@@ -303,7 +304,6 @@ class Qwen2VLForConditionalGeneration(Qwen2VLPreTrainedModel):
         self.tied = bool(getattr(config, "tie_word_embeddings", False))
         if not self.tied:
             self.lm_head = Linear(text.hidden_size, text.vocab_size, False, dtype, std=text.initializer_range)
-        self._logits_matmul = ops.MatMul(transpose_b=True)
 
     def can_generate(self):
         return True
@@ -325,7 +325,7 @@ class Qwen2VLForConditionalGeneration(Qwen2VLPreTrainedModel):
     def lm_logits(self, hidden_states):
         weight = self.get_output_embeddings().weight
         shape = hidden_states.shape
-        logits = self._logits_matmul(hidden_states.reshape(-1, shape[-1]), weight)
+        logits = fused.linear(hidden_states.reshape(-1, shape[-1]), weight)
         return logits.reshape(shape[:-1] + (weight.shape[0],))
 
     def construct(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,

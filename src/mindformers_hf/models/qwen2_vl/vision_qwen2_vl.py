@@ -22,6 +22,7 @@ from ...layers import LayerNorm, Linear, new_parameter
 from ...masking_utils import MASK_VALUE
 from ...modeling_outputs import BaseModelOutputWithPooling
 from ...tensor_io import to_mindspore
+from ...utils import activation_dtype
 
 
 @dataclass(frozen=True)
@@ -122,11 +123,11 @@ class PatchEmbed(nn.Cell):
         self.proj = nn.Cell()
         self.proj.weight = new_parameter(kernel, dtype, "normal", config.initializer_range)
         self.width = width
-        self._matmul = ops.MatMul(transpose_b=True)
 
     def construct(self, pixel_values):
         weight = self.proj.weight.reshape(self.width, -1)                          # [width, C * T * P * P]
-        return self._matmul(pixel_values.reshape(-1, weight.shape[1]).astype(weight.dtype), weight)
+        # bf16 weights on CPU: float32 pixels and activations (utils.activation_dtype)
+        return fused.linear(pixel_values.reshape(-1, weight.shape[1]).astype(activation_dtype(weight.dtype)), weight)
 
 
 class VisionAttention(nn.Cell):

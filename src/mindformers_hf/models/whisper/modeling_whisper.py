@@ -18,7 +18,7 @@ from ...loss_utils import token_classification_loss
 from ...masking_utils import create_causal_mask
 from ...modeling_outputs import BaseModelOutput, BaseModelOutputWithPast, Seq2SeqLMOutput, Seq2SeqModelOutput
 from ...modeling_utils import PreTrainedModel
-from ...utils import warn_once
+from ...utils import activation_dtype, warn_once
 from .generation_whisper import WhisperGenerationMixin
 
 _ACTIVATIONS = {  # transformers' ACT2FN names -> classic ops with CPU kernels
@@ -47,7 +47,6 @@ class Conv1d(nn.Cell):
         self.in_channels, self.out_channels, self.stride, self.kernel_size = in_channels, out_channels, stride, 3
         self.weight = new_parameter((out_channels, in_channels, 3), dtype, "normal", std)
         self.bias = new_parameter((out_channels,), dtype, "zeros")
-        self._matmul = ops.MatMul(transpose_b=True)
 
     def construct(self, x):
         bsz, channels, length = x.shape
@@ -56,7 +55,7 @@ class Conv1d(nn.Cell):
         span = self.stride * (out_len - 1) + 1
         cols = ops.stack([xp[:, :, k:k + span:self.stride] for k in range(3)], -1)  # [B, in, T_out, 3]
         cols = cols.transpose(0, 2, 1, 3).reshape(bsz * out_len, channels * 3)     # [B*T_out, in*3]
-        y = self._matmul(cols, self.weight.reshape(self.out_channels, channels * 3)) + self.bias
+        y = fused.linear(cols, self.weight.reshape(self.out_channels, channels * 3)) + self.bias
         return y.reshape(bsz, out_len, self.out_channels)
 
 
@@ -194,8 +193,9 @@ class WhisperEncoder(nn.Cell):
         if input_features.shape[-1] != expected:
             raise ValueError(f"Whisper expects the mel input features to be of length {expected}, but found "
                              f"{input_features.shape[-1]}. Make sure to pad the input mel features to {expected}.")
-        if input_features.dtype != self.conv1.weight.dtype:
-            input_features = input_features.astype(self.conv1.weight.dtype)
+        dtype = activation_dtype(self.conv1.weight.dtype)  # bf16 weights on CPU: float32 activations
+        if input_features.dtype != dtype:
+            input_features = input_features.astype(dtype)
         gelu = _ACTIVATIONS["gelu"]  # the front end's GELU is fixed, whatever activation_function says
         hidden = gelu(self.conv1(input_features)).swapaxes(1, 2)                   # [B, dim, 3000]
         hidden = gelu(self.conv2(hidden))                                          # [B, 1500, dim]
@@ -332,7 +332,6 @@ class WhisperForConditionalGeneration(WhisperGenerationMixin, WhisperPreTrainedM
         self.tied = bool(getattr(config, "tie_word_embeddings", True))
         if not self.tied:
             self.proj_out = Linear(config.d_model, config.vocab_size, False, dtype, std=config.init_std)
-        self._logits_matmul = ops.MatMul(transpose_b=True)
 
     def can_generate(self):
         return True
@@ -357,7 +356,7 @@ class WhisperForConditionalGeneration(WhisperGenerationMixin, WhisperPreTrainedM
     def lm_logits(self, hidden_states):
         weight = self.model.decoder.embed_tokens.weight if self.tied else self.proj_out.weight
         shape = hidden_states.shape
-        logits = self._logits_matmul(hidden_states.reshape(-1, shape[-1]), weight)
+        logits = fused.linear(hidden_states.reshape(-1, shape[-1]), weight)
         return logits.reshape(shape[:-1] + (weight.shape[0],))
 
     def construct(self, input_features=None, attention_mask=None, decoder_input_ids=None,

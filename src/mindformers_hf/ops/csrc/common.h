@@ -2,9 +2,9 @@
 //
 // Every kernel has MindSpore's AOT signature:
 //   int f(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void* stream, void* extra)
-// params holds the inputs then the outputs. Kernels accept float32 only (the Python side casts bf16/fp16 in
-// and out, as the CPU model computes in float32 anyway) and return 1 on a wrong dtype, which MindSpore turns
-// into an exception. `#pragma omp simd` marks loops to vectorise (built with -fopenmp-simd: no OpenMP
+// params holds the inputs then the outputs. Kernels accept float32 activations (the Python side casts bf16/fp16
+// in and out, as the CPU model computes in float32) -- bf16_linear.cc also reads bfloat16 weights -- and return 1
+// on a wrong dtype, which MindSpore turns into an exception. `#pragma omp simd` marks loops to vectorise (built with -fopenmp-simd: no OpenMP
 // runtime, no threads).
 #pragma once
 #include <algorithm>
