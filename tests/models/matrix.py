@@ -1,0 +1,307 @@
+"""THE family x capability matrix: one tiny case per model family (a row) and what is tested of it (the cells).
+
+Rows are data: the HF config and model class and the tiny kwargs (hidden 32, 2 layers, vocab 128, few experts)
+for an HF-native family, or for a remote-code format the writer that produces the format's folder from a random
+HF-native model (tests/models/remote_formats.py) plus that HF-native oracle. `row_folders(name)` gives
+`(our_folder, hf_folder)` once per process (the same folder for a native family); `hf_model(name)` loads the
+oracle (with the row's `hf_adapter`, e.g. Baichuan-13B's ALiBi on LLaMA's modules).
+
+A cell is one of:
+- TEST: tests/models/test_family_matrix.py runs it (pass / fail; `xfail=` marks a known failure, strictly);
+- NODES: existing test node ids that cover it (they must exist; Whisper and a few LLaMA cells);
+- PENDING: built on another branch, not wired yet (the docs say "not yet");
+- NA: not applicable, with the reason.
+
+`python -m tests.models.matrix --write-docs` regenerates the table in docs/models.md from this data;
+tests/models/test_family_matrix.py asserts the file equals the generated table.
+"""
+import atexit
+import functools
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass, field
+
+CAPABILITIES = ("load", "forward", "generate", "train", "lora", "tp", "gguf", "seq_cls")
+TITLES = {"load": "Load", "forward": "Forward parity", "generate": "Generate", "train": "Train", "lora": "LoRA",
+          "tp": "Tensor parallel", "gguf": "GGUF", "seq_cls": "Sequence classification"}
+
+
+@dataclass(frozen=True)
+class Cell:
+    kind: str                 # "test" | "nodes" | "pending" | "na"
+    detail: str = ""          # what "yes" covers (docs), or the reason (na / pending)
+    xfail: str = ""           # test cells: a known failure (strict xfail) with its reason
+    nodes: tuple = ()         # nodes cells: test node ids
+
+
+def TEST(detail="", xfail=""):
+    return Cell("test", detail, xfail)
+
+
+def NODES(*nodes, detail=""):
+    return Cell("nodes", detail, nodes=tuple(nodes))
+
+
+def PENDING(branch):
+    return Cell("pending", f"built on branch `{branch}`")
+
+
+def NA(reason):
+    return Cell("na", reason)
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str                 # the row id (the model_type, or model_type + variant)
+    model_type: str
+    classes: str              # docs: the classes
+    architecture: str         # the causal-LM class HF's config names (ours must build it)
+    config_class: str = ""    # HF-native rows: transformers' config / model class and the tiny kwargs
+    model_class: str = ""
+    kwargs: dict = field(default_factory=dict)
+    writer: str = ""          # "module:function": writes the folder (native) or (folder, arrays, hf) (remote)
+    hf_adapter: str = ""      # "module:function(hf_model) -> hf_model", applied to the oracle on load
+    seq_class: str = ""       # transformers' ...ForSequenceClassification class, when it has one
+    gguf_arch: str = ""       # llama.cpp's architecture name, when transformers' GGUF loader reads it
+    extra: str = ""           # "module:function(ours, our_folder, hf_folder)": row-specific forward checks
+    cells: dict = field(default_factory=dict)
+
+    @property
+    def remote(self):
+        return self.model_type in REMOTE_TYPES
+
+    def cell(self, capability):
+        return self.cells[capability]
+
+
+REMOTE_TYPES = ("internlm", "internlm2", "baichuan", "chatglm", "qwen")
+TINY = dict(hidden_size=32, intermediate_size=64, num_attention_heads=4, num_key_value_heads=2)
+MOE = dict(num_experts_per_tok=2, router_aux_loss_coef=0.02)
+MLA = dict(num_key_value_heads=4, kv_lora_rank=16, q_lora_rank=24, qk_rope_head_dim=8, qk_nope_head_dim=8,
+           v_head_dim=12, moe_intermediate_size=32, n_shared_experts=1, first_k_dense_replace=1, n_routed_experts=4,
+           num_experts_per_tok=2, n_group=2, topk_group=1)
+ROUTER = "tests.models.test_mixtral_parity:router_loss_check"
+GENERATE = "greedy, beam, sampling"
+GGUF_HF = ""
+TRAIN, LORA, TP = PENDING("trainlora19"), PENDING("trainlora19"), PENDING("tp19")
+
+
+def _na_gguf(arch):
+    return NA(f"transformers' GGUF loader has no `{arch}` architecture")
+
+
+def _na_gguf_ours(arch):
+    return TEST(GGUF_HF, xfail=f"our GGUF loader does not read llama.cpp's `{arch}` architecture yet")
+
+
+_REMOTE_NA_GGUF = NA("transformers has no class for this remote-code format, so neither its GGUF loader")
+_REMOTE_NA_SEQ = NA("transformers has no class for this remote-code format (the Hub runs its own code)")
+
+
+def _native(name, prefix, config_class, model_class, seq_class=None, gguf=None, extra="", writer="", base=TINY,
+            **kwargs):
+    """A HF-native decoder row: transformers' classes, every cell tested here (train / LoRA / tp pending)."""
+    model_type = name
+    return Row(name, model_type, f"`{model_class}`, `{prefix}Model`", model_class, config_class, model_class,
+               {**base, **kwargs}, writer=writer, seq_class=seq_class or f"{prefix}ForSequenceClassification",
+               gguf_arch=gguf or "", extra=extra,
+               cells=dict(load=TEST(), forward=TEST(), generate=TEST(GENERATE), train=TRAIN, lora=LORA, tp=TP,
+                          gguf=TEST(GGUF_HF) if gguf else _na_gguf(name), seq_cls=TEST()))
+
+
+def _remote(name, model_type, classes, architecture, writer, vs, hf_adapter="", extra=""):
+    return Row(name, model_type, classes, architecture, writer=f"tests.models.remote_formats:{writer}",
+               hf_adapter=hf_adapter, extra=extra and f"tests.models.remote_formats:{extra}",
+               cells=dict(load=TEST("remote format"), forward=TEST(f"vs {vs}"), generate=TEST(GENERATE), train=TRAIN,
+                          lora=LORA, tp=TP, gguf=_REMOTE_NA_GGUF, seq_cls=_REMOTE_NA_SEQ))
+
+
+_GEMMA2 = dict(head_dim=8, tie_word_embeddings=True, query_pre_attn_scalar=24, sliding_window=4,
+               attn_logit_softcapping=1.5, final_logit_softcapping=2.0)
+_GEMMA3 = dict(head_dim=8, query_pre_attn_scalar=24, sliding_window=4, layer_types=["sliding_attention",
+                                                                                      "full_attention"],
+               rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10.0},
+                                "full_attention": {"rope_type": "default", "rope_theta": 10000.0}})
+_WHISPER_GEN = "tests/models/test_whisper_generate.py::"
+_ROWS = [
+    _native("llama", "Llama", "LlamaConfig", "LlamaForCausalLM", gguf="llama"),
+    _native("qwen2", "Qwen2", "Qwen2Config", "Qwen2ForCausalLM", gguf="qwen2"),
+    _native("mistral", "Mistral", "MistralConfig", "MistralForCausalLM", gguf="mistral", sliding_window=4),
+    _native("qwen3", "Qwen3", "Qwen3Config", "Qwen3ForCausalLM", head_dim=8),
+    _native("phi3", "Phi3", "Phi3Config", "Phi3ForCausalLM"),
+    _native("glm", "Glm", "GlmConfig", "GlmForCausalLM", head_dim=8),
+    _native("glm4", "Glm4", "Glm4Config", "Glm4ForCausalLM", head_dim=8),
+    _native("gemma", "Gemma", "GemmaConfig", "GemmaForCausalLM", head_dim=8, tie_word_embeddings=True),
+    _native("gemma2", "Gemma2", "Gemma2Config", "Gemma2ForCausalLM", gguf="gemma2", **_GEMMA2),
+    _native("gemma3_text", "Gemma3Text", "Gemma3TextConfig", "Gemma3ForCausalLM", gguf="gemma3", **_GEMMA3),
+    _native("gpt2", "GPT2", "GPT2Config", "GPT2LMHeadModel", writer="tests.models.test_gpt2_parity:make_gpt2_checkpoint",
+            base={}, seq_class="GPT2ForSequenceClassification", n_embd=32),
+    _native("mixtral", "Mixtral", "MixtralConfig", "MixtralForCausalLM", extra=ROUTER, num_local_experts=4, **MOE),
+    _native("qwen2_moe", "Qwen2Moe", "Qwen2MoeConfig", "Qwen2MoeForCausalLM", extra=ROUTER, num_experts=4,
+            moe_intermediate_size=32, shared_expert_intermediate_size=48, norm_topk_prob=True, mlp_only_layers=[0],
+            **MOE),
+    _native("qwen3_moe", "Qwen3Moe", "Qwen3MoeConfig", "Qwen3MoeForCausalLM", extra=ROUTER, num_experts=4,
+            moe_intermediate_size=32, norm_topk_prob=True, head_dim=8, **MOE),
+    _native("deepseek_v2", "DeepseekV2", "DeepseekV2Config", "DeepseekV2ForCausalLM",
+            extra="tests.models.test_deepseek_v2_parity:no_aux_loss_check", topk_method="group_limited_greedy",
+            routed_scaling_factor=2.0, **MLA),
+    _native("deepseek_v3", "DeepseekV3", "DeepseekV3Config", "DeepseekV3ForCausalLM",
+            writer="tests.models.test_deepseek_v2_parity:deepseek_v3_checkpoint", routed_scaling_factor=2.5,
+            norm_topk_prob=True, **MLA),
+    _remote("internlm", "internlm", "`InternLMForCausalLM`, `InternLMModel`", "InternLMForCausalLM",
+            "internlm_checkpoint", "LLaMA"),
+    _remote("internlm2", "internlm2", "`InternLM2ForCausalLM`, `InternLM2Model`", "InternLM2ForCausalLM",
+            "internlm2_checkpoint", "LLaMA"),
+    _remote("baichuan", "baichuan", "`BaichuanForCausalLM`, `BaichuanModel` (7B: rotary)", "BaichuanForCausalLM",
+            "baichuan_checkpoint", "LLaMA", extra="baichuan_z_loss_check"),
+    _remote("baichuan_13b", "baichuan", "`BaichuanForCausalLM`, `BaichuanModel` (13B: ALiBi)",
+            "BaichuanForCausalLM", "baichuan_alibi_checkpoint", "LLaMA + ALiBi",
+            hf_adapter="tests.models.remote_formats:alibi_llama"),
+    _remote("chatglm", "chatglm", "`ChatGLMForConditionalGeneration`, `ChatGLMModel`",
+            "ChatGLMForConditionalGeneration", "chatglm_checkpoint", "GLM"),
+    _remote("qwen", "qwen", "`QWenLMHeadModel`, `QWenModel`", "QWenLMHeadModel", "qwen_checkpoint", "Qwen2",
+            extra="qwen_seq_length_check"),
+    Row("whisper", "whisper", "`WhisperForConditionalGeneration` (`AutoModelForSpeechSeq2Seq`), `WhisperModel`",
+        "WhisperForConditionalGeneration",
+        cells=dict(
+            load=NODES("tests/models/test_whisper_parity.py::test_save_pretrained_reloads_in_hf",
+                       "tests/models/test_whisper_generate.py::test_auto_classes_build_whisper"),
+            forward=NODES("tests/models/test_whisper_parity.py::test_logits_encoder_and_loss_match_hf",
+                          "tests/models/test_whisper_parity.py::test_cached_decoding_matches_full_pass",
+                          detail="encoder states, logits, loss"),
+            generate=NODES(_WHISPER_GEN + "test_generate_matches_hf", _WHISPER_GEN + "test_detect_language_matches_hf",
+                           _WHISPER_GEN + "test_timestamps_match_hf", _WHISPER_GEN + "test_long_form_matches_hf",
+                           detail="`generate`: greedy and beam search, language/task prompt, language detection, "
+                                  "timestamps, long-form seek"),
+            train=NODES("tests/trainer/test_whisper_finetune.py::test_whisper_training_steps_match_hf_seq2seq_trainer",
+                        detail="Trainer steps = HF Seq2SeqTrainer"),
+            lora=Cell("pending", "no test yet"), tp=Cell("pending", "no test yet"),
+            gguf=_na_gguf("whisper"),
+            seq_cls=NA("transformers has no WhisperForSequenceClassification (audio classification is "
+                       "`WhisperForAudioClassification`, another task)"))),
+]
+# our GGUF reader reads llama / mistral / qwen2 / gemma2 / gemma3 so far; transformers' reads these too
+for _name, _arch in (("qwen3", "qwen3"), ("phi3", "phi3"), ("gpt2", "gpt2"), ("qwen2_moe", "qwen2moe"),
+                     ("qwen3_moe", "qwen3moe")):
+    _i = next(i for i, r in enumerate(_ROWS) if r.name == _name)
+    _ROWS[_i] = Row(**{**_ROWS[_i].__dict__, "gguf_arch": _arch,
+                       "cells": {**_ROWS[_i].cells, "gguf": _na_gguf_ours(_arch)}})
+# LLaMA's train / LoRA / tp and Qwen2's tp are covered by existing tests until the matrix functions land
+_EXISTING = {
+    ("llama", "train"): NODES("tests/trainer/test_trainer_parity.py::test_adamw_steps_match_hf_trainer",
+                              "tests/trainer/test_data_parallel.py", detail="Trainer, tiny LLaMA; data parallel 2 ranks"),
+    ("llama", "lora"): NODES("tests/peft/test_lora.py::test_our_adapter_loads_in_hf_peft_with_equal_logits",
+                             "tests/peft/test_lora.py::test_merge_and_unload_equals_hf_merge"),
+    ("llama", "tp"): NODES("tests/parallel/test_tp_msrun.py::test_tp2_matches_single_process_and_hf",
+                           detail="tp=2 logits, greedy, gradients"),
+    ("qwen2", "tp"): NODES("tests/parallel/test_tp_msrun.py::test_tp2_matches_single_process_and_hf",
+                           detail="tp=2 logits, greedy, gradients"),
+}
+for (_name, _cap), _cell in _EXISTING.items():
+    _i = next(i for i, r in enumerate(_ROWS) if r.name == _name)
+    _ROWS[_i] = Row(**{**_ROWS[_i].__dict__, "cells": {**_ROWS[_i].cells, _cap: _cell}})
+
+ROWS = {row.name: row for row in _ROWS}
+assert all(set(row.cells) == set(CAPABILITIES) for row in _ROWS)
+
+
+# ------------------------------------------------------------------------------------------------ the folders
+def import_object(spec):
+    import importlib
+
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+@functools.lru_cache(maxsize=None)
+def _root():
+    root = tempfile.mkdtemp(prefix="family_matrix_")
+    atexit.register(shutil.rmtree, root, True)
+    return root
+
+
+@functools.lru_cache(maxsize=None)
+def _written(name):
+    """(our_folder, hf_folder, arrays or None): written once per process."""
+    from tests.conftest import make_hf_checkpoint
+
+    row = ROWS[name]
+    base = os.path.join(_root(), name)
+    if row.remote:
+        our_folder, arrays, hf = import_object(row.writer)(os.path.join(base, "format"))
+        hf_folder = os.path.join(base, "hf")
+        hf.save_pretrained(hf_folder)
+        return our_folder, hf_folder, arrays
+    if row.writer:
+        folder = import_object(row.writer)(os.path.join(base, "hf"), **row.kwargs)
+    else:
+        folder = make_hf_checkpoint(os.path.join(base, "hf"), row.config_class, row.model_class, **row.kwargs)
+    return folder, folder, None
+
+
+def row_folders(name):
+    """`(our_folder, hf_folder)` of a row, written once per process: the folder our library loads and the one
+    transformers loads (the same folder for an HF-native family; for a remote format, the format's checkpoint
+    and the HF-native model it was written from)."""
+    return _written(name)[:2]
+
+
+def written_arrays(name):
+    """A remote-format row: the tensors its writer wrote (for the bit-for-bit save check)."""
+    return _written(name)[2]
+
+
+def hf_model(name):
+    """The oracle: transformers' model on `hf_folder` (fp32, eval), with the row's adapter applied. Fresh each call
+    (callers that can share one keep it)."""
+    import torch
+    import transformers
+
+    row = ROWS[name]
+    model = transformers.AutoModelForCausalLM.from_pretrained(row_folders(name)[1], dtype=torch.float32).eval()
+    return import_object(row.hf_adapter)(model) if row.hf_adapter else model
+
+
+# ------------------------------------------------------------------------------------------------ the docs table
+DOCS = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "models.md")
+BEGIN, END = "<!-- matrix: begin (python -m tests.models.matrix --write-docs) -->", "<!-- matrix: end -->"
+
+
+def cell_text(cell):
+    if cell.kind in ("test", "nodes"):
+        if cell.xfail:
+            return f"fails: {cell.xfail}"
+        return f"yes ({cell.detail})" if cell.detail else "yes"
+    if cell.kind == "pending":
+        return "not yet"
+    return f"n/a: {cell.detail}"
+
+
+def docs_table():
+    head = ["`model_type`", "Classes"] + [TITLES[c] for c in CAPABILITIES]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in ROWS.values():
+        cells = [f"`{row.model_type}`", row.classes] + [cell_text(row.cell(c)) for c in CAPABILITIES]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join([BEGIN] + lines + [END])
+
+
+def docs_section(text):
+    start, end = text.index(BEGIN), text.index(END) + len(END)
+    return text[start:end]
+
+
+def write_docs(path=DOCS):
+    with open(path) as f:
+        text = f.read()
+    new = text.replace(docs_section(text), docs_table())
+    with open(path, "w") as f:
+        f.write(new)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--write-docs"]:
+        sys.exit("usage: python -m tests.models.matrix --write-docs")
+    write_docs()
