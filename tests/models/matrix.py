@@ -128,16 +128,16 @@ _WHISPER_GEN = "tests/models/test_whisper_generate.py::"
 _ROWS = [
     _native("llama", "Llama", "LlamaConfig", "LlamaForCausalLM", gguf="llama"),
     _native("qwen2", "Qwen2", "Qwen2Config", "Qwen2ForCausalLM", gguf="qwen2"),
-    _native("mistral", "Mistral", "MistralConfig", "MistralForCausalLM", gguf="mistral", sliding_window=4),
+    _native("mistral", "Mistral", "MistralConfig", "MistralForCausalLM", sliding_window=4),
     _native("qwen3", "Qwen3", "Qwen3Config", "Qwen3ForCausalLM", head_dim=8),
-    _native("phi3", "Phi3", "Phi3Config", "Phi3ForCausalLM"),
+    _native("phi3", "Phi3", "Phi3Config", "Phi3ForCausalLM", gguf="phi3"),
     _native("glm", "Glm", "GlmConfig", "GlmForCausalLM", head_dim=8),
     _native("glm4", "Glm4", "Glm4Config", "Glm4ForCausalLM", head_dim=8),
     _native("gemma", "Gemma", "GemmaConfig", "GemmaForCausalLM", head_dim=8, tie_word_embeddings=True),
     _native("gemma2", "Gemma2", "Gemma2Config", "Gemma2ForCausalLM", gguf="gemma2", **_GEMMA2),
     _native("gemma3_text", "Gemma3Text", "Gemma3TextConfig", "Gemma3ForCausalLM", gguf="gemma3", **_GEMMA3),
     _native("gpt2", "GPT2", "GPT2Config", "GPT2LMHeadModel", writer="tests.models.test_gpt2_parity:make_gpt2_checkpoint",
-            base={}, seq_class="GPT2ForSequenceClassification", n_embd=32),
+            base={}, seq_class="GPT2ForSequenceClassification", n_embd=32, hidden_size=32),
     _native("mixtral", "Mixtral", "MixtralConfig", "MixtralForCausalLM", extra=ROUTER, num_local_experts=4, **MOE),
     _native("qwen2_moe", "Qwen2Moe", "Qwen2MoeConfig", "Qwen2MoeForCausalLM", extra=ROUTER, num_experts=4,
             moe_intermediate_size=32, shared_expert_intermediate_size=48, norm_topk_prob=True, mlp_only_layers=[0],
@@ -182,8 +182,12 @@ _ROWS = [
             seq_cls=NA("transformers has no WhisperForSequenceClassification (audio classification is "
                        "`WhisperForAudioClassification`, another task)"))),
 ]
-# our GGUF reader reads llama / mistral / qwen2 / gemma2 / gemma3 so far; transformers' reads these too
-for _name, _arch in (("qwen3", "qwen3"), ("phi3", "phi3"), ("gpt2", "gpt2"), ("qwen2_moe", "qwen2moe"),
+_i = next(i for i, r in enumerate(_ROWS) if r.name == "mistral")
+_ROWS[_i] = Row(**{**_ROWS[_i].__dict__, "cells": {**_ROWS[_i].cells, "gguf": NA(
+    "llama.cpp writes Mistral models under its `llama` architecture (the `gguf` package has no `mistral` one, so "
+    "transformers' GGUF loader cannot open a `mistral` file); such a file is the llama row's case")}})
+# our GGUF reader reads llama / mistral / qwen2 / phi3 / gemma2 / gemma3 so far; transformers' reads these too
+for _name, _arch in (("qwen3", "qwen3"), ("gpt2", "gpt2"), ("qwen2_moe", "qwen2moe"),
                      ("qwen3_moe", "qwen3moe")):
     _i = next(i for i, r in enumerate(_ROWS) if r.name == _name)
     _ROWS[_i] = Row(**{**_ROWS[_i].__dict__, "gguf_arch": _arch,

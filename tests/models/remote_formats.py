@@ -239,7 +239,7 @@ def alibi_llama(model):
     from transformers.models.bloom.modeling_bloom import build_alibi_tensor
 
     heads = model.config.num_attention_heads
-    slopes = build_alibi_tensor(torch.ones(1, 2), heads, torch.float32)[0, :, 1]    # slope * position 1
+    slopes = build_alibi_tensor(torch.ones(1, 2), heads, torch.float32)[:, 0, 1]    # [H]: slope * position 1
 
     def attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
         scores = torch.matmul(query, key.transpose(2, 3)) * scaling                  # [B, H, S, T]

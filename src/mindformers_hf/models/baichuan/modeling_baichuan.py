@@ -81,13 +81,29 @@ class BaichuanForCausalLM(BaichuanChatMixin, CheckpointFormatMixin, LlamaForCaus
         super().__init__(config, dtype)
         self._inverse_head_norms = None  # NormHead in eval mode: computed once, as Baichuan2 normalises once
 
+    # The eval-mode norms are computed on the host when the weights or the mode change, never inside a forward,
+    # and held as a plain tensor without autograd history: a forward may be a compiled decode step's trace, and a
+    # tensor computed by ops from the head (a trace's node) is a released graph node in the next trace (a
+    # beam-search trace after a greedy one crashed the process).
     def set_train(self, mode=True):
-        self._inverse_head_norms = None  # the head may change while training
-        return super().set_train(mode)
+        result = super().set_train(mode)
+        self._inverse_head_norms = None if mode else self._eval_head_norms()
+        return result
 
     def load_weights(self, source):
-        self._inverse_head_norms = None
-        return super().load_weights(source)
+        result = super().load_weights(source)
+        self._inverse_head_norms = None if self.training else self._eval_head_norms()
+        return result
+
+    def _eval_head_norms(self):
+        if not getattr(self.config, "norm_head", False) or getattr(self, "lm_head", None) is None:
+            return None
+        weight = self.lm_head.weight.asnumpy().astype(np.float32)
+        return ms.Tensor(1.0 / np.maximum(np.sqrt((weight * weight).sum(-1)), 1e-12))        # [V]
+
+    def _head_norms(self):
+        weight = self.lm_head.weight.astype(ms.float32)
+        return 1.0 / ops.clamp(ops.sqrt((weight * weight).sum(-1)), min=1e-12)    # [V]
 
     def lm_logits(self, hidden_states):
         """NormHead: logits against unit-norm head rows, i.e. each row's logit divided by that row's norm
@@ -98,11 +114,8 @@ class BaichuanForCausalLM(BaichuanChatMixin, CheckpointFormatMixin, LlamaForCaus
             return logits
         inverse = self._inverse_head_norms
         if inverse is None or self.training:
-            weight = self.lm_head.weight.astype(ms.float32)
-            inverse = 1.0 / ops.clamp(ops.sqrt((weight * weight).sum(-1)), min=1e-12)    # [V]
-            if not self.training:
-                self._inverse_head_norms = inverse
-        return logits * inverse.astype(logits.dtype)
+            inverse = self._head_norms()
+        return logits * (inverse if inverse.dtype == logits.dtype else inverse.astype(logits.dtype))
 
     def construct(self, *args, labels=None, return_dict=None, **kwargs):
         out = super().construct(*args, labels=labels, return_dict=True, **kwargs)
