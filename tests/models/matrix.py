@@ -100,15 +100,16 @@ _REMOTE_NA_GGUF = NA("transformers has no class for this remote-code format, so 
 _REMOTE_NA_SEQ = NA("transformers has no class for this remote-code format (the Hub runs its own code)")
 
 
-def _native(name, prefix, config_class, model_class, seq_class=None, gguf=None, extra="", writer="", base=TINY,
-            **kwargs):
-    """A HF-native decoder row: transformers' classes, every cell tested here (train / LoRA / tp pending)."""
-    model_type = name
-    return Row(name, model_type, f"`{model_class}`, `{prefix}Model`", model_class, config_class, model_class,
+def _native(name, prefix, config_class, model_class, seq_class=None, gguf=None, ours_read_gguf=True, extra="",
+            writer="", base=TINY, cells=None, **kwargs):
+    """A HF-native decoder row: transformers' classes, every cell tested here (train / LoRA / tp pending).
+    `gguf`: llama.cpp's name of the architecture when transformers' GGUF loader reads it."""
+    gguf_cell = (TEST(GGUF_HF) if ours_read_gguf else _na_gguf_ours(gguf)) if gguf else _na_gguf(name)
+    return Row(name, name, f"`{model_class}`, `{prefix}Model`", model_class, config_class, model_class,
                {**base, **kwargs}, writer=writer, seq_class=seq_class or f"{prefix}ForSequenceClassification",
                gguf_arch=gguf or "", extra=extra,
-               cells=dict(load=TEST(), forward=TEST(), generate=TEST(GENERATE), train=TRAIN, lora=LORA, tp=TP,
-                          gguf=TEST(GGUF_HF) if gguf else _na_gguf(name), seq_cls=TEST()))
+               cells=dict(dict(load=TEST(), forward=TEST(), generate=TEST(GENERATE), train=TRAIN, lora=LORA, tp=TP,
+                               gguf=gguf_cell, seq_cls=TEST()), **(cells or {})))
 
 
 def _remote(name, model_type, classes, architecture, writer, vs, hf_adapter="", extra=""):
@@ -126,23 +127,37 @@ _GEMMA3 = dict(head_dim=8, query_pre_attn_scalar=24, sliding_window=4, layer_typ
                                 "full_attention": {"rope_type": "default", "rope_theta": 10000.0}})
 _WHISPER_GEN = "tests/models/test_whisper_generate.py::"
 _ROWS = [
-    _native("llama", "Llama", "LlamaConfig", "LlamaForCausalLM", gguf="llama"),
-    _native("qwen2", "Qwen2", "Qwen2Config", "Qwen2ForCausalLM", gguf="qwen2"),
-    _native("mistral", "Mistral", "MistralConfig", "MistralForCausalLM", sliding_window=4),
-    _native("qwen3", "Qwen3", "Qwen3Config", "Qwen3ForCausalLM", head_dim=8),
+    # LLaMA's train / LoRA / tp and Qwen2's tp are covered by existing tests until the matrix functions land
+    _native("llama", "Llama", "LlamaConfig", "LlamaForCausalLM", gguf="llama", cells=dict(
+        train=NODES("tests/trainer/test_trainer_parity.py::test_adamw_steps_match_hf_trainer",
+                    "tests/trainer/test_data_parallel.py", detail="Trainer, tiny LLaMA; data parallel 2 ranks"),
+        lora=NODES("tests/peft/test_lora.py::test_our_adapter_loads_in_hf_peft_with_equal_logits",
+                   "tests/peft/test_lora.py::test_merge_and_unload_equals_hf_merge"),
+        tp=NODES("tests/parallel/test_tp_msrun.py::test_tp2_matches_single_process_and_hf",
+                 detail="tp=2 logits, greedy, gradients"))),
+    _native("qwen2", "Qwen2", "Qwen2Config", "Qwen2ForCausalLM", gguf="qwen2", cells=dict(
+        tp=NODES("tests/parallel/test_tp_msrun.py::test_tp2_matches_single_process_and_hf",
+                 detail="tp=2 logits, greedy, gradients"))),
+    _native("mistral", "Mistral", "MistralConfig", "MistralForCausalLM", sliding_window=4, cells=dict(gguf=NA(
+        "llama.cpp writes Mistral models under its `llama` architecture (the `gguf` package has no `mistral` one, "
+        "so transformers' GGUF loader cannot open a `mistral` file); such a file is the llama row's case"))),
+    _native("qwen3", "Qwen3", "Qwen3Config", "Qwen3ForCausalLM", gguf="qwen3", ours_read_gguf=False, head_dim=8),
     _native("phi3", "Phi3", "Phi3Config", "Phi3ForCausalLM", gguf="phi3"),
     _native("glm", "Glm", "GlmConfig", "GlmForCausalLM", head_dim=8),
     _native("glm4", "Glm4", "Glm4Config", "Glm4ForCausalLM", head_dim=8),
     _native("gemma", "Gemma", "GemmaConfig", "GemmaForCausalLM", head_dim=8, tie_word_embeddings=True),
     _native("gemma2", "Gemma2", "Gemma2Config", "Gemma2ForCausalLM", gguf="gemma2", **_GEMMA2),
     _native("gemma3_text", "Gemma3Text", "Gemma3TextConfig", "Gemma3ForCausalLM", gguf="gemma3", **_GEMMA3),
-    _native("gpt2", "GPT2", "GPT2Config", "GPT2LMHeadModel", writer="tests.models.test_gpt2_parity:make_gpt2_checkpoint",
+    _native("gpt2", "GPT2", "GPT2Config", "GPT2LMHeadModel", gguf="gpt2", ours_read_gguf=False,
+            writer="tests.models.test_gpt2_parity:make_gpt2_checkpoint",
             base={}, seq_class="GPT2ForSequenceClassification", n_embd=32, hidden_size=32),
     _native("mixtral", "Mixtral", "MixtralConfig", "MixtralForCausalLM", extra=ROUTER, num_local_experts=4, **MOE),
-    _native("qwen2_moe", "Qwen2Moe", "Qwen2MoeConfig", "Qwen2MoeForCausalLM", extra=ROUTER, num_experts=4,
+    _native("qwen2_moe", "Qwen2Moe", "Qwen2MoeConfig", "Qwen2MoeForCausalLM", gguf="qwen2moe", ours_read_gguf=False,
+            extra=ROUTER, num_experts=4,
             moe_intermediate_size=32, shared_expert_intermediate_size=48, norm_topk_prob=True, mlp_only_layers=[0],
             **MOE),
-    _native("qwen3_moe", "Qwen3Moe", "Qwen3MoeConfig", "Qwen3MoeForCausalLM", extra=ROUTER, num_experts=4,
+    _native("qwen3_moe", "Qwen3Moe", "Qwen3MoeConfig", "Qwen3MoeForCausalLM", gguf="qwen3moe", ours_read_gguf=False,
+            extra=ROUTER, num_experts=4,
             moe_intermediate_size=32, norm_topk_prob=True, head_dim=8, **MOE),
     _native("deepseek_v2", "DeepseekV2", "DeepseekV2Config", "DeepseekV2ForCausalLM",
             extra="tests.models.test_deepseek_v2_parity:no_aux_loss_check", topk_method="group_limited_greedy",
@@ -182,31 +197,6 @@ _ROWS = [
             seq_cls=NA("transformers has no WhisperForSequenceClassification (audio classification is "
                        "`WhisperForAudioClassification`, another task)"))),
 ]
-_i = next(i for i, r in enumerate(_ROWS) if r.name == "mistral")
-_ROWS[_i] = Row(**{**_ROWS[_i].__dict__, "cells": {**_ROWS[_i].cells, "gguf": NA(
-    "llama.cpp writes Mistral models under its `llama` architecture (the `gguf` package has no `mistral` one, so "
-    "transformers' GGUF loader cannot open a `mistral` file); such a file is the llama row's case")}})
-# our GGUF reader reads llama / mistral / qwen2 / phi3 / gemma2 / gemma3 so far; transformers' reads these too
-for _name, _arch in (("qwen3", "qwen3"), ("gpt2", "gpt2"), ("qwen2_moe", "qwen2moe"),
-                     ("qwen3_moe", "qwen3moe")):
-    _i = next(i for i, r in enumerate(_ROWS) if r.name == _name)
-    _ROWS[_i] = Row(**{**_ROWS[_i].__dict__, "gguf_arch": _arch,
-                       "cells": {**_ROWS[_i].cells, "gguf": _na_gguf_ours(_arch)}})
-# LLaMA's train / LoRA / tp and Qwen2's tp are covered by existing tests until the matrix functions land
-_EXISTING = {
-    ("llama", "train"): NODES("tests/trainer/test_trainer_parity.py::test_adamw_steps_match_hf_trainer",
-                              "tests/trainer/test_data_parallel.py", detail="Trainer, tiny LLaMA; data parallel 2 ranks"),
-    ("llama", "lora"): NODES("tests/peft/test_lora.py::test_our_adapter_loads_in_hf_peft_with_equal_logits",
-                             "tests/peft/test_lora.py::test_merge_and_unload_equals_hf_merge"),
-    ("llama", "tp"): NODES("tests/parallel/test_tp_msrun.py::test_tp2_matches_single_process_and_hf",
-                           detail="tp=2 logits, greedy, gradients"),
-    ("qwen2", "tp"): NODES("tests/parallel/test_tp_msrun.py::test_tp2_matches_single_process_and_hf",
-                           detail="tp=2 logits, greedy, gradients"),
-}
-for (_name, _cap), _cell in _EXISTING.items():
-    _i = next(i for i, r in enumerate(_ROWS) if r.name == _name)
-    _ROWS[_i] = Row(**{**_ROWS[_i].__dict__, "cells": {**_ROWS[_i].cells, _cap: _cell}})
-
 ROWS = {row.name: row for row in _ROWS}
 assert all(set(row.cells) == set(CAPABILITIES) for row in _ROWS)
 

@@ -143,7 +143,9 @@ def check_seq_cls(row, tmp_path):
     assert_sequence_classification(folder, tmp_path / "ours")
 
 
-def check_train(row, tmp_path):  # the lead wires tests/models/matrix_train.py (branch trainlora19) here
+# Train, LoRA and tensor parallel: built on branches trainlora19 / tp19; their cells are PENDING in matrix.py until
+# the lead merges them and turns the cells into TEST(), which routes them here
+def check_train(row, tmp_path):
     import_object("tests.models.matrix_train:check_train")(*row_folders(row.name), tmp_path)
 
 
@@ -151,8 +153,23 @@ def check_lora(row, tmp_path):
     import_object("tests.models.matrix_train:check_lora")(*row_folders(row.name), tmp_path)
 
 
+_TP_RESULTS = {}
+
+
+def check_tp(row, tmp_path):
+    """One msrun launch (tests/parallel/tp_matrix.py, branch tp19) over every row whose tp cell is a test, on the
+    first tp cell; each cell then reads its row's result."""
+    if not _TP_RESULTS:
+        rows = {name: row_folders(name) for name, r in ROWS.items() if r.cell("tp").kind == "test"}
+        _TP_RESULTS.update(import_object("tests.parallel.tp_matrix:run_tp_matrix")(rows, tmp_path))
+    result = _TP_RESULTS[row.name]
+    if isinstance(result, BaseException):
+        raise result
+    assert result is True or result == "pass" or getattr(result, "ok", False), result
+
+
 CHECKS = {"load": check_load, "forward": check_forward, "generate": check_generate, "gguf": check_gguf,
-          "seq_cls": check_seq_cls, "train": check_train, "lora": check_lora}
+          "seq_cls": check_seq_cls, "train": check_train, "lora": check_lora, "tp": check_tp}
 
 
 def check_not_applicable(row, capability):
