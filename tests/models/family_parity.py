@@ -125,9 +125,10 @@ def assert_family_load(ours, theirs, folder, save_to, architecture, vocab=128, l
     np.testing.assert_allclose(hf_call(reloaded, ids, mask).logits.numpy(), want, rtol=0, atol=1e-6)
 
 
-def assert_generate_matches_hf(folder, ours, vocab=128, length=9, new_tokens=5, theirs=None):
+def assert_generate_matches_hf(folder, ours, vocab=128, length=9, new_tokens=5, theirs=None, **our_options):
     """`model.generate()` itself (the runner: compiled prefill, cache, masks per layer type) on a left-padded batch
-    of two: greedy and beam search (3 beams) tokens equal HF's `generate`."""
+    of two: greedy and beam search (3 beams) tokens equal HF's `generate`. `our_options` go to ours only (e.g.
+    disable_compile=True)."""
     import torch
 
     theirs = theirs if theirs is not None else hf_model(folder)
@@ -137,5 +138,5 @@ def assert_generate_matches_hf(folder, ours, vocab=128, length=9, new_tokens=5, 
             want = theirs.generate(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
                                    max_new_tokens=new_tokens, pad_token_id=0, eos_token_id=2, **options).numpy()
         got = ours.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new_tokens, pad_token_id=0,
-                            eos_token_id=2, **options)
+                            eos_token_id=2, **options, **our_options)
         np.testing.assert_array_equal(np.asarray(got), want, err_msg=str(options))

@@ -66,6 +66,7 @@ class Row:
     seq_class: str = ""       # transformers' ...ForSequenceClassification class, when it has one
     gguf_arch: str = ""       # llama.cpp's architecture name, when transformers' GGUF loader reads it
     extra: str = ""           # "module:function(ours, our_folder, hf_folder)": row-specific forward checks
+    compiled_generate: bool = False  # generate through the compiled prefill / decode graphs (else op by op)
     cells: dict = field(default_factory=dict)
 
     @property
@@ -84,6 +85,7 @@ MLA = dict(num_key_value_heads=4, kv_lora_rank=16, q_lora_rank=24, qk_rope_head_
            num_experts_per_tok=2, n_group=2, topk_group=1)
 ROUTER = "tests.models.test_mixtral_parity:router_loss_check"
 GENERATE = "greedy, beam, sampling"
+COMPILED = "greedy, beam, sampling; compiled"
 GGUF_HF = ""
 TRAIN, LORA, TP = PENDING("trainlora19"), PENDING("trainlora19"), PENDING("tp19")
 
@@ -101,21 +103,23 @@ _REMOTE_NA_SEQ = NA("transformers has no class for this remote-code format (the 
 
 
 def _native(name, prefix, config_class, model_class, seq_class=None, gguf=None, ours_read_gguf=True, extra="",
-            writer="", base=TINY, cells=None, **kwargs):
+            writer="", base=TINY, cells=None, compiled=False, **kwargs):
     """A HF-native decoder row: transformers' classes, every cell tested here (train / LoRA / tp pending).
     `gguf`: llama.cpp's name of the architecture when transformers' GGUF loader reads it."""
     gguf_cell = (TEST(GGUF_HF) if ours_read_gguf else _na_gguf_ours(gguf)) if gguf else _na_gguf(name)
     return Row(name, name, f"`{model_class}`, `{prefix}Model`", model_class, config_class, model_class,
                {**base, **kwargs}, writer=writer, seq_class=seq_class or f"{prefix}ForSequenceClassification",
-               gguf_arch=gguf or "", extra=extra,
-               cells=dict(dict(load=TEST(), forward=TEST(), generate=TEST(GENERATE), train=TRAIN, lora=LORA, tp=TP,
-                               gguf=gguf_cell, seq_cls=TEST()), **(cells or {})))
+               gguf_arch=gguf or "", extra=extra, compiled_generate=compiled,
+               cells=dict(dict(load=TEST(), forward=TEST(), generate=TEST(COMPILED if compiled else GENERATE),
+                               train=TRAIN, lora=LORA, tp=TP, gguf=gguf_cell, seq_cls=TEST()), **(cells or {})))
 
 
-def _remote(name, model_type, classes, architecture, writer, vs, hf_adapter="", extra=""):
+def _remote(name, model_type, classes, architecture, writer, vs, hf_adapter="", extra="", compiled=False):
     return Row(name, model_type, classes, architecture, writer=f"tests.models.remote_formats:{writer}",
                hf_adapter=hf_adapter, extra=extra and f"tests.models.remote_formats:{extra}",
-               cells=dict(load=TEST("remote format"), forward=TEST(f"vs {vs}"), generate=TEST(GENERATE), train=TRAIN,
+               compiled_generate=compiled,
+               cells=dict(load=TEST("remote format"), forward=TEST(f"vs {vs}"),
+                          generate=TEST(COMPILED if compiled else GENERATE), train=TRAIN,
                           lora=LORA, tp=TP, gguf=_REMOTE_NA_GGUF, seq_cls=_REMOTE_NA_SEQ))
 
 
@@ -128,7 +132,7 @@ _GEMMA3 = dict(head_dim=8, query_pre_attn_scalar=24, sliding_window=4, layer_typ
 _WHISPER_GEN = "tests/models/test_whisper_generate.py::"
 _ROWS = [
     # LLaMA's train / LoRA / tp and Qwen2's tp are covered by existing tests until the matrix functions land
-    _native("llama", "Llama", "LlamaConfig", "LlamaForCausalLM", gguf="llama", cells=dict(
+    _native("llama", "Llama", "LlamaConfig", "LlamaForCausalLM", gguf="llama", compiled=True, cells=dict(
         train=NODES("tests/trainer/test_trainer_parity.py::test_adamw_steps_match_hf_trainer",
                     "tests/trainer/test_data_parallel.py", detail="Trainer, tiny LLaMA; data parallel 2 ranks"),
         lora=NODES("tests/peft/test_lora.py::test_our_adapter_loads_in_hf_peft_with_equal_logits",
@@ -146,14 +150,15 @@ _ROWS = [
     _native("glm", "Glm", "GlmConfig", "GlmForCausalLM", head_dim=8),
     _native("glm4", "Glm4", "Glm4Config", "Glm4ForCausalLM", head_dim=8),
     _native("gemma", "Gemma", "GemmaConfig", "GemmaForCausalLM", head_dim=8, tie_word_embeddings=True),
-    _native("gemma2", "Gemma2", "Gemma2Config", "Gemma2ForCausalLM", gguf="gemma2", **_GEMMA2),
-    _native("gemma3_text", "Gemma3Text", "Gemma3TextConfig", "Gemma3ForCausalLM", gguf="gemma3", **_GEMMA3),
+    _native("gemma2", "Gemma2", "Gemma2Config", "Gemma2ForCausalLM", gguf="gemma2", compiled=True, **_GEMMA2),
+    _native("gemma3_text", "Gemma3Text", "Gemma3TextConfig", "Gemma3ForCausalLM", gguf="gemma3", compiled=True,
+            **_GEMMA3),
     _native("gpt2", "GPT2", "GPT2Config", "GPT2LMHeadModel", gguf="gpt2", ours_read_gguf=False,
             writer="tests.models.test_gpt2_parity:make_gpt2_checkpoint",
             base={}, seq_class="GPT2ForSequenceClassification", n_embd=32, hidden_size=32),
     _native("mixtral", "Mixtral", "MixtralConfig", "MixtralForCausalLM", extra=ROUTER, num_local_experts=4, **MOE),
     _native("qwen2_moe", "Qwen2Moe", "Qwen2MoeConfig", "Qwen2MoeForCausalLM", gguf="qwen2moe", ours_read_gguf=False,
-            extra=ROUTER, num_experts=4,
+            extra=ROUTER, num_experts=4, compiled=True,
             moe_intermediate_size=32, shared_expert_intermediate_size=48, norm_topk_prob=True, mlp_only_layers=[0],
             **MOE),
     _native("qwen3_moe", "Qwen3Moe", "Qwen3MoeConfig", "Qwen3MoeForCausalLM", gguf="qwen3moe", ours_read_gguf=False,
@@ -161,6 +166,7 @@ _ROWS = [
             moe_intermediate_size=32, norm_topk_prob=True, head_dim=8, **MOE),
     _native("deepseek_v2", "DeepseekV2", "DeepseekV2Config", "DeepseekV2ForCausalLM",
             extra="tests.models.test_deepseek_v2_parity:no_aux_loss_check", topk_method="group_limited_greedy",
+            compiled=True,
             routed_scaling_factor=2.0, **MLA),
     _native("deepseek_v3", "DeepseekV3", "DeepseekV3Config", "DeepseekV3ForCausalLM",
             writer="tests.models.test_deepseek_v2_parity:deepseek_v3_checkpoint", routed_scaling_factor=2.5,
@@ -170,7 +176,7 @@ _ROWS = [
     _remote("internlm2", "internlm2", "`InternLM2ForCausalLM`, `InternLM2Model`", "InternLM2ForCausalLM",
             "internlm2_checkpoint", "LLaMA"),
     _remote("baichuan", "baichuan", "`BaichuanForCausalLM`, `BaichuanModel` (7B: rotary)", "BaichuanForCausalLM",
-            "baichuan_checkpoint", "LLaMA", extra="baichuan_z_loss_check"),
+            "baichuan_checkpoint", "LLaMA", extra="baichuan_z_loss_check", compiled=True),
     _remote("baichuan_13b", "baichuan", "`BaichuanForCausalLM`, `BaichuanModel` (13B: ALiBi)",
             "BaichuanForCausalLM", "baichuan_alibi_checkpoint", "LLaMA + ALiBi",
             hf_adapter="tests.models.remote_formats:alibi_llama"),
