@@ -70,6 +70,8 @@ _LAZY = {
     "FeatureExtractionPipeline": "mindformers_hf.pipelines",
     "TokenClassificationPipeline": "mindformers_hf.pipelines",
     "Trainer": "mindformers_hf.trainer",
+    "Seq2SeqTrainer": "mindformers_hf.trainer",
+    "Seq2SeqTrainingArguments": "mindformers_hf.trainer",
     "TrainingArguments": "mindformers_hf.trainer",
     "TrainerCallback": "mindformers_hf.trainer",
     "TrainerState": "mindformers_hf.trainer",

@@ -22,6 +22,8 @@ _ARCHITECTURES = {
     # sliding layers' rope base and the soft-caps keep their config defaults there, so here too)
     "gemma2": ("gemma2", {"attention.key_length": "head_dim", "attention.sliding_window": "sliding_window"}),
     "gemma3": ("gemma3_text", {"attention.key_length": "head_dim", "attention.sliding_window": "sliding_window"}),
+    # LayerNorm eps; HF reads no rope base for it (we do: StarCoder2-7B/15B's is not the config default)
+    "starcoder2": ("starcoder2", {"attention.layer_norm_epsilon": "norm_epsilon"}),
 }
 # architectures whose SentencePiece vocabulary (tokenizer model "llama") is Gemma's: built as HF's GemmaTokenizer
 _GEMMA_VOCAB = ("gemma", "gemma2", "gemma3")

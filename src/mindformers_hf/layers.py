@@ -148,6 +148,7 @@ class LayerNorm(nn.Cell):
         super().__init__()
         self.weight = new_parameter((hidden_size,), dtype, "ones")
         self.bias = new_parameter((hidden_size,), dtype, "zeros")
+        self.eps = eps
         self._layer_norm = ops.LayerNorm(begin_norm_axis=-1, begin_params_axis=-1, epsilon=eps)
 
     def construct(self, x):

@@ -307,6 +307,10 @@ class PreTrainedModel(PeftAdapterMixin, GenerationMixin, nn.Cell):
         if gguf_file and (tp_plan is not None or tp_size is not None):
             raise NotImplementedError("tensor parallelism (tp_plan/tp_size) with a GGUF checkpoint is not supported: "
                                       "convert it to safetensors with save_pretrained first")
+        if tp_plan is None and tp_size is None and not gguf_file:
+            from .parallel.mesh import launcher_tp_size
+
+            tp_size = launcher_tp_size()  # `launch --parallelism_config_tp_size N`: the model's plan over N ranks
         requested = canonical_dtype_name(dtype if dtype is not None else torch_dtype)
         location = pretrained_model_name_or_path
         if not isinstance(location, CheckpointLocation):  # (the Auto classes pass one they located already)
@@ -462,9 +466,10 @@ class PreTrainedModel(PeftAdapterMixin, GenerationMixin, nn.Cell):
                                                  "private", "revision", "create_pr") if push_to_hub and k in kwargs}
         for key in kwargs:
             warn_once(f"save_pretrained: keyword {key!r} is accepted for compatibility and ignored")
-        if getattr(getattr(self, "tp_mesh", None), "size", 1) > 1:
+        if getattr(getattr(self, "tp_mesh", None), "size", 1) > 1 and not getattr(state_dict, "whole_tensors", False):
             raise NotImplementedError("save_pretrained of a tensor-parallel model is not supported: each rank holds "
-                                      "only its slices; save the unsharded model (loaded without tp_plan)")
+                                      "only its slices; save the unsharded model (loaded without tp_plan), or let the Trainer's "
+                                      "save_model gather the whole tensors")
         if not is_main_process:
             return
         if os.path.isfile(save_directory):

@@ -100,7 +100,7 @@ class CheckpointFormatMixin:
         causal LM's prefix, which our base and causal-LM classes both read)."""
         params = state_dict if state_dict is not None else dict(self.parameters_and_names())
         prefix = "" if hasattr(self, self.base_model_prefix) else self.base_model_prefix + "."
-        out = {}
+        out = type(params)() if isinstance(params, dict) else {}  # (keeps a gathered state's WholeStateDict type)
         for name, param in params.items():
             key, save = self.weight_table.to_checkpoint(prefix + name)
             out[key] = param if save is None else _Reordered(param, save, self.config)

@@ -218,10 +218,11 @@ def baichuan_checkpoint(folder):
     return folder, arrays, hf
 
 
-def baichuan_alibi_checkpoint(folder):
-    """Baichuan2-13B (ALiBi) from LLaMA; 6 heads: not a power of two, so the interleaved extra slopes are
-    exercised. Its reference is `alibi_llama` over this LLaMA model."""
-    hf = hf_native("LlamaConfig", "LlamaForCausalLM", hidden_size=96, num_attention_heads=6, num_key_value_heads=6)
+def baichuan_alibi_checkpoint(folder, **overrides):
+    """Baichuan2-13B (ALiBi) from LLaMA (the matrix's row: 6 heads, not a power of two, so the interleaved extra
+    slopes are exercised). Its reference is `alibi_llama` over this LLaMA model."""
+    heads = overrides.get("num_attention_heads", 4)
+    hf = hf_native("LlamaConfig", "LlamaForCausalLM", **{**overrides, "num_key_value_heads": heads})
     folder, arrays = _baichuan_checkpoint(hf, folder, "alibi")
     return folder, arrays, hf
 

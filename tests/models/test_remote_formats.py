@@ -13,9 +13,17 @@ import numpy as np
 import pytest
 
 from mindformers_hf import AutoConfig, AutoModelForCausalLM
+from tests.models import remote_formats
 from tests.models.remote_formats import (  # noqa: F401 (re-exported: tests/parallel uses the writers)
-    VOCAB, _auto_map, _baichuan_checkpoint, chatglm_checkpoint, hf_forward, hf_native, internlm2_checkpoint,
-    write_remote)
+    VOCAB, _auto_map, _baichuan_checkpoint, alibi_llama, baichuan_checkpoint, chatglm_checkpoint, hf_forward,
+    hf_native, hf_reference, internlm2_checkpoint, internlm_checkpoint, qwen_checkpoint, write_remote)
+
+
+def baichuan_alibi_checkpoint(folder, **overrides):
+    """A Baichuan2-13B-format folder (ALiBi, NormHead): (folder, arrays, reference(ids, mask, labels)), the
+    reference being transformers' LLaMA with Baichuan's ALiBi attention (remote_formats.alibi_llama)."""
+    folder, arrays, hf = remote_formats.baichuan_alibi_checkpoint(folder, **overrides)
+    return folder, arrays, hf_reference(alibi_llama(hf))
 
 
 # ------------------------------------------------------------------------------------------------ Baichuan2

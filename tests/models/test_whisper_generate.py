@@ -78,10 +78,12 @@ def test_detect_language_matches_hf(models, input_features):
 
 def test_unsupported_options_raise(models, input_features):
     _, ours = models
-    with pytest.raises(NotImplementedError, match="no_speech_threshold"):
+    with pytest.raises(ValueError, match="no_speech_threshold needs logprob_threshold"):
         ours.generate(input_features, no_speech_threshold=0.6)
-    with pytest.raises(NotImplementedError, match="temperature fallback"):
-        ours.generate(input_features, temperature=(0.0, 0.2))
+    with pytest.raises(NotImplementedError, match="logprob_threshold with beam search"):
+        ours.generate(input_features, logprob_threshold=-1.0, temperature=0.0, num_beams=2)
+    with pytest.raises(NotImplementedError, match="return_segments"):
+        ours.generate(input_features, return_segments=True)
     with pytest.raises(ValueError, match="Unsupported language: klingon"):
         ours.generate(input_features, language="klingon")
 

@@ -1,122 +1,101 @@
-"""tp=2 across two processes started by msrun: logits equal the single-process model's and HF's, each rank
-reads only its slices of the sharded tensors, greedy decoding matches and gradients are the slices of the
-single-process ones. Families: LLaMA, Qwen2 (tied, vocab-parallel embedding), Qwen2-MoE (stacked experts) and
-the ChatGLM and InternLM2 remote formats (renaming tables, fused qkv and gate_up, a permuted wqkv), all through
-the one loading pipeline."""
-import json
-import os
-import shutil
-import socket
-import subprocess
-import sys
+"""tp=2 across two processes started by msrun, every family in one launch (tp_matrix.py): logits equal the
+single-process model's and HF's, each rank reads only its slices of the sharded tensors, greedy decoding matches
+and gradients are the slices of the single-process ones.
 
-import numpy as np
+Rows: the HF-native families whose transformers config has a `base_model_tp_plan`, each on the smallest shapes
+(hidden 64, 2 layers, 4 heads / 2 KV heads), and the remote formats written by tests/models/test_remote_formats.py
+(renaming tables, fused qkv and gate_up, a permuted wqkv, ALiBi slopes per head rank). GPT-2 has no HF plan:
+its row checks the layout we declare (Conv1D weights, transposed). The launch runs once per session."""
 import pytest
 
-from mindformers_hf import AutoModelForCausalLM
-from mindformers_hf.parallel import TPMesh, apply_tensor_parallel, resolve_tp_plan
-from mindformers_hf.parallel.layers import _read
-from mindformers_hf.parallel.loading import ArraySource, _sharded_layers
-from tests.conftest import make_hf_checkpoint, hf_forward
-from tests.parallel.tp_worker import loss_grads
+from tests.conftest import make_hf_checkpoint
+from tests.parallel.tp_matrix import check_tp_row, run_tp_matrix
 
-WORKER = os.path.join(os.path.dirname(__file__), "tp_worker.py")
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _run_tp2(folder, out_dir, plan):
-    if shutil.which("msrun") is None:
-        pytest.skip("msrun (MindSpore's launcher) is not on PATH")
-    log_dir = os.path.join(out_dir, "logs")
-    cmd = ["msrun", "--worker_num=2", "--local_worker_num=2", f"--master_port={_free_port()}",
-           f"--log_dir={log_dir}", "--join=True", WORKER, str(folder), str(out_dir), plan]
-    src = os.path.join(os.path.dirname(__file__), "..", "..", "src")
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE",
-           "PYTHONPATH": os.pathsep.join([os.path.abspath(src), os.environ.get("PYTHONPATH", "")])}
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    if result.returncode != 0:
-        logs = "".join(open(os.path.join(log_dir, f)).read()[-3000:] for f in sorted(os.listdir(log_dir)))
-        pytest.fail(f"msrun failed ({result.returncode}):\n{result.stdout[-2000:]}\n{logs}")
-
-
-def _checkpoint(tmp_path, family):
-    """(folder, HF oracle (ids, mask) -> logits) of a tiny random checkpoint of `family`."""
-    if family in ("chatglm", "internlm2"):  # remote formats: renaming tables, fused qkv with 2 KV groups; ChatGLM
-        # also fused gate_up, InternLM2 a grouped wqkv (rows permuted at load) and an o_proj bias (added once)
-        from tests.models import test_remote_formats as remote
-
-        folder, _, hf = getattr(remote, f"{family}_checkpoint")(tmp_path / family)
-        return folder, lambda ids, mask: remote.hf_forward(hf, ids, mask).logits.numpy()
-    config, cls, extra = {
-        "llama": ("LlamaConfig", "LlamaForCausalLM", {}),
-        # tied embeddings, so the vocab-parallel embedding also serves as the parallel LM head
-        "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", {"tie_word_embeddings": True}),
-        # experts stacked at load (per-expert keys in the file), gated shared expert, one dense layer
-        "qwen2_moe": ("Qwen2MoeConfig", "Qwen2MoeForCausalLM",
-                      dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
-                           shared_expert_intermediate_size=48, norm_topk_prob=True, mlp_only_layers=[0])),
-    }[family]
-    folder = make_hf_checkpoint(tmp_path / family, config, cls, **extra)
-    return folder, lambda ids, mask: hf_forward(folder, ids, mask).logits.numpy()
+_MOE = dict(num_experts_per_tok=2, moe_intermediate_size=32)
+# multi-head latent attention: q through a LoRA rank, v_head_dim != the q/k head size; a dense first layer
+_MLA = dict(num_key_value_heads=4, kv_lora_rank=16, q_lora_rank=24, qk_rope_head_dim=8, qk_nope_head_dim=16,
+            v_head_dim=12, n_routed_experts=4, n_shared_experts=1, first_k_dense_replace=1, **_MOE)
+_GEMMA2 = dict(head_dim=16, query_pre_attn_scalar=24, sliding_window=4, attn_logit_softcapping=1.5,
+               final_logit_softcapping=2.0)
+_GEMMA3 = dict(head_dim=16, query_pre_attn_scalar=24, sliding_window=4,
+               layer_types=["sliding_attention", "full_attention"],
+               rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10.0},
+                                "full_attention": {"rope_type": "default", "rope_theta": 10000.0}})
+# family: (config class, model class, overrides, plan); vocab 128, hidden 64, 2 layers, 4 heads, 2 KV heads
+HF_ROWS = {
+    "llama": ("LlamaConfig", "LlamaForCausalLM", {}, "auto"),
+    # tied embeddings, so the vocab-parallel embedding also serves as the parallel LM head
+    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", {"tie_word_embeddings": True}, "auto+vocab"),
+    "mistral": ("MistralConfig", "MistralForCausalLM", {}, "auto"),
+    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", {"head_dim": 16}, "auto"),  # per-head q/k norms: replicated
+    "phi3": ("Phi3Config", "Phi3ForCausalLM", {}, "auto"),  # fused qkv_proj and gate_up_proj, split per block
+    "glm": ("GlmConfig", "GlmForCausalLM", {"head_dim": 16}, "auto"),  # fused gate_up_proj, partial rotary
+    "glm4": ("Glm4Config", "Glm4ForCausalLM", {"head_dim": 16}, "auto"),
+    # Gemma ties the head to the scaled embedding: vocab-parallel for both
+    "gemma": ("GemmaConfig", "GemmaForCausalLM", {"head_dim": 16, "tie_word_embeddings": True}, "auto+vocab"),
+    "gemma2": ("Gemma2Config", "Gemma2ForCausalLM", dict(_GEMMA2, tie_word_embeddings=True), "auto+vocab"),
+    "gemma3_text": ("Gemma3TextConfig", "Gemma3ForCausalLM", _GEMMA3, "auto"),
+    "mixtral": ("MixtralConfig", "MixtralForCausalLM", dict(num_local_experts=4, num_experts_per_tok=2), "auto"),
+    # experts stacked at load (per-expert keys in the file), gated shared expert, one dense layer
+    "qwen2_moe": ("Qwen2MoeConfig", "Qwen2MoeForCausalLM",
+                  dict(_MOE, num_experts=4, shared_expert_intermediate_size=48, norm_topk_prob=True,
+                       mlp_only_layers=[0]), "auto"),
+    "qwen3_moe": ("Qwen3MoeConfig", "Qwen3MoeForCausalLM", dict(_MOE, num_experts=4, norm_topk_prob=True,
+                                                                head_dim=16), "auto"),
+    "deepseek_v2": ("DeepseekV2Config", "DeepseekV2ForCausalLM", _MLA, "auto"),
+    "deepseek_v3": ("DeepseekV3Config", "DeepseekV3ForCausalLM", dict(_MLA, n_group=2, topk_group=1), "auto"),
+}
 
 
-@pytest.mark.parametrize("family,plan", [("llama", "auto"), ("qwen2", "auto+vocab"), ("qwen2_moe", "auto"),
-                                         ("chatglm", "auto"), ("internlm2", "auto")])
-def test_tp2_matches_single_process_and_hf(tmp_path, family, plan):
-    folder, hf_logits = _checkpoint(tmp_path, family)
-    rng = np.random.default_rng(0)
-    input_ids = rng.integers(3, 128, size=(2, 7)).astype(np.int64)
-    attention_mask = np.ones_like(input_ids)
-    attention_mask[1, :2] = 0  # left padding on one row
-    out_dir = tmp_path / "out"
-    out_dir.mkdir()
-    np.savez(out_dir / "batch.npz", input_ids=input_ids, attention_mask=attention_mask)
-    _run_tp2(folder, str(out_dir), plan)
-
-    single = AutoModelForCausalLM.from_pretrained(folder)
-    ours = np.asarray(single(input_ids=input_ids, attention_mask=attention_mask).logits)
-    hf = hf_logits(input_ids, attention_mask)
-    keep = attention_mask.astype(bool)  # padded positions are not compared (HF fills them differently)
-    tokens = np.asarray(single.generate(input_ids[:1], max_new_tokens=4, do_sample=False))
-    full_grads = loss_grads(single, {"input_ids": input_ids, "attention_mask": attention_mask})
-    for rank in range(2):
-        tp = np.load(out_dir / f"logits_rank{rank}.npy")
-        assert tp.shape == ours.shape
-        assert np.abs(tp - ours)[keep].max() <= 1e-5
-        assert np.abs(tp - hf)[keep].max() <= 1e-4
-        np.testing.assert_array_equal(np.load(out_dir / f"tokens_rank{rank}.npy"), tokens)
-        stats = json.loads((out_dir / f"stats_rank{rank}.json").read_text())
-        assert stats["world"] == 2
-        # each rank read only its half of every sharded tensor (2 KV heads over 2 ranks: none replicated)
-        assert 0 < stats["sharded_bytes_read"] < 0.6 * stats["sharded_bytes_in_file"]
-        _assert_grads_are_slices(folder, plan, rank, np.load(out_dir / f"grads_rank{rank}.npz"), full_grads)
+# transformers has no tp plan for GPT-2: ours, as a dict plan (the modules' declarations give the q/k/v blocks of
+# the fused Conv1D c_attn, stored [in, out]), with the tied wte vocab-parallel as embedding and head
+GPT2_PLAN = {"transformer.wte": "embedding_rowwise", "transformer.h.*.attn.c_attn": "colwise",
+             "transformer.h.*.attn.c_proj": "rowwise", "transformer.h.*.mlp.c_fc": "colwise",
+             "transformer.h.*.mlp.c_proj": "rowwise"}
+HF_ROWS["gpt2"] = ("GPT2Config", "GPT2LMHeadModel", dict(n_embd=64, n_layer=2, n_head=4, n_positions=64,
+                                                          n_inner=96, tie_word_embeddings=True), GPT2_PLAN)
 
 
-def _assert_grads_are_slices(folder, plan, rank, got, full_grads):
-    """Narrow each full gradient with the ranges rank `rank`'s layers hold (built here without collectives)."""
-    shard = AutoModelForCausalLM.from_pretrained(folder)
-    tp_plan = resolve_tp_plan(shard, "auto")
-    if plan == "auto+vocab":
-        tp_plan["model.embed_tokens"] = "embedding_rowwise"
-    apply_tensor_parallel(shard, TPMesh(rank, 2), tp_plan)
-    owners = _sharded_layers(shard)
-    assert sorted(got.files) == sorted(full_grads)
-    for name, want in full_grads.items():
-        layer = owners.get(name)
-        if layer is not None:
-            if hasattr(layer, "row_ranges"):
-                want = _read(ArraySource(want), 0, layer.row_ranges)
-            elif hasattr(layer, "col_range"):
-                want = want if name.endswith("bias") else _read(ArraySource(want), 1, [layer.col_range])
-            elif hasattr(layer, "inter_range"):  # stacked experts: each expert's gate/up rows, down columns
-                (a, b), inter = layer.inter_range, layer.full_inter
-                want = (_read(ArraySource(want), 1, [(a, b), (inter + a, inter + b)]) if name.endswith("gate_up_proj")
-                        else _read(ArraySource(want), 2, [(a, b)]))
-            else:
-                want = _read(ArraySource(want), 0, [(layer.vocab_start, layer.vocab_end)])
-        np.testing.assert_allclose(got[name], want, rtol=1e-4, atol=1e-6, err_msg=f"rank {rank} grad of {name}")
+def _hf_row(root, name):
+    config, cls, overrides, plan = HF_ROWS[name]
+    folder = make_hf_checkpoint(root / name, config, cls, **overrides)
+    return folder, folder, plan
+
+
+def _remote_row(root, name):
+    """The remote-format folder, with its HF-native twin as the oracle."""
+    from tests.models import test_remote_formats as remote
+
+    if name == "baichuan_alibi":  # the twin runs ALiBi as its attention mask
+        folder, _, reference = remote.baichuan_alibi_checkpoint(root / name)
+        return folder, lambda ids, mask: reference(ids, mask, None).logits.numpy(), "auto"
+    folder, _, hf = getattr(remote, f"{name}_checkpoint")(root / name)
+    return folder, lambda ids, mask: remote.hf_forward(hf, ids, mask).logits.numpy(), "auto"
+
+
+# InternLM v1, Baichuan (W_pack, NormHead) and Qwen v1 (c_attn) have no GQA: 4 KV heads
+REMOTE_ROWS = ("chatglm", "internlm", "internlm2", "baichuan", "baichuan_alibi", "qwen")
+ROWS = sorted(HF_ROWS) + list(REMOTE_ROWS)
+
+
+@pytest.fixture(scope="module")
+def tp_results(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tp_matrix")
+    rows = {name: _hf_row(root, name) for name in HF_ROWS}
+    # a row that fails in the workers (a style no registry has), between others that must still run
+    rows["refused_style"] = (rows["llama"][0], rows["llama"][1], {"model.norm": "sequence_parallel"})
+    rows.update({name: _remote_row(root, name) for name in REMOTE_ROWS})
+    return run_tp_matrix(rows, root / "out")
+
+
+def test_a_row_failing_in_the_workers_fails_alone(tp_results):
+    result = tp_results["refused_style"]
+    assert "NotImplementedError" in result["error"] and "sequence_parallel" in result["error"]
+    with pytest.raises(pytest.fail.Exception, match="'refused_style' failed in the workers"):
+        check_tp_row(result)
+    print(f"one msrun launch, {len(tp_results)} rows: {result['launch_seconds']:.1f} s")
+
+
+@pytest.mark.parametrize("family", ROWS)
+def test_tp2_matches_single_process_and_hf(tp_results, family):
+    check_tp_row(tp_results[family])

@@ -68,15 +68,12 @@ def test_invalid_requests_name_the_problem(llm_and_hf):
     assert llm.engine.kv_blocks()[0] == 0 and not llm.engine.has_unfinished_requests()
 
 
-def test_models_without_prebuilt_masks_are_refused_by_name(tmp_path):
-    from mindformers_hf import AutoModelForCausalLM
+def test_models_without_prebuilt_masks_are_refused_by_name():
+    class EncoderDecoderModel:  # no per-layer-type causal masks (Whisper, say)
+        base_model_prefix = "model"
 
-    from ..conftest import make_hf_checkpoint
-
-    folder = make_hf_checkpoint(tmp_path, "GPT2Config", "GPT2LMHeadModel", n_embd=32, n_layer=1, n_head=2,
-                                vocab_size=64, n_positions=32)
-    with pytest.raises(NotImplementedError, match="GPT2LMHeadModel"):
-        LLM(AutoModelForCausalLM.from_pretrained(folder), tokenizer=object())
+    with pytest.raises(NotImplementedError, match="EncoderDecoderModel"):
+        LLM(EncoderDecoderModel(), tokenizer=object())
 
 
 class _IdsTokenizer:
@@ -90,6 +87,11 @@ class _IdsTokenizer:
 @pytest.mark.parametrize("config_class, model_class, overrides", [
     ("MistralConfig", "MistralForCausalLM", {"sliding_window": 4}),            # windowed masks over paged blocks
     ("MixtralConfig", "MixtralForCausalLM", {"num_local_experts": 4, "num_experts_per_tok": 2}),  # MoE: eager step
+    ("GPT2Config", "GPT2LMHeadModel", dict(n_embd=32, n_layer=2, n_head=2, vocab_size=128, n_positions=64)),
+    ("DeepseekV2Config", "DeepseekV2ForCausalLM", dict(  # MLA: the pool holds the latent and the rotary key
+        num_hidden_layers=2, num_key_value_heads=4, kv_lora_rank=16, q_lora_rank=24, qk_rope_head_dim=8,
+        qk_nope_head_dim=8, v_head_dim=12, n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=16,
+        first_k_dense_replace=1, n_shared_experts=1)),
 ])
 def test_other_llama_shaped_families_equal_hf(tmp_path, config_class, model_class, overrides):
     import numpy as np

@@ -49,3 +49,39 @@ def test_whisper_training_steps_match_hf_seq2seq_trainer(tmp_path):
     for ours, theirs in zip(steps, want_steps):
         assert ours["loss"] == pytest.approx(theirs["loss"], rel=1e-5)
         assert ours["grad_norm"] == pytest.approx(theirs["grad_norm"], rel=1e-4)
+
+
+def test_seq2seq_trainer_predict_with_generate_matches_hf(tmp_path):
+    """Seq2SeqTrainer(predict_with_generate=True): evaluate's loss and compute_metrics over the generated tokens,
+    and predict's padded predictions and labels, equal transformers' Seq2SeqTrainer on the same checkpoint
+    (greedy and beam search decode the same tokens from logits that agree to ~1e-5)."""
+    import torch
+    import transformers
+    from mindformers_hf import Seq2SeqTrainer, Seq2SeqTrainingArguments
+
+    folder = make_whisper_checkpoint(tmp_path / "ckpt", seed=2, init_std=0.5)
+    data = _dataset()[:5]
+
+    def token_accuracy(pred):
+        tokens, labels = pred.predictions, pred.label_ids
+        width = min(tokens.shape[1], labels.shape[1])
+        return {"agree": float((tokens[:, :width] == labels[:, :width]).mean()), "width": tokens.shape[1],
+                "checksum": float((tokens * np.arange(1, tokens.shape[1] + 1)).sum())}
+
+    args = dict(per_device_eval_batch_size=2, predict_with_generate=True, generation_max_length=9,
+                generation_num_beams=2, report_to="none", disable_tqdm=True)
+    hf = transformers.WhisperForConditionalGeneration.from_pretrained(folder, dtype=torch.float32)
+    hf_trainer = transformers.Seq2SeqTrainer(model=hf, compute_metrics=token_accuracy,
+                                             args=transformers.Seq2SeqTrainingArguments(str(tmp_path / "hf"),
+                                                                                        use_cpu=True, **args))
+    ours = Seq2SeqTrainer(model=AutoModelForSpeechSeq2Seq.from_pretrained(folder), compute_metrics=token_accuracy,
+                          args=Seq2SeqTrainingArguments(str(tmp_path / "ours"), **args))
+    want, got = hf_trainer.evaluate(data), ours.evaluate(data)
+    assert got["eval_loss"] == pytest.approx(want["eval_loss"], rel=1e-5)
+    for key in ("eval_agree", "eval_width", "eval_checksum"):
+        assert got[key] == want[key], key
+    want, got = hf_trainer.predict(data, max_new_tokens=4, num_beams=1), ours.predict(data, max_new_tokens=4,
+                                                                                      num_beams=1)
+    np.testing.assert_array_equal(got.predictions, want.predictions)
+    np.testing.assert_array_equal(got.label_ids, want.label_ids)
+    assert got.metrics["test_loss"] == pytest.approx(want.metrics["test_loss"], rel=1e-5)

@@ -26,9 +26,10 @@ DEFAULT_PORT = 29500  # accelerate's (torchrun's) default main_process_port
 # they ask for an engine we do not have.
 _LAUNCH_KEYS = ("num_processes", "num_machines", "machine_rank", "main_process_ip", "main_process_port",
                 "mixed_precision", "num_cpu_threads_per_process")
-_REFUSED_FLAGS = {"use_deepspeed": "DeepSpeed", "use_fsdp": "FSDP", "use_megatron_lm": "Megatron-LM",
-                  "tpu": "TPU launching", "use_parallelism_config": "accelerate's ParallelismConfig",
-                  "module": "launching a module (-m)", "no_python": "--no_python"}
+_REFUSED_FLAGS = {"use_fsdp": "FSDP", "use_megatron_lm": "Megatron-LM",
+                  "tpu": "TPU launching", "module": "launching a module (-m)", "no_python": "--no_python"}
+# accelerate's data x tensor mesh and DeepSpeed ZeRO-1 flags: exported to the workers as accelerate exports them
+_MESH_FLAGS = ("parallelism_config_dp_replicate_size", "parallelism_config_dp_shard_size", "parallelism_config_tp_size")
 _REFUSED_DISTRIBUTED_TYPES = {"DEEPSPEED": "DeepSpeed", "FSDP": "FSDP", "MEGATRON_LM": "Megatron-LM",
                               "XLA": "TPU (XLA)", "TPU": "TPU (XLA)"}
 
@@ -65,6 +66,14 @@ def add_launch_parser(sub):
     _flag(p, "gpu_ids", default=None, help="accepted and ignored (msrun places workers by DEVICE_ID)")
     _flag(p, "same_network", action="store_true", default=False, help="accepted and ignored")
     _flag(p, "dynamo_backend", default=None, help="only 'no' is supported")
+    _flag(p, "use_parallelism_config", action="store_true", default=False,
+          help="a data x tensor mesh from the --parallelism_config_* sizes (docs/parallelism.md)")
+    for name in _MESH_FLAGS:
+        _flag(p, name, type=int, default=None, help=argparse.SUPPRESS if "dp_" in name else
+              "tensor-parallel size: from_pretrained splits the model over groups of this many ranks")
+    _flag(p, "use_deepspeed", action="store_true", default=False,
+          help="with --zero_stage 1: AdamW's state sharded over the data-parallel ranks (natively, no DeepSpeed)")
+    _flag(p, "zero_stage", type=int, default=None, help="DeepSpeed's ZeRO stage: only 1 (or 0) is supported")
     for name in _REFUSED_FLAGS:
         if name != "module":
             _flag(p, name, action="store_true", default=False, help=argparse.SUPPRESS)
@@ -169,6 +178,7 @@ def resolve_launch(args):
             value = defaults[key]
         resolved[key] = value
     resolved["cpu"] = bool(args.cpu or config.get("use_cpu", False))
+    resolved["mesh_env"] = _mesh_env(args, int(resolved["num_processes"]))
     n, machines = int(resolved["num_processes"]), int(resolved["num_machines"])
     if n < 1 or machines < 1 or n % machines:
         raise LaunchError(f"num_processes ({n}) must be a positive multiple of num_machines ({machines}): "
@@ -176,6 +186,28 @@ def resolve_launch(args):
     if not 0 <= int(resolved["machine_rank"]) < machines:
         raise LaunchError(f"machine_rank {resolved['machine_rank']} is not in [0, {machines})")
     return resolved
+
+
+def _mesh_env(args, n):
+    """accelerate's variables for --use_parallelism_config / --use_deepspeed --zero_stage (what `accelerate
+    launch` exports; TrainingArguments and from_pretrained read them)."""
+    env = {}
+    if getattr(args, "use_deepspeed", False):
+        stage = 2 if args.zero_stage is None else args.zero_stage  # accelerate's default stage is 2
+        if stage not in (0, 1):
+            raise LaunchError(f"DeepSpeed ZeRO stage {stage} is not supported: --use_deepspeed --zero_stage 1 "
+                              "shards the optimizer state natively (no DeepSpeed engine; no stage 2 or 3)")
+        env.update(ACCELERATE_USE_DEEPSPEED="true", ACCELERATE_DEEPSPEED_ZERO_STAGE=str(stage))
+    sizes = {name: getattr(args, name, None) for name in _MESH_FLAGS}
+    if getattr(args, "use_parallelism_config", False) or any(v is not None for v in sizes.values()):
+        tp = sizes["parallelism_config_tp_size"] or 1
+        dp = (sizes["parallelism_config_dp_replicate_size"] or 1) * (sizes["parallelism_config_dp_shard_size"] or 1)
+        if tp < 1 or n % tp or (dp > 1 and dp * tp != n):
+            raise LaunchError(f"--parallelism_config_tp_size {tp} (x data-parallel {dp}) does not fit num_processes "
+                              f"{n}: the processes form a data-parallel x tensor-parallel mesh, n = dp x tp")
+        env["ACCELERATE_USE_PARALLELISM_CONFIG"] = "true"
+        env.update({name.upper(): str(value) for name, value in sizes.items() if value is not None})
+    return env
 
 
 def port_in_use(port, host=""):
@@ -193,6 +225,7 @@ def worker_env(resolved):
     # msrun starts workers with `python` from PATH: make that this interpreter
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
     env["ACCELERATE_MIXED_PRECISION"] = str(resolved["mixed_precision"])
+    env.update(resolved.get("mesh_env", {}))
     if resolved["cpu"]:
         env["MINDFORMERS_HF_DEVICE"] = "CPU"
     if resolved["num_cpu_threads_per_process"]:

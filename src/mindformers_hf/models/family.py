@@ -24,15 +24,16 @@ def import_object(target, package=None):
 @dataclass(frozen=True)
 class DecoderVariant:
     """How a LLaMA-shaped family departs from LLaMA; each switch mirrors a line of that family's HF file."""
-    qkv_bias: bool = None             # None: config.attention_bias, as LLaMA and Qwen3
-    o_bias: bool = None               # None: config.attention_bias
+    qkv_bias: object = None           # None: config.attention_bias, as LLaMA and Qwen3; a str: that config field
+    o_bias: object = None             # None: config.attention_bias; a str: that config field (StarCoder2: use_bias)
     qk_norm: bool = False             # Qwen3: RMSNorm over head_dim on q and k, before rotary
     fused_qkv: bool = False           # Phi3: one `qkv_proj` [(H + 2*KV) * D, hidden], rows q then k then v
     fused_gate_up: bool = False       # Phi3, GLM: one `gate_up_proj` [2 * inter, hidden], rows gate then up
     interleaved_rotary: bool = False  # GLM: rotary pairs are adjacent dims (0, 1), (2, 3), ...
     sandwich_norm: bool = False       # GLM4: RMSNorm on the attention and MLP outputs, before each residual add
     # the layer's norms: before attention, after it (sandwich_norm), before the MLP, after it (sandwich_norm);
-    # Gemma 2/3 name them input_layernorm, post_attention_layernorm, pre_/post_feedforward_layernorm
+    # Gemma 2/3 name them input_layernorm, post_attention_layernorm, pre_/post_feedforward_layernorm; a None
+    # pre-norm is no norm there (OLMo 2 norms only the sublayers' outputs)
     norm_names: tuple = ("input_layernorm", "post_self_attn_layernorm", "post_attention_layernorm",
                          "post_mlp_layernorm")
     norm_offset: bool = False         # Gemma: every RMSNorm scales by (1 + weight) in float32, weights start at 0
@@ -41,6 +42,18 @@ class DecoderVariant:
     activation: str = "hidden_act"    # the config field naming the gated MLP's activation (Gemma 2/3's
                                       # hidden_activation); attention soft-capping, query_pre_attn_scalar and
                                       # final logit soft-capping are read from the config fields of those names
+    # OLMo 2: q_norm / k_norm over the whole projection (H * D, KV * D) rather than each head's D
+    qk_norm_whole: bool = False
+    layer_norm: bool = False          # StarCoder2, Phi: LayerNorm (weight and bias) where LLaMA has RMSNorm
+    eps: str = "rms_norm_eps"         # the config field of the norms' eps (StarCoder2: norm_epsilon)
+    mlp_bias: object = "mlp_bias"     # the MLP's biases: a config field's name, or a bool (Phi: True)
+    # the MLP's projections, gate / up / down; gate None: a plain MLP down(act(up(x))) (StarCoder2 c_fc / c_proj)
+    mlp_names: tuple = ("gate_proj", "up_proj", "down_proj")
+    o_name: str = "o_proj"            # the attention's output projection (Phi: dense)
+    parallel_residual: bool = False   # Phi: x + attn(norm(x)) + mlp(norm(x)), one norm a layer
+    final_norm: str = "norm"          # the base model's last norm (Phi: final_layernorm)
+    lm_head_bias: bool = False        # Phi: the LM head has a bias
+    sinks: bool = False               # gpt-oss: a learned per-head logit `self_attn.sinks` joins the softmax
     attention: str = None             # "module:Class" replacing LlamaAttention (DeepSeek's latent attention)
     mlp: str = None                   # "module:function(config, layer_idx, dtype)" building a layer's MLP (MoE)
 
@@ -50,6 +63,7 @@ class MoeVariant:
     """How a family's sparse MLP departs from Mixtral's; each switch mirrors a line of that family's HF file."""
     checkpoint_block: str = "mlp"                 # Mixtral checkpoints call the block `block_sparse_moe`
     checkpoint_experts: tuple = ("gate_proj", "up_proj", "down_proj")  # per-expert tensor names on the Hub
+                                                  # (None: the Hub's files hold the stacked tensors, gpt-oss)
     expert_size: str = "moe_intermediate_size"    # Mixtral's experts are `intermediate_size` wide
     norm_topk_prob: object = "config"             # True (Mixtral), False (DeepSeek-V2 ignores the field)
     scoring: str = "softmax"                      # DeepSeek-V3: "sigmoid"

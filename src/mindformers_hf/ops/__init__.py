@@ -39,15 +39,16 @@ def apply_rotary_pos_emb(q, k, cos, sin, interleaved=False):
     return _select("apply_rotary_pos_emb")(q, k, cos, sin, interleaved)
 
 
-def causal_attention(q, k, v, mask, scale, attn_implementation=None, softcap=None):
+def causal_attention(q, k, v, mask, scale, attn_implementation=None, softcap=None, sinks=None):
     """softmax(q k^T * scale + mask) v with grouped KV heads: q [B, H, S, D], k [B, KV, T, D], v [B, KV, T, Dv]
     (Dv may differ from D, as in DeepSeek's latent attention), mask an additive float32 [B or 1, 1, S, T] or
     None (no masking). Returns [B, H, S, Dv].
     attn_implementation: HF's name ("eager", "sdpa", "flash_attention_2"); None behaves as "sdpa".
     softcap (Gemma 2): scores -> tanh(scores / softcap) * softcap before the mask; only the reference has it
-    (as in HF, where only eager attention soft-caps)."""
-    if softcap is not None:
-        return reference.causal_attention(q, k, v, mask, scale, softcap)
+    (as in HF, where only eager attention soft-caps). sinks (gpt-oss): a logit [H] per head joining each row's
+    softmax, then dropped; only the reference has it."""
+    if softcap is not None or sinks is not None:
+        return reference.causal_attention(q, k, v, mask, scale, softcap, sinks)
     return _select("causal_attention", attn_implementation)(q, k, v, mask, scale)
 
 

@@ -79,14 +79,20 @@ def moe_experts_reference(x, indices, weights, gate_up, down):
 
 def moe_experts_grouped(x, indices, weights, gate_up, down):
     """Same result as the reference: each hit expert runs once on the tokens routed to it."""
+    return grouped_experts(x, indices, weights, gate_up.shape[0], lambda rows, e: _expert(rows, gate_up, down, e))
+
+
+def grouped_experts(x, indices, weights, num_experts, expert):
+    """sum over routed experts e of weight(t, e) * expert(x_t, e), running `expert(rows [N, H], e) -> [N, H]` once
+    per hit expert on the tokens routed to it (the "grouped" dispatch; gpt-oss passes its own expert)."""
     tokens, top_k = indices.shape
     flat = indices.asnumpy().reshape(-1)                                         # [T * k], pair p = t * k + slot
     order = np.argsort(flat, kind="stable").astype(np.int32)                     # pairs sorted by expert
-    counts = np.bincount(flat, minlength=gate_up.shape[0])
+    counts = np.bincount(flat, minlength=num_experts)
     rows = ops.gather(x, ms.Tensor(order // top_k), 0)                           # [T * k, H], sorted
     pieces, start = [], 0
     for e in np.flatnonzero(counts):
-        pieces.append(_expert(ops.narrow(rows, 0, start, int(counts[e])), gate_up, down, int(e)))
+        pieces.append(expert(ops.narrow(rows, 0, start, int(counts[e])), int(e)))
         start += int(counts[e])
     out = ops.cat(pieces, 0) if len(pieces) > 1 else pieces[0]                   # [T * k, H], sorted
     inverse = np.empty_like(order)

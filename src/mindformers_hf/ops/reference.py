@@ -74,12 +74,14 @@ def apply_rotary_pos_emb(q, k, cos, sin, interleaved=False):
     return apply(q), apply(k)
 
 
-def causal_attention(q, k, v, mask, scale, softcap=None):
+def causal_attention(q, k, v, mask, scale, softcap=None, sinks=None):
     """Grouped-query attention without copying k/v per query head.
 
     q: [B, H, S, D]; k: [B, KV, T, D]; v: [B, KV, T, Dv]; mask: additive float32 [B or 1, 1, S, T] or None.
     Query heads are grouped under their kv head: [B, KV, G*S, D] @ [B, KV, D, T].
     Scores and softmax are float32 whatever the compute dtype. Returns [B, H, S, Dv].
+    sinks (gpt-oss): a logit [H] per head that joins every row's softmax and is dropped after it (attention may
+    go nowhere).
     """
     bsz, n_heads, q_len, head_dim = q.shape
     n_kv, kv_len = k.shape[1], k.shape[2]
@@ -91,7 +93,14 @@ def causal_attention(q, k, v, mask, scale, softcap=None):
     if mask is not None:
         scores = scores.reshape(bsz, n_kv, groups, q_len, kv_len) + mask.expand_dims(1)
         scores = scores.reshape(bsz, n_kv, groups * q_len, kv_len)
-    probs = ops.softmax(scores, -1).astype(v.dtype)
+    if sinks is not None:                                         # one more column per row: the head's sink
+        rows = scores.reshape(bsz, n_kv, groups, q_len, kv_len)
+        sink = ops.broadcast_to(sinks.astype(ms.float32).reshape(1, n_kv, groups, 1, 1),
+                                (bsz, n_kv, groups, q_len, 1))
+        probs = ops.softmax(ops.cat((rows, sink), -1), -1)[..., :kv_len]
+        probs = probs.reshape(bsz, n_kv, groups * q_len, kv_len).astype(v.dtype)
+    else:
+        probs = ops.softmax(scores, -1).astype(v.dtype)
     out = _bmm(probs, v)                                          # [B, KV, G*S, D]
     return out.reshape(bsz, n_heads, q_len, v.shape[-1])
 

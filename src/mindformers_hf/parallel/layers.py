@@ -52,11 +52,19 @@ class _GatherLastDim(nn.Cell):
 
     def __init__(self, group, rank, size):
         super().__init__()
-        self.op = ops.AllGather(group)
+        from .mesh import is_world_group
+
+        # CPU's AllGather runs over the world group only: over a dp x tp mesh's sub-group, gather by summing
+        # zero-padded buffers (each rank fills its own block)
+        self.by_sum = not is_world_group(group) and ms.get_context("device_target") == "CPU"
+        self.op = ops.AllReduce(ops.ReduceOp.SUM, group) if self.by_sum else ops.AllGather(group)
         self.rank, self.size = rank, size
 
     def construct(self, x):
         n, c = x.shape
+        if self.by_sum:
+            blocks = [x if i == self.rank else ops.zeros_like(x) for i in range(self.size)]
+            return self.op(ops.cat(blocks, 1))                                  # [N, size * C]
         gathered = self.op(x)                                                   # [size * N, C], rank-major
         return gathered.reshape(self.size, n, c).permute(1, 0, 2).reshape(n, self.size * c)
 
@@ -105,10 +113,21 @@ class _ParallelBase(nn.Cell):
         """The shape of the whole checkpoint tensor this parameter is a slice of (the loader checks it)."""
         raise NotImplementedError
 
-    def _load(self, param, source, dim, ranges):
+    def slice_of(self, param):
+        """(dim, [(start, stop), ...]): where `param` lies in the full checkpoint tensor; None: the whole tensor."""
+        raise NotImplementedError
+
+    def narrow(self, param, source):
+        """This rank's share of the full tensor `source` (a source or an array) for `param`, as an array."""
         if not hasattr(source, "read"):
             source = ArraySource(np.asarray(source))
-        array = _read(source, dim, ranges)
+        spec = self.slice_of(param)
+        return np.asarray(source) if spec is None else _read(source, *spec)
+
+    def weight_loader(self, param, source):
+        if not hasattr(source, "read"):
+            source = ArraySource(np.asarray(source))
+        array = self.narrow(param, source)
         if tuple(array.shape) != tuple(param.shape):
             raise ValueError(f"{type(self).__name__}: slice {array.shape} of a {tuple(source.shape)} tensor does not "
                              f"fit parameter {tuple(param.shape)}")
@@ -117,18 +136,21 @@ class _ParallelBase(nn.Cell):
 
 class ColumnParallelLinear(_ParallelBase):
     """y = x W[rows]^T + b[rows]: this rank's output features; `row_ranges` index the full HF weight's rows
-    (several ranges for a fused weight). gather_output=True (the LM head) all-gathers the full output."""
+    (several ranges for a fused weight). gather_output=True (the LM head) all-gathers the full output.
+    transposed=True: the weight is stored [in, out] (OpenAI's Conv1D, GPT-2), so the ranges index its columns."""
 
     def __init__(self, in_features, out_features, row_ranges, mesh, bias=False, dtype=ms.float32,
-                 gather_output=False, std=0.02):
+                 gather_output=False, std=0.02, transposed=False):
         super().__init__(mesh)
         self.in_features, self.full_out_features = in_features, out_features
         self.row_ranges = [tuple(r) for r in row_ranges]
         self.out_features = sum(b - a for a, b in self.row_ranges)
         self.gather_output = gather_output
-        self.weight = new_parameter((self.out_features, in_features), dtype, "normal", std)
+        self.transposed = transposed
+        shape = (in_features, self.out_features) if transposed else (self.out_features, in_features)
+        self.weight = new_parameter(shape, dtype, "normal", std)
         self.bias = new_parameter((self.out_features,), dtype, "zeros") if bias else None
-        self._matmul = ops.MatMul(transpose_b=True)
+        self._matmul = ops.MatMul(transpose_b=not transposed)
 
     def partial(self, x):
         """[..., in] -> [..., local out] (no collective)."""
@@ -146,30 +168,43 @@ class ColumnParallelLinear(_ParallelBase):
         full = self.gather(y.reshape(-1, self.out_features))[:, :self.full_out_features]
         return full.reshape(shape[:-1] + (self.full_out_features,))
 
-    def parallel_logits(self, hidden_states):  # the LM head (see LlamaForCausalLM.lm_logits)
+    def parallel_logits(self, hidden_states, row_scale=None):  # the LM head (see LlamaForCausalLM.lm_logits)
+        """Full logits; `row_scale` [local out] multiplies this rank's columns before the gather (Baichuan2's
+        NormHead: each vocab row's inverse norm, computed from the rows this rank holds)."""
         if not self.gather_output:
             raise NotImplementedError("an LM head planned 'colwise' leaves each rank a vocab slice of the logits; "
                                       "plan it 'colwise_gather_output'")
-        return self(hidden_states)
+        if row_scale is None:
+            return self(hidden_states)
+        y = self.partial(self.copy_in(hidden_states)) * row_scale
+        shape = y.shape
+        full = self.gather(y.reshape(-1, self.out_features))[:, :self.full_out_features]
+        return full.reshape(shape[:-1] + (self.full_out_features,))
 
     def full_shape(self, param):
+        if param is self.weight and self.transposed:
+            return (self.in_features, self.full_out_features)
         return (self.full_out_features,) + tuple(param.shape[1:])
 
-    def weight_loader(self, param, source):
-        self._load(param, source, 0, self.row_ranges)
+    def slice_of(self, param):
+        return (1 if param is self.weight and self.transposed else 0), self.row_ranges
 
 
 class RowParallelLinear(_ParallelBase):
-    """y = sum over ranks of x[cols] W[:, cols]^T, then + b: the bias is added once, after the reduce."""
+    """y = sum over ranks of x[cols] W[:, cols]^T, then + b: the bias is added once, after the reduce.
+    transposed=True: the weight is stored [in, out] (OpenAI's Conv1D), so the range indexes its rows."""
 
-    def __init__(self, in_features, out_features, col_range, mesh, bias=False, dtype=ms.float32, std=0.02):
+    def __init__(self, in_features, out_features, col_range, mesh, bias=False, dtype=ms.float32, std=0.02,
+                 transposed=False):
         super().__init__(mesh)
         self.full_in_features, self.out_features = in_features, out_features
         self.col_range = tuple(col_range)
         self.in_features = self.col_range[1] - self.col_range[0]
-        self.weight = new_parameter((out_features, self.in_features), dtype, "normal", std)
+        self.transposed = transposed
+        shape = (self.in_features, out_features) if transposed else (out_features, self.in_features)
+        self.weight = new_parameter(shape, dtype, "normal", std)
         self.bias = new_parameter((out_features,), dtype, "zeros") if bias else None
-        self._matmul = ops.MatMul(transpose_b=True)
+        self._matmul = ops.MatMul(transpose_b=not transposed)
 
     def partial(self, x):
         """[..., local in] -> this rank's partial sum [..., out], no bias."""
@@ -182,13 +217,69 @@ class RowParallelLinear(_ParallelBase):
         return y + self.bias if self.bias is not None else y
 
     def full_shape(self, param):
-        return (self.out_features, self.full_in_features) if param is self.weight else (self.out_features,)
+        if param is not self.weight:
+            return (self.out_features,)
+        return (self.full_in_features, self.out_features) if self.transposed else (self.out_features,
+                                                                                   self.full_in_features)
 
-    def weight_loader(self, param, source):
+    def slice_of(self, param):
         if self.bias is not None and param is self.bias:
-            self._load(param, source, 0, [(0, self.out_features)])
-        else:
-            self._load(param, source, 1, [self.col_range])
+            return None
+        return (0 if self.transposed else 1), [self.col_range]
+
+
+class GradSummedReplica(nn.Cell):
+    """A replicated cell whose parameters' gradients are summed over the group (HF's
+    `replicated_with_grad_allreduce`): Qwen3's and Gemma 3's per-head q/k norms see only this rank's heads, so each
+    rank's gradient is a part of the whole. The cell computes with the parameters it is handed
+    (`construct_with(params, *args)`); this one holds them under the cell's own names (HF's), loaded whole."""
+
+    def __init__(self, cell, mesh):
+        super().__init__()
+        if not hasattr(cell, "construct_with"):
+            raise NotImplementedError(f"replicated_with_grad_allreduce: {type(cell).__name__} does not compute with "
+                                      "parameters handed to it (`construct_with(params, *args)`)")
+        self._names = [name for name, param in cell._params.items() if param is not None]
+        for name in self._names:
+            setattr(self, name, cell._params[name])
+        self._inner = (cell,)  # a tuple: not a child cell, so the parameters keep their names here
+        self.sum_grad = _CopyToGroup(mesh.group) if mesh.group is not None else _identity
+
+    def construct(self, *args):
+        params = {name: self.sum_grad(getattr(self, name)) for name in self._names}
+        return self._inner[0].construct_with(params, *args)
+
+    def __getattr__(self, name):  # the cell's other attributes (a norm's eps) read through
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            inner = self.__dict__.get("_inner")
+            if inner is None:
+                raise
+            return getattr(inner[0], name)
+
+
+class GradSummedTail(nn.Cell):
+    """A replicated linear layer (the full weight on every rank, loaded whole) whose last `tail` output features
+    feed only this rank's heads downstream: their gradient is summed over the group. DeepSeek's MLA
+    `kv_a_proj_with_mqa` (HF's `mla_kv_a_proj` style): the latent goes through the column-parallel kv_b_proj,
+    whose input gradient is already summed, but the shared rotary key goes straight to this rank's heads."""
+
+    def __init__(self, linear, tail, mesh):
+        super().__init__()
+        self.weight, self.bias = linear.weight, linear.bias
+        self.in_features, self.out_features, self.tail = linear.in_features, linear.out_features, tail
+        self.sum_tail = _CopyToGroup(mesh.group) if mesh.group is not None else _identity
+        self._matmul = ops.MatMul(transpose_b=True)
+
+    def construct(self, x):
+        shape = x.shape
+        y = self._matmul(x.reshape(-1, shape[-1]), self.weight)
+        if self.bias is not None:
+            y = y + self.bias
+        head = self.out_features - self.tail
+        y = ops.cat((y[:, :head], self.sum_tail(y[:, head:])), -1)
+        return y.reshape(shape[:-1] + (self.out_features,))
 
 
 class VocabParallelEmbedding(_ParallelBase):
@@ -228,8 +319,8 @@ class VocabParallelEmbedding(_ParallelBase):
     def full_shape(self, param):
         return (self.num_embeddings, self.embedding_dim)
 
-    def weight_loader(self, param, source):
-        self._load(param, source, 0, [(self.vocab_start, self.vocab_end)])
+    def slice_of(self, param):
+        return 0, [(self.vocab_start, self.vocab_end)]
 
 
 class ParallelExperts(_ParallelBase):
@@ -259,9 +350,8 @@ class ParallelExperts(_ParallelBase):
             return (self.num_experts, 2 * self.full_inter, self.hidden)
         return (self.num_experts, self.hidden, self.full_inter)
 
-    def weight_loader(self, param, source):
+    def slice_of(self, param):
         start, stop = self.inter_range
         if param is self.gate_up_proj:  # gate rows, then up rows: this rank's block of each
-            self._load(param, source, 1, [(start, stop), (self.full_inter + start, self.full_inter + stop)])
-        else:
-            self._load(param, source, 2, [(start, stop)])
+            return 1, [(start, stop), (self.full_inter + start, self.full_inter + stop)]
+        return 2, [(start, stop)]

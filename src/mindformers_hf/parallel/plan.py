@@ -5,7 +5,9 @@ The modules declare their layout as data, next to their code (HF's `_tp_plan` / 
   in parallel/styles.py's registry and the units naming, in order, the row blocks of that child's weight
   (a fused qkv_proj: query heads, then key heads, then value heads);
 - `tp_units` (instance attribute, set in the constructor): {unit: (count, rows per unit, shared)} for the full
-  model: the counts the split divides (shared: fewer units than ranks may be replicated, GQA's KV heads).
+  model: the counts the split divides (shared: fewer units than ranks may be replicated, GQA's KV heads). A unit
+  may be named `field:tag` to give the same count another width (DeepSeek's heads: qk_head_dim rows of q_proj,
+  nope + v rows of kv_b_proj, v_head_dim columns of o_proj); errors name the config field before the colon.
 `tp_plan="auto"` is every declaration in the model (the causal-LM class declares `{"lm_head":
 "colwise_gather_output"}` as HF's does); a dict plan ({pattern: style}, keys relative to the model, `*` for one
 name) picks the cells and styles, the parent's declaration still gives the blocks. Matching cells are replaced
@@ -59,7 +61,7 @@ def _blocks(parent, leaf):
     if entry is None or isinstance(entry, str) or len(entry) == 1:
         return entry, None
     units = getattr(parent, "tp_units", {})
-    return entry, [Block(name, *units[name]) for name in entry[1:]]
+    return entry, [Block(name.partition(":")[0], *units[name]) for name in entry[1:]]
 
 
 def apply_tensor_parallel(model, mesh, plan):

@@ -10,12 +10,13 @@ its `_tp_plan`.
 """
 from dataclasses import dataclass
 
-from .layers import ColumnParallelLinear, ParallelExperts, RowParallelLinear, VocabParallelEmbedding, even_range
+from .layers import (ColumnParallelLinear, GradSummedReplica, GradSummedTail, ParallelExperts, RowParallelLinear, VocabParallelEmbedding,
+                     even_range)
 
 PARALLEL_STYLES = {}
 # HF plan values whose meaning here is another style's (HF's torch hooks cannot split a fused output per block,
-# ours can; Qwen3's per-head q/k norms are the same weight on every rank): {HF name: ours, None = not split}
-HF_STYLE_ALIASES = {"rowwise_split_input": "rowwise", "replicated_with_grad_allreduce": None, "replicate": None,
+# ours can): {HF name: ours, None = not split}
+HF_STYLE_ALIASES = {"rowwise_split_input": "rowwise", "replicate": None,
                     "embedding_rowwise": "vocab", "moe_tp_experts": "experts"}
 
 
@@ -63,8 +64,10 @@ def _column(cell, blocks, mesh, gather_output):
         ranges = [even_range(cell.out_features, mesh.rank, mesh.size, pad=True)]
     else:
         ranges = block_ranges(blocks, mesh.rank, mesh.size)
+    # a cell that stores its weight [in, out] says so (`transposed`, OpenAI's Conv1D): the split is over columns
     return ColumnParallelLinear(cell.in_features, cell.out_features, ranges, mesh, cell.bias is not None,
-                                cell.weight.dtype, gather_output=gather_output)
+                                cell.weight.dtype, gather_output=gather_output,
+                                transposed=getattr(cell, "transposed", False))
 
 
 @parallel_style("colwise")
@@ -95,7 +98,24 @@ def rowwise(cell, blocks, mesh):
         raise ValueError(f"rowwise split takes one block of columns, got {len(blocks)}")
     (cols,) = block_ranges(blocks, mesh.rank, mesh.size)
     return RowParallelLinear(cell.in_features, cell.out_features, cols, mesh, cell.bias is not None,
-                             cell.weight.dtype)
+                             cell.weight.dtype, transposed=getattr(cell, "transposed", False))
+
+
+@parallel_style("replicated_with_grad_allreduce")
+def replicated_with_grad_allreduce(cell, blocks, mesh):
+    """The whole cell on every rank, its parameters' gradients summed over the group: a cell applied to this rank's
+    heads only (Qwen3's per-head q/k norms), whose gradient each rank holds a part of."""
+    return GradSummedReplica(cell, mesh)
+
+
+@parallel_style("mla_kv_a_proj")
+def mla_kv_a_proj(cell, blocks, mesh):
+    """HF's style for DeepSeek's `kv_a_proj_with_mqa`: replicated, the gradient of its last block (the shared
+    rotary key, which reaches only this rank's heads) summed over the group. The parent declares the blocks
+    (latent, rotary key); without them the rotary width is unknown."""
+    if not blocks:
+        raise ValueError("mla_kv_a_proj needs its parent to declare the blocks (kv_lora_rank, qk_rope_head_dim)")
+    return GradSummedTail(cell, blocks[-1].count * blocks[-1].width, mesh)
 
 
 @parallel_style("vocab")

@@ -1,8 +1,10 @@
 """pipeline("automatic-speech-recognition") for Whisper, following transformers' pipeline: audio (a numpy array
 at the feature extractor's sampling rate, a `{"raw" or "array", "sampling_rate"}` dict, or a file path read
 with soundfile) -> transformers' WhisperFeatureExtractor (numpy) -> our `generate` (audio over 30 s goes
-through its seek loop, as transformers' pipeline does without chunking) -> the tokenizer's
-`_decode_asr` (transformers' own Whisper text assembly) -> `{"text": ...}`.
+through its seek loop, as transformers' pipeline does without chunking; with `chunk_length_s`, each
+overlapping chunk is decoded on its own, as transformers' chunk_iter cuts them) -> the tokenizer's
+`_decode_asr` (transformers' own Whisper text assembly, which merges the chunks by their strides) ->
+`{"text": ...}`.
 
 As in transformers, the pipeline's generation defaults (`max_new_tokens=256`, `num_beams=5`, the tokenizer's
 pad id) apply to what neither the call nor the model's generation config sets.
@@ -37,10 +39,6 @@ class AutomaticSpeechRecognitionPipeline:
 
     def __call__(self, inputs, return_timestamps=None, return_language=None, chunk_length_s=None,
                  stride_length_s=None, generate_kwargs=None, batch_size=None, ignore_warning=None, **kwargs):
-        for name, value in (("chunk_length_s", chunk_length_s), ("stride_length_s", stride_length_s)):
-            if value:
-                raise NotImplementedError(f"automatic-speech-recognition: {name} (chunked long-form audio) is "
-                                          "not supported")
         if return_language:
             raise NotImplementedError("automatic-speech-recognition: return_language is not supported")
         if getattr(self.model.generation_config, "return_timestamps", False):
@@ -54,9 +52,27 @@ class AutomaticSpeechRecognitionPipeline:
         if batch_size is not None:
             warn_once("automatic-speech-recognition: batch_size is accepted and ignored (one audio per generate)")
         call_kwargs = {**self._call_defaults, **(generate_kwargs or {}), **kwargs}
+        chunking = self._chunking(chunk_length_s, stride_length_s)
         if isinstance(inputs, (list, tuple)):
-            return [self._one(item, return_timestamps, call_kwargs) for item in inputs]
-        return self._one(inputs, return_timestamps, call_kwargs)
+            return [self._one(item, return_timestamps, call_kwargs, chunking) for item in inputs]
+        return self._one(inputs, return_timestamps, call_kwargs, chunking)
+
+    def _chunking(self, chunk_length_s, stride_length_s):
+        """transformers' preprocess: chunk and stride lengths in samples (the strides default to a sixth of the
+        chunk on each side), or None without chunking."""
+        if not chunk_length_s:
+            return None
+        if stride_length_s is None:
+            stride_length_s = chunk_length_s / 6
+        if isinstance(stride_length_s, (int, float)):
+            stride_length_s = [stride_length_s, stride_length_s]
+        align = getattr(self.model.config, "inputs_to_logits_ratio", 1)
+        rate = self.feature_extractor.sampling_rate
+        chunk, left, right = (int(round(seconds * rate / align) * align)
+                              for seconds in (chunk_length_s, *stride_length_s))
+        if chunk < left + right:
+            raise ValueError("Chunk length must be superior to stride length")
+        return chunk, left, right
 
     # ------------------------------------------------------------------ one audio
     def _audio(self, inputs):
@@ -112,19 +128,44 @@ class AutomaticSpeechRecognitionPipeline:
             return {**kwargs, "generation_config": config}
         return {**kwargs, **added}
 
-    def _one(self, inputs, return_timestamps, kwargs):
+    def _one(self, inputs, return_timestamps, kwargs, chunking):
         audio = self._audio(inputs)
-        longform = audio.shape[0] > self.feature_extractor.n_samples  # generate's seek loop over 30 s windows
-        processed = self.feature_extractor(audio, sampling_rate=self.feature_extractor.sampling_rate,
-                                           return_tensors="np", return_attention_mask=True,
-                                           **({"truncation": False, "padding": "longest"} if longform else {}))
         kwargs = self._generate_kwargs(kwargs)
         if return_timestamps:
             kwargs["return_timestamps"] = True
-        tokens = np.asarray(self.model.generate(processed.input_features, attention_mask=processed.attention_mask,
-                                                **kwargs))
+        if chunking is None:
+            longform = audio.shape[0] > self.feature_extractor.n_samples  # generate's seek loop over 30 s windows
+            pieces = [{"audio": audio, "is_last": True,
+                       "extract": {"truncation": False, "padding": "longest"} if longform else {}}]
+        else:
+            pieces = list(_chunks(audio, *chunking))
+        outputs = []
+        for piece in pieces:
+            processed = self.feature_extractor(piece["audio"], sampling_rate=self.feature_extractor.sampling_rate,
+                                               return_tensors="np", return_attention_mask=True, **piece["extract"])
+            tokens = np.asarray(self.model.generate(processed.input_features,
+                                                    attention_mask=processed.attention_mask, **kwargs))
+            output = {"tokens": tokens, "is_last": piece["is_last"]}
+            if "stride" in piece:  # the tokenizer merges overlapping chunks by their strides, in seconds
+                output["stride"] = tuple(n / self.feature_extractor.sampling_rate for n in piece["stride"])
+            outputs.append(output)
         time_precision = self.feature_extractor.chunk_length / self.model.config.max_source_positions
-        text, optional = self.tokenizer._decode_asr([{"tokens": tokens, "is_last": True}],
-                                                    return_timestamps=return_timestamps, return_language=None,
+        text, optional = self.tokenizer._decode_asr(outputs, return_timestamps=return_timestamps, return_language=None,
                                                     time_precision=time_precision)
         return {"text": text, **optional}
+
+
+def _chunks(audio, chunk_len, stride_left, stride_right):
+    """transformers' chunk_iter: windows of chunk_len samples overlapping by the strides; each knows its
+    (length, left stride, right stride), the first has no left stride and the last no right one."""
+    step = chunk_len - stride_left - stride_right
+    for start in range(0, audio.shape[0], step):
+        end = start + chunk_len
+        chunk = audio[start:end]
+        is_last = end >= audio.shape[0]
+        left = 0 if start == 0 else stride_left
+        if chunk.shape[0] > left:
+            yield {"audio": chunk, "is_last": is_last, "extract": {},
+                   "stride": (chunk.shape[0], left, 0 if is_last else stride_right)}
+        if is_last:
+            break

@@ -32,10 +32,11 @@ from .schedules import (
     get_wsd_schedule,
 )
 from .trainer import Trainer, set_seed
+from .seq2seq import Seq2SeqTrainer, Seq2SeqTrainingArguments
 from .training_args import TrainingArguments
 
 __all__ = ["Adafactor", "Adagrad", "AdamW", "RMSprop", "SGD", "TensorBoardCallback", "DefaultFlowCallback", "EarlyStoppingCallback", "EvalPrediction", "GradScaler",
-           "IntervalStrategy", "LambdaLR", "PrinterCallback", "ProgressCallback", "SchedulerType", "Trainer",
+           "IntervalStrategy", "LambdaLR", "PrinterCallback", "ProgressCallback", "SchedulerType", "Seq2SeqTrainer", "Seq2SeqTrainingArguments", "Trainer",
            "TrainerCallback", "TrainerControl", "TrainerState", "TrainingArguments", "get_last_checkpoint",
            "get_scheduler", "set_seed", "get_constant_schedule", "get_constant_schedule_with_warmup",
            "get_cosine_schedule_with_warmup", "get_cosine_with_hard_restarts_schedule_with_warmup",

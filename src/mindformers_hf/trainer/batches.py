@@ -76,7 +76,8 @@ class BatchesMixin:
             raise ValueError(f"Trainer: {description} requires a {description} dataset.")
         dataset = self._remove_unused_columns(dataset, description)
         seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
-        shards = {"num_shards": self.args.world_size, "shard_index": self.args.process_index} if sharded else {}
+        # one shard per data-parallel replica (the ranks of a tensor-parallel group read the same one)
+        shards = {"num_shards": dist.data_parallel_size(), "shard_index": dist.data_parallel_rank()} if sharded else {}
         return DataLoader(dataset, batch_size, self._collate_without_unused, shuffle=shuffle, seed=seed,
                           drop_last=self.args.dataloader_drop_last, group_lengths=self._lengths(dataset),
                           group_batch_size=group_batch_size, **shards)
@@ -127,7 +128,7 @@ class BatchesMixin:
         return total
 
     def _tokens_averaged_across_ranks(self):
-        return self.args.world_size > 1 and getattr(self.args, "average_tokens_across_devices", True) and (
+        return dist.data_parallel_size() > 1 and getattr(self.args, "average_tokens_across_devices", True) and (
             self.model_accepts_loss_kwargs or self.compute_loss_func is not None)
 
     def _count_tokens(self, inputs):
@@ -136,7 +137,7 @@ class BatchesMixin:
             return 0
         if self.args.include_num_input_tokens_seen == "non_padding" and inputs.get("attention_mask") is not None:
             return dist.sum_scalar(int(tensor_io.to_numpy(inputs["attention_mask"]).sum()))
-        return int(np.prod(ids.shape)) * self.args.world_size
+        return int(np.prod(ids.shape)) * dist.data_parallel_size()
 
     def floating_point_ops(self, inputs):
         ids = inputs.get("input_ids")

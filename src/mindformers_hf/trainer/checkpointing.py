@@ -2,7 +2,9 @@
 
     output_dir/checkpoint-<step>/
         model.safetensors, config.json, ...   model.save_pretrained (a PEFT model writes its adapter files)
-        optimizer.safetensors                 AdamW moments, keyed "exp_avg.<param>" / "exp_avg_sq.<param>"
+        optimizer.safetensors                 AdamW moments, keyed "exp_avg.<param>" / "exp_avg_sq.<param>",
+                                              whole tensors whatever the mesh (ZeRO parts and tensor-parallel
+                                              slices gathered), so any mesh resumes them
         optimizer.json                        step count and parameter-group hyperparameters
         scheduler.json                        the LambdaLR state (transformers: scheduler.pt)
         scaler.json                           fp16 loss-scale state, when training in fp16
@@ -70,20 +72,40 @@ def save_trainer_state(state, path):
 
 
 # ---------------------------------------------------------------------- optimizer
-def save_optimizer(optimizer, folder):
-    tensors = optimizer.state_tensors()
-    entries = [(name, (tuple(t.shape), "F32", (lambda t=t: t.asnumpy()))) for name, t in tensors.items()]
+def optimizer_arrays(optimizer, tp_layout=None):
+    """{"<kind>.<param>": whole state tensor} in the unsharded layout, whatever the mesh: ZeRO's parts gathered
+    over the data-parallel ranks, tensor-parallel slices over the tensor-parallel ones. A collective when either
+    is in use: every rank calls it, before only rank 0 writes."""
+    if hasattr(optimizer, "full_state_arrays"):
+        arrays = optimizer.full_state_arrays()
+    else:
+        arrays = {name: t.asnumpy() for name, t in optimizer.state_tensors().items()}
+    if tp_layout is not None:
+        arrays = {key: tp_layout.gather(key.split(".", 1)[1], value) for key, value in arrays.items()}
+    return arrays
+
+
+def save_optimizer(optimizer, folder, arrays=None):
+    """optimizer.safetensors (whole tensors: `arrays` from optimizer_arrays, else the optimizer's own state)."""
+    if arrays is None:
+        arrays = optimizer_arrays(optimizer)
+    entries = [(name, (tuple(a.shape), "F32", (lambda a=a: np.ascontiguousarray(a, np.float32))))
+               for name, a in arrays.items()]
     write_safetensors(os.path.join(folder, OPTIMIZER_NAME), entries, {"format": "mindformers_hf"})
     write_json(os.path.join(folder, OPTIMIZER_META_NAME), optimizer.state_meta())
 
 
-def load_optimizer(optimizer, folder):
+def load_optimizer(optimizer, folder, tp_layout=None):
+    """Whole state tensors from `folder` into `optimizer` (this rank's tensor-parallel slices of them when
+    `tp_layout` is given; a ZeRO optimizer keeps its own part)."""
     path = os.path.join(folder, OPTIMIZER_NAME)
     reader = SafetensorsFile(path)
     try:
         arrays = {key: reader.get(key) for key in reader.keys()}
     finally:
         reader.close()
+    if tp_layout is not None:
+        arrays = {key: tp_layout.local_of(key.split(".", 1)[1], value) for key, value in arrays.items()}
     optimizer.load_state(read_json(os.path.join(folder, OPTIMIZER_META_NAME)), arrays)
 
 

@@ -185,6 +185,10 @@ def optimizer_from_args(args, groups, names):
         if pair:
             key, value = pair.split("=")
             optim_args[key] = value
+    if getattr(args, "zero_stage", 0) == 1:
+        sharded = zero_optimizer(args, optim, groups, names)
+        if sharded is not None:
+            return sharded
     if optim in ADAMW_OPTIMS:
         return AdamW(groups, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon,
                      names=names)
@@ -204,6 +208,20 @@ def optimizer_from_args(args, groups, names):
             kwargs["centered"] = _flag(optim_args["centered"])
         return RMSprop(groups, lr=args.learning_rate, names=names, **kwargs)
     raise AssertionError(optim)  # check_optim lets through only the names handled above
+
+
+def zero_optimizer(args, optim, groups, names):
+    """ZeRO stage 1's AdamW over the data-parallel ranks (None in a world of one replica: nothing to split)."""
+    from . import distributed as dist
+    from .zero import ZeroAdamW
+
+    if optim not in ADAMW_OPTIMS:
+        raise NotImplementedError(f"ZeRO stage 1 (optimizer-state sharding) supports AdamW only, not optim={optim!r}")
+    size = dist.data_parallel_size()
+    if size == 1:
+        return None
+    return ZeroAdamW(groups, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon,
+                     names=names, rank=dist.data_parallel_rank(), size=size, **dist._dp_kwargs())
 
 
 class OptimizerSetupMixin:

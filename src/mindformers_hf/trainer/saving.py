@@ -12,6 +12,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 from ..utils import logger, warn_once
 from . import checkpointing as ckpt
 from . import distributed as dist
+from . import sharding
 from .callbacks import ExportableState
 
 
@@ -22,20 +23,30 @@ class SavingMixin:
         trainer.save_model()` must not wait for ranks that never call it. A rank that reads the folder next
         waits for rank 0 itself (transformers' scripts call `accelerator.wait_for_everyone()` there)."""
         output_dir = output_dir if output_dir is not None else self.args.output_dir
-        if self.args.should_save:
+        # a tensor-parallel model is gathered first, by every rank of its group (as transformers' DTensor save)
+        tp_layout = sharding.layout(self)
+        if self.args.should_save or tp_layout is not None:
             if self._mixed is not None:  # save float32 weights, as transformers does under AMP
                 self._mixed.full_precision()
                 try:
-                    self._save(output_dir)
+                    self._save_gathered(output_dir, tp_layout)
                 finally:
                     self._mixed.to_compute()
             else:
-                self._save(output_dir)
+                self._save_gathered(output_dir, tp_layout)
 
-    def _save(self, output_dir):
+    def _save_gathered(self, output_dir, tp_layout):
+        state = sharding.gathered_state_dict(self.model, tp_layout) if tp_layout is not None else None
+        if self.args.should_save:
+            self._save(output_dir, state)
+
+    def _save(self, output_dir, state_dict=None):
         os.makedirs(output_dir, exist_ok=True)
         logger.info(f"Saving model checkpoint to {output_dir}")
-        self.model.save_pretrained(output_dir)  # a PEFT model writes its adapter files
+        if state_dict is not None:  # a tensor-parallel model's gathered weights
+            self.model.save_pretrained(output_dir, state_dict=state_dict)
+        else:
+            self.model.save_pretrained(output_dir)  # a PEFT model writes its adapter files
         if self.processing_class is not None and hasattr(self.processing_class, "save_pretrained"):
             self.processing_class.save_pretrained(output_dir)
         ckpt.write_json(os.path.join(output_dir, ckpt.TRAINING_ARGS_NAME), self.args.to_dict())
@@ -48,11 +59,26 @@ class SavingMixin:
             best_dir = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.best_global_step}")
             if self.state.best_global_step == self.state.global_step or os.path.exists(best_dir):
                 self.state.best_model_checkpoint = best_dir
+        # whole tensors first, from every rank (collectives under ZeRO / tensor parallelism); then rank 0 writes
+        tp_layout = sharding.layout(self)
+        model_state = None
+        if tp_layout is not None:
+            if self._mixed is not None:
+                self._mixed.full_precision()
+            try:
+                model_state = sharding.gathered_state_dict(self.model, tp_layout)
+            finally:
+                if self._mixed is not None:
+                    self._mixed.to_compute()
+        optimizer_arrays = None if self.args.save_only_model else ckpt.optimizer_arrays(self.optimizer, tp_layout)
         if self.args.should_save:  # rank 0 writes; the others wait so that no rank runs ahead of the files
             with ckpt.atomic_folder(output_dir) as tmp:
-                self.save_model(tmp, _internal_call=True)
+                if model_state is not None:
+                    self._save(tmp, model_state)
+                else:
+                    self.save_model(tmp, _internal_call=True)
                 if not self.args.save_only_model:
-                    ckpt.save_optimizer(self.optimizer, tmp)
+                    ckpt.save_optimizer(self.optimizer, tmp, optimizer_arrays)
                     ckpt.write_json(os.path.join(tmp, ckpt.SCHEDULER_NAME), self.lr_scheduler.state_dict())
                     if self.scaler is not None:
                         ckpt.write_json(os.path.join(tmp, ckpt.SCALER_NAME), self.scaler.state_dict())
@@ -94,7 +120,7 @@ class SavingMixin:
             warn_once(f"{checkpoint} has no optimizer state (saved with save_only_model?): the optimizer and "
                       "schedule restart")
             return
-        ckpt.load_optimizer(self.optimizer, checkpoint)
+        ckpt.load_optimizer(self.optimizer, checkpoint, sharding.layout(self))
         self.lr_scheduler.load_state_dict(ckpt.read_json(os.path.join(checkpoint, ckpt.SCHEDULER_NAME)))
         scaler_path = os.path.join(checkpoint, ckpt.SCALER_NAME)
         if self.scaler is not None and os.path.isfile(scaler_path):

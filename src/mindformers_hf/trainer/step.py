@@ -15,6 +15,7 @@ import mindspore as ms
 
 from .. import runtime
 from . import distributed as dist
+from . import sharding
 from .optimization import clip_by_global_norm, global_norm
 
 
@@ -31,7 +32,7 @@ class TrainingStepMixin:
         if not self._loss_scaled_for_ga(num_items_in_batch):
             loss = loss / self.current_gradient_accumulation_steps
         elif num_items_in_batch is not None and self._tokens_averaged_across_ranks():
-            loss = loss * self.args.world_size  # undone by the gradient mean: the sum over ranks / global count
+            loss = loss * dist.data_parallel_size()  # undone by the gradient mean: the sum over ranks / global count
         if self.scaler is not None:
             loss = loss * self.scaler.scale
         return loss
@@ -65,7 +66,7 @@ class TrainingStepMixin:
             grads = dist.all_reduce_mean(grads)
             if self._mixed is not None:
                 grads = self._mixed.float32_grads(grads, self.scaler)
-            grad_norm = global_norm(grads)
+            grad_norm = self._grad_norm(grads)
         # As torch's GradScaler: with fp16 an inf/nan gradient skips the step (and the schedule) and halves the
         # loss scale. Without loss scaling the step is taken whatever the gradients hold, as in transformers.
         self._step_was_skipped = self.scaler is not None and not math.isfinite(grad_norm)
@@ -81,6 +82,14 @@ class TrainingStepMixin:
                     self._mixed.copy_back(self._grad_params, self.optimizer.params)
         self.control = self.callback_handler.on_optimizer_step(self.args, self.state, self.control)
         return grad_norm
+
+    def _grad_norm(self, grads):
+        """The whole model's gradient norm; under tensor parallelism summed over the ranks' slices."""
+        tp_layout = sharding.layout(self)
+        if tp_layout is None:
+            return global_norm(grads)
+        names = {id(p): n for n, p in self.model.parameters_and_names()}
+        return sharding.sharded_global_norm(grads, [names[id(p)] for p in self._grad_params], tp_layout)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """As transformers: the model's own loss, or `compute_loss_func(outputs, labels, num_items_in_batch)`."""

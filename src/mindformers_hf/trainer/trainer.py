@@ -163,7 +163,7 @@ class Trainer(TrainingStepMixin, EvaluationMixin, SavingMixin, HubPushMixin, Bat
     def _check_args(self):
         args = self.args
         unsupported = {
-            "deepspeed": args.deepspeed, "fsdp": args.fsdp,
+            "fsdp": args.fsdp,  # (deepspeed: TrainingArguments refuses every ZeRO stage but 1, which runs natively)
             "train_sampling_strategy": args.train_sampling_strategy not in ("random", "sequential", "group_by_length")
             and args.train_sampling_strategy,
             "label_smoothing_factor": args.label_smoothing_factor, "neftune_noise_alpha": args.neftune_noise_alpha,
@@ -484,7 +484,8 @@ class Trainer(TrainingStepMixin, EvaluationMixin, SavingMixin, HubPushMixin, Bat
         return False
 
     def _mean_over_ranks(self, value):
-        return dist.sum_scalar(value) / self.args.world_size if self.args.world_size > 1 else value
+        n = dist.data_parallel_size()
+        return dist.sum_scalar(value) / n if n > 1 else value
 
     def _finalize_training(self, num_train_samples, start_time):
         self._total_loss_scalar += self._mean_over_ranks(self._tr_loss)

@@ -7,9 +7,16 @@ leaves bf16 to the Trainer (which trains in float32 on the CPU backend, with a o
 It also accepts `warmup_ratio`, the transformers 4.x field that 5.x folded into `warmup_steps` (a float
 below 1): HF's fine-tuning guides still pass it. Likewise `group_by_length=True`, the 4.x spelling of 5.x's
 `train_sampling_strategy="group_by_length"`.
+
+`deepspeed={"zero_optimization": {"stage": 1}}` (a dict or a JSON file, DeepSpeed's config), or `accelerate
+launch --use_deepspeed --zero_stage 1`'s environment, turns on ZeRO stage 1 without DeepSpeed: AdamW's moments
+are split over the data-parallel ranks (trainer/zero.py). Stages 2 and 3 are refused; the config's other keys
+are ignored with a warning.
 """
 import contextlib
+import json
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -39,7 +46,17 @@ class TrainingArguments(transformers.TrainingArguments):
             self.train_sampling_strategy = "group_by_length"
         if self.warmup_ratio is not None and not 0.0 <= self.warmup_ratio <= 1.0:
             raise ValueError(f"warmup_ratio must lie in [0, 1], got {self.warmup_ratio}")
-        super().__post_init__()
+        # DeepSpeed is not used: its ZeRO stage 1 (optimizer-state sharding) runs natively (trainer/zero.py).
+        # transformers would build a DeepSpeed plugin from the config or from accelerate's launcher variable.
+        self.zero_stage = _zero_stage(self.deepspeed)
+        deepspeed, env_flag = self.deepspeed, os.environ.pop("ACCELERATE_USE_DEEPSPEED", None)
+        self.deepspeed = None
+        try:
+            super().__post_init__()
+        finally:
+            self.deepspeed = deepspeed
+            if env_flag is not None:
+                os.environ["ACCELERATE_USE_DEEPSPEED"] = env_flag
 
     def _validate_args(self):
         # HF checks torch's CUDA bf16 support here; bf16 on our backends is handled by the Trainer.
@@ -122,3 +139,36 @@ class TrainingArguments(transformers.TrainingArguments):
         finally:
             if is_main:
                 dist.barrier()
+
+
+_DS_KEYS_USED = {"zero_optimization"}
+
+
+def _zero_stage(deepspeed):
+    """The ZeRO stage asked for: DeepSpeed's config (TrainingArguments.deepspeed), else accelerate's launcher
+    variables (ACCELERATE_USE_DEEPSPEED=true, ACCELERATE_DEEPSPEED_ZERO_STAGE), else 0."""
+    from ..utils import warn_once
+
+    stage = 0
+    if deepspeed:
+        config = deepspeed
+        if isinstance(config, str):
+            with open(config, encoding="utf-8") as f:
+                config = json.load(f)
+        if not isinstance(config, dict):
+            raise ValueError(f"deepspeed must be a dict or the path of a JSON file, got {type(deepspeed).__name__}")
+        ignored = sorted(set(config) - _DS_KEYS_USED)
+        if ignored:
+            warn_once(f"TrainingArguments.deepspeed: only zero_optimization.stage is used (ZeRO stage 1 runs natively, "
+                      f"without DeepSpeed); ignored: {', '.join(ignored)}")
+        zero = dict(config.get("zero_optimization") or {})
+        stage = zero.pop("stage", 0)
+        if zero:
+            warn_once(f"TrainingArguments.deepspeed: zero_optimization options ignored: {', '.join(sorted(zero))}")
+    elif os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in ("1", "true", "yes"):
+        stage = os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", "0")
+    stage = int(stage)
+    if stage not in (0, 1):
+        raise NotImplementedError(f"ZeRO stage {stage} is not supported: stage 1 (optimizer state sharded over the "
+                                  "data-parallel ranks) is; parameters and gradients stay whole on every rank")
+    return stage

@@ -39,9 +39,16 @@ class BaichuanAttention(LlamaAttention):
     def __init__(self, config, layer_idx, dtype=ms.float32):
         super().__init__(config, layer_idx, dtype)
         self.alibi = config.position_embedding == "alibi"
-        if self.alibi:
-            self.slopes = ms.Tensor(alibi_slopes(self.num_heads).reshape(1, self.num_heads, 1, 1))
-            self._tp_plan = None  # the slopes are per head and not split: tensor parallelism leaves it whole
+        if self.alibi:  # every head's slope; a tensor-parallel rank uses those of the heads it holds
+            heads = config.num_attention_heads
+            self.all_slopes = ms.Tensor(alibi_slopes(heads).reshape(1, heads, 1, 1))
+
+    @property
+    def slopes(self):
+        """[1, local heads, 1, 1]: the slopes of this module's heads, from the first head its o_proj holds
+        (`col_range` of a row-parallel o_proj: a tensor-parallel rank's share)."""
+        first = getattr(self.o_proj, "col_range", (0,))[0] // self.head_dim
+        return self.all_slopes[:, first:first + self.num_heads]
 
     def construct(self, hidden_states, cos, sin, attention_mask=None, past_key_values=None):
         if not self.alibi:
@@ -74,6 +81,12 @@ class BaichuanModel(CheckpointFormatMixin, LlamaModel):
     weight_table = BAICHUAN_WEIGHTS
 
 
+def _as_dtype(tensor, dtype):
+    """`astype` only when the dtype differs: a same-dtype astype of a constant inside a decode step's trace left a
+    released graph node that crashed the next trace (a beam-search step traced after a greedy one)."""
+    return tensor if tensor.dtype == dtype else tensor.astype(dtype)
+
+
 class BaichuanForCausalLM(BaichuanChatMixin, CheckpointFormatMixin, LlamaForCausalLM):
     weight_table = BAICHUAN_WEIGHTS
 
@@ -81,10 +94,8 @@ class BaichuanForCausalLM(BaichuanChatMixin, CheckpointFormatMixin, LlamaForCaus
         super().__init__(config, dtype)
         self._inverse_head_norms = None  # NormHead in eval mode: computed once, as Baichuan2 normalises once
 
-    # The eval-mode norms are computed on the host when the weights or the mode change, never inside a forward,
-    # and held as a plain tensor without autograd history: a forward may be a compiled decode step's trace, and a
-    # tensor computed by ops from the head (a trace's node) is a released graph node in the next trace (a
-    # beam-search trace after a greedy one crashed the process).
+    # The eval-mode norms are computed when the weights or the mode change, never inside a forward (which may be a
+    # compiled decode step's trace: a tensor made there and cached is a node of that trace's graph).
     def set_train(self, mode=True):
         result = super().set_train(mode)
         self._inverse_head_norms = None if mode else self._eval_head_norms()
@@ -98,8 +109,7 @@ class BaichuanForCausalLM(BaichuanChatMixin, CheckpointFormatMixin, LlamaForCaus
     def _eval_head_norms(self):
         if not getattr(self.config, "norm_head", False) or getattr(self, "lm_head", None) is None:
             return None
-        weight = self.lm_head.weight.asnumpy().astype(np.float32)
-        return ms.Tensor(1.0 / np.maximum(np.sqrt((weight * weight).sum(-1)), 1e-12))        # [V]
+        return ops.stop_gradient(self._head_norms())
 
     def _head_norms(self):
         weight = self.lm_head.weight.astype(ms.float32)
@@ -108,14 +118,17 @@ class BaichuanForCausalLM(BaichuanChatMixin, CheckpointFormatMixin, LlamaForCaus
     def lm_logits(self, hidden_states):
         """NormHead: logits against unit-norm head rows, i.e. each row's logit divided by that row's norm
         (torch's F.normalize, eps 1e-12). Training recomputes the norms every step, so gradients flow
-        through the normalisation as in Baichuan2's training mode."""
-        logits = super().lm_logits(hidden_states)
+        through the normalisation as in Baichuan2's training mode. A tensor-parallel head holds a vocab slice
+        of lm_head: the norms of its rows scale its logits before they are gathered."""
         if not self.config.norm_head:
-            return logits
+            return super().lm_logits(hidden_states)
         inverse = self._inverse_head_norms
-        if inverse is None or self.training:
-            inverse = self._head_norms()
-        return logits * (inverse if inverse.dtype == logits.dtype else inverse.astype(logits.dtype))
+        if inverse is None or self.training or inverse.shape[0] != self.lm_head.weight.shape[0]:  # or a TP slice
+            inverse = self._head_norms()                                       # [V or this rank's rows]
+        if hasattr(self.lm_head, "parallel_logits"):
+            return self.lm_head.parallel_logits(hidden_states, row_scale=_as_dtype(inverse, hidden_states.dtype))
+        logits = super().lm_logits(hidden_states)
+        return logits * _as_dtype(inverse, logits.dtype)
 
     def construct(self, *args, labels=None, return_dict=None, **kwargs):
         out = super().construct(*args, labels=labels, return_dict=True, **kwargs)

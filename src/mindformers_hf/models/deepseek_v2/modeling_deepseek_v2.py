@@ -40,39 +40,55 @@ def softmax_scale(config, qk_head_dim):
 
 
 class DeepseekV2Attention(nn.Cell):
+    # tensor-parallel layout (parallel/plan.py), HF's: q (or q_b), kv_b rows and o_proj columns split by whole
+    # heads; q_a, kv_a and their norms replicated, the shared rotary key's gradient summed over the ranks
+    _tp_plan = {"q_proj": ("colwise", "num_attention_heads"), "q_b_proj": ("colwise", "num_attention_heads"),
+                "kv_a_proj_with_mqa": ("mla_kv_a_proj", "kv_lora_rank", "qk_rope_head_dim"),
+                "kv_b_proj": ("colwise", "num_attention_heads:kv_b"), "o_proj": ("rowwise", "num_attention_heads:o")}
+
     def __init__(self, config, layer_idx, dtype=ms.float32):
         super().__init__()
         self.layer_idx = layer_idx
-        self.num_heads = config.num_attention_heads
-        kv_heads = getattr(config, "num_key_value_heads", None) or self.num_heads
-        if kv_heads != self.num_heads:
+        heads = config.num_attention_heads
+        kv_heads = getattr(config, "num_key_value_heads", None) or heads
+        if kv_heads != heads:
             # HF's eager path repeats the already per-head keys again and fails; no checkpoint does this
             raise NotImplementedError(f"DeepSeek MLA with num_key_value_heads={kv_heads} != num_attention_heads="
-                                      f"{self.num_heads} is not supported (keys are per head after kv_b_proj)")
+                                      f"{heads} is not supported (keys are per head after kv_b_proj)")
         self.q_lora_rank = config.q_lora_rank
         self.kv_lora_rank = config.kv_lora_rank
         self.qk_nope_head_dim = config.qk_nope_head_dim
         self.qk_rope_head_dim = config.qk_rope_head_dim
         self.v_head_dim = config.v_head_dim
         self.qk_head_dim = self.qk_nope_head_dim + self.qk_rope_head_dim
+        self.tp_units = {"num_attention_heads": (heads, self.qk_head_dim, False),
+                         "num_attention_heads:kv_b": (heads, self.qk_nope_head_dim + self.v_head_dim, False),
+                         "num_attention_heads:o": (heads, self.v_head_dim, False),
+                         "kv_lora_rank": (self.kv_lora_rank, 1, False),
+                         "qk_rope_head_dim": (self.qk_rope_head_dim, 1, False)}
         hidden, bias, std = config.hidden_size, bool(getattr(config, "attention_bias", False)), config.initializer_range
         # HF builds these two norms with RMSNorm's default eps (1e-6), not config.rms_norm_eps
         if self.q_lora_rank is None:
-            self.q_proj = Linear(hidden, self.num_heads * self.qk_head_dim, False, dtype, std=std)
+            self.q_proj = Linear(hidden, heads * self.qk_head_dim, False, dtype, std=std)
         else:
             self.q_a_proj = Linear(hidden, self.q_lora_rank, bias, dtype, std=std)
             self.q_a_layernorm = LlamaRMSNorm(self.q_lora_rank, 1e-6, dtype)
-            self.q_b_proj = Linear(self.q_lora_rank, self.num_heads * self.qk_head_dim, False, dtype, std=std)
+            self.q_b_proj = Linear(self.q_lora_rank, heads * self.qk_head_dim, False, dtype, std=std)
         self.kv_a_proj_with_mqa = Linear(hidden, self.kv_lora_rank + self.qk_rope_head_dim, bias, dtype, std=std)
         self.kv_a_layernorm = LlamaRMSNorm(self.kv_lora_rank, 1e-6, dtype)
-        self.kv_b_proj = Linear(self.kv_lora_rank, self.num_heads * (self.qk_nope_head_dim + self.v_head_dim), False,
+        self.kv_b_proj = Linear(self.kv_lora_rank, heads * (self.qk_nope_head_dim + self.v_head_dim), False,
                                 dtype, std=std)
-        self.o_proj = Linear(self.num_heads * self.v_head_dim, hidden, bias, dtype, std=std)
+        self.o_proj = Linear(heads * self.v_head_dim, hidden, bias, dtype, std=std)
         self.scaling = softmax_scale(config, self.qk_head_dim)
         # DeepSeek-V2 rotates adjacent channel pairs (HF multiplies them as complex numbers); V3 does when
         # `rope_interleave`, else HF's rotate_half halves
         self.interleaved = bool(getattr(config, "rope_interleave", True)) if config.model_type != "deepseek_v2" \
             else True
+
+    @property
+    def num_heads(self):
+        """Heads, read from o_proj's input width (a tensor-parallel rank's share after the split)."""
+        return self.o_proj.weight.shape[1] // self.v_head_dim
 
     def construct(self, hidden_states, cos, sin, attention_mask=None, past_key_values=None):
         bsz, q_len, _ = hidden_states.shape

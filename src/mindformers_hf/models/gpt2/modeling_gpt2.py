@@ -22,10 +22,11 @@ from ...utils import warn_once
 
 class Conv1D(nn.Cell):
     """OpenAI's "Conv1D", a linear layer whose weight is stored [in, out]: y = x @ W + b."""
+    transposed = True  # (parallel/styles.py splits its weight's columns for "colwise", rows for "rowwise")
 
     def __init__(self, out_features, in_features, dtype=ms.float32, std=0.02):
         super().__init__()
-        self.out_features = out_features
+        self.in_features, self.out_features = in_features, out_features
         self.weight = new_parameter((in_features, out_features), dtype, "normal", std)
         self.bias = new_parameter((out_features,), dtype, "zeros")
         self._matmul = ops.MatMul()
@@ -37,14 +38,19 @@ class Conv1D(nn.Cell):
 
 
 class GPT2Attention(nn.Cell):
+    # tensor-parallel layout (parallel/plan.py; transformers has none for GPT-2): c_attn's columns split by whole
+    # heads in each of its q, k, v blocks, c_proj's rows by the same heads
+    _tp_plan = {"c_attn": ("colwise", "n_head", "n_head", "n_head"), "c_proj": ("rowwise", "n_head")}
+
     def __init__(self, config, layer_idx, dtype=ms.float32):
         super().__init__()
         self.layer_idx = layer_idx
         self.embed_dim = config.hidden_size
-        self.num_heads = config.num_attention_heads
-        self.head_dim = self.embed_dim // self.num_heads
-        if self.head_dim * self.num_heads != self.embed_dim:
-            raise ValueError(f"n_embd ({self.embed_dim}) must be divisible by n_head ({self.num_heads})")
+        heads = config.num_attention_heads
+        self.head_dim = self.embed_dim // heads
+        if self.head_dim * heads != self.embed_dim:
+            raise ValueError(f"n_embd ({self.embed_dim}) must be divisible by n_head ({heads})")
+        self.tp_units = {"n_head": (heads, self.head_dim, False)}
         self.scaling = self.head_dim ** -0.5 if config.scale_attn_weights else 1.0
         if config.scale_attn_by_inverse_layer_idx:
             self.scaling /= float(layer_idx + 1)
@@ -55,28 +61,41 @@ class GPT2Attention(nn.Cell):
         self.c_proj = Conv1D(self.embed_dim, self.embed_dim, dtype, config.initializer_range)
         self.resid_dropout = nn.Dropout(p=config.resid_pdrop)
 
+    @property
+    def num_heads(self):
+        """Heads, read from c_proj's input width (a tensor-parallel rank's share after the split)."""
+        return self.c_proj.weight.shape[0] // self.head_dim
+
     def construct(self, hidden_states, attention_mask=None, past_key_values=None):
         bsz, q_len, _ = hidden_states.shape
+        width = self.num_heads * self.head_dim  # (the hidden size, or this rank's heads' share of it)
         if self.training and self.attn_pdrop > 0:
             warn_once("GPT2: attn_pdrop (dropout on attention probabilities) is not applied in training: the "
                       "attention kernels do not materialise probabilities; resid and embd dropout are applied")
         qkv = self.c_attn(hidden_states)                                             # [B, S, 3E]
-        q, k, v = qkv[..., :self.embed_dim], qkv[..., self.embed_dim:2 * self.embed_dim], qkv[..., 2 * self.embed_dim:]
+        q, k, v = qkv[..., :width], qkv[..., width:2 * width], qkv[..., 2 * width:]
         # [B, S, E] -> [B, H, S, D]
         q = q.reshape(bsz, q_len, self.num_heads, self.head_dim).swapaxes(1, 2)
         k = k.reshape(bsz, q_len, self.num_heads, self.head_dim).swapaxes(1, 2)
         v = v.reshape(bsz, q_len, self.num_heads, self.head_dim).swapaxes(1, 2)
-        if past_key_values is not None:
-            k, v = past_key_values.update(k, v, self.layer_idx)
-        out = fused.causal_attention(q, k, v, attention_mask, self.scaling,
-                                     attn_implementation=self.attn_implementation)  # [B, H, S, D]
-        out = out.swapaxes(1, 2).reshape(bsz, q_len, self.embed_dim)
+        if past_key_values is not None and past_key_values.is_paged:  # serving's block pool
+            out = past_key_values.attend(q, k, v, self.layer_idx, attention_mask, self.scaling,
+                                         attn_implementation=self.attn_implementation)
+        else:
+            if past_key_values is not None:
+                k, v = past_key_values.update(k, v, self.layer_idx)
+            out = fused.causal_attention(q, k, v, attention_mask, self.scaling,
+                                         attn_implementation=self.attn_implementation)  # [B, H, S, D]
+        out = out.swapaxes(1, 2).reshape(bsz, q_len, width)
         return self.resid_dropout(self.c_proj(out))
 
 
 class GPT2MLP(nn.Cell):
+    _tp_plan = {"c_fc": ("colwise", "n_inner"), "c_proj": ("rowwise", "n_inner")}  # (as LLaMA's MLP, by channel)
+
     def __init__(self, intermediate_size, config, dtype=ms.float32):
         super().__init__()
+        self.tp_units = {"n_inner": (intermediate_size, 1, False)}
         self.act = get_activation(config.activation_function, "GPT2 activation_function")
         self.c_fc = Conv1D(intermediate_size, config.hidden_size, dtype, config.initializer_range)
         self.c_proj = Conv1D(config.hidden_size, intermediate_size, dtype, config.initializer_range)
@@ -141,7 +160,9 @@ class GPT2Model(GPT2PreTrainedModel):
             output_hidden_states = getattr(self.config, "output_hidden_states", False)
         if inputs_embeds is None:
             inputs_embeds = self.wte(input_ids)
-        packed = packed_sequence_ids(position_ids, attention_mask, use_cache, past_key_values, self.config)
+        prebuilt = isinstance(attention_mask, dict)  # {layer type: mask} from the static cache / serving engine
+        packed = None if prebuilt else packed_sequence_ids(position_ids, attention_mask, use_cache, past_key_values,
+                                                           self.config)
         use_cache = default_use_cache(self, use_cache)
         if use_cache and past_key_values is None:
             past_key_values = DynamicCache(config=self.config)
@@ -153,7 +174,7 @@ class GPT2Model(GPT2PreTrainedModel):
         if token_type_ids is not None:
             hidden_states = hidden_states + self.wte(token_type_ids)
         hidden_states = self.drop(hidden_states)
-        mask = create_causal_mask(attention_mask, bsz, q_len, past_len, packed=packed)
+        mask = self.causal_masks(attention_mask, bsz, q_len, past_len, packed)["full_attention"]
 
         all_hidden_states = (hidden_states,) if output_hidden_states else None
         for block in self.h:
@@ -169,8 +190,17 @@ class GPT2Model(GPT2PreTrainedModel):
         return out.to_tuple() if return_dict is False else out
 
 
+    def causal_masks(self, attention_mask, bsz, q_len, past_len, packed=None):
+        """{layer type: additive mask}: GPT-2 has full attention only (prebuilt masks pass through)."""
+        if isinstance(attention_mask, dict):
+            return attention_mask
+        mask = create_causal_mask(attention_mask, bsz, q_len, past_len, packed=packed)
+        return {"full_attention": mask}
+
+
 class GPT2LMHeadModel(GPT2PreTrainedModel):
     _tied_weights_keys = {"lm_head.weight": "transformer.wte.weight"}
+    _tp_plan = {"lm_head": "colwise_gather_output"}  # an untied head: vocab rows split, logits gathered
 
     def __init__(self, config, dtype=ms.float32):
         super().__init__(config)
@@ -188,6 +218,9 @@ class GPT2LMHeadModel(GPT2PreTrainedModel):
         return self.transformer.wte if self.tied else self.lm_head
 
     def lm_logits(self, hidden_states):
+        head = self.get_output_embeddings()
+        if hasattr(head, "parallel_logits"):  # tensor parallel (parallel/plan.py): each rank holds a vocab slice
+            return head.parallel_logits(hidden_states)
         weight = self.transformer.wte.weight if self.tied else self.lm_head.weight
         shape = hidden_states.shape
         logits = self._logits_matmul(hidden_states.reshape(-1, shape[-1]), weight)

@@ -1,8 +1,9 @@
 """The LLaMA decoder layer as one function, run eagerly by LlamaDecoderLayer and compiled by LlamaModel.
 
 `decoder_layer(spec, w, ...)` is the layer's math: `spec` (a `LayerSpec`) holds what is static -- head counts,
-eps, the family's switches (q/k norm, fused qkv or gate/up, interleaved rotary, sandwich norms, Gemma's
-(1 + weight) norms, GeGLU and attention soft-capping) -- and `w` the
+eps, the family's switches (q/k norm, fused qkv or gate/up, interleaved rotary, sandwich or post-only norms, Gemma's
+(1 + weight) norms, LayerNorms, GeGLU or plain MLPs, parallel residual, NoPE layers, attention soft-capping and
+sinks) -- and `w` the
 layer's weights by their HF names relative to the layer:
   - eager (LlamaDecoderLayer.construct): `w` maps module paths to the modules ("self_attn.q_proj" -> the Linear),
     so LoRA, tensor-parallel and other wrapped projections apply themselves, and an attention or MLP of a family's
@@ -51,6 +52,10 @@ class AttentionSpec:
     interleaved_rotary: bool = False  # rotary pairs are adjacent dims (0, 1), (2, 3), ...
     softcap: Optional[float] = None   # Gemma 2: scores -> tanh(scores / softcap) * softcap, before the mask
     norm_offset: bool = False         # Gemma 3: the q/k norms scale by (1 + weight)
+    qk_norm_whole: bool = False       # OLMo 2: the q/k norms span the whole projection (H * D), before the head split
+    rope: bool = True                 # SmolLM3: False on its NoPE layers (no rotary at all)
+    o_name: str = "o_proj"            # the output projection's name (Phi: dense)
+    sinks: bool = False               # gpt-oss: a learned logit per head (`self_attn.sinks`) joins the softmax
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,7 @@ class MLPSpec:
     intermediate_size: int
     fused_gate_up: bool = False       # one `gate_up_proj` [2 * inter, hidden], rows gate then up
     activation: str = "silu"          # HF's ACT2FN name applied to gate (Gemma: "gelu_pytorch_tanh")
+    names: tuple = ("gate_proj", "up_proj", "down_proj")  # gate None: plain down(act(up(x))) (StarCoder2, Phi)
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,7 @@ class LayerSpec:
     norm_names: tuple = ("input_layernorm", "post_self_attn_layernorm", "post_attention_layernorm",
                          "post_mlp_layernorm")  # before / after attention, before / after the MLP
     norm_offset: bool = False           # Gemma: the norms scale by (1 + weight)
+    parallel_residual: bool = False     # Phi: hidden + attn(norm(hidden)) + mlp(norm(hidden))
 
 
 def modules(cell, prefix="", out=None):
@@ -85,11 +92,33 @@ def modules(cell, prefix="", out=None):
 
 
 def _norm(w, name, x, eps, offset=False):
-    """RMSNorm `name`: its module, or its weight (scaling by 1 + weight, in float32, when `offset`: Gemma)."""
+    """RMSNorm `name`: its module, or its weight (scaling by 1 + weight, in float32, when `offset`: Gemma); a norm
+    with a bias is a LayerNorm (StarCoder2, Phi); no name: no norm (OLMo 2's missing pre-norms)."""
+    if name is None:
+        return x
     if name in w:
         return w[name](x)
     weight = w[name + ".weight"]
+    if name + ".bias" in w:
+        return _layer_norm(x, weight, w[name + ".bias"], eps)
     return fused.rms_norm(x, weight.astype(ms.float32) + 1.0 if offset else weight, eps)
+
+
+def _layer_norm(x, weight, bias, eps):
+    """torch's LayerNorm over the last axis, in float32 (MindSpore's layer_norm function has no CPU kernel in a
+    graph; the LayerNorm cell's primitive fixes eps at construction)."""
+    xf = x.astype(ms.float32)
+    centered = xf - xf.mean(-1, keep_dims=True)
+    normed = centered * ops.rsqrt((centered * centered).mean(-1, keep_dims=True) + eps)
+    return (normed * weight.astype(ms.float32) + bias.astype(ms.float32)).astype(x.dtype)
+
+
+def _param(w, name):
+    """A parameter by its path: the tensor (compiled `w`), or the attribute of its module (eager `w`)."""
+    if name in w:
+        return w[name]
+    module, _, attr = name.rpartition(".")
+    return getattr(w[module], attr)
 
 
 def _linear(w, name, x):
@@ -114,10 +143,12 @@ def project_qkv(spec, w, x, prefix="self_attn."):
         q, k, v = qkv[..., :q_size], qkv[..., q_size:q_size + kv_size], qkv[..., q_size + kv_size:]
     else:
         q, k, v = _linear(w, prefix + "q_proj", x), _linear(w, prefix + "k_proj", x), _linear(w, prefix + "v_proj", x)
+    if spec.qk_norm_whole:  # OLMo 2: [B, S, H * D] normed as one vector
+        q, k = _norm(w, prefix + "q_norm", q, spec.qk_norm_eps), _norm(w, prefix + "k_norm", k, spec.qk_norm_eps)
     q = q.reshape(bsz, q_len, heads, head_dim)
     k = k.reshape(bsz, q_len, kv_heads, head_dim)
     v = v.reshape(bsz, q_len, kv_heads, head_dim)
-    if spec.qk_norm:
+    if spec.qk_norm and not spec.qk_norm_whole:
         eps, offset = spec.qk_norm_eps, spec.norm_offset
         q, k = _norm(w, prefix + "q_norm", q, eps, offset), _norm(w, prefix + "k_norm", k, eps, offset)
     return q.swapaxes(1, 2), k.swapaxes(1, 2), v.swapaxes(1, 2)
@@ -129,11 +160,14 @@ def attention(spec, w, x, cos, sin, mask, cache=None, layer_idx=None, last_only=
     output for the last position only ([B, 1, hidden]), from keys and values of every position."""
     bsz, q_len, _ = x.shape
     q, k, v = project_qkv(spec, w, x, prefix)                                      # [B, H or KV, S, D]
-    q, k = fused.apply_rotary_pos_emb(q, k, cos, sin, interleaved=spec.interleaved_rotary)
+    if spec.rope:
+        q, k = fused.apply_rotary_pos_emb(q, k, cos, sin, interleaved=spec.interleaved_rotary)
     new_k, new_v = k, v
     if cache is not None and cache.is_paged:  # serving's block pool (eager only): the paged op reads it in place
         if spec.softcap:
             raise NotImplementedError("attention logit soft-capping (Gemma 2) with serving's paged KV cache")
+        if spec.sinks:
+            raise NotImplementedError("attention sinks (gpt-oss) with serving's paged KV cache")
         out = cache.attend(q, k, v, layer_idx, mask, spec.scaling, attn_implementation=spec.attn_implementation)
     else:
         if cache is not None:
@@ -141,21 +175,25 @@ def attention(spec, w, x, cos, sin, mask, cache=None, layer_idx=None, last_only=
         if last_only:
             q, mask, q_len = q[:, :, -1:, :], mask[:, :, -1:, :], 1
         out = fused.causal_attention(q, k, v, mask, spec.scaling, attn_implementation=spec.attn_implementation,
-                                     softcap=spec.softcap)
+                                     softcap=spec.softcap, sinks=_param(w, prefix + "sinks") if spec.sinks else None)
     out = out.swapaxes(1, 2).reshape(bsz, q_len, spec.num_heads * spec.head_dim)  # [B, S, H * D]
-    return _linear(w, prefix + "o_proj", out), new_k, new_v
+    return _linear(w, prefix + spec.o_name, out), new_k, new_v
 
 
 def mlp(spec, w, x, prefix="mlp."):
-    """Gated MLP: down(act(gate(x)) * up(x)), SwiGLU (the fused silu_mul) unless the family names another act."""
+    """Gated MLP: down(act(gate(x)) * up(x)), SwiGLU (the fused silu_mul) unless the family names another act;
+    without a gate (StarCoder2, Phi) down(act(up(x)))."""
+    gate_name, up_name, down_name = (prefix + n if n else None for n in spec.names)
+    if gate_name is None:
+        return _linear(w, down_name, activation(spec.activation, _linear(w, up_name, x)))
     if spec.fused_gate_up:
         gate_up = _linear(w, prefix + "gate_up_proj", x)                           # [B, S, 2 * I]
         gate, up = gate_up[..., :spec.intermediate_size], gate_up[..., spec.intermediate_size:]
     else:
-        gate, up = _linear(w, prefix + "gate_proj", x), _linear(w, prefix + "up_proj", x)
+        gate, up = _linear(w, gate_name, x), _linear(w, up_name, x)
     if spec.activation in ("silu", "swish"):
-        return _linear(w, prefix + "down_proj", fused.silu_mul(gate, up))
-    return _linear(w, prefix + "down_proj", activation(spec.activation, gate) * up)
+        return _linear(w, down_name, fused.silu_mul(gate, up))
+    return _linear(w, down_name, activation(spec.activation, gate) * up)
 
 
 def decoder_layer(spec, w, hidden, cos, sin, mask, cache=None, layer_idx=None, last_only=False):
@@ -171,6 +209,10 @@ def decoder_layer(spec, w, hidden, cos, sin, mask, cache=None, layer_idx=None, l
         out, keys, values = attention(spec.attention, w, x, cos, sin, mask, cache, layer_idx, last_only)
     if last_only:
         residual = residual[:, -1:, :]
+        if spec.parallel_residual:
+            x = x[:, -1:, :]
+    if spec.parallel_residual:  # Phi: one norm feeds both sublayers, both added to the residual stream
+        return residual + out + (w["mlp"](x) if spec.mlp is None else mlp(spec.mlp, w, x)), keys, values
     if spec.sandwich_norm:
         out = _norm(w, post_attn, out, spec.eps, spec.norm_offset)
     hidden = residual + out

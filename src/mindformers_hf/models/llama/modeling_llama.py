@@ -10,7 +10,7 @@ from ... import ops as fused
 from ...activations import get_activation
 from ...cache_utils import DynamicCache, default_use_cache
 from ...compiled_layers import compile_mode
-from ...layers import Embedding, Linear, call_layer, new_parameter, recomputes
+from ...layers import Embedding, LayerNorm, Linear, call_layer, new_parameter, recomputes
 from ...loss_utils import causal_lm_loss
 from ...masking_utils import create_causal_mask, packed_sequence_ids
 from ...modeling_heads import GenericForSequenceClassification, GenericForTokenClassification
@@ -39,8 +39,33 @@ class LlamaRMSNorm(nn.Cell):
         self.offset = offset
 
     def construct(self, hidden_states):
-        weight = self.weight.astype(ms.float32) + 1.0 if self.offset else self.weight
+        return self.construct_with({"weight": self.weight}, hidden_states)
+
+    def construct_with(self, params, hidden_states):
+        """The norm with `params["weight"]` (tensor parallelism hands in the weight whose gradient it sums)."""
+        weight = params["weight"].astype(ms.float32) + 1.0 if self.offset else params["weight"]
         return fused.rms_norm(hidden_states, weight, self.variance_epsilon)
+
+
+def make_norm(config, size, dtype, variant=None):
+    """The family's norm over `size`: LlamaRMSNorm (Gemma's (1 + w) when norm_offset), or a LayerNorm with bias
+    (StarCoder2, Phi), its eps read from the config field the family names."""
+    variant = variant or decoder_variant(config)
+    eps = getattr(config, variant.eps)
+    if variant.layer_norm:
+        return LayerNorm(size, eps, dtype)
+    return LlamaRMSNorm(size, eps, dtype, variant.norm_offset)
+
+
+def norm_eps(cell):
+    return cell.eps if isinstance(cell, LayerNorm) else cell.variance_epsilon
+
+
+def config_flag(config, value, field):
+    """A variant's bias switch: a bool as it is, a str the config field of that name, None the field `field`."""
+    if isinstance(value, bool):
+        return value
+    return bool(getattr(config, field if value is None else value, False))
 
 
 class LlamaRotaryEmbedding(nn.Cell):
@@ -79,23 +104,25 @@ class LlamaMLP(nn.Cell):
 
     def __init__(self, config, dtype=ms.float32, intermediate_size=None):
         super().__init__()
-        hidden, bias = config.hidden_size, getattr(config, "mlp_bias", False)
+        variant = decoder_variant(config)
+        hidden, bias = config.hidden_size, config_flag(config, variant.mlp_bias, "mlp_bias")
         inter = intermediate_size or config.intermediate_size  # MoE shared experts are narrower or wider
         std = config.initializer_range
         self.tp_units = {"intermediate_size": (inter, 1, False)}
-        variant = decoder_variant(config)
         self.fused_gate_up = variant.fused_gate_up
+        self.proj_names = gate, up, down = variant.mlp_names
         if self.fused_gate_up:
             self.gate_up_proj = Linear(hidden, 2 * inter, bias, dtype, std=std)
         else:
-            self.gate_proj = Linear(hidden, inter, bias, dtype, std=std)
-            self.up_proj = Linear(hidden, inter, bias, dtype, std=std)
-        self.down_proj = Linear(inter, hidden, bias, dtype, std=std)
+            if gate:
+                setattr(self, gate, Linear(hidden, inter, bias, dtype, std=std))
+            setattr(self, up, Linear(hidden, inter, bias, dtype, std=std))
+        setattr(self, down, Linear(inter, hidden, bias, dtype, std=std))
         self.activation = getattr(config, variant.activation)
         get_activation(self.activation, f"MLP {variant.activation}")  # a clear error now, not at the first call
 
     def spec(self):
-        return MLPSpec(self.intermediate_size, self.fused_gate_up, self.activation)
+        return MLPSpec(self.intermediate_size, self.fused_gate_up, self.activation, self.proj_names)
 
     def construct(self, x):  # decoder_layer.py's `mlp`, over this module's own projections
         return mlp(self.spec(), modules(self, "mlp."), x)
@@ -103,7 +130,7 @@ class LlamaMLP(nn.Cell):
     @property
     def intermediate_size(self):
         """This module's width, read from its weight (a tensor-parallel rank's share after the split)."""
-        return self.down_proj.weight.shape[1]
+        return getattr(self, self.proj_names[2]).weight.shape[1]
 
 
 class LlamaAttention(nn.Cell):
@@ -112,7 +139,10 @@ class LlamaAttention(nn.Cell):
     _tp_plan = {"q_proj": ("colwise", "num_attention_heads"), "k_proj": ("colwise", "num_key_value_heads"),
                 "v_proj": ("colwise", "num_key_value_heads"),
                 "qkv_proj": ("colwise", "num_attention_heads", "num_key_value_heads", "num_key_value_heads"),
-                "o_proj": ("rowwise", "num_attention_heads")}
+                "o_proj": ("rowwise", "num_attention_heads"),
+                # per-head norms (Qwen3, Gemma 3): whole on every rank, applied to its heads only, so the
+                # gradient of their weight is summed over the ranks (HF's plan names the same style)
+                "q_norm": "replicated_with_grad_allreduce", "k_norm": "replicated_with_grad_allreduce"}
 
     def __init__(self, config, layer_idx, dtype=ms.float32):
         super().__init__()
@@ -133,8 +163,9 @@ class LlamaAttention(nn.Cell):
         # HF's field, set by from_pretrained(attn_implementation=...); the ops registry maps it to a kernel
         self.attn_implementation = getattr(config, "_attn_implementation", None)
         bias, std = getattr(config, "attention_bias", False), config.initializer_range
-        qkv_bias = getattr(config, "qkv_bias", bias) if variant.qkv_bias is None else variant.qkv_bias
-        o_bias = bias if variant.o_bias is None else variant.o_bias
+        qkv_bias = getattr(config, "qkv_bias", bias) if variant.qkv_bias is None else config_flag(
+            config, variant.qkv_bias, "attention_bias")
+        o_bias = config_flag(config, variant.o_bias, "attention_bias")
         q_size, kv_size = heads * self.head_dim, kv_heads * self.head_dim
         self.fused_qkv = variant.fused_qkv
         if self.fused_qkv:
@@ -143,18 +174,27 @@ class LlamaAttention(nn.Cell):
             self.q_proj = Linear(config.hidden_size, q_size, qkv_bias, dtype, std=std)
             self.k_proj = Linear(config.hidden_size, kv_size, qkv_bias, dtype, std=std)
             self.v_proj = Linear(config.hidden_size, kv_size, qkv_bias, dtype, std=std)
-        self.o_proj = Linear(q_size, config.hidden_size, o_bias, dtype, std=std)
-        self.qk_norm = variant.qk_norm
+        self.o_name = variant.o_name
+        setattr(self, self.o_name, Linear(q_size, config.hidden_size, o_bias, dtype, std=std))
+        self.qk_norm, self.qk_norm_whole = variant.qk_norm, variant.qk_norm_whole
         self.norm_offset = variant.norm_offset
-        if self.qk_norm:
-            self.q_norm = LlamaRMSNorm(self.head_dim, config.rms_norm_eps, dtype, self.norm_offset)
-            self.k_norm = LlamaRMSNorm(self.head_dim, config.rms_norm_eps, dtype, self.norm_offset)
+        if self.qk_norm:  # per head, or (OLMo 2) over the whole projection
+            self.q_norm = make_norm(config, q_size if self.qk_norm_whole else self.head_dim, dtype, variant)
+            self.k_norm = make_norm(config, kv_size if self.qk_norm_whole else self.head_dim, dtype, variant)
+        if getattr(config, "qk_layernorm", False):
+            raise NotImplementedError(f"{config.model_type}: qk_layernorm=True (LayerNorm on queries and keys)")
         self.interleaved_rotary = variant.interleaved_rotary
+        self.has_sinks = variant.sinks  # gpt-oss
+        if self.has_sinks:
+            self.sinks = new_parameter((heads,), dtype, "normal", std)
+        # SmolLM3: `no_rope_layers[i]` is 0 on the layers without rotary (NoPE), 1 on the others
+        no_rope_layers = getattr(config, "no_rope_layers", None)
+        self.rope = bool(no_rope_layers[layer_idx]) if no_rope_layers else True
 
     @property
     def num_heads(self):
         """Query heads, read from o_proj's input width (a tensor-parallel rank's share after the split)."""
-        return self.o_proj.weight.shape[1] // self.head_dim
+        return getattr(self, self.o_name).weight.shape[1] // self.head_dim
 
     @property
     def num_key_value_heads(self):
@@ -165,16 +205,17 @@ class LlamaAttention(nn.Cell):
     def spec(self):
         return AttentionSpec(self.num_heads, self.num_key_value_heads, self.head_dim, float(self.scaling),
                              self.attn_implementation, self.fused_qkv, self.qk_norm,
-                             float(self.q_norm.variance_epsilon) if self.qk_norm else 0.0, self.interleaved_rotary,
-                             None if self.softcap is None else float(self.softcap), self.norm_offset)
+                             float(norm_eps(self.q_norm)) if self.qk_norm else 0.0, self.interleaved_rotary,
+                             None if self.softcap is None else float(self.softcap), self.norm_offset,
+                             self.qk_norm_whole, self.rope, self.o_name, self.has_sinks)
 
     def project_qkv(self, hidden_states):
         """[B, S, hidden] -> q [B, H, S, D], k and v [B, KV, S, D] (q and k normed per head when qk_norm)."""
-        return project_qkv(self.spec(), modules(self, "self_attn."), hidden_states)
+        return project_qkv(self.spec(), {"self_attn": self, **modules(self, "self_attn.")}, hidden_states)
 
     def construct(self, hidden_states, cos, sin, attention_mask=None, past_key_values=None):
         # decoder_layer.py's `attention`, over this module's own projections
-        weights = modules(self, "self_attn.")
+        weights = {"self_attn": self, **modules(self, "self_attn.")}
         return attention(self.spec(), weights, hidden_states, cos, sin, attention_mask, past_key_values,
                          self.layer_idx)[0]
 
@@ -191,11 +232,13 @@ class LlamaDecoderLayer(nn.Cell):
         self.self_attn = attention(config, layer_idx, dtype)
         self.mlp = import_object(variant.mlp)(config, layer_idx, dtype) if variant.mlp else LlamaMLP(config, dtype)
         self.sandwich_norm, self.norm_names = variant.sandwich_norm, variant.norm_names
-        self.norm_offset = variant.norm_offset
+        self.norm_offset, self.parallel_residual = variant.norm_offset, variant.parallel_residual
         pre_attn, post_attn, pre_mlp, post_mlp = self.norm_names
         names = (pre_attn, post_attn, pre_mlp, post_mlp) if self.sandwich_norm else (pre_attn, pre_mlp)
-        for name in names:  # in HF's order, as the modules are listed in HF's layer
-            setattr(self, name, LlamaRMSNorm(config.hidden_size, config.rms_norm_eps, dtype, self.norm_offset))
+        if self.parallel_residual:  # Phi: input_layernorm feeds attention and MLP
+            names = (pre_attn,)
+        for name in filter(None, names):  # in HF's order, as the modules are listed in HF's layer
+            setattr(self, name, make_norm(config, config.hidden_size, dtype, variant))
         self.layer_idx = layer_idx  # the cache slot decoder_layer writes (an own attention module keeps its own)
         # the mask this layer reads: Qwen2/3 name full or sliding-window attention per layer in `layer_types`
         layer_types = getattr(config, "layer_types", None)
@@ -205,10 +248,11 @@ class LlamaDecoderLayer(nn.Cell):
         """The layer's static description for decoder_layer.py; an attention or MLP module of a family's own
         (DeepSeek's latent attention, Baichuan's ALiBi, MoE) is left to run as itself."""
         attn, mlp_module = self.self_attn, self.mlp
+        norm = next(getattr(self, n) for n in self.norm_names if n and hasattr(self, n))
         return LayerSpec(attn.spec() if type(attn) is LlamaAttention else None,
                          mlp_module.spec() if type(mlp_module) is LlamaMLP else None,
-                         float(getattr(self, self.norm_names[0]).variance_epsilon), self.sandwich_norm,
-                         self.norm_names, self.norm_offset)
+                         float(norm_eps(norm)), self.sandwich_norm, self.norm_names, self.norm_offset,
+                         self.parallel_residual)
 
     def graph_spec(self):
         """The spec when LlamaModel may run this layer as the shared compiled graph (its parameters as graph
@@ -218,9 +262,9 @@ class LlamaDecoderLayer(nn.Cell):
         if spec.attention is None or spec.mlp is None:
             return None
         for _, cell in self.cells_and_names():
-            if type(cell) is LlamaRMSNorm and cell.variance_epsilon != spec.eps:
+            if type(cell) in (LlamaRMSNorm, LayerNorm) and norm_eps(cell) != spec.eps:
                 return None
-            if type(cell) not in (LlamaDecoderLayer, LlamaAttention, LlamaMLP, LlamaRMSNorm, Linear):
+            if type(cell) not in (LlamaDecoderLayer, LlamaAttention, LlamaMLP, LlamaRMSNorm, LayerNorm, Linear):
                 return None
         return spec
 
@@ -246,7 +290,8 @@ class LlamaModel(LlamaPreTrainedModel):
             raise NotImplementedError(f"{config.model_type}: use_bidirectional_attention=True (bidirectional "
                                       "attention) is not supported")
         variant = decoder_variant(config)
-        self.norm = LlamaRMSNorm(config.hidden_size, config.rms_norm_eps, dtype, variant.norm_offset)
+        self.final_norm = variant.final_norm  # Phi: final_layernorm
+        setattr(self, self.final_norm, make_norm(config, config.hidden_size, dtype, variant))
         # Gemma: HF's embedding module multiplies by sqrt(hidden_size) rounded to the weights' dtype (only
         # embeddings it looks up: inputs_embeds given by the caller are used as they are)
         self.embed_scale = config.hidden_size ** 0.5 if variant.embed_scale else None
@@ -311,7 +356,7 @@ class LlamaModel(LlamaPreTrainedModel):
                     past_key_values.update(keys, values, layer.layer_idx)
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
-        hidden_states = self.norm(hidden_states)
+        hidden_states = getattr(self, self.final_norm)(hidden_states)
         if output_hidden_states:  # as in HF, the last entry is the normed final state
             all_hidden_states = all_hidden_states[:-1] + (hidden_states,)
         out = BaseModelOutputWithPast(last_hidden_state=hidden_states,
@@ -353,8 +398,12 @@ class LlamaForCausalLM(LlamaPreTrainedModel):
         self.vocab_size = config.vocab_size
         # Tied checkpoints store no lm_head.weight: the embedding matrix serves as the head.
         self.tied = bool(getattr(config, "tie_word_embeddings", False))
+        self.head_bias = decoder_variant(config).lm_head_bias  # Phi
+        if self.tied and self.head_bias:
+            raise NotImplementedError(f"{config.model_type}: tie_word_embeddings=True with the LM head's bias")
         if not self.tied:
-            self.lm_head = Linear(config.hidden_size, config.vocab_size, False, dtype, std=config.initializer_range)
+            self.lm_head = Linear(config.hidden_size, config.vocab_size, self.head_bias, dtype,
+                                  std=config.initializer_range)
         self._logits_matmul = ops.MatMul(transpose_b=True)
 
     def get_output_embeddings(self):
@@ -369,6 +418,8 @@ class LlamaForCausalLM(LlamaPreTrainedModel):
             shape = hidden_states.shape
             logits = self._logits_matmul(hidden_states.reshape(-1, shape[-1]), weight)
             logits = logits.reshape(shape[:-1] + (weight.shape[0],))
+            if self.head_bias:
+                logits = logits + self.lm_head.bias
         cap = getattr(self.config, "final_logit_softcapping", None)  # Gemma 2/3
         return logits if cap is None else ops.tanh(logits / cap) * cap
 

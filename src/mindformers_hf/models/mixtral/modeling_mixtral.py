@@ -49,6 +49,7 @@ class MixtralTopKRouter(nn.Cell):
     While `recording` is set, the last logits are kept in `router_logits`, as HF's output recorder keeps them,
     for `output_router_logits` and the load-balancing loss.
     """
+    records_router_logits = True  # _RouterRecording finds the routers by this (gpt-oss's router declares it too)
 
     def __init__(self, config, dtype=ms.float32):
         super().__init__()
@@ -167,6 +168,8 @@ class MoeCheckpointMixin:
         return variant.checkpoint_block, variant.checkpoint_experts
 
     def load_weights(self, source):
+        if self._checkpoint_names()[1] is None:  # the files hold the stacked tensors already (gpt-oss)
+            return super().load_weights(source)
         return super().load_weights(self._stack_experts(source))
 
     def _stack_experts(self, source):
@@ -212,9 +215,11 @@ class MoeCheckpointMixin:
 
     def save_pretrained(self, save_directory, *args, state_dict=None, **kwargs):
         """Writes HF's per-expert names (what transformers' own save_pretrained writes by default)."""
-        params = state_dict if state_dict is not None else dict(self.parameters_and_names())
         block, names = self._checkpoint_names()
-        out = {}
+        if names is None:
+            return super().save_pretrained(save_directory, *args, state_dict=state_dict, **kwargs)
+        params = state_dict if state_dict is not None else dict(self.parameters_and_names())
+        out = type(params)() if isinstance(params, dict) else {}  # (keeps a gathered state's WholeStateDict type)
         for name, param in params.items():
             stacked = name.rsplit(".", 1)[-1]
             if ".mlp.experts." in name and stacked in ("gate_up_proj", "down_proj"):
@@ -237,7 +242,7 @@ class _RouterRecording:
     """`with _RouterRecording(model, on) as rec:` keeps every router's logits of one forward in rec.logits."""
 
     def __init__(self, model, on):
-        self.routers = [cell for _, cell in model.cells_and_names() if isinstance(cell, MixtralTopKRouter)]
+        self.routers = [cell for _, cell in model.cells_and_names() if getattr(cell, "records_router_logits", False)]
         self.on = bool(on)
         self.logits = None
 

@@ -1,4 +1,5 @@
-"""Whisper's `generate` (transformers' WhisperGenerationMixin) for short-form audio (up to 30 s).
+"""Whisper's `generate` (transformers' WhisperGenerationMixin): one 30 s window, or the seek over windows of
+long-form audio, each decoded with transformers' temperature fallback.
 
 The decoder prompt is built from `generation_config.json` as transformers builds it: decoder_start_token_id,
 then the language token (from `language=`, the old `forced_decoder_ids`, or detected from the audio), the task
@@ -7,9 +8,12 @@ generated position. The encoder runs once; Seq2SeqRunner feeds the decoder to th
 beam-search loops of generation/utils.py (prompt first, then one token per step through the
 EncoderDecoderCache, whose cross-attention keys/values are computed once). As in transformers 5, the returned sequences
 hold the generated tokens only: the prompt and a final end-of-text are removed, rows are right-padded with
-pad_token_id.
+pad_token_id. `prompt_ids` and `condition_on_prev_tokens` put text before the init tokens
+(<|startofprev|> ...), as transformers' _prepare_decoder_input_ids does.
 """
 import copy
+import math
+import zlib
 
 import numpy as np
 import mindspore as ms
@@ -31,18 +35,24 @@ class Seq2SeqRunner:
     def __init__(self, model, encoder_hidden):
         self.model, self.hidden, self.cache = model, encoder_hidden, None
 
-    def _decode(self, ids):
+    def _decode(self, ids, attention_mask):
+        masked = {}
+        if attention_mask is not None and not attention_mask.all():
+            # transformers' Whisper prepare_inputs_for_generation: positions count the unmasked tokens only
+            positions = np.where(attention_mask == 0, 0, np.cumsum(attention_mask, -1) - 1)[:, -ids.shape[1]:]
+            masked = dict(decoder_attention_mask=ms.Tensor(attention_mask.astype(np.int64)),
+                          decoder_position_ids=ms.Tensor(positions.astype(np.int32)))
         out = self.model(encoder_outputs=(self.hidden,), decoder_input_ids=ms.Tensor(ids.astype(np.int64)),
-                         past_key_values=self.cache, use_cache=True)
+                         past_key_values=self.cache, use_cache=True, **masked)
         self.cache = out.past_key_values
         return out.logits[:, -1].astype(ms.float32).asnumpy()
 
     def prefill(self, input_ids, attention_mask):
         self.cache = None
-        return self._decode(input_ids)
+        return self._decode(input_ids, attention_mask)
 
     def step(self, tokens, attention_mask):
-        return self._decode(tokens.reshape(-1, 1))
+        return self._decode(tokens.reshape(-1, 1), attention_mask)
 
     def expand(self, repeats):
         if repeats > 1:
@@ -144,6 +154,34 @@ def _logsumexp(x):
     return np.log(np.exp(x - safe).sum(-1, keepdims=True)) + safe
 
 
+def _set_temperature(config, temperature):
+    """transformers' Whisper samples only at a positive temperature (do_sample is overridden), with one beam."""
+    config.do_sample = temperature is not None and temperature > 0.0
+    config.temperature = temperature if config.do_sample else 1.0
+    if config.do_sample:
+        config.num_beams = 1
+
+
+def _compression_ratio(tokens, vocab_size):
+    """transformers' _retrieve_compression_ratio: raw token bytes over their zlib-compressed length."""
+    width = int(math.log2(vocab_size) / 8) + 1
+    raw = b"".join(int(t).to_bytes(width, "little") for t in tokens)
+    return len(raw) / len(zlib.compress(raw))
+
+
+def _average_logprob(scores, tokens, temperature):
+    """transformers' _retrieve_avg_logprobs: the mean log-probability of the window's tokens (end-of-text
+    included) under the processed scores, undoing the temperature."""
+    scores = np.stack(scores).astype(np.float64) * (temperature if temperature and temperature > 0.0 else 1)
+    if scores.shape[0] > len(tokens):
+        scores = scores[:len(tokens)]
+    else:
+        tokens = tokens[-scores.shape[0]:]
+    with np.errstate(invalid="ignore"):
+        logprobs = scores - _logsumexp(scores)
+    return float(logprobs[np.arange(len(tokens)), tokens].sum() / len(tokens))
+
+
 class WhisperGenerationMixin:
     def generate(self, input_features=None, generation_config=None, logits_processor=None, stopping_criteria=None,
                  prefix_allowed_tokens_fn=None, synced_gpus=False, return_timestamps=None, task=None, language=None,
@@ -152,10 +190,7 @@ class WhisperGenerationMixin:
                  no_speech_threshold=None, num_segment_frames=None, attention_mask=None, time_precision=0.02,
                  time_precision_features=0.01, return_token_timestamps=None, return_segments=False,
                  return_dict_in_generate=None, force_unique_generate_call=None, monitor_progress=None, **kwargs):
-        unsupported = {"prefix_allowed_tokens_fn": prefix_allowed_tokens_fn, "prompt_ids": prompt_ids,
-                       "condition_on_prev_tokens": condition_on_prev_tokens or None,
-                       "compression_ratio_threshold": compression_ratio_threshold,
-                       "logprob_threshold": logprob_threshold, "no_speech_threshold": no_speech_threshold,
+        unsupported = {"prefix_allowed_tokens_fn": prefix_allowed_tokens_fn,
                        "return_token_timestamps": return_token_timestamps or None,
                        "return_segments": return_segments or None,
                        "return_dict_in_generate": return_dict_in_generate or None,
@@ -164,9 +199,6 @@ class WhisperGenerationMixin:
         for name, value in unsupported.items():
             if value is not None:
                 raise NotImplementedError(f"Whisper generate: {name} is not supported")
-        if isinstance(temperature, (list, tuple)):
-            raise NotImplementedError("Whisper generate: the temperature fallback (a list of temperatures) is not "
-                                      "supported")
         if synced_gpus:
             warn_once("Whisper generate: synced_gpus is accepted for compatibility and ignored")
         if input_features is None:
@@ -174,21 +206,21 @@ class WhisperGenerationMixin:
         if kwargs.pop("encoder_outputs", None) is not None:
             raise NotImplementedError("Whisper generate: encoder_outputs is not supported; pass input_features")
         config, model_kwargs, _ = self._prepare_generation_config(generation_config, kwargs)
-        # transformers' Whisper samples only with a positive `temperature` argument (do_sample is overridden)
-        config.do_sample = temperature is not None and temperature > 0.0
-        config.temperature = temperature if config.do_sample else 1.0
-        if config.do_sample:
-            config.num_beams = 1
         for name in ("return_dict_in_generate", "output_scores", "output_logits"):
             if getattr(config, name, False):
                 raise NotImplementedError(f"Whisper generate: {name}=True is not supported")
         if (config.num_return_sequences or 1) > 1:
             raise NotImplementedError("Whisper generate: num_return_sequences > 1 is not supported")
-        for name in ("no_speech_threshold", "compression_ratio_threshold", "logprob_threshold"):
-            if getattr(config, name, None) is not None:
-                raise NotImplementedError(f"Whisper generate: {name} is not supported")
-        if getattr(config, "condition_on_prev_tokens", None):
-            raise NotImplementedError("Whisper generate: condition_on_prev_tokens is not supported")
+        # transformers' Whisper: a list of temperatures is the fallback order, tried while a window's output
+        # fails the thresholds; do_sample is overridden (it samples only at a positive temperature)
+        temperatures = list(temperature) if isinstance(temperature, (list, tuple)) else [temperature]
+        _set_temperature(config, temperatures[0])
+        self._set_thresholds_and_condition(config, logprob_threshold, compression_ratio_threshold,
+                                           no_speech_threshold, condition_on_prev_tokens, prompt_condition_type)
+        if config.logprob_threshold is not None:
+            if config.num_beams > 1:
+                raise NotImplementedError("Whisper generate: logprob_threshold with beam search is not supported")
+            config.output_scores = True  # the window's average log-probability is read from its scores
         for key in model_kwargs:
             warn_once(f"Whisper generate: keyword {key!r} is accepted for compatibility and ignored")
         if input_features is None:
@@ -196,6 +228,10 @@ class WhisperGenerationMixin:
         kind = tensor_io.kind_of(input_features) or tensor_io.MINDSPORE
         feats = np.asarray(tensor_io.to_numpy(input_features), np.float32)
         batch, frames = feats.shape[0], feats.shape[-1]
+        prompt = None
+        if prompt_ids is not None:
+            prompt = np.asarray(tensor_io.to_numpy(prompt_ids) if tensor_io.kind_of(prompt_ids) else prompt_ids,
+                                np.int64).reshape(-1)
 
         # -- one 30 s window (short-form) or the long-form seek over windows
         stride = self.model.encoder.conv1.stride * self.model.encoder.conv2.stride
@@ -212,47 +248,183 @@ class WhisperGenerationMixin:
         timestamp_begin = self._set_return_timestamps(return_timestamps, shortform, config)
         self._set_language_and_task(language, task, is_multilingual, config)
         init = self._retrieve_init_tokens(lambda: self._encode(feats[:, :, :window], window), batch, config)
-        begin_index = init.shape[1]
 
-        # -- processors: transformers prepends Whisper's (begin-suppress, suppress, timestamps) to the caller's
+        # -- processors: transformers prepends Whisper's (begin-suppress, suppress, timestamps) to the caller's;
+        # their begin index moves to each window's decoder prompt length
         whisper_processors = []
         if config.begin_suppress_tokens is not None:
             whisper_processors.append(lp.SuppressTokensAtBeginLogitsProcessor(config.begin_suppress_tokens,
-                                                                              begin_index))
-        if config.suppress_tokens is not None:
-            whisper_processors.append(lp.SuppressTokensLogitsProcessor(config.suppress_tokens))
+                                                                              init.shape[1]))
+        suppress_tokens = config.suppress_tokens
+        if suppress_tokens is not None:
+            whisper_processors.append(lp.SuppressTokensLogitsProcessor(suppress_tokens))
         if config.return_timestamps:
-            whisper_processors.append(WhisperTimeStampLogitsProcessor(config, begin_index))
+            whisper_processors.append(WhisperTimeStampLogitsProcessor(config, init.shape[1]))
         config.suppress_tokens = config.begin_suppress_tokens = None
         custom = whisper_processors + list(logits_processor or [])
         eos = _as_list(config.eos_token_id)
         pad = config.pad_token_id
         pad = int(_as_list(pad)[0]) if pad is not None else (eos[0] if eos else None)
+        prev_sot = getattr(config, "prev_sot_token_id", None)
+        if prev_sot is None and suppress_tokens is not None and len(suppress_tokens) >= 2:
+            prev_sot = int(list(suppress_tokens)[-2])  # transformers' fallback for old generation configs
+        first_segment = prompt is not None and config.prompt_condition_type == "first-segment"
 
         seek = np.zeros(batch, np.int64)
         segments = [[] for _ in range(batch)]
+        if first_segment:  # the prompt is the first "segment": previous text for conditioning, dropped at the end
+            tail = prompt[1:] if prev_sot is not None and prompt[0] == prev_sot else prompt
+            segments = [[tail] for _ in range(batch)]
+        condition = [bool(config.condition_on_prev_tokens)] * batch
         while (seek < max_frames).any():
             rows = np.flatnonzero(seek < max_frames)
             seek_frames = np.minimum(max_frames[rows] - seek[rows], window)
             segment = np.zeros((len(rows), feats.shape[1], window), np.float32)  # padded to 30 s
             for i, row in enumerate(rows):
                 segment[i, :, :seek_frames[i]] = feats[row, :, seek[row]:seek[row] + seek_frames[i]]
-            ids = init[rows]
-            self._set_max_length(config, begin_index)
-            ones = np.ones_like(ids)
-            processors = self._logits_processors(config, begin_index, eos, custom, ones)
-            criteria = self._stopping_criteria(config, eos, None, stopping_criteria)
-            runner = Seq2SeqRunner(self, self._encode(segment, window))
-            if config.num_beams > 1:
-                result = self._beam_search(runner, ids, ones, config, processors, criteria, pad, eos)
-            else:
-                result = self._sample_loop(runner, ids, ones, config, processors, criteria, pad, eos, None)
+            hidden = self._encode(segment, window)
+            ids, mask = self._decoder_prompt(init[rows], rows, segments, condition, prompt, prev_sot, config, pad,
+                                             timestamp_begin)
+            self._set_max_length(config, ids.shape[1])
+            for proc in custom:
+                if hasattr(proc, "set_begin_index"):
+                    proc.set_begin_index(ids.shape[1])
+            no_speech = None
+            if config.no_speech_threshold is not None:
+                no_speech = self._no_speech_probs(hidden, ids, mask, init.shape[1], config)
+            tokens, skip = self._generate_with_fallback(hidden, ids, mask, rows, temperatures, config, custom,
+                                                        stopping_criteria, pad, eos, no_speech, condition)
             for i, row in enumerate(rows):
-                tokens = self._strip_row(result["sequences"][i, begin_index:], pad, eos)
-                pieces, offset = _split_segments(tokens, timestamp_begin, int(seek_frames[i]), stride)
+                if skip[i]:  # no speech in this window: transformers drops it and seeks past it
+                    seek[row] += seek_frames[i]
+                    continue
+                pieces, offset = _split_segments(tokens[i], timestamp_begin, int(seek_frames[i]), stride)
                 segments[row] += pieces
                 seek[row] += offset
+        if first_segment:
+            segments = [rows[1:] for rows in segments]
         return _as_kind(_pad_right([np.concatenate(p) if p else np.zeros(0, np.int64) for p in segments], pad), kind)
+
+    # ------------------------------------------------------------------ one window, with the temperature fallback
+    def _generate_with_fallback(self, hidden, ids, mask, rows, temperatures, config, custom, stopping_criteria, pad,
+                                eos, no_speech, condition):
+        """transformers' generate_with_fallback: decode the window at each temperature in turn, again only for the
+        rows whose output fails a threshold (compression ratio, average log-probability); a row whose no-speech
+        probability is over its threshold while its log-probability is under is skipped. Returns each row's
+        tokens (padding and end-of-text removed) and the skip flags."""
+        begin = ids.shape[1]
+        tokens, skip = [None] * len(rows), [False] * len(rows)
+        todo = np.arange(len(rows))
+        for attempt, temperature in enumerate(temperatures):
+            _set_temperature(config, temperature)
+            processors = self._logits_processors(config, begin, eos, custom, mask[todo])
+            criteria = self._stopping_criteria(config, eos, None, stopping_criteria)
+            runner = Seq2SeqRunner(self, ops.gather(hidden, ms.Tensor(todo.astype(np.int32)), 0)
+                                   if len(todo) < len(rows) else hidden)
+            if config.num_beams > 1:
+                result = self._beam_search(runner, ids[todo], mask[todo], config, processors, criteria, pad, eos)
+            else:
+                result = self._sample_loop(runner, ids[todo], mask[todo], config, processors, criteria, pad, eos,
+                                           None)
+            again = []
+            for j, i in enumerate(todo):
+                row = self._strip_padding(result["sequences"][j, begin:], pad, eos)
+                scores = [step[j] for step in result["scores"]] if config.output_scores else None
+                fallback, skip[i] = self._need_fallback(row, scores, None if no_speech is None else no_speech[i],
+                                                        config, temperature)
+                tokens[i] = row[:-1] if eos and len(row) and row[-1] in eos else row
+                condition[rows[i]] = bool(config.condition_on_prev_tokens) and (temperature is None or
+                                                                                temperature < 0.5)
+                if fallback:
+                    again.append(i)
+            todo = np.asarray(again, np.int64)
+            if not len(todo) or attempt == len(temperatures) - 1:
+                break
+        return tokens, skip
+
+    def _need_fallback(self, tokens, scores, no_speech_prob, config, temperature):
+        """transformers' _need_fallback: (needs another temperature, skip the window as silence)."""
+        fallback, logprob = False, None
+        if config.compression_ratio_threshold is not None:
+            fallback |= _compression_ratio(tokens, self.config.vocab_size) > config.compression_ratio_threshold
+        if config.logprob_threshold is not None:
+            logprob = _average_logprob(scores, tokens, temperature)
+            fallback |= logprob < config.logprob_threshold
+        if no_speech_prob is not None and logprob < config.logprob_threshold \
+                and no_speech_prob > config.no_speech_threshold:
+            return False, True
+        return bool(fallback), False
+
+    def _no_speech_probs(self, hidden, ids, mask, init_len, config):
+        """transformers' WhisperNoSpeechDetection: the probability of <|nospeech|> (the id before
+        <|notimestamps|>) after the start-of-transcript token, from the raw logits."""
+        masked = {}
+        if not mask.all():
+            positions = np.where(mask == 0, 0, np.cumsum(mask, -1) - 1)
+            masked = dict(decoder_attention_mask=ms.Tensor(mask.astype(np.int64)),
+                          decoder_position_ids=ms.Tensor(positions.astype(np.int32)))
+        logits = self(encoder_outputs=(hidden,), decoder_input_ids=ms.Tensor(ids), use_cache=False, **masked).logits
+        logits = logits[:, ids.shape[1] - init_len].astype(ms.float32).asnumpy().astype(np.float64)
+        probs = np.exp(logits - _logsumexp(logits))
+        return probs[:, config.no_timestamps_token_id - 1]
+
+    def _decoder_prompt(self, init, rows, segments, condition, prompt, prev_sot, config, pad, timestamp_begin):
+        """transformers' _prepare_decoder_input_ids: the init tokens, after the previous windows' text
+        (condition_on_prev_tokens: at most max_target_positions // 2 - 1 tokens after <|startofprev|>, rows
+        left-padded, padding masked) or after `prompt_ids`. Returns (ids [B, P], mask [B, P])."""
+        if any(condition) and len(segments[0]) > 0:
+            cut = self.config.max_target_positions // 2 - 1
+            if prompt is not None and config.prompt_condition_type == "all-segments":
+                start = prompt
+            else:
+                start = np.asarray([prev_sot] if prev_sot is not None else [], np.int64)
+            prefixes = []
+            for row in rows:
+                previous = np.zeros(0, np.int64)
+                if condition[row] and segments[row]:
+                    pieces = [p[:-1] if len(p) > 2 and p[-2] >= timestamp_begin else p for p in segments[row]]
+                    previous = np.concatenate(pieces)[-cut:]
+                prefixes.append(np.concatenate([start, previous]).astype(np.int64))
+            width = max(len(p) for p in prefixes)
+            prefix = np.stack([np.concatenate([np.full(width - len(p), pad, np.int64), p]) for p in prefixes])
+            ids = np.concatenate([prefix, init], 1)
+            return ids, (ids != pad).astype(np.int64)
+        if prompt is not None:
+            ids = np.concatenate([np.repeat(prompt[None], len(init), 0), init], 1)
+        else:
+            ids = init
+        return ids, np.ones_like(ids)
+
+    @staticmethod
+    def _set_thresholds_and_condition(config, logprob_threshold, compression_ratio_threshold, no_speech_threshold,
+                                      condition_on_prev_tokens, prompt_condition_type):
+        for name, value in (("logprob_threshold", logprob_threshold),
+                            ("compression_ratio_threshold", compression_ratio_threshold),
+                            ("no_speech_threshold", no_speech_threshold),
+                            ("condition_on_prev_tokens", condition_on_prev_tokens)):
+            setattr(config, name, value if value is not None else getattr(config, name, None))
+        if config.no_speech_threshold is not None and config.logprob_threshold is None:
+            raise ValueError("Whisper generate: no_speech_threshold needs logprob_threshold (a window is skipped as "
+                             "silence only when both say so)")
+        allowed = ["first-segment", "all-segments"]
+        prompt_condition_type = prompt_condition_type or allowed[0]
+        if prompt_condition_type not in allowed:
+            raise ValueError(f"`prompt_condition_type={prompt_condition_type} does not exist. Make sure to set "
+                             f"`prompt_condition_type` to one of {', '.join(allowed)}")
+        if config.condition_on_prev_tokens is not True and prompt_condition_type == "all-segments":
+            raise ValueError("Make sure to set `condition_on_prev_tokens=True` when setting "
+                             "`prompt_condition_type='all-segments'`.")
+        config.prompt_condition_type = prompt_condition_type
+
+    @staticmethod
+    def _strip_padding(row, pad, eos):
+        """transformers' generate_with_fallback: drop the padding (every pad token, as it counts them) but keep
+        a final end-of-text, which counts in the average log-probability."""
+        if pad is not None and len(row) and row[-1] == pad:
+            count = int((row == pad).sum()) - (1 if pad in eos else 0)
+            if count:
+                row = row[:-count]
+        return row
 
     def _encode(self, feats, window):
         if feats.shape[-1] < window:  # transformers pads each window to 30 s
@@ -274,18 +446,6 @@ class WhisperGenerationMixin:
         if prompt_len >= config.max_length:
             raise ValueError(f"Input length of decoder_input_ids is {prompt_len}, but `max_length` is set to "
                              f"{config.max_length}. Set `max_new_tokens` or increase `max_length`.")
-
-    @staticmethod
-    def _strip_row(row, pad, eos):
-        """transformers' generate_with_fallback: drop the padding (every pad token, as it counts them) and a
-        final end-of-text."""
-        if pad is not None and len(row) and row[-1] == pad:
-            count = int((row == pad).sum()) - (1 if pad in eos else 0)
-            if count:
-                row = row[:-count]
-        if eos and len(row) and row[-1] in eos:
-            row = row[:-1]
-        return row
 
     # ------------------------------------------------------------------ the decoder prompt
     def _set_return_timestamps(self, return_timestamps, shortform, config):
