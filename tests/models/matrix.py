@@ -184,8 +184,8 @@ _ROWS = [
             rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "beta_fast": 32.0,
                              "beta_slow": 1.0, "truncate": False, "original_max_position_embeddings": 16},
             cells=dict(tp=NO_TP, **{c: NODES("tests/models/test_gpt_oss_parity.py::test_gpt_oss_matches_hf",
-                                             detail="greedy, beam; eager layers" if c == "generate" else "")
-                                     for c in ("load", "forward", "generate")})),
+                                             detail=detail) for c, detail in (
+                ("load", "not MXFP4"), ("forward", "+ router aux loss"), ("generate", "greedy, beam; eager layers"))})),
     _remote("internlm", "internlm", "`InternLMForCausalLM`, `InternLMModel`", "InternLMForCausalLM",
             "internlm_checkpoint", "LLaMA"),
     _remote("internlm2", "internlm2", "`InternLM2ForCausalLM`, `InternLM2Model`", "InternLM2ForCausalLM",
@@ -209,10 +209,13 @@ _ROWS = [
                           detail="encoder states, logits, loss"),
             generate=NODES(_WHISPER_GEN + "test_generate_matches_hf", _WHISPER_GEN + "test_detect_language_matches_hf",
                            _WHISPER_GEN + "test_timestamps_match_hf", _WHISPER_GEN + "test_long_form_matches_hf",
+                           "tests/models/test_whisper_fallback.py::test_short_form_options_match_hf",
+                           "tests/models/test_whisper_fallback.py::test_long_form_conditioning_matches_hf",
                            detail="`generate`: greedy and beam search, language/task prompt, language detection, "
-                                  "timestamps, long-form seek"),
+                                  "timestamps, long-form seek, prompt_ids, temperature fallback"),
             train=NODES("tests/trainer/test_whisper_finetune.py::test_whisper_training_steps_match_hf_seq2seq_trainer",
-                        detail="Trainer steps = HF Seq2SeqTrainer"),
+                        "tests/trainer/test_whisper_finetune.py::test_seq2seq_trainer_predict_with_generate_matches_hf",
+                        detail="Trainer steps = HF Seq2SeqTrainer; `predict_with_generate`"),
             lora=Cell("pending", "no test yet"), tp=Cell("pending", "no test yet (speech: not in the tp matrix)"),
             gguf=_na_gguf("whisper"),
             seq_cls=NA("transformers has no WhisperForSequenceClassification (audio classification is "
