@@ -17,9 +17,10 @@ _LAZY = {
     "AutoModelForCausalLM": "mindformers_hf.models.auto",
     "AutoModelForSequenceClassification": "mindformers_hf.models.auto",
     "AutoModelForTokenClassification": "mindformers_hf.models.auto",
+    "AutoModelForImageTextToText": "mindformers_hf.models.auto",
     "AutoModelForSpeechSeq2Seq": "mindformers_hf.models.auto",
     # audio preprocessing needs no tensors: transformers' own (numpy; return_tensors="np")
-    "AutoProcessor": "transformers",
+    "AutoProcessor": "mindformers_hf.processing",  # transformers', loading vision-language ones without torch
     "AutoFeatureExtractor": "transformers",
     "WhisperProcessor": "transformers",
     "WhisperFeatureExtractor": "transformers",
@@ -66,6 +67,7 @@ _LAZY = {
     "pipeline": "mindformers_hf.pipelines",
     "TextGenerationPipeline": "mindformers_hf.pipelines",
     "AutomaticSpeechRecognitionPipeline": "mindformers_hf.pipelines",
+    "ImageTextToTextPipeline": "mindformers_hf.pipelines",
     "TextClassificationPipeline": "mindformers_hf.pipelines",
     "FeatureExtractionPipeline": "mindformers_hf.pipelines",
     "TokenClassificationPipeline": "mindformers_hf.pipelines",

@@ -5,7 +5,7 @@
 from mindspore import ops
 
 _GELU_TANH = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")  # gelu_fast: same formula, HF's order differs
-ACTIVATIONS = _GELU_TANH + ("gelu", "relu", "silu", "swish")
+ACTIVATIONS = _GELU_TANH + ("gelu", "quick_gelu", "relu", "silu", "swish")
 
 
 def activation(name, x):
@@ -13,6 +13,8 @@ def activation(name, x):
         return ops.gelu(x, approximate="tanh")
     if name == "gelu":
         return ops.gelu(x, approximate="none")
+    if name == "quick_gelu":  # CLIP's, Qwen2-VL's vision MLP: x * sigmoid(1.702 x)
+        return x * ops.sigmoid(1.702 * x)
     if name == "relu":
         return ops.relu(x)
     return ops.silu(x)  # silu, swish (get_activation rejects anything else up front)

@@ -16,6 +16,8 @@ def packed_sequence_ids(position_ids, attention_mask, use_cache, past_key_values
     the flash-attention implementations separate the sequences even then."""
     if position_ids is None or attention_mask is not None or past_key_values is not None:
         return None
+    if position_ids.ndim != 2:  # M-RoPE's [3, B, T] (Qwen2-VL): transformers reads packing from text positions only
+        return None
     # transformers' flash-attention path separates packed rows by position_ids whatever the cache setting
     flash = str(getattr(config, "_attn_implementation", None) or "").startswith("flash_attention")
     if not flash and (use_cache if use_cache is not None else getattr(config, "use_cache", True)):

@@ -94,6 +94,10 @@ class BaseModelOutput(ModelOutput):
     _fields = ("last_hidden_state", "hidden_states", "attentions")
 
 
+class BaseModelOutputWithPooling(ModelOutput):
+    _fields = ("last_hidden_state", "pooler_output", "hidden_states", "attentions")
+
+
 class Seq2SeqModelOutput(_CacheAlias, ModelOutput):
     _fields = ("last_hidden_state", "past_key_values", "decoder_hidden_states", "decoder_attentions",
                "cross_attentions", "encoder_last_hidden_state", "encoder_hidden_states", "encoder_attentions")

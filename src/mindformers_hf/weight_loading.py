@@ -170,9 +170,13 @@ def default_weight_loader(param, source):
 
 
 def weight_loaders(model):
-    """{parameter name: (owning cell, its weight_loader)} for every parameter of a cell that has one."""
+    """{parameter name: (owning cell, its weight_loader)} for every parameter of a cell that has one (and every
+    parameter a cell lists in `tp_parameters`: {attribute: its loader})."""
     owners = {}
     for cell_name, cell in model.cells_and_names():
+        # single parameters a tensor-parallel plan split in place (parallel/layers.py ShardedParameter)
+        for attr, owner in (getattr(cell, "tp_parameters", None) or {}).items():
+            owners[f"{cell_name}.{attr}" if cell_name else attr] = (owner, owner.weight_loader)
         loader = getattr(cell, "weight_loader", None)
         if loader is None:
             continue

@@ -91,7 +91,7 @@ TRAIN, LORA = PENDING("trainlora19"), PENDING("trainlora19")
 # tensor parallel: every row of tests/parallel/test_tp_msrun.py's one msrun launch (tests/parallel/tp_matrix.py)
 TP = NODES("tests/parallel/test_tp_msrun.py::test_tp2_matches_single_process_and_hf",
            detail="tp=2 logits, greedy, gradients")
-NO_TP = Cell("pending", "not in tests/parallel/test_tp_msrun.py's rows yet")
+NO_TP = Cell("pending", "no test yet")
 
 
 def _na_gguf(arch):
@@ -134,6 +134,8 @@ _GEMMA3 = dict(head_dim=8, query_pre_attn_scalar=24, sliding_window=4, layer_typ
                rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10.0},
                                 "full_attention": {"rope_type": "default", "rope_theta": 10000.0}})
 _WHISPER_GEN = "tests/models/test_whisper_generate.py::"
+_VL = "tests/models/test_qwen2_vl_parity.py::"  # both VL families (the checkpoint fixture is parametrised)
+_VL_LORA = "tests/trainer/test_qwen2_vl_lora.py::test_lora_training_matches_hf_peft"
 _ROWS = [
     # LLaMA's train / LoRA are covered by existing tests until the matrix functions land
     _native("llama", "Llama", "LlamaConfig", "LlamaForCausalLM", gguf="llama", compiled=True, cells=dict(
@@ -172,18 +174,18 @@ _ROWS = [
             writer="tests.models.test_deepseek_v2_parity:deepseek_v3_checkpoint", routed_scaling_factor=2.5,
             norm_topk_prob=True, **MLA),
     _native("starcoder2", "Starcoder2", "Starcoder2Config", "Starcoder2ForCausalLM", sliding_window=4,
-            hidden_act="gelu_pytorch_tanh", cells=dict(tp=NO_TP, gguf=NODES(
+            hidden_act="gelu_pytorch_tanh", cells=dict(gguf=NODES(
                 "tests/models/test_starcoder2_gguf.py::test_starcoder2_gguf_matches_hf_gguf_loader"))),
-    _native("phi", "Phi", "PhiConfig", "PhiForCausalLM", compiled=True, cells=dict(tp=NO_TP)),
-    _native("olmo2", "Olmo2", "Olmo2Config", "Olmo2ForCausalLM", compiled=True, cells=dict(tp=NO_TP)),
+    _native("phi", "Phi", "PhiConfig", "PhiForCausalLM", compiled=True),
+    _native("olmo2", "Olmo2", "Olmo2Config", "Olmo2ForCausalLM", compiled=True),
     _native("smollm3", "SmolLM3", "SmolLM3Config", "SmolLM3ForCausalLM", compiled=True, no_rope_layers=[1, 0],
-            rope_parameters={"rope_type": "default", "rope_theta": 100.0}, cells=dict(tp=NO_TP)),
+            rope_parameters={"rope_type": "default", "rope_theta": 100.0}),
     # gpt-oss: load, forward (+ router loss) and generate are its own test's (random expert biases, module fixture)
     _native("gpt_oss", "GptOss", "GptOssConfig", "GptOssForCausalLM", gguf="gpt-oss", ours_read_gguf=False,
             head_dim=16, num_local_experts=4, num_experts_per_tok=2, sliding_window=4, swiglu_limit=0.1,
             rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "beta_fast": 32.0,
                              "beta_slow": 1.0, "truncate": False, "original_max_position_embeddings": 16},
-            cells=dict(tp=NO_TP, **{c: NODES("tests/models/test_gpt_oss_parity.py::test_gpt_oss_matches_hf",
+            cells=dict(**{c: NODES("tests/models/test_gpt_oss_parity.py::test_gpt_oss_matches_hf",
                                              detail=detail) for c, detail in (
                 ("load", "not MXFP4"), ("forward", "+ router aux loss"), ("generate", "greedy, beam; eager layers"))})),
     _remote("internlm", "internlm", "`InternLMForCausalLM`, `InternLMModel`", "InternLMForCausalLM",
@@ -199,6 +201,25 @@ _ROWS = [
             "ChatGLMForConditionalGeneration", "chatglm_checkpoint", "GLM"),
     _remote("qwen", "qwen", "`QWenLMHeadModel`, `QWenModel`", "QWenLMHeadModel", "qwen_checkpoint", "Qwen2",
             extra="qwen_seq_length_check"),
+    *(Row(name, name, classes, f"{prefix}ForConditionalGeneration", cells=dict(
+        load=NODES(_VL + "test_auto_classes_build_the_family_classes",
+                   _VL + "test_transformers5_names_load_and_our_save_reloads_in_hf", detail=load),
+        forward=NODES(_VL + "test_image_features_logits_and_greedy_tokens_equal_hf",
+                      _VL + "test_videos_and_rope_index_equal_hf", detail=forward),
+        generate=NODES(_VL + "test_image_features_logits_and_greedy_tokens_equal_hf",
+                       "tests/models/test_qwen2_vl_processor.py::test_chat_template_inputs_generate_hf_tokens",
+                       detail="`generate` greedy with images, left-padded batch: M-RoPE `rope_deltas` in decoding"),
+        train=train, lora=lora, tp=NO_TP, gguf=_na_gguf(name),
+        seq_cls=NA(f"transformers has no {prefix}ForSequenceClassification")))
+      for name, prefix, classes, load, forward, train, lora in (
+          ("qwen2_vl", "Qwen2VL", "`Qwen2VLForConditionalGeneration` (`AutoModelForImageTextToText`), `Qwen2VLModel`, "
+           "`Qwen2VLTextModel`", "published and transformers 5 key layouts; saves the published one",
+           "vision features, logits with images, videos, `get_rope_index`",
+           NODES(_VL_LORA, detail="LoRA steps with images = HF peft + Trainer"),
+           NODES(_VL_LORA, detail="language model's q/v, Trainer")),
+          ("qwen2_5_vl", "Qwen2_5_VL", "`Qwen2_5_VLForConditionalGeneration` (`AutoModelForImageTextToText`), "
+           "`Qwen2_5_VLModel`, `Qwen2_5_VLTextModel`", "", "window attention, videos with `second_per_grid_ts`",
+           NO_TP, NO_TP))),
     Row("whisper", "whisper", "`WhisperForConditionalGeneration` (`AutoModelForSpeechSeq2Seq`), `WhisperModel`",
         "WhisperForConditionalGeneration",
         cells=dict(

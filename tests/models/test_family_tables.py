@@ -13,7 +13,9 @@ from tests.models import family_tables_frozen as frozen
 # families declared after the freeze (issue 19), by model_type -> package: their own parity tests check them
 ADDED_AFTER_FREEZE = {"gemma": "gemma", "gemma2": "gemma2", "gemma3_text": "gemma3", "whisper": "whisper",
                       "starcoder2": "starcoder2", "phi": "phi", "olmo2": "olmo2",
-                      "smollm3": "smollm3", "gpt_oss": "gpt_oss"}
+                      "smollm3": "smollm3", "gpt_oss": "gpt_oss",
+                      "qwen2_vl": "qwen2_vl", "qwen2_vl_text": "qwen2_vl", "qwen2_5_vl": "qwen2_5_vl",
+                      "qwen2_5_vl_text": "qwen2_5_vl"}
 _ADDED_PACKAGES = {f"mindformers_hf.models.{package}" for package in ADDED_AFTER_FREEZE.values()}
 
 

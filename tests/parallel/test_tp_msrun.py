@@ -3,12 +3,14 @@ single-process model's and HF's, each rank reads only its slices of the sharded 
 and gradients are the slices of the single-process ones.
 
 Rows: the HF-native families whose transformers config has a `base_model_tp_plan`, each on the smallest shapes
-(hidden 64, 2 layers, 4 heads / 2 KV heads), and the remote formats written by tests/models/test_remote_formats.py
+(hidden 64, 2 layers, 4 heads / 2 KV heads; gpt-oss's plan is HF's only for the head, ours splits its attention and
+experts too), and the remote formats written by tests/models/test_remote_formats.py
 (renaming tables, fused qkv and gate_up, a permuted wqkv, ALiBi slopes per head rank). GPT-2 has no HF plan:
 its row checks the layout we declare (Conv1D weights, transposed). The launch runs once per session."""
 import pytest
 
 from tests.conftest import make_hf_checkpoint
+from tests.models.test_gpt_oss_parity import GPT_OSS, _randomize as randomize_expert_biases
 from tests.parallel.tp_matrix import check_tp_row, run_tp_matrix
 
 _MOE = dict(num_experts_per_tok=2, moe_intermediate_size=32)
@@ -44,6 +46,15 @@ HF_ROWS = {
                                                                 head_dim=16), "auto"),
     "deepseek_v2": ("DeepseekV2Config", "DeepseekV2ForCausalLM", _MLA, "auto"),
     "deepseek_v3": ("DeepseekV3Config", "DeepseekV3ForCausalLM", dict(_MLA, n_group=2, topk_group=1), "auto"),
+    # LayerNorms, biases, a plain c_fc / c_proj MLP, a sliding window
+    "starcoder2": ("Starcoder2Config", "Starcoder2ForCausalLM", {"sliding_window": 4}, "auto"),
+    # fc1 / fc2, the output projection `dense`, parallel residual, partial rotary, an LM head bias (sliced per rank)
+    "phi": ("PhiConfig", "PhiForCausalLM", {}, "auto"),
+    # q/k norms over the whole projection: weight split with the heads, the sum of squares all-reduced
+    "olmo2": ("Olmo2Config", "Olmo2ForCausalLM", {}, "auto"),
+    "smollm3": ("SmolLM3Config", "SmolLM3ForCausalLM", {"no_rope_layers": [1, 0]}, "auto"),  # a NoPE layer
+    # sinks split per head, router replicated, stacked experts with biases split by width (biases randomised)
+    "gpt_oss": ("GptOssConfig", "GptOssForCausalLM", GPT_OSS, "auto"),
 }
 
 
@@ -59,6 +70,8 @@ HF_ROWS["gpt2"] = ("GPT2Config", "GPT2LMHeadModel", dict(n_embd=64, n_layer=2, n
 def _hf_row(root, name):
     config, cls, overrides, plan = HF_ROWS[name]
     folder = make_hf_checkpoint(root / name, config, cls, **overrides)
+    if name == "gpt_oss":
+        randomize_expert_biases(folder)
     return folder, folder, plan
 
 

@@ -46,9 +46,9 @@ def resolve_plan(folder, plan):
 
 def shard_slices(model):
     """{parameter name: (dim, ranges) or None (whole)} of every parameter a parallel layer owns."""
-    slices = {}
+    slices, params = {}, dict(model.parameters_and_names())
     for name, (cell, _) in weight_loaders(model).items():
-        spec = cell.slice_of(getattr(cell, name.rpartition(".")[2]))
+        spec = cell.slice_of(params[name])
         slices[name] = None if spec is None else [spec[0], [list(r) for r in spec[1]]]
     return slices
 

@@ -1,7 +1,9 @@
 """An HF-style fine-tuning script with only the import line changed; the data-parallel tests run it under
 `mindformers-hf launch --num_processes 2` and in one process, then compare.
 
-argv: model_dir output_dir per_device_train_batch_size [resume]
+argv: model_dir output_dir per_device_train_batch_size [resume | last]
+(resume: resume_from_checkpoint=True; last: run_clm's way, the newest checkpoint in output_dir if there is one, so
+a job that `launch --max_restarts` reruns after a failure resumes)
 """
 import os
 import sys
@@ -10,13 +12,14 @@ import time
 import numpy as np
 
 from mindformers_hf import AutoModelForCausalLM, Trainer, TrainingArguments
+from mindformers_hf.trainer import get_last_checkpoint
 
 # what torchrun / `accelerate launch` export, read as scripts written for them do (a plain `python script.py`
 # has none: a world of one)
 env = {name: int(os.environ.get(name, default)) for name, default in
        (("WORLD_SIZE", 1), ("RANK", 0), ("LOCAL_RANK", 0), ("LOCAL_WORLD_SIZE", 1), ("NODE_RANK", 0))}
 model_dir, output_dir, batch_size = sys.argv[1], sys.argv[2], int(sys.argv[3])
-resume = len(sys.argv) > 4 and sys.argv[4] == "resume"
+resume = sys.argv[4] if len(sys.argv) > 4 else None
 
 
 def collate(features):
@@ -50,7 +53,12 @@ if env["WORLD_SIZE"] > 1:
     print(f"LAUNCH_ENV rank={env['RANK']} comm_rank={get_rank()} comm_size={get_group_size()} "
           + " ".join(f"{k}={os.environ[k]}" for k in ("WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "NODE_RANK",
                                                       "MASTER_ADDR", "MASTER_PORT")), flush=True)
-trainer.train(resume_from_checkpoint=True if resume else None)
+if resume == "last":  # as run_clm: last_checkpoint = get_last_checkpoint(output_dir) when the folder exists
+    checkpoint = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+    print(f"RESUMING_FROM rank={args.process_index} checkpoint={checkpoint}", flush=True)
+else:
+    checkpoint = True if resume == "resume" else None
+trainer.train(resume_from_checkpoint=checkpoint)
 trainer.save_model()
 digest = sum(float(np.abs(p.asnumpy().astype(np.float64)).sum()) for _, p in model.parameters_and_names())
 print(f"SHOULD_SAVE rank={args.process_index} value={args.should_save}", flush=True)

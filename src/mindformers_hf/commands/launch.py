@@ -4,7 +4,9 @@
 with `msrun`, MindSpore's distributed launcher: one worker process per rank, the scheduler on the main
 machine, the collectives MindSpore's (mccl on CPU, HCCL on Ascend). Multi-node jobs run the same command on
 every machine with its own --machine_rank, as with accelerate. One process on one machine runs the script
-directly (as `accelerate launch` does), without msrun.
+directly (as `accelerate launch` does), without msrun. `--max_restarts K` reruns the whole job after a failure
+(torchrun's and accelerate's flag); `--join_timeout` (or accelerate's `--rdzv_conf timeout=N`) bounds the wait
+for the other machines (msrun's --cluster_time_out). Watching the msrun run is in launch_monitor.py.
 """
 import argparse
 import os
@@ -15,12 +17,14 @@ import subprocess
 import sys
 
 from ..utils import warn_once
+from .launch_monitor import MsrunRun, archive_logs, cluster_timed_out, failure_report
 
 # accelerate's default config location: $HF_HOME/accelerate, else $XDG_CACHE_HOME/huggingface/accelerate
 _HF_HOME = os.environ.get("HF_HOME") or os.path.join(
     os.environ.get("XDG_CACHE_HOME", os.path.join(os.path.expanduser("~"), ".cache")), "huggingface")
 DEFAULT_CONFIG_FILE = os.path.join(_HF_HOME, "accelerate", "default_config.yaml")
 DEFAULT_PORT = 29500  # accelerate's (torchrun's) default main_process_port
+DEFAULT_JOIN_TIMEOUT = 600  # seconds: msrun's default --cluster_time_out, and torch's static rendezvous timeout
 
 # The accelerate launch options that map onto msrun; the rest are accepted where harmless and refused where
 # they ask for an engine we do not have.
@@ -60,6 +64,14 @@ def add_launch_parser(sub):
     _flag(p, "num_cpu_threads_per_process", type=int, default=None, help="OMP_NUM_THREADS of each worker")
     _flag(p, "log_dir", default=None, help="where msrun writes scheduler.log and worker_<rank>.log "
                                            "(default ./msrun_log)")
+    _flag(p, "max_restarts", type=int, default=0,
+          help="rerun the whole job up to this many times after a failure (scripts resume from their last "
+               "checkpoint as run_clm does: get_last_checkpoint(output_dir)); TORCHELASTIC_RESTART_COUNT counts")
+    _flag(p, "join_timeout", type=float, default=None,
+          help=f"seconds to wait for every machine's processes to join (default {DEFAULT_JOIN_TIMEOUT}; "
+               "msrun's --cluster_time_out); then the job fails naming the machines that did not join")
+    _flag(p, "rdzv_conf", default="", help="accelerate's rendezvous settings `key=value,...`; `timeout` (or "
+                                           "`join_timeout`) is the --join_timeout, other keys are ignored")
     _flag(p, "quiet", action="store_true", default=False, help="less launcher output")
     p.add_argument("-q", dest="quiet", action="store_true")
     _flag(p, "multi_gpu", action="store_true", default=False, help="accepted: more than one process is data parallel")
@@ -178,6 +190,9 @@ def resolve_launch(args):
             value = defaults[key]
         resolved[key] = value
     resolved["cpu"] = bool(args.cpu or config.get("use_cpu", False))
+    resolved["join_timeout"] = join_timeout(args)
+    if args.max_restarts < 0:
+        raise LaunchError(f"--max_restarts must be >= 0, got {args.max_restarts}")
     resolved["mesh_env"] = _mesh_env(args, int(resolved["num_processes"]))
     n, machines = int(resolved["num_processes"]), int(resolved["num_machines"])
     if n < 1 or machines < 1 or n % machines:
@@ -186,6 +201,31 @@ def resolve_launch(args):
     if not 0 <= int(resolved["machine_rank"]) < machines:
         raise LaunchError(f"machine_rank {resolved['machine_rank']} is not in [0, {machines})")
     return resolved
+
+
+def join_timeout(args):
+    """--join_timeout, else accelerate's --rdzv_conf timeout=N (torch's static rendezvous key; c10d's
+    join_timeout too), else msrun's default; a whole number of seconds >= 1."""
+    conf = {}
+    for item in filter(None, (part.strip() for part in (args.rdzv_conf or "").split(","))):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise LaunchError(f"--rdzv_conf takes key=value pairs separated by commas, got {item!r}")
+        conf[key.strip()] = value.strip()
+    ignored = sorted(set(conf) - {"timeout", "join_timeout"})
+    if ignored:
+        warn_once(f"mindformers-hf launch: --rdzv_conf keys {ignored} are ignored (msrun's rendezvous takes only "
+                  "the timeout)")
+    value = args.join_timeout
+    if value is None:
+        value = conf.get("join_timeout", conf.get("timeout", DEFAULT_JOIN_TIMEOUT))
+    try:
+        value = int(float(value))
+    except ValueError:
+        raise LaunchError(f"the join timeout must be a number of seconds, got {value!r}") from None
+    if value < 1:
+        raise LaunchError(f"the join timeout must be at least 1 second, got {value}")
+    return value
 
 
 def _mesh_env(args, n):
@@ -245,29 +285,15 @@ def torchrun_env(resolved):
 
 def msrun_command(resolved, log_dir, script, script_args):
     n, machines = int(resolved["num_processes"]), int(resolved["num_machines"])
-    msrun = shutil.which("msrun")
-    head = [msrun] if msrun else [sys.executable, "-m", "mindspore.parallel.cluster.run"]
+    # msrun's own entry point (the `msrun` console script calls the same main), run by this interpreter: no PATH
+    # lookup, no wrapper process (a pyenv shim) between the launcher and msrun
+    head = [sys.executable, "-m", "mindspore.parallel.cluster.run"]
     return head + [f"--worker_num={n}", f"--local_worker_num={n // machines}",
                    f"--master_addr={resolved['main_process_ip']}", f"--master_port={resolved['main_process_port']}",
                    f"--node_rank={resolved['machine_rank']}", f"--log_dir={log_dir}", "--join=True",
+                   f"--cluster_time_out={resolved.get('join_timeout', DEFAULT_JOIN_TIMEOUT)}",
                    # msrun runs `python <args>` when handed "python": each process sets its RANK/LOCAL_RANK first
                    "python", "-m", "mindformers_hf.commands.launch_worker", script] + list(script_args)
-
-
-def failed_workers(log_dir):
-    """(log file, last lines) of each worker whose log shows a Python traceback or an error exit."""
-    found = []
-    if not os.path.isdir(log_dir):
-        return found
-    for name in sorted(os.listdir(log_dir)):
-        if not name.startswith("worker") or not name.endswith(".log"):
-            continue
-        path = os.path.join(log_dir, name)
-        with open(path, encoding="utf-8", errors="replace") as f:
-            lines = [line.rstrip("\n") for line in f if not line.startswith("[INFO]")]
-        if any(line.startswith("Traceback") or "Error" in line.split(":")[0] for line in lines):
-            found.append((path, lines[-12:]))
-    return found
 
 
 def launch_command(args):
@@ -277,8 +303,16 @@ def launch_command(args):
         raise LaunchError(f"training script {script} does not exist")
     env = worker_env(resolved)
     n, machines = int(resolved["num_processes"]), int(resolved["num_machines"])
+    restarts = int(args.max_restarts)
+    env["TORCHELASTIC_MAX_RESTARTS"] = str(restarts)  # as torchrun: a script may tell a rerun from a first run
     if n == 1 and machines == 1:  # as accelerate: one process needs no launcher
-        return subprocess.call([sys.executable, script] + list(args.training_script_args), env=env)
+        for attempt in range(restarts + 1):
+            env["TORCHELASTIC_RESTART_COUNT"] = str(attempt)
+            code = subprocess.call([sys.executable, script] + list(args.training_script_args), env=env)
+            if code == 0 or attempt == restarts:
+                return code
+            print(f"mindformers-hf launch: the script failed (exit code {code}); restart {attempt + 1} of "
+                  f"{restarts}", file=sys.stderr)
     port = int(resolved["main_process_port"])
     if int(resolved["machine_rank"]) == 0 and port_in_use(port):
         raise LaunchError(f"main_process_port {port} is already in use on this machine (another job?); pass a "
@@ -289,16 +323,20 @@ def launch_command(args):
     if not args.quiet:
         print(f"mindformers-hf launch: {n} processes on {machines} machine(s) through msrun; worker logs in "
               f"{log_dir}", file=sys.stderr)
-    code = subprocess.call(command, env=env)
-    if code != 0:
-        failed = failed_workers(log_dir)
-        lines = [f"mindformers-hf launch: the job failed (msrun exit code {code}); msrun stopped the other workers."]
-        for path, tail in failed:
-            lines.append(f"--- {path} (last lines):")
-            lines.extend("    " + line for line in tail)
-        if not failed:
-            lines.append(f"See the logs in {log_dir} (scheduler.log, worker_<rank>.log).")
-        print("\n".join(lines), file=sys.stderr)
+    for attempt in range(restarts + 1):
+        env["TORCHELASTIC_RESTART_COUNT"] = str(attempt)
+        run = MsrunRun(command, env)
+        code = run.run()
+        if code == 0 or run.interrupted:
+            return 130 if run.interrupted else 0
+        # as torchrun, a cluster that did not form is not retried: the missing machine would be waited for again
+        last = attempt == restarts or cluster_timed_out(log_dir)
+        logs = log_dir if last else archive_logs(log_dir, attempt)
+        print("\n".join(failure_report(code, run, logs, resolved, resolved["join_timeout"])), file=sys.stderr)
+        if last:
+            break
+        print(f"mindformers-hf launch: restarting the job ({attempt + 1} of {restarts} restarts); the "
+              f"failed attempt's logs are in {logs}", file=sys.stderr)
     return code
 
 

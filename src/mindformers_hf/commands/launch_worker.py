@@ -9,6 +9,8 @@ they are set here, before the script runs.
 msrun starts the same command in its scheduler process too (MS_ROLE=MS_SCHED). That process does not run the
 script: it serves the job (MindSpore's init() there holds the cluster together until the workers leave), so a
 script's top-level code runs once per rank, as under torchrun, and never sees a scheduler without a rank.
+msrun starts a scheduler on every machine whose addresses include --master_addr: on one host running several
+"machines" (127.0.0.1), that is each of them; only machine_rank 0's serves, the others' leave at once.
 
 Usage (what the launcher hands msrun): python -m mindformers_hf.commands.launch_worker script.py [args...]
 """
@@ -27,6 +29,8 @@ def main(argv):
     if not argv:
         raise SystemExit("usage: python -m mindformers_hf.commands.launch_worker script.py [args...]")
     if os.environ.get("MS_ROLE") == "MS_SCHED":
+        if os.environ.get("NODE_RANK", "0") != "0":
+            return 0
         from mindspore.communication import init
 
         init()

@@ -87,6 +87,19 @@ def forward_kwargs(model):
     return {"logits_to_keep": 1} if "logits_to_keep" in params else {}
 
 
+def position_offset(model):
+    """[B, 1] int64 added to each decoded token's text position, or 0: an M-RoPE model (Qwen2-VL) keeps its
+    prompt's `rope_deltas` on its base model after the prefill (HF's rule: an image's tokens take fewer positions
+    than tokens, so the text after it continues from the largest position + 1)."""
+    base = getattr(model, getattr(model, "base_model_prefix", ""), model)
+    deltas = getattr(base, "rope_deltas", None)
+    return 0 if deltas is None else np.asarray(deltas, np.int64).reshape(-1, 1)
+
+
+def _repeat_offset(offset, repeats):
+    return np.repeat(offset, repeats, 0) if repeats > 1 and not np.isscalar(offset) else offset
+
+
 def _last_logits(outputs):
     return host_last_logits(outputs.logits if hasattr(outputs, "logits") else outputs[0])
 
@@ -103,10 +116,12 @@ class DynamicRunner:
     """Op by op; `cache`: the caller's cache (`generate(past_key_values=...)`), extended in place -- the prefill
     feeds only the prompt tokens it does not hold yet, so a prefilled prefix or an earlier turn is reused."""
     compiled = False
+    prefill_inputs = {}  # keyword inputs of the prompt's forward only (generate sets them: `_prefill_inputs`)
 
     def __init__(self, model, cache=None, output_hidden_states=False):
         self.model = model
         self.cache = cache
+        self.offset = 0
         self.extra = forward_kwargs(model)
         # generate(output_hidden_states=True): each forward's hidden states, float32 numpy [B, S, hidden] per layer
         self.hidden_states = None
@@ -128,16 +143,18 @@ class DynamicRunner:
                              f"{input_ids.shape[1]}: pass the whole sequence (cached tokens and the new ones)")
         out = self.model(input_ids=ms.Tensor(input_ids[:, past:]), attention_mask=ms.Tensor(attention_mask),
                          position_ids=ms.Tensor(position_ids_from_mask(attention_mask)[:, past:]),
-                         past_key_values=self.cache, use_cache=True, **self.extra)
+                         past_key_values=self.cache, use_cache=True, **self.prefill_inputs, **self.extra)
+        self.offset = position_offset(self.model)
         return self._logits(out)
 
     def expand(self, repeats):
         if repeats > 1:
             self.cache.batch_repeat_interleave(repeats)
+        self.offset = _repeat_offset(self.offset, repeats)
 
     @runtime.serialized
     def step(self, tokens, attention_mask):
-        positions = position_ids_from_mask(attention_mask)[:, -1:]
+        positions = position_ids_from_mask(attention_mask)[:, -1:] + self.offset
         out = self.model(input_ids=ms.Tensor(tokens.reshape(-1, 1).astype(np.int64)),
                          attention_mask=ms.Tensor(attention_mask), position_ids=ms.Tensor(positions),
                          past_key_values=self.cache, use_cache=True, **self.extra)
@@ -146,6 +163,7 @@ class DynamicRunner:
     @runtime.serialized
     def reorder(self, rows):
         self.cache.reorder_cache(ms.Tensor(np.asarray(rows, np.int32)))
+        self.offset = self.offset if np.isscalar(self.offset) else self.offset[np.asarray(rows)]
 
     def close(self):
         pass
@@ -179,8 +197,11 @@ def drop_decode_graphs(model):
 
 
 class StaticRunner:
+    prefill_inputs = {}  # as DynamicRunner's
+
     def __init__(self, model, compile_step=True):
         self.model = model
+        self.offset = 0
         self.compile_step = compile_step
         self.extra = forward_kwargs(model)
         self.graph, self.repeats, self.pad = None, 1, 0
@@ -240,7 +261,8 @@ class StaticRunner:
         with compiled_layers(self.model, "prefill" if compiled else None):
             out = self.model(input_ids=ms.Tensor(input_ids), attention_mask=ms.Tensor(attention_mask),
                              position_ids=ms.Tensor(position_ids_from_mask(attention_mask)),
-                             past_key_values=self.dynamic, use_cache=True, **self.extra)
+                             past_key_values=self.dynamic, use_cache=True, **self.prefill_inputs, **self.extra)
+        self.offset = position_offset(self.model)
         return _last_logits(out)
 
     @runtime.serialized
@@ -266,6 +288,7 @@ class StaticRunner:
         """Repeat every row `repeats` times (num_return_sequences, beams). The move into the static cache
         waits for the first decode step, so a prefill-only call (max_new_tokens=1) never pays for it."""
         self.repeats = repeats
+        self.offset = _repeat_offset(self.offset, repeats)
 
     def _to_static(self):
         rows = np.repeat(np.arange(self.batch), self.repeats)
@@ -308,7 +331,7 @@ class StaticRunner:
             self._grow(total)
         masks = self._masks(attention_mask)
         self.graph.mask_keys = tuple(masks)
-        positions = position_ids_from_mask(attention_mask)[:, -1:]
+        positions = position_ids_from_mask(attention_mask)[:, -1:] + self.offset
         logits = self.graph.step(ms.Tensor(tokens.reshape(-1, 1).astype(np.int64)), ms.Tensor(positions),
                                  ms.Tensor(np.array([total - 1], np.int32)),
                                  *(ms.Tensor(m) for m in masks.values()))
@@ -320,3 +343,4 @@ class StaticRunner:
         if self.graph is None:
             self._to_static()
         self.graph.cache.reorder_cache(ms.Tensor(np.asarray(rows, np.int32)))
+        self.offset = self.offset if np.isscalar(self.offset) else self.offset[np.asarray(rows)]

@@ -137,6 +137,10 @@ class GenerationMixin:
         cache = model_kwargs.pop("cache", None) if cache is None else cache
         for key in ("token_type_ids", "position_ids", "use_cache", "cache_position", "logits_to_keep", "return_dict"):
             model_kwargs.pop(key, None)
+        # inputs a model reads in the prompt's forward only (Qwen2-VL's images: `_prefill_inputs`)
+        prefill_inputs = {key: model_kwargs.pop(key) for key in getattr(self, "_prefill_inputs", ())
+                          if key in model_kwargs}
+        prefill_inputs = {key: value for key, value in prefill_inputs.items() if value is not None}
         for key in model_kwargs:
             warn_once(f"generate: keyword {key!r} is accepted for compatibility and ignored")
 
@@ -182,6 +186,9 @@ class GenerationMixin:
             warn_once("generate: assisted / prompt lookup decoding works with greedy search; with num_beams > 1 the "
                       "assistant is ignored (as in transformers)")
         elif assistant_model is not None or config.prompt_lookup_num_tokens is not None:
+            if prefill_inputs:
+                raise NotImplementedError(f"generate: assisted / prompt lookup decoding with "
+                                          f"{', '.join(sorted(prefill_inputs))} is not supported")
             if cache is not None:
                 raise NotImplementedError("generate: past_key_values with assisted / prompt lookup decoding is not "
                                           "supported")
@@ -195,6 +202,7 @@ class GenerationMixin:
                     streamer.end()
             return self._finish(result, config, kind, None)
         runner = self._make_runner(config, cache)
+        runner.prefill_inputs = prefill_inputs
 
         if streamer is not None:
             if config.num_beams > 1:

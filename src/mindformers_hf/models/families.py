@@ -35,8 +35,8 @@ def families():
 
 
 def auto_mapping(task):
-    """{model_type: "package:Class"} for an auto class: task "Model", "ForCausalLM", "ForSpeechSeq2Seq" or a
-    head's suffix."""
+    """{model_type: "package:Class"} for an auto class: task "Model", "ForCausalLM", "ForSpeechSeq2Seq",
+    "ForImageTextToText" or a head's suffix."""
     mapping = {}
     for model_type, (package, fam) in families().items():
         name = {"Model": fam.auto_model_class, fam.lm_task: fam.for_causal_lm}.get(task) or fam.head(task)

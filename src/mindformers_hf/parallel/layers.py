@@ -46,6 +46,21 @@ class _CopyToGroup(nn.Cell):
         return (self.op(dout),)
 
 
+class _SumBothWays(nn.Cell):
+    """Sum over the group forward and backward: a statistic every rank's output depends on (the sum of squares of a
+    norm over a sharded projection), whose gradient each rank holds only the part of its own outputs."""
+
+    def __init__(self, group):
+        super().__init__()
+        self.op = ops.AllReduce(ops.ReduceOp.SUM, group)
+
+    def construct(self, x):
+        return self.op(x)
+
+    def bprop(self, x, out, dout):
+        return (self.op(dout),)
+
+
 class _GatherLastDim(nn.Cell):
     """[N, C] per rank -> [N, size * C] in rank order; backward keeps this rank's columns (the gradient
     of replicated logits is the same on every rank, so no reduce-scatter is needed)."""
@@ -355,3 +370,94 @@ class ParallelExperts(_ParallelBase):
         if param is self.gate_up_proj:  # gate rows, then up rows: this rank's block of each
             return 1, [(start, stop), (self.full_inter + start, self.full_inter + stop)]
         return 2, [(start, stop)]
+
+
+class ShardedRMSNorm(_ParallelBase):
+    """An RMSNorm over a column-parallel output (OLMo 2's q_norm / k_norm span the whole projection, H * D): the
+    weight holds the same rows as that output (`row_ranges`), and the sum of squares is all-reduced so every rank
+    normalises by the full width's mean (forward and backward: each rank's outputs depend on every rank's inputs).
+    `replicas`: how many ranks hold each row (GQA's shared KV heads), divided out of the sum."""
+
+    def __init__(self, full, row_ranges, eps, mesh, dtype=ms.float32, replicas=1):
+        super().__init__(mesh)
+        self.full, self.row_ranges, self.variance_epsilon = full, [tuple(r) for r in row_ranges], eps
+        self.weight = new_parameter((sum(b - a for a, b in self.row_ranges),), dtype, "ones")
+        self.sum = _SumBothWays(mesh.group) if mesh.group is not None else _identity
+        self.denominator = float(full * replicas)
+
+    def construct(self, x):
+        xf = x.astype(ms.float32)
+        mean = self.sum((xf * xf).sum(-1, keepdims=True)) / self.denominator
+        return (xf * ops.rsqrt(mean + self.variance_epsilon) * self.weight.astype(ms.float32)).astype(x.dtype)
+
+    def full_shape(self, param):
+        return (self.full,)
+
+    def slice_of(self, param):
+        return 0, self.row_ranges
+
+
+class ShardedParameter:
+    """Rows of one parameter its cell computes with itself (gpt-oss's per-head attention sinks): the cell's
+    parameter is replaced by this rank's rows, and this object loads them (weight_loading.weight_loaders finds it in
+    the cell's `tp_parameters`). The rows feed only this rank's heads, so the gradient is the slice as it is."""
+
+    def __init__(self, full_shape, ranges):
+        self._full_shape, self.ranges = tuple(full_shape), [tuple(r) for r in ranges]
+
+    def full_shape(self, param):
+        return self._full_shape
+
+    def slice_of(self, param):
+        return 0, self.ranges
+
+    narrow = _ParallelBase.narrow
+    weight_loader = _ParallelBase.weight_loader
+
+
+class ParallelStackedExperts(_ParallelBase):
+    """Stacked experts that compute themselves (gpt-oss: transposed, interleaved gate/up, biases, a clamped SwiGLU)
+    split over the expert width: the cell declares, per parameter, `tp_param_dims[name] = (dim, width)` (the
+    dimension holding the width, `width` entries per unit: gate/up interleaved are 2) or None (a bias added to the
+    output, whole on every rank: counted by rank 0 only, its gradient summed over the group), and computes with
+    the parameters handed to it (`construct_with(params, x, indices, weights)`). Each rank's output is a partial
+    sum, all-reduced; the routing stays replicated, the routing weights' gradient is summed as in ParallelExperts."""
+
+    def __init__(self, cell, unit_range, mesh):
+        super().__init__(mesh)
+        if not hasattr(cell, "construct_with") or not hasattr(cell, "tp_param_dims"):
+            raise NotImplementedError(f"stacked experts: {type(cell).__name__} declares no `tp_param_dims` or does "
+                                      "not compute with parameters handed to it (`construct_with`)")
+        start, stop = unit_range
+        self._inner = (cell,)  # a tuple: not a child cell (its full parameters are never loaded)
+        self._full, self._slices = {}, {}
+        for name, param in cell._params.items():
+            if param is None:
+                continue
+            shape, spec = list(param.shape), cell.tp_param_dims[name]
+            self._full[name] = tuple(shape)
+            if spec is not None:
+                dim, width = spec
+                self._slices[name] = (dim, [(start * width, stop * width)])
+                shape[dim] = (stop - start) * width
+            setattr(self, name, new_parameter(tuple(shape), param.dtype))
+        self._names = list(self._full)
+        self.copy_weights = _CopyToGroup(mesh.group) if mesh.group is not None else _identity
+        self.once = 1.0 if mesh.rank == 0 else 0.0
+
+    def construct(self, x, indices, weights):
+        params = {}
+        for name in self._names:
+            param = getattr(self, name)
+            params[name] = param if name in self._slices else self.copy_weights(param) * self.once
+        out = self._inner[0].construct_with(params, self.copy_in(x), indices, self.copy_weights(weights))
+        return self.reduce(out)
+
+    def full_shape(self, param):
+        return self._full[self._name_of(param)]
+
+    def slice_of(self, param):
+        return self._slices.get(self._name_of(param))
+
+    def _name_of(self, param):
+        return next(name for name in self._names if getattr(self, name) is param)

@@ -8,6 +8,8 @@ The modules declare their layout as data, next to their code (HF's `_tp_plan` / 
   model: the counts the split divides (shared: fewer units than ranks may be replicated, GQA's KV heads). A unit
   may be named `field:tag` to give the same count another width (DeepSeek's heads: qk_head_dim rows of q_proj,
   nope + v rows of kv_b_proj, v_head_dim columns of o_proj); errors name the config field before the colon.
+An entry may name one of the module's own parameters rather than a child (gpt-oss's per-head `sinks`): it is
+split in place by styles.PARAMETER_STYLES.
 `tp_plan="auto"` is every declaration in the model (the causal-LM class declares `{"lm_head":
 "colwise_gather_output"}` as HF's does); a dict plan ({pattern: style}, keys relative to the model, `*` for one
 name) picks the cells and styles, the parent's declaration still gives the blocks. Matching cells are replaced
@@ -16,7 +18,7 @@ so nothing else of the model changes. This package imports no model family.
 """
 import re
 
-from .styles import HF_STYLE_ALIASES, PARALLEL_STYLES, Block
+from .styles import HF_STYLE_ALIASES, PARALLEL_STYLES, PARAMETER_STYLES, Block
 
 
 def declared_plan(model):
@@ -84,11 +86,27 @@ def apply_tensor_parallel(model, mesh, plan):
         style = _style(match[0], match[1], leaf, entry if not isinstance(entry, str) else None)
         if style is not None:
             swaps.append((parent, leaf, name, PARALLEL_STYLES[style](cell, blocks, mesh)))
+    params = []  # a cell's own parameters named by the plan (gpt-oss's sinks), split in place
+    for name, cell in cells.items():
+        for attr, param in cell._params.items():
+            full = f"{name}.{attr}" if name else attr
+            match = next(((key, style) for key, pattern, style in patterns if pattern.fullmatch(full)), None)
+            if param is None or match is None:
+                continue
+            style = HF_STYLE_ALIASES.get(match[1], match[1])
+            if style is not None and style not in PARAMETER_STYLES:
+                raise NotImplementedError(f"tensor parallel style {match[1]!r} for the parameter {full!r} is not "
+                                          f"supported; parameters take: {', '.join(sorted(PARAMETER_STYLES))}")
+            if style is not None:
+                params.append((cell, attr, full, *PARAMETER_STYLES[style](param, _blocks(cell, attr)[1], mesh)))
     for key, _, style in patterns:  # an unknown style is refused even where its pattern matched nothing
         _style(key, style, None, None)
-    if not swaps:
+    if not swaps and not params:
         raise ValueError(f"tp_plan matched no module of {type(model).__name__}: {sorted(plan)}")
     for parent, leaf, _, replacement in swaps:
         setattr(parent, leaf, replacement)
+    for cell, attr, _, param, owner in params:
+        setattr(cell, attr, param)
+        cell.tp_parameters = {**(getattr(cell, "tp_parameters", None) or {}), attr: owner}
     model.tp_mesh = mesh  # save_pretrained refuses a sharded model; generate and tests read the rank
-    return [name for _, _, name, _ in swaps]
+    return [name for _, _, name, _ in swaps] + [name for _, _, name, _, _ in params]

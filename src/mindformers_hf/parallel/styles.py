@@ -6,14 +6,17 @@ parent module declares for that cell (parallel/plan.py reads it from the parent'
 one after another in the full tensor. None: the parent declares nothing, the style splits evenly.
 
 Add a style: write the function, decorate it with `@parallel_style("name")`; a module opts in by naming it in
-its `_tp_plan`.
+its `_tp_plan`. A `_tp_plan` entry may also name one of the module's own parameters (gpt-oss's per-head `sinks`):
+PARAMETER_STYLES split it in place (`colwise`: its rows by the declared blocks).
 """
 from dataclasses import dataclass
 
-from .layers import (ColumnParallelLinear, GradSummedReplica, GradSummedTail, ParallelExperts, RowParallelLinear, VocabParallelEmbedding,
-                     even_range)
+from ..layers import new_parameter
+from .layers import (ColumnParallelLinear, GradSummedReplica, GradSummedTail, ParallelExperts, ParallelStackedExperts,
+                     RowParallelLinear, ShardedParameter, ShardedRMSNorm, VocabParallelEmbedding, even_range)
 
 PARALLEL_STYLES = {}
+PARAMETER_STYLES = {}
 # HF plan values whose meaning here is another style's (HF's torch hooks cannot split a fused output per block,
 # ours can): {HF name: ours, None = not split}
 HF_STYLE_ALIASES = {"rowwise_split_input": "rowwise", "replicate": None,
@@ -132,3 +135,39 @@ def experts(cell, blocks, mesh):
     num, hidden, inter = cell.down_proj.shape
     (units,) = blocks or [Block("moe_intermediate_size", inter)]
     return ParallelExperts(num, hidden, inter, units.units(mesh.rank, mesh.size), mesh, cell.down_proj.dtype)
+
+
+@parallel_style("sharded_rms_norm")
+def sharded_rms_norm(cell, blocks, mesh):
+    """An RMSNorm over a column-parallel output (OLMo 2's q/k norms over the whole projection): its weight split as
+    that output's rows (the parent declares the blocks), the sum of squares all-reduced (layers.ShardedRMSNorm).
+    Chosen over HF's plan for OLMo 2 (q/k/v gathered, attention replicated): the heads and the KV cache stay
+    split, for one all-reduce of [B, S, 1] per norm."""
+    if not blocks:
+        raise ValueError("sharded_rms_norm needs its parent to declare the blocks of the output it normalises")
+    full = cell.weight.shape[0]
+    ranges = block_ranges(blocks, mesh.rank, mesh.size)
+    replicas = max(1, mesh.size // blocks[0].count) if len(blocks) == 1 and blocks[0].shared else 1
+    return ShardedRMSNorm(full, ranges, cell.variance_epsilon, mesh, cell.weight.dtype, replicas)
+
+
+@parallel_style("stacked_experts")
+def stacked_experts(cell, blocks, mesh):
+    """Stacked experts that compute themselves (gpt-oss's, with biases): every expert's width split, each parameter
+    along the dimension the cell declares (`tp_param_dims`); see layers.ParallelStackedExperts."""
+    if not blocks or len(blocks) != 1:
+        raise ValueError("stacked_experts needs its parent to declare one block (the expert width)")
+    return ParallelStackedExperts(cell, blocks[0].units(mesh.rank, mesh.size), mesh)
+
+
+def _colwise_parameter(param, blocks, mesh):
+    """A parameter's rows by the declared blocks (gpt-oss's sinks: one per query head) -> (this rank's parameter,
+    its loader)."""
+    if not blocks:
+        raise ValueError("a parameter split colwise needs its parent to declare the blocks")
+    ranges = block_ranges(blocks, mesh.rank, mesh.size)
+    shape = (sum(b - a for a, b in ranges),) + tuple(param.shape[1:])
+    return new_parameter(shape, param.dtype), ShardedParameter(param.shape, ranges)
+
+
+PARAMETER_STYLES["colwise"] = _colwise_parameter

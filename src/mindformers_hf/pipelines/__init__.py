@@ -1,6 +1,7 @@
 """`pipeline(task, model=...)` with transformers' task names and output schema."""
 from .automatic_speech_recognition import AutomaticSpeechRecognitionPipeline
 from .feature_extraction import FeatureExtractionPipeline
+from .image_text_to_text import ImageTextToTextPipeline
 from .text_classification import TextClassificationPipeline
 from .text_generation import TextGenerationPipeline
 from .token_classification import TokenClassificationPipeline
@@ -10,13 +11,16 @@ SUPPORTED_TASKS = {"text-generation": (TextGenerationPipeline, "AutoModelForCaus
                    "text-classification": (TextClassificationPipeline, "AutoModelForSequenceClassification"),
                    "feature-extraction": (FeatureExtractionPipeline, "AutoModel"),
                    "token-classification": (TokenClassificationPipeline, "AutoModelForTokenClassification"),
-                   "automatic-speech-recognition": (AutomaticSpeechRecognitionPipeline, "AutoModelForSpeechSeq2Seq")}
+                   "automatic-speech-recognition": (AutomaticSpeechRecognitionPipeline, "AutoModelForSpeechSeq2Seq"),
+                   "image-text-to-text": (ImageTextToTextPipeline, "AutoModelForImageTextToText")}
+# tasks whose inputs go through a processor (loaded from the model's folder unless `processor=` is given)
+PROCESSOR_TASKS = ("image-text-to-text",)
 TASK_ALIASES = {"sentiment-analysis": "text-classification", "ner": "token-classification"}
 
 
 def pipeline(task=None, model=None, tokenizer=None, revision=None, use_fast=True, token=None, dtype=None,
              torch_dtype=None, device=None, device_map=None, trust_remote_code=None, model_kwargs=None,
-             gguf_file=None, **kwargs):
+             gguf_file=None, processor=None, **kwargs):
     """Build a pipeline as transformers does; `model` is a folder, a repo id or a loaded model.
 
     As in transformers, `revision`, `token` and `trust_remote_code` (the hub kwargs) reach both the model's and the
@@ -56,6 +60,17 @@ def pipeline(task=None, model=None, tokenizer=None, revision=None, use_fast=True
         model = getattr(auto, SUPPORTED_TASKS[task][1]).from_pretrained(name_or_path, **hub_kwargs, **model_kwargs)
         if tokenizer is None:  # (an adapter repo's model is its base model, whose repo holds the tokenizer)
             tokenizer = getattr(model.config, "name_or_path", None) or name_or_path
+    if task in PROCESSOR_TASKS:  # the processor holds the tokenizer
+        if processor is None or isinstance(processor, str):
+            from ..processing import AutoProcessor
+
+            source = processor or (tokenizer if isinstance(tokenizer, str) else None) or \
+                getattr(model.config, "name_or_path", None)
+            processor = AutoProcessor.from_pretrained(source, **hub_kwargs)
+        return SUPPORTED_TASKS[task][0](model=model, processor=processor,
+                                        tokenizer=None if isinstance(tokenizer, str) else tokenizer, **kwargs)
+    if processor is not None:
+        warn_once(f"pipeline: processor= is accepted and ignored for {task!r}")
     if tokenizer is None:
         tokenizer = getattr(model.config, "name_or_path", None)
     if isinstance(tokenizer, (str, tuple)):
@@ -71,5 +86,6 @@ def pipeline(task=None, model=None, tokenizer=None, revision=None, use_fast=True
     return SUPPORTED_TASKS[task][0](model=model, tokenizer=tokenizer, **kwargs)
 
 
-__all__ = ["pipeline", "AutomaticSpeechRecognitionPipeline", "FeatureExtractionPipeline", "TextClassificationPipeline", "TextGenerationPipeline",
+__all__ = ["pipeline", "AutomaticSpeechRecognitionPipeline", "FeatureExtractionPipeline", "ImageTextToTextPipeline",
+           "TextClassificationPipeline", "TextGenerationPipeline",
            "TokenClassificationPipeline", "SUPPORTED_TASKS"]

@@ -3,10 +3,11 @@ from .modeling_auto import (
     AutoModel,
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
+    AutoModelForImageTextToText,
     AutoModelForSpeechSeq2Seq,
     AutoModelForTokenClassification,
     load_config,
 )
 
 __all__ = ["AutoConfig", "AutoModel", "AutoModelForCausalLM", "AutoModelForSequenceClassification",
-           "AutoModelForSpeechSeq2Seq", "AutoModelForTokenClassification", "load_config"]
+           "AutoModelForImageTextToText", "AutoModelForSpeechSeq2Seq", "AutoModelForTokenClassification", "load_config"]

@@ -15,6 +15,7 @@ MODEL_FOR_CAUSAL_LM_MAPPING_NAMES = families.auto_mapping("ForCausalLM")
 MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES = families.auto_mapping("ForSequenceClassification")
 MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES = families.auto_mapping("ForTokenClassification")
 MODEL_FOR_SPEECH_SEQ_2_SEQ_MAPPING_NAMES = families.auto_mapping("ForSpeechSeq2Seq")
+MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES = families.auto_mapping("ForImageTextToText")
 
 # Formats whose Hub repos need trust_remote_code (transformers has no class for their model_type): our config
 # classes read their config.json with the repos' field names, and the native classes above run them. The
@@ -170,3 +171,7 @@ class AutoModelForTokenClassification(_BaseAutoModelClass):
 
 class AutoModelForSpeechSeq2Seq(_BaseAutoModelClass):
     _model_mapping = MODEL_FOR_SPEECH_SEQ_2_SEQ_MAPPING_NAMES
+
+
+class AutoModelForImageTextToText(_BaseAutoModelClass):
+    _model_mapping = MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES

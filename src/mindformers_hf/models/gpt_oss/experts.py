@@ -40,6 +40,10 @@ class GptOssTopKRouter(nn.Cell):
 
 
 class GptOssExperts(nn.Cell):
+    # tensor parallel (parallel/ style "stacked_experts"): each parameter's dimension of the expert width and its
+    # entries per channel (gate/up interleaved: 2); None: the down bias, added once after the partial sums
+    tp_param_dims = {"gate_up_proj": (2, 2), "gate_up_proj_bias": (1, 2), "down_proj": (1, 1), "down_proj_bias": None}
+
     def __init__(self, config, dtype=ms.float32):
         super().__init__()
         experts, hidden, inter = num_experts(config), config.hidden_size, config.intermediate_size
@@ -50,24 +54,33 @@ class GptOssExperts(nn.Cell):
         self.down_proj_bias = new_parameter((experts, hidden), dtype, "zeros")
         self.alpha, self.limit = float(config.swiglu_alpha), float(config.swiglu_limit)
 
-    def expert(self, rows, e):
-        """Expert `e` on rows [N, H] -> [N, H]."""
-        h = _MATMUL(rows, self.gate_up_proj[e]) + self.gate_up_proj_bias[e]            # [N, 2 * I]
+    def expert(self, params, rows, e):
+        """Expert `e` on rows [N, H] -> [N, H], with `params` (this cell's, or a tensor-parallel rank's slices)."""
+        h = _MATMUL(rows, params["gate_up_proj"][e]) + params["gate_up_proj_bias"][e]  # [N, 2 * I]
         h = h.reshape(h.shape[0], -1, 2)                                                # [N, I, (gate, up)]
         gate = ops.clamp(h[..., 0], max=self.limit)
         up = ops.clamp(h[..., 1], -self.limit, self.limit)
         glu = gate * ops.sigmoid(gate * self.alpha)
-        return _MATMUL((up + 1) * glu, self.down_proj[e]) + self.down_proj_bias[e]
+        return _MATMUL((up + 1) * glu, params["down_proj"][e]) + params["down_proj_bias"][e]
 
     def construct(self, x, indices, weights):
-        return moe_ops.grouped_experts(x, indices, weights, self.gate_up_proj.shape[0], self.expert)
+        params = {"gate_up_proj": self.gate_up_proj, "gate_up_proj_bias": self.gate_up_proj_bias,
+                  "down_proj": self.down_proj, "down_proj_bias": self.down_proj_bias}
+        return self.construct_with(params, x, indices, weights)
+
+    def construct_with(self, params, x, indices, weights):
+        return moe_ops.grouped_experts(x, indices, weights, params["gate_up_proj"].shape[0],
+                                       lambda rows, e: self.expert(params, rows, e))
 
 
 class GptOssMLP(nn.Cell):
-    """Router + experts; the decoder layer's `mlp` (built per layer by the family's DecoderVariant.mlp)."""
+    """Router + experts; the decoder layer's `mlp` (built per layer by the family's DecoderVariant.mlp). Tensor
+    parallel: the router replicated, every expert's width split (biases included)."""
+    _tp_plan = {"experts": ("stacked_experts", "intermediate_size")}
 
     def __init__(self, config, layer_idx=None, dtype=ms.float32):
         super().__init__()
+        self.tp_units = {"intermediate_size": (config.intermediate_size, 1, False)}
         self.router = GptOssTopKRouter(config, dtype)
         self.experts = GptOssExperts(config, dtype)
 

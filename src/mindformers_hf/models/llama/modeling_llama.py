@@ -111,6 +111,10 @@ class LlamaMLP(nn.Cell):
         self.tp_units = {"intermediate_size": (inter, 1, False)}
         self.fused_gate_up = variant.fused_gate_up
         self.proj_names = gate, up, down = variant.mlp_names
+        if self.proj_names != ("gate_proj", "up_proj", "down_proj"):  # the layout under the family's names
+            plan = type(self)._tp_plan
+            self._tp_plan = {**({gate: plan["gate_proj"]} if gate else {}), up: plan["up_proj"],
+                             "gate_up_proj": plan["gate_up_proj"], down: plan["down_proj"]}
         if self.fused_gate_up:
             self.gate_up_proj = Linear(hidden, 2 * inter, bias, dtype, std=std)
         else:
@@ -142,7 +146,13 @@ class LlamaAttention(nn.Cell):
                 "o_proj": ("rowwise", "num_attention_heads"),
                 # per-head norms (Qwen3, Gemma 3): whole on every rank, applied to its heads only, so the
                 # gradient of their weight is summed over the ranks (HF's plan names the same style)
-                "q_norm": "replicated_with_grad_allreduce", "k_norm": "replicated_with_grad_allreduce"}
+                "q_norm": "replicated_with_grad_allreduce", "k_norm": "replicated_with_grad_allreduce",
+                # gpt-oss: one sink logit per query head, split in place with the heads
+                "sinks": ("colwise", "num_attention_heads:sinks")}
+    # OLMo 2's q/k norms span the whole projection: their weight split with its heads, the sum of squares
+    # all-reduced (HF gathers q/k/v instead and replicates the attention; this keeps the heads and cache split)
+    _tp_plan_whole_norms = {"q_norm": ("sharded_rms_norm", "num_attention_heads"),
+                            "k_norm": ("sharded_rms_norm", "num_key_value_heads")}
 
     def __init__(self, config, layer_idx, dtype=ms.float32):
         super().__init__()
@@ -151,7 +161,8 @@ class LlamaAttention(nn.Cell):
         kv_heads = getattr(config, "num_key_value_heads", None) or heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
         self.tp_units = {"num_attention_heads": (heads, self.head_dim, False),
-                         "num_key_value_heads": (kv_heads, self.head_dim, True)}
+                         "num_key_value_heads": (kv_heads, self.head_dim, True),
+                         "num_attention_heads:sinks": (heads, 1, False)}
         # Gemma 2/3 scale queries by query_pre_attn_scalar ** -0.5 and soft-cap the scores
         self.scaling = (getattr(config, "query_pre_attn_scalar", None) or self.head_dim) ** -0.5
         self.softcap = getattr(config, "attn_logit_softcapping", None)
@@ -177,6 +188,10 @@ class LlamaAttention(nn.Cell):
         self.o_name = variant.o_name
         setattr(self, self.o_name, Linear(q_size, config.hidden_size, o_bias, dtype, std=std))
         self.qk_norm, self.qk_norm_whole = variant.qk_norm, variant.qk_norm_whole
+        if self.o_name != "o_proj" or self.qk_norm_whole:  # the layout under this instance's names (Phi: dense)
+            plan = {k: v for k, v in type(self)._tp_plan.items() if k != "o_proj"}
+            self._tp_plan = {**plan, self.o_name: type(self)._tp_plan["o_proj"],
+                             **(self._tp_plan_whole_norms if self.qk_norm_whole else {})}
         self.norm_offset = variant.norm_offset
         if self.qk_norm:  # per head, or (OLMo 2) over the whole projection
             self.q_norm = make_norm(config, q_size if self.qk_norm_whole else self.head_dim, dtype, variant)
