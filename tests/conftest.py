@@ -10,6 +10,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spinning OpenMP threads s
 import numpy as np
 import pytest
 
+pytest_plugins = ["tests.models.matrix_plugin"]  # the family matrix's summary table at the end of a run
+
 TINY_LLAMA = dict(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
                   tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, pad_token_id=0)

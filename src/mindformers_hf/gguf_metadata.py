@@ -17,6 +17,7 @@ _ARCHITECTURES = {
     "llama": ("llama", {"rope.dimension_count": "head_dim"}),
     "mistral": ("mistral", {"rope.dimension_count": "head_dim"}),
     "qwen2": ("qwen2", {}),
+    "phi3": ("phi3", {}),  # HF reads no rope.dimension_count here: head_dim is hidden / heads
     # key_length is Gemma's head_dim; HF reads no other Gemma key (query_pre_attn_scalar, layer_types, the
     # sliding layers' rope base and the soft-caps keep their config defaults there, so here too)
     "gemma2": ("gemma2", {"attention.key_length": "head_dim", "attention.sliding_window": "sliding_window"}),

@@ -39,8 +39,7 @@ def hf_greedy(model, prompt, new_tokens):
 
     with torch.no_grad():
         out = model.generate(torch.tensor(prompt), attention_mask=torch.ones(prompt.shape, dtype=torch.long),
-                             max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-                             pad_token_id=0)
+                             max_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
     return out.numpy()[:, prompt.shape[1]:]
 
 
@@ -71,10 +70,16 @@ def tensor_names(folder):
 def assert_family_parity(folder, save_to, architecture, vocab=128, length=11, new_tokens=4):
     """Load `folder` with our AutoModelForCausalLM and compare everything against HF; returns our model."""
     ours = AutoModelForCausalLM.from_pretrained(folder)
-    assert type(ours).__name__ == architecture
     theirs = hf_model(folder)
-    assert type(theirs).__name__ == architecture
+    assert_family_forward(ours, theirs, architecture, vocab, length, new_tokens)
+    assert_family_load(ours, theirs, folder, save_to, architecture, vocab, length)
+    return ours
 
+
+def assert_family_forward(ours, theirs, architecture, vocab=128, length=11, new_tokens=4):
+    """Forward parity: logits at unpadded positions (left padding), argmax, the loss (right padding, -100 labels)
+    and greedy decoding through our KV cache (HF's tokens; each step's logits equal HF's uncached forward)."""
+    assert type(ours).__name__ == type(theirs).__name__ == architecture
     # logits and argmax with left padding; padded query rows are implementation-defined in HF itself
     ids, mask = batch(vocab, length=length, pad_left=(0, 3))
     got = ours(input_ids=ids, attention_mask=mask).logits
@@ -94,12 +99,19 @@ def assert_family_parity(folder, save_to, architecture, vocab=128, length=11, ne
     # greedy decoding through our cache: HF's tokens, and each step's logits equal HF's uncached forward
     prompt = ids[:1]
     tokens, step_logits = our_greedy(ours, prompt, new_tokens)
-    np.testing.assert_array_equal(tokens, hf_greedy(theirs, prompt, new_tokens))
+    want_tokens = hf_greedy(theirs, prompt, new_tokens)  # HF stops at EOS; our loop goes on (the logits check it)
+    np.testing.assert_array_equal(tokens[:, :want_tokens.shape[1]], want_tokens)
     full = np.concatenate([prompt, tokens[:, :-1]], 1)
     want_steps = hf_call(theirs, full).logits.numpy()[:, prompt.shape[1] - 1:]
     assert np.abs(step_logits - want_steps).max() <= LOGITS_ATOL
 
-    # save round trip: HF reads our folder as the same class, the same tensor names, identical logits
+
+def assert_family_load(ours, theirs, folder, save_to, architecture, vocab=128, length=11):
+    """Load: our class is HF's, and our save_pretrained output loads in HF as the same class with the same tensor
+    names, bit-identical weights and the same logits."""
+    assert type(ours).__name__ == type(theirs).__name__ == architecture
+    ids, mask = batch(vocab, length=length, pad_left=(0, 3))
+    want = hf_call(theirs, ids, mask).logits.numpy()
     ours.save_pretrained(save_to)
     assert tensor_names(save_to) == tensor_names(folder)
     reloaded = hf_model(save_to)
@@ -111,19 +123,20 @@ def assert_family_parity(folder, save_to, architecture, vocab=128, length=11, ne
     # ... but two HF model instances need not sum in the same order: transformers 5.25's MoE experts
     # differ by ~3e-8 between two loads of the same file, so the logits get float32 rounding room
     np.testing.assert_allclose(hf_call(reloaded, ids, mask).logits.numpy(), want, rtol=0, atol=1e-6)
-    return ours
 
 
-def assert_generate_matches_hf(folder, ours, vocab=128, length=9, new_tokens=5):
+def assert_generate_matches_hf(folder, ours, vocab=128, length=9, new_tokens=5, theirs=None, **our_options):
     """`model.generate()` itself (the runner: compiled prefill, cache, masks per layer type) on a left-padded batch
-    of two: greedy and beam search (3 beams) tokens equal HF's `generate`."""
+    of two: greedy and beam search (3 beams) tokens equal HF's `generate`. `our_options` go to ours only (e.g.
+    disable_compile=True)."""
     import torch
 
-    theirs = hf_model(folder)
+    theirs = theirs if theirs is not None else hf_model(folder)
     ids, mask = batch(vocab, length=length, pad_left=(0, 3), seed=3)
     for options in (dict(do_sample=False), dict(do_sample=False, num_beams=3)):
         with torch.no_grad():
             want = theirs.generate(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
-                                   max_new_tokens=new_tokens, pad_token_id=0, **options).numpy()
-        got = ours.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new_tokens, pad_token_id=0, **options)
+                                   max_new_tokens=new_tokens, pad_token_id=0, eos_token_id=2, **options).numpy()
+        got = ours.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new_tokens, pad_token_id=0,
+                            eos_token_id=2, **options, **our_options)
         np.testing.assert_array_equal(np.asarray(got), want, err_msg=str(options))

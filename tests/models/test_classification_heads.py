@@ -7,37 +7,13 @@ import pytest
 import mindformers_hf
 from mindformers_hf import AutoModelForSequenceClassification, AutoModelForTokenClassification
 from tests.conftest import make_hf_checkpoint
-from tests.models.test_deepseek_v2_parity import DEEPSEEK_V2
-from tests.models.test_gpt_oss_parity import GPT_OSS
 
+# the token-classification cases (sequence classification is a cell of the family matrix, tests/models/matrix.py)
 FAMILIES = {  # (config class, family prefix, config overrides)
     "llama": ("LlamaConfig", "Llama", {}),
     "qwen2": ("Qwen2Config", "Qwen2", {}),
-    "qwen3": ("Qwen3Config", "Qwen3", dict(head_dim=16)),
-    "mistral": ("MistralConfig", "Mistral", {}),
-    "phi3": ("Phi3Config", "Phi3", {}),
-    "glm4": ("Glm4Config", "Glm4", dict(head_dim=16)),
     "gpt2": ("GPT2Config", "GPT2", dict(n_embd=64, n_layer=2, n_head=4, n_positions=64)),
-    "gemma": ("GemmaConfig", "Gemma", dict(head_dim=16)),
     "gemma2": ("Gemma2Config", "Gemma2", dict(head_dim=16, sliding_window=4)),
-    "gemma3_text": ("Gemma3TextConfig", "Gemma3Text", dict(head_dim=16, sliding_window=4)),
-    "mixtral": ("MixtralConfig", "Mixtral", dict(num_local_experts=4, num_experts_per_tok=2)),
-    "qwen2_moe": ("Qwen2MoeConfig", "Qwen2Moe", dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
-                                                    shared_expert_intermediate_size=48)),
-    "qwen3_moe": ("Qwen3MoeConfig", "Qwen3Moe", dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
-                                                    head_dim=16)),
-    "deepseek_v3": ("DeepseekV3Config", "DeepseekV3", dict(num_key_value_heads=4, kv_lora_rank=16, q_lora_rank=24,
-                                                          qk_rope_head_dim=8, qk_nope_head_dim=16, v_head_dim=16,
-                                                          n_routed_experts=4, num_experts_per_tok=2, n_group=2,
-                                                          topk_group=1, moe_intermediate_size=32,
-                                                          first_k_dense_replace=1)),
-    "deepseek_v2": ("DeepseekV2Config", "DeepseekV2", DEEPSEEK_V2),
-    "glm": ("GlmConfig", "Glm", dict(head_dim=16)),
-    "starcoder2": ("Starcoder2Config", "Starcoder2", dict(sliding_window=4)),
-    "phi": ("PhiConfig", "Phi", {}),
-    "olmo2": ("Olmo2Config", "Olmo2", {}),
-    "smollm3": ("SmolLM3Config", "SmolLM3", dict(no_rope_layers=[1, 0])),
-    "gpt_oss": ("GptOssConfig", "GptOss", GPT_OSS),
 }
 LOGITS_ATOL = 1e-4
 
@@ -74,16 +50,13 @@ def _hf_out(model, ids, mask, labels=None):
                      labels=None if labels is None else _torch(labels))
 
 
-@pytest.fixture(scope="module", params=sorted(FAMILIES))
-def family(request, tmp_path_factory):
-    config_class, prefix, overrides = FAMILIES[request.param]
-    folder = tmp_path_factory.mktemp(f"seq_{request.param}")
-    return request.param, make_hf_checkpoint(folder, config_class, f"{prefix}ForSequenceClassification",
-                                             num_labels=3, **overrides)
+def assert_sequence_classification(folder, save_to):
+    """Our ...ForSequenceClassification on a checkpoint transformers wrote: the class, the logits (last non-pad
+    token pooling with right, left and no padding), every problem_type's loss and its inference, and our
+    save_pretrained output reloading in transformers with the same logits. (The family matrix's cell,
+    tests/models/matrix.py.)"""
+    import transformers
 
-
-def test_sequence_classification_logits_and_losses_match_transformers(family):
-    name, folder = family
     ours, hf = AutoModelForSequenceClassification.from_pretrained(folder), _hf(folder, "Sequence")
     assert type(ours).__name__ == type(hf).__name__
     ids, mask = _ids()
@@ -99,6 +72,11 @@ def test_sequence_classification_logits_and_losses_match_transformers(family):
         want_loss = float(_hf_out(hf, ids, mask, label).loss)
         assert got_loss == pytest.approx(want_loss, rel=1e-5), problem_type
         assert ours.config.problem_type == hf.config.problem_type == problem_type  # inferred alike
+    ours.config.problem_type = None
+    ours.save_pretrained(save_to)
+    reloaded = transformers.AutoModelForSequenceClassification.from_pretrained(save_to).eval()
+    assert type(reloaded).__name__ == type(ours).__name__
+    np.testing.assert_allclose(got.logits, _hf_out(reloaded, ids, mask).logits.numpy(), atol=LOGITS_ATOL)
 
 
 def test_regression_with_one_label_and_ignored_labels(tmp_path):
@@ -121,19 +99,6 @@ def test_regression_with_one_label_and_ignored_labels(tmp_path):
                                atol=LOGITS_ATOL)
     with pytest.raises(ValueError, match="Cannot handle batch sizes > 1"):
         ours(input_ids=ids)
-
-
-def test_saved_folder_reloads_in_transformers(family, tmp_path):
-    import transformers
-
-    name, folder = family
-    ours = AutoModelForSequenceClassification.from_pretrained(folder)
-    ours.save_pretrained(tmp_path)
-    reloaded = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
-    assert type(reloaded).__name__ == type(ours).__name__
-    ids, mask = _ids()
-    np.testing.assert_allclose(ours(input_ids=ids, attention_mask=mask).logits,
-                               _hf_out(reloaded, ids, mask).logits.numpy(), atol=LOGITS_ATOL)
 
 
 def test_classifier_from_a_causal_lm_checkpoint(tiny_llama, caplog):

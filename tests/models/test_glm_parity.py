@@ -4,11 +4,9 @@ import pytest
 from tests.conftest import make_hf_checkpoint
 from tests.models.family_parity import assert_family_parity
 
-VARIANTS = {
-    "glm": ("GlmConfig", "GlmForCausalLM", dict(head_dim=16)),        # partial_rotary_factor 0.5 by default
+VARIANTS = {  # the default cases (GLM with partial_rotary_factor 0.5, GLM4) are the family matrix's rows
     "glm_full_rotary": ("GlmConfig", "GlmForCausalLM", dict(head_dim=16, partial_rotary_factor=1.0)),
     "glm_no_bias": ("GlmConfig", "GlmForCausalLM", dict(head_dim=16, attention_bias=False)),
-    "glm4": ("Glm4Config", "Glm4ForCausalLM", dict(head_dim=16)),
     "glm4_head_dim": ("Glm4Config", "Glm4ForCausalLM", dict(head_dim=24)),
 }
 

@@ -33,8 +33,7 @@ def make_gpt2_checkpoint(folder, seed=0, **overrides):
     return str(folder)
 
 
-VARIANTS = {
-    "tied": {},
+VARIANTS = {  # the tied default is the family matrix's row (tests/models/matrix.py)
     "untied": dict(tie_word_embeddings=False),
     # layer-scaled attention, a narrow MLP and the exact (erf) GELU
     "options": dict(scale_attn_by_inverse_layer_idx=True, n_inner=96, activation_function="gelu"),

@@ -3,10 +3,9 @@ outputs only, q/k RMSNorms over the whole projections (GQA: k_norm is narrower t
 import pytest
 
 from tests.conftest import make_hf_checkpoint
-from tests.models.family_parity import assert_family_parity, assert_generate_matches_hf
+from tests.models.family_parity import assert_family_parity
 
-VARIANTS = {
-    "default": {},
+VARIANTS = {  # the default case is the family matrix's row (tests/models/matrix.py)
     "bias_tied": dict(attention_bias=True, tie_word_embeddings=True),
 }
 
@@ -16,6 +15,4 @@ def test_olmo2_matches_hf(tmp_path, variant):
     folder = make_hf_checkpoint(tmp_path / "hf", "Olmo2Config", "Olmo2ForCausalLM", **VARIANTS[variant])
     ours = assert_family_parity(folder, tmp_path / "ours", "Olmo2ForCausalLM")
     assert ours.model.layers[0].self_attn.k_norm.weight.shape == (32,)  # KV * head_dim
-    if variant == "default":  # generate() itself (compiled prefill, static cache), once per family
-        assert ours.model.compiles_layers()
-        assert_generate_matches_hf(folder, ours)
+    assert ours.model.compiles_layers()

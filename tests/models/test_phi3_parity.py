@@ -9,8 +9,7 @@ from tests.conftest import make_hf_checkpoint
 from tests.models.family_parity import assert_family_parity
 
 _HALF_ROT = 8  # head_dim 16 -> 8 frequencies
-VARIANTS = {
-    "default": {},
+VARIANTS = {  # the default case is the family matrix's row (tests/models/matrix.py)
     "sliding_window": dict(sliding_window=5),  # Phi-3-mini ships sliding_window=2047
     "partial_rotary": dict(rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
                                             "partial_rotary_factor": 0.75}),  # Phi-4-mini

@@ -3,10 +3,9 @@ MLP on one LayerNorm, `dense` / fc1 / fc2 with biases, partial rotary, final_lay
 import pytest
 
 from tests.conftest import make_hf_checkpoint
-from tests.models.family_parity import assert_family_parity, assert_generate_matches_hf
+from tests.models.family_parity import assert_family_parity
 
-VARIANTS = {
-    "default": {},  # partial_rotary_factor 0.5, gelu_new, as Phi-2
+VARIANTS = {  # the default (partial_rotary_factor 0.5, gelu_new, as Phi-2) is the family matrix's row
     "full_rotary_mha": dict(num_key_value_heads=4, rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
                                                                     "partial_rotary_factor": 1.0}),
 }
@@ -16,9 +15,7 @@ VARIANTS = {
 def test_phi_matches_hf(tmp_path, variant):
     folder = make_hf_checkpoint(tmp_path / "hf", "PhiConfig", "PhiForCausalLM", **VARIANTS[variant])
     ours = assert_family_parity(folder, tmp_path / "ours", "PhiForCausalLM")
-    if variant == "default":  # generate() itself (compiled prefill, static cache), once per family
-        assert ours.model.compiles_layers()
-        assert_generate_matches_hf(folder, ours)
+    assert ours.model.compiles_layers()
 
 
 def test_phi_qk_layernorm_raises(tmp_path):

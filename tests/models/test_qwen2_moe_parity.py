@@ -3,21 +3,11 @@ import numpy as np
 
 from mindformers_hf import AutoModelForCausalLM
 from tests.conftest import batch, make_hf_checkpoint
-from tests.models.family_parity import assert_family_parity, hf_call, hf_model
+from tests.models.family_parity import hf_call, hf_model
 from tests.models.test_mixtral_parity import assert_router_loss_parity
 
 QWEN2_MOE = dict(num_experts=8, num_experts_per_tok=2, moe_intermediate_size=32, shared_expert_intermediate_size=48,
                  router_aux_loss_coef=0.02)
-
-
-def test_qwen2_moe_matches_hf(tmp_path):
-    # 3 layers: layer 0 dense (mlp_only_layers), layers 1 and 2 sparse with a gated shared expert
-    folder = make_hf_checkpoint(tmp_path / "hf", "Qwen2MoeConfig", "Qwen2MoeForCausalLM", num_hidden_layers=3,
-                                norm_topk_prob=True, mlp_only_layers=[0], **QWEN2_MOE)
-    ours = assert_family_parity(folder, tmp_path / "ours", "Qwen2MoeForCausalLM")
-    assert type(ours.model.layers[0].mlp).__name__ == "LlamaMLP"
-    assert ours.model.layers[1].self_attn.q_proj.bias is not None and ours.model.layers[1].self_attn.o_proj.bias is None
-    assert_router_loss_parity(folder, ours)
 
 
 def test_qwen2_moe_sparse_step_unnormed_no_qkv_bias(tmp_path):
@@ -31,12 +21,4 @@ def test_qwen2_moe_sparse_step_unnormed_no_qkv_bias(tmp_path):
     got = ours(input_ids=ids, attention_mask=mask).logits
     want = hf_call(hf_model(folder), ids, mask).logits.numpy()
     assert np.abs(got - want)[mask.astype(bool)].max() <= 1e-4
-    assert_router_loss_parity(folder, ours)
-
-
-def test_qwen3_moe_matches_hf(tmp_path):
-    folder = make_hf_checkpoint(tmp_path / "hf", "Qwen3MoeConfig", "Qwen3MoeForCausalLM", num_experts=8,
-                                num_experts_per_tok=2, moe_intermediate_size=32, norm_topk_prob=True, head_dim=16,
-                                router_aux_loss_coef=0.02)
-    ours = assert_family_parity(folder, tmp_path / "ours", "Qwen3MoeForCausalLM")
     assert_router_loss_parity(folder, ours)

@@ -4,8 +4,7 @@ import pytest
 from tests.conftest import make_hf_checkpoint
 from tests.models.family_parity import assert_family_parity
 
-VARIANTS = {
-    "default": {},
+VARIANTS = {  # the default case is the family matrix's row (tests/models/matrix.py)
     "tied": dict(tie_word_embeddings=True),  # Qwen2-0.5B/1.5B tie the head to the embedding
     # windows on from layer 1 (max_window_layers) and a prompt longer than the window
     "sliding_layers": dict(use_sliding_window=True, sliding_window=4, max_window_layers=1),

@@ -4,8 +4,7 @@ import pytest
 from tests.conftest import make_hf_checkpoint
 from tests.models.family_parity import assert_family_parity
 
-VARIANTS = {
-    "default": dict(head_dim=16),
+VARIANTS = {  # the default case is the family matrix's row (tests/models/matrix.py)
     "head_dim_and_bias": dict(head_dim=24, attention_bias=True),  # q/k norms act on head_dim, not hidden/heads
     "sliding_layers": dict(head_dim=16, use_sliding_window=True, sliding_window=4, max_window_layers=1),
 }

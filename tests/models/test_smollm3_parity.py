@@ -3,11 +3,9 @@ beside rotary ones, and sliding-window layers."""
 import pytest
 
 from tests.conftest import make_hf_checkpoint
-from tests.models.family_parity import assert_family_parity, assert_generate_matches_hf
+from tests.models.family_parity import assert_family_parity
 
-VARIANTS = {
-    # layer 1 NoPE (as every 4th layer of SmolLM3-3B); the rotary base small so a missing rotary shows
-    "default": dict(no_rope_layers=[1, 0], rope_parameters={"rope_type": "default", "rope_theta": 100.0}),
+VARIANTS = {  # the default (layer 1 NoPE, a small rotary base) is the family matrix's row
     # NoPE first; the rotary layer slides over a window of 4 under the 11-token prompt
     "sliding": dict(no_rope_layers=[0, 1], use_sliding_window=True, sliding_window=4,
                     layer_types=["full_attention", "sliding_attention"]),
@@ -19,6 +17,4 @@ def test_smollm3_matches_hf(tmp_path, variant):
     folder = make_hf_checkpoint(tmp_path / "hf", "SmolLM3Config", "SmolLM3ForCausalLM", **VARIANTS[variant])
     ours = assert_family_parity(folder, tmp_path / "ours", "SmolLM3ForCausalLM")
     assert [layer.self_attn.rope for layer in ours.model.layers] == [bool(x) for x in ours.config.no_rope_layers]
-    if variant == "default":  # generate() itself (compiled prefill, static cache), once per family
-        assert ours.model.compiles_layers()
-        assert_generate_matches_hf(folder, ours)
+    assert ours.model.compiles_layers()

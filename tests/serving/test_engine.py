@@ -156,23 +156,18 @@ def test_attention_reads_the_pool_through_ops_paged_attention(llm_and_hf, monkey
         assert out.outputs[0].token_ids == want
 
 
-@pytest.mark.parametrize("kind, build", [
-    ("internlm", "test_internlm_matches_llama_with_attention_bias"),
-    ("internlm2", "test_internlm2_matches_llama_conversion"),
-    ("chatglm", "test_chatglm_matches_glm_conversion"),
-    ("qwen", "test_qwen_matches_qwen2_conversion"),
-])
-def test_remote_formats_through_the_engine_equal_generate(tmp_path, kind, build):
-    """The remote-code checkpoint formats read natively (tests/models/test_remote_formats.py builds each from an
-    HF-native model and checks generate's greedy tokens against transformers): the engine's greedy tokens,
+@pytest.mark.parametrize("kind", ["internlm", "internlm2", "chatglm", "qwen"])
+def test_remote_formats_through_the_engine_equal_generate(tmp_path, kind):
+    """The remote-code checkpoint formats read natively (tests/models/remote_formats.py writes each from an
+    HF-native model; the family matrix checks generate's tokens against transformers): the engine's greedy tokens,
     through chunked prefill and the paged cache, equal generate's."""
     import numpy as np
 
     from mindformers_hf import AutoModelForCausalLM
 
-    from ..models import test_remote_formats
+    from ..models import remote_formats
 
-    getattr(test_remote_formats, build)(tmp_path)          # writes tmp_path/<kind> (and checks it against HF)
+    getattr(remote_formats, f"{kind}_checkpoint")(tmp_path / kind)
     model = AutoModelForCausalLM.from_pretrained(str(tmp_path / kind))
     prompts = [np.random.default_rng(i).integers(3, 100, size=n).tolist() for i, n in enumerate((11, 3, 7))]
     outs = LLM(model, _IdsTokenizer(), max_num_batched_tokens=5, block_size=4).generate(

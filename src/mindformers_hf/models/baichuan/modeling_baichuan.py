@@ -81,6 +81,12 @@ class BaichuanModel(CheckpointFormatMixin, LlamaModel):
     weight_table = BAICHUAN_WEIGHTS
 
 
+def _as_dtype(tensor, dtype):
+    """`astype` only when the dtype differs: a same-dtype astype of a constant inside a decode step's trace left a
+    released graph node that crashed the next trace (a beam-search step traced after a greedy one)."""
+    return tensor if tensor.dtype == dtype else tensor.astype(dtype)
+
+
 class BaichuanForCausalLM(BaichuanChatMixin, CheckpointFormatMixin, LlamaForCausalLM):
     weight_table = BAICHUAN_WEIGHTS
 
@@ -88,13 +94,26 @@ class BaichuanForCausalLM(BaichuanChatMixin, CheckpointFormatMixin, LlamaForCaus
         super().__init__(config, dtype)
         self._inverse_head_norms = None  # NormHead in eval mode: computed once, as Baichuan2 normalises once
 
+    # The eval-mode norms are computed when the weights or the mode change, never inside a forward (which may be a
+    # compiled decode step's trace: a tensor made there and cached is a node of that trace's graph).
     def set_train(self, mode=True):
-        self._inverse_head_norms = None  # the head may change while training
-        return super().set_train(mode)
+        result = super().set_train(mode)
+        self._inverse_head_norms = None if mode else self._eval_head_norms()
+        return result
 
     def load_weights(self, source):
-        self._inverse_head_norms = None
-        return super().load_weights(source)
+        result = super().load_weights(source)
+        self._inverse_head_norms = None if self.training else self._eval_head_norms()
+        return result
+
+    def _eval_head_norms(self):
+        if not getattr(self.config, "norm_head", False) or getattr(self, "lm_head", None) is None:
+            return None
+        return ops.stop_gradient(self._head_norms())
+
+    def _head_norms(self):
+        weight = self.lm_head.weight.astype(ms.float32)
+        return 1.0 / ops.clamp(ops.sqrt((weight * weight).sum(-1)), min=1e-12)    # [V]
 
     def lm_logits(self, hidden_states):
         """NormHead: logits against unit-norm head rows, i.e. each row's logit divided by that row's norm
@@ -104,15 +123,12 @@ class BaichuanForCausalLM(BaichuanChatMixin, CheckpointFormatMixin, LlamaForCaus
         if not self.config.norm_head:
             return super().lm_logits(hidden_states)
         inverse = self._inverse_head_norms
-        if inverse is None or self.training:
-            weight = self.lm_head.weight.astype(ms.float32)
-            inverse = 1.0 / ops.clamp(ops.sqrt((weight * weight).sum(-1)), min=1e-12)    # [V or this rank's rows]
-            if not self.training:
-                self._inverse_head_norms = inverse
+        if inverse is None or self.training or inverse.shape[0] != self.lm_head.weight.shape[0]:  # or a TP slice
+            inverse = self._head_norms()                                       # [V or this rank's rows]
         if hasattr(self.lm_head, "parallel_logits"):
-            return self.lm_head.parallel_logits(hidden_states, row_scale=inverse.astype(hidden_states.dtype))
+            return self.lm_head.parallel_logits(hidden_states, row_scale=_as_dtype(inverse, hidden_states.dtype))
         logits = super().lm_logits(hidden_states)
-        return logits * inverse.astype(logits.dtype)
+        return logits * _as_dtype(inverse, logits.dtype)
 
     def construct(self, *args, labels=None, return_dict=None, **kwargs):
         out = super().construct(*args, labels=labels, return_dict=True, **kwargs)

@@ -1,0 +1,75 @@
+"""Tiny unquantised GGUF files written with the `gguf` package the way llama.cpp's converter writes them: its
+tensor names, its q/k row permutation for LLaMA / Mistral and its `1 + w` RMSNorm convention for Gemma 2/3."""
+import numpy as np
+
+_LAYER = {"input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
+          "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output", "self_attn.q_norm": "attn_q_norm",
+          "self_attn.k_norm": "attn_k_norm", "post_attention_layernorm": "ffn_norm",
+          "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
+# Gemma 2/3: four norms a layer; llama.cpp's ffn_norm is the pre-MLP norm there
+_GEMMA_LAYER = {**_LAYER, "post_attention_layernorm": "post_attention_norm",
+                "pre_feedforward_layernorm": "ffn_norm", "post_feedforward_layernorm": "post_ffw_norm"}
+# Phi-3: HF's fused projections are llama.cpp's too
+_PHI3_LAYER = {**_LAYER, "self_attn.qkv_proj": "attn_qkv", "mlp.gate_up_proj": "ffn_up"}
+_GEMMA = ("gemma2", "gemma3")
+_PERMUTED = ("llama", "mistral")  # llama.cpp's convert_hf_to_gguf.py permutes q/k rows of these (LlamaModel)
+
+
+def gguf_name(hf_name, arch):
+    top = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
+           "lm_head.weight": "output.weight"}
+    if hf_name in top:
+        return top[hf_name]
+    _, _, layer, rest = hf_name.split(".", 3)
+    module, _, kind = rest.rpartition(".")
+    table = _GEMMA_LAYER if arch in _GEMMA else _PHI3_LAYER if arch == "phi3" else _LAYER
+    return f"blk.{layer}.{table[module]}.{kind}"
+
+
+def _permute(weights, n_head):
+    """llama.cpp's LlamaModel.permute: rows (heads, dim/2, 2) -> (heads, 2, dim/2)."""
+    return weights.reshape(n_head, 2, weights.shape[0] // n_head // 2, *weights.shape[1:]).swapaxes(1, 2) \
+        .reshape(weights.shape)
+
+
+def write_gguf(hf_model, path, arch):
+    """What llama.cpp's converter writes for `hf_model`'s tensors (unquantised, fp32) and hyper-parameters."""
+    import gguf
+
+    config = hf_model.config
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    writer = gguf.GGUFWriter(str(path), arch)
+    writer.add_context_length(config.max_position_embeddings)
+    writer.add_block_count(config.num_hidden_layers)
+    writer.add_feed_forward_length(config.intermediate_size)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_head_count(config.num_attention_heads)
+    writer.add_head_count_kv(config.num_key_value_heads)
+    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+    writer.add_rope_freq_base(float(config.rope_parameters.get("rope_theta", 10000.0))
+                              if "rope_theta" in config.rope_parameters else 10000.0)
+    writer.add_vocab_size(config.vocab_size)
+    if arch in _GEMMA:
+        writer.add_key_length(head_dim)
+        writer.add_value_length(head_dim)
+        writer.add_sliding_window(config.sliding_window)
+    else:
+        writer.add_rope_dimension_count(head_dim)
+    for token, add in (("bos", writer.add_bos_token_id), ("eos", writer.add_eos_token_id),
+                       ("pad", writer.add_pad_token_id)):
+        if isinstance(getattr(config, f"{token}_token_id", None), int):
+            add(getattr(config, f"{token}_token_id"))
+    tied = config.tie_word_embeddings
+    for name, tensor in hf_model.state_dict().items():
+        if name == "lm_head.weight" and tied:  # tied: llama.cpp writes no output tensor
+            continue
+        array = tensor.numpy().astype(np.float32)
+        if arch in _GEMMA and name.endswith("norm.weight"):
+            array = array + np.float32(1)
+        if arch in _PERMUTED and name.endswith(("q_proj.weight", "k_proj.weight")):
+            array = _permute(array, config.num_attention_heads if "q_proj" in name else config.num_key_value_heads)
+        writer.add_tensor(gguf_name(name, arch), array)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
