@@ -87,7 +87,9 @@ ROUTER = "tests.models.test_mixtral_parity:router_loss_check"
 GENERATE = "greedy, beam, sampling"
 COMPILED = "greedy, beam, sampling; compiled"
 GGUF_HF = ""
-TRAIN, LORA = PENDING("trainlora19"), PENDING("trainlora19")
+# train / LoRA of the text rows: tests/models/test_matrix_train.py (the cells of tests/models/matrix_train.py)
+TRAIN = NODES("tests/models/test_matrix_train.py::test_train", detail="Trainer: 2 AdamW steps = HF Trainer")
+LORA = NODES("tests/models/test_matrix_train.py::test_lora", detail="PEFT files both ways, merge")
 # tensor parallel: every row of tests/parallel/test_tp_msrun.py's one msrun launch (tests/parallel/tp_matrix.py)
 TP = NODES("tests/parallel/test_tp_msrun.py::test_tp2_matches_single_process_and_hf",
            detail="tp=2 logits, greedy, gradients")
@@ -137,7 +139,7 @@ _WHISPER_GEN = "tests/models/test_whisper_generate.py::"
 _VL = "tests/models/test_qwen2_vl_parity.py::"  # both VL families (the checkpoint fixture is parametrised)
 _VL_LORA = "tests/trainer/test_qwen2_vl_lora.py::test_lora_training_matches_hf_peft"
 _ROWS = [
-    # LLaMA's train / LoRA are covered by existing tests until the matrix functions land
+    # LLaMA's train / LoRA: the in-depth tests (test_matrix_train.py runs its cells too)
     _native("llama", "Llama", "LlamaConfig", "LlamaForCausalLM", gguf="llama", compiled=True, cells=dict(
         train=NODES("tests/trainer/test_trainer_parity.py::test_adamw_steps_match_hf_trainer",
                     "tests/trainer/test_data_parallel.py", detail="Trainer, tiny LLaMA; data parallel 2 ranks"),
@@ -237,7 +239,11 @@ _ROWS = [
             train=NODES("tests/trainer/test_whisper_finetune.py::test_whisper_training_steps_match_hf_seq2seq_trainer",
                         "tests/trainer/test_whisper_finetune.py::test_seq2seq_trainer_predict_with_generate_matches_hf",
                         detail="Trainer steps = HF Seq2SeqTrainer; `predict_with_generate`"),
-            lora=Cell("pending", "no test yet"), tp=Cell("pending", "no test yet (speech: not in the tp matrix)"),
+            lora=NODES("tests/peft/test_whisper_lora.py::test_our_adapter_loads_in_hf_peft",
+                       "tests/peft/test_whisper_lora.py::test_hf_adapter_loads_in_ours_and_merges_as_peft",
+                       "tests/peft/test_whisper_lora.py::test_lora_trainer_steps_match_hf_peft",
+                       detail="q/v of self- and cross-attention: PEFT files both ways, merge, Seq2SeqTrainer steps"),
+            tp=NA("transformers has no tensor-parallel plan for Whisper (WhisperConfig.base_model_tp_plan is None)"),
             gguf=_na_gguf("whisper"),
             seq_cls=NA("transformers has no WhisperForSequenceClassification (audio classification is "
                        "`WhisperForAudioClassification`, another task)"))),

@@ -40,6 +40,13 @@ NATIVE = {
                                                                       routed_scaling_factor=2.0, **MLA)),
     "deepseek_v3": ("DeepseekV3Config", "DeepseekV3ForCausalLM", dict(routed_scaling_factor=2.5, norm_topk_prob=True,
                                                                       **MLA)),
+    "starcoder2": ("Starcoder2Config", "Starcoder2ForCausalLM", dict(sliding_window=4, hidden_act="gelu_pytorch_tanh",
+                                                                     residual_dropout=0.0, embedding_dropout=0.0)),
+    "phi": ("PhiConfig", "PhiForCausalLM", dict(resid_pdrop=0.0, embd_pdrop=0.0)),
+    "olmo2": ("Olmo2Config", "Olmo2ForCausalLM", {}),
+    "smollm3": ("SmolLM3Config", "SmolLM3ForCausalLM", dict(no_rope_layers=[1, 0])),
+    "gpt_oss": ("GptOssConfig", "GptOssForCausalLM", dict(head_dim=8, num_local_experts=4, num_experts_per_tok=2,
+                                                          sliding_window=4, swiglu_limit=7.0, **MOE)),
 }
 REMOTE = sorted(conv.WRITERS)  # (baichuan_alibi: Baichuan2-13B's ALiBi)
 

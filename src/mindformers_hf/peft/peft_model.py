@@ -201,7 +201,17 @@ class PeftModel(nn.Cell):
             folder = save_directory if adapter_name == "default" else os.path.join(save_directory, adapter_name)
             if config.base_model_name_or_path is None:
                 config.base_model_name_or_path = getattr(self.config, "name_or_path", None) or None
-            save_adapter(self, adapter_name, folder, state_dict=state_dict)
+            save_adapter(self, adapter_name, folder, state_dict=state_dict,
+                         auto_mapping_dict=None if config.task_type is not None else self._auto_mapping())
+
+    def _auto_mapping(self):
+        """PEFT's `auto_mapping` for adapters without a task_type: the base class and its transformers module
+        (ours mirror transformers' layout, `mindformers_hf.models.<type>.modeling_<type>`)."""
+        cls = type(self.get_base_model())
+        module = cls.__module__
+        if module.startswith("mindformers_hf.models."):
+            module = "transformers." + module[len("mindformers_hf."):]
+        return {"base_model_class": cls.__name__, "parent_library": module}
 
     @classmethod
     def from_pretrained(cls, model, model_id, adapter_name="default", is_trainable=False, config=None,
@@ -251,6 +261,18 @@ class PeftModelForCausalLM(PeftModel):
         return self.get_base_model()(*args, **kwargs)
 
 
+class PeftModelForSeq2SeqLM(PeftModel):
+    """Encoder-decoder models (Whisper). Only the arguments the caller passes reach the base model: PEFT 0.21.2
+    also passes `input_ids=None` / `inputs_embeds=None`, which Whisper's forward rejects (docs/differences.md)."""
+
+    def construct(self, *args, task_ids=None, adapter_names=None, **kwargs):
+        if task_ids is not None:
+            warn_once("PeftModelForSeq2SeqLM: task_ids (multitask prompt tuning) is ignored for LoRA")
+        if adapter_names is not None:
+            raise NotImplementedError("adapter_names (mixed-adapter batches) is not supported")
+        return self.get_base_model()(*args, **kwargs)
+
+
 class PeftModelForFeatureExtraction(PeftModel):
     pass
 
@@ -258,10 +280,11 @@ class PeftModelForFeatureExtraction(PeftModel):
 def _peft_model_class(task_type):
     if task_type is None:
         return PeftModel
-    mapping = {TaskType.CAUSAL_LM: PeftModelForCausalLM, TaskType.FEATURE_EXTRACTION: PeftModelForFeatureExtraction}
+    mapping = {TaskType.CAUSAL_LM: PeftModelForCausalLM, TaskType.SEQ_2_SEQ_LM: PeftModelForSeq2SeqLM,
+               TaskType.FEATURE_EXTRACTION: PeftModelForFeatureExtraction}
     if task_type not in mapping:
-        raise NotImplementedError(f"task_type={task_type!r} is not supported: use CAUSAL_LM, FEATURE_EXTRACTION or "
-                                  "None")
+        raise NotImplementedError(f"task_type={task_type!r} is not supported: use CAUSAL_LM, SEQ_2_SEQ_LM, "
+                                  "FEATURE_EXTRACTION or None")
     return mapping[task_type]
 
 

@@ -179,15 +179,15 @@ def load_adapter_weights(path, **hub_kwargs):
         reader.close()
 
 
-def save_adapter(model, adapter_name, folder, state_dict=None):
+def save_adapter(model, adapter_name, folder, state_dict=None, auto_mapping_dict=None):
     """adapter_model.safetensors and adapter_config.json of one adapter (of a PeftModel, or a model with native
-    adapters), the config with `inference_mode: true` as PEFT writes it."""
+    adapters), the config with `inference_mode: true` as PEFT writes it (and PEFT's `auto_mapping` if given)."""
     os.makedirs(folder, exist_ok=True)
     save_adapter_weights(model, adapter_name, folder, state_dict=state_dict)
     config = model.peft_config[adapter_name]
     inference_mode = config.inference_mode
     config.inference_mode = True
     try:
-        config.save_pretrained(folder)
+        config.save_pretrained(folder, auto_mapping_dict=auto_mapping_dict)
     finally:
         config.inference_mode = inference_mode

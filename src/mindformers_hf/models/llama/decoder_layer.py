@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 import mindspore as ms
+from mindspore import ops
 
 from ... import ops as fused
 from ...activations import activation
