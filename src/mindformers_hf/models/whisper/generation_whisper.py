@@ -352,9 +352,9 @@ class WhisperGenerationMixin:
                 result = self._sample_loop(runner, ids[todo], mask[todo], config, processors, criteria, pad, eos,
                                            None)
             if config.return_token_timestamps:
-                # transformers indexes the window's frames by position in the call's batch (num_frames[:n])
+                # transformers indexes the window's frames by position in the call's batch
                 window_times = self._token_timestamps(todo_hidden, result["sequences"], mask[todo], config,
-                                                      None if frames_left is None else frames_left[:len(todo)])
+                                                      frames_left)
             again = []
             for j, i in enumerate(todo):
                 if config.return_token_timestamps:

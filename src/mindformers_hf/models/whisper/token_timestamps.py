@@ -93,16 +93,22 @@ def alignment_probs(model, encoder_hidden, sequences, mask, alignment_heads):
 def extract_token_timestamps(weights, num_input_ids, num_frames, median_filter_width, time_precision=0.02):
     """transformers' _extract_token_timestamps after the weights are gathered: `weights` [B, heads, S - 1,
     frames] -> float32 [B, S] times, 0 for the `num_input_ids` prompt tokens and the last token copying the one
-    before. `num_frames` (mel frames per row, or None) crops the audio to num_frames // 2 encoder frames."""
+    before. `num_frames` (mel frames left in the window, per row of the generate call's batch, or None) crops
+    the audio to num_frames // 2 encoder frames; row b uses num_frames[b], as transformers indexes it (after a
+    temperature fallback the call's rows are not the first ones, and transformers still reads these)."""
     batch, length = weights.shape[0], weights.shape[2]
     timestamps = np.zeros((batch, length + 1), np.float32)
     weights = weights[:, :, num_input_ids:]
     if weights.shape[2] == 0:
         return timestamps
+    if num_frames is not None and len(np.unique(num_frames)) == 1:
+        # transformers crops a batch of equal lengths, then each row again (twice is a no-op unless the window
+        # starts past the audio: a negative length then cuts from the end twice)
+        weights = weights[..., :int(num_frames[0]) // 2]
     for b in range(batch):
         matrix = weights[b] if num_frames is None else weights[b, ..., :int(num_frames[b]) // 2]
-        std = matrix.std(-2, keepdims=True)
-        matrix = (matrix - matrix.mean(-2, keepdims=True)) / std
+        with np.errstate(divide="ignore", invalid="ignore"):  # one token: 0 / 0, as in transformers
+            matrix = (matrix - matrix.mean(-2, keepdims=True)) / matrix.std(-2, keepdims=True)
         matrix = median_filter(matrix, median_filter_width).mean(0)
         text, time = dynamic_time_warping(-matrix.astype(np.float64))
         jumps = np.pad(np.diff(text), (1, 0), constant_values=1).astype(bool)
