@@ -100,8 +100,10 @@ def timestamp_pipes(tmp_path_factory):
     # chunked: three 4 s chunks overlapping by 1 s (then the default, 4/6 s), merged by the tokenizer
     (6.0, dict(chunk_length_s=4, stride_length_s=1, generate_kwargs={"language": "en", "num_beams": 1})),
     (6.0, dict(chunk_length_s=4, return_timestamps=True, generate_kwargs={"language": "en", "num_beams": 1})),
-    # word timestamps: token times (alignment heads' cross-attention, dynamic time warping) grouped into words
-    (2.0, dict(return_timestamps="word", generate_kwargs={"language": "german", "num_beams": 1})),
+    # word timestamps: token times (alignment heads' cross-attention, dynamic time warping) grouped into words;
+    # with the pipeline's default 5 beams, and long-form (the second window's words start after 30 s)
+    (2.0, dict(return_timestamps="word")),
+    (35.0, dict(return_timestamps="word", generate_kwargs={"language": "en", "num_beams": 1})),
 ])
 def test_asr_pipeline_timestamps_and_long_form_match_transformers(timestamp_pipes, seconds, call):
     ours, hf = timestamp_pipes
