@@ -9,7 +9,8 @@ beam-search loops of generation/utils.py (prompt first, then one token per step 
 EncoderDecoderCache, whose cross-attention keys/values are computed once). As in transformers 5, the returned sequences
 hold the generated tokens only: the prompt and a final end-of-text are removed, rows are right-padded with
 pad_token_id. `prompt_ids` and `condition_on_prev_tokens` put text before the init tokens
-(<|startofprev|> ...), as transformers' _prepare_decoder_input_ids does.
+(<|startofprev|> ...), as transformers' _prepare_decoder_input_ids does. `return_token_timestamps` adds each
+token's time from the alignment heads' cross-attention (token_timestamps.py).
 """
 import copy
 import math
@@ -320,7 +321,8 @@ class WhisperGenerationMixin:
             return sequences
         if offset_stamps:  # the pipeline: each row's times with its windows' offsets, unpadded
             return {"sequences": sequences, "token_timestamps": [
-                np.concatenate([t + off for t, off in row]) if row else np.zeros(0) for row in stamps]}
+                np.concatenate([t + np.float32(off) for t, off in row]) if row else np.zeros(0, np.float32)
+                for row in stamps]}  # float32, as torch adds the float64 offset to the float32 times
         # transformers' _pad_to_max_length: the window times without the window offsets, rows padded with
         # their last time
         rows = [np.concatenate([t for t, _ in row]).astype(np.float32) if row else np.zeros(0, np.float32)
