@@ -234,8 +234,10 @@ _ROWS = [
                            _WHISPER_GEN + "test_timestamps_match_hf", _WHISPER_GEN + "test_long_form_matches_hf",
                            "tests/models/test_whisper_fallback.py::test_short_form_options_match_hf",
                            "tests/models/test_whisper_fallback.py::test_long_form_conditioning_matches_hf",
+                           _WHISPER_GEN + "test_token_timestamps_match_hf",
                            detail="`generate`: greedy and beam search, language/task prompt, language detection, "
-                                  "timestamps, long-form seek, prompt_ids, temperature fallback"),
+                                  "timestamps, token/word timestamps, long-form seek, prompt_ids, temperature "
+                                  "fallback"),
             train=NODES("tests/trainer/test_whisper_finetune.py::test_whisper_training_steps_match_hf_seq2seq_trainer",
                         "tests/trainer/test_whisper_finetune.py::test_seq2seq_trainer_predict_with_generate_matches_hf",
                         detail="Trainer steps = HF Seq2SeqTrainer; `predict_with_generate`"),

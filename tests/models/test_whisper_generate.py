@@ -86,6 +86,8 @@ def test_unsupported_options_raise(models, input_features):
         ours.generate(input_features, return_segments=True)
     with pytest.raises(ValueError, match="Unsupported language: klingon"):
         ours.generate(input_features, language="klingon")
+    with pytest.raises(ValueError, match="no `alignment_heads`"):  # as transformers
+        ours.generate(input_features, return_token_timestamps=True)
 
 
 def test_auto_classes_build_whisper(whisper_dir):
@@ -135,7 +137,9 @@ def test_processor_reexports_run_without_torch(tmp_path):
 
 # Timestamps: a vocabulary of 1600 with Whisper's layout at the end (<|notimestamps|> 98, then 1501 timestamps
 # <|0.00|> .. <|30.00|>), so a window's timestamps span its 3000 frames as in the published models.
-TIMESTAMPED = dict(GENERATION, no_timestamps_token_id=98, max_initial_timestamp_index=50)
+# alignment_heads: the [layer, head] cross-attentions that token timestamps align to the audio.
+TIMESTAMPED = dict(GENERATION, no_timestamps_token_id=98, max_initial_timestamp_index=50,
+                   alignment_heads=[[0, 1], [1, 0], [1, 3]])
 
 
 @pytest.fixture(scope="module")
@@ -182,3 +186,33 @@ def test_long_form_matches_hf(timestamp_models):
                                language="en").numpy()
     got = ours.generate(inputs.input_features, attention_mask=inputs.attention_mask, language="en")
     np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("kwargs,rows", [
+    # without timestamps asked, timestamp ids still split the window: it is decoded again from the last one
+    ({"language": "en", "max_new_tokens": 12}, 2),
+    ({"return_timestamps": True, "language": "german", "num_beams": 2, "max_new_tokens": 10}, 1),
+])
+def test_token_timestamps_match_hf(timestamp_models, kwargs, rows):
+    """return_token_timestamps: {"sequences", "token_timestamps"}, the times from dynamic time warping over the
+    alignment heads' cross-attention (cropped to the audio by attention_mask), equal to transformers'."""
+    import torch
+    from transformers import WhisperFeatureExtractor
+
+    hf, ours = timestamp_models
+    rng = np.random.default_rng(0)
+    audio = [rng.standard_normal(16000).astype(np.float32) * 0.1, np.sin(np.arange(24000) / 7.0).astype(np.float32)]
+    inputs = WhisperFeatureExtractor(feature_size=8)(audio[:rows], sampling_rate=16000, return_tensors="np",
+                                                     return_attention_mask=True)
+    with torch.no_grad():
+        expected = hf.generate(torch.tensor(inputs.input_features), return_token_timestamps=True,
+                               attention_mask=torch.tensor(inputs.attention_mask), **kwargs)
+    got = ours.generate(inputs.input_features, return_token_timestamps=True, attention_mask=inputs.attention_mask,
+                        **kwargs)
+    np.testing.assert_array_equal(np.asarray(got["sequences"]), expected["sequences"].numpy())
+    times = np.asarray(got["token_timestamps"])
+    assert times.dtype == np.float32 and times.max() > 0
+    np.testing.assert_allclose(times, expected["token_timestamps"].numpy(), rtol=0, atol=1e-4)
+    if rows == 1:
+        with pytest.raises(NotImplementedError, match="return_token_timestamps with beam search"):
+            ours.generate(np.concatenate([inputs.input_features] * 2), return_token_timestamps=True, **kwargs)

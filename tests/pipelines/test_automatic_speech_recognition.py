@@ -75,8 +75,6 @@ def test_asr_pipeline_unsupported_inputs_raise(pipes):
         ours(_audio(1, 1.0), chunk_length_s=2, stride_length_s=1.5)
     with pytest.raises(NotImplementedError, match="resampling"):
         ours({"array": _audio(1, 1.0), "sampling_rate": 8000})
-    with pytest.raises(NotImplementedError, match="word"):
-        ours(_audio(1, 1.0), return_timestamps="word")
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +85,8 @@ def timestamp_pipes(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("whisper_asr_ts")
     make_whisper_checkpoint(folder, max_source_positions=1500, init_std=0.5, vocab_size=1600)
-    (folder / "generation_config.json").write_text(json.dumps(dict(GENERATION, no_timestamps_token_id=98)))
+    (folder / "generation_config.json").write_text(json.dumps(dict(GENERATION, no_timestamps_token_id=98,
+                                                                   alignment_heads=[[0, 1], [1, 0], [1, 3]])))
     special = {**{i: t for i, t in SPECIAL.items() if i != 95}, 98: "<|notimestamps|>"}
     special.update({99 + i: f"<|{i * 0.02:.2f}|>" for i in range(1501)})
     _write_tokenizer_and_extractor(folder, special, 1600)
@@ -101,6 +100,10 @@ def timestamp_pipes(tmp_path_factory):
     # chunked: three 4 s chunks overlapping by 1 s (then the default, 4/6 s), merged by the tokenizer
     (6.0, dict(chunk_length_s=4, stride_length_s=1, generate_kwargs={"language": "en", "num_beams": 1})),
     (6.0, dict(chunk_length_s=4, return_timestamps=True, generate_kwargs={"language": "en", "num_beams": 1})),
+    # word timestamps: token times (alignment heads' cross-attention, dynamic time warping) grouped into words;
+    # with the pipeline's default 5 beams, and long-form (the second window's words start after 30 s)
+    (2.0, dict(return_timestamps="word")),
+    (35.0, dict(return_timestamps="word", generate_kwargs={"language": "en", "num_beams": 1})),
 ])
 def test_asr_pipeline_timestamps_and_long_form_match_transformers(timestamp_pipes, seconds, call):
     ours, hf = timestamp_pipes

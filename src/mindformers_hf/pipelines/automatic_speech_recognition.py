@@ -4,7 +4,8 @@ with soundfile) -> transformers' WhisperFeatureExtractor (numpy) -> our `generat
 through its seek loop, as transformers' pipeline does without chunking; with `chunk_length_s`, each
 overlapping chunk is decoded on its own, as transformers' chunk_iter cuts them) -> the tokenizer's
 `_decode_asr` (transformers' own Whisper text assembly, which merges the chunks by their strides) ->
-`{"text": ...}`.
+`{"text": ...}`. `return_timestamps="word"` asks generate for token timestamps (cross-attention of the
+alignment heads, dynamic time warping) with each window's offset, which `_decode_asr` groups into words.
 
 As in transformers, the pipeline's generation defaults (`max_new_tokens=256`, `num_beams=5`, the tokenizer's
 pad id) apply to what neither the call nor the model's generation config sets.
@@ -46,9 +47,6 @@ class AutomaticSpeechRecognitionPipeline:
         if return_timestamps == "char":
             raise ValueError("Whisper cannot return `char` timestamps, only word level or segment level timestamps. "
                              "Use `return_timestamps='word'` or `return_timestamps=True` respectively.")
-        if return_timestamps == "word":
-            raise NotImplementedError("automatic-speech-recognition: return_timestamps='word' (token timestamps "
-                                      "from cross-attention) is not supported")
         if batch_size is not None:
             warn_once("automatic-speech-recognition: batch_size is accepted and ignored (one audio per generate)")
         call_kwargs = {**self._call_defaults, **(generate_kwargs or {}), **kwargs}
@@ -133,6 +131,8 @@ class AutomaticSpeechRecognitionPipeline:
         kwargs = self._generate_kwargs(kwargs)
         if return_timestamps:
             kwargs["return_timestamps"] = True
+        if return_timestamps == "word":  # token times from the alignment heads, with each window's offset
+            kwargs.update(return_token_timestamps=True, _offset_token_timestamps=True)
         if chunking is None:
             longform = audio.shape[0] > self.feature_extractor.n_samples  # generate's seek loop over 30 s windows
             pieces = [{"audio": audio, "is_last": True,
@@ -143,9 +143,12 @@ class AutomaticSpeechRecognitionPipeline:
         for piece in pieces:
             processed = self.feature_extractor(piece["audio"], sampling_rate=self.feature_extractor.sampling_rate,
                                                return_tensors="np", return_attention_mask=True, **piece["extract"])
-            tokens = np.asarray(self.model.generate(processed.input_features,
-                                                    attention_mask=processed.attention_mask, **kwargs))
-            output = {"tokens": tokens, "is_last": piece["is_last"]}
+            generated = self.model.generate(processed.input_features, attention_mask=processed.attention_mask,
+                                            **kwargs)
+            output = {"is_last": piece["is_last"]}
+            if isinstance(generated, dict):
+                generated, output["token_timestamps"] = generated["sequences"], generated["token_timestamps"]
+            output["tokens"] = np.asarray(generated)
             if "stride" in piece:  # the tokenizer merges overlapping chunks by their strides, in seconds
                 output["stride"] = tuple(n / self.feature_extractor.sampling_rate for n in piece["stride"])
             outputs.append(output)

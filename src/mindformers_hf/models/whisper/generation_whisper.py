@@ -9,7 +9,8 @@ beam-search loops of generation/utils.py (prompt first, then one token per step 
 EncoderDecoderCache, whose cross-attention keys/values are computed once). As in transformers 5, the returned sequences
 hold the generated tokens only: the prompt and a final end-of-text are removed, rows are right-padded with
 pad_token_id. `prompt_ids` and `condition_on_prev_tokens` put text before the init tokens
-(<|startofprev|> ...), as transformers' _prepare_decoder_input_ids does.
+(<|startofprev|> ...), as transformers' _prepare_decoder_input_ids does. `return_token_timestamps` adds each
+token's time from the alignment heads' cross-attention (token_timestamps.py).
 """
 import copy
 import math
@@ -23,6 +24,7 @@ from ... import tensor_io
 from ...generation import logits_process as lp
 from ...generation.utils import _as_kind, _as_list
 from ...utils import warn_once
+from . import token_timestamps
 
 
 class Seq2SeqRunner:
@@ -190,8 +192,8 @@ class WhisperGenerationMixin:
                  no_speech_threshold=None, num_segment_frames=None, attention_mask=None, time_precision=0.02,
                  time_precision_features=0.01, return_token_timestamps=None, return_segments=False,
                  return_dict_in_generate=None, force_unique_generate_call=None, monitor_progress=None, **kwargs):
+        offset_stamps = kwargs.pop("_offset_token_timestamps", False)  # the pipeline's word timestamps
         unsupported = {"prefix_allowed_tokens_fn": prefix_allowed_tokens_fn,
-                       "return_token_timestamps": return_token_timestamps or None,
                        "return_segments": return_segments or None,
                        "return_dict_in_generate": return_dict_in_generate or None,
                        "monitor_progress": monitor_progress, "assistant_model": kwargs.get("assistant_model"),
@@ -225,6 +227,8 @@ class WhisperGenerationMixin:
             warn_once(f"Whisper generate: keyword {key!r} is accepted for compatibility and ignored")
         if input_features is None:
             raise ValueError("Whisper generate needs input_features")
+        num_frames = self._set_num_frames(bool(return_token_timestamps), config, attention_mask,
+                                          tensor_io.to_numpy(input_features).shape[0])
         kind = tensor_io.kind_of(input_features) or tensor_io.MINDSPORE
         feats = np.asarray(tensor_io.to_numpy(input_features), np.float32)
         batch, frames = feats.shape[0], feats.shape[-1]
@@ -276,6 +280,7 @@ class WhisperGenerationMixin:
             tail = prompt[1:] if prev_sot is not None and prompt[0] == prev_sot else prompt
             segments = [[tail] for _ in range(batch)]
         condition = [bool(config.condition_on_prev_tokens)] * batch
+        stamps = [[] for _ in range(batch)] if return_token_timestamps else None  # per row: (times, offset)
         while (seek < max_frames).any():
             rows = np.flatnonzero(seek < max_frames)
             seek_frames = np.minimum(max_frames[rows] - seek[rows], window)
@@ -292,42 +297,70 @@ class WhisperGenerationMixin:
             no_speech = None
             if config.no_speech_threshold is not None:
                 no_speech = self._no_speech_probs(hidden, ids, mask, init.shape[1], config)
-            tokens, skip = self._generate_with_fallback(hidden, ids, mask, rows, temperatures, config, custom,
-                                                        stopping_criteria, pad, eos, no_speech, condition)
+            frames_left = None if num_frames is None else num_frames[rows] - seek[rows]
+            tokens, skip, times = self._generate_with_fallback(hidden, ids, mask, rows, temperatures, config, custom,
+                                                               stopping_criteria, pad, eos, no_speech, condition,
+                                                               frames_left)
             for i, row in enumerate(rows):
                 if skip[i]:  # no speech in this window: transformers drops it and seeks past it
                     seek[row] += seek_frames[i]
                     continue
                 pieces, offset = _split_segments(tokens[i], timestamp_begin, int(seek_frames[i]), stride)
+                if stamps is not None:  # each piece's times, by its positions in the window's sequence
+                    start = ids.shape[1]
+                    for piece in pieces:
+                        stamps[row].append((times[i][start:start + len(piece)], seek[row] * time_precision / stride))
+                        start += len(piece)
                 segments[row] += pieces
                 seek[row] += offset
         if first_segment:
             segments = [rows[1:] for rows in segments]
-        return _as_kind(_pad_right([np.concatenate(p) if p else np.zeros(0, np.int64) for p in segments], pad), kind)
+        sequences = _as_kind(_pad_right([np.concatenate(p) if p else np.zeros(0, np.int64) for p in segments], pad),
+                             kind)
+        if stamps is None:
+            return sequences
+        if offset_stamps:  # the pipeline: each row's times with its windows' offsets, unpadded
+            return {"sequences": sequences, "token_timestamps": [
+                np.concatenate([t + np.float32(off) for t, off in row]) if row else np.zeros(0, np.float32)
+                for row in stamps]}  # float32, as torch adds the float64 offset to the float32 times
+        # transformers' _pad_to_max_length: the window times without the window offsets, rows padded with
+        # their last time
+        rows = [np.concatenate([t for t, _ in row]).astype(np.float32) if row else np.zeros(0, np.float32)
+                for row in stamps]
+        width = max(len(r) for r in rows)
+        times = np.stack([np.pad(r, (0, width - len(r)), constant_values=r[-1] if len(r) else 0.0) for r in rows])
+        return {"sequences": sequences, "token_timestamps": _as_kind(times, kind)}
 
     # ------------------------------------------------------------------ one window, with the temperature fallback
     def _generate_with_fallback(self, hidden, ids, mask, rows, temperatures, config, custom, stopping_criteria, pad,
-                                eos, no_speech, condition):
+                                eos, no_speech, condition, frames_left=None):
         """transformers' generate_with_fallback: decode the window at each temperature in turn, again only for the
         rows whose output fails a threshold (compression ratio, average log-probability); a row whose no-speech
         probability is over its threshold while its log-probability is under is skipped. Returns each row's
-        tokens (padding and end-of-text removed) and the skip flags."""
+        tokens (padding and end-of-text removed), the skip flags and, with return_token_timestamps, each row's
+        token times over its whole sequence (prompt included)."""
         begin = ids.shape[1]
-        tokens, skip = [None] * len(rows), [False] * len(rows)
+        tokens, skip, times = [None] * len(rows), [False] * len(rows), [None] * len(rows)
         todo = np.arange(len(rows))
         for attempt, temperature in enumerate(temperatures):
             _set_temperature(config, temperature)
             processors = self._logits_processors(config, begin, eos, custom, mask[todo])
             criteria = self._stopping_criteria(config, eos, None, stopping_criteria)
-            runner = Seq2SeqRunner(self, ops.gather(hidden, ms.Tensor(todo.astype(np.int32)), 0)
-                                   if len(todo) < len(rows) else hidden)
+            todo_hidden = ops.gather(hidden, ms.Tensor(todo.astype(np.int32)), 0) if len(todo) < len(rows) else hidden
+            runner = Seq2SeqRunner(self, todo_hidden)
             if config.num_beams > 1:
                 result = self._beam_search(runner, ids[todo], mask[todo], config, processors, criteria, pad, eos)
             else:
                 result = self._sample_loop(runner, ids[todo], mask[todo], config, processors, criteria, pad, eos,
                                            None)
+            if config.return_token_timestamps:
+                # transformers indexes the window's frames by position in the call's batch
+                window_times = self._token_timestamps(todo_hidden, result["sequences"], mask[todo], config,
+                                                      frames_left)
             again = []
             for j, i in enumerate(todo):
+                if config.return_token_timestamps:
+                    times[i] = window_times[j]
                 row = self._strip_padding(result["sequences"][j, begin:], pad, eos)
                 scores = [step[j] for step in result["scores"]] if config.output_scores else None
                 fallback, skip[i] = self._need_fallback(row, scores, None if no_speech is None else no_speech[i],
@@ -340,7 +373,37 @@ class WhisperGenerationMixin:
             todo = np.asarray(again, np.int64)
             if not len(todo) or attempt == len(temperatures) - 1:
                 break
-        return tokens, skip
+        return tokens, skip, times
+
+    def _token_timestamps(self, hidden, sequences, prompt_mask, config, frames):
+        """transformers' _extract_token_timestamps for one generate call: [n, S] float32 times."""
+        sequences = np.asarray(sequences)
+        mask = np.concatenate([prompt_mask, np.ones((len(sequences), sequences.shape[1] - prompt_mask.shape[1]),
+                                                    prompt_mask.dtype)], 1)
+        weights = token_timestamps.alignment_probs(self, hidden, sequences, mask, config.alignment_heads)
+        return token_timestamps.extract_token_timestamps(weights, prompt_mask.shape[1], frames,
+                                                         self.config.median_filter_width)
+
+    @staticmethod
+    def _set_num_frames(return_token_timestamps, config, attention_mask, batch):
+        """transformers' _set_num_frames: the mel frames of each row (from attention_mask) that token timestamps
+        align to, or None (all of them)."""
+        config.return_token_timestamps = return_token_timestamps
+        if not return_token_timestamps:
+            return None
+        if not hasattr(config, "alignment_heads"):
+            raise ValueError("Model generation config has no `alignment_heads`, token-level timestamps not available. "
+                             "See https://gist.github.com/hollance/42e32852f24243b748ae6bc1f985b13a on how to add "
+                             "this property to the generation config.")
+        if config.num_beams > 1 and batch > 1:
+            raise NotImplementedError("Whisper generate: return_token_timestamps with beam search is supported for "
+                                      "one audio at a time (transformers gathers other rows' times from beam 0)")
+        if attention_mask is None:
+            warn_once("When setting `return_token_timestamps` to `True`, make sure to pass an `attention_mask` to get "
+                      "precise token-level timestamps. You can retrieve the `attention_mask` by doing "
+                      "`processor(audio, ..., return_attention_mask=True)` ")
+            return None
+        return np.asarray(tensor_io.to_numpy(attention_mask)).sum(-1).astype(np.int64)
 
     def _need_fallback(self, tokens, scores, no_speech_prob, config, temperature):
         """transformers' _need_fallback: (needs another temperature, skip the window as silence)."""

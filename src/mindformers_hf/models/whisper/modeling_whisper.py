@@ -102,6 +102,15 @@ class WhisperAttention(nn.Cell):
                                      attn_implementation=self.attn_implementation)  # [B, H, S, D]
         return self.out_proj(out.swapaxes(1, 2).reshape(bsz, q_len, self.embed_dim))
 
+    def cross_attention_probs(self, hidden_states, key_value_states, heads):
+        """Eager softmax(q k^T) of cross-attention for the given heads only, [B, len(heads), S, frames] (the
+        fused kernels return no probabilities; word timestamps need them for the alignment heads)."""
+        heads = ms.Tensor(list(heads), ms.int32)
+        q = ops.gather(self._heads(self.q_proj(hidden_states) * self.scaling), heads, 1)
+        k = ops.gather(self._heads(self.k_proj(key_value_states)), heads, 1)
+        scores = ops.matmul(q.astype(ms.float32), k.astype(ms.float32).swapaxes(-1, -2))
+        return ops.softmax(scores, -1)
+
 
 class WhisperEncoderLayer(nn.Cell):
     def __init__(self, config, dtype=ms.float32):
