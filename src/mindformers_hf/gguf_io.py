@@ -42,7 +42,8 @@ _GEMMA_LAYER_NAMES = {**_GGUF_LAYER_NAMES, "post_attention_norm": "post_attentio
 _PHI3_LAYER_NAMES = {**_GGUF_LAYER_NAMES, "attn_qkv": "self_attn.qkv_proj", "ffn_up": "mlp.gate_up_proj"}
 # StarCoder2: LayerNorms (weight and bias) and a plain MLP, ffn_up / ffn_down = c_fc / c_proj
 _STARCODER2_LAYER_NAMES = {**_GGUF_LAYER_NAMES, "ffn_up": "mlp.c_fc", "ffn_down": "mlp.c_proj"}
-_LAYER_NAMES = {"gemma2": _GEMMA_LAYER_NAMES, "gemma3": _GEMMA_LAYER_NAMES, "phi3": _PHI3_LAYER_NAMES,
+_QK_NORM_LAYER_NAMES = {**_GGUF_LAYER_NAMES, "attn_q_norm": "self_attn.q_norm", "attn_k_norm": "self_attn.k_norm"}
+_LAYER_NAMES = {"qwen3": _QK_NORM_LAYER_NAMES, "gemma2": _GEMMA_LAYER_NAMES, "gemma3": _GEMMA_LAYER_NAMES, "phi3": _PHI3_LAYER_NAMES,
                 "starcoder2": _STARCODER2_LAYER_NAMES}
 # llama.cpp stores Gemma's RMSNorm weights as 1 + w (its norm multiplies by the stored weight); HF subtracts 1
 _NORM_PLUS_ONE_ARCHS = {"gemma2", "gemma3"}

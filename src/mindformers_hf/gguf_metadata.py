@@ -17,6 +17,9 @@ _ARCHITECTURES = {
     "llama": ("llama", {"rope.dimension_count": "head_dim"}),
     "mistral": ("mistral", {"rope.dimension_count": "head_dim"}),
     "qwen2": ("qwen2", {}),
+    # HF reads no key_length for qwen3 (its head_dim stays the config default, 128, as in every Qwen3 model); we
+    # do, so a file of another head_dim loads here (and does not there)
+    "qwen3": ("qwen3", {"attention.key_length": "head_dim"}),
     "phi3": ("phi3", {}),  # HF reads no rope.dimension_count here: head_dim is hidden / heads
     # key_length is Gemma's head_dim; HF reads no other Gemma key (query_pre_attn_scalar, layer_types, the
     # sliding layers' rope base and the soft-caps keep their config defaults there, so here too)

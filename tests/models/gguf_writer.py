@@ -12,6 +12,7 @@ _GEMMA_LAYER = {**_LAYER, "post_attention_layernorm": "post_attention_norm",
 # Phi-3: HF's fused projections are llama.cpp's too
 _PHI3_LAYER = {**_LAYER, "self_attn.qkv_proj": "attn_qkv", "mlp.gate_up_proj": "ffn_up"}
 _GEMMA = ("gemma2", "gemma3")
+_KEY_LENGTH = ("qwen3", "qwen3moe")
 _PERMUTED = ("llama", "mistral")  # llama.cpp's convert_hf_to_gguf.py permutes q/k rows of these (LlamaModel)
 
 
@@ -49,9 +50,10 @@ def write_gguf(hf_model, path, arch):
     writer.add_rope_freq_base(float(config.rope_parameters.get("rope_theta", 10000.0))
                               if "rope_theta" in config.rope_parameters else 10000.0)
     writer.add_vocab_size(config.vocab_size)
-    if arch in _GEMMA:
+    if arch in _GEMMA or arch in _KEY_LENGTH:  # (llama.cpp writes key_length for a config that names its head_dim)
         writer.add_key_length(head_dim)
         writer.add_value_length(head_dim)
+    if arch in _GEMMA:
         writer.add_sliding_window(config.sliding_window)
     else:
         writer.add_rope_dimension_count(head_dim)

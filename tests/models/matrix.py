@@ -149,7 +149,9 @@ _ROWS = [
     _native("mistral", "Mistral", "MistralConfig", "MistralForCausalLM", sliding_window=4, cells=dict(gguf=NA(
         "llama.cpp writes Mistral models under its `llama` architecture (the `gguf` package has no `mistral` one, "
         "so transformers' GGUF loader cannot open a `mistral` file); such a file is the llama row's case"))),
-    _native("qwen3", "Qwen3", "Qwen3Config", "Qwen3ForCausalLM", gguf="qwen3", ours_read_gguf=False, head_dim=8),
+    # head_dim 128 (Qwen3Config's default): transformers' GGUF loader reads no head_dim for `qwen3` (real Qwen3
+    # models all have 128), so a file of any other head_dim does not load there
+    _native("qwen3", "Qwen3", "Qwen3Config", "Qwen3ForCausalLM", gguf="qwen3", head_dim=128),
     _native("phi3", "Phi3", "Phi3Config", "Phi3ForCausalLM", gguf="phi3"),
     _native("glm", "Glm", "GlmConfig", "GlmForCausalLM", head_dim=8),
     _native("glm4", "Glm4", "Glm4Config", "Glm4ForCausalLM", head_dim=8),
