@@ -12,6 +12,8 @@ import contextlib
 from .gguf_io import _GGUFHeader
 from .safetensors_io import CheckpointError
 
+_MOE_KEYS = {"expert_count": "num_experts", "expert_used_count": "num_experts_per_tok",
+             "expert_feed_forward_length": "moe_intermediate_size"}
 # llama.cpp architecture -> (HF model_type, extra config keys of that architecture)
 _ARCHITECTURES = {
     "llama": ("llama", {"rope.dimension_count": "head_dim"}),
@@ -25,9 +27,16 @@ _ARCHITECTURES = {
     # sliding layers' rope base and the soft-caps keep their config defaults there, so here too)
     "gemma2": ("gemma2", {"attention.key_length": "head_dim", "attention.sliding_window": "sliding_window"}),
     "gemma3": ("gemma3_text", {"attention.key_length": "head_dim", "attention.sliding_window": "sliding_window"}),
+    # MoE: HF reads expert_count / expert_used_count only (the experts' and the shared expert's widths keep
+    # their config defaults there, which fit one model each: Qwen1.5-MoE-A2.7B, Qwen3-30B-A3B); we read them too
+    "qwen2moe": ("qwen2_moe", {**_MOE_KEYS, "expert_shared_feed_forward_length": "shared_expert_intermediate_size"}),
+    "qwen3moe": ("qwen3_moe", {**_MOE_KEYS, "attention.key_length": "head_dim"}),
     # LayerNorm eps; HF reads no rope base for it (we do: StarCoder2-7B/15B's is not the config default)
     "starcoder2": ("starcoder2", {"attention.layer_norm_epsilon": "norm_epsilon"}),
 }
+# config values an architecture's file implies but does not state (HF's GGUF_CONFIG_DEFAULTS_MAPPING): llama.cpp's
+# qwen3moe graph renormalises the top-k routing weights
+_CONFIG_DEFAULTS = {"qwen3moe": {"norm_topk_prob": True}}
 # architectures whose SentencePiece vocabulary (tokenizer model "llama") is Gemma's: built as HF's GemmaTokenizer
 _GEMMA_VOCAB = ("gemma", "gemma2", "gemma3")
 # GemmaTokenizer's special tokens, which the file's ids override
@@ -79,7 +88,7 @@ def gguf_config_dict(path):
     model_type, extra_keys = _ARCHITECTURES[architecture]
     config = {"model_type": model_type,
               # llama.cpp writes the output projection only when it is not the embedding matrix
-              "tie_word_embeddings": "output.weight" not in tensor_names}
+              "tie_word_embeddings": "output.weight" not in tensor_names, **_CONFIG_DEFAULTS.get(architecture, {})}
     if "general.name" in metadata:
         config["_model_name_or_path"] = metadata["general.name"]
     for key, field in {**_CONFIG_KEYS, **extra_keys}.items():

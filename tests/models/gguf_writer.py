@@ -11,6 +11,12 @@ _GEMMA_LAYER = {**_LAYER, "post_attention_layernorm": "post_attention_norm",
                 "pre_feedforward_layernorm": "ffn_norm", "post_feedforward_layernorm": "post_ffw_norm"}
 # Phi-3: HF's fused projections are llama.cpp's too
 _PHI3_LAYER = {**_LAYER, "self_attn.qkv_proj": "attn_qkv", "mlp.gate_up_proj": "ffn_up"}
+# Qwen2-MoE / Qwen3-MoE: router, experts stacked [E, ...] (HF's fused gate_up_proj split in its gate and up
+# halves), the shared expert and its gate (a vector [hidden] in llama.cpp)
+_MOE_LAYER = {**_LAYER, "mlp.gate": "ffn_gate_inp", "mlp.experts.down_proj": "ffn_down_exps",
+              "mlp.shared_expert.gate_proj": "ffn_gate_shexp", "mlp.shared_expert.up_proj": "ffn_up_shexp",
+              "mlp.shared_expert.down_proj": "ffn_down_shexp", "mlp.shared_expert_gate": "ffn_gate_inp_shexp"}
+_MOE = ("qwen2moe", "qwen3moe")
 _GEMMA = ("gemma2", "gemma3")
 _KEY_LENGTH = ("qwen3", "qwen3moe")
 _PERMUTED = ("llama", "mistral")  # llama.cpp's convert_hf_to_gguf.py permutes q/k rows of these (LlamaModel)
@@ -23,7 +29,10 @@ def gguf_name(hf_name, arch):
         return top[hf_name]
     _, _, layer, rest = hf_name.split(".", 3)
     module, _, kind = rest.rpartition(".")
-    table = _GEMMA_LAYER if arch in _GEMMA else _PHI3_LAYER if arch == "phi3" else _LAYER
+    if rest in ("mlp.experts.down_proj", "mlp.experts.gate_up_proj"):  # bare stacked parameters
+        module, kind = rest, "weight"
+    table = (_GEMMA_LAYER if arch in _GEMMA else _PHI3_LAYER if arch == "phi3" else _MOE_LAYER if arch in _MOE
+             else _LAYER)
     return f"blk.{layer}.{table[module]}.{kind}"
 
 
@@ -57,6 +66,12 @@ def write_gguf(hf_model, path, arch):
         writer.add_sliding_window(config.sliding_window)
     else:
         writer.add_rope_dimension_count(head_dim)
+    if arch in _MOE:
+        writer.add_expert_count(config.num_experts)
+        writer.add_expert_used_count(config.num_experts_per_tok)
+        writer.add_expert_feed_forward_length(config.moe_intermediate_size)
+        if getattr(config, "shared_expert_intermediate_size", None):
+            writer.add_expert_shared_feed_forward_length(config.shared_expert_intermediate_size)
     for token, add in (("bos", writer.add_bos_token_id), ("eos", writer.add_eos_token_id),
                        ("pad", writer.add_pad_token_id)):
         if isinstance(getattr(config, f"{token}_token_id", None), int):
@@ -70,6 +85,14 @@ def write_gguf(hf_model, path, arch):
             array = array + np.float32(1)
         if arch in _PERMUTED and name.endswith(("q_proj.weight", "k_proj.weight")):
             array = _permute(array, config.num_attention_heads if "q_proj" in name else config.num_key_value_heads)
+        if name.endswith("mlp.experts.gate_up_proj"):  # [E, 2I, H]: llama.cpp's gate and up stacks
+            layer = name.split(".")[2]
+            gate, up = np.split(array, 2, axis=1)
+            writer.add_tensor(f"blk.{layer}.ffn_gate_exps.weight", np.ascontiguousarray(gate))
+            writer.add_tensor(f"blk.{layer}.ffn_up_exps.weight", np.ascontiguousarray(up))
+            continue
+        if name.endswith("shared_expert_gate.weight"):
+            array = array.reshape(-1)
         writer.add_tensor(gguf_name(name, arch), array)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()

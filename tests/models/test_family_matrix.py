@@ -103,6 +103,15 @@ def check_generate(row, tmp_path):
         assert finite.sum(-1).min() > 1 and np.abs(got[finite] - want[finite]).max() <= LOGITS_ATOL, f"step {step}"
 
 
+# llama.cpp keys transformers 5.25's GGUF loader leaves unread (their config defaults fit one real model each)
+_HF_GGUF_UNREAD = {"qwen2moe": ("moe_intermediate_size", "shared_expert_intermediate_size"),
+                   "qwen3moe": ("moe_intermediate_size",)}
+# rows whose checkpoint a llama.cpp file cannot hold: the GGUF cell writes the row with these kwargs changed. The
+# qwen2_moe row's dense layer 0 (mlp_only_layers=[0]): llama.cpp's qwen2moe has MoE layers only, and HF's loader
+# maps no dense-MLP tensor for it (it leaves them randomly initialised: measured)
+_GGUF_ROW_CHANGES = {"qwen2moe": {"mlp_only_layers": []}}
+
+
 def check_gguf(row, tmp_path):
     """A tiny unquantised GGUF of the row's weights, written as llama.cpp writes it: our loader builds the class,
     config and logits transformers' GGUF loader builds."""
@@ -114,11 +123,19 @@ def check_gguf(row, tmp_path):
 
     assert row.gguf_arch in _ARCHITECTURES, f"our GGUF loader does not read {row.gguf_arch!r}"
     _, hf_folder = row_folders(row.name)
+    if row.gguf_arch in _GGUF_ROW_CHANGES:
+        hf_folder = make_hf_checkpoint(tmp_path / "hf", row.config_class, row.model_class,
+                                       **{**row.kwargs, **_GGUF_ROW_CHANGES[row.gguf_arch]})
     written = transformers.AutoModelForCausalLM.from_pretrained(hf_folder, dtype=torch.float32)
-    write_gguf(written, tmp_path / "model.gguf", row.gguf_arch)
-    theirs = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path), gguf_file="model.gguf",
-                                                               dtype=torch.float32).eval()
-    ours = AutoModelForCausalLM.from_pretrained(str(tmp_path), gguf_file="model.gguf")
+    (tmp_path / "gguf").mkdir()
+    write_gguf(written, tmp_path / "gguf" / "model.gguf", row.gguf_arch)
+    # fields the file states but transformers' GGUF loader does not read are handed to it; ours reads them
+    unread = {f: getattr(written.config, f) for f in _HF_GGUF_UNREAD.get(row.gguf_arch, ())}
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "gguf"), gguf_file="model.gguf",
+                                                               dtype=torch.float32, **unread).eval()
+    ours = AutoModelForCausalLM.from_pretrained(str(tmp_path / "gguf"), gguf_file="model.gguf")
+    for field, value in unread.items():
+        assert getattr(ours.config, field) == value == getattr(theirs.config, field), field
     assert type(ours).__name__ == type(theirs).__name__ == row.architecture
     for field in ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim",
                   "intermediate_size", "vocab_size", "rms_norm_eps", "tie_word_embeddings", "sliding_window",
