@@ -49,7 +49,10 @@ _MOE_LAYER_NAMES = {**_QK_NORM_LAYER_NAMES, "ffn_gate_inp": "mlp.gate", "ffn_dow
                     "ffn_gate_exps": "mlp.experts.gate_up_proj", "ffn_up_exps": "mlp.experts.gate_up_proj",
                     "ffn_gate_shexp": "mlp.shared_expert.gate_proj", "ffn_up_shexp": "mlp.shared_expert.up_proj",
                     "ffn_down_shexp": "mlp.shared_expert.down_proj", "ffn_gate_inp_shexp": "mlp.shared_expert_gate"}
-_LAYER_NAMES = {"qwen3": _QK_NORM_LAYER_NAMES, "qwen2moe": _MOE_LAYER_NAMES, "qwen3moe": _MOE_LAYER_NAMES, "gemma2": _GEMMA_LAYER_NAMES, "gemma3": _GEMMA_LAYER_NAMES, "phi3": _PHI3_LAYER_NAMES,
+# GPT-2: LayerNorms (weight and bias), fused c_attn, Conv1D projections (see _TRANSPOSED), under transformer.h
+_GPT2_LAYER_NAMES = {"attn_norm": "ln_1", "attn_qkv": "attn.c_attn", "attn_output": "attn.c_proj", "ffn_norm": "ln_2",
+                     "ffn_up": "mlp.c_fc", "ffn_down": "mlp.c_proj"}
+_LAYER_NAMES = {"gpt2": _GPT2_LAYER_NAMES, "qwen3": _QK_NORM_LAYER_NAMES, "qwen2moe": _MOE_LAYER_NAMES, "qwen3moe": _MOE_LAYER_NAMES, "gemma2": _GEMMA_LAYER_NAMES, "gemma3": _GEMMA_LAYER_NAMES, "phi3": _PHI3_LAYER_NAMES,
                 "starcoder2": _STARCODER2_LAYER_NAMES}
 # llama.cpp stores Gemma's RMSNorm weights as 1 + w (its norm multiplies by the stored weight); HF subtracts 1
 _NORM_PLUS_ONE_ARCHS = {"gemma2", "gemma3"}
@@ -64,6 +67,11 @@ _GGUF_TOP_NAMES = {
     "output_norm": "model.norm",
     "output": "lm_head",
 }
+_TOP_NAMES = {"gpt2": {"token_embd": "transformer.wte", "position_embd": "transformer.wpe",
+                       "output_norm": "transformer.ln_f", "output": "lm_head"}}
+_LAYER_PREFIX = {"gpt2": "transformer.h"}  # else model.layers
+# weights llama.cpp stores transposed: GPT-2's Conv1D keeps [in, out], llama.cpp's matrices are [out, in]
+_TRANSPOSED = {"gpt2": {"attn_qkv", "attn_output", "ffn_up", "ffn_down"}}
 # llama.cpp permutes q/k rows of LLaMA-style checkpoints for its interleaved rotary layout.
 _PERMUTED_ARCHS = {"llama", "mistral"}
 _LAYER_RE = re.compile(r"^blk\.(\d+)\.(\w+)\.(weight|bias)$")
@@ -76,11 +84,12 @@ def gguf_to_hf_name(name: str, arch: str = None):
         layer_names = _LAYER_NAMES.get(arch, _GGUF_LAYER_NAMES)
         if stem in layer_names:
             suffix = "" if stem in _UNSUFFIXED and kind == "weight" else f".{kind}"
-            return f"model.layers.{layer}.{layer_names[stem]}{suffix}"
+            return f"{_LAYER_PREFIX.get(arch, 'model.layers')}.{layer}.{layer_names[stem]}{suffix}"
         return None
     stem, _, kind = name.rpartition(".")
-    if stem in _GGUF_TOP_NAMES:
-        return f"{_GGUF_TOP_NAMES[stem]}.{kind}"
+    top_names = _TOP_NAMES.get(arch, _GGUF_TOP_NAMES)
+    if stem in top_names:
+        return f"{top_names[stem]}.{kind}"
     return None
 
 
@@ -290,6 +299,8 @@ def iter_gguf_tensors(path, config):
             raise CheckpointError(f"{path}: GGUF tensor {name!r} has no HF name in our table for {arch!r}")
         weights = header.dequantized(name, dims, ggml_type, offset)
         stem = name.split(".")[2] if name.startswith("blk.") else ""
+        if stem in _TRANSPOSED.get(arch, ()) and name.endswith(".weight"):
+            weights = np.ascontiguousarray(weights.T)
         if stem in _RESHAPED:
             weights = weights.reshape(_RESHAPED[stem])
         if stem in _FUSED_HALVES:

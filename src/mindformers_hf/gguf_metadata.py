@@ -31,6 +31,8 @@ _ARCHITECTURES = {
     # their config defaults there, which fit one model each: Qwen1.5-MoE-A2.7B, Qwen3-30B-A3B); we read them too
     "qwen2moe": ("qwen2_moe", {**_MOE_KEYS, "expert_shared_feed_forward_length": "shared_expert_intermediate_size"}),
     "qwen3moe": ("qwen3_moe", {**_MOE_KEYS, "attention.key_length": "head_dim"}),
+    # GPT-2 has its own config names (its own key table below); the vocabulary size is the vocabulary's length
+    "gpt2": ("gpt2", {}),
     # LayerNorm eps; HF reads no rope base for it (we do: StarCoder2-7B/15B's is not the config default)
     "starcoder2": ("starcoder2", {"attention.layer_norm_epsilon": "norm_epsilon"}),
 }
@@ -53,6 +55,13 @@ _CONFIG_KEYS = {  # "<architecture>.<key>" -> HF config field, common to the arc
     "attention.layer_norm_rms_epsilon": "rms_norm_eps",
     "vocab_size": "vocab_size",
 }
+# architectures whose config names differ from the common ones: their whole key table. GPT-2: HF reads
+# context_length as `n_ctx` (not a GPT2Config field: `n_positions` keeps its default 1024, GPT-2's own) and
+# feed_forward_length as an unused `feed_forward_length` (`n_inner` stays None: 4 * n_embd, what llama.cpp writes);
+# ours reads context_length as `n_positions`, so a file of another context length loads here (not there)
+_OWN_CONFIG_KEYS = {"gpt2": {"block_count": "n_layer", "context_length": "n_positions", "embedding_length": "n_embd",
+                             "attention.head_count": "n_head", "attention.layer_norm_epsilon": "layer_norm_epsilon",
+                             "vocab_size": "vocab_size"}}
 _TOKENIZER_ARRAYS = ("tokenizer.ggml.tokens", "tokenizer.ggml.scores", "tokenizer.ggml.token_type",
                      "tokenizer.ggml.merges")
 _SPECIAL_TOKEN_IDS = {"bos_token": "bos_token_id", "eos_token": "eos_token_id", "unk_token": "unknown_token_id",
@@ -91,7 +100,7 @@ def gguf_config_dict(path):
               "tie_word_embeddings": "output.weight" not in tensor_names, **_CONFIG_DEFAULTS.get(architecture, {})}
     if "general.name" in metadata:
         config["_model_name_or_path"] = metadata["general.name"]
-    for key, field in {**_CONFIG_KEYS, **extra_keys}.items():
+    for key, field in {**_OWN_CONFIG_KEYS.get(architecture, _CONFIG_KEYS), **extra_keys}.items():
         value = metadata.get(f"{architecture}.{key}")
         if value is not None:
             config[field] = value

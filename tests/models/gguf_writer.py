@@ -23,6 +23,8 @@ _PERMUTED = ("llama", "mistral")  # llama.cpp's convert_hf_to_gguf.py permutes q
 
 
 def gguf_name(hf_name, arch):
+    if arch == "gpt2":
+        return _gpt2_name(hf_name)
     top = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
            "lm_head.weight": "output.weight"}
     if hf_name in top:
@@ -36,6 +38,33 @@ def gguf_name(hf_name, arch):
     return f"blk.{layer}.{table[module]}.{kind}"
 
 
+_GPT2_TOP = {"transformer.wte": "token_embd", "transformer.wpe": "position_embd", "transformer.ln_f": "output_norm",
+             "lm_head": "output"}
+_GPT2_LAYER = {"ln_1": "attn_norm", "attn.c_attn": "attn_qkv", "attn.c_proj": "attn_output", "ln_2": "ffn_norm",
+               "mlp.c_fc": "ffn_up", "mlp.c_proj": "ffn_down"}
+_GPT2_CONV1D = (".c_attn.weight", ".c_proj.weight", ".c_fc.weight")  # llama.cpp's GPT2Model transposes these
+
+
+def _gpt2_name(hf_name):
+    module, _, kind = hf_name.rpartition(".")
+    if module in _GPT2_TOP:
+        return f"{_GPT2_TOP[module]}.{kind}"
+    _, _, layer, rest = module.split(".", 3)
+    return f"blk.{layer}.{_GPT2_LAYER[rest]}.{kind}"
+
+
+def _write_gpt2_parameters(writer, config):
+    """llama.cpp's GPT2Model.set_gguf_parameters, and a placeholder vocabulary (its size is the config's)."""
+    writer.add_block_count(config.n_layer)
+    writer.add_context_length(config.n_positions)
+    writer.add_embedding_length(config.n_embd)
+    writer.add_feed_forward_length(4 * config.n_embd)
+    writer.add_head_count(config.n_head)
+    writer.add_layer_norm_eps(config.layer_norm_epsilon)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_token_list([f"t{i}" for i in range(config.vocab_size)])
+
+
 def _permute(weights, n_head):
     """llama.cpp's LlamaModel.permute: rows (heads, dim/2, 2) -> (heads, 2, dim/2)."""
     return weights.reshape(n_head, 2, weights.shape[0] // n_head // 2, *weights.shape[1:]).swapaxes(1, 2) \
@@ -47,6 +76,10 @@ def write_gguf(hf_model, path, arch):
     import gguf
 
     config = hf_model.config
+    if arch == "gpt2":
+        writer = gguf.GGUFWriter(str(path), arch)
+        _write_gpt2_parameters(writer, config)
+        return _write_tensors(writer, hf_model, arch)
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     writer = gguf.GGUFWriter(str(path), arch)
     writer.add_context_length(config.max_position_embeddings)
@@ -76,6 +109,11 @@ def write_gguf(hf_model, path, arch):
                        ("pad", writer.add_pad_token_id)):
         if isinstance(getattr(config, f"{token}_token_id", None), int):
             add(getattr(config, f"{token}_token_id"))
+    return _write_tensors(writer, hf_model, arch)
+
+
+def _write_tensors(writer, hf_model, arch):
+    config = hf_model.config
     tied = config.tie_word_embeddings
     for name, tensor in hf_model.state_dict().items():
         if name == "lm_head.weight" and tied:  # tied: llama.cpp writes no output tensor
@@ -91,6 +129,8 @@ def write_gguf(hf_model, path, arch):
             writer.add_tensor(f"blk.{layer}.ffn_gate_exps.weight", np.ascontiguousarray(gate))
             writer.add_tensor(f"blk.{layer}.ffn_up_exps.weight", np.ascontiguousarray(up))
             continue
+        if arch == "gpt2" and name.endswith(_GPT2_CONV1D):
+            array = np.ascontiguousarray(array.T)
         if name.endswith("shared_expert_gate.weight"):
             array = array.reshape(-1)
         writer.add_tensor(gguf_name(name, arch), array)

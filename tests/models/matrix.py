@@ -159,7 +159,7 @@ _ROWS = [
     _native("gemma2", "Gemma2", "Gemma2Config", "Gemma2ForCausalLM", gguf="gemma2", compiled=True, **_GEMMA2),
     _native("gemma3_text", "Gemma3Text", "Gemma3TextConfig", "Gemma3ForCausalLM", gguf="gemma3", compiled=True,
             **_GEMMA3),
-    _native("gpt2", "GPT2", "GPT2Config", "GPT2LMHeadModel", gguf="gpt2", ours_read_gguf=False,
+    _native("gpt2", "GPT2", "GPT2Config", "GPT2LMHeadModel", gguf="gpt2",
             writer="tests.models.test_gpt2_parity:make_gpt2_checkpoint",
             base={}, seq_class="GPT2ForSequenceClassification", n_embd=32, hidden_size=32),
     _native("mixtral", "Mixtral", "MixtralConfig", "MixtralForCausalLM", extra=ROUTER, num_local_experts=4, **MOE),

@@ -105,7 +105,7 @@ def check_generate(row, tmp_path):
 
 # llama.cpp keys transformers 5.25's GGUF loader leaves unread (their config defaults fit one real model each)
 _HF_GGUF_UNREAD = {"qwen2moe": ("moe_intermediate_size", "shared_expert_intermediate_size"),
-                   "qwen3moe": ("moe_intermediate_size",)}
+                   "qwen3moe": ("moe_intermediate_size",), "gpt2": ("n_positions",)}
 # rows whose checkpoint a llama.cpp file cannot hold: the GGUF cell writes the row with these kwargs changed. The
 # qwen2_moe row's dense layer 0 (mlp_only_layers=[0]): llama.cpp's qwen2moe has MoE layers only, and HF's loader
 # maps no dense-MLP tensor for it (it leaves them randomly initialised: measured)
