@@ -205,7 +205,8 @@ def _hf_gguf_lost(row):
     from transformers.modeling_gguf_pytorch_utils import (TENSOR_PROCESSORS, TensorProcessor,
                                                           get_gguf_hf_weights_map)
 
-    config = getattr(transformers, row.config_class)(**row.kwargs)
+    # one layer (the names are layer 0's): HF's name map is rebuilt for every submodule, per layer
+    config = getattr(transformers, row.config_class)(**{**row.kwargs, "num_hidden_layers": 1, "vocab_size": 128})
     with torch.device("meta"):
         model = getattr(transformers, row.model_class)(config)
     processor = TENSOR_PROCESSORS.get(row.gguf_arch, TensorProcessor)(config=config.to_dict())
