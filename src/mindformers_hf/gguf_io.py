@@ -42,15 +42,36 @@ _GEMMA_LAYER_NAMES = {**_GGUF_LAYER_NAMES, "post_attention_norm": "post_attentio
 _PHI3_LAYER_NAMES = {**_GGUF_LAYER_NAMES, "attn_qkv": "self_attn.qkv_proj", "ffn_up": "mlp.gate_up_proj"}
 # StarCoder2: LayerNorms (weight and bias) and a plain MLP, ffn_up / ffn_down = c_fc / c_proj
 _STARCODER2_LAYER_NAMES = {**_GGUF_LAYER_NAMES, "ffn_up": "mlp.c_fc", "ffn_down": "mlp.c_proj"}
-_LAYER_NAMES = {"gemma2": _GEMMA_LAYER_NAMES, "gemma3": _GEMMA_LAYER_NAMES, "phi3": _PHI3_LAYER_NAMES,
+_QK_NORM_LAYER_NAMES = {**_GGUF_LAYER_NAMES, "attn_q_norm": "self_attn.q_norm", "attn_k_norm": "self_attn.k_norm"}
+# Qwen2-MoE / Qwen3-MoE: the router, the experts stacked [E, ...] (gate and up halves of HF's fused gate_up_proj,
+# which has no `.weight` suffix: see _FUSED_HALVES) and Qwen2-MoE's shared expert and its gate
+_MOE_LAYER_NAMES = {**_QK_NORM_LAYER_NAMES, "ffn_gate_inp": "mlp.gate", "ffn_down_exps": "mlp.experts.down_proj",
+                    "ffn_gate_exps": "mlp.experts.gate_up_proj", "ffn_up_exps": "mlp.experts.gate_up_proj",
+                    "ffn_gate_shexp": "mlp.shared_expert.gate_proj", "ffn_up_shexp": "mlp.shared_expert.up_proj",
+                    "ffn_down_shexp": "mlp.shared_expert.down_proj", "ffn_gate_inp_shexp": "mlp.shared_expert_gate"}
+# GPT-2: LayerNorms (weight and bias), fused c_attn, Conv1D projections (see _TRANSPOSED), under transformer.h
+_GPT2_LAYER_NAMES = {"attn_norm": "ln_1", "attn_qkv": "attn.c_attn", "attn_output": "attn.c_proj", "ffn_norm": "ln_2",
+                     "ffn_up": "mlp.c_fc", "ffn_down": "mlp.c_proj"}
+_LAYER_NAMES = {"gpt2": _GPT2_LAYER_NAMES, "qwen3": _QK_NORM_LAYER_NAMES, "qwen2moe": _MOE_LAYER_NAMES, "qwen3moe": _MOE_LAYER_NAMES, "gemma2": _GEMMA_LAYER_NAMES, "gemma3": _GEMMA_LAYER_NAMES, "phi3": _PHI3_LAYER_NAMES,
                 "starcoder2": _STARCODER2_LAYER_NAMES}
 # llama.cpp stores Gemma's RMSNorm weights as 1 + w (its norm multiplies by the stored weight); HF subtracts 1
 _NORM_PLUS_ONE_ARCHS = {"gemma2", "gemma3"}
+# stems stored as halves of one HF parameter (concatenated along `axis` in this order), named without `.weight`
+_FUSED_HALVES = {"ffn_gate_exps": ("ffn_gate_exps", "ffn_up_exps"), "ffn_up_exps": ("ffn_gate_exps", "ffn_up_exps")}
+_FUSED_AXIS = 1  # [E, I, H] halves -> [E, 2I, H]
+_UNSUFFIXED = {"ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"}  # HF's stacked expert tensors are bare parameters
+# stems llama.cpp stores flattened: the HF shape (-1 for the stored length)
+_RESHAPED = {"ffn_gate_inp_shexp": (1, -1)}
 _GGUF_TOP_NAMES = {
     "token_embd": "model.embed_tokens",
     "output_norm": "model.norm",
     "output": "lm_head",
 }
+_TOP_NAMES = {"gpt2": {"token_embd": "transformer.wte", "position_embd": "transformer.wpe",
+                       "output_norm": "transformer.ln_f", "output": "lm_head"}}
+_LAYER_PREFIX = {"gpt2": "transformer.h"}  # else model.layers
+# weights llama.cpp stores transposed: GPT-2's Conv1D keeps [in, out], llama.cpp's matrices are [out, in]
+_TRANSPOSED = {"gpt2": {"attn_qkv", "attn_output", "ffn_up", "ffn_down"}}
 # llama.cpp permutes q/k rows of LLaMA-style checkpoints for its interleaved rotary layout.
 _PERMUTED_ARCHS = {"llama", "mistral"}
 _LAYER_RE = re.compile(r"^blk\.(\d+)\.(\w+)\.(weight|bias)$")
@@ -62,11 +83,13 @@ def gguf_to_hf_name(name: str, arch: str = None):
         layer, stem, kind = match.groups()
         layer_names = _LAYER_NAMES.get(arch, _GGUF_LAYER_NAMES)
         if stem in layer_names:
-            return f"model.layers.{layer}.{layer_names[stem]}.{kind}"
+            suffix = "" if stem in _UNSUFFIXED and kind == "weight" else f".{kind}"
+            return f"{_LAYER_PREFIX.get(arch, 'model.layers')}.{layer}.{layer_names[stem]}{suffix}"
         return None
     stem, _, kind = name.rpartition(".")
-    if stem in _GGUF_TOP_NAMES:
-        return f"{_GGUF_TOP_NAMES[stem]}.{kind}"
+    top_names = _TOP_NAMES.get(arch, _GGUF_TOP_NAMES)
+    if stem in top_names:
+        return f"{top_names[stem]}.{kind}"
     return None
 
 
@@ -269,11 +292,28 @@ def iter_gguf_tensors(path, config):
     header = _GGUFHeader(path)
     arch = header.metadata.get("general.architecture", "")
     permute = arch in _PERMUTED_ARCHS
+    halves = {}  # hf_name -> {stem: array}: the parts of a fused parameter read so far
     for name, dims, ggml_type, offset in header.tensors:
         hf_name = gguf_to_hf_name(name, arch)
         if hf_name is None:
             raise CheckpointError(f"{path}: GGUF tensor {name!r} has no HF name in our table for {arch!r}")
         weights = header.dequantized(name, dims, ggml_type, offset)
+        stem = name.split(".")[2] if name.startswith("blk.") else ""
+        if stem in _TRANSPOSED.get(arch, ()) and name.endswith(".weight"):
+            weights = np.ascontiguousarray(weights.T)
+        if stem in _RESHAPED:
+            weights = weights.reshape(_RESHAPED[stem])
+        if stem in _FUSED_HALVES:
+            parts = halves.setdefault(hf_name, {})
+            parts[stem] = weights
+            if len(parts) < len(_FUSED_HALVES[stem]):
+                continue
+            del halves[hf_name]
+            try:
+                weights = np.concatenate([parts[s] for s in _FUSED_HALVES[stem]], axis=_FUSED_AXIS)
+            except ValueError:
+                raise CheckpointError(f"{path}: GGUF tensors {list(_FUSED_HALVES[stem])} of {hf_name!r} have "
+                                      f"shapes {[list(p.shape) for p in parts.values()]} that do not join") from None
         if arch in _NORM_PLUS_ONE_ARCHS and hf_name.endswith("norm.weight"):
             weights = weights - np.float32(1)
         heads = None
@@ -287,6 +327,9 @@ def iter_gguf_tensors(path, config):
                                       f"into {heads} heads")
             weights = _reverse_permute(weights, heads)
         yield hf_name, weights
+    if halves:
+        hf_name, parts = next(iter(halves.items()))
+        raise CheckpointError(f"{path}: GGUF tensor {hf_name!r} has only its part(s) {sorted(parts)}")
 
 
 def default_gguf_model():

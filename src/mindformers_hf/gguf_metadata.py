@@ -12,19 +12,33 @@ import contextlib
 from .gguf_io import _GGUFHeader
 from .safetensors_io import CheckpointError
 
+_MOE_KEYS = {"expert_count": "num_experts", "expert_used_count": "num_experts_per_tok",
+             "expert_feed_forward_length": "moe_intermediate_size"}
 # llama.cpp architecture -> (HF model_type, extra config keys of that architecture)
 _ARCHITECTURES = {
     "llama": ("llama", {"rope.dimension_count": "head_dim"}),
     "mistral": ("mistral", {"rope.dimension_count": "head_dim"}),
     "qwen2": ("qwen2", {}),
+    # HF reads no key_length for qwen3 (its head_dim stays the config default, 128, as in every Qwen3 model); we
+    # do, so a file of another head_dim loads here (and does not there)
+    "qwen3": ("qwen3", {"attention.key_length": "head_dim"}),
     "phi3": ("phi3", {}),  # HF reads no rope.dimension_count here: head_dim is hidden / heads
     # key_length is Gemma's head_dim; HF reads no other Gemma key (query_pre_attn_scalar, layer_types, the
     # sliding layers' rope base and the soft-caps keep their config defaults there, so here too)
     "gemma2": ("gemma2", {"attention.key_length": "head_dim", "attention.sliding_window": "sliding_window"}),
     "gemma3": ("gemma3_text", {"attention.key_length": "head_dim", "attention.sliding_window": "sliding_window"}),
+    # MoE: HF reads expert_count / expert_used_count only (the experts' and the shared expert's widths keep
+    # their config defaults there, which fit one model each: Qwen1.5-MoE-A2.7B, Qwen3-30B-A3B); we read them too
+    "qwen2moe": ("qwen2_moe", {**_MOE_KEYS, "expert_shared_feed_forward_length": "shared_expert_intermediate_size"}),
+    "qwen3moe": ("qwen3_moe", {**_MOE_KEYS, "attention.key_length": "head_dim"}),
+    # GPT-2 has its own config names (its own key table below); the vocabulary size is the vocabulary's length
+    "gpt2": ("gpt2", {}),
     # LayerNorm eps; HF reads no rope base for it (we do: StarCoder2-7B/15B's is not the config default)
     "starcoder2": ("starcoder2", {"attention.layer_norm_epsilon": "norm_epsilon"}),
 }
+# config values an architecture's file implies but does not state (HF's GGUF_CONFIG_DEFAULTS_MAPPING): llama.cpp's
+# qwen3moe graph renormalises the top-k routing weights
+_CONFIG_DEFAULTS = {"qwen3moe": {"norm_topk_prob": True}}
 # architectures whose SentencePiece vocabulary (tokenizer model "llama") is Gemma's: built as HF's GemmaTokenizer
 _GEMMA_VOCAB = ("gemma", "gemma2", "gemma3")
 # GemmaTokenizer's special tokens, which the file's ids override
@@ -41,6 +55,13 @@ _CONFIG_KEYS = {  # "<architecture>.<key>" -> HF config field, common to the arc
     "attention.layer_norm_rms_epsilon": "rms_norm_eps",
     "vocab_size": "vocab_size",
 }
+# architectures whose config names differ from the common ones: their whole key table. GPT-2: HF reads
+# context_length as `n_ctx` (not a GPT2Config field: `n_positions` keeps its default 1024, GPT-2's own) and
+# feed_forward_length as an unused `feed_forward_length` (`n_inner` stays None: 4 * n_embd, what llama.cpp writes);
+# ours reads context_length as `n_positions`, so a file of another context length loads here (not there)
+_OWN_CONFIG_KEYS = {"gpt2": {"block_count": "n_layer", "context_length": "n_positions", "embedding_length": "n_embd",
+                             "attention.head_count": "n_head", "attention.layer_norm_epsilon": "layer_norm_epsilon",
+                             "vocab_size": "vocab_size"}}
 _TOKENIZER_ARRAYS = ("tokenizer.ggml.tokens", "tokenizer.ggml.scores", "tokenizer.ggml.token_type",
                      "tokenizer.ggml.merges")
 _SPECIAL_TOKEN_IDS = {"bos_token": "bos_token_id", "eos_token": "eos_token_id", "unk_token": "unknown_token_id",
@@ -76,10 +97,10 @@ def gguf_config_dict(path):
     model_type, extra_keys = _ARCHITECTURES[architecture]
     config = {"model_type": model_type,
               # llama.cpp writes the output projection only when it is not the embedding matrix
-              "tie_word_embeddings": "output.weight" not in tensor_names}
+              "tie_word_embeddings": "output.weight" not in tensor_names, **_CONFIG_DEFAULTS.get(architecture, {})}
     if "general.name" in metadata:
         config["_model_name_or_path"] = metadata["general.name"]
-    for key, field in {**_CONFIG_KEYS, **extra_keys}.items():
+    for key, field in {**_OWN_CONFIG_KEYS.get(architecture, _CONFIG_KEYS), **extra_keys}.items():
         value = metadata.get(f"{architecture}.{key}")
         if value is not None:
             config[field] = value
