@@ -137,7 +137,7 @@ _GEMMA3 = dict(head_dim=8, query_pre_attn_scalar=24, sliding_window=4, layer_typ
                                 "full_attention": {"rope_type": "default", "rope_theta": 10000.0}})
 _WHISPER_GEN = "tests/models/test_whisper_generate.py::"
 _VL = "tests/models/test_qwen2_vl_parity.py::"  # both VL families (the checkpoint fixture is parametrised)
-_VL_LORA = "tests/trainer/test_qwen2_vl_lora.py::test_lora_training_matches_hf_peft"
+_VL_LORA = "tests/trainer/test_qwen2_vl_lora.py::test_lora_training_matches_hf_peft"  # both (fixture params)
 _ROWS = [
     # LLaMA's train / LoRA: the in-depth tests (test_matrix_train.py runs its cells too)
     _native("llama", "Llama", "LlamaConfig", "LlamaForCausalLM", gguf="llama", compiled=True, cells=dict(
@@ -221,7 +221,8 @@ _ROWS = [
            NODES(_VL_LORA, detail="language model's q/v, Trainer")),
           ("qwen2_5_vl", "Qwen2_5_VL", "`Qwen2_5_VLForConditionalGeneration` (`AutoModelForImageTextToText`), "
            "`Qwen2_5_VLModel`, `Qwen2_5_VLTextModel`", "", "window attention, videos with `second_per_grid_ts`",
-           NO_TP, NO_TP))),
+           NODES(_VL_LORA, detail="LoRA steps with images = HF peft + Trainer"),
+           NODES(_VL_LORA, detail="language model's q/v, Trainer")))),
     Row("whisper", "whisper", "`WhisperForConditionalGeneration` (`AutoModelForSpeechSeq2Seq`), `WhisperModel`",
         "WhisperForConditionalGeneration",
         cells=dict(
