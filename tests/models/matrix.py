@@ -93,7 +93,8 @@ LORA = NODES("tests/models/test_matrix_train.py::test_lora", detail="PEFT files 
 # tensor parallel: every row of tests/parallel/test_tp_msrun.py's one msrun launch (tests/parallel/tp_matrix.py)
 TP = NODES("tests/parallel/test_tp_msrun.py::test_tp2_matches_single_process_and_hf",
            detail="tp=2 logits, greedy, gradients")
-NO_TP = Cell("pending", "no test yet")
+# the VL rows: the same launch, through AutoModelForImageTextToText, text-only inputs (the workers pass no images)
+VL_TP = NODES(*TP.nodes, detail="tp=2 logits, greedy, gradients; text-only inputs, vision tower replicated")
 
 
 def _na_gguf(arch):
@@ -211,7 +212,7 @@ _ROWS = [
         generate=NODES(_VL + "test_image_features_logits_and_greedy_tokens_equal_hf",
                        "tests/models/test_qwen2_vl_processor.py::test_chat_template_inputs_generate_hf_tokens",
                        detail="`generate` greedy with images, left-padded batch: M-RoPE `rope_deltas` in decoding"),
-        train=train, lora=lora, tp=NO_TP, gguf=_na_gguf(name),
+        train=train, lora=lora, tp=VL_TP, gguf=_na_gguf(name),
         seq_cls=NA(f"transformers has no {prefix}ForSequenceClassification")))
       for name, prefix, classes, load, forward, train, lora in (
           ("qwen2_vl", "Qwen2VL", "`Qwen2VLForConditionalGeneration` (`AutoModelForImageTextToText`), `Qwen2VLModel`, "

@@ -3,10 +3,11 @@
     results = run_tp_matrix({"llama": (folder, hf_oracle, "auto"), ...}, out_dir)   # name -> result
     check_tp_row(results["llama"])                                                # asserts, per row
 
-A row is (our folder, the HF oracle[, plan]): the oracle is a folder transformers loads with AutoModelForCausalLM
-(torch, fp32), or a callable (input_ids, attention_mask) -> logits for references that are not a plain folder
-(the remote formats' HF-native twin with an ALiBi mask); plan is "auto" (the default), "auto+vocab" (the config's
-plan plus a vocab-parallel embedding) or a dict plan. The workers (tp_worker.py) loop over the rows; a row that raises in a
+A row is (our folder, the HF oracle[, plan[, auto class]]): the oracle is a folder transformers loads with
+AutoModelForCausalLM (torch, fp32), or a callable (input_ids, attention_mask) -> logits for references that are not a
+plain folder (the remote formats' HF-native twin with an ALiBi mask, the VL models); plan is "auto" (the default),
+"auto+vocab" (the config's plan plus a vocab-parallel embedding) or a dict plan; the auto class (our name, default
+"AutoModelForCausalLM") is what the workers and the single-process reference load the folder with. The workers (tp_worker.py) loop over the rows; a row that raises in a
 worker is that row's failure (check_tp_row fails with its traceback), the other rows still run.
 
 check_tp_row asserts, for both ranks: logits on a left-padded batch equal the single-process model's (1e-5) and
@@ -26,6 +27,7 @@ import pytest
 WORKER = os.path.join(os.path.dirname(__file__), "tp_worker.py")
 SRC = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "src"))
 TIMEOUT = 600
+AUTO_CLASS = "AutoModelForCausalLM"
 
 
 def tp_batch():
@@ -62,9 +64,11 @@ def run_tp_matrix(rows, out_dir):
     os.makedirs(out_dir, exist_ok=True)
     input_ids, attention_mask = tp_batch()
     np.savez(os.path.join(out_dir, "batch.npz"), input_ids=input_ids, attention_mask=attention_mask)
-    rows = {name: (row[0], row[1], row[2] if len(row) > 2 else "auto") for name, row in rows.items()}
+    rows = {name: (row[0], row[1], row[2] if len(row) > 2 else "auto", row[3] if len(row) > 3 else AUTO_CLASS)
+            for name, row in rows.items()}
     with open(os.path.join(out_dir, "rows.json"), "w") as f:
-        json.dump({name: {"folder": str(folder), "plan": plan} for name, (folder, _, plan) in rows.items()}, f)
+        json.dump({name: {"folder": str(folder), "plan": plan, "auto_class": auto}
+                   for name, (folder, _, plan, auto) in rows.items()}, f)
     log_dir = os.path.join(out_dir, "logs")
     cmd = ["msrun", "--worker_num=2", "--local_worker_num=2", f"--master_port={_free_port()}",
            f"--log_dir={log_dir}", "--join=True", WORKER, out_dir]
@@ -79,13 +83,14 @@ def run_tp_matrix(rows, out_dir):
         launch_error = f"msrun timed out after {TIMEOUT} s:\n{_logs(log_dir)}"
     seconds = time.perf_counter() - start
     results = {}
-    for name, (folder, oracle, plan) in rows.items():
+    for name, (folder, oracle, plan, auto) in rows.items():
         row_dir = os.path.join(out_dir, name)
         errors = [open(os.path.join(row_dir, f)).read() for f in sorted(os.listdir(row_dir))
                   if f.startswith("error_rank")] if os.path.isdir(row_dir) else []
         done = all(os.path.exists(os.path.join(row_dir, f"stats_rank{r}.json")) for r in range(2))
         error = "\n".join(errors) or (None if done else launch_error or "no result written")
-        results[name] = {"name": name, "folder": str(folder), "oracle": oracle, "plan": plan, "dir": row_dir,
+        results[name] = {"name": name, "folder": str(folder), "oracle": oracle, "plan": plan, "auto_class": auto,
+                         "dir": row_dir,
                          "error": error, "launch_seconds": seconds}
     return results
 
@@ -100,7 +105,7 @@ def _hf_logits(oracle, input_ids, attention_mask):
 
 def check_tp_row(result, single_atol=1e-5, hf_atol=1e-4):
     """Assert one row of run_tp_matrix against the single-process model and the HF oracle (see the module doc)."""
-    from mindformers_hf import AutoModelForCausalLM
+    import mindformers_hf
     from mindformers_hf.parallel.layers import _read
     from mindformers_hf.weight_loading import ArraySource
     from tests.parallel.tp_worker import loss_grads
@@ -108,7 +113,7 @@ def check_tp_row(result, single_atol=1e-5, hf_atol=1e-4):
     if result["error"]:
         pytest.fail(f"tensor parallel row {result['name']!r} failed in the workers:\n{result['error']}")
     input_ids, attention_mask = tp_batch()
-    single = AutoModelForCausalLM.from_pretrained(result["folder"])
+    single = getattr(mindformers_hf, result.get("auto_class", AUTO_CLASS)).from_pretrained(result["folder"])
     ours, full_grads = loss_grads(single, {"input_ids": input_ids, "attention_mask": attention_mask}, True)
     hf = _hf_logits(result["oracle"], input_ids, attention_mask)
     keep = attention_mask.astype(bool)  # padded positions are not compared (HF fills them differently)

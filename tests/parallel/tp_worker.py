@@ -1,7 +1,7 @@
 """One msrun worker of tests/parallel/tp_matrix.py: load every row's folder with tensor parallelism, run a fixed
 batch, save what the test compares.
 
-argv: out_dir, holding rows.json ({row name: {"folder", "plan"}}) and batch.npz. For each row, in the order given,
+argv: out_dir, holding rows.json ({row name: {"folder", "plan", "auto_class"}}) and batch.npz. For each row, in the order given,
 every rank writes into out_dir/<row>/: its logits, greedy tokens, loss gradients, the slice of the full tensor each
 sharded parameter holds, and load byte counts; a row that raises writes error_rank<r>.txt (its traceback) instead,
 and the loop goes on with the next row. plan: "auto", "auto+vocab" (the config's plan plus a vocab-parallel
@@ -16,7 +16,8 @@ import traceback
 import mindspore as ms
 import numpy as np
 
-from mindformers_hf import AutoConfig, AutoModelForCausalLM
+import mindformers_hf
+from mindformers_hf import AutoConfig
 from mindformers_hf.parallel import init_tensor_parallel
 from mindformers_hf.weight_loading import weight_loaders
 
@@ -53,7 +54,7 @@ def shard_slices(model):
     return slices
 
 
-def run_row(folder, plan, batch, out):
+def run_row(folder, plan, batch, out, auto_class="AutoModelForCausalLM"):
     seconds, start = {}, time.perf_counter()
 
     def lap(phase):
@@ -61,7 +62,7 @@ def run_row(folder, plan, batch, out):
         now = time.perf_counter()
         seconds[phase], start = round(now - start, 3), now
 
-    model = AutoModelForCausalLM.from_pretrained(folder, tp_plan=resolve_plan(folder, plan))
+    model = getattr(mindformers_hf, auto_class).from_pretrained(folder, tp_plan=resolve_plan(folder, plan))
     rank = model.tp_mesh.rank
     lap("load")
     logits, grads = loss_grads(model, batch, with_logits=True)  # logits and gradients from one forward
@@ -85,7 +86,7 @@ def main(out_dir):
         out = os.path.join(out_dir, name)
         os.makedirs(out, exist_ok=True)
         try:
-            run_row(spec["folder"], spec["plan"], batch, out)
+            run_row(spec["folder"], spec["plan"], batch, out, spec["auto_class"])
         except Exception:  # this row's failure, reported by the test; the other rows still run
             with open(os.path.join(out, f"error_rank{mesh.rank}.txt"), "w") as f:
                 f.write(traceback.format_exc())
