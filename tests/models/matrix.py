@@ -93,8 +93,8 @@ LORA = NODES("tests/models/test_matrix_train.py::test_lora", detail="PEFT files 
 # tensor parallel: every row of tests/parallel/test_tp_msrun.py's one msrun launch (tests/parallel/tp_matrix.py)
 TP = NODES("tests/parallel/test_tp_msrun.py::test_tp2_matches_single_process_and_hf",
            detail="tp=2 logits, greedy, gradients")
-# the VL rows: the same launch, through AutoModelForImageTextToText, text-only inputs (the workers pass no images)
-VL_TP = NODES(*TP.nodes, detail="tp=2 logits, greedy, gradients; text-only inputs, vision tower replicated")
+# the VL rows: the same launch, through AutoModelForImageTextToText, on a batch with images
+VL_TP = NODES(*TP.nodes, detail="tp=2 logits, greedy, gradients with images; vision tower replicated")
 
 
 def _na_gguf(arch):

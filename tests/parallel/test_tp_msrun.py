@@ -7,7 +7,7 @@ Rows: the HF-native families whose transformers config has a `base_model_tp_plan
 experts too), and the remote formats written by tests/models/remote_conversions.py
 (renaming tables, fused qkv and gate_up, a permuted wqkv, ALiBi slopes per head rank). GPT-2 has no HF plan:
 its row checks the layout we declare (Conv1D weights, transposed). Qwen2-VL and Qwen2.5-VL load through
-AutoModelForImageTextToText with text-only inputs (their vision tower is replicated). The launch runs once per
+AutoModelForImageTextToText on a batch with images (their vision tower is replicated). The launch runs once per
 session."""
 import numpy as np
 import pytest
@@ -102,21 +102,22 @@ def _remote_row(root, name):
 def _vl_row(root, name):
     """Qwen2-VL / Qwen2.5-VL (tests/models/qwen2_vl_fixtures.py: hidden 32, 4 heads, 2 KV heads, untied head) through
     AutoModelForImageTextToText: the language model's LLaMA layers and the head split as transformers' plans say,
-    the vision tower replicated. Text-only inputs (the shared batch; the workers pass no images): M-RoPE with its
-    three position axes equal."""
-    from tests.models.qwen2_vl_fixtures import make_qwen2_vl_checkpoint
+    the vision tower replicated. The batch has images (the fixtures' image_batch: two images in the first row, the
+    second row text only and left-padded), so M-RoPE's grid positions, the replicated tower's features and its
+    gradients (back through the split language model) are all checked."""
+    from tests.models.qwen2_vl_fixtures import image_batch, make_qwen2_vl_checkpoint
 
     folder = make_qwen2_vl_checkpoint(root / name, name)
 
-    def hf_logits(ids, mask):
+    def hf_logits(ids, mask, **extras):
         import torch
         import transformers
 
         hf = transformers.AutoModelForImageTextToText.from_pretrained(folder, dtype=torch.float32).eval()
         with torch.no_grad():
-            return hf(input_ids=torch.as_tensor(np.asarray(ids)),
-                      attention_mask=torch.as_tensor(np.asarray(mask))).logits.numpy()
-    return folder, hf_logits, "auto", "AutoModelForImageTextToText"
+            return hf(input_ids=torch.as_tensor(ids), attention_mask=torch.as_tensor(mask),
+                      **{k: torch.as_tensor(v) for k, v in extras.items()}).logits.numpy()
+    return folder, hf_logits, "auto", "AutoModelForImageTextToText", image_batch()
 
 
 VL_ROWS = ("qwen2_vl", "qwen2_5_vl")
