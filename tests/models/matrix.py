@@ -93,7 +93,8 @@ LORA = NODES("tests/models/test_matrix_train.py::test_lora", detail="PEFT files 
 # tensor parallel: every row of tests/parallel/test_tp_msrun.py's one msrun launch (tests/parallel/tp_matrix.py)
 TP = NODES("tests/parallel/test_tp_msrun.py::test_tp2_matches_single_process_and_hf",
            detail="tp=2 logits, greedy, gradients")
-NO_TP = Cell("pending", "no test yet")
+# the VL rows: the same launch, through AutoModelForImageTextToText, on a batch with images
+VL_TP = NODES(*TP.nodes, detail="tp=2 logits, greedy, gradients with images; vision tower replicated")
 
 
 def _na_gguf(arch):
@@ -142,7 +143,7 @@ _GEMMA3 = dict(head_dim=8, query_pre_attn_scalar=24, sliding_window=4, layer_typ
                                 "full_attention": {"rope_type": "default", "rope_theta": 10000.0}})
 _WHISPER_GEN = "tests/models/test_whisper_generate.py::"
 _VL = "tests/models/test_qwen2_vl_parity.py::"  # both VL families (the checkpoint fixture is parametrised)
-_VL_LORA = "tests/trainer/test_qwen2_vl_lora.py::test_lora_training_matches_hf_peft"
+_VL_LORA = "tests/trainer/test_qwen2_vl_lora.py::test_lora_training_matches_hf_peft"  # both (fixture params)
 _ROWS = [
     # LLaMA's train / LoRA: the in-depth tests (test_matrix_train.py runs its cells too)
     _native("llama", "Llama", "LlamaConfig", "LlamaForCausalLM", gguf="llama", compiled=True, cells=dict(
@@ -219,7 +220,7 @@ _ROWS = [
         generate=NODES(_VL + "test_image_features_logits_and_greedy_tokens_equal_hf",
                        "tests/models/test_qwen2_vl_processor.py::test_chat_template_inputs_generate_hf_tokens",
                        detail="`generate` greedy with images, left-padded batch: M-RoPE `rope_deltas` in decoding"),
-        train=train, lora=lora, tp=NO_TP, gguf=_na_gguf(name),
+        train=train, lora=lora, tp=VL_TP, gguf=_na_gguf(name),
         seq_cls=NA(f"transformers has no {prefix}ForSequenceClassification")))
       for name, prefix, classes, load, forward, train, lora in (
           ("qwen2_vl", "Qwen2VL", "`Qwen2VLForConditionalGeneration` (`AutoModelForImageTextToText`), `Qwen2VLModel`, "
@@ -229,7 +230,8 @@ _ROWS = [
            NODES(_VL_LORA, detail="language model's q/v, Trainer")),
           ("qwen2_5_vl", "Qwen2_5_VL", "`Qwen2_5_VLForConditionalGeneration` (`AutoModelForImageTextToText`), "
            "`Qwen2_5_VLModel`, `Qwen2_5_VLTextModel`", "", "window attention, videos with `second_per_grid_ts`",
-           NO_TP, NO_TP))),
+           NODES(_VL_LORA, detail="LoRA steps with images = HF peft + Trainer"),
+           NODES(_VL_LORA, detail="language model's q/v, Trainer")))),
     Row("whisper", "whisper", "`WhisperForConditionalGeneration` (`AutoModelForSpeechSeq2Seq`), `WhisperModel`",
         "WhisperForConditionalGeneration",
         cells=dict(

@@ -242,6 +242,9 @@ def check_not_applicable(row, capability):
         else:
             assert not hasattr(transformers, row.architecture.replace("ForConditionalGeneration",
                                                                       "ForSequenceClassification"))
+    elif capability == "tp":  # transformers has no tensor-parallel plan for the family
+        config_class = transformers.CONFIG_MAPPING[row.model_type]
+        assert getattr(config_class, "base_model_tp_plan", None) is None
     else:
         raise AssertionError(f"no check for an n/a {capability} cell")
 

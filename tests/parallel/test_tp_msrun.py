@@ -6,7 +6,9 @@ Rows: the HF-native families whose transformers config has a `base_model_tp_plan
 (hidden 64, 2 layers, 4 heads / 2 KV heads; gpt-oss's plan is HF's only for the head, ours splits its attention and
 experts too), and the remote formats written by tests/models/remote_conversions.py
 (renaming tables, fused qkv and gate_up, a permuted wqkv, ALiBi slopes per head rank). GPT-2 has no HF plan:
-its row checks the layout we declare (Conv1D weights, transposed). The launch runs once per session."""
+its row checks the layout we declare (Conv1D weights, transposed). Qwen2-VL and Qwen2.5-VL load through
+AutoModelForImageTextToText on a batch with images (their vision tower is replicated). The launch runs once per
+session."""
 import numpy as np
 import pytest
 
@@ -97,9 +99,31 @@ def _remote_row(root, name):
     return folder, alibi_logits, "auto"
 
 
+def _vl_row(root, name):
+    """Qwen2-VL / Qwen2.5-VL (tests/models/qwen2_vl_fixtures.py: hidden 32, 4 heads, 2 KV heads, untied head) through
+    AutoModelForImageTextToText: the language model's LLaMA layers and the head split as transformers' plans say,
+    the vision tower replicated. The batch has images (the fixtures' image_batch: two images in the first row, the
+    second row text only and left-padded), so M-RoPE's grid positions, the replicated tower's features and its
+    gradients (back through the split language model) are all checked."""
+    from tests.models.qwen2_vl_fixtures import image_batch, make_qwen2_vl_checkpoint
+
+    folder = make_qwen2_vl_checkpoint(root / name, name)
+
+    def hf_logits(ids, mask, **extras):
+        import torch
+        import transformers
+
+        hf = transformers.AutoModelForImageTextToText.from_pretrained(folder, dtype=torch.float32).eval()
+        with torch.no_grad():
+            return hf(input_ids=torch.as_tensor(ids), attention_mask=torch.as_tensor(mask),
+                      **{k: torch.as_tensor(v) for k, v in extras.items()}).logits.numpy()
+    return folder, hf_logits, "auto", "AutoModelForImageTextToText", image_batch()
+
+
+VL_ROWS = ("qwen2_vl", "qwen2_5_vl")
 # InternLM v1, Baichuan (W_pack, NormHead) and Qwen v1 (c_attn) have no GQA: 4 KV heads
 REMOTE_ROWS = ("chatglm", "internlm", "internlm2", "baichuan", "baichuan_alibi", "qwen")
-ROWS = sorted(HF_ROWS) + list(REMOTE_ROWS)
+ROWS = sorted(HF_ROWS) + list(REMOTE_ROWS) + list(VL_ROWS)
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +133,7 @@ def tp_results(tmp_path_factory):
     # a row that fails in the workers (a style no registry has), between others that must still run
     rows["refused_style"] = (rows["llama"][0], rows["llama"][1], {"model.norm": "sequence_parallel"})
     rows.update({name: _remote_row(root, name) for name in REMOTE_ROWS})
+    rows.update({name: _vl_row(root, name) for name in VL_ROWS})
     return run_tp_matrix(rows, root / "out")
 
 

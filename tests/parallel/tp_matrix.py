@@ -3,10 +3,13 @@
     results = run_tp_matrix({"llama": (folder, hf_oracle, "auto"), ...}, out_dir)   # name -> result
     check_tp_row(results["llama"])                                                # asserts, per row
 
-A row is (our folder, the HF oracle[, plan]): the oracle is a folder transformers loads with AutoModelForCausalLM
-(torch, fp32), or a callable (input_ids, attention_mask) -> logits for references that are not a plain folder
-(the remote formats' HF-native twin with an ALiBi mask); plan is "auto" (the default), "auto+vocab" (the config's
-plan plus a vocab-parallel embedding) or a dict plan. The workers (tp_worker.py) loop over the rows; a row that raises in a
+A row is (our folder, the HF oracle[, plan[, auto class[, batch]]]): the oracle is a folder transformers loads with
+AutoModelForCausalLM (torch, fp32), or a callable (input_ids, attention_mask, **extra inputs) -> logits for references
+that are not a plain folder (the remote formats' HF-native twin with an ALiBi mask, the VL models); plan is "auto"
+(the default), "auto+vocab" (the config's plan plus a vocab-parallel embedding) or a dict plan; the auto class (our
+name, default "AutoModelForCausalLM") is what the workers and the single-process reference load the folder with;
+batch (default tp_batch()) is a dict of numpy inputs: input_ids, attention_mask and extra model inputs (a VL row's
+images, all of them in the first row, which is also the greedy prompt). The workers (tp_worker.py) loop over the rows; a row that raises in a
 worker is that row's failure (check_tp_row fails with its traceback), the other rows still run.
 
 check_tp_row asserts, for both ranks: logits on a left-padded batch equal the single-process model's (1e-5) and
@@ -26,6 +29,7 @@ import pytest
 WORKER = os.path.join(os.path.dirname(__file__), "tp_worker.py")
 SRC = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "src"))
 TIMEOUT = 600
+AUTO_CLASS = "AutoModelForCausalLM"
 
 
 def tp_batch():
@@ -62,9 +66,16 @@ def run_tp_matrix(rows, out_dir):
     os.makedirs(out_dir, exist_ok=True)
     input_ids, attention_mask = tp_batch()
     np.savez(os.path.join(out_dir, "batch.npz"), input_ids=input_ids, attention_mask=attention_mask)
-    rows = {name: (row[0], row[1], row[2] if len(row) > 2 else "auto") for name, row in rows.items()}
+    rows = {name: (row[0], row[1], row[2] if len(row) > 2 else "auto", row[3] if len(row) > 3 else AUTO_CLASS,
+                   row[4] if len(row) > 4 else None) for name, row in rows.items()}
+    batches = {}
+    for name, row in rows.items():
+        if row[4] is not None:
+            batches[name] = os.path.join(out_dir, f"batch_{name}.npz")
+            np.savez(batches[name], **row[4])
     with open(os.path.join(out_dir, "rows.json"), "w") as f:
-        json.dump({name: {"folder": str(folder), "plan": plan} for name, (folder, _, plan) in rows.items()}, f)
+        json.dump({name: {"folder": str(folder), "plan": plan, "auto_class": auto, "batch": batches.get(name)}
+                   for name, (folder, _, plan, auto, _) in rows.items()}, f)
     log_dir = os.path.join(out_dir, "logs")
     cmd = ["msrun", "--worker_num=2", "--local_worker_num=2", f"--master_port={_free_port()}",
            f"--log_dir={log_dir}", "--join=True", WORKER, out_dir]
@@ -79,20 +90,21 @@ def run_tp_matrix(rows, out_dir):
         launch_error = f"msrun timed out after {TIMEOUT} s:\n{_logs(log_dir)}"
     seconds = time.perf_counter() - start
     results = {}
-    for name, (folder, oracle, plan) in rows.items():
+    for name, (folder, oracle, plan, auto, batch) in rows.items():
         row_dir = os.path.join(out_dir, name)
         errors = [open(os.path.join(row_dir, f)).read() for f in sorted(os.listdir(row_dir))
                   if f.startswith("error_rank")] if os.path.isdir(row_dir) else []
         done = all(os.path.exists(os.path.join(row_dir, f"stats_rank{r}.json")) for r in range(2))
         error = "\n".join(errors) or (None if done else launch_error or "no result written")
-        results[name] = {"name": name, "folder": str(folder), "oracle": oracle, "plan": plan, "dir": row_dir,
+        results[name] = {"name": name, "folder": str(folder), "oracle": oracle, "plan": plan, "auto_class": auto,
+                         "batch": batch, "dir": row_dir,
                          "error": error, "launch_seconds": seconds}
     return results
 
 
-def _hf_logits(oracle, input_ids, attention_mask):
+def _hf_logits(oracle, input_ids, attention_mask, **extras):
     if callable(oracle):
-        return np.asarray(oracle(input_ids, attention_mask))
+        return np.asarray(oracle(input_ids, attention_mask, **extras))
     from tests.conftest import hf_forward
 
     return hf_forward(str(oracle), input_ids, attention_mask).logits.numpy()
@@ -100,21 +112,26 @@ def _hf_logits(oracle, input_ids, attention_mask):
 
 def check_tp_row(result, single_atol=1e-5, hf_atol=1e-4):
     """Assert one row of run_tp_matrix against the single-process model and the HF oracle (see the module doc)."""
-    from mindformers_hf import AutoModelForCausalLM
+    import mindformers_hf
     from mindformers_hf.parallel.layers import _read
     from mindformers_hf.weight_loading import ArraySource
-    from tests.parallel.tp_worker import loss_grads
+    from tests.parallel.tp_worker import extra_inputs, generate_inputs, loss_grads
 
     if result["error"]:
         pytest.fail(f"tensor parallel row {result['name']!r} failed in the workers:\n{result['error']}")
-    input_ids, attention_mask = tp_batch()
-    single = AutoModelForCausalLM.from_pretrained(result["folder"])
-    ours, full_grads = loss_grads(single, {"input_ids": input_ids, "attention_mask": attention_mask}, True)
-    hf = _hf_logits(result["oracle"], input_ids, attention_mask)
+    batch = result.get("batch")
+    if batch is None:
+        input_ids, attention_mask = tp_batch()
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask}
+    input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
+    single = getattr(mindformers_hf, result.get("auto_class", AUTO_CLASS)).from_pretrained(result["folder"])
+    ours, full_grads = loss_grads(single, batch, True)
+    hf = _hf_logits(result["oracle"], input_ids, attention_mask, **extra_inputs(batch))
     keep = attention_mask.astype(bool)  # padded positions are not compared (HF fills them differently)
     # op by op, as the tensor-parallel model decodes (compiling the decode step costs ~8 s a family; compiled and
     # eager decoding are compared in tests/generation)
-    tokens = np.asarray(single.generate(input_ids[:1], max_new_tokens=4, do_sample=False, disable_compile=True))
+    tokens = np.asarray(single.generate(**generate_inputs(batch), max_new_tokens=4, do_sample=False,
+                                        disable_compile=True))
     row = result["dir"]
     for rank in range(2):
         tp = np.load(os.path.join(row, f"logits_rank{rank}.npy"))

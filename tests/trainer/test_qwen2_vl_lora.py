@@ -1,4 +1,4 @@
-"""LoRA on Qwen2-VL's language model through the Trainer, with images in every example: the adapter after three
+"""LoRA on Qwen2-VL's and Qwen2.5-VL's language model through the Trainer, with images in every example: the adapter after three
 steps equals HF peft + transformers' Trainer from the same adapter initialisation, and the base (vision tower
 included) stays frozen. Each step takes the whole 4-example dataset as one micro-batch: transformers' Qwen2-VL
 loss is a per-micro-batch mean (accepts_loss_kwargs=False), so only the set of examples must match, not the
@@ -38,19 +38,19 @@ def _collator(convert):
     return collate
 
 
-@pytest.fixture(scope="module")
-def folders(tmp_path_factory):
-    """(checkpoint, adapter written by HF peft with random A and B on q_proj / v_proj)."""
+@pytest.fixture(scope="module", params=("qwen2_vl", "qwen2_5_vl"))
+def folders(request, tmp_path_factory):
+    """(checkpoint of the model type, adapter written by HF peft with random A and B on q_proj / v_proj)."""
     import peft
     import torch
     import transformers
 
-    folder = make_qwen2_vl_checkpoint(tmp_path_factory.mktemp("qwen2_vl_lora"))
+    folder = make_qwen2_vl_checkpoint(tmp_path_factory.mktemp(request.param + "_lora"), request.param)
     torch.manual_seed(0)
     base = transformers.AutoModelForImageTextToText.from_pretrained(folder)
     config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False,
                              task_type="CAUSAL_LM")
-    adapter = str(tmp_path_factory.mktemp("qwen2_vl_adapter"))
+    adapter = str(tmp_path_factory.mktemp(request.param + "_adapter"))
     peft.get_peft_model(base, config).save_pretrained(adapter)
     return folder, adapter
 

@@ -292,6 +292,9 @@ class Qwen2VLModel(Qwen2VLPreTrainedModel):
 
 class Qwen2VLForConditionalGeneration(Qwen2VLPreTrainedModel):
     _tied_weights_keys = {"lm_head.weight": "model.language_model.embed_tokens.weight"}
+    # tensor parallel (tp_plan="auto"), as transformers' plans: the language model's LLaMA layers declare theirs
+    # (the text config's base_model_tp_plan), the head is HF's; the vision tower declares none (replicated)
+    _tp_plan = {"lm_head": "colwise_gather_output"}
     # the prompt's images and videos reach the prefill forward only (generation/utils.py)
     _prefill_inputs = _MM_INPUTS
     # as transformers' class: the Trainer does not pass num_items_in_batch; the loss is each micro-batch's mean
@@ -323,7 +326,10 @@ class Qwen2VLForConditionalGeneration(Qwen2VLPreTrainedModel):
         return super()._skip_key(name)
 
     def lm_logits(self, hidden_states):
-        weight = self.get_output_embeddings().weight
+        head = self.get_output_embeddings()
+        if hasattr(head, "parallel_logits"):  # tensor parallel (parallel/plan.py): each rank holds a vocab slice
+            return head.parallel_logits(hidden_states)
+        weight = head.weight
         shape = hidden_states.shape
         logits = fused.linear(hidden_states.reshape(-1, shape[-1]), weight)
         return logits.reshape(shape[:-1] + (weight.shape[0],))
