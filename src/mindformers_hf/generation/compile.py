@@ -107,8 +107,12 @@ class CompiledStep:
             return self.fn(*args)
         key = tuple((tuple(a.shape), str(a.dtype)) for a in args)
         if key in self._compiled_shapes:
-            with _patched_tensor_methods(threading.get_ident(), _QUIET_PRINTING):
-                return self._traced(*args)
+            try:
+                with _patched_tensor_methods(threading.get_ident(), _QUIET_PRINTING):
+                    return self._traced(*args)
+            except Exception:
+                _reset_tracer()  # a replay that fails in a kernel must not leave the tracer's state behind
+                raise
         if key not in self._checked_shapes:
             # First call: run eagerly with host reads forbidden. A step that reads values on the host is never
             # traced (a trace would freeze those values); the eager result is the step's result either way.

@@ -210,7 +210,7 @@ class StaticRunner:
     @staticmethod
     def supports(model):
         base = getattr(model, getattr(model, "base_model_prefix", ""), model)
-        return hasattr(base, "causal_masks")
+        return hasattr(base, "causal_masks") and getattr(base, "static_cache_generation", True)
 
     @property
     def compiled(self):

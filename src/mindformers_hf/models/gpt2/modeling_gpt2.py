@@ -133,6 +133,11 @@ class GPT2PreTrainedModel(PreTrainedModel):
 
 
 class GPT2Model(GPT2PreTrainedModel):
+    # generate keeps the dynamic cache: a position past n_positions must raise transformers' IndexError, which the
+    # compiled static-cache step cannot check (its embedding lookup runs without index checks); serving's engine
+    # refuses such requests up front and uses the prebuilt masks (causal_masks)
+    static_cache_generation = False
+
     def __init__(self, config, dtype=ms.float32):
         super().__init__(config)
         if getattr(config, "add_cross_attention", False):
