@@ -120,20 +120,6 @@ def test_mesh_checkpoint_resumes_in_one_process(runs):
                          _tensors(root / "single" / "model.safetensors"))
 
 
-def test_one_process_checkpoint_resumes_into_the_mesh_with_zero1(runs):
-    # the unsharded step-2 checkpoint resumed by dp=2 x tp=2 with ZeRO-1: each rank takes its tensor slices of
-    # the weights and moments, then its ZeRO part of those
-    root, single, _ = runs
-    shutil.copytree(root / "single" / "checkpoint-2", root / "dp_resumed" / "checkpoint-2")
-    logs = _launch(root / "logs_resumed", 4, MESH + ZERO, str(root / "tiny"), root / "dp_resumed", "resume")
-    assert len(_losses(logs[0])) == 1
-    np.testing.assert_allclose(_losses(logs[0]), _losses(single)[2:], rtol=1e-4)
-    report = _reports(logs[1])[1]
-    assert abs(report["moments"] / (2 * report["params"]) - 0.5) < 0.01, report  # sharded over dp=2
-    _assert_same_weights(_tensors(root / "dp_resumed" / "model.safetensors"),
-                         _tensors(root / "single" / "model.safetensors"))
-
-
 def test_zero_and_mesh_settings_are_accelerates_and_deepspeeds(tmp_path, monkeypatch):
     # the launcher exports what `accelerate launch` exports; stages other than 0/1 and meshes that do not fill
     # the processes are refused by name
