@@ -10,11 +10,11 @@ alignment heads, dynamic time warping) with each window's offset, which `_decode
 As in transformers, the pipeline's generation defaults (`max_new_tokens=256`, `num_beams=5`, the tokenizer's
 pad id) apply to what neither the call nor the model's generation config sets.
 """
-import copy
 
 import numpy as np
 
 from ..utils import warn_once
+from .generation_defaults import prepare_generate_kwargs
 
 # transformers' AutomaticSpeechRecognitionPipeline._default_generation_config
 _GENERATION_DEFAULTS = {"max_new_tokens": 256, "num_beams": 5}
@@ -111,20 +111,7 @@ class AutomaticSpeechRecognitionPipeline:
         return audio
 
     def _generate_kwargs(self, kwargs):
-        """transformers' Pipeline._prepare_generate_kwargs: the defaults fill what is not set by the call or the
-        model's generation config (max_new_tokens not when max_length is set)."""
-        if "generation_config" in kwargs:
-            set_params = {**self.model.generation_config.to_diff_dict(),
-                          **kwargs["generation_config"].to_diff_dict(), **kwargs}
-        else:
-            set_params = {**self.model.generation_config.to_diff_dict(), **kwargs}
-        added = {k: v for k, v in self._defaults.items()
-                 if k not in set_params and not (k == "max_new_tokens" and "max_length" in set_params)}
-        if "generation_config" in kwargs:
-            config = copy.deepcopy(kwargs["generation_config"])
-            config.update(**added)
-            return {**kwargs, "generation_config": config}
-        return {**kwargs, **added}
+        return prepare_generate_kwargs(self.model, kwargs, self._defaults)
 
     def _one(self, inputs, return_timestamps, kwargs, chunking):
         audio = self._audio(inputs)

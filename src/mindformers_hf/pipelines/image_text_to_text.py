@@ -9,11 +9,11 @@ False), or the prompt string put back in front (True, the default) -- for a chat
 appended as an assistant message. Each input runs on its own (as transformers' default batch_size=1). The
 processor returns numpy (`return_tensors="np"`); no torch anywhere.
 """
-import copy
 
 import numpy as np
 
 from ..utils import warn_once
+from .generation_defaults import prepare_generate_kwargs
 
 _GENERATION_DEFAULTS = {"max_new_tokens": 256}  # transformers' ImageTextToTextPipeline._default_generation_config
 
@@ -88,19 +88,7 @@ class ImageTextToTextPipeline:
         return dict(inputs), text
 
     def _generate_kwargs(self, kwargs):
-        """transformers' Pipeline._prepare_generate_kwargs: the defaults fill what neither the call nor the model's
-        generation config sets (max_new_tokens not when max_length is set)."""
-        set_params = {**self.model.generation_config.to_diff_dict(), **kwargs}
-        if "generation_config" in kwargs:
-            set_params = {**self.model.generation_config.to_diff_dict(), **kwargs["generation_config"].to_diff_dict(),
-                          **kwargs}
-        added = {k: v for k, v in _GENERATION_DEFAULTS.items()
-                 if k not in set_params and not (k == "max_new_tokens" and "max_length" in set_params)}
-        if "generation_config" in kwargs:
-            config = copy.deepcopy(kwargs["generation_config"])
-            config.update(**added)
-            return {**kwargs, "generation_config": config}
-        return {**kwargs, **added}
+        return prepare_generate_kwargs(self.model, kwargs, _GENERATION_DEFAULTS)
 
     def _decode(self, ids, options):
         kwargs = {} if options["clean_up_tokenization_spaces"] is None else \
