@@ -9,12 +9,14 @@ eagerly at once. Modes:
   - "prefill": the model's decoder layers that support it run as one compiled graph shared by all of them, on
     inputs without autograd, and the last layer computes only the last position after its keys and values
     (the caller reads only the last position's logits). LLaMA-shaped models: models/llama/decoder_layer.py.
+  - "score": the same graph, every position, on inputs without autograd (lm-eval's log-likelihood forwards: they
+    read the logits of all positions).
   - "train": the same graph, every position, with weights passed as views that carry gradients.
   - "jit": every decoder layer compiled (TrainingArguments(torch_compile=True)): layers the base model compiles
     as in "train" run so; the others (the model's `_no_split_modules` classes, any family) each under its own
     `ms.jit` of their `construct`, compiled once per layer and input shape -- unless their class says its
     construct cannot be parsed by `ms.jit` (`jit_construct = False`), then eagerly.
-A model that supports the first two says so with a `compiles_layers()` method on its base model; elsewhere the
+A model that supports the first three says so with a `compiles_layers()` method on its base model; elsewhere the
 block runs eagerly.
 """
 import contextlib
@@ -23,7 +25,7 @@ import types
 
 import mindspore as ms
 
-MODES = ("prefill", "train", "jit")
+MODES = ("prefill", "score", "train", "jit")
 
 # {id(cell): mode} for the cells of the models inside a `compiled_layers` block: base models, and for "jit" also
 # the decoder layers (the cells stay alive while their block runs)
@@ -40,7 +42,7 @@ def base_model(model):
 
 
 def supports_compiled_layers(model):
-    """Whether "prefill" / "train" would compile any of the model's decoder layers."""
+    """Whether "prefill" / "score" / "train" would compile any of the model's decoder layers."""
     compiles = getattr(base_model(model), "compiles_layers", None)
     return callable(compiles) and bool(compiles())
 

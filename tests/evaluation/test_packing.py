@@ -67,3 +67,15 @@ def test_packed_rows_stay_within_max_length():
     assert all(len(p.tokens) <= 24 for p in rows) and len(rows) == 2
     assert sorted(i for p in rows for i, _ in p.reads) == list(range(6))
     assert [len(p.reads) for p in pack_requests(requests, 24, share=False)] == [1] * 6
+
+
+def test_short_shared_prefixes_are_not_packed():
+    """Rolling windows share only the prefix token: packing them would give one long row whose attention costs
+    more than the rows it replaces, so each stays its own row; a context as long as its continuations is shared."""
+    from mindformers_hf.evaluation.packing import pack_requests
+
+    documents = [[1] + list(range(10 + i, 60 + i)) for i in range(3)]
+    rolling = pack_requests([([0], doc) for doc in documents], max_length=1000)
+    assert [len(p.reads) for p in rolling] == [1, 1, 1]
+    questions = pack_requests([(list(range(20)), [100 + i, 200 + i]) for i in range(4)], max_length=1000)
+    assert [len(p.reads) for p in questions] == [4]

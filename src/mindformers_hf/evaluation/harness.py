@@ -13,7 +13,8 @@ from lm_eval.models.utils import (Collator, _add_special_kwargs, handle_stop_seq
                                   normalize_gen_kwargs, postprocess_generated_text, resolve_max_length)
 from tqdm import tqdm
 
-from ..generation.runner import layer_windows, position_ids_from_mask
+from ..compiled_layers import compiled_layers, supports_compiled_layers
+from ..generation.runner import layer_windows, position_ids_from_mask, prefill_length
 from ..generation.stopping_criteria import StoppingCriteria
 from ..utils import warn_once
 from .batch_size import BatchScheduler, row_bytes
@@ -182,14 +183,19 @@ class MindFormersLM(TemplateLM):
             return self.tokenizer.apply_chat_template([m for m in chat_history if m["role"] != "system"], **kwargs)
 
     # ------------------------------------------------------------------ scoring
-    def _score_rows(self, rows, keep, masks=None, positions=None):
-        """Forward `rows` (token lists, left-padded and masked: positions count from each row's first real
+    def _width(self, rows):
+        """The padded width of a batch of token rows: the longest row, rounded up to generate's prefill buckets
+        when the decoder layers run compiled (one compilation per width)."""
+        width = max(len(row) for row in rows)
+        return prefill_length(width) if supports_compiled_layers(self._model) else width
+
+    def _score_rows(self, rows, keep, width, masks=None, positions=None):
+        """Forward `rows` (token lists, left-padded to `width` and masked: positions count from each row's first real
         token) and return the logits of the last `keep` columns, [B, keep, vocab] float32 (a MindSpore
         tensor: only the picked entries leave it). `masks` ({layer type: [B, 1, W, W]}) and `positions`
         ([B, W]) of rows packed by packing.py replace the padding mask's causal rule and positions."""
         import mindspore as ms
 
-        width = max(len(r) for r in rows)
         ids = np.full((len(rows), width), self.tokenizer.pad_token_id, np.int64)
         mask = np.zeros((len(rows), width), np.int64)
         for i, row in enumerate(rows):
@@ -199,8 +205,11 @@ class MindFormersLM(TemplateLM):
             attention, positions = ms.Tensor(mask), position_ids_from_mask(mask)
         else:
             attention = {key: ms.Tensor(m) for key, m in masks.items()}
-        return self._model(input_ids=ms.Tensor(ids), attention_mask=attention, position_ids=ms.Tensor(positions),
-                           logits_to_keep=keep).logits.astype(ms.float32)
+        # "score": the decoder layers as one compiled graph, every position (compiled_layers.py)
+        with compiled_layers(self._model, "score" if supports_compiled_layers(self._model) else None):
+            out = self._model(input_ids=ms.Tensor(ids), attention_mask=attention, position_ids=ms.Tensor(positions),
+                              logits_to_keep=keep, use_cache=False)
+        return out.logits.astype(ms.float32)
 
     def _loglikelihood_tokens(self, requests, disable_tqdm=False, override_bs=None):
         # One column per distinct input row (context + continuation minus its last token): the answers that
@@ -225,7 +234,7 @@ class MindFormersLM(TemplateLM):
         while start < len(packed):
             chunk = packed[start:start + sizes(start, packed)]
             start += len(chunk)
-            width = max(len(p.tokens) for p in chunk)
+            width = self._width([p.tokens for p in chunk])
             # every request reads its columns of its packed row, right-aligned (left padding)
             reads = [(b, index, [width - len(p.tokens) + c for c in columns])
                      for b, p in enumerate(chunk) for index, columns in p.reads]
@@ -233,7 +242,7 @@ class MindFormersLM(TemplateLM):
             masks = positions = None
             if any(p.shared for p in chunk):
                 masks, positions = chunk_masks(chunk, width, layer_windows(self._model.config))
-            logits = self._score_rows([p.tokens for p in chunk], keep, masks, positions)
+            logits = self._score_rows([p.tokens for p in chunk], keep, width, masks, positions)
             greedy = logits.argmax(-1).asnumpy()
             logprobs = ops.log_softmax(logits, -1)
             first = width - keep

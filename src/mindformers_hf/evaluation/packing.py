@@ -49,8 +49,9 @@ def pack_requests(pairs, max_length, share=True):
     """[(context tokens, continuation tokens)] -> PackedRow list, longest first (as HFLM's Collator).
 
     Each request reads the row (context + continuation)[-(max_length + 1):][:-1], as HFLM. Identical rows are
-    one row; with `share`, rows whose tokens before their continuation agree are packed after one copy of it,
-    while the packed row stays within max_length tokens (a row never longer than HFLM's own)."""
+    one row; with `share`, rows whose tokens before their continuation agree, and are at least as many as the
+    continuation's, are packed after one copy of them, while the packed row stays within max_length tokens (a row
+    never longer than HFLM's own)."""
     rows = {}
     for index, (context, continuation) in enumerate(pairs):
         whole = (list(context) + list(continuation))[-(max_length + 1):]
@@ -58,7 +59,11 @@ def pack_requests(pairs, max_length, share=True):
     groups = {}
     for row, members in sorted(rows.items()):
         n = max(len(pairs[i][1]) for i in members)
-        prefix = row[:len(row) - n + 1] if share else row
+        shared = row[:len(row) - n + 1]
+        # Packing saves the shared tokens once per extra row but lengthens the packed row's attention: it pays when
+        # they are at least as many as the tokens after them (a question before its choices), not for rolling
+        # windows (one prefix token before a whole document).
+        prefix = shared if share and len(shared) >= n - 1 else row
         groups.setdefault(prefix, []).append(row)
     packed = []
     for prefix, group in groups.items():

@@ -8,7 +8,7 @@ layer's weights by their HF names relative to the layer:
   - eager (LlamaDecoderLayer.construct): `w` maps module paths to the modules ("self_attn.q_proj" -> the Linear),
     so LoRA, tensor-parallel and other wrapped projections apply themselves, and an attention or MLP of a family's
     own (DeepSeek's latent attention, MoE) runs as its module (`spec.attention` / `spec.mlp` None);
-  - compiled (LlamaModel under `compiled_layers(model, "prefill" | "train")`): `w` maps parameter names to
+  - compiled (LlamaModel under `compiled_layers(model, "prefill" | "score" | "train")`): `w` maps parameter names to
     tensors ("self_attn.q_proj.weight", "self_attn.q_proj.bias") and the function runs under `ms.jit`.
 A projection or norm is read by name (`_linear`, `_norm`): the module when `w` holds it, else its weight.
 

@@ -365,7 +365,7 @@ class LlamaModel(LlamaPreTrainedModel):
             else:
                 last_only = mode == "prefill" and index == len(self.layers) - 1 and not output_hidden_states
                 graph = layer_graph(spec, past_key_values is not None, last_only)
-                hidden_states = graph(hidden_states, cos, sin, mask, graph_weights(layer, mode != "prefill"))
+                hidden_states = graph(hidden_states, cos, sin, mask, graph_weights(layer, mode not in ("prefill", "score")))
                 if past_key_values is not None:
                     hidden_states, keys, values = hidden_states
                     past_key_values.update(keys, values, layer.layer_idx)
@@ -380,7 +380,7 @@ class LlamaModel(LlamaPreTrainedModel):
         return out.to_tuple() if return_dict is False else out
 
     def compiles_layers(self):
-        """Whether `compiled_layers(model, "prefill" | "train")` would compile any of these layers."""
+        """Whether `compiled_layers(model, "prefill" | "score" | "train")` would compile any of these layers."""
         return any(layer.graph_spec() is not None for layer in self.layers)
 
     def causal_masks(self, attention_mask, bsz, q_len, past_len, packed=None):
