@@ -88,7 +88,7 @@ class QWenModel(CheckpointFormatMixin, LlamaModel):
     def _with_images(self, input_ids, inputs_embeds, pixel_values, past_len):
         """inputs_embeds with each <img> span's positions replaced by its image's features."""
         ids = np.asarray(input_ids.asnumpy() if isinstance(input_ids, ms.Tensor) else input_ids)
-        spans = image_spans(ids, self.config.visual["image_start_id"]) if self.visual is not None else []
+        spans = image_spans(ids, self.config.visual.get("image_start_id", 151857)) if self.visual is not None else []
         if pixel_values is None:
             if spans and past_len == 0:
                 raise NotImplementedError(

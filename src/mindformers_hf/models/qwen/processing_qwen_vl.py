@@ -46,7 +46,7 @@ class QWenVLImageProcessor:
         visual = config["visual"] if isinstance(config, dict) else getattr(config, "visual", None)
         if not visual:
             raise ValueError("QWenVLImageProcessor: the config has no `visual` section (not a Qwen-VL model)")
-        return cls(visual["image_size"], visual.get("image_start_id"))
+        return cls(visual.get("image_size", 448), visual.get("image_start_id", 151857))
 
     @classmethod
     def from_pretrained(cls, name, **hub_kwargs):

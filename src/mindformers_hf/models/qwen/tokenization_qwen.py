@@ -8,7 +8,20 @@ repo's code never runs. The published tokenization_qwen.py runs tiktoken; we bui
   them as text (as make_context does for message contents);
 - no BOS/EOS is added; there is no eos/pad token unless the config sets one (`eod_id` is <|endoftext|>);
 - decoding joins the tokens' bytes (invalid UTF-8 replaced); `skip_special_tokens` drops every special id.
+
+Qwen-VL's tokenizer (Qwen/Qwen-VL, Qwen/Qwen-VL-Chat: the same class name) is read when the tokenizer config names
+its image tags (`image_start_tag` ...) or the folder's config.json has a `visual` section. Its published
+tokenization_qwen.py adds 9 special tokens after the 208 (<ref> </ref> <box> </box> <quad> </quad> <img> </img>
+<imgpad>) and rewrites each `<img>...</img>` of the text: the UTF-8 bytes of what is inside become ids equal to the
+byte values, padded with <imgpad> to 256 (more is an error; an <img> without </img> too); decoding turns such a
+span back into `<img>` + the text of those bytes + `</img>`. `from_list_format` builds the "Picture N: <img>...</img>"
+prompt text.
 """
+import json
+import os
+import re
+import unicodedata
+
 from transformers.tokenization_utils_tokenizers import TokenizersBackend
 
 from ...tokenization_remote import copy_vocabulary_file, read_tiktoken_ranks, tiktoken_backend
@@ -18,6 +31,23 @@ PATTERN = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\
 ENDOFTEXT, IMSTART, IMEND = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
 SPECIAL_TOKENS = (ENDOFTEXT, IMSTART, IMEND) + tuple(f"<|extra_{i}|>" for i in range(205))
 DEFAULT_SYSTEM = "You are a helpful assistant."
+# Qwen-VL: the tokenizer's keyword -> its default tag, in the order their ids follow the 208 special tokens
+IMAGE_TAGS = {"ref_start_tag": "<ref>", "ref_end_tag": "</ref>", "box_start_tag": "<box>", "box_end_tag": "</box>",
+              "quad_start_tag": "<quad>", "quad_end_tag": "</quad>", "image_start_tag": "<img>",
+              "image_end_tag": "</img>", "image_pad_tag": "<imgpad>"}
+IMG_TOKEN_SPAN = 256
+
+
+def _is_qwen_vl(vocab_file, kwargs):
+    """A Qwen-VL tokenizer: its config names an image tag, or the folder's model config has a `visual` section."""
+    if any(name in kwargs for name in IMAGE_TAGS):
+        return True
+    config = os.path.join(os.path.dirname(os.path.abspath(vocab_file)), "config.json")
+    try:
+        with open(config, encoding="utf-8") as f:
+            return bool(json.load(f).get("visual"))
+    except (OSError, ValueError):
+        return False
 
 # make_context's text (chatml): the system turn (the chat() default when none is given), each turn as
 # "\n<|im_start|>role\ncontent<|im_end|>", and "\n<|im_start|>assistant\n" to prompt a reply.
@@ -47,13 +77,25 @@ class QWenTokenizer(TokenizersBackend):
         self.vocab_file = vocab_file
         self.mergeable_ranks = read_tiktoken_ranks(vocab_file)
         start = len(self.mergeable_ranks)
-        self.special_tokens = {token: start + i for i, token in enumerate(SPECIAL_TOKENS)}
+        self.image_tags = None
+        specials = SPECIAL_TOKENS
+        if _is_qwen_vl(vocab_file, kwargs):  # Qwen-VL
+            self.image_tags = {name: kwargs.pop(name, tag) for name, tag in IMAGE_TAGS.items()}
+            specials = SPECIAL_TOKENS + tuple(self.image_tags.values())
+        self.special_tokens = {token: start + i for i, token in enumerate(specials)}
         self.eod_id = self.special_tokens[ENDOFTEXT]
         self.im_start_id, self.im_end_id = self.special_tokens[IMSTART], self.special_tokens[IMEND]
+        if self.image_tags:
+            for name, tag in self.image_tags.items():
+                setattr(self, name, tag)
+                setattr(self, name.replace("_tag", "_id").replace("image_", "img_"), self.special_tokens[tag])
+            self.image_special_tokens = {self.special_tokens[self.image_tags[name]] for name in list(IMAGE_TAGS)[:6]}
         kwargs.setdefault("chat_template", CHAT_TEMPLATE)
         kwargs.setdefault("clean_up_tokenization_spaces", False)
-        super().__init__(tokenizer_object=tiktoken_backend(self.mergeable_ranks, PATTERN, SPECIAL_TOKENS, nfc=True),
+        super().__init__(tokenizer_object=tiktoken_backend(self.mergeable_ranks, PATTERN, specials, nfc=True),
                          **kwargs)
+        if self.image_tags:
+            self.init_kwargs.update(self.image_tags)  # save_pretrained writes them: the folder reloads as Qwen-VL
         if isinstance(auto_map, (list, tuple)):
             auto_map = {"AutoTokenizer": list(auto_map)}
         self._auto_map = auto_map
@@ -78,7 +120,117 @@ class QWenTokenizer(TokenizersBackend):
         return super().encode(*args, **self._special_rule(kwargs))
 
     def tokenize(self, text, *args, **kwargs):
-        return super().tokenize(text, *args, **self._special_rule(kwargs))
+        kwargs = self._special_rule(kwargs)
+        if self._has_images(text, kwargs):
+            return self.convert_ids_to_tokens(self._ids_with_images(text))
+        return super().tokenize(text, *args, **kwargs)
+
+    # ------------------------------------------------------------------------------------------- Qwen-VL
+    def _has_images(self, text, kwargs):
+        if not self.image_tags or kwargs.get("split_special_tokens"):
+            return False
+        texts = [text] if isinstance(text, str) else text if isinstance(text, (list, tuple)) else []
+        return any(isinstance(t, str) and self.image_start_tag in t for t in texts)
+
+    def _ids_with_images(self, text):
+        """The published tokenize: the text's ids with each <img>...</img> rewritten as bytes + <imgpad>s."""
+        start, end = self.image_start_tag, self.image_end_tag
+        text = unicodedata.normalize("NFC", text)
+        ids = []
+        for n, piece in enumerate(re.split(f"({re.escape(start)}.*?{re.escape(end)})", text, flags=re.S)):
+            if n % 2 == 0:
+                if start in piece:
+                    raise ValueError(f"Unclosed image token: {start} without {end}")
+                ids.extend(self._tokenizer.encode(piece, add_special_tokens=False).ids)
+                continue
+            url = piece[len(start):-len(end)]
+            if any(token in url for token in self.special_tokens):
+                raise ValueError(f"QWenTokenizer (Qwen-VL): a special token inside {start}...{end}")
+            url = list(url.encode("utf-8"))
+            if len(url) > IMG_TOKEN_SPAN:
+                raise ValueError(f"The content in {start}..{end} is too long")
+            ids.extend([self.img_start_id] + url + [self.img_pad_id] * (IMG_TOKEN_SPAN - len(url)) + [self.img_end_id])
+        return ids
+
+    def _encode_plus(self, text, text_pair=None, **kwargs):
+        if not self._has_images(text, kwargs):
+            return super()._encode_plus(text, text_pair, **kwargs)
+        from transformers.tokenization_utils_base import BatchEncoding, PaddingStrategy, TruncationStrategy
+
+        unsupported = [name for name, on in (
+            ("text_pair", text_pair is not None), ("is_split_into_words", kwargs.get("is_split_into_words")),
+            ("truncation", kwargs.get("truncation_strategy", TruncationStrategy.DO_NOT_TRUNCATE)
+             != TruncationStrategy.DO_NOT_TRUNCATE),
+            ("return_offsets_mapping", kwargs.get("return_offsets_mapping")),
+            ("return_overflowing_tokens", kwargs.get("return_overflowing_tokens"))) if on]
+        if unsupported:
+            raise NotImplementedError(f"QWenTokenizer (Qwen-VL): text with {self.image_start_tag} spans and "
+                                      f"{', '.join(unsupported)}")
+        batched = not isinstance(text, str)
+        ids = [self._ids_with_images(t) for t in (text if batched else [text])]
+        data = {"input_ids": ids}
+        if kwargs.get("return_attention_mask") is not False:
+            data["attention_mask"] = [[1] * len(row) for row in ids]
+        if kwargs.get("return_special_tokens_mask"):
+            special = set(self.special_tokens.values())
+            data["special_tokens_mask"] = [[int(i in special) for i in row] for row in ids]
+        if kwargs.get("return_length"):
+            data["length"] = [len(row) for row in ids]
+        padding = kwargs.get("padding_strategy", PaddingStrategy.DO_NOT_PAD)
+        if padding != PaddingStrategy.DO_NOT_PAD:
+            out = self.pad(data, padding=padding.value, max_length=kwargs.get("max_length"),
+                           pad_to_multiple_of=kwargs.get("pad_to_multiple_of"), padding_side=kwargs.get("padding_side"),
+                           return_attention_mask=kwargs.get("return_attention_mask"))
+            data = dict(out)
+        if not batched:
+            data = {key: value[0] for key, value in data.items()}
+        return BatchEncoding(data, tensor_type=kwargs.get("return_tensors"))
+
+    def _decode(self, token_ids, skip_special_tokens=False, clean_up_tokenization_spaces=None, **kwargs):
+        """Qwen-VL: an image span reads back as <img> + its path's text + </img> (the published _decode);
+        keep_image_special=True with skip_special_tokens keeps <ref> ... </quad>."""
+        keep_image_special = kwargs.pop("keep_image_special", False)
+        if self.image_tags:
+            ids = [token_ids] if isinstance(token_ids, int) else list(token_ids)
+            out, n = [], 0
+            while n < len(ids):
+                if ids[n] == self.img_start_id and self.img_end_id in ids[n + 1:]:
+                    end = ids.index(self.img_end_id, n + 1)
+                    inner = ids[n + 1:end]
+                    inner = inner[:inner.index(self.img_pad_id)] if self.img_pad_id in inner else inner
+                    url = bytes(inner).decode("utf-8", errors="replace") if all(0 <= i < 256 for i in inner) else None
+                    if url is not None:
+                        out += [self.img_start_id] + self._tokenizer.encode(url, add_special_tokens=False).ids \
+                            + [self.img_end_id]
+                        n = end + 1
+                        continue
+                out.append(ids[n])
+                n += 1
+            token_ids = out
+            if skip_special_tokens and keep_image_special:
+                token_ids = [i for i in token_ids if i < self.eod_id or i in self.image_special_tokens]
+                skip_special_tokens = False
+        return super()._decode(token_ids, skip_special_tokens, clean_up_tokenization_spaces, **kwargs)
+
+    def from_list_format(self, list_format):
+        """The published prompt text of a list of {"image": path}, {"text": ...}, {"box": [...], "ref": ...}."""
+        if not self.image_tags:
+            raise NotImplementedError("from_list_format is Qwen-VL's (this tokenizer has no image tags)")
+        text, images = "", 0
+        for element in list_format:
+            if "image" in element:
+                images += 1
+                text += f"Picture {images}: {self.image_start_tag}{element['image']}{self.image_end_tag}\n"
+            elif "text" in element:
+                text += element["text"]
+            elif "box" in element:
+                if "ref" in element:
+                    text += self.ref_start_tag + element["ref"] + self.ref_end_tag
+                for box in element["box"]:
+                    text += f"{self.box_start_tag}({box[0]},{box[1]}),({box[2]},{box[3]}){self.box_end_tag}"
+            else:
+                raise ValueError("Unsupported element: " + str(element))
+        return text
 
     def _add_tokens(self, new_tokens, special_tokens=False):
         unknown = [str(t) for t in new_tokens or [] if str(t) and str(t) not in self.special_tokens]
