@@ -222,6 +222,9 @@ def test_qwen_vl_image_spans_equal_the_published_rewrite(vl_folder, vl_enc, rank
         assert tok(text)["input_ids"] == want, text
         assert tok.encode(text) == want and tok.convert_tokens_to_ids(tok.tokenize(text)) == want, text
         assert tok.encode(text, allowed_special=set()) == published_vl_ids(vl_enc, ranks, text, set()), text
+        image_st = set(tok.IMAGE_ST)  # as Qwen-VL-Chat's make_context encodes messages
+        assert image_st == set(VL_TAGS)
+        assert tok.encode(text, allowed_special=image_st) == published_vl_ids(vl_enc, ranks, text, image_st), text
     tok.pad_token = "<|endoftext|>"
     batch = tok(VL_TEXT[:2], padding=True, return_tensors="np")
     rows = [published_vl_ids(vl_enc, ranks, t) for t in VL_TEXT[:2]]

@@ -100,9 +100,9 @@ class QWenTokenizer(TokenizersBackend):
             auto_map = {"AutoTokenizer": list(auto_map)}
         self._auto_map = auto_map
 
-    @staticmethod
-    def _special_rule(kwargs):
-        """tiktoken's allowed_special / disallowed_special, as the published tokenize() takes them."""
+    def _special_rule(self, kwargs):
+        """tiktoken's allowed_special / disallowed_special, as the published tokenize() takes them. Qwen-VL also
+        takes a set of its image tags (its make_context encodes messages with allowed_special=set(IMAGE_ST))."""
         allowed = kwargs.pop("allowed_special", "all")
         disallowed = kwargs.pop("disallowed_special", ())
         if disallowed not in ((), None, set(), []):
@@ -111,7 +111,10 @@ class QWenTokenizer(TokenizersBackend):
             return kwargs
         if allowed in (set(), (), [], frozenset()):
             return {**kwargs, "split_special_tokens": True}
-        raise NotImplementedError("QWenTokenizer: allowed_special must be 'all' or an empty set")
+        if self.image_tags and set(allowed) <= set(self.image_tags.values()):
+            return {**kwargs, "split_special_tokens": True, "qwen_vl_allowed": frozenset(allowed)}
+        raise NotImplementedError("QWenTokenizer: allowed_special must be 'all', an empty set"
+                                  + (" or a set of the image tags" if self.image_tags else ""))
 
     def __call__(self, *args, **kwargs):
         return super().__call__(*args, **self._special_rule(kwargs))
@@ -121,39 +124,68 @@ class QWenTokenizer(TokenizersBackend):
 
     def tokenize(self, text, *args, **kwargs):
         kwargs = self._special_rule(kwargs)
-        if self._has_images(text, kwargs):
-            return self.convert_ids_to_tokens(self._ids_with_images(text))
+        if self._vl_path(text, kwargs):
+            return self.convert_ids_to_tokens(self._ids_with_images(text, kwargs.get("qwen_vl_allowed")))
         return super().tokenize(text, *args, **kwargs)
 
     # ------------------------------------------------------------------------------------------- Qwen-VL
-    def _has_images(self, text, kwargs):
-        if not self.image_tags or kwargs.get("split_special_tokens"):
+    @property
+    def IMAGE_ST(self):  # noqa: N802 (the published attribute: the 9 tags, the published make_context reads it)
+        return tuple(self.image_tags.values()) if self.image_tags else ()
+
+    def _vl_path(self, text, kwargs):
+        """Whether to encode through the published image-span rewrite: Qwen-VL text whose tags are recognised."""
+        if not self.image_tags or (kwargs.get("split_special_tokens") and "qwen_vl_allowed" not in kwargs):
             return False
         texts = [text] if isinstance(text, str) else text if isinstance(text, (list, tuple)) else []
-        return any(isinstance(t, str) and self.image_start_tag in t for t in texts)
+        tags = kwargs.get("qwen_vl_allowed") or (self.image_start_tag,)  # all allowed: only <img> changes ids
+        return any(isinstance(t, str) and any(tag in t for tag in tags) for t in texts)
 
-    def _ids_with_images(self, text):
-        """The published tokenize: the text's ids with each <img>...</img> rewritten as bytes + <imgpad>s."""
-        start, end = self.image_start_tag, self.image_end_tag
+    def _encode_piece(self, text, specials_as_text):
+        backend = self._tokenizer
+        saved = backend.encode_special_tokens
+        backend.encode_special_tokens = specials_as_text
+        try:
+            return backend.encode(text, add_special_tokens=False).ids
+        finally:
+            backend.encode_special_tokens = saved
+
+    def _token_bytes(self, token_id):
+        if not hasattr(self, "_bytes_of_rank"):
+            self._bytes_of_rank = {rank: token for token, rank in self.mergeable_ranks.items()}
+        if token_id not in self._bytes_of_rank:
+            raise ValueError(f"QWenTokenizer (Qwen-VL): a special token inside {self.image_start_tag}..."
+                             f"{self.image_end_tag}")
+        return self._bytes_of_rank[token_id]
+
+    def _ids_with_images(self, text, allowed=None):
+        """The published tokenize: the NFC text's ids (special tokens recognised: all, or only `allowed`), then each
+        <img> ... (the first </img> after it) rewritten: the inner tokens' bytes as ids, <imgpad> up to 256."""
         text = unicodedata.normalize("NFC", text)
-        ids = []
-        for n, piece in enumerate(re.split(f"({re.escape(start)}.*?{re.escape(end)})", text, flags=re.S)):
-            if n % 2 == 0:
-                if start in piece:
-                    raise ValueError(f"Unclosed image token: {start} without {end}")
-                ids.extend(self._tokenizer.encode(piece, add_special_tokens=False).ids)
-                continue
-            url = piece[len(start):-len(end)]
-            if any(token in url for token in self.special_tokens):
-                raise ValueError(f"QWenTokenizer (Qwen-VL): a special token inside {start}...{end}")
-            url = list(url.encode("utf-8"))
+        if allowed is None:
+            ids = self._encode_piece(text, False)
+        else:
+            ids = []
+            pattern = "(" + "|".join(re.escape(t) for t in sorted(allowed, key=len, reverse=True)) + ")"
+            for n, piece in enumerate(re.split(pattern, text)):
+                ids.extend([self.special_tokens[piece]] if n % 2 else self._encode_piece(piece, True))
+        out, n = [], 0
+        while self.img_start_id in ids[n:]:
+            a = ids.index(self.img_start_id, n)
+            if self.img_end_id not in ids[a:]:
+                raise ValueError("Unclosed image token")
+            b = ids.index(self.img_end_id, a)
+            url = list(b"".join(self._token_bytes(i) for i in ids[a + 1:b]))
             if len(url) > IMG_TOKEN_SPAN:
-                raise ValueError(f"The content in {start}..{end} is too long")
-            ids.extend([self.img_start_id] + url + [self.img_pad_id] * (IMG_TOKEN_SPAN - len(url)) + [self.img_end_id])
-        return ids
+                raise ValueError(f"The content in {self.image_start_tag}..{self.image_end_tag} is too long")
+            out += ids[n:a] + [self.img_start_id] + url + [self.img_pad_id] * (IMG_TOKEN_SPAN - len(url)) \
+                + [self.img_end_id]
+            n = b + 1
+        return out + ids[n:]
 
     def _encode_plus(self, text, text_pair=None, **kwargs):
-        if not self._has_images(text, kwargs):
+        allowed = kwargs.pop("qwen_vl_allowed", None)
+        if not self._vl_path(text, {**kwargs, "qwen_vl_allowed": allowed} if allowed is not None else kwargs):
             return super()._encode_plus(text, text_pair, **kwargs)
         from transformers.tokenization_utils_base import BatchEncoding, PaddingStrategy, TruncationStrategy
 
@@ -167,7 +199,7 @@ class QWenTokenizer(TokenizersBackend):
             raise NotImplementedError(f"QWenTokenizer (Qwen-VL): text with {self.image_start_tag} spans and "
                                       f"{', '.join(unsupported)}")
         batched = not isinstance(text, str)
-        ids = [self._ids_with_images(t) for t in (text if batched else [text])]
+        ids = [self._ids_with_images(t, allowed) for t in (text if batched else [text])]
         data = {"input_ids": ids}
         if kwargs.get("return_attention_mask") is not False:
             data["attention_mask"] = [[1] * len(row) for row in ids]
