@@ -225,7 +225,8 @@ _ROWS = [
                           detail="image features, logits with images vs a torch reference of the published "
                                  "visual.py (no HF class) + Qwen2; PIL/numpy preprocessing"),
             generate=NODES(_QWEN_VL + "test_image_features_logits_and_greedy_tokens_equal_reference",
-                           detail="`generate` greedy with images, left-padded batch"),
+                           _QWEN_VL + "test_chat_with_an_image_follows_the_published_flow",
+                           detail="`generate` greedy with images, left-padded batch; `chat` with `<img>path</img>`"),
             train=_QWEN_VL_TODO, lora=_QWEN_VL_TODO, tp=_QWEN_VL_TODO, gguf=_REMOTE_NA_GGUF,
             seq_cls=_REMOTE_NA_SEQ)),
     *(Row(name, name, classes, f"{prefix}ForConditionalGeneration", cells=dict(

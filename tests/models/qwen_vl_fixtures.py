@@ -136,12 +136,13 @@ def torch_reference(visual, seed=0):
     return model
 
 
-def qwen_vl_checkpoint(folder, seed=0):
+def qwen_vl_checkpoint(folder, seed=0, vocab=VOCAB, image_start_id=IMG_START):
     """(folder, arrays written, torch vision reference, transformers' Qwen2 language model) of a tiny Qwen-VL."""
     import torch
 
-    visual = torch_reference(VISUAL, seed)
-    hf = hf_native("Qwen2Config", "Qwen2ForCausalLM", seed=seed, **TEXT)
+    visual_config = {**VISUAL, "image_start_id": image_start_id}
+    visual = torch_reference(visual_config, seed)
+    hf = hf_native("Qwen2Config", "Qwen2ForCausalLM", seed=seed, **{**TEXT, "vocab_size": vocab})
     c = hf.config
     tensors = {"transformer.wte.weight": hf.model.embed_tokens.weight, "transformer.ln_f.weight": hf.model.norm.weight,
                "lm_head.weight": hf.lm_head.weight}
@@ -157,13 +158,13 @@ def qwen_vl_checkpoint(folder, seed=0):
     tensors.update({"transformer.visual." + k: v for k, v in visual.state_dict().items()})
     config = {"architectures": ["QWenLMHeadModel"], "model_type": "qwen",
               "auto_map": _auto_map("configuration_qwen", "modeling_qwen", "QWenConfig", "QWenLMHeadModel"),
-              "vocab_size": VOCAB, "hidden_size": c.hidden_size, "num_hidden_layers": c.num_hidden_layers,
+              "vocab_size": vocab, "hidden_size": c.hidden_size, "num_hidden_layers": c.num_hidden_layers,
               "num_attention_heads": c.num_attention_heads, "kv_channels": c.hidden_size // c.num_attention_heads,
               "intermediate_size": 2 * c.intermediate_size, "layer_norm_epsilon": c.rms_norm_eps,
               "max_position_embeddings": 1024, "seq_length": 1024, "rotary_emb_base": 10000, "rotary_pct": 1.0,
               "no_bias": True, "use_dynamic_ntk": True, "use_logn_attn": True, "scale_attn_weights": True,
               "bf16": False, "fp16": False, "fp32": True, "use_flash_attn": False, "tie_word_embeddings": False,
-              "emb_dropout_prob": 0.0, "attn_dropout_prob": 0.0, "visual": VISUAL}
+              "emb_dropout_prob": 0.0, "attn_dropout_prob": 0.0, "visual": visual_config}
     folder, arrays = write_remote(folder, config, tensors)
     return folder, arrays, visual, hf
 
@@ -185,7 +186,7 @@ def image_prompt(seed=0, paths=("img0.png", "img1.png")):
     return ids, mask, pixels
 
 
-def reference_logits(visual, hf, ids, mask, pixels, position_ids=None):
+def reference_logits(visual, hf, ids, mask, pixels, position_ids=None, start=IMG_START):
     """The published forward: embeddings, each image's features over its span's inner positions, the decoder."""
     import torch
 
@@ -193,8 +194,8 @@ def reference_logits(visual, hf, ids, mask, pixels, position_ids=None):
         ids_t = torch.tensor(ids)
         embeds = hf.model.embed_tokens(ids_t)
         features = visual(torch.tensor(pixels))
-        starts = torch.nonzero(ids_t == IMG_START).tolist()
-        ends = torch.nonzero(ids_t == IMG_START + 1).tolist()
+        starts = torch.nonzero(ids_t == start).tolist()
+        ends = torch.nonzero(ids_t == start + 1).tolist()
         for n, ((row, a), (_, b)) in enumerate(zip(starts, ends)):
             embeds[row, a + 1:b] = features[n]
         out = hf(inputs_embeds=embeds, attention_mask=torch.tensor(mask),
@@ -202,12 +203,12 @@ def reference_logits(visual, hf, ids, mask, pixels, position_ids=None):
         return features.numpy(), out.logits.numpy()
 
 
-def reference_greedy(visual, hf, ids, mask, pixels, steps):
+def reference_greedy(visual, hf, ids, mask, pixels, steps, start=IMG_START):
     """Greedy decoding by full recomputation, positions counted over the mask as generate does."""
     ids, mask = ids.copy(), mask.copy()
     for _ in range(steps):
         positions = np.where(mask == 0, 1, np.cumsum(mask, -1) - 1)
-        next_ids = reference_logits(visual, hf, ids, mask, pixels, positions)[1][:, -1].argmax(-1)
+        next_ids = reference_logits(visual, hf, ids, mask, pixels, positions, start)[1][:, -1].argmax(-1)
         ids = np.concatenate([ids, next_ids[:, None]], 1)
         mask = np.concatenate([mask, np.ones_like(mask[:, :1])], 1)
     return ids

@@ -11,6 +11,8 @@ back bit for bit; preprocessing equal to PIL's bicubic resize plus ToTensor / No
 import numpy as np
 import pytest
 
+from mindformers_hf.models.qwen.processing_qwen_vl import CLIP_MEAN, CLIP_STD
+
 from .qwen_vl_fixtures import (IMG_START, VISUAL, image_prompt, mae_sincos, qwen_vl_checkpoint, reference_greedy,
                                reference_logits)
 
@@ -72,7 +74,6 @@ def test_preprocessing_equals_pil_resize_and_the_published_normalisation(tmp_pat
     from PIL import Image
 
     from mindformers_hf import QWenVLImageProcessor
-    from mindformers_hf.models.qwen.processing_qwen_vl import CLIP_MEAN, CLIP_STD
     from mindformers_hf.models.qwen.vision_qwen_vl import sincos_pos_embed
 
     rng = np.random.default_rng(0)
@@ -94,3 +95,47 @@ def test_preprocessing_equals_pil_resize_and_the_published_normalisation(tmp_pat
     np.testing.assert_array_equal(processor.from_input_ids(ids), got)
     # a freshly built Resampler's pos_embed is the published 2D sin-cos table
     np.testing.assert_allclose(sincos_pos_embed(256, 16), mae_sincos(256, 16), atol=1e-6, rtol=0)
+
+
+def test_chat_with_an_image_follows_the_published_flow(tmp_path):
+    """Qwen-VL-Chat's flow end to end: from_list_format -> make_context (image tags recognised, the span rewritten)
+    -> the image the prompt names opened and preprocessed -> greedy reply, each step against its reference (tiktoken
+    and the published rewrite for the ids, PIL + torch arithmetic for the pixels, the torch model for the tokens)."""
+    import torch
+    from PIL import Image
+
+    from mindformers_hf import AutoModelForCausalLM, AutoTokenizer
+    from mindformers_hf.models.qwen.chat_qwen import make_context
+    from tests.models.remote_tokenizer_fixtures import tiktoken_file, train_byte_bpe, write_tokenizer_folder
+    from tests.models.test_qwen_tokenizer import PATTERN, SPECIALS, TOKENIZER_CONFIG, VL_TAGS, published_vl_ids
+
+    tiktoken = pytest.importorskip("tiktoken")
+    ranks = train_byte_bpe(PATTERN, merges=300)
+    start = len(ranks) + 214  # <img>: after the 208 special tokens and <ref> ... </quad>
+    folder, _, visual, hf = qwen_vl_checkpoint(tmp_path / "model", vocab=len(ranks) + 217, image_start_id=start)
+    write_tokenizer_folder(folder, {"qwen.tiktoken": tiktoken_file(ranks)}, TOKENIZER_CONFIG)
+    enc = tiktoken.Encoding("QwenVL", pat_str=PATTERN, mergeable_ranks=ranks,
+                            special_tokens={t: len(ranks) + i for i, t in enumerate(SPECIALS + VL_TAGS)})
+    path = str(tmp_path / "cat.png")
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (60, 80, 3), dtype=np.uint8)).save(path)
+
+    tok, ours = AutoTokenizer.from_pretrained(folder), AutoModelForCausalLM.from_pretrained(folder)
+    query = tok.from_list_format([{"image": path}, {"text": "What is it?"}])
+    assert query == f"Picture 1: <img>{path}</img>\nWhat is it?"
+    ids = lambda s: published_vl_ids(enc, ranks, s, set(VL_TAGS))  # noqa: E731
+    nl, im_start, im_end = enc.encode("\n"), [len(ranks) + 1], [len(ranks) + 2]
+    want = (im_start + ids("system") + nl + ids("You are a helpful assistant.") + im_end + nl + im_start + ids("user")
+            + nl + ids(query) + im_end + nl + im_start + enc.encode("assistant") + nl)
+    context = make_context(tok, query, None, system="You are a helpful assistant.")[1]
+    assert context == want
+
+    size = VISUAL["image_size"]
+    resized = torch.from_numpy(np.array(Image.open(path).convert("RGB").resize((size, size), Image.BICUBIC)))
+    mean, std = torch.tensor(CLIP_MEAN).view(3, 1, 1), torch.tensor(CLIP_STD).view(3, 1, 1)
+    pixels = resized.permute(2, 0, 1).float().div(255).sub(mean).div(std).numpy()[None]
+    row = np.array([want])
+    tokens = reference_greedy(visual, hf, row, np.ones_like(row), pixels, 5, start)[0, len(want):].tolist()
+    stops = [len(ranks) + 1, len(ranks) + 2]
+    reply = tokens[:min([tokens.index(s) for s in stops if s in tokens] + [len(tokens)])]
+    response, history = ours.chat(tok, query, history=None, max_new_tokens=5, do_sample=False)
+    assert reply and response == enc.decode(reply).strip() and history == [(query, response)]
