@@ -216,6 +216,7 @@ def test_qwen_vl_image_spans_equal_the_published_rewrite(vl_folder, vl_enc, rank
     from mindformers_hf import QWenVLImageProcessor
 
     tok = AutoTokenizer.from_pretrained(vl_folder)
+    assert type(tok).__name__ == "QWenTokenizer" and type(tok).qwen_vl  # chosen from the repo's config.json
     assert len(tok) == len(ranks) + 217 and tok.img_start_id == len(ranks) + 214
     for text in VL_TEXT + CORPUS[:3]:
         want = published_vl_ids(vl_enc, ranks, text)

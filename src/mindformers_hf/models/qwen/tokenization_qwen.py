@@ -38,16 +38,21 @@ IMAGE_TAGS = {"ref_start_tag": "<ref>", "ref_end_tag": "</ref>", "box_start_tag"
 IMG_TOKEN_SPAN = 256
 
 
-def _is_qwen_vl(vocab_file, kwargs):
-    """A Qwen-VL tokenizer: its config names an image tag, or the folder's model config has a `visual` section."""
-    if any(name in kwargs for name in IMAGE_TAGS):
-        return True
-    config = os.path.join(os.path.dirname(os.path.abspath(vocab_file)), "config.json")
+def _has_visual(config_path):
     try:
-        with open(config, encoding="utf-8") as f:
+        with open(config_path, encoding="utf-8") as f:
             return bool(json.load(f).get("visual"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, AttributeError):
         return False
+
+
+def _is_qwen_vl(tokenizer, vocab_file, kwargs):
+    """A Qwen-VL tokenizer: AutoTokenizer found the repo's config.json with a `visual` section
+    (`qwen_tokenizer_class`), its tokenizer config names an image tag, or the vocabulary's folder holds such a
+    config.json."""
+    if getattr(tokenizer, "qwen_vl", False) or any(name in kwargs for name in IMAGE_TAGS):
+        return True
+    return _has_visual(os.path.join(os.path.dirname(os.path.abspath(vocab_file)), "config.json"))
 
 # make_context's text (chatml): the system turn (the chat() default when none is given), each turn as
 # "\n<|im_start|>role\ncontent<|im_end|>", and "\n<|im_start|>assistant\n" to prompt a reply.
@@ -79,7 +84,7 @@ class QWenTokenizer(TokenizersBackend):
         start = len(self.mergeable_ranks)
         self.image_tags = None
         specials = SPECIAL_TOKENS
-        if _is_qwen_vl(vocab_file, kwargs):  # Qwen-VL
+        if _is_qwen_vl(self, vocab_file, kwargs):  # Qwen-VL
             self.image_tags = {name: kwargs.pop(name, tag) for name, tag in IMAGE_TAGS.items()}
             specials = SPECIAL_TOKENS + tuple(self.image_tags.values())
         self.special_tokens = {token: start + i for i, token in enumerate(specials)}
@@ -277,3 +282,24 @@ class QWenTokenizer(TokenizersBackend):
     def _save_pretrained(self, save_directory, file_names, legacy_format=None, filename_prefix=None):
         """The repo's files: qwen.tiktoken beside tokenizer_config.json (no tokenizer.json, as published)."""
         return tuple(file_names) + self.save_vocabulary(str(save_directory), filename_prefix)
+
+
+class QWenVLTokenizer(QWenTokenizer):
+    """QWenTokenizer as a Qwen-VL repo's (the published class has the same name, which save_pretrained keeps)."""
+    qwen_vl = True
+
+
+QWenVLTokenizer.__name__ = QWenVLTokenizer.__qualname__ = "QWenTokenizer"
+
+
+def qwen_tokenizer_class(name_or_path, hub_kwargs):
+    """The class for a repo naming `tokenization_qwen.QWenTokenizer`: Qwen-VL's variant when the repo's config.json
+    has a `visual` section (Qwen/Qwen-VL, Qwen/Qwen-VL-Chat), else Qwen's."""
+    from transformers.utils import cached_file
+
+    try:
+        path = cached_file(name_or_path, "config.json", _raise_exceptions_for_missing_entries=False,
+                           _raise_exceptions_for_connection_errors=False, **hub_kwargs)
+    except (OSError, ValueError):
+        path = None
+    return QWenVLTokenizer if path and _has_visual(path) else QWenTokenizer
