@@ -143,7 +143,8 @@ class MultiheadAttention(nn.Cell):
     def _project(self, x, index):
         rows = slice(index * self.dim, (index + 1) * self.dim)
         bsz, length, _ = x.shape
-        y = fused.linear(x.reshape(-1, self.dim), self.in_proj_weight[rows]) + self.in_proj_bias[rows]
+        y = fused.linear(x.reshape(-1, self.dim), self.in_proj_weight[rows])  # bf16 weights on CPU: float32 out
+        y = y + self.in_proj_bias[rows].astype(y.dtype)
         return _split_heads(y.reshape(bsz, length, self.dim), self.heads)
 
     def construct(self, query, key, value):
@@ -171,9 +172,10 @@ class Resampler(nn.Cell):
         if self.kv_proj is not None:
             x = self.kv_proj(x)
         x = self.ln_kv(x)
-        q = (self.ln_q(self.query) + self.pos_embed).expand_dims(0)                  # [1, Q, E]
+        query = self.query.astype(x.dtype)  # bf16 weights on CPU: the activations' float32
+        q = (self.ln_q(query) + self.pos_embed.astype(x.dtype)).expand_dims(0)      # [1, Q, E]
         q = ops.broadcast_to(q, (x.shape[0],) + q.shape[1:])
-        return self.attn(q, x + pos.expand_dims(0), x)
+        return self.attn(q, x + pos.astype(x.dtype).expand_dims(0), x)
 
 
 class QWenVisionTransformer(nn.Cell):
