@@ -21,6 +21,7 @@ _LAZY = {
     "AutoModelForSpeechSeq2Seq": "mindformers_hf.models.auto",
     # audio preprocessing needs no tensors: transformers' own (numpy; return_tensors="np")
     "AutoProcessor": "mindformers_hf.processing",  # transformers', loading vision-language ones without torch
+    "QWenVLImageProcessor": "mindformers_hf.models.qwen.processing_qwen_vl",  # Qwen-VL v1 has no HF processor
     "AutoFeatureExtractor": "transformers",
     "WhisperProcessor": "transformers",
     "WhisperFeatureExtractor": "transformers",

@@ -21,7 +21,8 @@ REMOTE_TOKENIZERS = {
     "tokenization_chatglm.ChatGLMTokenizer":
         "mindformers_hf.models.chatglm.tokenization_chatglm2:chatglm_tokenizer_class",
     "tokenization_chatglm.ChatGLM4Tokenizer": "mindformers_hf.models.chatglm.tokenization_chatglm4:ChatGLM4Tokenizer",
-    "tokenization_qwen.QWenTokenizer": "mindformers_hf.models.qwen.tokenization_qwen:QWenTokenizer",
+    # Qwen and Qwen-VL share the name: the repo's config.json tells them apart
+    "tokenization_qwen.QWenTokenizer": "mindformers_hf.models.qwen.tokenization_qwen:qwen_tokenizer_class",
     "tokenization_baichuan.BaichuanTokenizer": "mindformers_hf.models.baichuan.tokenization_baichuan:BaichuanTokenizer",
     "tokenization_internlm.InternLMTokenizer": "mindformers_hf.models.internlm.tokenization_internlm:InternLMTokenizer",
     "tokenization_internlm2.InternLM2Tokenizer":

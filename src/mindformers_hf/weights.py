@@ -16,10 +16,11 @@ from .weight_loading import as_source, row_permuted
 
 @dataclass(frozen=True)
 class WeightRule:
-    """One checkpoint key template and our parameter template. `{i}` stands for a layer number and `{kind}`
-    for `weight` or `bias`. `load` / `save` (array, config) -> array reorder a tensor's rows without changing
-    its shape (None: the tensor is copied as is); at load the order is applied lazily (weight_loading.py
-    row_permuted), so a tensor-parallel rank reads only the rows of its slice."""
+    """One checkpoint key template and our parameter template. `{i}` stands for a layer number, `{kind}`
+    for `weight` or `bias`, `{rest}` for any tail of the name (a sub-module renamed by its prefix).
+    `load` / `save` (array, config) -> array reorder a tensor's rows without changing its shape (None: the
+    tensor is copied as is); at load the order is applied lazily (weight_loading.py row_permuted), so a
+    tensor-parallel rank reads only the rows of its slice."""
     checkpoint: str
     ours: str
     load: object = None
@@ -28,6 +29,7 @@ class WeightRule:
 
 def _template_regex(template):
     pattern = re.escape(template).replace(r"\{i\}", r"(?P<i>\d+)").replace(r"\{kind\}", r"(?P<kind>weight|bias)")
+    pattern = pattern.replace(r"\{rest\}", r"(?P<rest>.+)")
     return re.compile(f"^{pattern}$")
 
 

@@ -144,6 +144,8 @@ _GEMMA3 = dict(head_dim=8, query_pre_attn_scalar=24, sliding_window=4, layer_typ
 _WHISPER_GEN = "tests/models/test_whisper_generate.py::"
 _VL = "tests/models/test_qwen2_vl_parity.py::"  # both VL families (the checkpoint fixture is parametrised)
 _VL_LORA = "tests/trainer/test_qwen2_vl_lora.py::test_lora_training_matches_hf_peft"  # both (fixture params)
+_QWEN_VL = "tests/models/test_qwen_vl_parity.py::"
+_QWEN_VL_TODO = Cell("pending", "not built yet for Qwen-VL (images through the Trainer, PEFT and the tp launch)")
 _ROWS = [
     # LLaMA's train / LoRA: the in-depth tests (test_matrix_train.py runs its cells too)
     _native("llama", "Llama", "LlamaConfig", "LlamaForCausalLM", gguf="llama", compiled=True, cells=dict(
@@ -212,6 +214,21 @@ _ROWS = [
             "ChatGLMForConditionalGeneration", "chatglm_checkpoint", "GLM"),
     _remote("qwen", "qwen", "`QWenLMHeadModel`, `QWenModel`", "QWenLMHeadModel", "qwen_checkpoint", "Qwen2",
             extra="qwen_seq_length_check"),
+    # Qwen-VL (v1): model_type qwen with a `visual` config; no transformers class, so the oracle is a torch
+    # reference written in tests/models/qwen_vl_fixtures.py from the published structure
+    Row("qwen_vl", "qwen", "`QWenLMHeadModel` with a `visual` config (Qwen-VL, Qwen-VL-Chat)", "QWenLMHeadModel",
+        cells=dict(
+            load=NODES(_QWEN_VL + "test_published_names_load_and_save_back_bit_for_bit",
+                       detail="remote format with `transformer.visual.*`; saved back bit for bit"),
+            forward=NODES(_QWEN_VL + "test_image_features_logits_and_greedy_tokens_equal_reference",
+                          _QWEN_VL + "test_preprocessing_equals_pil_resize_and_the_published_normalisation",
+                          detail="image features, logits with images vs a torch reference of the published "
+                                 "visual.py (no HF class) + Qwen2; PIL/numpy preprocessing"),
+            generate=NODES(_QWEN_VL + "test_image_features_logits_and_greedy_tokens_equal_reference",
+                           _QWEN_VL + "test_chat_with_an_image_follows_the_published_flow",
+                           detail="`generate` greedy with images, left-padded batch; `chat` with `<img>path</img>`"),
+            train=_QWEN_VL_TODO, lora=_QWEN_VL_TODO, tp=_QWEN_VL_TODO, gguf=_REMOTE_NA_GGUF,
+            seq_cls=_REMOTE_NA_SEQ)),
     *(Row(name, name, classes, f"{prefix}ForConditionalGeneration", cells=dict(
         load=NODES(_VL + "test_auto_classes_build_the_family_classes",
                    _VL + "test_transformers5_names_load_and_our_save_reloads_in_hf", detail=load),

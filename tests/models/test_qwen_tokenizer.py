@@ -171,3 +171,79 @@ def test_greedy_chat_equals_generate(qwen_folder, enc, ranks, tmp_path):
     assert response == want and history == HISTORY + [("写一首诗", want)]
     streamed = list(model.chat_stream(tok, "写一首诗", history=HISTORY, do_sample=False, max_new_tokens=10))
     assert streamed[-1] == enc.decode([i for i in reply if i < len(ranks)]).rstrip("\ufffd")  # specials skipped
+
+
+# ------------------------------------------------------------------------------------------------ Qwen-VL
+VL_TAGS = ["<ref>", "</ref>", "<box>", "</box>", "<quad>", "</quad>", "<img>", "</img>", "<imgpad>"]
+VL_TEXT = ["Picture 1: <img>https://x.org/a b.jpg</img>\nWhat is this?", "<img>照片/猫.png</img><img>b</img>",
+           "a <ref>dog</ref><box>(1,2),(3,4)</box> <|im_end|>", "no image </img> here"]
+
+
+def published_vl_ids(enc, ranks, text, allowed_special="all"):
+    """The published Qwen-VL tokenize on tiktoken: encode, then each <img> ... </img> (the first </img> after it):
+    the inner tokens' bytes, each byte b mapped to the token of rank b and back to its id, <imgpad> up to 256."""
+    ids = enc.encode(unicodedata.normalize("NFC", text), allowed_special=allowed_special, disallowed_special=())
+    start, end, pad = (enc.encode(t, allowed_special="all")[0] for t in ("<img>", "</img>", "<imgpad>"))
+    by_rank = {rank: token for token, rank in ranks.items()}
+    out, n = [], 0
+    while start in ids[n:]:
+        a = ids.index(start, n)
+        b = ids.index(end, a)
+        url = b"".join(enc.decode_single_token_bytes(t) for t in ids[a + 1:b])
+        inner = [ranks[by_rank[byte]] for byte in url]
+        out += ids[n:a] + [start] + inner + [pad] * (256 - len(inner)) + [end]
+        n = b + 1
+    return out + ids[n:]
+
+
+@pytest.fixture(scope="module")
+def vl_enc(ranks):
+    return tiktoken.Encoding("QwenVL", pat_str=PATTERN, mergeable_ranks=ranks,
+                             special_tokens={t: len(ranks) + i for i, t in enumerate(SPECIALS + VL_TAGS)})
+
+
+@pytest.fixture(scope="module")
+def vl_folder(tmp_path_factory, ranks):
+    """A Qwen-VL folder: the tokenizer files beside a config.json with a `visual` section."""
+    folder = write_tokenizer_folder(tmp_path_factory.mktemp("qwen_vl"), {"qwen.tiktoken": tiktoken_file(ranks)},
+                                    TOKENIZER_CONFIG)
+    with open(os.path.join(folder, "config.json"), "w") as f:
+        json.dump({"model_type": "qwen", "visual": {"image_start_id": len(ranks) + 208 + 6, "image_size": 448}}, f)
+    return folder
+
+
+def test_qwen_vl_image_spans_equal_the_published_rewrite(vl_folder, vl_enc, ranks, tmp_path):
+    from mindformers_hf import QWenVLImageProcessor
+
+    tok = AutoTokenizer.from_pretrained(vl_folder)
+    assert type(tok).__name__ == "QWenTokenizer" and type(tok).qwen_vl  # chosen from the repo's config.json
+    assert len(tok) == len(ranks) + 217 and tok.img_start_id == len(ranks) + 214
+    for text in VL_TEXT + CORPUS[:3]:
+        want = published_vl_ids(vl_enc, ranks, text)
+        assert tok(text)["input_ids"] == want, text
+        assert tok.encode(text) == want and tok.convert_tokens_to_ids(tok.tokenize(text)) == want, text
+        assert tok.encode(text, allowed_special=set()) == published_vl_ids(vl_enc, ranks, text, set()), text
+        image_st = set(tok.IMAGE_ST)  # as Qwen-VL-Chat's make_context encodes messages
+        assert image_st == set(VL_TAGS)
+        assert tok.encode(text, allowed_special=image_st) == published_vl_ids(vl_enc, ranks, text, image_st), text
+    tok.pad_token = "<|endoftext|>"
+    batch = tok(VL_TEXT[:2], padding=True, return_tensors="np")
+    rows = [published_vl_ids(vl_enc, ranks, t) for t in VL_TEXT[:2]]
+    width = max(map(len, rows))
+    assert batch["input_ids"].tolist() == [r + [tok.eod_id] * (width - len(r)) for r in rows]
+    assert batch["attention_mask"].tolist() == [[1] * len(r) + [0] * (width - len(r)) for r in rows]
+    # decoding reads a span back as its path; the model's processor reads the same paths from the ids
+    assert tok.decode(tok(VL_TEXT[1])["input_ids"]) == unicodedata.normalize("NFC", VL_TEXT[1])
+    processor = QWenVLImageProcessor.from_pretrained(vl_folder)
+    assert processor.image_paths(batch["input_ids"]) == ["https://x.org/a b.jpg", "照片/猫.png", "b"]
+    text = tok.from_list_format([{"image": "a.png"}, {"text": "Where?"}, {"ref": "dog", "box": [(1, 2, 3, 4)]}])
+    assert text == "Picture 1: <img>a.png</img>\nWhere?<ref>dog</ref><box>(1,2),(3,4)</box>"
+    with pytest.raises(ValueError, match="too long"):
+        tok("<img>" + "x" * 257 + "</img>")
+    with pytest.raises(ValueError, match="Unclosed image token"):
+        tok("<img>a.png")
+    # saved, the tokenizer config names the image tags: the folder reloads as Qwen-VL without a model config
+    tok.save_pretrained(tmp_path)
+    assert not (tmp_path / "config.json").exists()
+    assert AutoTokenizer.from_pretrained(tmp_path)(VL_TEXT[0])["input_ids"] == published_vl_ids(vl_enc, ranks,
+                                                                                                VL_TEXT[0])

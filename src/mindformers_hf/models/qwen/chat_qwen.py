@@ -20,10 +20,12 @@ def make_context(tokenizer, query, history=None, system="", max_window_size=6144
         raise NotImplementedError(f"Qwen chat_format={chat_format!r}: only 'chatml' (the Chat models) is supported")
     im_start, im_end = "<|im_start|>", "<|im_end|>"
     nl = tokenizer.encode("\n")
+    # Qwen-VL-Chat's make_context (its qwen_generation_utils.py) recognises the image tags in messages
+    allowed = set(getattr(tokenizer, "IMAGE_ST", ()))
 
     def turn(role, content):
-        return f"{role}\n{content}", (tokenizer.encode(role, allowed_special=set()) + nl
-                                      + tokenizer.encode(content, allowed_special=set()))
+        return f"{role}\n{content}", (tokenizer.encode(role, allowed_special=allowed) + nl
+                                      + tokenizer.encode(content, allowed_special=allowed))
 
     def wrapped(role, content):
         text, ids = turn(role, content)
@@ -58,6 +60,13 @@ class QWenChatMixin:
             stops.append(int(words[0]))
         eos = config.eos_token_id
         stops += [e for e in ([eos] if isinstance(eos, int) else eos or []) if e not in stops]
+        if getattr(self.config, "visual", None) and "pixel_values" not in kwargs:
+            # Qwen-VL-Chat: the images the prompt names (<img>path</img>), opened as the published model does
+            from .processing_qwen_vl import QWenVLImageProcessor
+
+            processor = QWenVLImageProcessor.from_config(self.config)
+            if processor.image_paths(context):
+                kwargs["pixel_values"] = processor.from_input_ids(context)
         return context, stops, {"generation_config": generation_config, "eos_token_id": stops, **kwargs}
 
     @staticmethod
