@@ -136,7 +136,8 @@ class GenerationMixin:
         cache = model_kwargs.pop("past_key_values", None)  # transformers 5.25 also names it `cache`
         cache = model_kwargs.pop("cache", None) if cache is None else cache
         for key in ("token_type_ids", "position_ids", "use_cache", "cache_position", "logits_to_keep", "return_dict"):
-            model_kwargs.pop(key, None)
+            if key not in getattr(self, "_prefill_inputs", ()):  # CogVLM2 reads the prompt's token_type_ids
+                model_kwargs.pop(key, None)
         # inputs a model reads in the prompt's forward only (Qwen2-VL's images: `_prefill_inputs`)
         prefill_inputs = {key: model_kwargs.pop(key) for key in getattr(self, "_prefill_inputs", ())
                           if key in model_kwargs}
