@@ -7,7 +7,7 @@ expert on its own tokens by boolean indexing and the attention with an explicit 
 files do; the tower uses torch's Conv2d / LayerNorm / GELU. A tiny random model in fp32 on CPU is written under the
 published tensor names (safetensors) and loaded by our AutoModelForCausalLM.
 
-Checked: vision features, logits with an image and text only (one row left-padded), greedy tokens (the reference
+Checked: vision features, logits and loss with an image, logits text only (one row left-padded), greedy tokens (the reference
 recomputes the whole sequence each step, token types growing by 0 and positions from build_position_ids, as the
 published prepare_inputs_for_generation), the position rule, loading under the published names and saving back bit
 for bit, and the image preprocessing against PIL + torch. Tolerances: 1e-5 on vision features, 1e-4 on logits.
@@ -327,6 +327,7 @@ def checkpoint(tmp_path_factory):
 def test_vision_features_and_logits_equal_the_reference(checkpoint):
     import torch
 
+
     _, ref, ours = checkpoint
     assert type(ours).__name__ == "CogVLM2ForCausalLM"
     ids, types, mask, images = image_prompt()
@@ -341,6 +342,13 @@ def test_vision_features_and_logits_equal_the_reference(checkpoint):
         ref_logits = torch_logits(ref, ids, types, mask, images)
         keep = mask.astype(bool)
         assert np.abs(logits[keep] - ref_logits[keep]).max() <= 1e-4
+    # the loss (labels on the text) equals the published shift-and-mean cross-entropy over the reference logits
+    labels = np.where(mask == 1, ids, -100)
+    labels[0, 1:1 + TOKENS_PER_IMAGE] = -100
+    loss = ours(input_ids=ids, images=images, token_type_ids=types, attention_mask=mask, labels=labels).loss
+    ref_loss = torch.nn.functional.cross_entropy(torch.tensor(ref_logits[:, :-1]).reshape(-1, TEXT["vocab_size"]),
+                                                 torch.tensor(labels[:, 1:]).reshape(-1))
+    assert abs(float(np.asarray(loss)) - float(ref_loss)) <= 1e-5
     # text only, no token types given: every token takes the language expert
     text = ids[1:, -7:]
     ref_text = torch_logits(ref, text, np.zeros_like(text), np.ones_like(text), None)

@@ -79,13 +79,20 @@ def build_position_ids(token_type_ids, attention_mask=None):
 
 
 def _route(vision_mask, vision, language, x):
-    """x [B, S, in] through the vision module where vision_mask [B, S] (numpy) is set, else the language one. Both
-    run over every row (a row's result does not depend on the others) and the mask picks; without vision tokens
-    only the language module runs."""
+    """x [B, S, in] through the vision module at the rows vision_mask [B, S] (numpy) marks, the language module at
+    the others (as published: each expert runs on its own rows only): the rows are gathered per expert and the
+    outputs put back in order. Without vision tokens only the language module runs, on x as it is."""
     if not vision_mask.any():
         return language(x)
-    pick = ms.Tensor(vision_mask.reshape(vision_mask.shape + (1,)))
-    return ops.where(pick, vision(x), language(x))
+    bsz, seq, width = x.shape
+    flat = vision_mask.reshape(-1)
+    rows = [np.flatnonzero(flat), np.flatnonzero(~flat)]
+    x = x.reshape(-1, width)
+    outs = [module(ops.gather(x, ms.Tensor(r.astype(np.int32)), 0)) for module, r in zip((vision, language), rows)
+            if len(r)]
+    back = np.argsort(np.concatenate(rows)).astype(np.int32)             # concatenated order -> original rows
+    out = ops.gather(ops.cat(outs, 0), ms.Tensor(back), 0)
+    return out.reshape(bsz, seq, out.shape[-1])
 
 
 # ---------------------------------------------------------------------------------------------- language model
