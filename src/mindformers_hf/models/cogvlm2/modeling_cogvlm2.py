@@ -445,6 +445,11 @@ class CogVLM2ForCausalLM(CogVLM2PreTrainedModel):
                                             template_version=template_version, answer=answer,
                                             return_tensors=return_tensors)
 
+    def _prepare_attention_mask_for_generation(self, ids, pad, eos):
+        """As published: without an attention_mask the prompt is all tokens (its vision tokens are id 128002, the
+        pad id the published demos pass to generate)."""
+        return np.ones_like(ids)
+
     def lm_logits(self, hidden_states):
         shape = hidden_states.shape
         logits = fused.linear(hidden_states.reshape(-1, shape[-1]), self.lm_head.weight)
