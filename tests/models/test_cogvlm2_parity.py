@@ -394,13 +394,31 @@ def test_published_names_load_and_save_back_bit_for_bit(checkpoint, tmp_path):
     from mindformers_hf.models.cogvlm2 import CogVLM2Config
     from tests.models.remote_formats import read_tensors
 
-    folder, _, ours = checkpoint
+    folder, ref, ours = checkpoint
     assert isinstance(AutoConfig.from_pretrained(folder), CogVLM2Config)
     ours.save_pretrained(tmp_path)
     written, original = read_tensors(tmp_path), read_tensors(folder)
     assert sorted(written) == sorted(original)
     for key, value in original.items():
         assert written[key].dtype == value.dtype and written[key].tobytes() == value.tobytes(), key
+    # AutoModel: the base model (hidden states = the reference's), saved under the causal LM's names
+    import torch
+
+    from mindformers_hf import AutoModel
+
+    base = AutoModel.from_pretrained(folder)
+    assert type(base).__name__ == "CogVLM2Model"
+    ids, types, mask, images = image_prompt()
+    with torch.no_grad():
+        ref_hidden = ref.model(*(torch.tensor(a) for a in (ids, images, types, mask))).numpy()
+    hidden = np.asarray(base(input_ids=ids, images=images, token_type_ids=types, attention_mask=mask)
+                        .last_hidden_state)
+    keep = mask.astype(bool)
+    assert np.abs(hidden[keep] - ref_hidden[keep]).max() <= 1e-4
+    base.save_pretrained(tmp_path / "base")
+    written = read_tensors(tmp_path / "base")
+    assert sorted(written) == sorted(k for k in original if k != "lm_head.weight")
+    assert all(written[k].tobytes() == original[k].tobytes() for k in written)
     with pytest.raises(NotImplementedError, match="CogVLM \\(v1"):
         CogVLM2Config.from_dict({"vision_config": {}, "architectures": ["CogVLMForCausalLM"]})
 

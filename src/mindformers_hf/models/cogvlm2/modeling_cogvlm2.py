@@ -320,6 +320,14 @@ class CogVLM2PreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     _no_split_modules = ["CogVLM2DecoderLayer", "VisionLayer"]
 
+    def save_pretrained(self, save_directory, *args, state_dict=None, **kwargs):
+        """The published names; a base model writes its keys under the causal LM's `model.` prefix, as the other
+        remote formats do (the repo's code loads only the causal LM)."""
+        params = state_dict if state_dict is not None else dict(self.parameters_and_names())
+        prefix = "" if hasattr(self, self.base_model_prefix) else self.base_model_prefix + "."
+        out = {prefix + name: p for name, p in params.items()}
+        return super().save_pretrained(save_directory, *args, state_dict=out, **kwargs)
+
 
 class CogVLM2Model(CogVLM2PreTrainedModel):
     """embed_tokens, the decoder layers, norm and the vision tower `vision` (the published CogVLMModel)."""
