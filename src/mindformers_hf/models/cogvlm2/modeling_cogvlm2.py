@@ -36,7 +36,7 @@ from ...modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from ...modeling_utils import PreTrainedModel
 from ...tensor_io import to_mindspore
 from ...utils import warn_once
-from ..llama.modeling_llama import LlamaMLP, LlamaRMSNorm
+from ..llama.modeling_llama import LlamaMLP
 from .configuration_cogvlm2 import ROPE_THETA
 
 LANGUAGE_TOKEN_TYPE = 0
@@ -96,6 +96,20 @@ def _route(vision_mask, vision, language, x):
 
 
 # ---------------------------------------------------------------------------------------------- language model
+class CogVLM2RMSNorm(nn.Cell):
+    """The published RMSNorm: normalised and scaled in float32, then cast once (LLaMA's casts before scaling)."""
+
+    def __init__(self, hidden_size, eps=1e-5, dtype=ms.float32):
+        super().__init__()
+        self.weight = new_parameter((hidden_size,), dtype, "ones")
+        self.variance_epsilon = eps
+
+    def construct(self, x):
+        h = x.astype(ms.float32)
+        h = h * ops.rsqrt((h * h).mean(-1, keep_dims=True) + self.variance_epsilon)
+        return (self.weight.astype(ms.float32) * h).astype(x.dtype)
+
+
 class CogVLM2RotaryEmbedding(nn.Cell):
     """cos/sin [B, S, head_dim] for positions [B, S]: base 500000, the frequencies' halves repeated (half-split
     pairs, as LLaMA)."""
@@ -159,8 +173,8 @@ class CogVLM2DecoderLayer(nn.Cell):
         super().__init__()
         self.self_attn = VisionExpertAttention(config, layer_idx, dtype)
         self.mlp = VisionExpertMLP(config, dtype)
-        self.input_layernorm = LlamaRMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
-        self.post_attention_layernorm = LlamaRMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
+        self.input_layernorm = CogVLM2RMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
+        self.post_attention_layernorm = CogVLM2RMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
 
     def construct(self, hidden_states, vision_mask, cos, sin, attention_mask=None, past_key_values=None):
         hidden_states = hidden_states + self.self_attn(self.input_layernorm(hidden_states), vision_mask, cos, sin,
@@ -338,7 +352,7 @@ class CogVLM2Model(CogVLM2PreTrainedModel):
         self.vocab_size = config.vocab_size
         self.embed_tokens = Embedding(config.vocab_size, config.hidden_size, dtype, std=config.initializer_range)
         self.layers = nn.CellList([CogVLM2DecoderLayer(config, i, dtype) for i in range(config.num_hidden_layers)])
-        self.norm = LlamaRMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
+        self.norm = CogVLM2RMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
         self.vision = EVA2CLIPModel(config, dtype)
         self.rotary_emb = CogVLM2RotaryEmbedding(config.hidden_size // config.num_attention_heads)
         self.rope_deltas = None  # [B, 1] after a prompt: the next token's position minus its text position
