@@ -2,15 +2,16 @@
 
 transformers has no CogVLM2 class and the repo's own modeling_cogvlm.py / visual.py need xformers, triton and
 torchvision, so the reference is written HERE, in torch, from the published structure (module names, routing,
-position rule and vision tower of those files): `TorchCogVLM2` below is not HF code and not ours. It computes each
+position rule and vision tower of those files): `torch_reference` below is not HF code and not ours. It computes each
 expert on its own tokens by boolean indexing and the attention with an explicit additive mask, as the published
 files do; the tower uses torch's Conv2d / LayerNorm / GELU. A tiny random model in fp32 on CPU is written under the
 published tensor names (safetensors) and loaded by our AutoModelForCausalLM.
 
-Checked: vision features, logits and loss with an image, logits text only (one row left-padded), greedy tokens (the reference
-recomputes the whole sequence each step, token types growing by 0 and positions from build_position_ids, as the
-published prepare_inputs_for_generation), the position rule, loading under the published names and saving back bit
-for bit, and the image preprocessing against PIL + torch. Tolerances: 1e-5 on vision features, 1e-4 on logits.
+Checked: vision features; logits and loss on an image row and a left-padded text row; logits of a text-only
+prompt; greedy tokens (the reference recomputes the whole sequence each step, token types growing by 0 and
+positions from build_position_ids, as the published prepare_inputs_for_generation); the position rule; loading
+under the published names and saving back bit for bit (also the base model); the conversation layout and the image
+preprocessing against PIL + torch. Tolerances: 1e-5 on vision features, 1e-4 on logits and hidden states.
 """
 import json
 import os
@@ -142,7 +143,6 @@ def torch_reference(config):
 
         def forward(self, x):
             b, n, _ = x.shape
-            q, k, v = x.new_empty(0), None, None
             qkv = self.query_key_value(x).reshape(b, n, 3, self.heads, -1).permute(2, 0, 3, 1, 4)  # 3, B, H, L, D
             q, k, v = qkv[0], qkv[1], qkv[2]
             probs = ((q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2)).softmax(-1)
