@@ -362,8 +362,9 @@ def test_greedy_tokens_equal_the_reference(checkpoint):
     got = ours.generate(input_ids=ids, attention_mask=mask, token_type_ids=types, images=images, max_new_tokens=5,
                         do_sample=False, pad_token_id=0, eos_token_id=None)
     np.testing.assert_array_equal(np.asarray(got), expected)
-    # no attention_mask, the vision tokens' id passed as pad_token_id (as the published demos do): all tokens count
-    got = ours.generate(input_ids=ids[:1], token_type_ids=types[:1], images=images, max_new_tokens=3,
+    # one row as build_conversation_input_ids gives it (1D arrays, a list of images), no attention_mask, and the
+    # vision tokens' id passed as pad_token_id (as the published demos do): all tokens count
+    got = ours.generate(input_ids=ids[0], token_type_ids=types[0], images=[images[0]], max_new_tokens=3,
                         do_sample=False, pad_token_id=VISION_ID, eos_token_id=None)
     np.testing.assert_array_equal(np.asarray(got), expected[:1, :ids.shape[1] + 3])
     text = ids[1:, -7:]

@@ -400,6 +400,8 @@ class CogVLM2Model(CogVLM2PreTrainedModel):
             inputs_embeds = self.embed_tokens(input_ids)
         bsz, q_len = inputs_embeds.shape[0], inputs_embeds.shape[1]
         types = _host(token_type_ids)
+        if types is not None and types.ndim == 1:  # build_conversation_input_ids' 1D row
+            types = types.reshape(1, -1)
         if types is None:
             types = np.full((bsz, q_len), LANGUAGE_TOKEN_TYPE, np.int64)
         types = types[:, -q_len:]  # a decode step may pass the whole sequence's types (the published generate)
