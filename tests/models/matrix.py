@@ -246,7 +246,10 @@ _ROWS = [
                                  "with an image and text only"),
             generate=NODES(_COG + "test_greedy_tokens_equal_the_reference",
                            detail="greedy with an image, left-padded batch"),
-            train=NOT_YET, lora=NOT_YET, tp=NOT_YET, gguf=_REMOTE_NA_GGUF, seq_cls=_REMOTE_NA_SEQ)),
+            lora=NODES(_COG + "test_lora_files_both_ways_and_merge",
+                       detail="both experts' projections, with images: PEFT files both ways (HF peft on the "
+                              "reference), merge"),
+            train=NOT_YET, tp=NOT_YET, gguf=_REMOTE_NA_GGUF, seq_cls=_REMOTE_NA_SEQ)),
     Row("whisper", "whisper", "`WhisperForConditionalGeneration` (`AutoModelForSpeechSeq2Seq`), `WhisperModel`",
         "WhisperForConditionalGeneration",
         cells=dict(

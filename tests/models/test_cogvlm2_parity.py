@@ -285,6 +285,17 @@ def write_checkpoint(folder, seed=0):
     return str(folder), model
 
 
+def reference_from(folder):
+    """A fresh torch reference holding the folder's weights."""
+    import torch
+    from safetensors.torch import load_file
+
+    with open(os.path.join(folder, "config.json")) as fh:
+        model = torch_reference(json.load(fh))
+    model.load_state_dict(load_file(os.path.join(folder, "model.safetensors")))
+    return model
+
+
 def image_prompt(seed=0):
     """Row 0: bos, an image's vision tokens, text; row 1: text only, left-padded. One image (row 0's)."""
     rng = np.random.default_rng(seed)
@@ -422,6 +433,48 @@ def test_published_names_load_and_save_back_bit_for_bit(checkpoint, tmp_path):
     assert all(written[k].tobytes() == original[k].tobytes() for k in written)
     with pytest.raises(NotImplementedError, match="CogVLM \\(v1"):
         CogVLM2Config.from_dict({"vision_config": {}, "architectures": ["CogVLMForCausalLM"]})
+
+
+LORA_TARGETS = ["language_expert_query_key_value", "vision_expert_query_key_value", "language_expert_dense",
+                "vision_expert_dense", "gate_proj", "up_proj", "down_proj"]
+
+
+def test_lora_files_both_ways_and_merge(checkpoint, tmp_path):
+    """LoRA on both experts' attention and MLP projections (and the GLU adapter's gate/up): our adapter file in HF
+    peft on the reference, peft's file in ours, and merge_and_unload, with image prompts."""
+    import peft
+    import torch
+
+    from mindformers_hf import AutoModelForCausalLM
+    from mindformers_hf.peft import LoraConfig, PeftModel, get_peft_model
+
+    folder = checkpoint[0]
+    ids, types, mask, images = image_prompt()
+    keep = mask.astype(bool)
+    inputs = dict(input_ids=ids, images=images, token_type_ids=types, attention_mask=mask)
+    base = torch_logits(reference_from(folder), ids, types, mask, images)
+
+    ours = get_peft_model(AutoModelForCausalLM.from_pretrained(folder),
+                          LoraConfig(r=4, lora_alpha=8, target_modules=LORA_TARGETS, init_lora_weights=False))
+    logits = np.asarray(ours(**inputs).logits)
+    ours.save_pretrained(tmp_path / "ours")
+    hf = peft.PeftModel.from_pretrained(reference_from(folder), str(tmp_path / "ours")).eval()
+    with torch.no_grad():
+        ref = hf(*(torch.tensor(a) for a in (ids, images, types, mask))).numpy()
+    assert np.abs(logits[keep] - base[keep]).max() > 0.1  # the adapter changes the output
+    assert np.abs(logits[keep] - ref[keep]).max() <= 1e-4
+    merged = np.asarray(ours.merge_and_unload()(**inputs).logits)
+    assert np.abs(merged[keep] - ref[keep]).max() <= 1e-4
+
+    torch.manual_seed(1)
+    theirs = peft.get_peft_model(reference_from(folder), peft.LoraConfig(
+        r=4, lora_alpha=8, target_modules=LORA_TARGETS, init_lora_weights=False)).eval()
+    theirs.save_pretrained(str(tmp_path / "theirs"))
+    with torch.no_grad():
+        ref = theirs(*(torch.tensor(a) for a in (ids, images, types, mask))).numpy()
+    assert np.abs(ref[keep] - base[keep]).max() > 0.1
+    loaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(folder), str(tmp_path / "theirs"))
+    assert np.abs(np.asarray(loaded(**inputs).logits)[keep] - ref[keep]).max() <= 1e-4
 
 
 def test_conversation_ids_and_image_preprocessing():
