@@ -249,7 +249,9 @@ _ROWS = [
             lora=NODES(_COG + "test_lora_files_both_ways_and_merge",
                        detail="both experts' projections, with images: PEFT files both ways (HF peft on the "
                               "reference), merge"),
-            train=NOT_YET, tp=NOT_YET, gguf=_REMOTE_NA_GGUF, seq_cls=_REMOTE_NA_SEQ)),
+            train=NODES("tests/trainer/test_cogvlm2_lora.py::test_lora_training_matches_hf_peft_on_the_reference",
+                        detail="LoRA steps with images = HF peft + Trainer on the reference"),
+            tp=NOT_YET, gguf=_REMOTE_NA_GGUF, seq_cls=_REMOTE_NA_SEQ)),
     Row("whisper", "whisper", "`WhisperForConditionalGeneration` (`AutoModelForSpeechSeq2Seq`), `WhisperModel`",
         "WhisperForConditionalGeneration",
         cells=dict(

@@ -250,8 +250,12 @@ def torch_reference(config):
             self.model = CogVLMModel()
             self.lm_head = nn.Linear(config["hidden_size"], config["vocab_size"], bias=False)
 
-        def forward(self, input_ids, images, token_type_ids, attention_mask):
-            return self.lm_head(self.model(input_ids, images, token_type_ids, attention_mask))
+        def forward(self, input_ids, images, token_type_ids, attention_mask, labels=None):
+            logits = self.lm_head(self.model(input_ids, images, token_type_ids, attention_mask))
+            if labels is None:
+                return logits
+            loss = f.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1))
+            return {"loss": loss, "logits": logits}  # the published loss: shifted, mean over labelled tokens
 
     model = CogVLMForCausalLM().eval()
     model.build_position_ids = build_position_ids
