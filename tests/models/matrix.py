@@ -52,6 +52,9 @@ def NA(reason):
     return Cell("na", reason)
 
 
+NOT_YET = Cell("pending", "not built")  # nobody built it yet (the docs say "not yet")
+
+
 @dataclass(frozen=True)
 class Row:
     name: str                 # the row id (the model_type, or model_type + variant)
@@ -77,7 +80,7 @@ class Row:
         return self.cells[capability]
 
 
-REMOTE_TYPES = ("internlm", "internlm2", "baichuan", "chatglm", "qwen")
+REMOTE_TYPES = ("internlm", "internlm2", "baichuan", "chatglm", "qwen", "cogvlm2")
 TINY = dict(hidden_size=32, intermediate_size=64, num_attention_heads=4, num_key_value_heads=2)
 MOE = dict(num_experts_per_tok=2, router_aux_loss_coef=0.02)
 MLA = dict(num_key_value_heads=4, kv_lora_rank=16, q_lora_rank=24, qk_rope_head_dim=8, qk_nope_head_dim=8,
@@ -142,6 +145,7 @@ _GEMMA3 = dict(head_dim=8, query_pre_attn_scalar=24, sliding_window=4, layer_typ
                rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10.0},
                                 "full_attention": {"rope_type": "default", "rope_theta": 10000.0}})
 _WHISPER_GEN = "tests/models/test_whisper_generate.py::"
+_COG = "tests/models/test_cogvlm2_parity.py::"
 _VL = "tests/models/test_qwen2_vl_parity.py::"  # both VL families (the checkpoint fixture is parametrised)
 _VL_LORA = "tests/trainer/test_qwen2_vl_lora.py::test_lora_training_matches_hf_peft"  # both (fixture params)
 _QWEN_VL = "tests/models/test_qwen_vl_parity.py::"
@@ -249,6 +253,22 @@ _ROWS = [
            "`Qwen2_5_VLModel`, `Qwen2_5_VLTextModel`", "", "window attention, videos with `second_per_grid_ts`",
            NODES(_VL_LORA, detail="LoRA steps with images = HF peft + Trainer"),
            NODES(_VL_LORA, detail="language model's q/v, Trainer")))),
+    Row("cogvlm2", "cogvlm2", "`CogVLM2ForCausalLM` (architecture `CogVLMForCausalLM`), `CogVLM2Model`",
+        "CogVLMForCausalLM", cells=dict(
+            load=NODES(_COG + "test_published_names_load_and_save_back_bit_for_bit",
+                       detail="remote format: published names, saved back bit for bit"),
+            forward=NODES(_COG + "test_vision_features_and_logits_equal_the_reference",
+                          _COG + "test_position_rule_and_expert_routing_equal_the_reference",
+                          detail="vs a torch reference written from the published code: vision features, logits "
+                                 "with an image and text only"),
+            generate=NODES(_COG + "test_greedy_tokens_equal_the_reference",
+                           detail="greedy with an image, left-padded batch"),
+            lora=NODES(_COG + "test_lora_files_both_ways_and_merge",
+                       detail="both experts' projections, with images: PEFT files both ways (HF peft on the "
+                              "reference), merge"),
+            train=NODES("tests/trainer/test_cogvlm2_lora.py::test_lora_training_matches_hf_peft_on_the_reference",
+                        detail="LoRA steps with images = HF peft + Trainer on the reference"),
+            tp=NOT_YET, gguf=_REMOTE_NA_GGUF, seq_cls=_REMOTE_NA_SEQ)),
     Row("whisper", "whisper", "`WhisperForConditionalGeneration` (`AutoModelForSpeechSeq2Seq`), `WhisperModel`",
         "WhisperForConditionalGeneration",
         cells=dict(

@@ -15,7 +15,7 @@ ADDED_AFTER_FREEZE = {"gemma": "gemma", "gemma2": "gemma2", "gemma3_text": "gemm
                       "starcoder2": "starcoder2", "phi": "phi", "olmo2": "olmo2",
                       "smollm3": "smollm3", "gpt_oss": "gpt_oss",
                       "qwen2_vl": "qwen2_vl", "qwen2_vl_text": "qwen2_vl", "qwen2_5_vl": "qwen2_5_vl",
-                      "qwen2_5_vl_text": "qwen2_5_vl"}
+                      "qwen2_5_vl_text": "qwen2_5_vl", "cogvlm2": "cogvlm2"}
 _ADDED_PACKAGES = {f"mindformers_hf.models.{package}" for package in ADDED_AFTER_FREEZE.values()}
 
 
@@ -69,7 +69,10 @@ def test_auto_mappings_map_every_model_type_to_the_same_class(table):
 def test_remote_format_architectures_are_unchanged():
     from mindformers_hf.models.auto import modeling_auto
 
-    assert modeling_auto.REMOTE_FORMAT_ARCHITECTURES == frozen.REMOTE_FORMAT_ARCHITECTURES
+    added = {arch: t for arch, t in modeling_auto.REMOTE_FORMAT_ARCHITECTURES.items() if t in ADDED_AFTER_FREEZE}
+    assert added == {"CogVLMForCausalLM": "cogvlm2"}  # remote formats declared after the freeze
+    assert {arch: t for arch, t in modeling_auto.REMOTE_FORMAT_ARCHITECTURES.items()
+            if arch not in added} == frozen.REMOTE_FORMAT_ARCHITECTURES
 
 
 def test_decoder_and_moe_variants_are_unchanged():

@@ -141,8 +141,11 @@ class DynamicRunner:
         if past >= input_ids.shape[1]:
             raise ValueError(f"generate: past_key_values already holds {past} positions, but input_ids have "
                              f"{input_ids.shape[1]}: pass the whole sequence (cached tokens and the new ones)")
+        # a model whose prompt positions come from its inputs (CogVLM2's token types) derives them itself
+        positions = None if getattr(self.model, "_positions_from_inputs", False) and past == 0 else \
+            ms.Tensor(position_ids_from_mask(attention_mask)[:, past:])
         out = self.model(input_ids=ms.Tensor(input_ids[:, past:]), attention_mask=ms.Tensor(attention_mask),
-                         position_ids=ms.Tensor(position_ids_from_mask(attention_mask)[:, past:]),
+                         position_ids=positions,
                          past_key_values=self.cache, use_cache=True, **self.prefill_inputs, **self.extra)
         self.offset = position_offset(self.model)
         return self._logits(out)

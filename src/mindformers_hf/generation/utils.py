@@ -136,7 +136,8 @@ class GenerationMixin:
         cache = model_kwargs.pop("past_key_values", None)  # transformers 5.25 also names it `cache`
         cache = model_kwargs.pop("cache", None) if cache is None else cache
         for key in ("token_type_ids", "position_ids", "use_cache", "cache_position", "logits_to_keep", "return_dict"):
-            model_kwargs.pop(key, None)
+            if key not in getattr(self, "_prefill_inputs", ()):  # CogVLM2 reads the prompt's token_type_ids
+                model_kwargs.pop(key, None)
         # inputs a model reads in the prompt's forward only (Qwen2-VL's images: `_prefill_inputs`)
         prefill_inputs = {key: model_kwargs.pop(key) for key in getattr(self, "_prefill_inputs", ())
                           if key in model_kwargs}
@@ -151,8 +152,7 @@ class GenerationMixin:
         if pad is None and eos:
             pad = eos[0]
         if attention_mask is None:
-            can_infer = pad is not None and (ids == pad).any() and (not eos or pad not in eos)
-            attention_mask = (ids != pad).astype(np.int64) if can_infer else np.ones_like(ids)
+            attention_mask = self._prepare_attention_mask_for_generation(ids, pad, eos)
         else:
             attention_mask = np.asarray(tensor_io.to_numpy(attention_mask)).astype(np.int64)
             if attention_mask.ndim == 1:
@@ -223,6 +223,12 @@ class GenerationMixin:
             if streamer is not None:  # also on errors: a TextIteratorStreamer's reader would wait forever
                 streamer.end()
         return self._finish(result, config, kind, runner)
+
+    def _prepare_attention_mask_for_generation(self, ids, pad, eos):
+        """The prompt's mask when none is given (transformers' hook of this name): 0 at pad tokens when the pad id
+        is set, occurs in the prompt and is no eos id, else all ones. A model may override it (CogVLM2: ones)."""
+        can_infer = pad is not None and (ids == pad).any() and (not eos or pad not in eos)
+        return (ids != pad).astype(np.int64) if can_infer else np.ones_like(ids)
 
     def _make_runner(self, config, cache=None):
         implementation = getattr(config, "cache_implementation", None)
