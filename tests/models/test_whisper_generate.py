@@ -82,8 +82,10 @@ def test_unsupported_options_raise(models, input_features):
         ours.generate(input_features, no_speech_threshold=0.6)
     with pytest.raises(NotImplementedError, match="logprob_threshold with beam search"):
         ours.generate(input_features, logprob_threshold=-1.0, temperature=0.0, num_beams=2)
-    with pytest.raises(NotImplementedError, match="return_segments"):
-        ours.generate(input_features, return_segments=True)
+    with pytest.raises(NotImplementedError, match="output_hidden_states"):
+        ours.generate(input_features, return_dict_in_generate=True, output_hidden_states=True)
+    with pytest.raises(NotImplementedError, match="output_attentions"):
+        ours.generate(input_features, return_dict_in_generate=True, output_attentions=True)
     with pytest.raises(ValueError, match="Unsupported language: klingon"):
         ours.generate(input_features, language="klingon")
     with pytest.raises(ValueError, match="no `alignment_heads`"):  # as transformers

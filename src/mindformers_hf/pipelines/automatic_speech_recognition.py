@@ -118,8 +118,8 @@ class AutomaticSpeechRecognitionPipeline:
         kwargs = self._generate_kwargs(kwargs)
         if return_timestamps:
             kwargs["return_timestamps"] = True
-        if return_timestamps == "word":  # token times from the alignment heads, with each window's offset
-            kwargs.update(return_token_timestamps=True, _offset_token_timestamps=True)
+        if return_timestamps == "word":  # token times from the alignment heads, read from the segments
+            kwargs.update(return_token_timestamps=True, return_segments=True)
         if chunking is None:
             longform = audio.shape[0] > self.feature_extractor.n_samples  # generate's seek loop over 30 s windows
             pieces = [{"audio": audio, "is_last": True,
@@ -133,8 +133,10 @@ class AutomaticSpeechRecognitionPipeline:
             generated = self.model.generate(processed.input_features, attention_mask=processed.attention_mask,
                                             **kwargs)
             output = {"is_last": piece["is_last"]}
-            if isinstance(generated, dict):
-                generated, output["token_timestamps"] = generated["sequences"], generated["token_timestamps"]
+            if isinstance(generated, dict):  # as transformers: each row's segment times, with the windows' offsets
+                output["token_timestamps"] = [np.concatenate([np.asarray(s["token_timestamps"]) for s in row])
+                                              if row else np.zeros(0, np.float32) for row in generated["segments"]]
+                generated = generated["sequences"]
             output["tokens"] = np.asarray(generated)
             if "stride" in piece:  # the tokenizer merges overlapping chunks by their strides, in seconds
                 output["stride"] = tuple(n / self.feature_extractor.sampling_rate for n in piece["stride"])
