@@ -169,7 +169,8 @@ def _segment_as_kind(segment, to):
         if isinstance(value, list):
             return [convert(v) for v in value]
         if isinstance(value, (np.ndarray, np.generic)):
-            return to(np.asarray(value))
+            value = np.asarray(value)
+            return to(value) if value.ndim else to(value.reshape(1)).reshape(())  # a scalar stays 0-d
         return value
 
     return {key: convert(value) for key, value in segment.items()}
