@@ -191,11 +191,16 @@ def test_long_form_matches_hf(timestamp_models):
     # the segments (their times after 30 s carry the window's offset) and each window's scores
     kwargs = dict(language="en", return_timestamps=True, return_segments=True, return_dict_in_generate=True,
                   output_scores=True, max_new_tokens=8)
+    progress, expected_progress = [], []  # monitor_progress: [B, 2] (frames done, frames in all) per window
     with torch.no_grad():
         expected = hf.generate(torch.tensor(inputs.input_features), attention_mask=torch.tensor(inputs.attention_mask),
-                               **kwargs)
+                               monitor_progress=lambda p: expected_progress.append(p.clone()), **kwargs)
     assert max(float(s["end"]) for s in expected["segments"][0]) > 30
-    assert_same_output(ours.generate(inputs.input_features, attention_mask=inputs.attention_mask, **kwargs), expected)
+    got = ours.generate(inputs.input_features, attention_mask=inputs.attention_mask,
+                        monitor_progress=lambda p: progress.append(p.copy()), **kwargs)
+    assert_same_output(got, expected)
+    assert len(expected_progress) > 2
+    assert_same_output(progress, expected_progress, "progress")
 
 
 @pytest.mark.parametrize("kwargs,rows", [

@@ -274,7 +274,7 @@ class WhisperGenerationMixin:
                  time_precision_features=0.01, return_token_timestamps=None, return_segments=False,
                  return_dict_in_generate=None, force_unique_generate_call=None, monitor_progress=None, **kwargs):
         unsupported = {"prefix_allowed_tokens_fn": prefix_allowed_tokens_fn,
-                       "monitor_progress": monitor_progress, "assistant_model": kwargs.get("assistant_model"),
+                       "assistant_model": kwargs.get("assistant_model"),
                        "decoder_input_ids": kwargs.get("decoder_input_ids")}
         for name, value in unsupported.items():
             if value is not None:
@@ -370,6 +370,8 @@ class WhisperGenerationMixin:
         condition = [bool(config.condition_on_prev_tokens)] * batch
         outputs = None
         while (seek < max_frames).any():
+            if monitor_progress is not None:  # transformers': [B, 2] (frames done, frames in all) per audio
+                monitor_progress(_as_kind(np.stack((seek, max_frames), 1), kind))
             rows = np.flatnonzero(seek < max_frames)
             time_offset = seek.astype(np.float64) * time_precision / stride
             seek_frames = np.minimum(max_frames[rows] - seek[rows], window)
