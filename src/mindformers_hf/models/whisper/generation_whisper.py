@@ -10,7 +10,9 @@ EncoderDecoderCache, whose cross-attention keys/values are computed once). As in
 hold the generated tokens only: the prompt and a final end-of-text are removed, rows are right-padded with
 pad_token_id. `prompt_ids` and `condition_on_prev_tokens` put text before the init tokens
 (<|startofprev|> ...), as transformers' _prepare_decoder_input_ids does. `return_token_timestamps` adds each
-token's time from the alignment heads' cross-attention (token_timestamps.py).
+token's time from the alignment heads' cross-attention (token_timestamps.py). `return_segments` /
+`return_dict_in_generate` return transformers' structures: the segment dicts of each row (split at timestamp
+pairs, with their window's output as `result`), or the last window's outputs as a Generate*EncoderDecoderOutput.
 """
 import copy
 import math
