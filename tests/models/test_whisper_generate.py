@@ -209,8 +209,9 @@ def test_long_form_matches_hf(timestamp_models):
     ({"return_timestamps": True, "language": "german", "num_beams": 2, "max_new_tokens": 10}, 1),
 ])
 def test_token_timestamps_match_hf(timestamp_models, kwargs, rows):
-    """return_token_timestamps: {"sequences", "token_timestamps", "segments"}, the times from dynamic time warping over the
-    alignment heads' cross-attention (cropped to the audio by attention_mask), equal to transformers'."""
+    """return_token_timestamps (with return_segments): {"sequences", "token_timestamps", "segments"}, the times
+    from dynamic time warping over the alignment heads' cross-attention (cropped to the audio by attention_mask),
+    equal to transformers'."""
     import torch
     from transformers import WhisperFeatureExtractor
 

@@ -163,8 +163,11 @@ def _stack_outputs(outputs, to):
     return cls(**stacked)
 
 
-def _segment_as_kind(segment, to):
-    """A segment dict with its arrays (and its result's) as the caller's kind of tensor."""
+def _segments_as_kind(segments, to):
+    """Each row's segment dicts with their arrays as the caller's kind of tensor; the segments of one window
+    share one converted `result`, as in transformers."""
+    converted = {}
+
     def convert(value):
         if isinstance(value, dict):
             return {k: convert(v) for k, v in value.items()}
@@ -175,7 +178,13 @@ def _segment_as_kind(segment, to):
             return to(value) if value.ndim else to(value.reshape(1)).reshape(())  # a scalar stays 0-d
         return value
 
-    return {key: convert(value) for key, value in segment.items()}
+    def result(value):
+        if id(value) not in converted:
+            converted[id(value)] = convert(value)
+        return converted[id(value)]
+
+    return [[{key: result(value) if key == "result" else convert(value) for key, value in segment.items()}
+             for segment in row] for row in segments]
 
 
 def _pad_right(rows, pad):
@@ -446,7 +455,7 @@ class WhisperGenerationMixin:
         if return_token_timestamps:
             result["token_timestamps"] = to(times)
         if return_segments:
-            result["segments"] = [[_segment_as_kind(p, to) for p in row] for row in segments]
+            result["segments"] = _segments_as_kind(segments, to)
         return result
 
     # ------------------------------------------------------------------ one window, with the temperature fallback
