@@ -278,8 +278,10 @@ def assert_same_output(got, expected, where="output"):
     # no timestamps: transformers' own output class with the window's whole sequences, beam scores and indices
     {"language": "german", "num_beams": 2, "return_dict_in_generate": True, "output_scores": True,
      "max_new_tokens": 6},
-    # return_segments alone: each segment's `result` is the window's row (prompt, tokens, padding)
-    {"return_timestamps": True, "language": "en", "return_segments": True, "max_new_tokens": 10},
+    # return_segments alone: each segment's `result` is the window's row (prompt, tokens, padding); with
+    # force_unique_generate_call the sequences are those whole rows of the one window
+    {"return_timestamps": True, "language": "en", "return_segments": True, "max_new_tokens": 10,
+     "force_unique_generate_call": True},
 ])
 def test_segments_and_dict_outputs_match_hf(timestamp_models, input_features, kwargs):
     import torch
