@@ -277,7 +277,7 @@ def assert_same_output(got, expected, where="output"):
      "output_logits": True, "max_new_tokens": 12},
     # no timestamps: transformers' own output class with the window's whole sequences, beam scores and indices
     {"language": "german", "num_beams": 2, "return_dict_in_generate": True, "output_scores": True,
-     "max_new_tokens": 6},
+     "max_new_tokens": 4},
     # return_segments alone: each segment's `result` is the window's row (prompt, tokens, padding); with
     # force_unique_generate_call the sequences are those whole rows of the one window
     {"return_timestamps": True, "language": "en", "return_segments": True, "max_new_tokens": 10,
