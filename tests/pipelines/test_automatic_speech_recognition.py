@@ -59,12 +59,16 @@ def _audio(seed, seconds):
     dict(),                                                              # pipeline defaults: num_beams=5
     dict(generate_kwargs={"language": "german", "num_beams": 1}),
     dict(generate_kwargs={"task": "translate", "language": "en"}, max_new_tokens=6),
+    # the detected language token, read from the first segment's whole sequence, starts the chunks' languages
+    dict(return_language=True, generate_kwargs={"num_beams": 1}, max_new_tokens=8),
 ])
 def test_asr_pipeline_matches_transformers(pipes, call):
     ours, hf = pipes
     audio = _audio(0, 1.5)
     expected = hf(audio.copy(), **call)
     assert expected["text"]  # the tiny model writes something
+    if call.get("return_language"):
+        assert expected["chunks"][0]["language"]
     assert ours(audio, **call) == expected
     assert ours({"raw": audio, "sampling_rate": 16000}, **call) == expected
 

@@ -40,8 +40,6 @@ class AutomaticSpeechRecognitionPipeline:
 
     def __call__(self, inputs, return_timestamps=None, return_language=None, chunk_length_s=None,
                  stride_length_s=None, generate_kwargs=None, batch_size=None, ignore_warning=None, **kwargs):
-        if return_language:
-            raise NotImplementedError("automatic-speech-recognition: return_language is not supported")
         if getattr(self.model.generation_config, "return_timestamps", False):
             return_timestamps = return_timestamps or self.model.generation_config.return_timestamps
         if return_timestamps == "char":
@@ -52,8 +50,8 @@ class AutomaticSpeechRecognitionPipeline:
         call_kwargs = {**self._call_defaults, **(generate_kwargs or {}), **kwargs}
         chunking = self._chunking(chunk_length_s, stride_length_s)
         if isinstance(inputs, (list, tuple)):
-            return [self._one(item, return_timestamps, call_kwargs, chunking) for item in inputs]
-        return self._one(inputs, return_timestamps, call_kwargs, chunking)
+            return [self._one(item, return_timestamps, return_language, call_kwargs, chunking) for item in inputs]
+        return self._one(inputs, return_timestamps, return_language, call_kwargs, chunking)
 
     def _chunking(self, chunk_length_s, stride_length_s):
         """transformers' preprocess: chunk and stride lengths in samples (the strides default to a sixth of the
@@ -113,13 +111,15 @@ class AutomaticSpeechRecognitionPipeline:
     def _generate_kwargs(self, kwargs):
         return prepare_generate_kwargs(self.model, kwargs, self._defaults)
 
-    def _one(self, inputs, return_timestamps, kwargs, chunking):
+    def _one(self, inputs, return_timestamps, return_language, kwargs, chunking):
         audio = self._audio(inputs)
         kwargs = self._generate_kwargs(kwargs)
         if return_timestamps:
             kwargs["return_timestamps"] = True
-        if return_timestamps == "word":  # token times from the alignment heads, with each window's offset
-            kwargs.update(return_token_timestamps=True, _offset_token_timestamps=True)
+        if return_timestamps == "word":  # token times from the alignment heads, read from the segments
+            kwargs.update(return_token_timestamps=True, return_segments=True)
+        if return_language:  # the language token is read from the first segment's whole sequence
+            kwargs["return_segments"] = True
         if chunking is None:
             longform = audio.shape[0] > self.feature_extractor.n_samples  # generate's seek loop over 30 s windows
             pieces = [{"audio": audio, "is_last": True,
@@ -133,16 +133,36 @@ class AutomaticSpeechRecognitionPipeline:
             generated = self.model.generate(processed.input_features, attention_mask=processed.attention_mask,
                                             **kwargs)
             output = {"is_last": piece["is_last"]}
+            language = None
             if isinstance(generated, dict):
-                generated, output["token_timestamps"] = generated["sequences"], generated["token_timestamps"]
+                if return_timestamps == "word":  # as transformers: each row's segment times, with the offsets
+                    output["token_timestamps"] = [np.concatenate([np.asarray(s["token_timestamps"]) for s in row])
+                                                  if row else np.zeros(0, np.float32) for row in generated["segments"]]
+                if return_language:
+                    language = self._language_token(generated["segments"], kwargs)
+                generated = generated["sequences"]
             output["tokens"] = np.asarray(generated)
+            if language is not None:  # transformers puts it back before the tokens, for _decode_asr to find
+                output["tokens"] = np.concatenate([np.full((1, 1), language, output["tokens"].dtype),
+                                                   output["tokens"]], -1)
             if "stride" in piece:  # the tokenizer merges overlapping chunks by their strides, in seconds
                 output["stride"] = tuple(n / self.feature_extractor.sampling_rate for n in piece["stride"])
             outputs.append(output)
         time_precision = self.feature_extractor.chunk_length / self.model.config.max_source_positions
-        text, optional = self.tokenizer._decode_asr(outputs, return_timestamps=return_timestamps, return_language=None,
-                                                    time_precision=time_precision)
+        text, optional = self.tokenizer._decode_asr(outputs, return_timestamps=return_timestamps,
+                                                    return_language=return_language, time_precision=time_precision)
         return {"text": text, **optional}
+
+    def _language_token(self, segments, kwargs):
+        """transformers' _forward: the first language id in the first segment's whole window sequence (generate
+        returns the tokens after the decoder prompt only), or None."""
+        if not segments or not segments[0]:
+            return None
+        result = segments[0][0]["result"]
+        sequence = np.asarray(result["sequences"] if isinstance(result, dict) else result)
+        config = kwargs.get("generation_config", self.model.generation_config)
+        ids = set(getattr(config, "lang_to_id", {}).values())
+        return next((int(t) for t in sequence.tolist() if t in ids), None)
 
 
 def _chunks(audio, chunk_len, stride_left, stride_right):

@@ -10,7 +10,9 @@ EncoderDecoderCache, whose cross-attention keys/values are computed once). As in
 hold the generated tokens only: the prompt and a final end-of-text are removed, rows are right-padded with
 pad_token_id. `prompt_ids` and `condition_on_prev_tokens` put text before the init tokens
 (<|startofprev|> ...), as transformers' _prepare_decoder_input_ids does. `return_token_timestamps` adds each
-token's time from the alignment heads' cross-attention (token_timestamps.py).
+token's time from the alignment heads' cross-attention (token_timestamps.py). `return_segments` /
+`return_dict_in_generate` return transformers' structures: the segment dicts of each row (split at timestamp
+pairs, with their window's output as `result`), or the last window's outputs as a Generate*EncoderDecoderOutput.
 """
 import copy
 import math
@@ -23,6 +25,7 @@ from mindspore import ops
 from ... import tensor_io
 from ...generation import logits_process as lp
 from ...generation.utils import _as_kind, _as_list
+from ...modeling_outputs import ModelOutput, _CacheAlias
 from ...utils import warn_once
 from . import token_timestamps
 
@@ -76,23 +79,112 @@ def _language_codes():
     return TO_LANGUAGE_CODE, TASK_IDS
 
 
-def _split_segments(tokens, timestamp_begin, seek_frames, stride):
-    """transformers' _retrieve_segment, tokens only: a window's tokens split at each pair of consecutive
-    timestamps, and how many mel frames to seek. Without a single timestamp before the end, the text after the
+def _retrieve_segments(tokens, timestamp_begin, seek_frames, stride, time_offset, time_precision,
+                       time_precision_features, idx_offset):
+    """transformers' _retrieve_segment: a window's tokens split at each pair of consecutive timestamps, as
+    segment dicts (`start`, `end` in seconds, float64; `tokens`; `idxs`, their positions in the window's
+    sequence), and how many mel frames to seek. Without a single timestamp before the end, the text after the
     last pair is dropped and the next window starts at that pair's time."""
     stamps = tokens >= timestamp_begin
     single_ending = len(tokens) >= 2 and not stamps[-2] and stamps[-1]
     slices = [i + 1 for i in range(len(tokens) - 1) if stamps[i] and stamps[i + 1]]
+    offset = np.float64(time_offset)
     if not slices:
-        return [tokens], seek_frames
+        # the whole window is one segment; it ends at the last timestamp, or at the window's end
+        # (transformers computes that from int64 frames times a float, in float32)
+        last = int(np.float32(seek_frames) * np.float32(time_precision_features) / np.float32(time_precision))
+        if stamps.any() and tokens[np.flatnonzero(stamps)[-1]] != timestamp_begin:
+            last = np.float64(tokens[np.flatnonzero(stamps)[-1]] - timestamp_begin)
+        return [{"start": offset, "end": offset + last * time_precision, "tokens": tokens,
+                 "idxs": (idx_offset, idx_offset + len(tokens))}], seek_frames
     if single_ending:
         slices.append(len(tokens))
     else:  # the last pair's second timestamp stays in the last segment
         slices[-1] += 1
-    pieces = [tokens[start:end] for start, end in zip([0] + slices[:-1], slices)]
+    pieces = []
+    for k, (start, end) in enumerate(zip([0] + slices[:-1], slices)):
+        piece = tokens[start:end]
+        last = -1 if k < len(slices) - 1 or single_ending else -2
+        pieces.append({"start": offset + np.float64(piece[0] - timestamp_begin) * time_precision,
+                       "end": offset + np.float64(piece[last] - timestamp_begin) * time_precision,
+                       "tokens": piece, "idxs": (idx_offset + start, idx_offset + end)})
     if single_ending:
         return pieces, seek_frames
     return pieces, int(tokens[slices[-1] - 2] - timestamp_begin) * stride
+
+
+def _row_output(result, j, config, times):
+    """transformers' _postprocess_outputs for row j of one generate call: the row's sequence, or with
+    return_dict_in_generate a dict of its sequence, scores (along its beam), logits, beam indices and times."""
+    sequence = result["sequences"][j]
+    if not config.return_dict_in_generate:
+        return sequence
+    beam = "beam_indices" in result
+    out = {"sequences": sequence}
+    if beam:
+        out["sequences_scores"] = np.asarray(result["sequences_scores"][j], np.float32)
+    if config.output_scores:
+        if beam:  # transformers picks each step's row by the beam indices (-1 past the end: the last row)
+            out["scores"] = [step[b] for step, b in zip(result["scores"], result["beam_indices"][j])]
+        else:
+            out["scores"] = [step[j] for step in result["scores"]]
+    if config.output_logits:  # row j of each step's logits (for beam search: beam j of the first audio, as there)
+        out["logits"] = [step[j] for step in result["logits"]]
+    if beam:
+        out["beam_indices"] = result["beam_indices"][j].astype(np.int32)  # transformers' beam indices are int32
+    if times is not None:
+        out["token_timestamps"] = times
+    return out
+
+
+class GenerateEncoderDecoderOutput(_CacheAlias, ModelOutput):
+    _fields = ("sequences", "scores", "logits", "encoder_attentions", "encoder_hidden_states", "decoder_attentions",
+               "cross_attentions", "decoder_hidden_states", "past_key_values")
+
+
+class GenerateBeamEncoderDecoderOutput(_CacheAlias, ModelOutput):
+    _fields = ("sequences", "sequences_scores", "scores", "logits", "beam_indices", "encoder_attentions",
+               "encoder_hidden_states", "decoder_attentions", "cross_attentions", "decoder_hidden_states",
+               "past_key_values")
+
+
+def _stack_outputs(outputs, to):
+    """transformers' _stack_split_outputs: the rows' outputs of one generate call stacked again; a plain dict
+    when they hold token times."""
+    stacked = {}
+    for key, value in outputs[0].items():
+        if key in ("scores", "logits"):
+            stacked[key] = tuple(to(np.stack([o[key][i] for o in outputs])) for i in range(len(value)))
+        else:
+            stacked[key] = to(np.stack([o[key] for o in outputs]))
+    if "token_timestamps" in stacked:
+        return stacked
+    cls = GenerateBeamEncoderDecoderOutput if "beam_indices" in stacked else GenerateEncoderDecoderOutput
+    return cls(**stacked)
+
+
+def _segments_as_kind(segments, to):
+    """Each row's segment dicts with their arrays as the caller's kind of tensor; the segments of one window
+    share one converted `result`, as in transformers."""
+    converted = {}
+
+    def convert(value):
+        if isinstance(value, dict):
+            return {k: convert(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [convert(v) for v in value]
+        if isinstance(value, (np.ndarray, np.generic)):
+            value = np.asarray(value)
+            return to(value) if value.ndim else to(value.reshape(1)).reshape(())  # a scalar stays 0-d
+        return value
+
+    def result(value):
+        if id(value) not in converted:
+            converted[id(value)] = convert(value)
+        return converted[id(value)]
+
+    return [[{key: result(value) if key == "result" else convert(value) for key, value in segment.items()}
+             for segment in row] for row in segments]
 
 
 def _pad_right(rows, pad):
@@ -192,11 +284,8 @@ class WhisperGenerationMixin:
                  no_speech_threshold=None, num_segment_frames=None, attention_mask=None, time_precision=0.02,
                  time_precision_features=0.01, return_token_timestamps=None, return_segments=False,
                  return_dict_in_generate=None, force_unique_generate_call=None, monitor_progress=None, **kwargs):
-        offset_stamps = kwargs.pop("_offset_token_timestamps", False)  # the pipeline's word timestamps
         unsupported = {"prefix_allowed_tokens_fn": prefix_allowed_tokens_fn,
-                       "return_segments": return_segments or None,
-                       "return_dict_in_generate": return_dict_in_generate or None,
-                       "monitor_progress": monitor_progress, "assistant_model": kwargs.get("assistant_model"),
+                       "assistant_model": kwargs.get("assistant_model"),
                        "decoder_input_ids": kwargs.get("decoder_input_ids")}
         for name, value in unsupported.items():
             if value is not None:
@@ -208,11 +297,20 @@ class WhisperGenerationMixin:
         if kwargs.pop("encoder_outputs", None) is not None:
             raise NotImplementedError("Whisper generate: encoder_outputs is not supported; pass input_features")
         config, model_kwargs, _ = self._prepare_generation_config(generation_config, kwargs)
-        for name in ("return_dict_in_generate", "output_scores", "output_logits"):
-            if getattr(config, name, False):
-                raise NotImplementedError(f"Whisper generate: {name}=True is not supported")
+        if config.output_hidden_states:
+            raise NotImplementedError("Whisper generate: output_hidden_states=True is not supported")
         if (config.num_return_sequences or 1) > 1:
             raise NotImplementedError("Whisper generate: num_return_sequences > 1 is not supported")
+        # transformers' _set_return_outputs: token timestamps (and the logprob threshold, below) need the
+        # per-window outputs as dicts with their scores
+        if return_dict_in_generate is None:
+            return_dict_in_generate = bool(config.return_dict_in_generate)
+        else:
+            config.return_dict_in_generate = return_dict_in_generate
+        if return_token_timestamps:
+            config.return_dict_in_generate = config.output_scores = True
+        if force_unique_generate_call is None:
+            force_unique_generate_call = bool(getattr(config, "force_unique_generate_call", False))
         # transformers' Whisper: a list of temperatures is the fallback order, tried while a window's output
         # fails the thresholds; do_sample is overridden (it samples only at a positive temperature)
         temperatures = list(temperature) if isinstance(temperature, (list, tuple)) else [temperature]
@@ -222,7 +320,8 @@ class WhisperGenerationMixin:
         if config.logprob_threshold is not None:
             if config.num_beams > 1:
                 raise NotImplementedError("Whisper generate: logprob_threshold with beam search is not supported")
-            config.output_scores = True  # the window's average log-probability is read from its scores
+            # the window's average log-probability is read from its scores
+            config.return_dict_in_generate = config.output_scores = True
         for key in model_kwargs:
             warn_once(f"Whisper generate: keyword {key!r} is accepted for compatibility and ignored")
         if input_features is None:
@@ -275,14 +374,17 @@ class WhisperGenerationMixin:
         first_segment = prompt is not None and config.prompt_condition_type == "first-segment"
 
         seek = np.zeros(batch, np.int64)
-        segments = [[] for _ in range(batch)]
+        segments = [[] for _ in range(batch)]  # per row: transformers' segment dicts
         if first_segment:  # the prompt is the first "segment": previous text for conditioning, dropped at the end
             tail = prompt[1:] if prev_sot is not None and prompt[0] == prev_sot else prompt
-            segments = [[tail] for _ in range(batch)]
+            segments = [[{"tokens": tail}] for _ in range(batch)]
         condition = [bool(config.condition_on_prev_tokens)] * batch
-        stamps = [[] for _ in range(batch)] if return_token_timestamps else None  # per row: (times, offset)
+        outputs = None
         while (seek < max_frames).any():
+            if monitor_progress is not None:  # transformers': [B, 2] (frames done, frames in all) per audio
+                monitor_progress(_as_kind(np.stack((seek, max_frames), 1), kind))
             rows = np.flatnonzero(seek < max_frames)
+            time_offset = seek.astype(np.float64) * time_precision / stride
             seek_frames = np.minimum(max_frames[rows] - seek[rows], window)
             segment = np.zeros((len(rows), feats.shape[1], window), np.float32)  # padded to 30 s
             for i, row in enumerate(rows):
@@ -298,38 +400,63 @@ class WhisperGenerationMixin:
             if config.no_speech_threshold is not None:
                 no_speech = self._no_speech_probs(hidden, ids, mask, init.shape[1], config)
             frames_left = None if num_frames is None else num_frames[rows] - seek[rows]
-            tokens, skip, times = self._generate_with_fallback(hidden, ids, mask, rows, temperatures, config, custom,
-                                                               stopping_criteria, pad, eos, no_speech, condition,
-                                                               frames_left)
+            tokens, skip, outputs = self._generate_with_fallback(hidden, ids, mask, rows, temperatures, config, custom,
+                                                                 stopping_criteria, pad, eos, no_speech, condition,
+                                                                 frames_left)
             for i, row in enumerate(rows):
                 if skip[i]:  # no speech in this window: transformers drops it and seeks past it
                     seek[row] += seek_frames[i]
                     continue
-                pieces, offset = _split_segments(tokens[i], timestamp_begin, int(seek_frames[i]), stride)
-                if stamps is not None:  # each piece's times, by its positions in the window's sequence
-                    start = ids.shape[1]
-                    for piece in pieces:
-                        stamps[row].append((times[i][start:start + len(piece)], seek[row] * time_precision / stride))
-                        start += len(piece)
+                pieces, offset = _retrieve_segments(tokens[i], timestamp_begin, int(seek_frames[i]), stride,
+                                                    time_offset[row], time_precision, time_precision_features,
+                                                    ids.shape[1])
+                for piece in pieces:
+                    piece["result"] = outputs[i]
+                    if return_token_timestamps:  # the piece's times, by its positions in the window's sequence
+                        start, end = piece["idxs"]
+                        # float32, as torch adds the float64 offset to the float32 times
+                        piece["token_timestamps"] = outputs[i]["token_timestamps"][start:end] + \
+                            np.float32(time_offset[row])
                 segments[row] += pieces
                 seek[row] += offset
+            if force_unique_generate_call:
+                break
         if first_segment:
             segments = [rows[1:] for rows in segments]
-        sequences = _as_kind(_pad_right([np.concatenate(p) if p else np.zeros(0, np.int64) for p in segments], pad),
-                             kind)
-        if stamps is None:
+        to = lambda a: _as_kind(a, kind)  # noqa: E731
+        if return_dict_in_generate and config.return_dict_in_generate and \
+                (force_unique_generate_call or not return_timestamps):
+            # transformers returns the outputs of the last generate call (one window), stacked over its rows
+            return _stack_outputs(outputs, to)
+        if force_unique_generate_call:  # transformers' _pad_to_max_length: each row's whole first call
+            results = [row[0]["result"] for row in segments]
+            sequences = to(np.stack([r["sequences"] if isinstance(r, dict) else r for r in results]))
+            times = np.stack([r["token_timestamps"] for r in results]) if return_token_timestamps else None
+        else:
+            sequences = to(_pad_right([np.concatenate([p["tokens"] for p in row]) if row else np.zeros(0, np.int64)
+                                       for row in segments], pad))
+            times = None
+            if return_token_timestamps:
+                # transformers' _pad_to_max_length: the window times without the window offsets, rows padded with
+                # their last time
+                times = [np.concatenate([p["result"]["token_timestamps"][slice(*p["idxs"])] for p in row])
+                         .astype(np.float32) if row else np.zeros(0, np.float32) for row in segments]
+                width = max(len(r) for r in times)
+                times = np.stack([np.pad(r, (0, width - len(r)), constant_values=r[-1] if len(r) else 0.0)
+                                  for r in times])
+        if return_dict_in_generate and config.return_dict_in_generate:
+            warn_once("You have passed `return_dict_in_generate=True` and `return_timestamps=True`, this "
+                      "automatically sets `return_segments=True` to access the results of the underlying calls to "
+                      "GenerationMixin's generate in the returned `segments`.")
+            return_segments = True
+        elif not return_segments and not return_token_timestamps:
             return sequences
-        if offset_stamps:  # the pipeline: each row's times with its windows' offsets, unpadded
-            return {"sequences": sequences, "token_timestamps": [
-                np.concatenate([t + np.float32(off) for t, off in row]) if row else np.zeros(0, np.float32)
-                for row in stamps]}  # float32, as torch adds the float64 offset to the float32 times
-        # transformers' _pad_to_max_length: the window times without the window offsets, rows padded with
-        # their last time
-        rows = [np.concatenate([t for t, _ in row]).astype(np.float32) if row else np.zeros(0, np.float32)
-                for row in stamps]
-        width = max(len(r) for r in rows)
-        times = np.stack([np.pad(r, (0, width - len(r)), constant_values=r[-1] if len(r) else 0.0) for r in rows])
-        return {"sequences": sequences, "token_timestamps": _as_kind(times, kind)}
+        result = {"sequences": sequences}
+        if return_token_timestamps:
+            result["token_timestamps"] = to(times)
+        if return_segments:
+            result["segments"] = _segments_as_kind(segments, to)
+        return result
 
     # ------------------------------------------------------------------ one window, with the temperature fallback
     def _generate_with_fallback(self, hidden, ids, mask, rows, temperatures, config, custom, stopping_criteria, pad,
@@ -337,10 +464,11 @@ class WhisperGenerationMixin:
         """transformers' generate_with_fallback: decode the window at each temperature in turn, again only for the
         rows whose output fails a threshold (compression ratio, average log-probability); a row whose no-speech
         probability is over its threshold while its log-probability is under is skipped. Returns each row's
-        tokens (padding and end-of-text removed), the skip flags and, with return_token_timestamps, each row's
-        token times over its whole sequence (prompt included)."""
+        tokens (padding and end-of-text removed), the skip flags and each row's output of its last attempt
+        (transformers' seek_outputs: the row's whole sequence, prompt included, or with return_dict_in_generate
+        a dict of it with its scores, logits, beam indices and token times)."""
         begin = ids.shape[1]
-        tokens, skip, times = [None] * len(rows), [False] * len(rows), [None] * len(rows)
+        tokens, skip, outputs = [None] * len(rows), [False] * len(rows), [None] * len(rows)
         todo = np.arange(len(rows))
         for attempt, temperature in enumerate(temperatures):
             _set_temperature(config, temperature)
@@ -353,16 +481,16 @@ class WhisperGenerationMixin:
             else:
                 result = self._sample_loop(runner, ids[todo], mask[todo], config, processors, criteria, pad, eos,
                                            None)
+            window_times = None
             if config.return_token_timestamps:
                 # transformers indexes the window's frames by position in the call's batch
                 window_times = self._token_timestamps(todo_hidden, result["sequences"], mask[todo], config,
                                                       frames_left)
             again = []
             for j, i in enumerate(todo):
-                if config.return_token_timestamps:
-                    times[i] = window_times[j]
+                outputs[i] = _row_output(result, j, config, None if window_times is None else window_times[j])
                 row = self._strip_padding(result["sequences"][j, begin:], pad, eos)
-                scores = [step[j] for step in result["scores"]] if config.output_scores else None
+                scores = outputs[i]["scores"] if config.logprob_threshold is not None else None
                 fallback, skip[i] = self._need_fallback(row, scores, None if no_speech is None else no_speech[i],
                                                         config, temperature)
                 tokens[i] = row[:-1] if eos and len(row) and row[-1] in eos else row
@@ -373,7 +501,7 @@ class WhisperGenerationMixin:
             todo = np.asarray(again, np.int64)
             if not len(todo) or attempt == len(temperatures) - 1:
                 break
-        return tokens, skip, times
+        return tokens, skip, outputs
 
     def _token_timestamps(self, hidden, sequences, prompt_mask, config, frames):
         """transformers' _extract_token_timestamps for one generate call: [n, S] float32 times."""
@@ -445,7 +573,8 @@ class WhisperGenerationMixin:
             for row in rows:
                 previous = np.zeros(0, np.int64)
                 if condition[row] and segments[row]:
-                    pieces = [p[:-1] if len(p) > 2 and p[-2] >= timestamp_begin else p for p in segments[row]]
+                    pieces = [p["tokens"] for p in segments[row]]
+                    pieces = [p[:-1] if len(p) > 2 and p[-2] >= timestamp_begin else p for p in pieces]
                     previous = np.concatenate(pieces)[-cut:]
                 prefixes.append(np.concatenate([start, previous]).astype(np.int64))
             width = max(len(p) for p in prefixes)
