@@ -12,8 +12,15 @@ Tracing happens in a worker thread: MindSpore's tracer walks the Python stack an
 without source (`python -c`, some REPLs); a fresh thread's stack has none of those. Calls hold the process-wide
 model lock (runtime.py), which also keeps the Tensor-method patching below to one call at a time; the worker
 shares its caller's hold.
+
+Each step's traced function gets a name no other step in the process has. MindSpore keeps every traced graph in
+a process-wide table keyed by the function's module, `__name__`, `id()`, source line and input shapes, and never
+drops one: once a step is freed, a later step's function can be allocated at the same address, and with the same
+name, line and shapes it would replay the freed step's graph -- another model's weights and cache buffers --
+instead of tracing its own (issue 17: Qwen v1's generate took a freed model's tokens from its third token on).
 """
 import contextlib
+import itertools
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -23,6 +30,8 @@ from .. import runtime
 from ..layers import no_index_checks
 from ..utils import logger, warn_once
 
+# numbers the traced functions' names: never reused in a process, unlike id()
+_STEP_NUMBERS = itertools.count()
 _HOST_READS = ("asnumpy", "item", "tolist", "__int__", "__float__", "__bool__", "__index__", "__array__")
 
 
@@ -91,6 +100,8 @@ class CompiledStep:
             with no_index_checks():
                 return fn(*args)
 
+        # part of MindSpore's graph key (the module docstring): a recycled id() must not find a freed step's graph
+        unchecked.__name__ = unchecked.__qualname__ = f"compiled_step_{next(_STEP_NUMBERS)}"
         self.fn = unchecked
         self.description = description
         self._traced = ms.jit(unchecked, capture_mode="trace")
