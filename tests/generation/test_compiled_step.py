@@ -51,6 +51,22 @@ def test_a_step_whose_id_recycles_a_freed_ones_runs_its_own_graph(monkeypatch):
     assert _three_calls(_scaled_step(3.0), x) == want
 
 
+def test_a_freed_steps_graphs_are_released():
+    """MindSpore's table holds the graphs (and through them a model's weights) until the step that traced them is
+    freed; the next compiled step's call releases them."""
+    from mindspore.graph import jit_trace
+
+    x = ms.Tensor(np.arange(4, dtype=np.float32))
+    step = _scaled_step(2.0)
+    _three_calls(step, x)
+    name = f".{step.fn.__name__}#"
+    assert [phase for phase in jit_trace._trace_compile_cache if name in phase]
+    del step
+    gc.collect()
+    assert _three_calls(_scaled_step(3.0), x) == [[0.0, 3.0, 6.0, 9.0]] * 3
+    assert not [phase for phase in jit_trace._trace_compile_cache if name in phase]
+
+
 def test_two_models_with_one_decode_shape_each_generate_hfs_tokens(tiny_llama, tmp_path, monkeypatch):
     """The issue's case: Qwen v1 (use_dynamic_ntk / use_logn_attn) after another model whose compiled decode step
     has the same input shapes, with MindSpore's ids colliding; each model's greedy tokens are transformers'."""
