@@ -28,27 +28,18 @@ def _three_calls(step, x):
 
 
 def test_a_step_whose_id_recycles_a_freed_ones_runs_its_own_graph(monkeypatch):
-    x = ms.Tensor(np.arange(4, dtype=np.float32))
-    want = [[0.0, 3.0, 6.0, 9.0]] * 3
-    # freed steps whose function's address comes back: up to 8 tries (CPython reuses the freed block within a few)
-    for _ in range(8):
-        first = _scaled_step(2.0)
-        assert _three_calls(first, x) == [[0.0, 2.0, 4.0, 6.0]] * 3
-        freed = id(first.fn)
-        del first
-        gc.collect()
-        second = _scaled_step(3.0)
-        recycled = id(second.fn) == freed
-        assert _three_calls(second, x) == want, "recycled id" if recycled else "new id"
-        if recycled:
-            break
-    # and every time: MindSpore's tracer sees one id for every function (what recycling does at worst)
+    """MindSpore's tracer sees one id() for every function: what a recycled address does (whether CPython hands a
+    freed step's address to the next step depends on the allocator's state: in a fresh process it did within three
+    tries, in a test run after other tests not within eight)."""
     from mindspore.graph import jit_trace
 
     monkeypatch.setattr(jit_trace, "id", lambda obj: 17, raising=False)
+    x = ms.Tensor(np.arange(4, dtype=np.float32))
     first = _scaled_step(2.0)
     assert _three_calls(first, x) == [[0.0, 2.0, 4.0, 6.0]] * 3
-    assert _three_calls(_scaled_step(3.0), x) == want
+    # the first step stays alive, so its graphs are not released: only the step's own name keeps them apart
+    assert _three_calls(_scaled_step(3.0), x) == [[0.0, 3.0, 6.0, 9.0]] * 3
+    assert first(x).asnumpy().tolist() == [0.0, 2.0, 4.0, 6.0]
 
 
 def test_a_freed_steps_graphs_are_released():
