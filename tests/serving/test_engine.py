@@ -156,9 +156,7 @@ def test_attention_reads_the_pool_through_ops_paged_attention(llm_and_hf, monkey
         assert out.outputs[0].token_ids == want
 
 
-# Qwen v1 (dynamic NTK / logn attention) is left out: in a full-suite run its engine tokens diverged from
-# generate's after two tokens while the case passes alone (order-dependent; docs/serving.md "Not done yet")
-@pytest.mark.parametrize("kind", ["internlm", "internlm2", "chatglm"])
+@pytest.mark.parametrize("kind", ["internlm", "internlm2", "chatglm", "qwen", "baichuan"])
 def test_remote_formats_through_the_engine_equal_generate(tmp_path, kind):
     """The remote-code checkpoint formats read natively (tests/models/remote_formats.py writes each from an
     HF-native model; the family matrix checks generate's tokens against transformers): the engine's greedy tokens,

@@ -12,9 +12,19 @@ Tracing happens in a worker thread: MindSpore's tracer walks the Python stack an
 without source (`python -c`, some REPLs); a fresh thread's stack has none of those. Calls hold the process-wide
 model lock (runtime.py), which also keeps the Tensor-method patching below to one call at a time; the worker
 shares its caller's hold.
+
+Each step's traced function gets a name no other step in the process has. MindSpore keeps every traced graph in
+a process-wide table keyed by the function's module, `__name__`, `id()`, source line and input shapes, and never
+drops one: once a step is freed, a later step's function can be allocated at the same address, and with the same
+name, line and shapes it would replay the freed step's graph -- another model's weights and cache buffers --
+instead of tracing its own (issue 17: Qwen v1's generate took a freed model's tokens from its third token on).
+The graphs hold their model's weights, so a freed step's graphs are released (by that name) at the next compiled
+step's call: a finalizer can run in the middle of another trace, where releasing is not safe.
 """
 import contextlib
+import itertools
 import threading
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 
 import mindspore as ms
@@ -23,6 +33,10 @@ from .. import runtime
 from ..layers import no_index_checks
 from ..utils import logger, warn_once
 
+# numbers the traced functions' names: never reused in a process, unlike id()
+_STEP_NUMBERS = itertools.count()
+# names of freed steps whose graphs are still in MindSpore's table (appended by finalizers, drained under the lock)
+_FREED_STEPS = []
 _HOST_READS = ("asnumpy", "item", "tolist", "__int__", "__float__", "__bool__", "__index__", "__array__")
 
 
@@ -81,6 +95,23 @@ def _reset_tracer():
         pass
 
 
+def _release_freed_graphs():
+    """Drop freed steps' graphs from MindSpore's trace table (and their weights from memory)."""
+    if not _FREED_STEPS:
+        return
+    names = {f".{_FREED_STEPS.pop()}#" for _ in range(len(_FREED_STEPS))}
+    try:
+        from mindspore._c_expression import JitExecutor_
+        from mindspore.graph import jit_trace
+
+        phases = {phase for phase in jit_trace._trace_compile_cache if any(name in phase for name in names)}
+        if phases:
+            JitExecutor_.get_instance().del_net_res(None, phases)
+            jit_trace._trace_compile_cache.difference_update(phases)
+    except (ImportError, AttributeError):  # other MindSpore versions: the graphs stay (unique names keep them apart)
+        pass
+
+
 class CompiledStep:
     """`fn(*tensors)` compiled per input shapes, or run eagerly when compiling is impossible."""
 
@@ -91,6 +122,9 @@ class CompiledStep:
             with no_index_checks():
                 return fn(*args)
 
+        # part of MindSpore's graph key (the module docstring): a recycled id() must not find a freed step's graph
+        name = unchecked.__name__ = unchecked.__qualname__ = f"compiled_step_{next(_STEP_NUMBERS)}"
+        weakref.finalize(self, _FREED_STEPS.append, name)
         self.fn = unchecked
         self.description = description
         self._traced = ms.jit(unchecked, capture_mode="trace")
@@ -103,6 +137,7 @@ class CompiledStep:
 
     @runtime.serialized
     def __call__(self, *args):
+        _release_freed_graphs()
         if self.failure is not None:
             return self.fn(*args)
         key = tuple((tuple(a.shape), str(a.dtype)) for a in args)
