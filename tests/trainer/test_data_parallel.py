@@ -107,3 +107,27 @@ def test_main_process_first_lets_rank0_through_first(dp_jobs):
     times = {(kind, rank): float(re.search(rf"MAIN_FIRST_{kind} rank={rank} t=(\S+)", worker_logs[rank]).group(1))
              for kind in ("ENTER", "LEAVE") for rank in (0, 1)}
     assert times["ENTER", 1] >= times["LEAVE", 0] > times["ENTER", 0]
+
+
+def test_a_failing_scenario_fails_alone(tmp_path):
+    # the shared jobs' runner (scenarios.py) in one plain process: a scenario that raises is reported with its
+    # traceback and fails only the tests that read it; the ones after it still run; sys.exit(0) is an end
+    import subprocess
+    import sys
+
+    from .dp_jobs import RUNNER, DPJobs, _plan, scenario_logs
+
+    scripts = {"ok": "print('first')", "bad": "raise ValueError('boom')", "after": "print('second')",
+               "exits": "import sys; print('leaving'); sys.exit(0)"}
+    for name, code in scripts.items():
+        (tmp_path / f"{name}.py").write_text(code + "\n")
+    plan = _plan(tmp_path / "plan.json", [(name, [tmp_path / f"{name}.py"]) for name in scripts])
+    out = subprocess.run([sys.executable, RUNNER, plan], capture_output=True, text=True, timeout=60).stdout
+    parts = scenario_logs(out)
+    assert {name: status for name, (_, status) in parts.items()} == {
+        "ok": "end", "bad": "failed", "after": "end", "exits": "end"}
+    assert "ValueError: boom" in parts["bad"][0] and "second" in parts["after"][0]
+    jobs = DPJobs(tmp_path, None, {}, {}, out, None)
+    assert "first" in jobs.single("ok")
+    with pytest.raises(pytest.fail.Exception, match="one-process scenario 'bad' failed"):
+        jobs.single("bad")
