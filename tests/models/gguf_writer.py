@@ -68,15 +68,20 @@ def _write_gpt2_parameters(writer, config):
     writer.add_token_list([f"t{i}" for i in range(config.vocab_size)])
 
 
-def _write_starcoder2_parameters(writer, config):
-    """LayerNorm's epsilon, no rotary keys; HF's loader reads StarCoder2's vocabulary size only from the vocabulary
-    (no `vocab_size` key)."""
+def _write_shape(writer, config):
+    """The keys every transformer-config architecture here writes first: lengths, sizes, head counts."""
     writer.add_context_length(config.max_position_embeddings)
     writer.add_block_count(config.num_hidden_layers)
     writer.add_feed_forward_length(config.intermediate_size)
     writer.add_embedding_length(config.hidden_size)
     writer.add_head_count(config.num_attention_heads)
     writer.add_head_count_kv(config.num_key_value_heads)
+
+
+def _write_starcoder2_parameters(writer, config):
+    """LayerNorm's epsilon, no rotary keys; HF's loader reads StarCoder2's vocabulary size only from the vocabulary
+    (no `vocab_size` key)."""
+    _write_shape(writer, config)
     writer.add_layer_norm_eps(config.norm_epsilon)
     writer.add_tokenizer_model("gpt2")
     writer.add_token_list([f"t{i}" for i in range(config.vocab_size)])
@@ -99,12 +104,7 @@ def write_gguf(hf_model, path, arch):
         return _write_tensors(writer, hf_model, arch)
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     writer = gguf.GGUFWriter(str(path), arch)
-    writer.add_context_length(config.max_position_embeddings)
-    writer.add_block_count(config.num_hidden_layers)
-    writer.add_feed_forward_length(config.intermediate_size)
-    writer.add_embedding_length(config.hidden_size)
-    writer.add_head_count(config.num_attention_heads)
-    writer.add_head_count_kv(config.num_key_value_heads)
+    _write_shape(writer, config)
     writer.add_layer_norm_rms_eps(config.rms_norm_eps)
     writer.add_rope_freq_base(float(config.rope_parameters.get("rope_theta", 10000.0))
                               if "rope_theta" in config.rope_parameters else 10000.0)
