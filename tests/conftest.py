@@ -149,3 +149,11 @@ def layer_graph_shapes(monkeypatch):
 
     monkeypatch.setattr(modeling_llama, "layer_graph", recording)
     return shapes
+
+
+@pytest.fixture(scope="session")
+def dp_jobs(tmp_path_factory):
+    """The suite's data-parallel scenarios: one 2-process launch and one plain process (tests/trainer/dp_jobs.py)."""
+    from tests.trainer.dp_jobs import run_dp_jobs
+
+    return run_dp_jobs(tmp_path_factory.mktemp("dp_jobs"))

@@ -1,5 +1,6 @@
-"""accelerate's loop with only the import changed; test_data_parallel.py runs it under
-`mindformers-hf launch --num_processes 2` (batches of 2 per process) and in one process (the same global batches of 4).
+"""accelerate's loop with only the import changed; tests/trainer/dp_jobs.py runs it under
+`mindformers-hf launch --num_processes 2` (batches of 2 per process) and in one process (the same global batches of 4);
+test_accelerator.py compares.
 
 argv: model_dir output_dir
 """

@@ -5,7 +5,6 @@ Tolerance: gradients agree to ~1e-6 (fp32 rounding in two frameworks); AdamW's f
 which amplifies that rounding where |g| is near eps, so eps=1e-6 (as in tests/trainer/test_trainer_parity.py) and
 weights are compared at 1e-5 after four steps of lr 3e-3 (measured: losses 3e-6, weights 3e-6).
 """
-import glob
 import os
 
 import numpy as np
@@ -147,51 +146,30 @@ def test_process_api_save_model_and_errors(folder, tmp_path, capsys):
         Accelerator(mixed_precision="bf16")
 
 
-def test_two_processes_equal_one_process_on_the_global_batch(folder, tmp_path):
+def test_two_processes_equal_one_process_on_the_global_batch(dp_jobs):
     """Under `mindformers-hf launch --num_processes 2` each process takes every other batch of 2, gradients are
-    averaged at the step: the same weights as one process on the global batches of 4."""
+    averaged at the step: the same weights as one process on the global batches of 4. The runs are the "accelerate"
+    and "accelerate_single" scenarios of the session's data-parallel jobs (tests/trainer/dp_jobs.py), on this
+    module's checkpoint (make_hf_checkpoint, seed 4)."""
     import re
-    import shutil
-    import subprocess
-    import sys
 
-    from tests.trainer.test_data_parallel import _env, _weights
+    from tests.trainer.test_data_parallel import _weights
 
-    if shutil.which("msrun") is None:
-        pytest.skip("msrun (MindSpore's launcher) is not on PATH")
-    script = os.path.join(os.path.dirname(__file__), "dp_accelerate_script.py")
-    single = subprocess.run([sys.executable, script, folder, str(tmp_path / "single")], env=_env(),
-                            capture_output=True, text=True, timeout=300)
-    assert single.returncode == 0, single.stderr[-3000:]
-    logs = tmp_path / "logs"
-    launched = subprocess.run(
-        [sys.executable, "-m", "mindformers_hf.commands.cli", "launch", "--num_processes", "2", "--log_dir", str(logs),
-         "--main_process_port", str(_free_port()), script, folder, str(tmp_path / "dp")], env=_env(),
-        capture_output=True, text=True, timeout=600)
-    worker = {int(re.search(r"(\d+)\.log$", p).group(1)): open(p).read() for p in glob.glob(str(logs / "worker_*.log"))}
-    assert launched.returncode == 0, launched.stderr[-3000:] + "\n".join(worker.values())[-3000:]
-    single_steps = re.findall(r"STEP loss=(\S+) gathered=\((\d+), 12\)", single.stdout)
+    worker, single = dp_jobs.launched("accelerate"), dp_jobs.single("accelerate_single")
+    single_steps = re.findall(r"STEP loss=(\S+) gathered=\((\d+), 12\)", single)
     dp_steps = re.findall(r"STEP loss=(\S+) gathered=\((\d+), 12\)", worker[0])
     assert len(single_steps) == len(dp_steps) == 4
     assert not re.findall(r"STEP", worker[1])  # accelerator.print: the main process only
     for (loss_1, rows_1), (loss_2, rows_2) in zip(single_steps, dp_steps):
         assert rows_1 == rows_2 == "4"  # gather: both processes' rows
         assert float(loss_1) == pytest.approx(float(loss_2), abs=1e-5)
-    ours, reference = _weights(tmp_path / "dp"), _weights(tmp_path / "single")
+    ours, reference = _weights(dp_jobs.root / "acc_dp"), _weights(dp_jobs.root / "acc_single")
     assert ours.keys() == reference.keys()
     worst = max(float(np.abs(ours[k] - reference[k]).max()) for k in reference)
     assert worst < 1e-5, worst
     digests = {m.group(1): float(m.group(2)) for text in worker.values()
                for m in [re.search(r"WEIGHTS_DIGEST rank=(\d) world=2 value=(\S+)", text)] if m}
     assert len(digests) == 2 and digests["0"] == pytest.approx(digests["1"], rel=1e-9)
-
-
-def _free_port():
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("", 0))
-        return s.getsockname()[1]
 
 
 def test_save_state_and_load_state_resume_exactly(folder, tmp_path):

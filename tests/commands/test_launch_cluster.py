@@ -1,9 +1,9 @@
 """`mindformers-hf launch` past one machine, on 127.0.0.1: two machines as two launcher invocations, a killed
-worker with --max_restarts, a machine that never joins. Every launch costs ~10 s of msrun startup: few tests,
-each checking several things, all on one tiny LLaMA (hidden 32, 2 layers) and tests/trainer/dp_train_script.py
-(an HF Trainer script with only the import changed)."""
-import glob
-import os
+worker with --max_restarts, a machine that never joins. Every launch costs ~10 s of msrun startup: few launches,
+each checking several things, all on one tiny LLaMA (hidden 32, 2 layers) and tests/trainer/train_script.py
+(an HF Trainer script with only the import changed). The killed-worker launch is the session's data-parallel launch
+(tests/trainer/dp_jobs.py: its first attempt dies in the "restart" scenario, the rerun runs every scenario) and the
+one-process reference is its "cluster_single" scenario."""
 import re
 import shutil
 import subprocess
@@ -13,21 +13,14 @@ import time
 import numpy as np
 import pytest
 
-from ..conftest import make_hf_checkpoint
-from ..trainer.test_data_parallel import _env, _weights, free_port
+from ..trainer.dp_jobs import SCRIPT, free_port, scenario_logs, script_env as _env, worker_logs as _logs
+from ..trainer.test_data_parallel import _weights
 
-HERE = os.path.dirname(__file__)
-SCRIPT = os.path.join(HERE, "..", "trainer", "dp_train_script.py")
-KILL = os.path.join(HERE, "kill_rank_script.py")
 pytestmark = pytest.mark.skipif(shutil.which("msrun") is None, reason="msrun (MindSpore's launcher) is not on PATH")
 
 
 def _launch(*argv):
     return [sys.executable, "-m", "mindformers_hf.commands.cli", "launch", *map(str, argv)]
-
-
-def _logs(folder):
-    return {int(re.search(r"(\d+)\.log$", p).group(1)): open(p).read() for p in glob.glob(f"{folder}/worker_*.log")}
 
 
 def _assert_equal_weights(ours, reference, start):
@@ -56,33 +49,12 @@ def _finish(procs, timeout=600):
     return done
 
 
-class Reference:
-    """The one-process run, started in the background; `weights()` waits for it."""
-
-    def __init__(self, root, model_dir):
-        self.root, self.model_dir = root, model_dir
-        self.proc = _popen([sys.executable, SCRIPT, model_dir, str(root / "single"), "4"], root / "single.err")
-        self._weights = None
-
-    def weights(self):
-        """(expected, start): the weights after 3 steps, and before."""
-        if self._weights is None:
-            code, err = _finish({0: self.proc}, timeout=300)[0]
-            assert code == 0, err[-3000:]
-            self._weights = _weights(self.root / "single"), _weights(self.model_dir)
-        return self._weights
-
-
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    """One process on the global batch of 4 (2 ranks x 2), 3 AdamW steps: what every run here must end with. It
-    runs in the background while the first test's launches start (msrun's startup is mostly waiting)."""
-    root = tmp_path_factory.mktemp("cluster")
-    ref = Reference(root, make_hf_checkpoint(str(root / "tiny"), hidden_size=32, intermediate_size=64))
-    yield ref
-    if ref.proc.poll() is None:
-        ref.proc.kill()
-        ref.proc.wait()
+def reference(dp_jobs):
+    """One process on the global batch of 4 (2 ranks x 2), 3 AdamW steps on the hidden-32 LLaMA: what every run here
+    must end with, as (expected weights, start weights)."""
+    dp_jobs.single("cluster_single")
+    return _weights(dp_jobs.root / "cluster_single"), _weights(dp_jobs.root / "tiny32")
 
 
 @pytest.fixture(scope="module")
@@ -106,8 +78,8 @@ def lone_machines(tmp_path_factory):
             proc.wait()
 
 
-def test_two_machines_on_localhost_equal_one_process(reference, lone_machines):
-    root, model_dir = reference.root, reference.model_dir
+def test_two_machines_on_localhost_equal_one_process(dp_jobs, reference, lone_machines):
+    root, model_dir = dp_jobs.root, str(dp_jobs.root / "tiny32")
     port = free_port()
     done = _finish({rank: _popen(_launch(
         "--num_machines", 2, "--machine_rank", rank, "--main_process_ip", "127.0.0.1", "--main_process_port", port,
@@ -115,7 +87,7 @@ def test_two_machines_on_localhost_equal_one_process(reference, lone_machines):
         root / "two_machines", 2), root / f"machine{rank}.err") for rank in (0, 1)})
     for rank, (code, err) in done.items():
         assert code == 0, (rank, err[-3000:])
-    expected, start = reference.weights()
+    expected, start = reference
     _assert_equal_weights(_weights(root / "two_machines"), expected, start)
     # each machine ran one worker with accelerate's meaning of the flags: 2 processes in total, 1 per machine;
     # its global rank is node_rank * local + local index, LOCAL_RANK restarts at 0 on every machine
@@ -131,13 +103,12 @@ def test_two_machines_on_localhost_equal_one_process(reference, lone_machines):
     assert "SHOULD_SAVE rank=1 value=False" in _logs(root / "machine1")[1]
 
 
-def test_a_killed_worker_stops_the_job_and_max_restarts_resumes_from_the_last_checkpoint(reference):
-    root, model_dir = reference.root, reference.model_dir
-    logs, out = root / "restart_logs", root / "restarted"
-    # rank 1 is SIGKILLed as step 3 begins (after checkpoint-2), in the first attempt only
-    done = subprocess.run(_launch("--num_processes", 2, "--main_process_port", free_port(), "--max_restarts", 1,
-                                  "--log_dir", logs, KILL, 1, 2, SCRIPT, model_dir, out, 2, "last"),
-                          env=_env(), capture_output=True, text=True, timeout=600)
+def test_a_killed_worker_stops_the_job_and_max_restarts_resumes_from_the_last_checkpoint(dp_jobs, reference):
+    # the session's data-parallel launch: `launch --num_processes 2 --max_restarts 1 scenarios.py`, whose first
+    # scenario runs `kill_rank_script.py 1 2 train_script.py <hidden-32 LLaMA> <root>/restarted 2 last`: rank 1 is
+    # SIGKILLed as step 3 begins (after checkpoint-2), in the first attempt only
+    root, done = dp_jobs.root, dp_jobs.launch
+    logs, out = root / "logs", root / "restarted"
     assert done.returncode == 0, done.stderr[-4000:]
     # the first attempt stopped, and the launcher named the killed worker and its log (kept in attempt_0/)
     first = logs / "attempt_0"
@@ -145,16 +116,17 @@ def test_a_killed_worker_stops_the_job_and_max_restarts_resumes_from_the_last_ch
     assert f"rank 1 failed first (killed by signal SIGKILL); its log: {first / 'worker_1.log'}" in done.stderr
     assert "KILLING rank=1 at the start of step 3" in done.stderr  # the log's last lines are shown
     assert "restarting the job (1 of 1 restarts)" in done.stderr
-    failed = _logs(first)
+    failed = {rank: scenario_logs(text)["restart"][0] for rank, text in dp_jobs.attempt0_logs.items()}
+    assert sorted(scenario_logs(dp_jobs.attempt0_logs[0])) == ["restart"]  # nothing ran after the kill
     assert "RESUMING_FROM rank=0 checkpoint=None" in failed[0]
     assert len(re.findall(r"'loss'", failed[0])) == 2  # msrun stopped rank 0 in step 3
     # the rerun found checkpoint-2 (run_clm's get_last_checkpoint), took step 3 only and ended as one
     # uninterrupted process
-    rerun = _logs(logs)
+    rerun = dp_jobs.launched("restart")
     for rank in (0, 1):
         assert f"RESUMING_FROM rank={rank} checkpoint={out / 'checkpoint-2'}" in rerun[rank]
     assert len(re.findall(r"'loss'", rerun[0])) == 1
-    _assert_equal_weights(_weights(out), *reference.weights())
+    _assert_equal_weights(_weights(out), *reference)
 
 
 def test_a_machine_that_never_joins_fails_the_other_within_the_timeout_naming_it(lone_machines):

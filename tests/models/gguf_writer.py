@@ -1,5 +1,6 @@
 """Tiny unquantised GGUF files written with the `gguf` package the way llama.cpp's converter writes them: its
-tensor names, its q/k row permutation for LLaMA / Mistral and its `1 + w` RMSNorm convention for Gemma 2/3."""
+tensor names, its q/k row permutation for LLaMA / Mistral and its `1 + w` RMSNorm convention for Gemma 2/3; for
+StarCoder2, LayerNorm weights and biases and ffn_up / ffn_down for c_fc / c_proj, no q/k permutation."""
 import numpy as np
 
 _LAYER = {"input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
@@ -16,6 +17,8 @@ _PHI3_LAYER = {**_LAYER, "self_attn.qkv_proj": "attn_qkv", "mlp.gate_up_proj": "
 _MOE_LAYER = {**_LAYER, "mlp.gate": "ffn_gate_inp", "mlp.experts.down_proj": "ffn_down_exps",
               "mlp.shared_expert.gate_proj": "ffn_gate_shexp", "mlp.shared_expert.up_proj": "ffn_up_shexp",
               "mlp.shared_expert.down_proj": "ffn_down_shexp", "mlp.shared_expert_gate": "ffn_gate_inp_shexp"}
+# StarCoder2: a plain MLP, c_fc / c_proj (with biases, as every projection and LayerNorm)
+_STARCODER2_LAYER = {**_LAYER, "mlp.c_fc": "ffn_up", "mlp.c_proj": "ffn_down"}
 _MOE = ("qwen2moe", "qwen3moe")
 _GEMMA = ("gemma2", "gemma3")
 _KEY_LENGTH = ("qwen3", "qwen3moe")
@@ -25,16 +28,16 @@ _PERMUTED = ("llama", "mistral")  # llama.cpp's convert_hf_to_gguf.py permutes q
 def gguf_name(hf_name, arch):
     if arch == "gpt2":
         return _gpt2_name(hf_name)
-    top = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
-           "lm_head.weight": "output.weight"}
-    if hf_name in top:
-        return top[hf_name]
+    top = {"model.embed_tokens": "token_embd", "model.norm": "output_norm", "lm_head": "output"}
+    module, _, kind = hf_name.rpartition(".")
+    if module in top:  # (StarCoder2's LayerNorm and head have biases too)
+        return f"{top[module]}.{kind}"
     _, _, layer, rest = hf_name.split(".", 3)
     module, _, kind = rest.rpartition(".")
     if rest in ("mlp.experts.down_proj", "mlp.experts.gate_up_proj"):  # bare stacked parameters
         module, kind = rest, "weight"
     table = (_GEMMA_LAYER if arch in _GEMMA else _PHI3_LAYER if arch == "phi3" else _MOE_LAYER if arch in _MOE
-             else _LAYER)
+             else _STARCODER2_LAYER if arch == "starcoder2" else _LAYER)
     return f"blk.{layer}.{table[module]}.{kind}"
 
 
@@ -65,6 +68,25 @@ def _write_gpt2_parameters(writer, config):
     writer.add_token_list([f"t{i}" for i in range(config.vocab_size)])
 
 
+def _write_shape(writer, config):
+    """The keys every transformer-config architecture here writes first: lengths, sizes, head counts."""
+    writer.add_context_length(config.max_position_embeddings)
+    writer.add_block_count(config.num_hidden_layers)
+    writer.add_feed_forward_length(config.intermediate_size)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_head_count(config.num_attention_heads)
+    writer.add_head_count_kv(config.num_key_value_heads)
+
+
+def _write_starcoder2_parameters(writer, config):
+    """LayerNorm's epsilon, no rotary keys; HF's loader reads StarCoder2's vocabulary size only from the vocabulary
+    (no `vocab_size` key)."""
+    _write_shape(writer, config)
+    writer.add_layer_norm_eps(config.norm_epsilon)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_token_list([f"t{i}" for i in range(config.vocab_size)])
+
+
 def _permute(weights, n_head):
     """llama.cpp's LlamaModel.permute: rows (heads, dim/2, 2) -> (heads, 2, dim/2)."""
     return weights.reshape(n_head, 2, weights.shape[0] // n_head // 2, *weights.shape[1:]).swapaxes(1, 2) \
@@ -76,18 +98,13 @@ def write_gguf(hf_model, path, arch):
     import gguf
 
     config = hf_model.config
-    if arch == "gpt2":
+    if arch in ("gpt2", "starcoder2"):
         writer = gguf.GGUFWriter(str(path), arch)
-        _write_gpt2_parameters(writer, config)
+        (_write_gpt2_parameters if arch == "gpt2" else _write_starcoder2_parameters)(writer, config)
         return _write_tensors(writer, hf_model, arch)
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     writer = gguf.GGUFWriter(str(path), arch)
-    writer.add_context_length(config.max_position_embeddings)
-    writer.add_block_count(config.num_hidden_layers)
-    writer.add_feed_forward_length(config.intermediate_size)
-    writer.add_embedding_length(config.hidden_size)
-    writer.add_head_count(config.num_attention_heads)
-    writer.add_head_count_kv(config.num_key_value_heads)
+    _write_shape(writer, config)
     writer.add_layer_norm_rms_eps(config.rms_norm_eps)
     writer.add_rope_freq_base(float(config.rope_parameters.get("rope_theta", 10000.0))
                               if "rope_theta" in config.rope_parameters else 10000.0)

@@ -1,5 +1,6 @@
 """Remote-code checkpoint formats written from HF-native models, with the inverse of each published conversion
-(the sources are cited in tests/models/test_remote_formats.py, which checks the forward pass of each).
+(the sources are cited at the writers in tests/models/remote_formats.py, which builds its checkpoints with these
+functions on the family matrix's sizes, and tests/models/test_remote_formats.py checks the forward pass of each).
 
 `FORMATS[name]` holds, per format: the HF-native architecture it converts to, the function mapping an HF-native
 model's tensors to the format's (`tensors(hf)`), its config.json (`config(hf)`), and the fused modules with how
@@ -181,13 +182,20 @@ def baichuan_config(hf, position_embedding="rope"):
 
 def normalise_head(hf, seed=0):
     """llamafy_baichuan2 L2-normalises each head row (NormHead); the format's head is that times random positive
-    row scales, which NormHead undoes. Normalises `hf`'s head in place and returns the format's head."""
+    row scales, which NormHead undoes. Normalises `hf`'s head in place and returns the format's head. seed None:
+    the scales come from torch's global generator."""
     import torch
 
     with torch.no_grad():
         hf.lm_head.weight.copy_(torch.nn.functional.normalize(hf.lm_head.weight))
-    scales = torch.empty(hf.lm_head.weight.shape[0], 1).uniform_(0.5, 2.0, generator=torch.Generator().manual_seed(seed))
+    generator = None if seed is None else torch.Generator().manual_seed(seed)
+    scales = torch.empty(hf.lm_head.weight.shape[0], 1).uniform_(0.5, 2.0, generator=generator)
     return hf.lm_head.weight * scales
+
+
+def baichuan_model(**overrides):
+    return hf_native("LlamaConfig", "LlamaForCausalLM", **{"num_key_value_heads": TINY["num_attention_heads"],
+                                                           **overrides})
 
 
 # ------------------------------------------------------------------------------------------------ ChatGLM
@@ -278,9 +286,7 @@ FORMATS = {
     "internlm": (internlm_model, _named, internlm_config, {}, {}),
     "internlm2": (internlm2_model, internlm2_tensors, internlm2_config, {"wqkv": internlm2_rows},
                   {"wo": "o_proj", "w1": "gate_proj", "w3": "up_proj", "w2": "down_proj"}),
-    "baichuan": (lambda **kw: hf_native("LlamaConfig", "LlamaForCausalLM", **{
-        "num_key_value_heads": TINY["num_attention_heads"], **kw}), baichuan_tensors, baichuan_config,
-        {"W_pack": qkv_rows}, {}),
+    "baichuan": (baichuan_model, baichuan_tensors, baichuan_config, {"W_pack": qkv_rows}, {}),
     "chatglm": (chatglm_model, chatglm_tensors, chatglm_config, {"query_key_value": qkv_rows},
                 {"dense": "o_proj", "dense_h_to_4h": "gate_up_proj", "dense_4h_to_h": "down_proj"}),
     "qwen": (qwen_model, qwen_tensors, qwen_config, {"c_attn": qkv_rows},

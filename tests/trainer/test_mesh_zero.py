@@ -3,9 +3,9 @@ accelerate exports it (PARALLELISM_CONFIG_TP_SIZE, ACCELERATE_DEEPSPEED_ZERO_STA
 script ends with the weights of the one-process run when run as dp=2 x tp=2 with sharded optimizer state; each
 rank reads only its slices and holds half the moments; checkpoints resume into another data-parallel size.
 
-Four runs in all (two launches): one process; dp=2 x tp=2 + ZeRO-1 on 4 processes; the one-process run resumed
-from the mesh's checkpoint; dp=2 x tp=2 + ZeRO-1 resumed from the one-process run's checkpoint."""
-import glob
+Three runs in all (one launch): one process (started beside the launch: msrun's startup is mostly waiting);
+dp=2 x tp=2 + ZeRO-1 on 4 processes; the one-process run resumed from the mesh's checkpoint. The script is
+tests/trainer/train_script.py with --mesh."""
 import os
 import re
 import shutil
@@ -21,9 +21,7 @@ from mindformers_hf import TrainingArguments
 from mindformers_hf.commands import launch as L
 
 from ..conftest import make_hf_checkpoint
-from .test_data_parallel import _env, free_port
-
-SCRIPT = os.path.join(os.path.dirname(__file__), "mesh_train_script.py")
+from .dp_jobs import SCRIPT, free_port, script_env as _env, worker_logs
 pytestmark = pytest.mark.skipif(shutil.which("msrun") is None, reason="msrun (MindSpore's launcher) is not on PATH")
 # accelerate launch's flags for a dp x tp mesh and DeepSpeed ZeRO stage 1
 MESH = ["--use_parallelism_config", "--parallelism_config_tp_size", "2"]
@@ -35,22 +33,35 @@ def _tensors(path):
     return {k: np.array(reader.get(k)) for k in reader.keys()}
 
 
+def _start_single(model_dir, output_dir, *extra):
+    """The one-process run (batches of 4), in the background; `_finish_single` waits for its output."""
+    return subprocess.Popen([sys.executable, SCRIPT, model_dir, str(output_dir), "4", *extra, "--mesh"], env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _finish_single(proc):
+    try:
+        out, err = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err[-3000:]
+    return out
+
+
 def _single(model_dir, output_dir, *extra):
-    run = subprocess.run([sys.executable, SCRIPT, model_dir, str(output_dir), "4", *extra], env=_env(),
-                         capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
-    return run.stdout
+    return _finish_single(_start_single(model_dir, output_dir, *extra))
 
 
 def _launch(logs, n, flags, model_dir, output_dir, *extra):
     launched = subprocess.run(
         [sys.executable, "-m", "mindformers_hf.commands.cli", "launch", "--num_processes", str(n), *flags,
          "--main_process_port", str(free_port()), "--log_dir", str(logs), SCRIPT, model_dir, str(output_dir), "2",
-         *extra], env=_env(), capture_output=True, text=True, timeout=900)
-    worker_logs = {int(re.search(r"(\d+)\.log$", p).group(1)): open(p).read()
-                   for p in glob.glob(str(logs / "worker_*.log"))}
-    assert launched.returncode == 0, launched.stderr[-3000:] + "\n".join(worker_logs.values())[-3000:]
-    return worker_logs
+         *extra, "--mesh"], env=_env(), capture_output=True, text=True, timeout=900)
+    logs = worker_logs(logs)
+    assert launched.returncode == 0, launched.stderr[-3000:] + "\n".join(logs.values())[-3000:]
+    return logs
 
 
 def _reports(text):
@@ -73,8 +84,11 @@ def _assert_same_weights(ours, reference, tol=1e-5):
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("mesh")
     model_dir = make_hf_checkpoint(str(root / "tiny"))
-    single = _single(model_dir, root / "single")
-    mesh_logs = _launch(root / "logs", 4, MESH + ZERO, model_dir, root / "mesh")
+    single = _start_single(model_dir, root / "single")
+    try:
+        mesh_logs = _launch(root / "logs", 4, MESH + ZERO, model_dir, root / "mesh")
+    finally:
+        single = _finish_single(single)
     return root, single, mesh_logs
 
 

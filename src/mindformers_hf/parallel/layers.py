@@ -17,48 +17,28 @@ from ..tensor_io import to_parameter_data
 from ..weight_loading import ArraySource
 
 
-class _AllReduce(nn.Cell):
-    """Sum over the group forward; identity backward (every rank already holds the full gradient)."""
+class _GroupSum(nn.Cell):
+    """A sum over the group in the forward pass, the backward pass or both; the identity in the other one.
+    forward only: a row-parallel output (the backward is the identity: every rank already holds the full gradient);
+    backward only: Megatron's copy-to-TP-region (each rank's shard contributes part of d(loss)/d(input));
+    both: a statistic every rank's output depends on (the sum of squares of a norm over a sharded projection),
+    whose gradient each rank holds only the part of its own outputs."""
 
-    def __init__(self, group):
+    def __init__(self, group, forward, backward):
         super().__init__()
         self.op = ops.AllReduce(ops.ReduceOp.SUM, group)
+        self.sum_forward, self.sum_backward = forward, backward
 
     def construct(self, x):
-        return self.op(x)
+        return self.op(x) if self.sum_forward else x
 
     def bprop(self, x, out, dout):
-        return (dout,)
+        return (self.op(dout) if self.sum_backward else dout,)
 
 
-class _CopyToGroup(nn.Cell):
-    """Identity forward; sum of the input gradients over the group backward (Megatron's copy-to-TP-region):
-    each rank's shard contributes part of d(loss)/d(input)."""
-
-    def __init__(self, group):
-        super().__init__()
-        self.op = ops.AllReduce(ops.ReduceOp.SUM, group)
-
-    def construct(self, x):
-        return x
-
-    def bprop(self, x, out, dout):
-        return (self.op(dout),)
-
-
-class _SumBothWays(nn.Cell):
-    """Sum over the group forward and backward: a statistic every rank's output depends on (the sum of squares of a
-    norm over a sharded projection), whose gradient each rank holds only the part of its own outputs."""
-
-    def __init__(self, group):
-        super().__init__()
-        self.op = ops.AllReduce(ops.ReduceOp.SUM, group)
-
-    def construct(self, x):
-        return self.op(x)
-
-    def bprop(self, x, out, dout):
-        return (self.op(dout),)
+def _group_sum(mesh, forward, backward):
+    """A _GroupSum over the mesh's group; the identity in a world of one (no group)."""
+    return _identity if mesh.group is None else _GroupSum(mesh.group, forward, backward)
 
 
 class _GatherLastDim(nn.Cell):
@@ -120,8 +100,8 @@ class _ParallelBase(nn.Cell):
         super().__init__()
         self.tp_rank, self.tp_size = mesh.rank, mesh.size
         grouped = mesh.group is not None
-        self.reduce = _AllReduce(mesh.group) if grouped else _identity
-        self.copy_in = _CopyToGroup(mesh.group) if grouped else _identity
+        self.reduce = _group_sum(mesh, forward=True, backward=False)
+        self.copy_in = _group_sum(mesh, forward=False, backward=True)
         self.gather = _GatherLastDim(mesh.group, mesh.rank, mesh.size) if grouped else _identity
 
     def full_shape(self, param):
@@ -258,7 +238,7 @@ class GradSummedReplica(nn.Cell):
         for name in self._names:
             setattr(self, name, cell._params[name])
         self._inner = (cell,)  # a tuple: not a child cell, so the parameters keep their names here
-        self.sum_grad = _CopyToGroup(mesh.group) if mesh.group is not None else _identity
+        self.sum_grad = _group_sum(mesh, forward=False, backward=True)
 
     def construct(self, *args):
         params = {name: self.sum_grad(getattr(self, name)) for name in self._names}
@@ -284,7 +264,7 @@ class GradSummedTail(nn.Cell):
         super().__init__()
         self.weight, self.bias = linear.weight, linear.bias
         self.in_features, self.out_features, self.tail = linear.in_features, linear.out_features, tail
-        self.sum_tail = _CopyToGroup(mesh.group) if mesh.group is not None else _identity
+        self.sum_tail = _group_sum(mesh, forward=False, backward=True)
         self._matmul = ops.MatMul(transpose_b=True)
 
     def construct(self, x):
@@ -348,7 +328,7 @@ class ParallelExperts(_ParallelBase):
         super().__init__(mesh)
         self.num_experts, self.hidden, self.full_inter = num_experts, hidden, inter
         self.inter_range = tuple(inter_range)
-        self.copy_weights = _CopyToGroup(mesh.group) if mesh.group is not None else _identity
+        self.copy_weights = _group_sum(mesh, forward=False, backward=True)
         local = self.inter_range[1] - self.inter_range[0]
         self.gate_up_proj = new_parameter((num_experts, 2 * local, hidden), dtype, "normal", std)
         self.down_proj = new_parameter((num_experts, hidden, local), dtype, "normal", std)
@@ -382,7 +362,7 @@ class ShardedRMSNorm(_ParallelBase):
         super().__init__(mesh)
         self.full, self.row_ranges, self.variance_epsilon = full, [tuple(r) for r in row_ranges], eps
         self.weight = new_parameter((sum(b - a for a, b in self.row_ranges),), dtype, "ones")
-        self.sum = _SumBothWays(mesh.group) if mesh.group is not None else _identity
+        self.sum = _group_sum(mesh, forward=True, backward=True)
         self.denominator = float(full * replicas)
 
     def construct(self, x):
@@ -442,7 +422,7 @@ class ParallelStackedExperts(_ParallelBase):
                 shape[dim] = (stop - start) * width
             setattr(self, name, new_parameter(tuple(shape), param.dtype))
         self._names = list(self._full)
-        self.copy_weights = _CopyToGroup(mesh.group) if mesh.group is not None else _identity
+        self.copy_weights = _group_sum(mesh, forward=False, backward=True)
         self.once = 1.0 if mesh.rank == 0 else 0.0
 
     def construct(self, x, indices, weights):
