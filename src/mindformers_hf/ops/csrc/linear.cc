@@ -31,6 +31,10 @@ namespace {
 constexpr int64_t kKc = 256;   // K block: a B micro-panel of kKc x 32 floats is 32 KB (L1 is 48 KB here)
 constexpr int64_t kNc = 2048;  // N block (B block kKc x kNc: 2 MB, in L2/L3)
 constexpr int64_t kDotRows = 8;
+#ifndef MFH_LINEAR_MAX_THREADS
+#define MFH_LINEAR_MAX_THREADS 64
+#endif
+inline int cap(int threads) { return std::min(threads, MFH_LINEAR_MAX_THREADS); }
 
 // ---- micro-kernels: C[mr x nr] (+)= Ap panel (kc x MR, k-major) . Bp panel (kc x NR, k-major) ----
 
@@ -128,6 +132,35 @@ void pack_a(View a, int64_t i0, int64_t mc, int64_t k0, int64_t kc, float *ap) {
   }
 }
 
+#if MFH_HAVE_AVX512
+// dst[c * ldd + i] = src[i * lds + c] for a 16 x 16 block: unpack pairs of rows, then 4-float groups
+// (shuffle_ps), then 128-bit lanes twice (shuffle_f32x4)
+inline void transpose16(const float *src, int64_t lds, float *dst, int64_t ldd) {
+  __m512 r[16], t[16];
+  for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(src + i * lds);
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  // u[g][c] = r[4g + c]: in 128-bit lane L, column c + 4L of rows 4g .. 4g + 3
+  for (int g = 0; g < 4; ++g) {
+    r[4 * g] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], 0x44);
+    r[4 * g + 1] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], 0xEE);
+    r[4 * g + 2] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0x44);
+    r[4 * g + 3] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0xEE);
+  }
+  for (int c = 0; c < 4; ++c) {
+    const __m512 v0 = _mm512_shuffle_f32x4(r[c], r[4 + c], 0x44), v1 = _mm512_shuffle_f32x4(r[c], r[4 + c], 0xEE);
+    const __m512 v2 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0x44);
+    const __m512 v3 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0xEE);
+    _mm512_storeu_ps(dst + c * ldd, _mm512_shuffle_f32x4(v0, v2, 0x88));
+    _mm512_storeu_ps(dst + (c + 4) * ldd, _mm512_shuffle_f32x4(v0, v2, 0xDD));
+    _mm512_storeu_ps(dst + (c + 8) * ldd, _mm512_shuffle_f32x4(v1, v3, 0x88));
+    _mm512_storeu_ps(dst + (c + 12) * ldd, _mm512_shuffle_f32x4(v1, v3, 0xDD));
+  }
+}
+#endif
+
 // Bp = B[k0 : k0 + kc, j0 : j0 + nc] as NR-column panels, each k-major (NR floats per k), zero padded past nc.
 // B(k, j) = p[k * ld + j], or p[j * ld + k] when `trans` (the forward's w [N, K]).
 template <int64_t NR>
@@ -136,6 +169,16 @@ void pack_b(View b, int64_t k0, int64_t kc, int64_t j0, int64_t nc, float *bp) {
     const int64_t cols = std::min(NR, nc - jp);
     float *dst = bp + jp * kc;
     if (b.trans) {
+#if MFH_HAVE_AVX512
+      if (NR % 16 == 0 && cols == NR) {  // whole panels: 16 x 16 blocks through registers
+        int64_t k = 0;
+        for (; k + 16 <= kc; k += 16)
+          for (int64_t j = 0; j < NR; j += 16) transpose16(b.p + (j0 + jp + j) * b.ld + k0 + k, b.ld, dst + k * NR + j, NR);
+        for (; k < kc; ++k)
+          for (int64_t j = 0; j < NR; ++j) dst[k * NR + j] = b.p[(j0 + jp + j) * b.ld + k0 + k];
+        continue;
+      }
+#endif
       for (int64_t j = 0; j < NR; ++j) {
         if (j < cols) {
           const float *src = b.p + (j0 + jp + j) * b.ld + k0;
@@ -193,7 +236,7 @@ void gemm(View a, View b, float *c, int64_t Mg, int64_t Ng, int64_t K) {
     std::fill(c, c + Mg * Ng, 0.f);
     return;
   }
-  const int nt = mfh::threads_for(2, Mg * Ng * K);  // 2 tasks of Mg * Ng * K flops each, about
+  const int nt = cap(mfh::threads_for(2, Mg * Ng * K));  // 2 tasks of Mg * Ng * K flops each, about
   // each thread packs the operand it does not split: split the larger side
   const bool split_n = Ng >= Mg;
   const int64_t unit = split_n ? Kernel::NR : Kernel::MR, extent = split_n ? Ng : Mg;
@@ -275,12 +318,15 @@ void dot_rows_avx512(const float *x, const float *w, float *y, int64_t M, int64_
 }
 #endif
 
+// The threads take one contiguous share of the weight rows each, the same share every call: a weight that fits in
+// the cores' L2 caches together (q/k/v/o here) stays split between them from one call to the next.
 template <class Rows>
 void dot_linear(const float *x, const float *w, float *y, int64_t M, int64_t K, int64_t N, Rows rows) {
-  const int64_t tasks = (N + kDotTask - 1) / kDotTask;
-  const int nt = mfh::threads_for(tasks, 2.0 * M * K * kDotTask + 4.0 * K * kDotTask);
-  mfh::parallel_for(tasks, nt, [&](int64_t task, int) {
-    rows(x, w, y, M, K, N, task * kDotTask, std::min(N, (task + 1) * kDotTask));
+  const int64_t blocks = (N + kDotTask - 1) / kDotTask;
+  const int nt = cap(mfh::threads_for(blocks, 2.0 * M * K * kDotTask + 4.0 * K * kDotTask));
+  const int64_t share = (blocks + nt - 1) / nt * kDotTask;
+  mfh::parallel_for(nt, nt, [&](int64_t t, int) {
+    if (t * share < N) rows(x, w, y, M, K, N, t * share, std::min(N, (t + 1) * share));
   });
 }
 
