@@ -8,11 +8,12 @@ built for a CPU with AVX-512F (-march=native), else a portable 6 x 16 one:
   - "cpu_portable": the portable body everywhere (for the tests, and for comparison).
 Backward (training): dx = dy @ w and dw = dy^T @ x run on the same GEMM core (`linear_dx` / `linear_dw`).
 
-Which calls take the kernel is measured (benchmarks/ops.py --linear, and whole SmolLM2-135M generation, see
-docs/benchmarks.md "Float32 linear"): the "cpu" implementation runs the kernel for at most `KERNEL_MAX_ROWS`
-activation rows (decode steps, small batches: the weight-streaming path), where it beat MatMul (a whole decode token
-~1.6-2x faster); above that MatMul and the packed GEMM were within the machine's noise of each other (a 512-token
-prefill: equal), so MatMul stays. "cpu_portable" runs its kernel at every size (tests and benchmarks).
+Which calls take the kernel is measured (benchmarks/ops.py --linear --model; docs/benchmarks.md "Float32 linear"):
+the "cpu" implementation runs the kernel for at most `KERNEL_MAX_ROWS` activation rows (decode steps, small
+batches: the weight-streaming path). With it, a compiled SmolLM2-135M decode token was faster in each of four
+off/on process pairs on a loaded machine (CPU time 91 -> 77 ms, best of three). For more rows the packed GEMM used
+0-50% more CPU time than MatMul (MindSpore's own CPU GEMM), so MatMul stays there. "cpu_portable" runs its kernel
+at every size (tests and benchmarks).
 """
 import ctypes
 
