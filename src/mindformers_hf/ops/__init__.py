@@ -10,7 +10,7 @@ import functools
 import mindspore as _ms
 from mindspore import ops as _ms_ops
 
-from . import activation, attention, bf16, loss, norm, rotary  # noqa: F401  (each registers its implementations)
+from . import activation, attention, bf16, gemm, loss, norm, rotary  # noqa: F401  (each registers its implementations)
 from .moe import moe_experts  # noqa: F401  (MoE routing, experts and router loss: ops/moe.py)
 from . import reference
 from .reference import rotate_half
@@ -27,8 +27,10 @@ _cpu = functools.partial(lambda: device_target() == "CPU")
 def linear(x, weight):
     """x [N, in] @ weight [out, in]^T (no bias). A bfloat16 weight with float32 activations (a bf16 model on CPU,
     which holds its weights in bf16 and computes in float32) runs the `bf16_linear` op and returns float32;
-    weights in x's dtype run MatMul directly."""
+    float32 runs the `linear` op (MatMul, or the CPU kernel where measured faster); other dtypes run MatMul."""
     if weight.dtype == x.dtype and (x.dtype != _ms.bfloat16 or not _cpu()):
+        if x.dtype == _ms.float32:
+            return _select("linear")(x, weight)  # float32: MatMul, or the CPU GEMM kernel (ops/gemm.py)
         return _MATMUL_T(x, weight)
     if x.dtype == _ms.bfloat16:  # bf16 activations on CPU (an adapter casting to its bf16 weights): float32
         x = widen(x, _ms.float32)
