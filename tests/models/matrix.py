@@ -152,7 +152,7 @@ _COG = "tests/models/test_cogvlm2_parity.py::"
 _VL = "tests/models/test_qwen2_vl_parity.py::"  # both VL families (the checkpoint fixture is parametrised)
 _VL_LORA = "tests/trainer/test_qwen2_vl_lora.py::test_lora_training_matches_hf_peft"  # both (fixture params)
 _QWEN_VL = "tests/models/test_qwen_vl_parity.py::"
-_QWEN_VL_TODO = Cell("pending", "not built yet for Qwen-VL (images through the Trainer and PEFT)")
+_QWEN_VL_TODO = Cell("pending", "not built yet for Qwen-VL (images through the Trainer)")
 _ROWS = [
     # LLaMA's train / LoRA: the in-depth tests (test_matrix_train.py runs its cells too)
     _native("llama", "Llama", "LlamaConfig", "LlamaForCausalLM", gguf="llama", compiled=True, cells=dict(
@@ -234,7 +234,10 @@ _ROWS = [
             generate=NODES(_QWEN_VL + "test_image_features_logits_and_greedy_tokens_equal_reference",
                            _QWEN_VL + "test_chat_with_an_image_follows_the_published_flow",
                            detail="`generate` greedy with images, left-padded batch; `chat` with `<img>path</img>`"),
-            train=_QWEN_VL_TODO, lora=_QWEN_VL_TODO, tp=REMOTE_VL_TP, gguf=_REMOTE_NA_GGUF,
+            lora=NODES(_QWEN_VL + "test_lora_files_both_ways_and_merge",
+                       detail="published finetune modules + the tower's c_fc / kv_proj, with images: PEFT files both "
+                              "ways (HF peft on the torch reference), merge; peft has no default for `qwen`"),
+            train=_QWEN_VL_TODO, tp=REMOTE_VL_TP, gguf=_REMOTE_NA_GGUF,
             seq_cls=_REMOTE_NA_SEQ)),
     *(Row(name, name, classes, f"{prefix}ForConditionalGeneration", cells=dict(
         load=NODES(_VL + "test_auto_classes_build_the_family_classes",

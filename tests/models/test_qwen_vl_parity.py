@@ -139,3 +139,75 @@ def test_chat_with_an_image_follows_the_published_flow(tmp_path):
     reply = tokens[:min([tokens.index(s) for s in stops if s in tokens] + [len(tokens)])]
     response, history = ours.chat(tok, query, history=None, max_new_tokens=5, do_sample=False)
     assert reply and response == enc.decode(reply).strip() and history == [(query, response)]
+
+
+# the published finetune.py's LoRA modules (c_attn, attn.c_proj, w1, w2), and the vision tower's MLP input and the
+# Resampler's kv_proj: the language model and the tower adapted
+LORA_TARGETS = ["c_attn", "attn.c_proj", "w1", "w2", "c_fc", "kv_proj"]
+
+
+def test_lora_files_both_ways_and_merge(checkpoint, tmp_path):
+    """PEFT on the published module names, with images: our adapter file in HF peft on the torch reference of the
+    published QWenLMHeadModel (qwen_vl_fixtures.published_reference), peft's file in ours, merge_and_unload's
+    weights and logits; and peft's default target modules for model_type "qwen" (its table's entry, or its refusal
+    when it has none: peft 0.21.2 has none)."""
+    import peft
+    import torch
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as DEFAULTS
+
+    from mindformers_hf import AutoModelForCausalLM
+    from mindformers_hf.peft import LoraConfig, PeftModel, get_peft_model
+    from tests.models.matrix_train import _adapter_keys
+    from tests.models.qwen_vl_fixtures import published_reference
+    from tests.models.remote_formats import read_tensors
+
+    folder = checkpoint[0]
+    ids, mask, pixels = image_prompt()
+    keep = mask.astype(bool)
+    inputs = dict(input_ids=ids, attention_mask=mask, pixel_values=pixels)
+
+    def torch_logits(model):
+        with torch.no_grad():
+            return model(torch.tensor(ids), torch.tensor(mask), torch.tensor(pixels))["logits"].numpy()
+
+    base = torch_logits(published_reference(folder))
+    assert np.abs(np.asarray(checkpoint[4](**inputs).logits)[keep] - base[keep]).max() <= 1e-4
+    if "qwen" in DEFAULTS:
+        want = peft.get_peft_model(published_reference(folder), peft.LoraConfig()).targeted_module_names
+        got = get_peft_model(AutoModelForCausalLM.from_pretrained(folder), LoraConfig()).targeted_module_names
+        assert got == want
+    else:
+        with pytest.raises(ValueError, match="target_modules"):
+            peft.get_peft_model(published_reference(folder), peft.LoraConfig())
+        with pytest.raises(ValueError, match="Please specify `target_modules`"):
+            get_peft_model(AutoModelForCausalLM.from_pretrained(folder), LoraConfig())
+
+    config = dict(r=4, lora_alpha=8, target_modules=LORA_TARGETS, init_lora_weights=False)
+    ours = get_peft_model(AutoModelForCausalLM.from_pretrained(folder), LoraConfig(**config))
+    logits = np.asarray(ours(**inputs).logits)
+    ours.save_pretrained(tmp_path / "ours")
+    torch.manual_seed(0)
+    names = sorted(peft.get_peft_model_state_dict(peft.get_peft_model(published_reference(folder),
+                                                                      peft.LoraConfig(**config))))
+    assert _adapter_keys(tmp_path / "ours") == names  # the keys peft writes for the published modules
+    assert any(".visual." in n for n in names) and any(".attn.c_proj." in n for n in names)
+    hf = peft.PeftModel.from_pretrained(published_reference(folder), str(tmp_path / "ours")).eval()
+    ref = torch_logits(hf)
+    assert np.abs(logits[keep] - base[keep]).max() > 0.1  # the adapter changes the output
+    assert np.abs(logits[keep] - ref[keep]).max() <= 1e-4
+
+    torch.manual_seed(1)
+    theirs = peft.get_peft_model(published_reference(folder), peft.LoraConfig(**config)).eval()
+    theirs.save_pretrained(str(tmp_path / "theirs"))
+    ref = torch_logits(theirs)
+    assert np.abs(ref[keep] - base[keep]).max() > 0.1
+    loaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(folder), str(tmp_path / "theirs"))
+    assert np.abs(np.asarray(loaded(**inputs).logits)[keep] - ref[keep]).max() <= 1e-4
+
+    merged, hf_merged = loaded.merge_and_unload(), theirs.merge_and_unload()
+    assert np.abs(np.asarray(merged(**inputs).logits)[keep] - torch_logits(hf_merged)[keep]).max() <= 1e-4
+    merged.save_pretrained(tmp_path / "merged")
+    got, want = read_tensors(tmp_path / "merged"), {k: v.numpy() for k, v in hf_merged.state_dict().items()}
+    assert sorted(got) == sorted(want)
+    for name, value in want.items():
+        assert np.abs(got[name] - value).max() <= 1e-6, name
