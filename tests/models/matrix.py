@@ -152,7 +152,6 @@ _COG = "tests/models/test_cogvlm2_parity.py::"
 _VL = "tests/models/test_qwen2_vl_parity.py::"  # both VL families (the checkpoint fixture is parametrised)
 _VL_LORA = "tests/trainer/test_qwen2_vl_lora.py::test_lora_training_matches_hf_peft"  # both (fixture params)
 _QWEN_VL = "tests/models/test_qwen_vl_parity.py::"
-_QWEN_VL_TODO = Cell("pending", "not built yet for Qwen-VL (images through the Trainer)")
 _ROWS = [
     # LLaMA's train / LoRA: the in-depth tests (test_matrix_train.py runs its cells too)
     _native("llama", "Llama", "LlamaConfig", "LlamaForCausalLM", gguf="llama", compiled=True, cells=dict(
@@ -237,7 +236,10 @@ _ROWS = [
             lora=NODES(_QWEN_VL + "test_lora_files_both_ways_and_merge",
                        detail="published finetune modules + the tower's c_fc / kv_proj, with images: PEFT files both "
                               "ways (HF peft on the torch reference), merge; peft has no default for `qwen`"),
-            train=_QWEN_VL_TODO, tp=REMOTE_VL_TP, gguf=_REMOTE_NA_GGUF,
+            train=NODES("tests/trainer/test_qwen_vl_train.py::test_training_steps_match_hf_trainer_on_the_reference",
+                        detail="Trainer with images: 2 AdamW steps = transformers' Trainer on the torch reference "
+                               "(losses, grad norms, every weight, vision tower included)"),
+            tp=REMOTE_VL_TP, gguf=_REMOTE_NA_GGUF,
             seq_cls=_REMOTE_NA_SEQ)),
     *(Row(name, name, classes, f"{prefix}ForConditionalGeneration", cells=dict(
         load=NODES(_VL + "test_auto_classes_build_the_family_classes",

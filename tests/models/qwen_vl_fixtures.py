@@ -313,7 +313,8 @@ def published_reference(folder):
     class QWenLMHeadModel(nn.Module):
         def __init__(self):
             super().__init__()
-            self.config = {"model_type": "qwen", "tie_word_embeddings": False}
+            # a dict for peft (config.get("model_type")) that takes attributes (transformers' Trainer sets use_cache)
+            self.config = type("Config", (dict,), {})(model_type="qwen", tie_word_embeddings=False)
             self.transformer = QWenModel()
             self.lm_head = nn.Linear(hidden, c["vocab_size"], bias=False)
 
