@@ -236,7 +236,7 @@ _ROWS = [
             lora=NODES(_QWEN_VL + "test_lora_files_both_ways_and_merge",
                        detail="published finetune modules + the tower's c_fc / kv_proj, with images: PEFT files both "
                               "ways (HF peft on the torch reference), merge; peft has no default for `qwen`"),
-            train=NODES("tests/trainer/test_qwen_vl_train.py::test_training_steps_match_hf_trainer_on_the_reference",
+            train=NODES(_QWEN_VL + "test_training_steps_match_hf_trainer_on_the_reference",
                         detail="Trainer with images: 2 AdamW steps = transformers' Trainer on the torch reference "
                                "(losses, grad norms, every weight, vision tower included)"),
             tp=REMOTE_VL_TP, gguf=_REMOTE_NA_GGUF,
