@@ -98,6 +98,9 @@ TP = NODES("tests/parallel/test_tp_msrun.py::test_tp2_matches_single_process_and
            detail="tp=2 logits, greedy, gradients")
 # the VL rows: the same launch, through AutoModelForImageTextToText, on a batch with images
 VL_TP = NODES(*TP.nodes, detail="tp=2 logits, greedy, gradients with images; vision tower replicated")
+# the remote-code VL rows: the same launch, the oracle their torch reference of the published structure
+REMOTE_VL_TP = NODES(*TP.nodes, detail="tp=2 logits (vs the torch reference), greedy, gradients with images; "
+                                       "vision tower replicated")
 
 
 def _na_gguf(arch):
@@ -149,7 +152,6 @@ _COG = "tests/models/test_cogvlm2_parity.py::"
 _VL = "tests/models/test_qwen2_vl_parity.py::"  # both VL families (the checkpoint fixture is parametrised)
 _VL_LORA = "tests/trainer/test_qwen2_vl_lora.py::test_lora_training_matches_hf_peft"  # both (fixture params)
 _QWEN_VL = "tests/models/test_qwen_vl_parity.py::"
-_QWEN_VL_TODO = Cell("pending", "not built yet for Qwen-VL (images through the Trainer, PEFT and the tp launch)")
 _ROWS = [
     # LLaMA's train / LoRA: the in-depth tests (test_matrix_train.py runs its cells too)
     _native("llama", "Llama", "LlamaConfig", "LlamaForCausalLM", gguf="llama", compiled=True, cells=dict(
@@ -231,7 +233,13 @@ _ROWS = [
             generate=NODES(_QWEN_VL + "test_image_features_logits_and_greedy_tokens_equal_reference",
                            _QWEN_VL + "test_chat_with_an_image_follows_the_published_flow",
                            detail="`generate` greedy with images, left-padded batch; `chat` with `<img>path</img>`"),
-            train=_QWEN_VL_TODO, lora=_QWEN_VL_TODO, tp=_QWEN_VL_TODO, gguf=_REMOTE_NA_GGUF,
+            lora=NODES(_QWEN_VL + "test_lora_files_both_ways_and_merge",
+                       detail="published finetune modules + the tower's c_fc / kv_proj, with images: PEFT files both "
+                              "ways (HF peft on the torch reference), merge; peft has no default for `qwen`"),
+            train=NODES(_QWEN_VL + "test_training_steps_match_hf_trainer_on_the_reference",
+                        detail="Trainer with images: 2 AdamW steps = transformers' Trainer on the torch reference "
+                               "(losses, grad norms, every weight, vision tower included)"),
+            tp=REMOTE_VL_TP, gguf=_REMOTE_NA_GGUF,
             seq_cls=_REMOTE_NA_SEQ)),
     *(Row(name, name, classes, f"{prefix}ForConditionalGeneration", cells=dict(
         load=NODES(_VL + "test_auto_classes_build_the_family_classes",
@@ -268,7 +276,9 @@ _ROWS = [
                               "reference), merge"),
             train=NODES("tests/trainer/test_cogvlm2_lora.py::test_lora_training_matches_hf_peft_on_the_reference",
                         detail="LoRA steps with images = HF peft + Trainer on the reference"),
-            tp=NOT_YET, gguf=_REMOTE_NA_GGUF, seq_cls=_REMOTE_NA_SEQ)),
+            tp=NODES(*REMOTE_VL_TP.nodes, detail="tp=2 logits (vs the torch reference), greedy, gradients with an "
+                                                   "image: both experts' projections split; vision tower replicated"),
+            gguf=_REMOTE_NA_GGUF, seq_cls=_REMOTE_NA_SEQ)),
     Row("whisper", "whisper", "`WhisperForConditionalGeneration` (`AutoModelForSpeechSeq2Seq`), `WhisperModel`",
         "WhisperForConditionalGeneration",
         cells=dict(

@@ -90,8 +90,13 @@ def check_train(our_folder, hf_folder, tmp_path):
     data = train_dataset(vocab=_read_config(hf_folder)["vocab_size"])
     fmt = remote_format(our_folder)
     hf = conv.hf_training_model(fmt, our_folder, _hf_model(hf_folder)) if fmt else _hf_model(hf_folder)
-    hf_trainer = transformers.Trainer(model=hf, train_dataset=data,
-                                      args=transformers.TrainingArguments(str(tmp_path / "hf"), use_cpu=True, **ARGS))
+
+    class FormatTrainer(transformers.Trainer):  # a remote format: weight decay as on the format's own code
+        def get_decay_parameter_names(self, model):
+            return conv.format_decay_names(fmt, our_folder, model, super().get_decay_parameter_names)
+
+    hf_trainer = (FormatTrainer if fmt else transformers.Trainer)(
+        model=hf, train_dataset=data, args=transformers.TrainingArguments(str(tmp_path / "hf"), use_cpu=True, **ARGS))
     hf_trainer.train()
 
     ours = AutoModelForCausalLM.from_pretrained(our_folder)

@@ -212,3 +212,124 @@ def reference_greedy(visual, hf, ids, mask, pixels, steps, start=IMG_START):
         ids = np.concatenate([ids, next_ids[:, None]], 1)
         mask = np.concatenate([mask, np.ones_like(mask[:, :1])], 1)
     return ids
+
+
+def published_reference(folder):
+    """The whole published QWenLMHeadModel in torch under its parameter names (`transformer.wte`,
+    `transformer.h.{i}.ln_1 / attn.c_attn / attn.c_proj / ln_2 / mlp.w1 / mlp.w2 / mlp.c_proj`, `transformer.ln_f`,
+    `transformer.visual`, `lm_head`), holding `folder`'s weights: the module tree HF peft adapts and transformers'
+    Trainer trains (transformers has no Qwen-VL class). The language model as the published modeling_qwen.py
+    computes it: RMSNorm in float32, rotary on half-split pairs at positions 0..S-1, c_attn's rows q, k, v, an
+    additive causal + padding mask, c_proj(w1(x) * silu(w2(x))); the vision tower is `torch_reference`; the images
+    (pixel_values, one per <img> span in row-major order, where the published model opens the paths) replace the
+    embeddings strictly between <img> and </img>; with labels, the published loss: shifted, mean over the labelled
+    tokens. `config.model_type` is "qwen" (peft picks default target modules by it)."""
+    import json
+    import os
+
+    import torch
+    import torch.nn.functional as F
+    from safetensors.torch import load_file
+    from torch import nn
+
+    with open(os.path.join(folder, "config.json")) as fh:
+        c = json.load(fh)
+    hidden, heads, eps = c["hidden_size"], c["num_attention_heads"], c["layer_norm_epsilon"]
+    head_dim, ff = c["kv_channels"], c["intermediate_size"] // 2
+
+    class RMSNorm(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = nn.Parameter(torch.ones(hidden))
+
+        def forward(self, x):
+            h = x.float()
+            return (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)).type_as(x) * self.weight
+
+    def rotate(x, positions):  # x [B, S, H, D]: half-split pairs
+        inv_freq = 1.0 / c["rotary_emb_base"] ** (torch.arange(0, head_dim, 2).float() / head_dim)
+        freqs = positions.float()[:, None] * inv_freq
+        emb = torch.cat((freqs, freqs), -1)[None, :, None, :]
+        x1, x2 = x.chunk(2, -1)
+        return x * emb.cos() + torch.cat((-x2, x1), -1) * emb.sin()
+
+    class QWenAttention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c_attn = nn.Linear(hidden, 3 * hidden)
+            self.c_proj = nn.Linear(hidden, hidden, bias=not c["no_bias"])
+
+        def forward(self, x, mask):
+            b, s, _ = x.shape
+            q, k, v = (t.view(b, s, heads, head_dim) for t in self.c_attn(x).split(hidden, -1))
+            positions = torch.arange(s)
+            q, k = rotate(q, positions), rotate(k, positions)
+            scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(head_dim) + mask
+            out = torch.einsum("bhqk,bkhd->bqhd", scores.softmax(-1), v).reshape(b, s, hidden)
+            return self.c_proj(out)
+
+    class QWenMLP(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w1 = nn.Linear(hidden, ff, bias=not c["no_bias"])
+            self.w2 = nn.Linear(hidden, ff, bias=not c["no_bias"])
+            self.c_proj = nn.Linear(ff, hidden, bias=not c["no_bias"])
+
+        def forward(self, x):
+            return self.c_proj(self.w1(x) * F.silu(self.w2(x)))
+
+    class QWenBlock(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ln_1, self.attn, self.ln_2, self.mlp = RMSNorm(), QWenAttention(), RMSNorm(), QWenMLP()
+
+        def forward(self, x, mask):
+            x = x + self.attn(self.ln_1(x), mask)
+            return x + self.mlp(self.ln_2(x))
+
+    class QWenModel(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.wte = nn.Embedding(c["vocab_size"], hidden)
+            self.h = nn.ModuleList([QWenBlock() for _ in range(c["num_hidden_layers"])])
+            self.ln_f = RMSNorm()
+            self.visual = torch_reference(c["visual"])
+
+        def forward(self, input_ids, attention_mask, pixel_values):
+            start = c["visual"]["image_start_id"]
+            x = self.wte(input_ids)
+            if pixel_values is not None:
+                features = self.visual(pixel_values)
+                starts, ends = (torch.nonzero(input_ids == i).tolist() for i in (start, start + 1))
+                for n, ((row, a), (_, b)) in enumerate(zip(starts, ends)):
+                    x[row, a + 1:b] = features[n]
+            s, low = input_ids.shape[1], torch.finfo(torch.float32).min
+            mask = torch.full((s, s), low).triu(1)[None, None] + (1.0 - attention_mask[:, None, None, :].float()) * low
+            mask = mask.clamp(min=low)
+            for block in self.h:
+                x = block(x, mask)
+            return self.ln_f(x)
+
+    class QWenLMHeadModel(nn.Module):
+        def __init__(self):
+            super().__init__()
+            # a dict for peft (config.get("model_type")) that takes attributes (transformers' Trainer sets use_cache)
+            self.config = type("Config", (dict,), {})(model_type="qwen", tie_word_embeddings=False)
+            self.transformer = QWenModel()
+            self.lm_head = nn.Linear(hidden, c["vocab_size"], bias=False)
+
+        def forward(self, input_ids, attention_mask=None, pixel_values=None, labels=None):
+            if attention_mask is None:
+                attention_mask = torch.ones_like(input_ids)
+            logits = self.lm_head(self.transformer(input_ids, attention_mask, pixel_values))
+            if labels is None:
+                return {"logits": logits}
+            loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1))
+            return {"loss": loss, "logits": logits}
+
+        def prepare_inputs_for_generation(self, *args, **kwargs):  # (peft's causal-LM wrapper reads it)
+            raise NotImplementedError
+
+    model = QWenLMHeadModel()
+    model.load_state_dict(load_file(os.path.join(folder, "model.safetensors")))
+    return model.eval()

@@ -375,6 +375,24 @@ def hf_training_model(fmt, our_folder, hf):
     return hf
 
 
+def format_decay_names(fmt, our_folder, model, decide):
+    """The parameters of `model` (the HF-native twin a format was written from, as hf_training_model gives it) that
+    transformers' Trainer decays when it trains the format's own remote code: its rule (`decide`, its
+    get_decay_parameter_names) applied to the format's module tree (`skeleton`: the format's names; its norms are
+    custom RMSNorm classes, not nn.LayerNorm), carried to the twin's parameters through the tensor conversion.
+    Qwen v1's `ln_1` / `ln_2` / `ln_f` match none of the rule's patterns, the twin's `*_layernorm` do. A tensor
+    the conversion fuses or recomputes (q/k/v into c_attn, NormHead) keeps the rule on its own name (a fused
+    weight is decayed, a bias is not, under either name)."""
+    import torch
+
+    inner = getattr(model, "model", model) if type(model).__name__ == "AlibiReference" else model
+    with torch.no_grad():
+        format_name = {id(tensor): key for key, tensor in FORMATS[fmt][1](inner).items()}
+    format_decay, own = set(decide(skeleton(our_folder, fmt))), set(decide(model))
+    return [name for name, p in model.named_parameters()
+            if (format_name[id(p)] in format_decay if id(p) in format_name else name in own)]
+
+
 def to_format(fmt, hf, our_folder=None):
     """The format's tensors (numpy) of a trained HF-native model, as our save_pretrained writes them."""
     import torch

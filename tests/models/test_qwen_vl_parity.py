@@ -13,8 +13,8 @@ import pytest
 
 from mindformers_hf.models.qwen.processing_qwen_vl import CLIP_MEAN, CLIP_STD
 
-from .qwen_vl_fixtures import (IMG_START, VISUAL, image_prompt, mae_sincos, qwen_vl_checkpoint, reference_greedy,
-                               reference_logits)
+from .qwen_vl_fixtures import (IMG_START, QUERIES, VISUAL, image_prompt, mae_sincos, qwen_vl_checkpoint,
+                               reference_greedy, reference_logits)
 
 
 @pytest.fixture(scope="module")
@@ -139,3 +139,143 @@ def test_chat_with_an_image_follows_the_published_flow(tmp_path):
     reply = tokens[:min([tokens.index(s) for s in stops if s in tokens] + [len(tokens)])]
     response, history = ours.chat(tok, query, history=None, max_new_tokens=5, do_sample=False)
     assert reply and response == enc.decode(reply).strip() and history == [(query, response)]
+
+
+# the published finetune.py's LoRA modules (c_attn, attn.c_proj, w1, w2), and the vision tower's MLP input and the
+# Resampler's kv_proj: the language model and the tower adapted
+LORA_TARGETS = ["c_attn", "attn.c_proj", "w1", "w2", "c_fc", "kv_proj"]
+
+
+def test_lora_files_both_ways_and_merge(checkpoint, tmp_path):
+    """PEFT on the published module names, with images: our adapter file in HF peft on the torch reference of the
+    published QWenLMHeadModel (qwen_vl_fixtures.published_reference), peft's file in ours, merge_and_unload's
+    weights and logits; and peft's default target modules for model_type "qwen" (its table's entry, or its refusal
+    when it has none: peft 0.21.2 has none)."""
+    import peft
+    import torch
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as DEFAULTS
+
+    from mindformers_hf import AutoModelForCausalLM
+    from mindformers_hf.peft import LoraConfig, PeftModel, get_peft_model
+    from tests.models.matrix_train import _adapter_keys
+    from tests.models.qwen_vl_fixtures import published_reference
+    from tests.models.remote_formats import read_tensors
+
+    folder = checkpoint[0]
+    ids, mask, pixels = image_prompt()
+    keep = mask.astype(bool)
+    inputs = dict(input_ids=ids, attention_mask=mask, pixel_values=pixels)
+
+    def torch_logits(model):
+        with torch.no_grad():
+            return model(torch.tensor(ids), torch.tensor(mask), torch.tensor(pixels))["logits"].numpy()
+
+    base = torch_logits(published_reference(folder))
+    assert np.abs(np.asarray(checkpoint[4](**inputs).logits)[keep] - base[keep]).max() <= 1e-4
+    if "qwen" in DEFAULTS:
+        want = peft.get_peft_model(published_reference(folder), peft.LoraConfig()).targeted_module_names
+        got = get_peft_model(AutoModelForCausalLM.from_pretrained(folder), LoraConfig()).targeted_module_names
+        assert got == want
+    else:
+        with pytest.raises(ValueError, match="target_modules"):
+            peft.get_peft_model(published_reference(folder), peft.LoraConfig())
+        with pytest.raises(ValueError, match="Please specify `target_modules`"):
+            get_peft_model(AutoModelForCausalLM.from_pretrained(folder), LoraConfig())
+
+    config = dict(r=4, lora_alpha=8, target_modules=LORA_TARGETS, init_lora_weights=False)
+    ours = get_peft_model(AutoModelForCausalLM.from_pretrained(folder), LoraConfig(**config))
+    logits = np.asarray(ours(**inputs).logits)
+    ours.save_pretrained(tmp_path / "ours")
+    torch.manual_seed(0)
+    names = sorted(peft.get_peft_model_state_dict(peft.get_peft_model(published_reference(folder),
+                                                                      peft.LoraConfig(**config))))
+    assert _adapter_keys(tmp_path / "ours") == names  # the keys peft writes for the published modules
+    assert any(".visual." in n for n in names) and any(".attn.c_proj." in n for n in names)
+    hf = peft.PeftModel.from_pretrained(published_reference(folder), str(tmp_path / "ours")).eval()
+    ref = torch_logits(hf)
+    assert np.abs(logits[keep] - base[keep]).max() > 0.1  # the adapter changes the output
+    assert np.abs(logits[keep] - ref[keep]).max() <= 1e-4
+
+    torch.manual_seed(1)
+    theirs = peft.get_peft_model(published_reference(folder), peft.LoraConfig(**config)).eval()
+    theirs.save_pretrained(str(tmp_path / "theirs"))
+    ref = torch_logits(theirs)
+    assert np.abs(ref[keep] - base[keep]).max() > 0.1
+    loaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(folder), str(tmp_path / "theirs"))
+    assert np.abs(np.asarray(loaded(**inputs).logits)[keep] - ref[keep]).max() <= 1e-4
+
+    merged, hf_merged = loaded.merge_and_unload(), theirs.merge_and_unload()
+    assert np.abs(np.asarray(merged(**inputs).logits)[keep] - torch_logits(hf_merged)[keep]).max() <= 1e-4
+    merged.save_pretrained(tmp_path / "merged")
+    got, want = read_tensors(tmp_path / "merged"), {k: v.numpy() for k, v in hf_merged.state_dict().items()}
+    assert sorted(got) == sorted(want)
+    for name, value in want.items():
+        assert np.abs(got[name] - value).max() <= 1e-6, name
+
+
+def _train_dataset(rows=2):
+    """Text, an <img> span of 256 <imgpad> tokens, text; labels on the text (the first row's only after the image)."""
+    rng = np.random.default_rng(3)
+    size = VISUAL["image_size"]
+    out = []
+    for row in range(rows):
+        span = [IMG_START] + [IMG_START + 2] * QUERIES + [IMG_START + 1]
+        ids = [int(i) for i in rng.integers(3, 256, 3)] + span + [int(i) for i in rng.integers(3, 256, 4)]
+        labels = [-100 if 3 <= n < 3 + len(span) or (row == 0 and n < 3) else i for n, i in enumerate(ids)]
+        out.append({"input_ids": ids, "labels": labels,
+                    "pixel_values": rng.standard_normal((3, size, size)).astype(np.float32)})
+    return out
+
+
+def _train_collator(convert):
+    def collate(rows):
+        ids = np.array([r["input_ids"] for r in rows])
+        batch = {"input_ids": ids, "attention_mask": np.ones_like(ids), "labels": np.array([r["labels"] for r in rows]),
+                 "pixel_values": np.stack([r["pixel_values"] for r in rows])}
+        return {k: convert(v) for k, v in batch.items()}
+    return collate
+
+
+def test_training_steps_match_hf_trainer_on_the_reference(checkpoint, tmp_path):
+    """Qwen-VL fine-tuned through the Trainer with an image in every example: the loss and grad_norm of two AdamW
+    steps and every weight after them (vision tower included) equal transformers' Trainer on the torch reference
+    of the published QWenLMHeadModel. Each step takes the whole 2-example dataset as one micro-batch: the published
+    loss is a per-batch mean (its forward takes no num_items_in_batch), so only the set of examples must match."""
+    import torch
+    import transformers
+
+    from mindformers_hf import AutoModelForCausalLM, Trainer, TrainingArguments
+    from tests.models.matrix_train import ARGS, GRAD_NORM_RTOL, LOSS_RTOL, WEIGHT_RTOL
+    from tests.models.qwen_vl_fixtures import published_reference
+    from tests.models.remote_formats import read_tensors
+
+    steps = dict(ARGS, per_device_train_batch_size=2, gradient_accumulation_steps=1, num_train_epochs=2,
+                 remove_unused_columns=False)
+    folder = checkpoint[0]
+    hf = published_reference(folder).train()
+    hf_trainer = transformers.Trainer(model=hf, train_dataset=_train_dataset(),
+                                      data_collator=_train_collator(torch.tensor),
+                                      args=transformers.TrainingArguments(str(tmp_path / "hf"), use_cpu=True, **steps))
+    hf_trainer.train()
+
+    ours = AutoModelForCausalLM.from_pretrained(folder)
+    trainer = Trainer(model=ours, args=TrainingArguments(str(tmp_path / "ours"), **steps),
+                      train_dataset=_train_dataset(), data_collator=_train_collator(lambda v: v))
+    trainer.train()
+
+    got_steps, want_steps = ([h for h in t.state.log_history if "loss" in h] for t in (trainer, hf_trainer))
+    assert [h["step"] for h in got_steps] == [h["step"] for h in want_steps] == [1, 2]
+    for got, want in zip(got_steps, want_steps):
+        assert got["loss"] == pytest.approx(want["loss"], rel=LOSS_RTOL), (got, want)
+        assert got["grad_norm"] == pytest.approx(want["grad_norm"], rel=GRAD_NORM_RTOL), (got, want)
+        assert got["learning_rate"] == pytest.approx(want["learning_rate"], rel=1e-12)
+
+    ours.save_pretrained(tmp_path / "saved")  # the published names, as the reference's state_dict
+    got, start = read_tensors(tmp_path / "saved"), read_tensors(folder)
+    want = {k: v.detach().numpy() for k, v in hf.state_dict().items()}
+    assert sorted(got) == sorted(want)
+    moved = [k for k in want if np.abs(want[k] - start[k]).max() > 0]
+    assert any(k.startswith("transformer.visual.") for k in moved) and any(".attn.c_attn." in k for k in moved)
+    for name, value in want.items():
+        rel = np.linalg.norm(got[name] - value) / max(np.linalg.norm(value), 1e-12)
+        assert rel <= WEIGHT_RTOL, f"{name}: relative difference {rel:.2e}"

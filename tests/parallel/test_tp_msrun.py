@@ -7,8 +7,9 @@ Rows: the HF-native families whose transformers config has a `base_model_tp_plan
 experts too), and the remote formats written by tests/models/remote_conversions.py
 (renaming tables, fused qkv and gate_up, a permuted wqkv, ALiBi slopes per head rank). GPT-2 has no HF plan:
 its row checks the layout we declare (Conv1D weights, transposed). Qwen2-VL and Qwen2.5-VL load through
-AutoModelForImageTextToText on a batch with images (their vision tower is replicated). The launch runs once per
-session."""
+AutoModelForImageTextToText on a batch with images (their vision tower is replicated); Qwen-VL (v1) and CogVLM2,
+remote formats with no transformers class, against the torch references of their parity tests (the plan is the
+family's own declaration; vision towers replicated). The launch runs once per session."""
 import numpy as np
 import pytest
 
@@ -120,10 +121,44 @@ def _vl_row(root, name):
     return folder, hf_logits, "auto", "AutoModelForImageTextToText", image_batch()
 
 
+def _qwen_vl_row(root):
+    """Qwen-VL (v1; tests/models/qwen_vl_fixtures.py: hidden 256, 4 heads, 256 queries an image) through
+    AutoModelForCausalLM: Qwen v1's layers (fused c_attn, half-width MLP) and the head split as the qwen row, the
+    vision tower replicated. No transformers class: the oracle is the fixtures' torch reference (the published
+    visual.py in torch + transformers' Qwen2). The batch: one image in the first row, the second row text only and
+    left-padded."""
+    from tests.models.qwen_vl_fixtures import image_prompt, qwen_vl_checkpoint, reference_logits
+
+    folder, _, visual, hf = qwen_vl_checkpoint(root / "qwen_vl")
+    ids, _, pixels = image_prompt()
+    text = np.random.default_rng(1).integers(3, 256, 7)
+    ids = np.stack([ids[0], np.concatenate([np.zeros(ids.shape[1] - 7, np.int64), text])])
+    mask = (np.arange(ids.shape[1]) >= np.array([[0], [ids.shape[1] - 7]])).astype(np.int64)
+    batch = dict(input_ids=ids, attention_mask=mask, pixel_values=pixels[:1])
+    return folder, lambda i, m, **x: reference_logits(visual, hf, i, m, x["pixel_values"])[1], "auto", \
+        "AutoModelForCausalLM", batch
+
+
+def _cogvlm2_row(root):
+    """CogVLM2 (tests/models/test_cogvlm2_parity.py: hidden 32, 4 heads, 2 KV heads): both experts' fused qkv and
+    dense projections and both experts' MLPs split, the head split; embedding and EVA2-CLIP tower replicated. The
+    oracle is that test's torch reference of the published code; the batch is its image prompt (an image in the
+    first row, the second text only and left-padded) with token types."""
+    from tests.models.test_cogvlm2_parity import image_prompt, reference_from, torch_logits, write_checkpoint
+
+    folder, _ = write_checkpoint(root / "cogvlm2")
+    ids, types, mask, images = image_prompt()
+    ref = reference_from(folder)
+    batch = dict(input_ids=ids, attention_mask=mask, token_type_ids=types, images=images)
+    return folder, lambda i, m, **x: torch_logits(ref, i, x["token_type_ids"], m, x["images"]), "auto", \
+        "AutoModelForCausalLM", batch
+
+
 VL_ROWS = ("qwen2_vl", "qwen2_5_vl")
+REMOTE_VL_ROWS = {"qwen_vl": _qwen_vl_row, "cogvlm2": _cogvlm2_row}
 # InternLM v1, Baichuan (W_pack, NormHead) and Qwen v1 (c_attn) have no GQA: 4 KV heads
 REMOTE_ROWS = ("chatglm", "internlm", "internlm2", "baichuan", "baichuan_alibi", "qwen")
-ROWS = sorted(HF_ROWS) + list(REMOTE_ROWS) + list(VL_ROWS)
+ROWS = sorted(HF_ROWS) + list(REMOTE_ROWS) + list(VL_ROWS) + list(REMOTE_VL_ROWS)
 
 
 @pytest.fixture(scope="module")
@@ -134,6 +169,7 @@ def tp_results(tmp_path_factory):
     rows["refused_style"] = (rows["llama"][0], rows["llama"][1], {"model.norm": "sequence_parallel"})
     rows.update({name: _remote_row(root, name) for name in REMOTE_ROWS})
     rows.update({name: _vl_row(root, name) for name in VL_ROWS})
+    rows.update({name: make(root) for name, make in REMOTE_VL_ROWS.items()})
     return run_tp_matrix(rows, root / "out")
 
 

@@ -233,14 +233,19 @@ class OptimizerSetupMixin:
 
     def get_decay_parameter_names(self, model):
         """Names that get weight decay: not biases, not norms (transformers' patterns), not in a LayerNorm (ours
-        stands for torch's nn.LayerNorm, which transformers excludes by type: GPT-2's ln_1 / ln_2 / ln_f)."""
+        stands for torch's nn.LayerNorm, which transformers excludes by type: GPT-2's ln_1 / ln_2 / ln_f).
+        A remote-code format read through a renaming table (weights.CheckpointFormatMixin's `weight_table`) is
+        judged by its checkpoint names, the names transformers' Trainer sees on the format's own code: Qwen v1's
+        RMSNorm weights `ln_1` / `ln_2` / `ln_f` (a custom class, not nn.LayerNorm) match no pattern, so they are
+        decayed there and here."""
         patterns = [re.compile(p) for p in _NO_DECAY_PATTERNS]
         in_layernorm = set()
         for cell_name, cell in model.cells_and_names():
             if isinstance(cell, (nn.LayerNorm, LayerNorm)):
                 in_layernorm.update(f"{cell_name}.{n}" if cell_name else n for n, _ in cell.parameters_and_names())
+        checkpoint_name = model.checkpoint_key_of if getattr(model, "weight_table", None) else (lambda name: name)
         return [name for name, _ in model.parameters_and_names()
-                if name not in in_layernorm and not any(p.search(name.lower()) for p in patterns)]
+                if name not in in_layernorm and not any(p.search(checkpoint_name(name).lower()) for p in patterns)]
 
     def _trainable(self):
         named = [(n, p) for n, p in self.model.parameters_and_names() if p.requires_grad]

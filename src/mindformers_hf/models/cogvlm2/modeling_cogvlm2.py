@@ -136,19 +136,37 @@ class VisionExpertMLP(nn.Cell):
 
 
 class VisionExpertAttention(nn.Cell):
+    # tensor-parallel layout (parallel/plan.py), the same for both experts' copies: the fused projection's q, k and
+    # v rows split by whole heads (KV heads shared by ranks when fewer than ranks), the output projection's columns
+    _QKV = ("colwise", "num_attention_heads", "num_multi_query_heads", "num_multi_query_heads")
+    _tp_plan = {"vision_expert_query_key_value": _QKV, "language_expert_query_key_value": _QKV,
+                "vision_expert_dense": ("rowwise", "num_attention_heads"),
+                "language_expert_dense": ("rowwise", "num_attention_heads")}
+
     def __init__(self, config, layer_idx, dtype=ms.float32):
         super().__init__()
         self.layer_idx = layer_idx
-        self.num_heads = config.num_attention_heads
-        self.num_kv_heads = config.num_multi_query_heads
-        self.head_dim = config.hidden_size // self.num_heads
+        heads, kv_heads = config.num_attention_heads, config.num_multi_query_heads
+        self.head_dim = config.hidden_size // heads
+        self.tp_units = {"num_attention_heads": (heads, self.head_dim, False),
+                         "num_multi_query_heads": (kv_heads, self.head_dim, True)}
         self.attn_implementation = getattr(config, "_attn_implementation", None)
         hidden, std = config.hidden_size, config.initializer_range
-        qkv = hidden + 2 * self.num_kv_heads * self.head_dim
+        qkv = hidden + 2 * kv_heads * self.head_dim
         self.vision_expert_query_key_value = Linear(hidden, qkv, True, dtype, std=std)
         self.vision_expert_dense = Linear(hidden, hidden, False, dtype, std=std)
         self.language_expert_query_key_value = Linear(hidden, qkv, False, dtype, std=std)
         self.language_expert_dense = Linear(hidden, hidden, False, dtype, std=std)
+
+    @property
+    def num_heads(self):
+        """Query heads, read from the output projection's input width (a tensor-parallel rank's share after the
+        split)."""
+        return self.language_expert_dense.weight.shape[1] // self.head_dim
+
+    @property
+    def num_kv_heads(self):
+        return (self.language_expert_query_key_value.weight.shape[0] // self.head_dim - self.num_heads) // 2
 
     def construct(self, hidden_states, vision_mask, cos, sin, attention_mask=None, past_key_values=None):
         bsz, q_len, _ = hidden_states.shape
@@ -445,6 +463,10 @@ class CogVLM2ForCausalLM(CogVLM2PreTrainedModel):
     # derives its positions from them (generation/runner.py)
     _prefill_inputs = ("images", "token_type_ids")
     _positions_from_inputs = True
+    # tensor parallel (tp_plan="auto"): the language model's layers declare their layout (both experts' attention
+    # above, LLaMA's MLP for both experts' MLPs), the head is split by vocabulary rows with the logits gathered; the
+    # embedding and the vision tower (EVA2-CLIP and its GLU adapter) declare none: replicated on every rank
+    _tp_plan = {"lm_head": "colwise_gather_output"}
 
     def __init__(self, config, dtype=ms.float32):
         super().__init__(config)
@@ -475,6 +497,8 @@ class CogVLM2ForCausalLM(CogVLM2PreTrainedModel):
         return np.ones_like(ids)
 
     def lm_logits(self, hidden_states):
+        if hasattr(self.lm_head, "parallel_logits"):  # tensor parallel: each rank holds a vocabulary slice
+            return self.lm_head.parallel_logits(hidden_states)
         shape = hidden_states.shape
         logits = fused.linear(hidden_states.reshape(-1, shape[-1]), self.lm_head.weight)
         return logits.reshape(shape[:-1] + (self.lm_head.weight.shape[0],))
