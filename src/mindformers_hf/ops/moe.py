@@ -8,13 +8,18 @@ Experts are stacked as HF 5 stores them: gate_up [E, 2 * I, H] (gate rows first,
     routed to it by zero. Obviously right, and E / top_k times the work it needs to do.
   - "grouped": sorts the (token, slot) pairs by expert, runs each expert that was hit once on its
     contiguous block of tokens, and un-sorts. The index bookkeeping is a few numpy calls on the host
-    (no per-token Python loop); measured in benchmarks/moe.py.
+    (no per-token Python loop), so it cannot run under `ms.jit`; measured in benchmarks/moe.py.
+  - "cpu": the CPU kernel csrc/moe_experts.cc -- the same dispatch (count, gather by expert, one gate_up GEMM
+    -> SwiGLU -> down GEMM per expert block, weighted scatter) in one op whose routing indices stay inputs of
+    the graph, so it also runs inside `ms.jit`. Its gradient is `_cpu_bprop`: the reference's math written
+    out (every expert on every token, unrouted ones weighted by zero), exact but E / top_k times the work.
 """
 import numpy as np
 import mindspore as ms
 from mindspore import ops
 
 from . import registry
+from .cpu_build import CustomKernel
 
 _mm_t = ops.MatMul(transpose_b=True)
 _NEG = -1e30  # masks a group's experts out of top-k; below any softmax or sigmoid score
@@ -108,6 +113,51 @@ def grouped_experts(x, indices, weights, num_experts, expert):
     return (out * weights.astype(out.dtype).expand_dims(-1)).sum(1)
 
 
+def _cpu_bprop(x, indices, weights, gate_up, down, out, dout):
+    """Gradients of the kernel's forward: the reference's math, differentiated by hand, expert by expert on
+    every token (a graph-compatible composite: no host reads)."""
+    inter = down.shape[2]
+    x32, dout = x.astype(ms.float32), dout.astype(ms.float32)
+    weights32 = weights.astype(ms.float32)
+    dx = ops.zeros(x32.shape, ms.float32)
+    dweights = ops.zeros(weights32.shape, ms.float32)
+    dgate_up, ddown = [], []
+    for e in range(gate_up.shape[0]):
+        gu, dn = gate_up[e].astype(ms.float32), down[e].astype(ms.float32)
+        routed = (indices == e).astype(ms.float32)                               # [T, k]
+        weight_e = (weights32 * routed).sum(-1, keepdims=True)                   # [T, 1]
+        h = _mm_t(x32, gu)                                                       # [T, 2I]
+        gate, up = ops.narrow(h, 1, 0, inter), ops.narrow(h, 1, inter, inter)
+        sig = ops.sigmoid(gate)
+        act = gate * sig * up                                                    # [T, I]
+        y = _mm_t(act, dn)                                                       # [T, H]
+        dweights = dweights + (dout * y).sum(-1, keepdims=True) * routed
+        dy = dout * weight_e
+        ddown.append(_mm_ta(dy, act))                                            # [H, I]
+        dact = _mm(dy, dn)                                                       # [T, I]
+        dh = ops.cat((dact * up * sig * (1 + gate * (1 - sig)), dact * gate * sig), 1)   # [T, 2I]
+        dgate_up.append(_mm_ta(dh, x32))                                         # [2I, H]
+        dx = dx + _mm(dh, gu)
+    return (dx.astype(x.dtype), ops.zeros_like(indices), dweights.astype(weights.dtype),
+            ops.stack(dgate_up).astype(gate_up.dtype), ops.stack(ddown).astype(down.dtype))
+
+
+_mm = ops.MatMul()
+_mm_ta = ops.MatMul(transpose_a=True)
+_cpu_fwd = CustomKernel("moe_experts", "moe_experts_fwd", lambda x, i, w, gu, dn: x,
+                        lambda x, i, w, gu, dn: ms.float32, _cpu_bprop)
+
+
+def moe_experts_cpu(x, indices, weights, gate_up, down):
+    """The CPU kernel: float32 activations (others are cast in and out), float32 or bfloat16 expert weights."""
+    if gate_up.dtype != down.dtype or gate_up.dtype not in (ms.float32, ms.bfloat16):
+        return moe_experts_reference(x, indices, weights, gate_up, down)
+    x32 = x if x.dtype == ms.float32 else x.astype(ms.float32)
+    w32 = weights if weights.dtype == ms.float32 else weights.astype(ms.float32)
+    out = _cpu_fwd.op(x32, indices, w32, gate_up, down)
+    return out if x.dtype == ms.float32 else out.astype(x.dtype)
+
+
 def moe_experts(x, indices, weights, gate_up, down):
     """Weighted sum of the routed SwiGLU experts for x [T, H]; the registry picks the implementation."""
     return registry.select("moe_experts")(x, indices, weights, gate_up, down)
@@ -148,6 +198,7 @@ def load_balancing_loss(router_logits, num_experts, top_k, attention_mask=None):
 
 
 registry.register("moe_experts", registry.REFERENCE, moe_experts_reference)
+registry.register("moe_experts", "cpu", moe_experts_cpu, "CPU", default=False, available=_cpu_fwd.available)
 registry.register("moe_experts", "grouped", moe_experts_grouped, "CPU", default=True)
 # Not measured on Ascend (no device here); picked there too because it does top_k / E of the reference's work.
 registry.register("moe_experts", "grouped_ascend", moe_experts_grouped, "Ascend", default=True)
