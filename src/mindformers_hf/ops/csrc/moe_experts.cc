@@ -13,12 +13,12 @@
 //
 // GEMM bodies (the weights stay as they are; nothing is repacked):
 //   - blocks of >= kTileMin tokens: the block is gathered transposed, X^T [H, L] (L = tokens rounded up to 16,
-//     zero padded), and a register tile of 8 weight rows x 16 or 32 tokens accumulates in 16 AVX-512 registers:
+//     zero padded; stored as panels of 32 tokens, each contiguous), and a register tile of 8 weight rows x 16 or 32 tokens accumulates in 16 AVX-512 registers:
 //     per k, each weight element is broadcast once and FMA'd into 16-token vectors. gate and up rows are tiled
 //     together (4 + 4) so SwiGLU is applied as the tile is stored; the down GEMM reads the activations the
 //     same way (A^T [I, L]);
-//   - fewer tokens (decode): dot products of 4 weight rows at a time with each token's row (memory-bound: each
-//     weight row is read once per block).
+//   - fewer tokens (decode): dot products of 4 weight rows with up to 4 tokens' rows at a time (memory-bound:
+//     each weight row is read once per 4 tokens).
 // Without AVX-512 the same loops run on 16-float arrays the compiler vectorises for the target.
 // Weights may be float32 or bfloat16 (widened by a 16-bit shift as they are read); activations are float32.
 // Forward only: the gradient is a composite in ops/moe.py.
@@ -79,16 +79,23 @@ void tile(const W *const *rows, const float *bt, int64_t ldb, int64_t K, float *
     for (int v = 0; v < NV; ++v) _mm512_storeu_ps(c + r * 32 + 16 * v, acc[r][v]);
 }
 
-// y[r] = rows[r] . x over K, for 4 rows
-template <class W>
-void dot4(const W *const *rows, const float *x, int64_t K, float *y) {
-  __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+// y[r * 4 + j] = rows[r] . xs[j] over K, for 4 rows and NT <= 4 token rows
+template <class W, int NT>
+void dots(const W *const *rows, const float *const *xs, int64_t K, float *y) {
+  __m512 acc[4][NT];
+  for (int r = 0; r < 4; ++r)
+    for (int j = 0; j < NT; ++j) acc[r][j] = _mm512_setzero_ps();
   for (int64_t k = 0; k < K; k += 16) {
     const __mmask16 m = K - k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (K - k)) - 1);
-    const __m512 xv = _mm512_maskz_loadu_ps(m, x + k);
-    for (int r = 0; r < 4; ++r) acc[r] = _mm512_fmadd_ps(load16(rows[r] + k, m), xv, acc[r]);
+    __m512 xv[NT];
+    for (int j = 0; j < NT; ++j) xv[j] = _mm512_maskz_loadu_ps(m, xs[j] + k);
+    for (int r = 0; r < 4; ++r) {
+      const __m512 wv = load16(rows[r] + k, m);
+      for (int j = 0; j < NT; ++j) acc[r][j] = _mm512_fmadd_ps(wv, xv[j], acc[r][j]);
+    }
   }
-  for (int r = 0; r < 4; ++r) y[r] = _mm512_reduce_add_ps(acc[r]);
+  for (int r = 0; r < 4; ++r)
+    for (int j = 0; j < NT; ++j) y[r * 4 + j] = _mm512_reduce_add_ps(acc[r][j]);
 }
 #else
 template <class W, int NV>
@@ -106,14 +113,17 @@ void tile(const W *const *rows, const float *bt, int64_t ldb, int64_t K, float *
     for (int l = 0; l < NV * 16; ++l) c[r * 32 + l] = acc[r][l];
 }
 
-template <class W>
-void dot4(const W *const *rows, const float *x, int64_t K, float *y) {
+template <class W, int NT>
+void dots(const W *const *rows, const float *const *xs, int64_t K, float *y) {
   for (int r = 0; r < 4; ++r) {
-    const W *w = rows[r];
-    float s = 0.f;
+    for (int j = 0; j < NT; ++j) {
+      const W *w = rows[r];
+      const float *x = xs[j];
+      float s = 0.f;
 #pragma omp simd reduction(+ : s)
-    for (int64_t k = 0; k < K; ++k) s += load_scalar(w + k) * x[k];
-    y[r] = s;
+      for (int64_t k = 0; k < K; ++k) s += load_scalar(w + k) * x[k];
+      y[r * 4 + j] = s;
+    }
   }
 }
 #endif
@@ -132,14 +142,18 @@ struct Moe {
   int64_t top_k;
   float *pairs;          // [T * k, H]: each pair's weighted expert output
 
-  // blocks of >= kTileMin tokens: transposed gather, register tiles
+  // blocks of >= kTileMin tokens: transposed gather into panels, register tiles
   void tiled(const Task &task) const {
     const int64_t n = task.count, L = (n + 15) / 16 * 16;
     const W *gu = gate_up + task.expert * 2 * I * H, *dn = down + task.expert * H * I;
+    // X^T and A^T in panels of 32 tokens (the last one 16 if L is an odd multiple of 16): panel q holds
+    // [K][width] contiguously at q * K * 32, so a tile streams its operand sequentially
     std::vector<float> xt(H * L, 0.f), at(I * L), c(kRows * 32);
     for (int64_t m = 0; m < n; ++m) {
       const float *row = x + (order[task.start + m] / top_k) * H;
-      for (int64_t h = 0; h < H; ++h) xt[h * L + m] = row[h];
+      const int64_t q = m / 32, width = std::min<int64_t>(32, L - q * 32);
+      float *dst = xt.data() + q * H * 32 + m % 32;
+      for (int64_t h = 0; h < H; ++h) dst[h * width] = row[h];
     }
     const W *rows[kRows];
     // gate_up: 4 gate rows and the same 4 up rows per tile, SwiGLU as the tile is stored
@@ -150,14 +164,14 @@ struct Moe {
         rows[r] = gu + i * H, rows[r + 4] = gu + (I + i) * H;
       }
       for (int64_t m0 = 0; m0 < L; m0 += 32) {
-        const int nv = L - m0 >= 32 ? 2 : 1;
-        if (nv == 2) tile<W, 2>(rows, xt.data() + m0, L, H, c.data());
-        else tile<W, 1>(rows, xt.data() + m0, L, H, c.data());
+        const int64_t width = std::min<int64_t>(32, L - m0);
+        if (width == 32) tile<W, 2>(rows, xt.data() + m0 * H, 32, H, c.data());
+        else tile<W, 1>(rows, xt.data() + m0 * H, 16, H, c.data());
         for (int64_t r = 0; r < valid; ++r) {
-          float *dst = at.data() + (i0 + r) * L + m0;
+          float *dst = at.data() + m0 * I + (i0 + r) * width;
           const float *g = c.data() + r * 32, *u = c.data() + (r + 4) * 32;
 #pragma omp simd
-          for (int l = 0; l < nv * 16; ++l) dst[l] = silu_mul(g[l], u[l]);
+          for (int l = 0; l < width; ++l) dst[l] = silu_mul(g[l], u[l]);
         }
       }
     }
@@ -166,10 +180,10 @@ struct Moe {
       const int64_t valid = std::min<int64_t>(kRows, H - h0);
       for (int r = 0; r < kRows; ++r) rows[r] = dn + (h0 + (r < valid ? r : 0)) * I;
       for (int64_t m0 = 0; m0 < L; m0 += 32) {
-        const int nv = L - m0 >= 32 ? 2 : 1;
-        if (nv == 2) tile<W, 2>(rows, at.data() + m0, L, I, c.data());
-        else tile<W, 1>(rows, at.data() + m0, L, I, c.data());
-        const int64_t tokens = std::min<int64_t>(nv * 16, n - m0);
+        const int64_t width = std::min<int64_t>(32, L - m0);
+        if (width == 32) tile<W, 2>(rows, at.data() + m0 * I, 32, I, c.data());
+        else tile<W, 1>(rows, at.data() + m0 * I, 16, I, c.data());
+        const int64_t tokens = std::min<int64_t>(width, n - m0);
         for (int64_t l = 0; l < tokens; ++l) {
           const int64_t p = order[task.start + m0 + l];
           const float w = weights[p];
@@ -180,30 +194,51 @@ struct Moe {
     }
   }
 
-  // few tokens: dot products, the weight rows read once per block
-  void dots(const Task &task) const {
+  // few tokens: dot products of 4 weight rows with up to 4 token rows at a time, each weight row read once per
+  // 4 tokens
+  void dotted(const Task &task) const {
     const int64_t n = task.count;
     const W *gu = gate_up + task.expert * 2 * I * H, *dn = down + task.expert * H * I;
-    std::vector<float> h(2 * I * n), a(I * n);
-    float y[4];
+    std::vector<float> hbuf(2 * I * n), a(I * n);
+    float y[16];
     const W *rows[4];
-    for (int64_t j0 = 0; j0 < 2 * I; j0 += 4) {
-      const int64_t valid = std::min<int64_t>(4, 2 * I - j0);
-      for (int r = 0; r < 4; ++r) rows[r] = gu + (j0 + (r < valid ? r : 0)) * H;
-      for (int64_t m = 0; m < n; ++m) {
-        dot4(rows, x + (order[task.start + m] / top_k) * H, H, y);
-        for (int64_t r = 0; r < valid; ++r) h[m * 2 * I + j0 + r] = y[r];
+    const float *xs[4];
+    auto run_dots = [&](int64_t K, int64_t nt) {
+      switch (nt) {
+        case 1: dots<W, 1>(rows, xs, K, y); break;
+        case 2: dots<W, 2>(rows, xs, K, y); break;
+        case 3: dots<W, 3>(rows, xs, K, y); break;
+        default: dots<W, 4>(rows, xs, K, y); break;
+      }
+    };
+    for (int64_t m0 = 0; m0 < n; m0 += 4) {
+      const int64_t nt = std::min<int64_t>(4, n - m0);
+      for (int64_t j = 0; j < nt; ++j) xs[j] = x + (order[task.start + m0 + j] / top_k) * H;
+      for (int64_t j0 = 0; j0 < 2 * I; j0 += 4) {
+        const int64_t valid = std::min<int64_t>(4, 2 * I - j0);
+        for (int r = 0; r < 4; ++r) rows[r] = gu + (j0 + (r < valid ? r : 0)) * H;
+        run_dots(H, nt);
+        for (int64_t r = 0; r < valid; ++r)
+          for (int64_t j = 0; j < nt; ++j) hbuf[(m0 + j) * 2 * I + j0 + r] = y[r * 4 + j];
       }
     }
-    for (int64_t m = 0; m < n; ++m)
-      for (int64_t i = 0; i < I; ++i) a[m * I + i] = silu_mul(h[m * 2 * I + i], h[m * 2 * I + I + i]);
-    for (int64_t h0 = 0; h0 < H; h0 += 4) {
-      const int64_t valid = std::min<int64_t>(4, H - h0);
-      for (int r = 0; r < 4; ++r) rows[r] = dn + (h0 + (r < valid ? r : 0)) * I;
-      for (int64_t m = 0; m < n; ++m) {
-        dot4(rows, a.data() + m * I, I, y);
-        const int64_t p = order[task.start + m];
-        for (int64_t r = 0; r < valid; ++r) pairs[p * H + h0 + r] = weights[p] * y[r];
+    for (int64_t m = 0; m < n; ++m) {
+      const float *g = hbuf.data() + m * 2 * I, *u = g + I;
+      float *dst = a.data() + m * I;
+#pragma omp simd
+      for (int64_t i = 0; i < I; ++i) dst[i] = silu_mul(g[i], u[i]);
+    }
+    for (int64_t m0 = 0; m0 < n; m0 += 4) {
+      const int64_t nt = std::min<int64_t>(4, n - m0);
+      for (int64_t j = 0; j < nt; ++j) xs[j] = a.data() + (m0 + j) * I;
+      for (int64_t h0 = 0; h0 < H; h0 += 4) {
+        const int64_t valid = std::min<int64_t>(4, H - h0);
+        for (int r = 0; r < 4; ++r) rows[r] = dn + (h0 + (r < valid ? r : 0)) * I;
+        run_dots(I, nt);
+        for (int64_t j = 0; j < nt; ++j) {
+          const int64_t p = order[task.start + m0 + j];
+          for (int64_t r = 0; r < valid; ++r) pairs[p * H + h0 + r] = weights[p] * y[r * 4 + j];
+        }
       }
     }
   }
@@ -231,7 +266,7 @@ int run(void **params, int64_t T, int64_t K, int64_t E, int64_t H, int64_t I, co
   const double cost = 6.0 * H * I * std::max<int64_t>(1, (T * K) / std::max<int64_t>(1, ntasks));
   mfh::parallel_for(ntasks, mfh::threads_for(ntasks, cost), [&](int64_t i, int) {
     if (tasks[i].count >= kTileMin) moe.tiled(tasks[i]);
-    else moe.dots(tasks[i]);
+    else moe.dotted(tasks[i]);
   });
   // out[t] = sum over slots, in slot order
   float *out = static_cast<float *>(params[5]);
