@@ -10,6 +10,7 @@
 //   3. per task: gather the block's tokens, gate_up GEMM -> silu(gate) * up -> down GEMM, and write each pair's
 //      result times its routing weight into its own row of a [T * k, H] buffer (no two tasks write one row);
 //   4. out[t] = the sum of token t's k rows, in slot order.
+// Inputs longer than the pair buffer's budget (kPairFloats) run as consecutive chunks of tokens.
 //
 // GEMM bodies (the weights stay as they are; nothing is repacked):
 //   - blocks of >= kTileMin tokens: the block is gathered transposed, X^T [H, L] (L = tokens rounded up to 16,
@@ -38,6 +39,8 @@ namespace {
 constexpr int64_t kBlock = 64;   // tokens per task at most
 constexpr int64_t kTileMin = 8;  // blocks with fewer tokens take the dot-product body
 constexpr int kRows = 8;         // weight rows per register tile
+// the per-pair buffer holds at most this many floats (128 MB): longer inputs run in chunks of tokens
+constexpr int64_t kPairFloats = int64_t(1) << 25;
 
 inline float widen(uint16_t bits) {
   uint32_t u = static_cast<uint32_t>(bits) << 16;
@@ -244,9 +247,16 @@ struct Moe {
   }
 };
 
+// one chunk of tokens: x [T, H], expert ids [T * K] (checked), weights [T * K] -> out [T, H]; pairs: a [T * K, H] buffer
 template <class W>
-int run(void **params, int64_t T, int64_t K, int64_t E, int64_t H, int64_t I, const int32_t *order,
-        const int64_t *counts) {
+void run_chunk(const float *x, const int32_t *expert_of, const float *weights, const W *gate_up, const W *down,
+               float *out, float *pairs, int64_t T, int64_t K, int64_t E, int64_t H, int64_t I) {
+  // counting sort of the pairs by expert (stable: within an expert, pairs in token order)
+  std::vector<int64_t> counts(E, 0), next(E, 0);
+  std::vector<int32_t> order(T * K);
+  for (int64_t p = 0; p < T * K; ++p) ++counts[expert_of[p]];
+  for (int64_t e = 1; e < E; ++e) next[e] = next[e - 1] + counts[e - 1];
+  for (int64_t p = 0; p < T * K; ++p) order[next[expert_of[p]]++] = static_cast<int32_t>(p);
   std::vector<Task> tasks;
   int64_t start = 0;
   for (int64_t e = 0; e < E; ++e) {
@@ -259,9 +269,7 @@ int run(void **params, int64_t T, int64_t K, int64_t E, int64_t H, int64_t I, co
     for (int64_t s = 0; s < n; s += size) tasks.push_back({e, start + s, std::min(size, n - s)});
     start += n;
   }
-  std::unique_ptr<float[]> pairs(new float[T * K * H]);
-  Moe<W> moe{static_cast<const float *>(params[0]), static_cast<const float *>(params[2]),
-             static_cast<const W *>(params[3]), static_cast<const W *>(params[4]), H, I, order, K, pairs.get()};
+  Moe<W> moe{x, weights, gate_up, down, H, I, order.data(), K, pairs};
   const int64_t ntasks = static_cast<int64_t>(tasks.size());
   const double cost = 6.0 * H * I * std::max<int64_t>(1, (T * K) / std::max<int64_t>(1, ntasks));
   mfh::parallel_for(ntasks, mfh::threads_for(ntasks, cost), [&](int64_t i, int) {
@@ -269,14 +277,25 @@ int run(void **params, int64_t T, int64_t K, int64_t E, int64_t H, int64_t I, co
     else moe.dotted(tasks[i]);
   });
   // out[t] = sum over slots, in slot order
-  float *out = static_cast<float *>(params[5]);
-  const float *src = pairs.get();
   for (int64_t t = 0; t < T; ++t) {
     float *dst = out + t * H;
-    std::memcpy(dst, src + t * K * H, H * sizeof(float));
-    for (int64_t s = 1; s < K; ++s) mfh::axpy(1.f, src + (t * K + s) * H, dst, H);
+    std::memcpy(dst, pairs + t * K * H, H * sizeof(float));
+    for (int64_t s = 1; s < K; ++s) mfh::axpy(1.f, pairs + (t * K + s) * H, dst, H);
   }
-  return 0;
+}
+
+template <class W>
+void run(void **params, const int32_t *expert_of, int64_t T, int64_t K, int64_t E, int64_t H, int64_t I) {
+  const float *x = static_cast<const float *>(params[0]), *weights = static_cast<const float *>(params[2]);
+  const W *gate_up = static_cast<const W *>(params[3]), *down = static_cast<const W *>(params[4]);
+  float *out = static_cast<float *>(params[5]);
+  const int64_t chunk = std::max<int64_t>(1, std::min(T, kPairFloats / (K * H)));
+  std::unique_ptr<float[]> pairs(new float[chunk * K * H]);
+  for (int64_t t0 = 0; t0 < T; t0 += chunk) {
+    const int64_t n = std::min(chunk, T - t0);
+    run_chunk<W>(x + t0 * H, expert_of + t0 * K, weights + t0 * K, gate_up, down, out + t0 * H, pairs.get(), n, K,
+                 E, H, I);
+  }
 }
 
 }  // namespace
@@ -298,19 +317,15 @@ MFH_KERNEL moe_experts_fwd(MFH_ARGS) {
       shapes[4][0] != E || shapes[4][1] != H || shapes[5][0] != T || shapes[5][1] != H)
     return 1;
   if (T == 0) return 0;
-  // counting sort of the pairs by expert (stable: within an expert, pairs in token order)
-  std::vector<int64_t> counts(E, 0), next(E, 0);
-  std::vector<int32_t> expert_of(T * K), order(T * K);
+  std::vector<int32_t> expert_of(T * K);
   for (int64_t p = 0; p < T * K; ++p) {
     const int64_t e = i64 ? static_cast<int64_t *>(params[1])[p] : static_cast<int32_t *>(params[1])[p];
     if (e < 0 || e >= E) return 1;
     expert_of[p] = static_cast<int32_t>(e);
-    ++counts[e];
   }
-  for (int64_t e = 1; e < E; ++e) next[e] = next[e - 1] + counts[e - 1];
-  for (int64_t p = 0; p < T * K; ++p) order[next[expert_of[p]]++] = static_cast<int32_t>(p);
-  if (bf16) return run<uint16_t>(params, T, K, E, H, I, order.data(), counts.data());
-  return run<float>(params, T, K, E, H, I, order.data(), counts.data());
+  if (bf16) run<uint16_t>(params, expert_of.data(), T, K, E, H, I);
+  else run<float>(params, expert_of.data(), T, K, E, H, I);
+  return 0;
 }
 
 // 1 when the kernel was built with AVX-512 (read through ctypes by tests and benchmarks)
