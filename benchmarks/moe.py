@@ -112,7 +112,10 @@ def bench_model(family, rounds):
     torch.manual_seed(0)
     config = family_config(family)
     transformers.AutoModelForCausalLM.from_config(config).save_pretrained(folder)
-    ours = AutoModelForCausalLM.from_pretrained(folder)
+    # one model per implementation: generate keeps its decode graphs (traced with the kernel, or given up on
+    # with grouped) on the model
+    models = {name: AutoModelForCausalLM.from_pretrained(folder) for name in ("kernel", "grouped")}
+    ours = models["kernel"]
     theirs = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
     rng = np.random.default_rng(0)
     ids = rng.integers(0, 1024, size=(1, 256)).astype(np.int64)
@@ -133,9 +136,15 @@ def bench_model(family, rounds):
     def ours_prefill():
         return ours(input_ids=ms.Tensor(ids)).logits
 
-    def ours_decode():
-        return ours.generate(input_ids=ms.Tensor(prompt), max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS,
-                             do_sample=False)
+    def ours_compiled_prefill():
+        from mindformers_hf.compiled_layers import compiled_layers
+
+        with compiled_layers(ours, "prefill"):
+            return ours(input_ids=ms.Tensor(ids)).logits
+
+    def ours_decode(name):
+        return lambda: models[name].generate(input_ids=ms.Tensor(prompt), max_new_tokens=NEW_TOKENS,
+                                             min_new_tokens=NEW_TOKENS, do_sample=False)
 
     def hf_prefill():
         with torch.no_grad():
@@ -146,13 +155,18 @@ def bench_model(family, rounds):
             return theirs.generate(input_ids=torch.from_numpy(prompt), max_new_tokens=NEW_TOKENS,
                                    min_new_tokens=NEW_TOKENS, do_sample=False)
 
+    from mindformers_hf.compiled_layers import supports_compiled_layers
+
     registry.get("moe_experts", "cpu")
+    compiled = with_impl("kernel", lambda: supports_compiled_layers(ours))()
     times = {}
     for _ in range(2):
-        for name, fn in (("kernel prefill", with_impl("kernel", ours_prefill)),
-                         ("grouped prefill", with_impl("grouped", ours_prefill)), ("hf prefill", hf_prefill),
-                         ("kernel decode", with_impl("kernel", ours_decode)),
-                         ("grouped decode", with_impl("grouped", ours_decode)), ("hf decode", hf_decode)):
+        first = (("kernel compiled prefill", with_impl("kernel", ours_compiled_prefill)),) if compiled else ()
+        for name, fn in first + (("kernel prefill", with_impl("kernel", ours_prefill)),
+                                 ("grouped prefill", with_impl("grouped", ours_prefill)), ("hf prefill", hf_prefill),
+                                 ("kernel decode", with_impl("kernel", ours_decode("kernel"))),
+                                 ("grouped decode", with_impl("grouped", ours_decode("grouped"))),
+                                 ("hf decode", hf_decode)):
             keep_best(times, name, best_time(fn, rounds, 1) / (NEW_TOKENS if "decode" in name else 1))
     print(family, {k: round(v * 1e3, 2) for k, v in times.items()}, flush=True)
     return times
@@ -172,7 +186,8 @@ def markdown(op_rows, hf_impl, model_times):
                      f"{t['hf'] / t['kernel']:.2f}x |")
     if model_times:
         lines += ["", "Whole models, random 2 layers, hidden 256: Mixtral (8 experts of 512, top-2), Qwen2-MoE (60 "
-                  "experts of 128, top-4, shared expert of 512), DeepSeek-V2 (MLA, 64 experts of 128, top-6, 2 shared). "
+                  "experts of 128, top-4, shared expert of 512), DeepSeek-V2 (MLA, 64 experts of 128, top-6, 2 "
+                  "shared). "
                   f"Prefill: one forward of 256 tokens. Decode: greedy `generate`, {NEW_TOKENS} new tokens after 16, "
                   "ms per new token.", "",
                   "| model | step | ours, kernel ms | ours, grouped ms | HF ms | kernel vs HF | grouped vs HF |",
@@ -182,14 +197,19 @@ def markdown(op_rows, hf_impl, model_times):
                 k, g, h = t[f"kernel {step}"], t[f"grouped {step}"], t[f"hf {step}"]
                 lines.append(f"| {family} | {step} | {k * 1e3:.1f} | {g * 1e3:.1f} | {h * 1e3:.1f} | {h / k:.2f}x | "
                              f"{h / g:.2f}x |")
-        lines += ["", "Where the whole-model time goes: a MoE model's prefill runs op by op (PyNative): its sparse "
-                  "layers are not in the compiled decoder-layer graph that dense LLaMA-shaped models use "
-                  "(`graph_spec` accepts LLaMA's MLP only), and DeepSeek's latent attention is not either, so at "
-                  "these small shapes MindSpore's per-op dispatch (about 0.1 ms per op unloaded, more under load) "
-                  "outweighs the experts' compute. Decode is one traced graph per step where the kernel runs (its "
-                  "routing indices are graph inputs; grouped reads them on the host, so its decode step runs op by "
-                  "op). Other processes shared the two cores during the run (load average 8-12): single ratios "
-                  "carry 20-50% noise."]
+                if step == "prefill" and "kernel compiled prefill" in t:
+                    c = t["kernel compiled prefill"]
+                    lines.append(f"| {family} | compiled prefill | {c * 1e3:.1f} | - | {h * 1e3:.1f} | "
+                                 f"{h / c:.2f}x | - |")
+        lines += ["", "Prefill here is a plain `model(...)` forward, op by op (PyNative): at these small shapes "
+                  "MindSpore's per-op dispatch (about 0.1 ms per op unloaded, more under load) outweighs the "
+                  "experts' compute. `generate`'s prefill instead runs the decoder layers as one compiled graph, "
+                  "which with the kernel includes Mixtral's and Qwen2-MoE's sparse layers (DeepSeek's latent "
+                  "attention stays eager); the compiled prefill row times that graph (`compiled_layers(model, "
+                  "\"prefill\")`, the last layer on the last position, as generate). Decode is one traced graph per "
+                  "step where the kernel runs (its routing indices are graph inputs; grouped reads them on the "
+                  "host, so its decode step runs op by op). Other processes shared the two cores during the run "
+                  "(load average 8-12): single ratios carry 20-50% noise."]
     return "\n".join(lines) + "\n"
 
 

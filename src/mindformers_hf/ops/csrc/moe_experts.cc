@@ -14,7 +14,8 @@
 //
 // GEMM bodies (the weights stay as they are; nothing is repacked):
 //   - blocks of >= kTileMin tokens: the block is gathered transposed, X^T [H, L] (L = tokens rounded up to 16,
-//     zero padded; stored as panels of 32 tokens, each contiguous), and a register tile of 8 weight rows x 16 or 32 tokens accumulates in 16 AVX-512 registers:
+//     zero padded; stored as panels of 32 tokens, each contiguous), and a register tile of 8 weight rows x 16 or 32
+//     tokens accumulates in 16 AVX-512 registers:
 //     per k, each weight element is broadcast once and FMA'd into 16-token vectors. gate and up rows are tiled
 //     together (4 + 4) so SwiGLU is applied as the tile is stored; the down GEMM reads the activations the
 //     same way (A^T [I, L]);
@@ -247,7 +248,8 @@ struct Moe {
   }
 };
 
-// one chunk of tokens: x [T, H], expert ids [T * K] (checked), weights [T * K] -> out [T, H]; pairs: a [T * K, H] buffer
+// one chunk of tokens: x [T, H], expert ids [T * K] (checked), weights [T * K] -> out [T, H];
+// pairs: a [T * K, H] buffer
 template <class W>
 void run_chunk(const float *x, const int32_t *expert_of, const float *weights, const W *gate_up, const W *down,
                float *out, float *pairs, int64_t T, int64_t K, int64_t E, int64_t H, int64_t I) {
