@@ -14,11 +14,10 @@
 //
 // GEMM bodies (the weights stay as they are; nothing is repacked):
 //   - blocks of >= kTileMin tokens: the block is gathered transposed, X^T [H, L] (L = tokens rounded up to 16,
-//     zero padded; stored as panels of 32 tokens, each contiguous), and a register tile of 8 weight rows x 16 or 32
-//     tokens accumulates in 16 AVX-512 registers:
-//     per k, each weight element is broadcast once and FMA'd into 16-token vectors. gate and up rows are tiled
-//     together (4 + 4) so SwiGLU is applied as the tile is stored; the down GEMM reads the activations the
-//     same way (A^T [I, L]);
+//     zero padded; stored as panels of 32 tokens, each contiguous), and a register tile of 12 weight rows x 16 or
+//     32 tokens accumulates in up to 24 AVX-512 registers: per k, each weight element is broadcast once and FMA'd
+//     into 16-token vectors. gate and up rows are tiled together (6 + 6) so SwiGLU is applied as the tile is
+//     stored; the down GEMM reads the activations the same way (A^T [I, L]);
 //   - fewer tokens (decode): dot products of 4 weight rows with up to 4 tokens' rows at a time (memory-bound:
 //     each weight row is read once per 4 tokens).
 // Without AVX-512 the same loops run on 16-float arrays the compiler vectorises for the target.
@@ -39,7 +38,8 @@ namespace {
 
 constexpr int64_t kBlock = 64;   // tokens per task at most
 constexpr int64_t kTileMin = 8;  // blocks with fewer tokens take the dot-product body
-constexpr int kRows = 8;         // weight rows per register tile
+constexpr int kRows = 12;        // weight rows per register tile (x 32 tokens: 24 of the 32 AVX-512 registers)
+constexpr int kHalf = kRows / 2;  // gate_up tiles: kHalf gate rows and the same kHalf up rows
 // the per-pair buffer holds at most this many floats (128 MB): longer inputs run in chunks of tokens
 constexpr int64_t kPairFloats = int64_t(1) << 25;
 
@@ -161,11 +161,11 @@ struct Moe {
     }
     const W *rows[kRows];
     // gate_up: 4 gate rows and the same 4 up rows per tile, SwiGLU as the tile is stored
-    for (int64_t i0 = 0; i0 < I; i0 += 4) {
-      const int64_t valid = std::min<int64_t>(4, I - i0);
-      for (int r = 0; r < 4; ++r) {
+    for (int64_t i0 = 0; i0 < I; i0 += kHalf) {
+      const int64_t valid = std::min<int64_t>(kHalf, I - i0);
+      for (int r = 0; r < kHalf; ++r) {
         const int64_t i = i0 + (r < valid ? r : 0);
-        rows[r] = gu + i * H, rows[r + 4] = gu + (I + i) * H;
+        rows[r] = gu + i * H, rows[r + kHalf] = gu + (I + i) * H;
       }
       for (int64_t m0 = 0; m0 < L; m0 += 32) {
         const int64_t width = std::min<int64_t>(32, L - m0);
@@ -173,7 +173,7 @@ struct Moe {
         else tile<W, 1>(rows, xt.data() + m0 * H, 16, H, c.data());
         for (int64_t r = 0; r < valid; ++r) {
           float *dst = at.data() + m0 * I + (i0 + r) * width;
-          const float *g = c.data() + r * 32, *u = c.data() + (r + 4) * 32;
+          const float *g = c.data() + r * 32, *u = c.data() + (r + kHalf) * 32;
 #pragma omp simd
           for (int l = 0; l < width; ++l) dst[l] = silu_mul(g[l], u[l]);
         }
