@@ -12,6 +12,7 @@ from mindformers_hf import AutoModelForCausalLM  # noqa: E402
 from mindformers_hf.cache_utils import DynamicCache  # noqa: E402
 from mindformers_hf.compiled_layers import compiled_layers, supports_compiled_layers  # noqa: E402
 from mindformers_hf.generation.runner import prefill_length  # noqa: E402
+from mindformers_hf.ops import registry  # noqa: E402
 from tests.conftest import batch, make_hf_checkpoint  # noqa: E402
 
 
@@ -34,6 +35,9 @@ VARIANTS = {
                    attn_logit_softcapping=1.5, final_logit_softcapping=2.0),
     "gemma3_text": dict(config_class="Gemma3TextConfig", model_class="Gemma3ForCausalLM", head_dim=16,
                         sliding_window=4, layer_types=["sliding_attention", "full_attention"]),
+    # sparse MoE layers (router, moe_experts kernel, gated shared expert) in the graph: with the CPU kernel only
+    "qwen2_moe": dict(config_class="Qwen2MoeConfig", model_class="Qwen2MoeForCausalLM", num_experts=4,
+                      num_experts_per_tok=2, moe_intermediate_size=32, shared_expert_intermediate_size=48),
 }
 
 
@@ -42,6 +46,8 @@ def test_compiled_forward_equals_eager_and_fills_the_cache(tmp_path, family, lay
     """"prefill" (generate's mode: only the last position is read, so the last layer computes only that
     one after its keys and values) and "train" (every position; LLaMA and Qwen2 only, to keep compilations few)
     against the eager forward, which runs the same decoder-layer function over the modules."""
+    if family == "qwen2_moe" and registry.implementation_name("moe_experts") != "cpu":
+        pytest.skip("MoE layers are compiled only with the moe_experts CPU kernel")
     model = AutoModelForCausalLM.from_pretrained(make_hf_checkpoint(tmp_path / family, **VARIANTS[family]))
     ids, mask = batch(rows=2, length=13, pad_left=(0, 4), seed=1)
 
@@ -88,7 +94,18 @@ def test_disable_compile_and_other_layers_stay_eager(tmp_path, tiny_llama, layer
     assert not layer_graph_shapes
     mixtral = AutoModelForCausalLM.from_pretrained(make_hf_checkpoint(
         tmp_path / "mixtral", config_class="MixtralConfig", model_class="MixtralForCausalLM", num_local_experts=4,
-        num_experts_per_tok=2))  # MoE layers run eagerly (their MLP is a module of its own)
-    assert mixtral.model.layers[0].graph_spec() is None and not supports_compiled_layers(mixtral)
-    mixtral.generate(input_ids=ids, attention_mask=mask, max_new_tokens=2, do_sample=False)
+        num_experts_per_tok=2))
+    # MoE layers join the graph only with the moe_experts CPU kernel (the grouped and reference experts read
+    # the routing on the host or loop in Python), not while router logits are recorded, not while training
+    layer = mixtral.model.layers[0]
+    assert (layer.graph_spec() is not None) == (registry.implementation_name("moe_experts") == "cpu")
+    layer.mlp.gate.recording = True
+    assert layer.graph_spec() is None
+    layer.mlp.gate.recording = False
+    mixtral.set_train(True)
+    assert layer.graph_spec() is None
+    mixtral.set_train(False)
+    with registry.use_kernels("reference"):
+        assert layer.graph_spec() is None and not supports_compiled_layers(mixtral)
+        mixtral.generate(input_ids=ids, attention_mask=mask, max_new_tokens=2, do_sample=False)
     assert not layer_graph_shapes

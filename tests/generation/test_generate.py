@@ -184,8 +184,11 @@ def test_unsupported_features_raise(models):
 
 
 def test_other_families_generate_like_hf(tmp_path):
-    """GPT-2 (no static-cache path: the growing cache, op by op) and Mixtral (MoE routing reads values on
-    the host, so its decode step is never traced) give HF's greedy tokens too."""
+    """GPT-2 (no static-cache path: the growing cache, op by op) and Mixtral give HF's greedy tokens too.
+    Mixtral's decode step is traced where the moe_experts CPU kernel runs (its routing indices stay graph
+    inputs); the grouped fallback reads them on the host, so without the kernel the step runs op by op."""
+    from mindformers_hf.ops import registry
+
     from tests.models.test_gpt2_parity import make_gpt2_checkpoint
 
     folders = [make_gpt2_checkpoint(tmp_path / "gpt2"),
@@ -197,6 +200,9 @@ def test_other_families_generate_like_hf(tmp_path):
         want = _hf_generate(hf, ids, mask, max_new_tokens=8, do_sample=False).numpy()
         ours = AutoModelForCausalLM.from_pretrained(folder)
         np.testing.assert_array_equal(ours.generate(input_ids=ids, attention_mask=mask, max_new_tokens=8), want)
+        if "mixtral" in str(folder) and registry.implementation_name("moe_experts") == "cpu":
+            graphs = ours.__dict__["_mindformers_decode_graphs"]
+            assert any(graph.key[2] and graph.step.compiled for graph in graphs)
 
 
 def test_concurrent_generate_calls_take_turns(models):

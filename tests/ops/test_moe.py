@@ -1,5 +1,6 @@
-"""MoE ops: the grouped expert implementation against the per-expert reference, and the router's
-load-balancing loss against transformers' own `load_balancing_loss_func` (torch, the oracle).
+"""MoE ops: the grouped expert implementation and the CPU kernel against the per-expert reference (and the
+definition in numpy), and the router's load-balancing loss against transformers' own `load_balancing_loss_func`
+(torch, the oracle).
 
 Routing itself is checked against HF's routers end to end by the model parity tests (tests/models/test_*moe*).
 """
@@ -47,10 +48,69 @@ def test_grouped_equals_reference_and_definition(shape):
     np.testing.assert_allclose(grouped, ref, rtol=1e-5, atol=1e-6)
 
 
-def test_grouped_is_the_cpu_default():
+def _relative_error(got, want):
+    return np.abs(got - want).max() / np.abs(want).max()
+
+
+CPU_KERNEL = "cpu" in registry.implementations("moe_experts")
+needs_kernel = pytest.mark.skipif(not CPU_KERNEL, reason="the moe_experts CPU kernel is not available here")
+
+# float32 on both sides: the kernel and the reference differ only in the order of their float32 sums (the kernel
+# adds a token's k slots in slot order, the reference its experts in expert order; the GEMMs' k order may differ),
+# a few ulp of the output's scale, far inside 1e-5 relative.
+KERNEL_SHAPES = [dict(tokens=1, hidden=16, inter=24, experts=8, top_k=2),                      # decode: dot body
+                 dict(tokens=50, hidden=16, inter=8, experts=16, top_k=4, skip_experts=(3, 9, 15)),
+                 dict(tokens=90, hidden=33, inter=21, experts=4, top_k=2)]  # tiled: 45 per expert, odd H, I
+
+
+@needs_kernel
+@pytest.mark.parametrize("weights_dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("shape", KERNEL_SHAPES)
+def test_cpu_kernel_equals_reference(shape, weights_dtype):
+    x, indices, weights, gate_up, down = _case(0, **shape)
+    if weights_dtype == "bfloat16":  # the kernel reads bf16 weights; the reference gets the same values widened
+        gate_up, down = gate_up.astype(ms.bfloat16), down.astype(ms.bfloat16)
+    got = registry.get("moe_experts", "cpu")(x, indices, weights, gate_up, down).asnumpy()
+    args32 = (x, indices, weights, gate_up.astype(ms.float32), down.astype(ms.float32))
+    want = moe.moe_experts_reference(*args32).asnumpy()
+    assert _relative_error(got, want) <= 1e-5
+    assert _relative_error(got, _numpy_moe(*args32)) <= 1e-5
+
+
+@needs_kernel
+def test_cpu_kernel_under_jit_and_its_gradients():
+    """The kernel inside ms.jit (routing indices are graph inputs) and its composite gradient, eagerly (grouped)
+    and under ms.jit (dense), against the reference's autograd."""
+    x, indices, weights, gate_up, down = _case(0, tokens=12, hidden=8, inter=8, experts=3, top_k=2,
+                                               skip_experts=(2,))  # (few experts: the jit bprop unrolls them)
+    kernel = registry.get("moe_experts", "cpu")
+    want = moe.moe_experts_reference(x, indices, weights, gate_up, down).asnumpy()
+    assert _relative_error(ms.jit(kernel)(x, indices, weights, gate_up, down).asnumpy(), want) <= 1e-5
+    proj = ms.Tensor(np.random.default_rng(1).standard_normal(want.shape).astype(np.float32))
+
+    def grads(fn):
+        def loss(x, weights, gate_up, down):
+            return (fn(x, indices, weights, gate_up, down) * proj).sum()
+        return ms.grad(loss, grad_position=(0, 1, 2, 3))
+
+    want_grads = grads(moe.moe_experts_reference)(x, weights, gate_up, down)
+    for got_grads in (grads(kernel)(x, weights, gate_up, down), ms.jit(grads(kernel))(x, weights, gate_up, down)):
+        for got, expected in zip(got_grads, want_grads):
+            assert _relative_error(got.asnumpy(), expected.asnumpy()) <= 1e-5
+
+
+@needs_kernel
+def test_cpu_kernel_refuses_an_expert_index_out_of_range():
+    x, indices, weights, gate_up, down = _case(0, tokens=3, hidden=16, inter=8, experts=4, top_k=2)
+    with pytest.raises(RuntimeError, match="moe_experts_fwd"):
+        registry.get("moe_experts", "cpu")(x, ms.Tensor(np.full((3, 2), 4, np.int32)), weights, gate_up,
+                                           down).asnumpy()
+
+
+def test_cpu_default_then_grouped():
     assert "grouped" in registry.implementations("moe_experts")
     with registry.use_kernels("auto"):
-        assert registry.implementation_name("moe_experts") == "grouped"
+        assert registry.implementation_name("moe_experts") == ("cpu" if CPU_KERNEL else "grouped")
     with registry.use_kernels("reference"):
         assert registry.implementation_name("moe_experts") == registry.REFERENCE
 

@@ -8,13 +8,18 @@ Experts are stacked as HF 5 stores them: gate_up [E, 2 * I, H] (gate rows first,
     routed to it by zero. Obviously right, and E / top_k times the work it needs to do.
   - "grouped": sorts the (token, slot) pairs by expert, runs each expert that was hit once on its
     contiguous block of tokens, and un-sorts. The index bookkeeping is a few numpy calls on the host
-    (no per-token Python loop); measured in benchmarks/moe.py.
+    (no per-token Python loop), so it cannot run under `ms.jit`; measured in benchmarks/moe.py.
+  - "cpu": the CPU kernel csrc/moe_experts.cc -- the same dispatch (count, gather by expert, one gate_up GEMM
+    -> SwiGLU -> down GEMM per expert block, weighted scatter) in one op whose routing indices stay inputs of
+    the graph, so it also runs inside `ms.jit`. Its gradient (`_cpu_bprop`) is a composite: grouped eagerly,
+    under `ms.jit` the reference's math (every expert on every token), exact but E / top_k times the work.
 """
 import numpy as np
 import mindspore as ms
 from mindspore import ops
 
 from . import registry
+from .cpu_build import CustomKernel
 
 _mm_t = ops.MatMul(transpose_b=True)
 _NEG = -1e30  # masks a group's experts out of top-k; below any softmax or sigmoid score
@@ -108,6 +113,81 @@ def grouped_experts(x, indices, weights, num_experts, expert):
     return (out * weights.astype(out.dtype).expand_dims(-1)).sum(1)
 
 
+def _expert_grads(rows, drows, weight, gate_up, down):
+    """One expert on rows [N, H] with output gradient drows [N, H] and routing weights [N, 1] (float32):
+    (d rows, d weight [N, 1], d gate_up [2I, H], d down [H, I])."""
+    inter = down.shape[1]
+    h = _mm_t(rows, gate_up)                                                     # [N, 2I]
+    gate, up = ops.narrow(h, 1, 0, inter), ops.narrow(h, 1, inter, inter)
+    sig = ops.sigmoid(gate)
+    act = gate * sig * up                                                        # [N, I]
+    dweight = (drows * _mm_t(act, down)).sum(-1, keepdims=True)
+    dy = drows * weight
+    dact = _mm(dy, down)                                                         # [N, I]
+    dh = ops.cat((dact * up * sig * (1 + gate * (1 - sig)), dact * gate * sig), 1)   # [N, 2I]
+    return _mm(dh, gate_up), dweight, _mm_ta(dh, rows), _mm_ta(dy, act)
+
+
+def _cpu_bprop(x, indices, weights, gate_up, down, out, dout):
+    """Gradients of the kernel's forward, a composite of MindSpore ops. Eagerly (PyNative) the grouped
+    dispatch: each hit expert on the tokens routed to it (host-side sort, as "grouped"); under ms.jit, where
+    the indices cannot be read, the reference's math: every expert on every token, unrouted ones weighted 0."""
+    experts = gate_up.shape[0]
+    x32, dout, weights32 = x.astype(ms.float32), dout.astype(ms.float32), weights.astype(ms.float32)
+    gate_ups = [gate_up[e].astype(ms.float32) for e in range(experts)]
+    downs = [down[e].astype(ms.float32) for e in range(experts)]
+    dgate_up = [ops.zeros(g.shape, ms.float32) for g in gate_ups]
+    ddown = [ops.zeros(d.shape, ms.float32) for d in downs]
+    if registry.eager(dout):
+        tokens, top_k = indices.shape
+        flat = indices.asnumpy().reshape(-1)
+        order = np.argsort(flat, kind="stable").astype(np.int32)
+        counts = np.bincount(flat, minlength=experts)
+        token_of = ms.Tensor(order // top_k)
+        rows, drows = ops.gather(x32, token_of, 0), ops.gather(dout, token_of, 0)
+        pair_weights = ops.gather(weights32.reshape(-1), ms.Tensor(order), 0).expand_dims(-1)
+        drow_pieces, dweight_pieces, start = [], [], 0
+        for e in np.flatnonzero(counts):
+            n, e = int(counts[e]), int(e)
+            grads = _expert_grads(ops.narrow(rows, 0, start, n), ops.narrow(drows, 0, start, n),
+                                  ops.narrow(pair_weights, 0, start, n), gate_ups[e], downs[e])
+            drow_pieces.append(grads[0])
+            dweight_pieces.append(grads[1])
+            dgate_up[e], ddown[e] = grads[2], grads[3]
+            start += n
+        dx = ops.unsorted_segment_sum(ops.cat(drow_pieces, 0), token_of, tokens)
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(order.size, dtype=np.int32)
+        dweights = ops.gather(ops.cat(dweight_pieces, 0).reshape(-1), ms.Tensor(inverse), 0).reshape(tokens, top_k)
+    else:
+        dx = ops.zeros(x32.shape, ms.float32)
+        dweights = ops.zeros(weights32.shape, ms.float32)
+        for e in range(experts):
+            routed = (indices == e).astype(ms.float32)                           # [T, k]
+            grads = _expert_grads(x32, dout, (weights32 * routed).sum(-1, keepdims=True), gate_ups[e], downs[e])
+            dx = dx + grads[0]
+            dweights = dweights + grads[1] * routed
+            dgate_up[e], ddown[e] = grads[2], grads[3]
+    return (dx.astype(x.dtype), ops.zeros_like(indices), dweights.astype(weights.dtype),
+            ops.stack(dgate_up).astype(gate_up.dtype), ops.stack(ddown).astype(down.dtype))
+
+
+_mm = ops.MatMul()
+_mm_ta = ops.MatMul(transpose_a=True)
+_cpu_fwd = CustomKernel("moe_experts", "moe_experts_fwd", lambda x, i, w, gu, dn: x,
+                        lambda x, i, w, gu, dn: ms.float32, _cpu_bprop)
+
+
+def moe_experts_cpu(x, indices, weights, gate_up, down):
+    """The CPU kernel: float32 activations (others are cast in and out), float32 or bfloat16 expert weights."""
+    if gate_up.dtype != down.dtype or gate_up.dtype not in (ms.float32, ms.bfloat16):
+        return moe_experts_reference(x, indices, weights, gate_up, down)
+    x32 = x if x.dtype == ms.float32 else x.astype(ms.float32)
+    w32 = weights if weights.dtype == ms.float32 else weights.astype(ms.float32)
+    out = _cpu_fwd.op(x32, indices, w32, gate_up, down)
+    return out if x.dtype == ms.float32 else out.astype(x.dtype)
+
+
 def moe_experts(x, indices, weights, gate_up, down):
     """Weighted sum of the routed SwiGLU experts for x [T, H]; the registry picks the implementation."""
     return registry.select("moe_experts")(x, indices, weights, gate_up, down)
@@ -148,6 +228,8 @@ def load_balancing_loss(router_logits, num_experts, top_k, attention_mask=None):
 
 
 registry.register("moe_experts", registry.REFERENCE, moe_experts_reference)
+# cpu first: "auto" takes the first default that is available, so grouped runs where the kernel cannot be built
+registry.register("moe_experts", "cpu", moe_experts_cpu, "CPU", default=True, available=_cpu_fwd.available)
 registry.register("moe_experts", "grouped", moe_experts_grouped, "CPU", default=True)
 # Not measured on Ascend (no device here); picked there too because it does top_k / E of the reference's work.
 registry.register("moe_experts", "grouped_ascend", moe_experts_grouped, "Ascend", default=True)

@@ -9,7 +9,9 @@ layer's weights by their HF names relative to the layer:
     so LoRA, tensor-parallel and other wrapped projections apply themselves, and an attention or MLP of a family's
     own (DeepSeek's latent attention, MoE) runs as its module (`spec.attention` / `spec.mlp` None);
   - compiled (LlamaModel under `compiled_layers(model, "prefill" | "score" | "train")`): `w` maps parameter names to
-    tensors ("self_attn.q_proj.weight", "self_attn.q_proj.bias") and the function runs under `ms.jit`.
+    tensors ("self_attn.q_proj.weight", "self_attn.q_proj.bias") and the function runs under `ms.jit`. A sparse MoE
+    block joins the graph as `moe` (spec.moe) when its `graph_spec` allows it (the moe_experts CPU kernel, not
+    training, no recorded router logits).
 A projection or norm is read by name (`_linear`, `_norm`): the module when `w` holds it, else its weight.
 
 Why a dict, not a NamedTuple: the graph takes the weights as one `ms.mutable` dict input. Tensors inside a tuple
@@ -35,6 +37,7 @@ from mindspore import ops
 
 from ... import ops as fused
 from ...activations import activation
+from ...ops import moe as moe_ops
 
 @dataclass(frozen=True)
 class AttentionSpec:
@@ -64,6 +67,22 @@ class MLPSpec:
 
 
 @dataclass(frozen=True)
+class MoESpec:
+    """A sparse MoE block (models/mixtral/modeling_mixtral.py's MixtralSparseMoeBlock) for the compiled graph: the
+    router's switches (ops.moe.route_tokens), the routed experts (ops.moe_experts) and an optional shared expert."""
+    top_k: int
+    scoring: str
+    norm_topk_prob: bool
+    topk_method: str
+    n_group: int
+    topk_group: int
+    routed_scaling_factor: float
+    correction_bias: bool
+    shared: Optional[str] = None         # "shared_expert" (gated, Qwen2-MoE) or "shared_experts" (DeepSeek)
+    shared_mlp: Optional[MLPSpec] = None
+
+
+@dataclass(frozen=True)
 class LayerSpec:
     attention: Optional[AttentionSpec]  # None: the layer's `self_attn` module runs as itself (eager only)
     mlp: Optional[MLPSpec]              # None: the layer's `mlp` module runs as itself (MoE; eager only)
@@ -73,6 +92,7 @@ class LayerSpec:
                          "post_mlp_layernorm")  # before / after attention, before / after the MLP
     norm_offset: bool = False           # Gemma: the norms scale by (1 + weight)
     parallel_residual: bool = False     # Phi: hidden + attn(norm(hidden)) + mlp(norm(hidden))
+    moe: Optional[MoESpec] = None       # compiled only: the sparse MoE block that `mlp` None leaves to its module
 
 
 def modules(cell, prefix="", out=None):
@@ -193,6 +213,32 @@ def mlp(spec, w, x, prefix="mlp."):
     return _linear(w, down_name, activation(spec.activation, gate) * up)
 
 
+def moe(spec, w, x, prefix="mlp."):
+    """MixtralSparseMoeBlock.construct over the weights (inference: no router jitter, no recorded router logits)."""
+    shape = x.shape
+    x2 = x.reshape(-1, shape[-1])                                                  # [T, H]
+    router = w[prefix + "gate.weight"]
+    # as MixtralTopKRouter: float32 rows may meet bf16 router weights (CPU), any other pair meets in the weight's dtype
+    logits = fused.linear(x2.astype(router.dtype) if x2.dtype != ms.float32 or router.dtype != ms.bfloat16 else x2,
+                          router)
+    weights, indices = moe_ops.route_tokens(
+        logits, spec.top_k, spec.scoring, spec.norm_topk_prob, spec.topk_method, spec.n_group, spec.topk_group,
+        spec.routed_scaling_factor, w[prefix + "gate.e_score_correction_bias"] if spec.correction_bias else None)
+    out = fused.moe_experts(x2, indices, weights, w[prefix + "experts.gate_up_proj"], w[prefix + "experts.down_proj"])
+    if spec.shared == "shared_expert":
+        out = out + ops.sigmoid(_linear(w, prefix + "shared_expert_gate", x2)) * mlp(spec.shared_mlp, w, x2,
+                                                                                      prefix + "shared_expert.")
+    elif spec.shared == "shared_experts":
+        out = out + mlp(spec.shared_mlp, w, x2, prefix + "shared_experts.")
+    return out.reshape(shape)
+
+
+def _mlp_of(spec, w, x):
+    if spec.moe is not None:
+        return moe(spec.moe, w, x)
+    return w["mlp"](x) if spec.mlp is None else mlp(spec.mlp, w, x)
+
+
 def decoder_layer(spec, w, hidden, cos, sin, mask, cache=None, layer_idx=None, last_only=False):
     """hidden [B, S, hidden] -> (hidden, keys, values): pre-norm attention and MLP, each added to the residual
     stream (normed first when sandwich_norm). keys and values: this call's [B, KV, S, D] (None when the layer's
@@ -209,12 +255,12 @@ def decoder_layer(spec, w, hidden, cos, sin, mask, cache=None, layer_idx=None, l
         if spec.parallel_residual:
             x = x[:, -1:, :]
     if spec.parallel_residual:  # Phi: one norm feeds both sublayers, both added to the residual stream
-        return residual + out + (w["mlp"](x) if spec.mlp is None else mlp(spec.mlp, w, x)), keys, values
+        return residual + out + _mlp_of(spec, w, x), keys, values
     if spec.sandwich_norm:
         out = _norm(w, post_attn, out, spec.eps, spec.norm_offset)
     hidden = residual + out
     x = _norm(w, pre_mlp, hidden, spec.eps, spec.norm_offset)
-    out = w["mlp"](x) if spec.mlp is None else mlp(spec.mlp, w, x)
+    out = _mlp_of(spec, w, x)
     if spec.sandwich_norm:
         out = _norm(w, post_mlp, out, spec.eps, spec.norm_offset)
     return hidden + out, keys, values

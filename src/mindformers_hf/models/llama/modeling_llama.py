@@ -3,6 +3,8 @@
 Read top to bottom as transformers' modeling_llama.py: norm, rotary, MLP, attention, decoder layer,
 base model, causal-LM head. Fused kernels are reached only through `mindformers_hf.ops`.
 """
+import dataclasses
+
 import mindspore as ms
 from mindspore import nn, ops
 
@@ -274,11 +276,18 @@ class LlamaDecoderLayer(nn.Cell):
         inputs), else None: the attention and MLP are LLaMA's, its projections plain `Linear`s (LoRA,
         tensor-parallel and other wrappers stay eager) and its norms share one eps."""
         spec = self.spec()
-        if spec.attention is None or spec.mlp is None:
+        if spec.attention is None:
             return None
-        for _, cell in self.cells_and_names():
+        if spec.mlp is None:  # a sparse MoE block says whether it can run in the graph (MixtralSparseMoeBlock)
+            moe_spec = getattr(self.mlp, "graph_spec", lambda: None)()
+            if moe_spec is None:
+                return None
+            spec = dataclasses.replace(spec, moe=moe_spec)
+        for name, cell in self.cells_and_names():
             if type(cell) in (LlamaRMSNorm, LayerNorm) and norm_eps(cell) != spec.eps:
                 return None
+            if spec.moe is not None and (name == "mlp" or name.startswith("mlp.")):
+                continue  # checked by the block's graph_spec
             if type(cell) not in (LlamaDecoderLayer, LlamaAttention, LlamaMLP, LlamaRMSNorm, LayerNorm, Linear):
                 return None
         return spec

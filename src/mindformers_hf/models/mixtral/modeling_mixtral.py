@@ -118,6 +118,30 @@ class MixtralSparseMoeBlock(nn.Cell):
         elif self.shared == "shared_experts":
             self.shared_experts = LlamaMLP(config, dtype, config.moe_intermediate_size * config.n_shared_experts)
 
+    def graph_spec(self):
+        """The block's MoESpec when the compiled decoder-layer graph may run it (decoder_layer.py `moe`), else None:
+        not while training (router jitter, and the kernel's compiled gradient runs every expert on every token),
+        not while router logits are recorded, not with the grouped fallback (it reads the routing indices on the
+        host), and only with the plain modules (no tensor-parallel experts, no LoRA-wrapped shared expert)."""
+        from ..llama.decoder_layer import MoESpec
+        from ...ops import registry
+
+        gate = self.gate
+        if self.training or gate.recording or registry.implementation_name("moe_experts") != "cpu":
+            return None
+        if type(gate) is not MixtralTopKRouter or type(self.experts) is not MixtralExperts:
+            return None
+        shared_mlp = None
+        if self.shared:
+            shared = getattr(self, self.shared)
+            if any(type(cell) not in (LlamaMLP, Linear) for _, cell in shared.cells_and_names()):
+                return None
+            if self.shared == "shared_expert" and type(self.shared_expert_gate) is not Linear:
+                return None
+            shared_mlp = shared.spec()
+        return MoESpec(gate.top_k, gate.scoring, gate.norm_topk_prob, gate.topk_method, gate.n_group, gate.topk_group,
+                       gate.routed_scaling_factor, bool(gate.correction_bias), self.shared, shared_mlp)
+
     def construct(self, hidden_states):
         shape = hidden_states.shape
         x = hidden_states.reshape(-1, shape[-1])                                           # [T, H]
