@@ -14,6 +14,7 @@ model lock (runtime.py), which also keeps the Tensor-method patching below to on
 shares its caller's hold.
 """
 import contextlib
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -65,20 +66,41 @@ _QUIET_PRINTING = {"__str__": _describe, "__repr__": _describe}
 
 
 def _reset_tracer():
-    """Close a trace that raised half-way: MindSpore's tracer keeps global state (Python and C++).
-
-    Only the Python flags are reset. Ending the broken graph in C++ (`end_graph`) segfaults the process on a
-    trace that failed inside an op (Baichuan-13B's ALiBi decode step does), and the next trace starts a new
-    graph either way (tests/models/test_remote_formats.py checks both)."""
+    """Close a trace that raised half-way: MindSpore's tracer keeps global state, in Python (the jit context,
+    `_using_trace`) and in C++ (the graph being recorded). Resetting only the Python side left the C++ recorder
+    open: every later op (pyboost ops call back into the jit context while it records) then failed with
+    "AttributeError: 'NoneType' object has no attribute 'run_op'" (or 'prepare_op'), so the eager fallback -- and
+    the serving engine's every later step -- failed. The open graph is ended with one of its own inputs as its
+    output (a valid graph; ending it with an unrelated tensor crashed the process) and its phase dropped from the
+    compile cache, so it is never replayed. A replay that failed has no open graph: only the Python flags."""
     try:
         from mindspore.graph import jit_trace
+        from mindspore.graph.jit_config import _DEFAULT_JIT_CONFIG
         from mindspore.graph.jit_context import set_jit_context
-
-        jit_trace._using_trace = False
-        jit_trace._trace_jit_context.compiled = False
-        set_jit_context(None)
-    except (ImportError, AttributeError):  # other MindSpore versions: nothing we know how to reset
-        pass
+    except ImportError:  # other MindSpore versions: nothing we know how to reset
+        return
+    context = getattr(jit_trace, "_trace_jit_context", None)
+    try:
+        recording = jit_trace._using_trace and context is not None and not context.compiled and context.phase
+        if recording:
+            inputs = [a for a in (context.args or ()) if isinstance(a, ms.Tensor)]
+            if inputs:
+                # the recorder wants the caller's source lines (debug info only); MindSpore's own lookup
+                # (inspect.stack) fails on frames without source, hence this file's line
+                line = sys._getframe().f_lineno
+                jit_trace.tr.get_instance().end_graph([__file__], [line], _DEFAULT_JIT_CONFIG, inputs[0])
+            jit_trace._trace_compile_cache.discard(context.phase)
+    except Exception as error:  # noqa: BLE001 -- still reset the Python side below
+        logger.warning("could not close MindSpore's broken trace: %s: %s", type(error).__name__, error)
+    finally:
+        try:
+            jit_trace._using_trace = False
+            if context is not None:
+                context.compiled = False
+                context.phase, context.args = "", None
+            set_jit_context(None)
+        except AttributeError:
+            pass
 
 
 class CompiledStep:
