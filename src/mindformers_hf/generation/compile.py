@@ -70,9 +70,11 @@ def _reset_tracer():
     `_using_trace`) and in C++ (the graph being recorded). Resetting only the Python side left the C++ recorder
     open: every later op (pyboost ops call back into the jit context while it records) then failed with
     "AttributeError: 'NoneType' object has no attribute 'run_op'" (or 'prepare_op'), so the eager fallback -- and
-    the serving engine's every later step -- failed. The open graph is ended with one of its own inputs as its
-    output (a valid graph; ending it with an unrelated tensor crashed the process) and its phase dropped from the
-    compile cache, so it is never replayed. A replay that failed has no open graph: only the Python flags."""
+    the serving engine's every later step -- failed. So after the Python reset, when an eager op shows the
+    recorder still open, the graph is ended with one of its own inputs as its output (a valid graph). Some failures
+    close it themselves (Baichuan-13B's ALiBi decode step fails inside the recorder): ending it again, or ending
+    it with an unrelated tensor, crashed the process, hence the probe. The phase is dropped from the compile cache
+    either way, so it is never replayed. A replay that failed has no open graph: only the Python flags."""
     try:
         from mindspore.graph import jit_trace
         from mindspore.graph.jit_config import _DEFAULT_JIT_CONFIG
@@ -80,27 +82,38 @@ def _reset_tracer():
     except ImportError:  # other MindSpore versions: nothing we know how to reset
         return
     context = getattr(jit_trace, "_trace_jit_context", None)
+    recording = getattr(jit_trace, "_using_trace", False) and context is not None and not context.compiled \
+        and context.phase
+    inputs = [a for a in (context.args or ()) if isinstance(a, ms.Tensor)] if recording else []
     try:
-        recording = jit_trace._using_trace and context is not None and not context.compiled and context.phase
-        if recording:
-            inputs = [a for a in (context.args or ()) if isinstance(a, ms.Tensor)]
-            if inputs:
-                # the recorder wants the caller's source lines (debug info only); MindSpore's own lookup
-                # (inspect.stack) fails on frames without source, hence this file's line
-                line = sys._getframe().f_lineno
-                jit_trace.tr.get_instance().end_graph([__file__], [line], _DEFAULT_JIT_CONFIG, inputs[0])
-            jit_trace._trace_compile_cache.discard(context.phase)
-    except Exception as error:  # noqa: BLE001 -- still reset the Python side below
+        jit_trace._using_trace = False
+        if context is not None:
+            context.compiled = False
+            context.phase, context.args = "", None
+        set_jit_context(None)
+    except AttributeError:
+        return
+    if not recording:
+        return
+    jit_trace._trace_compile_cache.discard(recording)
+    if _recorder_is_closed() or not inputs:
+        return   # the failure closed it already (ending it again would crash)
+    try:
+        # the recorder wants the caller's source lines (debug info only); MindSpore's own lookup (inspect.stack)
+        # fails on frames without source, hence this file's line
+        jit_trace.tr.get_instance().end_graph([__file__], [sys._getframe().f_lineno], _DEFAULT_JIT_CONFIG, inputs[0])
+    except Exception as error:  # noqa: BLE001
         logger.warning("could not close MindSpore's broken trace: %s: %s", type(error).__name__, error)
-    finally:
-        try:
-            jit_trace._using_trace = False
-            if context is not None:
-                context.compiled = False
-                context.phase, context.args = "", None
-            set_jit_context(None)
-        except AttributeError:
-            pass
+    set_jit_context(None)
+
+
+def _recorder_is_closed():
+    """Whether an eager op runs: with the C++ recorder left open it calls back into the (reset) jit context."""
+    try:
+        ms.ops.add(ms.Tensor(1, ms.int32), ms.Tensor(1, ms.int32))
+        return True
+    except AttributeError:
+        return False
 
 
 class CompiledStep:
