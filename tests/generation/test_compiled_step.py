@@ -37,3 +37,19 @@ def test_a_trace_that_fails_half_way_leaves_the_process_usable(where):
         out = other(x, w)
     assert other.compiled
     np.testing.assert_allclose(out.asnumpy(), x.asnumpy() @ w.asnumpy() * 2)
+
+
+def test_a_new_step_never_replays_a_freed_steps_graph():
+    """MindSpore keys a traced graph on the function's id() (and the input shapes); ids are reused once a step is
+    freed. Steps computing different things, made and freed one after another, each give their own results."""
+    import gc
+
+    x = ms.Tensor(np.ones((2, 3), np.float32))
+    for factor in range(1, 9):
+        step = CompiledStep(lambda a, _f=factor: a * _f, f"step x{factor}")
+        for _ in range(3):   # eager check, trace, replay
+            out = step(x)
+        assert step.compiled
+        np.testing.assert_allclose(out.asnumpy(), np.full((2, 3), factor, np.float32))
+        del step, out
+        gc.collect()

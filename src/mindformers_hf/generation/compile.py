@@ -14,6 +14,8 @@ model lock (runtime.py), which also keeps the Tensor-method patching below to on
 shares its caller's hold.
 """
 import contextlib
+import itertools
+import re
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -116,6 +118,9 @@ def _recorder_is_closed():
         return False
 
 
+_STEP_NUMBERS = itertools.count()
+
+
 class CompiledStep:
     """`fn(*tensors)` compiled per input shapes, or run eagerly when compiling is impossible."""
 
@@ -126,6 +131,11 @@ class CompiledStep:
             with no_index_checks():
                 return fn(*args)
 
+        # MindSpore names a traced graph after the function's module, name and id() plus the input shapes, and
+        # replays the graph it has under that name. id() is reused once a step (and its model) is freed, so a new
+        # step of the same shapes replayed an old model's graph (wrong tokens, depending on test order): a
+        # name of its own per step keeps the graphs apart.
+        unchecked.__name__ = unchecked.__qualname__ = f"compiled_step_{next(_STEP_NUMBERS)}"
         self.fn = unchecked
         self.description = description
         self._traced = ms.jit(unchecked, capture_mode="trace")
@@ -175,5 +185,42 @@ class CompiledStep:
         return self.fn(*args)
 
     def _trace(self, args):
-        with _patched_tensor_methods(threading.get_ident(), _QUIET_PRINTING):
+        with _patched_tensor_methods(threading.get_ident(), _QUIET_PRINTING), _cheap_caller_lines():
             return self._traced(*args)
+
+
+# MindSpore's own frames, which its tracer leaves out of an op's debug info (jit_trace._get_caller_lines' rule)
+_MINDSPORE_FRAMES = re.compile(r"mindspore/common/.*\.py|mindspore/ops/.*\.py|mindspore/nn/.*\.py")
+
+
+def _caller_lines():
+    """What `jit_trace._get_caller_lines` returns -- (file names, line numbers) of the Python stack, innermost
+    first, MindSpore's own frames left out: the debug info of each recorded op -- read from the frames
+    themselves. MindSpore's version calls `inspect.stack()`, which looks up every frame's source file (a stat
+    per frame, per recorded op): most of a decode step's trace time."""
+    files, lines = [], []
+    frame = sys._getframe(1)
+    while frame is not None:
+        name = frame.f_code.co_filename
+        if _MINDSPORE_FRAMES.search(name) is None:
+            files.append(name)
+            lines.append(frame.f_lineno)
+        frame = frame.f_back
+    return files, lines
+
+
+@contextlib.contextmanager
+def _cheap_caller_lines():
+    """Trace with `_caller_lines` as MindSpore's caller-line lookup (module state: the trace holds the model
+    lock, so no other trace runs meanwhile)."""
+    try:
+        from mindspore.graph import jit_trace
+        original = jit_trace._get_caller_lines
+    except (ImportError, AttributeError):   # other MindSpore versions: trace as they do
+        yield
+        return
+    jit_trace._get_caller_lines = _caller_lines
+    try:
+        yield
+    finally:
+        jit_trace._get_caller_lines = original
