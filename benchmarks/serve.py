@@ -9,8 +9,10 @@ Each side runs as its own server process on 127.0.0.1 (same GGUF, fp32, CPU); bo
 up (an idle server uses no CPU), then for every concurrency c the sides take turns -- the order alternates from
 one concurrency to the next, and `--rounds` repeats the pair -- and each side keeps its best round (by
 throughput, with that round's latencies). In a round, c client threads each send `--requests` streaming chat
-requests back to back (greedy, `max_tokens` output tokens); one warm-up round per side and concurrency comes
-first (it compiles our graphs for the shapes that load reaches). Measured: output tokens/s (all streamed tokens
+requests back to back (greedy, `max_tokens` output tokens); a warm-up round per side and concurrency, the same
+as a measured one, comes first (it compiles our graphs for the shapes that load reaches: with one request per
+thread, the later requests' prefix-cache hits -- a compiled chunk shape of their own -- were compiled while
+measured). Measured: output tokens/s (all streamed tokens
 / wall time), time to first token and inter-token latency (p50 / p99 over all requests of the round). Tokens are
 counted as content chunks (both servers send one per token; ours may merge a multi-byte character's tokens into
 one chunk). The servers' logs go to files in a temporary folder (printed), never to a pipe nobody reads.
@@ -124,8 +126,8 @@ def bench(sides, concurrencies, requests, max_tokens, rounds):
         out = {side: {} for side in sides}
         for i, c in enumerate(concurrencies):
             order = list(sides) if i % 2 == 0 else list(reversed(sides))
-            for side in order:
-                run_load(clients[side], models[side], c, 1, max_tokens)  # warm-up (compiles)
+            for side in order:   # warm-up: the measured round once (our graphs compile per shape it reaches)
+                run_load(clients[side], models[side], c, requests, max_tokens)
             for _ in range(rounds):
                 for side in order:
                     try:
@@ -154,7 +156,7 @@ def section(results, concurrencies, requests, max_tokens, rounds, load_start, lo
              f"started and {load_end:.1f} when it ended (the machine is shared: absolute numbers move, ratios "
              f"less). Streaming chat requests from the `openai` client, greedy, {max_tokens} output tokens each; at "
              f"concurrency c, c client threads send {requests} request(s) each back to back. Both servers stay up; "
-             "the sides take turns per concurrency (order alternating), after one warm-up round each, and each "
+             "the sides take turns per concurrency (order alternating), after a warm-up round each, and each "
              f"keeps its best of {rounds} round(s). TTFT: time to first token; ITL: inter-token latency (p50 / p99, "
              "seconds). Ratio: ours / HF throughput.", "",
              "| concurrency | ours tok/s | HF tok/s | ratio | ours TTFT p50 / p99 | HF TTFT p50 / p99 | "
