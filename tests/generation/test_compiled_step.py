@@ -3,13 +3,18 @@
 MindSpore keys its traced graphs on the traced function's module, name, id(), source line and input shapes and
 keeps them for the life of the process; once a step is freed, a new step's function can be allocated at the same
 address. Before the fix, such a step replayed the freed step's graph (its weights, its cache buffers) from its
-second call on -- in a full test run, Qwen v1's generate took another model's tokens from the third one on."""
+second call on -- in a full test run, Qwen v1's generate took another model's tokens from the third one on.
+
+And a trace that fails half-way leaves the process usable: eager ops and later traces run (a trace left open in
+MindSpore's C++ recorder used to make every later op fail with "'NoneType' object has no attribute 'run_op'" /
+'prepare_op')."""
 import gc
 
 import numpy as np
 import pytest
 
 import mindspore as ms
+from mindspore import ops
 
 from mindformers_hf.generation.compile import CompiledStep
 
@@ -80,3 +85,33 @@ def test_two_models_with_one_decode_shape_each_generate_hfs_tokens(tiny_llama, t
             want = hf.generate(torch.tensor(prompt), max_new_tokens=6, min_new_tokens=6, do_sample=False,
                                pad_token_id=0)
         np.testing.assert_array_equal(got, want.numpy())
+
+
+@pytest.mark.parametrize("where", ["between ops", "inside an op"])
+def test_a_trace_that_fails_half_way_leaves_the_process_usable(where):
+    calls = []
+    wrong = ms.Tensor(np.ones((3, 5), np.float32))
+
+    def step(x, w):
+        y = ops.matmul(x, w)
+        calls.append(1)
+        if len(calls) == 2:             # the second call is the trace
+            if where == "between ops":
+                raise ValueError("fails while tracing")
+            y = ops.matmul(y, wrong)     # a shape error raised by the op
+        return ops.matmul(y, w) + 1
+
+    x = ms.Tensor(np.arange(8, dtype=np.float32).reshape(2, 4))
+    w = ms.Tensor(np.full((4, 4), 0.5, np.float32))
+    expected = (x.asnumpy() @ w.asnumpy()) @ w.asnumpy() + 1
+    compiled = CompiledStep(step, "failing test step")
+    np.testing.assert_allclose(compiled(x, w).asnumpy(), expected)   # eager check call
+    np.testing.assert_allclose(compiled(x, w).asnumpy(), expected)   # the trace fails: eager result
+    assert not compiled.compiled
+    np.testing.assert_allclose(compiled(x, w).asnumpy(), expected)
+    np.testing.assert_allclose((x * 2).asnumpy(), x.asnumpy() * 2)  # plain eager ops still run
+    other = CompiledStep(lambda a, b: ops.matmul(a, b) * 2, "later test step")
+    for _ in range(3):
+        out = other(x, w)
+    assert other.compiled
+    np.testing.assert_allclose(out.asnumpy(), x.asnumpy() @ w.asnumpy() * 2)

@@ -23,6 +23,8 @@ step's call: a finalizer can run in the middle of another trace, where releasing
 """
 import contextlib
 import itertools
+import re
+import sys
 import threading
 import weakref
 from concurrent.futures import ThreadPoolExecutor
@@ -79,20 +81,54 @@ _QUIET_PRINTING = {"__str__": _describe, "__repr__": _describe}
 
 
 def _reset_tracer():
-    """Close a trace that raised half-way: MindSpore's tracer keeps global state (Python and C++).
-
-    Only the Python flags are reset. Ending the broken graph in C++ (`end_graph`) segfaults the process on a
-    trace that failed inside an op (Baichuan-13B's ALiBi decode step does), and the next trace starts a new
-    graph either way (tests/models/test_remote_formats.py checks both)."""
+    """Close a trace that raised half-way: MindSpore's tracer keeps global state, in Python (the jit context,
+    `_using_trace`) and in C++ (the graph being recorded). Resetting only the Python side left the C++ recorder
+    open: every later op (pyboost ops call back into the jit context while it records) then failed with
+    "AttributeError: 'NoneType' object has no attribute 'run_op'" (or 'prepare_op'), so the eager fallback -- and
+    the serving engine's every later step -- failed. So after the Python reset, when an eager op shows the
+    recorder still open, the graph is ended with one of its own inputs as its output (a valid graph). Some failures
+    close it themselves (Baichuan-13B's ALiBi decode step fails inside the recorder): ending it again, or ending
+    it with an unrelated tensor, crashed the process, hence the probe. The phase is dropped from the compile cache
+    either way, so it is never replayed. A replay that failed has no open graph: only the Python flags."""
     try:
         from mindspore.graph import jit_trace
+        from mindspore.graph.jit_config import _DEFAULT_JIT_CONFIG
         from mindspore.graph.jit_context import set_jit_context
-
+    except ImportError:  # other MindSpore versions: nothing we know how to reset
+        return
+    context = getattr(jit_trace, "_trace_jit_context", None)
+    recording = getattr(jit_trace, "_using_trace", False) and context is not None and not context.compiled \
+        and context.phase
+    inputs = [a for a in (context.args or ()) if isinstance(a, ms.Tensor)] if recording else []
+    try:
         jit_trace._using_trace = False
-        jit_trace._trace_jit_context.compiled = False
+        if context is not None:
+            context.compiled = False
+            context.phase, context.args = "", None
         set_jit_context(None)
-    except (ImportError, AttributeError):  # other MindSpore versions: nothing we know how to reset
-        pass
+    except AttributeError:
+        return
+    if not recording:
+        return
+    jit_trace._trace_compile_cache.discard(recording)
+    if _recorder_is_closed() or not inputs:
+        return   # the failure closed it already (ending it again would crash)
+    try:
+        # the recorder wants the caller's source lines (debug info only); MindSpore's own lookup (inspect.stack)
+        # fails on frames without source, hence this file's line
+        jit_trace.tr.get_instance().end_graph([__file__], [sys._getframe().f_lineno], _DEFAULT_JIT_CONFIG, inputs[0])
+    except Exception as error:  # noqa: BLE001
+        logger.warning("could not close MindSpore's broken trace: %s: %s", type(error).__name__, error)
+    set_jit_context(None)
+
+
+def _recorder_is_closed():
+    """Whether an eager op runs: with the C++ recorder left open it calls back into the (reset) jit context."""
+    try:
+        ms.ops.add(ms.Tensor(1, ms.int32), ms.Tensor(1, ms.int32))
+        return True
+    except AttributeError:
+        return False
 
 
 def _release_freed_graphs():
@@ -175,5 +211,42 @@ class CompiledStep:
         return self.fn(*args)
 
     def _trace(self, args):
-        with _patched_tensor_methods(threading.get_ident(), _QUIET_PRINTING):
+        with _patched_tensor_methods(threading.get_ident(), _QUIET_PRINTING), _cheap_caller_lines():
             return self._traced(*args)
+
+
+# MindSpore's own frames, which its tracer leaves out of an op's debug info (jit_trace._get_caller_lines' rule)
+_MINDSPORE_FRAMES = re.compile(r"mindspore/common/.*\.py|mindspore/ops/.*\.py|mindspore/nn/.*\.py")
+
+
+def _caller_lines():
+    """What `jit_trace._get_caller_lines` returns -- (file names, line numbers) of the Python stack, innermost
+    first, MindSpore's own frames left out: the debug info of each recorded op -- read from the frames
+    themselves. MindSpore's version calls `inspect.stack()`, which looks up every frame's source file (a stat
+    per frame, per recorded op): most of a decode step's trace time."""
+    files, lines = [], []
+    frame = sys._getframe(1)
+    while frame is not None:
+        name = frame.f_code.co_filename
+        if _MINDSPORE_FRAMES.search(name) is None:
+            files.append(name)
+            lines.append(frame.f_lineno)
+        frame = frame.f_back
+    return files, lines
+
+
+@contextlib.contextmanager
+def _cheap_caller_lines():
+    """Trace with `_caller_lines` as MindSpore's caller-line lookup (module state: the trace holds the model
+    lock, so no other trace runs meanwhile)."""
+    try:
+        from mindspore.graph import jit_trace
+        original = jit_trace._get_caller_lines
+    except (ImportError, AttributeError):   # other MindSpore versions: trace as they do
+        yield
+        return
+    jit_trace._get_caller_lines = _caller_lines
+    try:
+        yield
+    finally:
+        jit_trace._get_caller_lines = original

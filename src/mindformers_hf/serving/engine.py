@@ -56,6 +56,7 @@ class LLMEngine:
                                       "(it needs per-layer prebuilt masks: LLaMA-shaped models only so far)")
         self.model, self.tokenizer = model, tokenizer
         self.compile_prefill = compile_decode and supports_compiled_layers(model)
+        self.compile_chunks = compile_decode
         self.max_model_len = int(max_model_len or getattr(model.config, "max_position_embeddings", 2048))
         if num_blocks is None:
             num_blocks = -(-max(DEFAULT_KV_TOKENS, self.max_model_len) // block_size) + 1
@@ -145,7 +146,10 @@ class LLMEngine:
                     if self.compile_prefill and seq.num_computed == 0 and not every:
                         rows[seq.seq_id] = self._first_chunk(seq, count)
                         continue
-                    logits = self._forward([seq], count, compiled=False, every_position=every)[0]
+                    # later chunks (after a first chunk or a prefix-cache hit): the compiled paged step, the
+                    # chunk left-padded to a bucket (prompt logprobs need every position: op by op)
+                    logits = self._forward([seq], count, compiled=self.compile_chunks and not every,
+                                           every_position=every)[0]
                     rows[seq.seq_id] = logits if every else logits[None]
         touched = {}
         for seq, count in scheduled:
@@ -166,25 +170,31 @@ class LLMEngine:
         with `every_position`)."""
         bs = self.block_size
         batch = len(seqs)
+        compiled = compiled and len(self.cache) > 0   # the first forward creates the pools: eagerly
         if compiled:
             batch = min(1 << (batch - 1).bit_length(), max(self.scheduler.max_num_seqs, len(seqs)))
+        # a compiled chunk is left-padded to prefill_length (few shapes); pad columns sit at the row's first
+        # position, write the scratch slot 0 and are never read (their logits are dropped)
+        width = prefill_length(length) if compiled and length > 1 else length
+        pad = width - length
         context = max(s.num_computed + length for s in seqs)
         context = bucket_length(context) if compiled else -(-context // bs) * bs
-        ids = np.zeros((batch, length), np.int64)
-        positions = np.zeros((batch, length), np.int64)
-        slots = np.zeros((batch, length), np.int32)
+        ids = np.zeros((batch, width), np.int64)
+        positions = np.zeros((batch, width), np.int64)
+        slots = np.zeros((batch, width), np.int32)
         context_slots = np.zeros((batch, context), np.int32)
         block_tables = np.zeros((batch, -(-context // bs)), np.int32)
-        ends = np.zeros((batch, length), np.int64)       # last position each query may see
+        ends = np.zeros((batch, width), np.int64)       # last position each query may see
         for row, seq in enumerate(seqs):
             start = seq.num_computed
             span = np.arange(start, start + length)
-            ids[row] = [seq.token_at(p) for p in span]
-            positions[row] = span
-            ends[row] = span
+            ids[row, pad:] = [seq.token_at(p) for p in span]
+            positions[row, :pad], ends[row, :pad] = start, start
+            positions[row, pad:] = span
+            ends[row, pad:] = span
             blocks = np.asarray(seq.blocks, np.int32)
             known = np.arange(start + length)
-            slots[row] = blocks[span // bs] * bs + span % bs
+            slots[row, pad:] = blocks[span // bs] * bs + span % bs
             context_slots[row, :start + length] = blocks[known // bs] * bs + known % bs
             block_tables[row, :len(blocks)] = blocks
         key_pos = np.arange(context)[None, None, :]
@@ -197,8 +207,7 @@ class LLMEngine:
                 ms.Tensor(context_slots.reshape(-1)), ms.Tensor(block_tables)] + [ms.Tensor(m) for m in masks]
         if every_position:
             return _host_float32(self._make_step(logits_to_keep=0)(*args))[:len(seqs)]
-        # the pools are created by the first forward (shaped after its keys): that one runs eagerly
-        step = self.decode_step if compiled and len(self.cache) else self._eager_step
+        step = self.decode_step if compiled else self._eager_step
         return host_last_logits(step(*args))[:len(seqs)]
 
     def _first_chunk(self, seq, length):

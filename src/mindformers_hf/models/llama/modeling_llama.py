@@ -454,8 +454,10 @@ class LlamaForCausalLM(LlamaPreTrainedModel):
                              output_hidden_states=output_hidden_states, output_attentions=output_attentions,
                              **kwargs)
         hidden_states = outputs.last_hidden_state
-        if isinstance(logits_to_keep, int) and logits_to_keep > 0:
-            hidden_states = hidden_states[:, -logits_to_keep:, :]
+        if isinstance(logits_to_keep, int) and 0 < logits_to_keep < hidden_states.shape[1]:
+            # narrow, not a [:, -k:, :] slice: under a trace (the compiled decode steps) MindSpore's tuple
+            # indexing compiles a graph that reads os.environ (one InterpretGetAttrNode warning per new shape)
+            hidden_states = hidden_states.narrow(1, hidden_states.shape[1] - logits_to_keep, logits_to_keep)
         logits = self.lm_logits(hidden_states)
         loss = None
         if labels is not None:

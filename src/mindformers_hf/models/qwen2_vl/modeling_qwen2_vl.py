@@ -347,8 +347,9 @@ class Qwen2VLForConditionalGeneration(Qwen2VLPreTrainedModel):
                              second_per_grid_ts=second_per_grid_ts, output_hidden_states=output_hidden_states,
                              output_attentions=output_attentions, **kwargs)
         hidden_states = outputs.last_hidden_state
-        if isinstance(logits_to_keep, int) and logits_to_keep > 0:
-            hidden_states = hidden_states[:, -logits_to_keep:, :]
+        if isinstance(logits_to_keep, int) and 0 < logits_to_keep < hidden_states.shape[1]:
+            # narrow, not a slice: see LlamaForCausalLM (tuple indexing under a trace reads os.environ)
+            hidden_states = hidden_states.narrow(1, hidden_states.shape[1] - logits_to_keep, logits_to_keep)
         logits = self.lm_logits(hidden_states)
         loss = causal_lm_loss(logits, labels, num_items_in_batch) if labels is not None else None
         out = CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=outputs.past_key_values,
