@@ -10,10 +10,12 @@ Backward (training): dx = dy @ w and dw = dy^T @ x run on the same GEMM core (`l
 
 Which calls take the kernel is measured (benchmarks/ops.py --linear --model; docs/benchmarks.md "Float32 linear"):
 the "cpu" implementation runs the kernel for at most `KERNEL_MAX_ROWS` activation rows (decode steps, small
-batches: the weight-streaming path). With it, a compiled SmolLM2-135M decode token was faster in each of four
-off/on process pairs on a loaded machine (CPU time 91 -> 77 ms, best of three). For more rows the packed GEMM used
-0-50% more CPU time than MatMul (MindSpore's own CPU GEMM), so MatMul stays there. "cpu_portable" runs its kernel
-at every size (tests and benchmarks).
+batches: the weight-streaming path); for more rows the packed GEMM used 0-50% more CPU time than MatMul
+(MindSpore's own CPU GEMM), so MatMul stays there. It is NOT on by default: on a loaded machine a compiled
+SmolLM2-135M decode token used less CPU with it (91 -> 77 ms), but on a quiet one (load ~1, two off/on pairs of
+fresh processes) it took longer in wall time (off 39.5 / 40.5 ms, on 49.2 / 47.3 ms per token; CPU 72 vs 66 ms):
+what a user waits for is the wall time. `MINDFORMERS_HF_KERNELS=all` (or `use_kernels("all")`) turns it on.
+"cpu_portable" runs its kernel at every size (tests and benchmarks).
 """
 import ctypes
 
@@ -73,6 +75,6 @@ linear_cpu = _kernel(_fwd, KERNEL_MAX_ROWS)
 linear_cpu_portable = _kernel(_fwd_portable, None)
 
 registry.register("linear", registry.REFERENCE, reference)
-registry.register("linear", "cpu", linear_cpu, "CPU", default=True, available=_fwd.available)
+registry.register("linear", "cpu", linear_cpu, "CPU", default=False, available=_fwd.available)
 registry.register("linear", "cpu_portable", linear_cpu_portable, "CPU", default=False,
                   available=_fwd_portable.available)
