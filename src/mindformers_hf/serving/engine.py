@@ -56,7 +56,9 @@ class LLMEngine:
                                       "(it needs per-layer prebuilt masks: LLaMA-shaped models only so far)")
         self.model, self.tokenizer = model, tokenizer
         self.compile_prefill = compile_decode and supports_compiled_layers(model)
-        self.compile_chunks = compile_decode
+        # chunks of more than one token are left-padded to a bucket when compiled; a model that refuses compiled
+        # layers may count pad columns as positions (Qwen's dynamic NTK / logn limit), so its chunks run op by op
+        self.compile_chunks = self.compile_prefill
         self.max_model_len = int(max_model_len or getattr(model.config, "max_position_embeddings", 2048))
         if num_blocks is None:
             num_blocks = -(-max(DEFAULT_KV_TOKENS, self.max_model_len) // block_size) + 1
