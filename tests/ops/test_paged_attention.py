@@ -58,12 +58,29 @@ def test_reference_is_causal_attention_on_the_gathered_rows(case):
     assert_close(reference.paged_attention(*args), want, "float32", case)
 
 
+def flat_pools(args):
+    """The same inputs with [num_blocks * block_size, KV, D] pools (the engine's layout) and the block size."""
+    q, key_cache, value_cache, tables, mask, scale = args
+    flat = [pool.reshape(-1, *pool.shape[2:]) for pool in (key_cache, value_cache)]
+    return (q, *flat, tables, mask, scale, key_cache.shape[1])
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_reference_reads_flat_pools_as_blocks(case):
+    args, _ = paged_inputs(case, "float32", np.random.default_rng(3))
+    np.testing.assert_array_equal(reference.paged_attention(*flat_pools(args)).asnumpy(),
+                                  reference.paged_attention(*args).asnumpy())
+    with pytest.raises(ValueError, match="block_size"):
+        reference.paged_attention(*flat_pools(args)[:-1])
+
+
+@pytest.mark.parametrize("layout", ["blocks", "flat"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", sorted(CASES))
 @pytest.mark.parametrize("impl", kernel_cases("paged_attention"))
-def test_paged_attention(impl, case, dtype):
+def test_paged_attention(impl, case, dtype, layout):
     args, _ = paged_inputs(case, dtype, np.random.default_rng(1))
-    out = registry.get("paged_attention", impl)(*args)
+    out = registry.get("paged_attention", impl)(*(flat_pools(args) if layout == "flat" else args))
     assert out.dtype == args[0].dtype and out.shape == args[0].shape[:3] + args[2].shape[3:]
     # the float32 reference on the same (bf16-rounded) values: CPU MindSpore has no bf16 matmul
     f32 = [a.astype(ms.float32) if isinstance(a, ms.Tensor) and a.dtype == ms.bfloat16 else a for a in args]

@@ -96,13 +96,16 @@ def causal_attention(q, k, v, mask, scale, attn_implementation=None, softcap=Non
     return _select("causal_attention", attn_implementation)(q, k, v, mask, scale)
 
 
-def paged_attention(q, key_cache, value_cache, block_tables, mask, scale, attn_implementation=None):
+def paged_attention(q, key_cache, value_cache, block_tables, mask, scale, attn_implementation=None, block_size=None):
     """causal_attention over keys/values in a paged pool (the serving engine's KV cache): q [B, H, S, D];
-    key_cache [num_blocks, block_size, KV, D], value_cache [num_blocks, block_size, KV, Dv]; block_tables [B, M]
+    key_cache [num_blocks, block_size, KV, D], value_cache [num_blocks, block_size, KV, Dv] -- or both flat,
+    [num_blocks * block_size, KV, D], with `block_size` given (inside a MindSpore graph, reshaping a pool
+    Parameter to 4-d copies the whole pool at every call); block_tables [B, M]
     int32, row b's context position j in block block_tables[b, j // block_size]; mask additive float32
     [B or 1, 1, S, T] with T <= M * block_size (it also hides positions a row does not have). Returns
     [B, H, S, Dv]. attn_implementation as for causal_attention."""
-    return _select("paged_attention", attn_implementation)(q, key_cache, value_cache, block_tables, mask, scale)
+    return _select("paged_attention", attn_implementation)(q, key_cache, value_cache, block_tables, mask, scale,
+                                                           block_size)
 
 
 def cross_entropy(logits, labels, ignore_index=-100):

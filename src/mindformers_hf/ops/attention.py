@@ -68,16 +68,19 @@ def causal_attention_ascend(q, k, v, mask, scale):
 
 
 _paged_attention_fwd = CustomKernel("paged_attention", "paged_attention_fwd",
-                                    lambda q, kc, vc, bt, m, s: q[:3] + [vc[3]], lambda q, kc, vc, bt, m, s: q)
+                                    lambda q, kc, vc, bt, m, s, bs: q[:3] + [vc[-1]],
+                                    lambda q, kc, vc, bt, m, s, bs: q)
 
 
-def paged_attention_cpu(q, key_cache, value_cache, block_tables, mask, scale):
-    """csrc/paged_attention.cc reads keys and values through the block tables. Float32 like every CPU kernel:
-    low-precision pools are cast whole (the CPU model computes in float32, so its pools are float32)."""
+def paged_attention_cpu(q, key_cache, value_cache, block_tables, mask, scale, block_size=None):
+    """csrc/paged_attention.cc reads keys and values through the block tables, from 4-d or flat pools alike.
+    Float32 like every CPU kernel: low-precision pools are cast whole (the CPU model computes in float32, so its
+    pools are float32)."""
     if mask.ndim != 4:
-        return reference.paged_attention(q, key_cache, value_cache, block_tables, mask, scale)
+        return reference.paged_attention(q, key_cache, value_cache, block_tables, mask, scale, block_size)
+    block_size = key_cache.shape[1] if key_cache.ndim == 4 else block_size
     out = _paged_attention_fwd.op(_f32(q), _f32(key_cache), _f32(value_cache), block_tables.astype(ms.int32),
-                                  _f32(mask), ms.Tensor([scale], ms.float32))
+                                  _f32(mask), ms.Tensor([scale], ms.float32), ms.Tensor([block_size], ms.int32))
     return out if q.dtype == ms.float32 else out.astype(q.dtype)
 
 

@@ -105,11 +105,17 @@ def causal_attention(q, k, v, mask, scale, softcap=None, sinks=None):
     return out.reshape(bsz, n_heads, q_len, v.shape[-1])
 
 
-def paged_attention(q, key_cache, value_cache, block_tables, mask, scale):
+def paged_attention(q, key_cache, value_cache, block_tables, mask, scale, block_size=None):
     """Attention over keys/values kept in a block pool: q [B, H, S, D]; key_cache [num_blocks, block_size, KV, D]
-    and value_cache [num_blocks, block_size, KV, Dv]; block_tables [B, M] int32 (row b's position j is in block
-    block_tables[b, j // block_size]); mask additive float32 [B or 1, 1, S, T], T <= M * block_size. Gathers
-    each row's T positions into [B, KV, T, D] and runs causal_attention. Returns [B, H, S, Dv]."""
+    and value_cache [num_blocks, block_size, KV, Dv], or both flat ([num_blocks * block_size, KV, D]) with
+    `block_size` given; block_tables [B, M] int32 (row b's position j is in block block_tables[b, j // block_size]);
+    mask additive float32 [B or 1, 1, S, T], T <= M * block_size. Gathers each row's T positions into
+    [B, KV, T, D] and runs causal_attention. Returns [B, H, S, Dv]."""
+    if key_cache.ndim == 3:
+        if block_size is None:
+            raise ValueError("paged_attention: flat [slots, KV, D] pools need block_size")
+        key_cache, value_cache = (pool.reshape(pool.shape[0] // block_size, block_size, *pool.shape[1:])
+                                  for pool in (key_cache, value_cache))
     bsz, length = q.shape[0], mask.shape[-1]
     num_blocks, block_size, kv_heads = key_cache.shape[0], key_cache.shape[1], key_cache.shape[2]
     offsets = ops.arange(block_size, dtype=ms.int32)

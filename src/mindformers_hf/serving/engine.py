@@ -233,10 +233,15 @@ class LLMEngine:
         for name, window in self.windows.items():
             allowed = allowed_all if window is None else allowed_all & (key > query - window)
             masks[name] = ms.Tensor(np.where(allowed, np.float32(0.0), np.float32(MASK_VALUE))[None, None])
-        self.cache.set_step(ms.Tensor(slots), ms.Tensor(slots))
-        with compiled_layers(self.model, "prefill"):
-            out = self.model(input_ids=ms.Tensor(ids), position_ids=ms.Tensor(position_ids_from_mask(present)),
-                             past_key_values=self.cache, use_cache=True, attention_mask=masks, **self.extra)
+        self.cache.defer_writes(ms.Tensor(slots))
+        try:
+            with compiled_layers(self.model, "prefill"):
+                out = self.model(input_ids=ms.Tensor(ids), position_ids=ms.Tensor(position_ids_from_mask(present)),
+                                 past_key_values=self.cache, use_cache=True, attention_mask=masks, **self.extra)
+        except BaseException:
+            self.cache.flush(write=False)
+            raise
+        self.cache.flush()
         return host_last_logits(out.logits if hasattr(out, "logits") else out[0])
 
     def _make_step(self, **overrides):

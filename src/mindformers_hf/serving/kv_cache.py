@@ -10,6 +10,11 @@ through its block table (a C++ kernel on CPU; the reference gathers). Other call
 scatters and returns the rows' contexts gathered back into the [B, heads, T, D] layout. Either way the
 step's attention mask (built by the engine) hides the padded positions.
 
+A first chunk (the decoder layers' compiled prefill graph, one graph call per layer) defers its writes
+(`defer_writes()`, then `flush()`): the pools are written after the forward by one compiled step for all layers.
+Writing them between the layer graphs made each eager op wait for the graph before it (a 14-token prompt's
+first chunk took twice as long).
+
 Block 0 is never handed out: padded rows and padded context entries point at it.
 """
 import hashlib
@@ -20,6 +25,7 @@ import mindspore as ms
 from mindspore import ops
 
 from .. import ops as fused
+from ..generation.compile import CompiledStep
 
 
 class OutOfBlocks(RuntimeError):
@@ -139,6 +145,8 @@ class PagedCache:
         self.slot_mapping = None    # [N] int32: pool slot of each new token, row-major over [B, S]
         self.context_slots = None   # [B * T] int32: the slots each row attends to, in position order
         self.block_tables = None    # [B, M] int32: each row's blocks (M * block_size >= T), or None
+        self._pending = None        # {layer: (keys, values)} while writes are deferred
+        self._writer = None         # the compiled step flush() runs
         self._uid = PagedCache._count = getattr(PagedCache, "_count", 0) + 1
 
     def set_step(self, slot_mapping, context_slots, block_tables=None):
@@ -164,8 +172,41 @@ class PagedCache:
             rows = states.swapaxes(1, 2).reshape(-1, states.shape[1], states.shape[3])     # [B * S, heads, D]
             ops.scatter_update(pool, self.slot_mapping, rows.astype(pool.dtype))
 
+    def defer_writes(self, slot_mapping):
+        """Until `flush()`, `update()` keeps each layer's keys/values and returns them as its context: right for a
+        first chunk, whose context is the chunk itself (`slot_mapping` gives where the chunk goes)."""
+        self.set_step(slot_mapping, slot_mapping)
+        self._pending = {}
+
+    def flush(self, write=True):
+        """Write the deferred keys/values of every layer into the pools, in one compiled step (or, after a forward
+        that failed, drop them)."""
+        pending, self._pending = self._pending, None
+        if not pending or not write:
+            return
+        layers = sorted(pending)
+        for layer_idx in layers:                 # pools are created eagerly, once
+            if layer_idx >= len(self.key_cache) or self.key_cache[layer_idx] is None:
+                self._allocate(layer_idx, *pending[layer_idx])
+        if self._writer is None or self._writer[0] != layers:
+            self._writer = layers, CompiledStep(self._make_writer(layers), "paged cache write")
+        self._writer[1](self.slot_mapping, *(t for layer_idx in layers for t in pending[layer_idx]))
+
+    def _make_writer(self, layers):
+        cache = self
+
+        def write_layers(slot_mapping, *states):
+            cache.slot_mapping = slot_mapping
+            for i, layer_idx in enumerate(layers):
+                cache._write(states[2 * i], states[2 * i + 1], layer_idx)
+            return slot_mapping.sum()            # a trace needs an output
+        return write_layers
+
     def update(self, key_states, value_states, layer_idx):
         """Write this step's [B, heads, S, D] keys/values at `slot_mapping`; return [B, heads, T, D] contexts."""
+        if self._pending is not None:
+            self._pending[layer_idx] = (key_states, value_states)
+            return key_states, value_states
         self._write(key_states, value_states, layer_idx)
         bsz = key_states.shape[0]
         length = self.context_slots.shape[0] // bsz
@@ -182,11 +223,10 @@ class PagedCache:
             keys, values = self.update(key_states, value_states, layer_idx)
             return fused.causal_attention(query, keys, values, mask, scale, attn_implementation=attn_implementation)
         self._write(key_states, value_states, layer_idx)
-        blocks, size = self.allocator.num_blocks, self.allocator.block_size
-        key_cache, value_cache = (pool.reshape(blocks, size, pool.shape[1], pool.shape[2])
-                                  for pool in (self.key_cache[layer_idx], self.value_cache[layer_idx]))
-        return fused.paged_attention(query, key_cache, value_cache, self.block_tables, mask, scale,
-                                     attn_implementation=attn_implementation)
+        # the pools go in flat: in a compiled step, reshaping a pool Parameter copies the whole pool every call
+        return fused.paged_attention(query, self.key_cache[layer_idx], self.value_cache[layer_idx], self.block_tables,
+                                     mask, scale, attn_implementation=attn_implementation,
+                                     block_size=self.allocator.block_size)
 
     def get_seq_length(self, layer_idx=0):
         # the model reads this only for default position ids and masks; the engine passes both explicitly

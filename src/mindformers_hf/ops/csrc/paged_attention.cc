@@ -1,10 +1,11 @@
 // Paged attention (the serving engine's decode): each row's keys and values are read from the layer's block
 // pool through the row's block table, never gathered into a contiguous [B, KV, T, D] copy.
 //
-// q [B, H, S, D]; key_cache [num_blocks, block_size, KV, D]; value_cache [num_blocks, block_size, KV, Dv];
-// block_tables [B, M] int32 (context position j of row b lives in block block_tables[b, j / block_size],
-// offset j % block_size); mask [B or 1, 1, S, T] float32 added to the scores, T <= M * block_size; scale [1].
-// Output o [B, H, S, Dv]. Inference only (no backward).
+// q [B, H, S, D]; key_cache [num_blocks, block_size, KV, D] or flat [num_blocks * block_size, KV, D] (the
+// engine's pools: reshaping a pool Parameter inside a MindSpore graph copies all of it, every step);
+// value_cache the same with Dv; block_tables [B, M] int32 (context position j of row b lives in block
+// block_tables[b, j / block_size], offset j % block_size); mask [B or 1, 1, S, T] float32 added to the scores,
+// T <= M * block_size; scale [1] float32; block_size [1] int32. Output o [B, H, S, Dv]. Inference only.
 //
 // Keys whose mask value is below kSkip add exp(-1e4) == 0 to a float32 softmax, so each query row visits only
 // the keys between its first and last allowed one (which skips the padding of short rows in a batch bucket and
@@ -18,25 +19,37 @@ constexpr float kMinusBig = -1e30f;  // finite: the kernels are built with -ffas
 
 }  // namespace
 
-// inputs: q, key_cache, value_cache, block_tables, mask, scale; output: o
+// inputs: q, key_cache, value_cache, block_tables, mask, scale, block_size; output: o
 MFH_KERNEL paged_attention_fwd(MFH_ARGS) {
-  if (nparam != 7) return 1;
-  for (int i : {0, 1, 2, 4, 5, 6}) {
+  if (nparam != 8) return 1;
+  for (int i : {0, 1, 2, 4, 5, 7}) {
     if (!mfh::all_float32(1, dtypes + i)) return 1;
   }
-  if (std::strcmp(dtypes[3], "int32") != 0) return 1;
-  if (ndims[0] != 4 || ndims[1] != 4 || ndims[2] != 4 || ndims[3] != 2 || ndims[4] != 4) return 1;
+  if (std::strcmp(dtypes[3], "int32") != 0 || std::strcmp(dtypes[6], "int32") != 0) return 1;
+  const int pool_dims = ndims[1];
+  if (ndims[0] != 4 || (pool_dims != 3 && pool_dims != 4) || ndims[2] != pool_dims || ndims[3] != 2 ||
+      ndims[4] != 4 || ndims[6] != 1 || shapes[6][0] != 1) {
+    return 1;
+  }
+  const int64_t block_size = static_cast<int32_t *>(params[6])[0];
+  if (block_size < 1) return 1;
+  // a 4-d pool is [num_blocks, block_size, KV, D]; a flat one [num_blocks * block_size, KV, D]
+  const int64_t *ks = shapes[1], *vs = shapes[2];
+  const int64_t slots = pool_dims == 4 ? ks[0] * ks[1] : ks[0];
+  if (pool_dims == 4 && (ks[1] != block_size || vs[1] != block_size || vs[0] != ks[0])) return 1;
+  if (pool_dims == 3 && (slots % block_size != 0 || vs[0] != slots)) return 1;
+  const int64_t num_blocks = slots / block_size;
   const int64_t B = shapes[0][0], H = shapes[0][1], S = shapes[0][2], D = shapes[0][3];
-  const int64_t num_blocks = shapes[1][0], block_size = shapes[1][1], KV = shapes[1][2];
-  const int64_t Dv = shapes[2][3], M = shapes[3][1], MB = shapes[4][0], T = shapes[4][3];
-  if (shapes[1][3] != D || shapes[2][0] != num_blocks || shapes[2][1] != block_size || shapes[2][2] != KV) return 1;
+  const int64_t KV = ks[pool_dims - 2], Dv = vs[pool_dims - 1], M = shapes[3][1], MB = shapes[4][0];
+  const int64_t T = shapes[4][3];
+  if (ks[pool_dims - 1] != D || vs[pool_dims - 2] != KV) return 1;
   if (KV == 0 || H % KV != 0 || shapes[3][0] != B || (MB != 1 && MB != B)) return 1;
-  if (shapes[4][1] != 1 || shapes[4][2] != S || T > M * block_size || block_size < 1) return 1;
+  if (shapes[4][1] != 1 || shapes[4][2] != S || T > M * block_size) return 1;
   const float *q = static_cast<float *>(params[0]), *kc = static_cast<float *>(params[1]);
   const float *vc = static_cast<float *>(params[2]), *mask = static_cast<float *>(params[4]);
   const int32_t *tables = static_cast<int32_t *>(params[3]);
   const float scale = static_cast<float *>(params[5])[0];
-  float *o = static_cast<float *>(params[6]);
+  float *o = static_cast<float *>(params[7]);
   const int64_t G = H / KV;
   for (int64_t i = 0; i < B * M; ++i) {
     if (tables[i] < 0 || tables[i] >= num_blocks) return 1;
