@@ -128,6 +128,17 @@ def check_indices(indices, rows, index_name="token id"):
                          f"(valid ids are 0..{rows - 1})")
 
 
+def replace_rows(inputs_embeds, slots, features):
+    """inputs_embeds [B, S, E] with the rows at flat positions `slots` (host ints, B * S numbering, in order)
+    replaced by `features` (N rows of E, N = len(slots)): HF's masked_scatter of image features into a prompt's
+    embeddings, as one gather from [embeddings; features] (a float scatter has no CPU kernel for every dtype)."""
+    bsz, seq, width = inputs_embeds.shape
+    index = np.arange(bsz * seq)
+    index[np.asarray(slots, np.int64)] = bsz * seq + np.arange(len(slots))
+    table = ops.cat((inputs_embeds.reshape(-1, width), features.reshape(-1, width).astype(inputs_embeds.dtype)), 0)
+    return ops.gather(table, ms.Tensor(index.astype(np.int32)), 0).reshape(bsz, seq, width)
+
+
 class Embedding(nn.Cell):
     def __init__(self, num_embeddings, embedding_dim, dtype=ms.float32, init="normal", std=0.02,
                  index_name="token id"):

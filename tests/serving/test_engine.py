@@ -130,6 +130,26 @@ def test_first_chunks_run_through_the_compiled_layer_graph(llm_and_hf, layer_gra
     assert out.outputs[0].token_ids == want
 
 
+def test_first_chunks_of_one_step_run_as_one_batch(llm_and_hf, layer_graph_shapes):
+    """Prompts admitted in the same step run their first chunks as one batched forward per padded length (the
+    batch padded to a power of two with rows that are all padding); each still gets HF's greedy tokens."""
+    llm, oracle = llm_and_hf
+    roomy = LLM(llm.engine.model, oracle.tokenizer, max_num_seqs=8, max_num_batched_tokens=512, block_size=4,
+                num_blocks=64)
+    prompts = PROMPTS[:1] + PROMPTS[2:]                      # three prompts that pad to 32 tokens
+    outs = roomy.generate(prompts, SamplingParams(max_tokens=6, temperature=0, ignore_eos=True))
+    layers = llm.engine.model.config.num_hidden_layers
+    assert layer_graph_shapes == [(4, 32, llm.engine.model.config.hidden_size)] * layers
+    import torch
+
+    for prompt, out in zip(prompts, outs):
+        ids = oracle.tokenizer(prompt)["input_ids"]
+        want = oracle.hf.generate(torch.tensor([ids]), max_new_tokens=6, min_new_tokens=6, do_sample=False,
+                                  pad_token_id=0)[0, len(ids):].tolist()
+        assert out.outputs[0].token_ids == want
+    assert roomy.engine.kv_blocks()[0] == 0
+
+
 @pytest.mark.parametrize("mode", ["auto", "reference"])
 def test_attention_reads_the_pool_through_ops_paged_attention(llm_and_hf, monkeypatch, mode):
     """Every forward's attention (compiled decode, later prompt chunks) goes through ops.paged_attention: the

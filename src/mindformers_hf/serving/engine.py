@@ -1,7 +1,8 @@
 """`LLMEngine`: requests in, tokens out, one step at a time, over our model and a paged KV cache.
 
 A step asks the scheduler which sequences run and how many tokens each, runs the model -- every decode of
-the step in one batched forward [B, 1], each prompt chunk in its own forward [1, S] -- against the
+the step in one batched forward [B, 1], the prompts' first chunks batched by padded length, each later chunk in
+its own forward [1, S] -- against the
 `PagedCache`, then samples, detokenizes and checks stop conditions on the host. The engine is not
 thread-safe: one thread drives it (the server's engine thread, or `LLM.generate`'s caller).
 
@@ -142,12 +143,14 @@ class LLMEngine:
             rows = {}   # seq id -> [count, V] logits (only the last position's unless prompt logprobs are asked)
             if decodes:
                 rows.update(zip((s.seq_id for s in decodes), self._forward(decodes, 1, compiled=True)[:, None]))
+            firsts = [(seq, count) for seq, count in scheduled if count > 1 and self.compile_prefill and
+                      seq.num_computed == 0 and not self._wants_prompt_logprobs(seq)]
+            for width in sorted({prefill_length(count) for _, count in firsts}):
+                group = [(seq, count) for seq, count in firsts if prefill_length(count) == width]
+                rows.update(zip((seq.seq_id for seq, _ in group), self._first_chunks(group, width)[:, None]))
             for seq, count in scheduled:
-                if count > 1:
+                if count > 1 and seq.seq_id not in rows:
                     every = self._wants_prompt_logprobs(seq)
-                    if self.compile_prefill and seq.num_computed == 0 and not every:
-                        rows[seq.seq_id] = self._first_chunk(seq, count)
-                        continue
                     # later chunks (after a first chunk or a prefix-cache hit): the compiled paged step, the
                     # chunk left-padded to a bucket (prompt logprobs need every position: op by op)
                     logits = self._forward([seq], count, compiled=self.compile_chunks and not every,
@@ -212,28 +215,31 @@ class LLMEngine:
         step = self.decode_step if compiled else self._eager_step
         return host_last_logits(step(*args))[:len(seqs)]
 
-    def _first_chunk(self, seq, length):
-        """[1, V] logits of a sequence's first chunk through the decoder layers' compiled graph (the one
-        generate's prefill uses; `compiled_layers(model, "prefill")`), which attends within the chunk only -- right
-        for a first chunk. The chunk is left-padded to `prefill_length` (few compilations); pad columns write
-        the scratch slot 0 and are masked."""
-        bs, total = self.block_size, prefill_length(length)
-        pad = total - length
-        present = np.zeros((1, total), np.int64)
-        present[0, pad:] = 1
-        ids = np.zeros((1, total), np.int64)
-        ids[0, pad:] = [seq.token_at(p) for p in range(length)]
-        span = np.arange(length)
-        blocks = np.asarray(seq.blocks, np.int32)
-        slots = np.zeros(total, np.int32)
-        slots[pad:] = blocks[span // bs] * bs + span % bs
-        query, key = np.arange(total)[:, None], np.arange(total)[None, :]
-        allowed_all = (key <= query) & (key >= pad)
+    def _first_chunks(self, chunks, width):
+        """[len(chunks), V] last-position logits of sequences' first chunks ([(seq, length)], every length padding
+        to `width`), in one forward through the decoder layers' compiled graph (the one generate's prefill uses;
+        `compiled_layers(model, "prefill")`), which attends within each chunk only -- right for a first chunk.
+        Chunks are left-padded to `width` and the batch to a power of two (few compilations); pad columns and pad
+        rows write the scratch slot 0 and are masked. One batched forward instead of one per prompt: the
+        matrix products read each weight once for all of them."""
+        bs, batch = self.block_size, 1 << (len(chunks) - 1).bit_length()
+        present = np.zeros((batch, width), np.int64)
+        ids = np.zeros((batch, width), np.int64)
+        slots = np.zeros((batch, width), np.int32)
+        for row, (seq, length) in enumerate(chunks):
+            pad = width - length
+            present[row, pad:] = 1
+            ids[row, pad:] = [seq.token_at(p) for p in range(length)]
+            span = np.arange(length)
+            blocks = np.asarray(seq.blocks, np.int32)
+            slots[row, pad:] = blocks[span // bs] * bs + span % bs
+        query, key = np.arange(width)[:, None], np.arange(width)[None, :]
+        allowed_all = (key <= query)[None] & (present[:, None, :] == 1)                     # [batch, W, W]
         masks = {}
         for name, window in self.windows.items():
-            allowed = allowed_all if window is None else allowed_all & (key > query - window)
-            masks[name] = ms.Tensor(np.where(allowed, np.float32(0.0), np.float32(MASK_VALUE))[None, None])
-        self.cache.defer_writes(ms.Tensor(slots))
+            allowed = allowed_all if window is None else allowed_all & (key > query - window)[None]
+            masks[name] = ms.Tensor(np.where(allowed, np.float32(0.0), np.float32(MASK_VALUE))[:, None])
+        self.cache.defer_writes(ms.Tensor(slots.reshape(-1)))
         try:
             with compiled_layers(self.model, "prefill"):
                 out = self.model(input_ids=ms.Tensor(ids), position_ids=ms.Tensor(position_ids_from_mask(present)),
@@ -242,7 +248,7 @@ class LLMEngine:
             self.cache.flush(write=False)
             raise
         self.cache.flush()
-        return host_last_logits(out.logits if hasattr(out, "logits") else out[0])
+        return host_last_logits(out.logits if hasattr(out, "logits") else out[0])[:len(chunks)]
 
     def _make_step(self, **overrides):
         # a plain function (not a bound method): what mindspore.jit traces

@@ -29,7 +29,7 @@ from mindspore import nn, ops
 from ... import ops as fused
 from ...activations import activation, get_activation
 from ...cache_utils import DynamicCache, default_use_cache
-from ...layers import Embedding, LayerNorm, Linear, new_parameter
+from ...layers import Embedding, LayerNorm, Linear, new_parameter, replace_rows
 from ...loss_utils import causal_lm_loss
 from ...masking_utils import create_causal_mask
 from ...modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
@@ -388,16 +388,12 @@ class CogVLM2Model(CogVLM2PreTrainedModel):
     def _embed_images(self, inputs_embeds, types, images):
         """The prompt's embeddings with the vision tokens' rows replaced, in order, by the image features."""
         features = self.encode_images(images)
-        bsz, seq, width = inputs_embeds.shape
-        features = features.reshape(-1, width)
+        features = features.reshape(-1, inputs_embeds.shape[-1])
         slots = np.flatnonzero(types.reshape(-1) == VISION_TOKEN_TYPE)
         if len(slots) != features.shape[0]:
             raise ValueError(f"the prompt has {len(slots)} vision tokens (token_type_ids 1) but the images give "
                              f"{features.shape[0]} features")
-        index = np.arange(bsz * seq)
-        index[slots] = bsz * seq + np.arange(len(slots))
-        table = ops.cat((inputs_embeds.reshape(-1, width), features.astype(inputs_embeds.dtype)), 0)
-        return ops.gather(table, ms.Tensor(index.astype(np.int32)), 0).reshape(bsz, seq, width)
+        return replace_rows(inputs_embeds, slots, features)
 
     def construct(self, input_ids=None, images=None, token_type_ids=None, attention_mask=None, position_ids=None,
                   past_key_values=None, inputs_embeds=None, use_cache=None, output_hidden_states=None,

@@ -17,8 +17,8 @@ in row-major order (docs/differences.md).
 """
 import numpy as np
 import mindspore as ms
-from mindspore import ops
 
+from ...layers import replace_rows
 from ...weights import CheckpointFormatMixin, WeightRule, WeightTable
 from ..llama.modeling_llama import LlamaForCausalLM, LlamaMLP, LlamaModel, LlamaPreTrainedModel
 from .chat_qwen import QWenChatMixin
@@ -100,15 +100,13 @@ class QWenModel(CheckpointFormatMixin, LlamaModel):
         if len(spans) != features.shape[0]:
             raise ValueError(f"Qwen-VL: {features.shape[0]} images in pixel_values but {len(spans)} <img> spans in "
                              "input_ids")
-        bsz, seq, width = inputs_embeds.shape
-        index = np.arange(bsz * seq)
-        for n, (row, first, end) in enumerate(spans):
+        seq = inputs_embeds.shape[1]
+        for row, first, end in spans:
             if end - first != features.shape[1]:
                 raise ValueError(f"Qwen-VL: an <img> span holds {end - first} tokens, the vision tower gives "
                                  f"{features.shape[1]} features per image")
-            index[row * seq + first:row * seq + end] = bsz * seq + n * features.shape[1] + np.arange(end - first)
-        table = ops.cat((inputs_embeds.reshape(-1, width), features.reshape(-1, width).astype(inputs_embeds.dtype)))
-        return ops.gather(table, ms.Tensor(index.astype(np.int32)), 0).reshape(bsz, seq, width)
+        slots = np.concatenate([np.arange(row * seq + first, row * seq + end) for row, first, end in spans])
+        return replace_rows(inputs_embeds, slots, features)
 
     def construct(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
                   inputs_embeds=None, pixel_values=None, **kwargs):

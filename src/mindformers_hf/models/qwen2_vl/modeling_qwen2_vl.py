@@ -19,7 +19,7 @@ import mindspore as ms
 from mindspore import nn, ops
 
 from ... import ops as fused
-from ...layers import Linear
+from ...layers import Linear, replace_rows
 from ...loss_utils import causal_lm_loss
 from ...modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from ...modeling_rope_utils import compute_inv_freq
@@ -228,17 +228,12 @@ class Qwen2VLModel(Qwen2VLPreTrainedModel):
     @staticmethod
     def _scatter(inputs_embeds, ids, token_id, features, what):
         """inputs_embeds [B, S, E] with the rows of `token_id` replaced, in order, by features [N, E] (HF's
-        masked_scatter): one gather from [embeddings; features]."""
-        bsz, seq, width = inputs_embeds.shape
-        flat_ids = ids.reshape(-1)
-        slots = np.flatnonzero(flat_ids == token_id)
+        masked_scatter)."""
+        slots = np.flatnonzero(ids.reshape(-1) == token_id)
         if len(slots) != features.shape[0]:
             raise ValueError(f"{what.capitalize()} features and {what} tokens do not match, tokens: {len(slots)}, "
                              f"features: {features.shape[0]}")
-        index = np.arange(bsz * seq)
-        index[slots] = bsz * seq + np.arange(len(slots))
-        table = ops.cat((inputs_embeds.reshape(-1, width), features.astype(inputs_embeds.dtype)), 0)
-        return ops.gather(table, ms.Tensor(index.astype(np.int32)), 0).reshape(bsz, seq, width)
+        return replace_rows(inputs_embeds, slots, features)
 
     def construct(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
                   inputs_embeds=None, use_cache=None, pixel_values=None, pixel_values_videos=None,
