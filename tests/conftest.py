@@ -95,7 +95,7 @@ class _SmolLM2:
 
     def __init__(self, folder, file):
         self.folder, self.file = folder, file
-        self._ours = self._hf = self._tokenizer = None
+        self._ours = self._hf = self._tokenizer = self._hf_tokenizer = self._hf_folder = None
 
     @property
     def tokenizer(self):
@@ -123,6 +123,32 @@ class _SmolLM2:
             self._hf = transformers.AutoModelForCausalLM.from_pretrained(
                 self.folder, gguf_file=self.file, dtype=torch.float32).eval()
         return self._hf
+
+    @property
+    def hf_tokenizer(self):
+        """HF transformers' tokenizer from the same GGUF."""
+        if self._hf_tokenizer is None:
+            import transformers
+
+            self._hf_tokenizer = transformers.AutoTokenizer.from_pretrained(self.folder, gguf_file=self.file)
+        return self._hf_tokenizer
+
+    def hf_folder(self, tmp_path_factory):
+        """A folder with HF's fp32 weights of the GGUF (`self.hf`) and its tokenizer, saved by transformers: what
+        tools that load a model themselves (lm_eval's `hf` backend) read instead of dequantizing the GGUF again
+        (transformers parses the GGUF ~4 times a load, ~40 s on a slow 2-core machine)."""
+        if self._hf_folder is None:
+            import copy
+
+            folder = str(tmp_path_factory.mktemp("smollm2_hf"))
+            config = copy.deepcopy(self.hf.config)
+            config.__dict__.pop("quantization_config", None)  # transformers refuses to save a GGUF-loaded model
+            plain = type(self.hf)(config).eval()
+            plain.load_state_dict(self.hf.state_dict())
+            plain.save_pretrained(folder)
+            self.hf_tokenizer.save_pretrained(folder)
+            self._hf_folder = folder
+        return self._hf_folder
 
 
 @pytest.fixture(scope="session")
@@ -157,3 +183,24 @@ def dp_jobs(tmp_path_factory):
     from tests.trainer.dp_jobs import run_dp_jobs
 
     return run_dp_jobs(tmp_path_factory.mktemp("dp_jobs"))
+
+
+# Fixtures built once per session that several test files share: under pytest-xdist those files must run in one
+# worker, or each worker would build the fixture again (the data-parallel launch costs a minute and more).
+_SHARED_SESSION_FIXTURES = ("dp_jobs", "smollm2")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (`-n 2 --dist loadgroup`, the README's test command) each test file runs whole in one
+    worker (module fixtures are built once), and the files using one of _SHARED_SESSION_FIXTURES in one worker."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    files = {}
+    for item in items:
+        files.setdefault(item.nodeid.split("::")[0], []).append(item)
+    for name, file_items in files.items():
+        used = set().union(*(getattr(item, "fixturenames", ()) for item in file_items))
+        group = next((fixture for fixture in _SHARED_SESSION_FIXTURES if fixture in used), name)
+        for item in file_items:
+            item.add_marker(pytest.mark.xdist_group(group))

@@ -150,23 +150,17 @@ import sys
 sys.modules["torch"] = None  # as on a machine without torch: imports fail and find_spec answers None
 import importlib.util
 assert importlib.util.find_spec("torch") is None
-from mindformers_hf import AutoModelForCausalLM, AutoTokenizer
-from mindformers_hf.gguf_io import default_gguf_model
+from mindformers_hf.commands.cli import main
 
-folder, name = default_gguf_model()
-tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
-text = tokenizer.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
-                                     tokenize=False, add_generation_prompt=True)
-enc = tokenizer(text, return_tensors="np", add_special_tokens=False)
-out = model.generate(**enc, max_new_tokens=12, do_sample=False)
-print("ANSWER:", tokenizer.decode(out[0][enc["input_ids"].shape[1]:], skip_special_tokens=True))
+code = main(["generate", "--chat-template", "What is the capital of France?"])
 assert "torch" not in {m.split(".")[0] for m, mod in sys.modules.items() if mod is not None}
+sys.exit(code)
 """
 
 
-def test_main_command_path_runs_with_torch_absent(smollm2_gguf):
-    """The README's main command's code path (GGUF model, tokenizer, chat template, generate) without torch."""
+def test_main_command_runs_with_torch_absent(smollm2_gguf):
+    """The README's main command (`mindformers-hf generate --chat-template QUESTION`: the GGUF model, its tokenizer
+    and chat template, generate, the streamed answer) in a process where torch cannot be imported."""
     result = subprocess.run([sys.executable, "-c", textwrap.dedent(TORCH_BLOCKED)], capture_output=True, text=True,
                             timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -65,6 +65,14 @@ def write_tasks(folder):
     return str(folder)
 
 
+def local_task_manager(folder):
+    """lm_eval's TaskManager for the tasks in `folder` only: indexing lm_eval's thousands of built-in task YAMLs
+    (include_defaults=True) costs 10-15 s a call on a slow machine and no test here uses them."""
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=str(folder), include_defaults=False)
+
+
 @pytest.fixture(scope="session")
 def task_dir(tmp_path_factory):
     return write_tasks(tmp_path_factory.mktemp("lm_eval_tasks"))

@@ -8,16 +8,17 @@ import pytest
 
 lm_eval = pytest.importorskip("lm_eval")
 
+from .conftest import local_task_manager  # noqa: E402
+
 TASKS = ["tiny_mc", "tiny_gen", "tiny_rolling"]
 
 
 def evaluate(model, folder, task_dir, model_args="", **kwargs):
     import mindformers_hf.evaluation  # noqa: F401  (registers the model)
-    from lm_eval.tasks import TaskManager
 
     model_args = f"pretrained={folder},dtype=float32" + model_args
     return lm_eval.simple_evaluate(model=model, model_args=model_args, tasks=TASKS,
-                                   batch_size=2, device="cpu", task_manager=TaskManager(include_path=task_dir),
+                                   batch_size=2, device="cpu", task_manager=local_task_manager(task_dir),
                                    log_samples=True, **kwargs)
 
 
@@ -63,12 +64,11 @@ def test_chat_template_and_system_instruction_as_lm_eval_hf(char_llama_dir, task
     assert_same_results(ours, hf)
 
 
-def test_smollm2_same_as_lm_eval_hf(smollm2_gguf, task_dir):
-    """SmolLM2-135M-Instruct (GGUF, dequantized to fp32 by both sides), two documents per task."""
-    folder, file = smollm2_gguf
-    kwargs = dict(model_args=f",gguf_file={file}", limit=2)
-    ours = evaluate("mindformers_hf", folder, task_dir, **kwargs)
-    hf = evaluate("hf", folder, task_dir, **kwargs)
+def test_smollm2_same_as_lm_eval_hf(smollm2, task_dir, tmp_path_factory):
+    """SmolLM2-135M-Instruct, two documents per task: ours reads the GGUF, lm_eval's `hf` backend the fp32 weights
+    transformers dequantized from the same GGUF (saved once by the session's fixture)."""
+    ours = evaluate("mindformers_hf", smollm2.folder, task_dir, model_args=f",gguf_file={smollm2.file}", limit=2)
+    hf = evaluate("hf", smollm2.hf_folder(tmp_path_factory), task_dir, limit=2)
     assert_same_results(ours, hf)
     assert all(s["resps"][0][0] for s in ours["samples"]["tiny_gen"])
 

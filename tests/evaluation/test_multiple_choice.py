@@ -75,7 +75,8 @@ def test_prompt_formats():
 def test_loglikelihood_convention_matches_lm_eval(bpe_llama, ceval_dir, tmp_path):
     lm_eval = pytest.importorskip("lm_eval")
     import yaml
-    from lm_eval.tasks import TaskManager
+
+    from .conftest import local_task_manager
 
     for subject in QUESTIONS:  # lm_eval's ceval task (tasks/ceval/_default_ceval_yaml) on our local files
         config = {"task": f"local_ceval_{subject}", "dataset_path": "csv", "dataset_kwargs": {"data_files": {
@@ -88,7 +89,7 @@ def test_loglikelihood_convention_matches_lm_eval(bpe_llama, ceval_dir, tmp_path
         (tmp_path / f"{subject}.yaml").write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False))
     want = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={bpe_llama},dtype=float32", device="cpu",
                                    tasks=[f"local_ceval_{s}" for s in QUESTIONS], num_fewshot=2, batch_size=4,
-                                   task_manager=TaskManager(include_path=str(tmp_path)), log_samples=True)
+                                   task_manager=local_task_manager(tmp_path), log_samples=True)
 
     model = AutoModelForCausalLM.from_pretrained(bpe_llama, dtype="float32")
     tokenizer = AutoTokenizer.from_pretrained(bpe_llama)

@@ -11,8 +11,7 @@ def both(smollm2):
     import transformers
 
     ours = pipeline("text-generation", model=smollm2.ours, tokenizer=smollm2.tokenizer)
-    hf_tok = transformers.AutoTokenizer.from_pretrained(smollm2.folder, gguf_file=smollm2.file)
-    theirs = transformers.pipeline("text-generation", model=smollm2.hf, tokenizer=hf_tok)
+    theirs = transformers.pipeline("text-generation", model=smollm2.hf, tokenizer=smollm2.hf_tokenizer)
     return ours, theirs
 
 

@@ -35,7 +35,7 @@ def test_forwards_on_two_models_and_forward_beside_generate(tiny_llama, tmp_path
 
 
 def test_stress_forward_generate_and_trainer_steps_at_once(tiny_llama, tmp_path):
-    seconds = float(os.environ.get("MINDFORMERS_HF_STRESS_SECONDS", "10"))
+    seconds = float(os.environ.get("MINDFORMERS_HF_STRESS_SECONDS", "5"))
     report = _run_script(tmp_path, tiny_llama, "stress", seconds, timeout=600 + 2 * seconds)
     assert set(report) == {"forward", "generate", "generate, streamed", "Trainer steps"}
     assert all(r["calls"] >= 1 and r["error"] is None for r in report.values()), report

@@ -23,10 +23,10 @@ def server(chat_llama):
 
 
 def evaluate(model, model_args, task_dir):
-    from lm_eval.tasks import TaskManager
+    from ..evaluation.conftest import local_task_manager
 
     return lm_eval.simple_evaluate(model=model, model_args=model_args, tasks=TASKS, limit=LIMIT, batch_size=2,
-                                   device="cpu", task_manager=TaskManager(include_path=task_dir), log_samples=True)
+                                   device="cpu", task_manager=local_task_manager(task_dir), log_samples=True)
 
 
 def test_local_completions_against_the_server_equals_lm_eval_hf(server, chat_llama, tmp_path, monkeypatch):

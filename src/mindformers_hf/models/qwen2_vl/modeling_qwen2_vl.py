@@ -21,7 +21,7 @@ from mindspore import nn, ops
 from ... import ops as fused
 from ...layers import Linear, replace_rows
 from ...loss_utils import causal_lm_loss
-from ...modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from ...modeling_outputs import CausalLMOutputWithPast
 from ...modeling_rope_utils import compute_inv_freq
 from ...modeling_utils import PreTrainedModel
 from ..llama.modeling_llama import LlamaModel
