@@ -188,6 +188,10 @@ def dp_jobs(tmp_path_factory):
 # Fixtures built once per session that several test files share: under pytest-xdist those files must run in one
 # worker, or each worker would build the fixture again (the data-parallel launch costs a minute and more).
 _SHARED_SESSION_FIXTURES = ("dp_jobs", "smollm2")
+_GROUP = pytest.StashKey[str]()
+# the longest groups (msrun launches, SmolLM2 against HF) start first, so that the end of the run is short files
+# spread over both workers instead of one long group running alone
+_LONG_GROUPS = ("dp_jobs", "smollm2", "tests/parallel/test_tp_msrun.py", "tests/trainer/test_mesh_zero.py")
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups
@@ -204,3 +208,5 @@ def pytest_collection_modifyitems(config, items):
         group = next((fixture for fixture in _SHARED_SESSION_FIXTURES if fixture in used), name)
         for item in file_items:
             item.add_marker(pytest.mark.xdist_group(group))
+            item.stash[_GROUP] = group
+    items.sort(key=lambda item: item.stash[_GROUP] not in _LONG_GROUPS)  # stable: the order inside a group is kept
