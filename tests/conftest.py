@@ -95,7 +95,7 @@ class _SmolLM2:
 
     def __init__(self, folder, file):
         self.folder, self.file = folder, file
-        self._ours = self._hf = self._tokenizer = self._hf_tokenizer = self._hf_folder = None
+        self._ours = self._hf = self._tokenizer = self._hf_tokenizer = None
 
     @property
     def tokenizer(self):
@@ -133,27 +133,27 @@ class _SmolLM2:
             self._hf_tokenizer = transformers.AutoTokenizer.from_pretrained(self.folder, gguf_file=self.file)
         return self._hf_tokenizer
 
-    def hf_folder(self, tmp_path_factory):
-        """A folder with HF's fp32 weights of the GGUF (`self.hf`) and its tokenizer, saved by transformers: what
-        tools that load a model themselves (lm_eval's `hf` backend) read instead of dequantizing the GGUF again
-        (transformers parses the GGUF ~4 times a load, ~40 s on a slow 2-core machine)."""
-        if self._hf_folder is None:
-            import copy
-
-            folder = str(tmp_path_factory.mktemp("smollm2_hf"))
-            config = copy.deepcopy(self.hf.config)
-            config.__dict__.pop("quantization_config", None)  # transformers refuses to save a GGUF-loaded model
-            plain = type(self.hf)(config).eval()
-            plain.load_state_dict(self.hf.state_dict())
-            plain.save_pretrained(folder)
-            self.hf_tokenizer.save_pretrained(folder)
-            self._hf_folder = folder
-        return self._hf_folder
-
 
 @pytest.fixture(scope="session")
 def smollm2(smollm2_gguf):
     return _SmolLM2(*smollm2_gguf)
+
+
+@pytest.fixture(scope="session")
+def smollm2_hf_folder(smollm2, tmp_path_factory):
+    """A folder with HF's fp32 weights of the SmolLM2 GGUF (`smollm2.hf`) and its tokenizer, saved by transformers:
+    what tools that load a model themselves (lm_eval's `hf` backend) read instead of dequantizing the GGUF again
+    (transformers parses the GGUF ~4 times a load, ~40 s on a slow 2-core machine)."""
+    import copy
+
+    folder = str(tmp_path_factory.mktemp("smollm2_hf"))
+    config = copy.deepcopy(smollm2.hf.config)
+    config.__dict__.pop("quantization_config", None)  # transformers refuses to save a GGUF-loaded model
+    plain = type(smollm2.hf)(config).eval()
+    plain.load_state_dict(smollm2.hf.state_dict())
+    plain.save_pretrained(folder)
+    smollm2.hf_tokenizer.save_pretrained(folder)
+    return folder
 
 
 @pytest.fixture

@@ -64,11 +64,11 @@ def test_chat_template_and_system_instruction_as_lm_eval_hf(char_llama_dir, task
     assert_same_results(ours, hf)
 
 
-def test_smollm2_same_as_lm_eval_hf(smollm2, task_dir, tmp_path_factory):
+def test_smollm2_same_as_lm_eval_hf(smollm2, smollm2_hf_folder, task_dir):
     """SmolLM2-135M-Instruct, two documents per task: ours reads the GGUF, lm_eval's `hf` backend the fp32 weights
     transformers dequantized from the same GGUF (saved once by the session's fixture)."""
     ours = evaluate("mindformers_hf", smollm2.folder, task_dir, model_args=f",gguf_file={smollm2.file}", limit=2)
-    hf = evaluate("hf", smollm2.hf_folder(tmp_path_factory), task_dir, limit=2)
+    hf = evaluate("hf", smollm2_hf_folder, task_dir, limit=2)
     assert_same_results(ours, hf)
     assert all(s["resps"][0][0] for s in ours["samples"]["tiny_gen"])
 
