@@ -64,9 +64,27 @@ def cpu_name():
     return platform.processor() or "unknown CPU"
 
 
+# the instruction sets the kernels and MindSpore's / torch's GEMMs choose between (csrc/ is built -march=native)
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "asimd", "sve")
+
+
+def cpu_flags():
+    """The ISA_FLAGS this CPU has (/proc/cpuinfo's flags, or Features on ARM), in ISA_FLAGS' order."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    have = set(line.split(":", 1)[1].split())
+                    return [flag for flag in ISA_FLAGS if flag in have]
+    except OSError:
+        pass
+    return []
+
+
 def machine():
-    """"2-core CPU (<model name>)": the machine a table was measured on, for its header sentence."""
-    return f"{os.cpu_count()}-core CPU ({cpu_name()})"
+    """"2-core CPU (<model name>; avx2 fma)": the machine a table was measured on, for its header sentence."""
+    flags = " ".join(cpu_flags()) or "no AVX2"
+    return f"{os.cpu_count()}-core CPU ({cpu_name()}; {flags})"
 
 
 def update_docs(section, path=DOCS):

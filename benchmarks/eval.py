@@ -52,6 +52,7 @@ def main():
     import torch
     from lm_eval.models.huggingface import HFLM
 
+    from _harness import machine
     from mindformers_hf.evaluation import MindFormersLM
     from mindformers_hf.gguf_io import default_gguf_model
 
@@ -73,7 +74,7 @@ def main():
                 seconds, out = timed(getattr(lm, kind), reqs)
                 best[side, kind] = min(best.get((side, kind), float("inf")), seconds)
                 outputs[side, kind] = out
-    print(f"SmolLM2-135M-Instruct fp32, batch {args.batch_size}, {os.cpu_count()} cores")
+    print(f"SmolLM2-135M-Instruct fp32, batch {args.batch_size}, on a {machine()}")
     print(f"{'requests':<24}{'n':>6}{'ours req/s':>12}{'hf req/s':>12}{'ratio':>8}{'max |diff|':>12}")
     for kind, reqs in kinds.items():
         ours, hf = len(reqs) / best["ours", kind], len(reqs) / best["hf", kind]

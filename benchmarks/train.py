@@ -24,6 +24,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
 import psutil
+from _harness import machine
 
 BATCH, BLOCK = 4, 256
 COMMON = dict(learning_rate=2e-5, per_device_train_batch_size=BATCH, lr_scheduler_type="cosine", warmup_steps=1,
@@ -288,7 +289,7 @@ def main():
         gc.collect()
 
     (ours_t, ours_rss, ours_loss), (hf_t, hf_rss, hf_loss) = results["ours"], results["HF"]
-    print(f"\nSmolLM2-135M, batch {BATCH} x {BLOCK} tokens, fp32, {args.steps} timed steps")
+    print(f"\nSmolLM2-135M, batch {BATCH} x {BLOCK} tokens, fp32, {args.steps} timed steps, on a {machine()}")
     print("| | step s (median) | tokens/s | peak RSS MiB (training) | first loss |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for name, (t, rss, losses) in results.items():

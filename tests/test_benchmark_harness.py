@@ -51,3 +51,12 @@ def test_rss_and_machine(harness):
     current, peak = harness.current_rss_mb(), harness.peak_rss_mb()
     assert 10 < current < peak * 1.1 and peak < 100_000
     assert harness.machine().startswith(f"{__import__('os').cpu_count()}-core CPU (")
+
+
+def test_machine_names_the_instruction_sets_the_cpu_reports(harness):
+    # the kernels are built -march=native: a table's machine line says which vector units it ran on
+    with open("/proc/cpuinfo") as f:
+        reported = next((line.split(":", 1)[1].split() for line in f if line.startswith(("flags", "Features"))), [])
+    expected = [flag for flag in harness.ISA_FLAGS if flag in reported]
+    assert harness.cpu_flags() == expected
+    assert harness.machine().endswith(f"; {' '.join(expected) or 'no AVX2'})")
