@@ -8,7 +8,10 @@ CPU kernels (csrc/bf16_linear.cc), for a few activation rows (decode; `KERNEL_MA
 training) are compute-bound: they widen the weight with the `bf16_widen` kernel (MindSpore's own bf16 cast on CPU
 is ~15x slower) and run float32's GEMM:
   - "cpu": AVX-512 BF16 `vdpbf16ps` on activations split into two bf16 halves (about 16 mantissa bits) when the
-    compiler targets a CPU with it (built with -march=native), else the portable body;
+    compiler targets a CPU with it (built with -march=native); else, with AVX2 and FMA, the weights widened in
+    registers (a 16-bit shift) and float32 FMAs over 4 weight rows x 2 activation rows (no widening pass through
+    a buffer: 1.2x faster SmolLM2 bf16 decode at batch 1, 1.4x at batch 8, on an AVX2 AMD EPYC); else the
+    portable body;
   - "cpu_portable": bf16 -> float32 by a shift, then float32 FMAs (AVX2 / AVX-512 / scalar as compiled).
 The gradient (training through bf16 weights) is the reference's: dx = dy @ widen(w), dw = (dy^T @ x) as bf16.
 """
