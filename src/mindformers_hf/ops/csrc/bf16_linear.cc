@@ -215,22 +215,19 @@ MFH_KERNEL bf16_linear_fwd_portable(MFH_ARGS) {
 }
 
 MFH_KERNEL bf16_linear_fwd(MFH_ARGS) {
-#if MFH_HAVE_AVX512BF16
+#if MFH_HAVE_AVX512BF16 || MFH_HAVE_AVX2
   int64_t M, K, N;
   if (!check(nparam, ndims, shapes, dtypes, M, K, N)) return 1;
   const float *x = static_cast<float *>(params[0]);
   const uint16_t *w = static_cast<uint16_t *>(params[1]);
   float *y = static_cast<float *>(params[2]);
+#endif
+#if MFH_HAVE_AVX512BF16
   const int64_t Kp = (K + 31) / 32 * 32;
   std::vector<uint16_t> hi(M * Kp), lo(M * Kp);
   split_activations(x, M, K, Kp, hi.data(), lo.data());
   return run(M, K, N, [&](int64_t n0, int64_t n1) { avx512_rows(hi.data(), lo.data(), w, y, M, K, Kp, N, n0, n1); });
 #elif MFH_HAVE_AVX2
-  int64_t M, K, N;
-  if (!check(nparam, ndims, shapes, dtypes, M, K, N)) return 1;
-  const float *x = static_cast<float *>(params[0]);
-  const uint16_t *w = static_cast<uint16_t *>(params[1]);
-  float *y = static_cast<float *>(params[2]);
   return run(M, K, N, [&](int64_t n0, int64_t n1) { avx2_rows(x, w, y, M, K, N, n0, n1); });
 #else
   return bf16_linear_fwd_portable(nparam, params, ndims, shapes, dtypes, stream, extra);
